@@ -1,0 +1,159 @@
+/* store -- LMDB-backed storage of savers, schemas and sequence states.
+ *
+ * Threads: exactly one writer thread calls the ss_store_* write functions,
+ * always inside a transaction handed to it by the writer (writer.h). Any
+ * thread may call the read functions; each read runs in its own short
+ * LMDB read transaction and never waits for the writer.
+ *
+ * Layout (LMDB named databases, documented in docs/decisions.md):
+ *   savers   saver name -> serialized schema
+ *   seqs     saver '\0' key -> record {next_segment, updated_ms, states...}
+ *   evicted  saver '\0' key -> eviction time (for NOT_FOUND after expiry)
+ * All state tensors of one sequence live in one record, so they are always
+ * replaced together.
+ */
+#ifndef SS_STORE_H
+#define SS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ss_limits.h"
+#include "ss_tensor.h"
+
+typedef struct ss_store ss_store;         /* opaque: env + database handles */
+typedef struct ss_store_txn ss_store_txn; /* opaque: one write transaction */
+
+/* Size of error messages written by store functions (always NUL-terminated). */
+#define SS_STORE_MSG 256
+
+typedef struct ss_store_options {
+    const char *dir;       /* LMDB directory; created if missing */
+    uint64_t map_size;     /* LMDB map size in bytes */
+    bool sync;             /* false: MDB_NOSYNC (acks may be lost on crash) */
+    unsigned max_readers;  /* LMDB reader slots */
+} ss_store_options;
+
+/* One state of a schema. */
+typedef struct ss_state_spec {
+    char *name;                          /* NUL-terminated, owned by schema */
+    int dtype;                           /* Statesaver__V1__DType */
+    int64_t shape[SS_TENSOR_MAX_RANK];   /* per-sequence shape */
+    size_t rank;                         /* dims used in shape */
+    size_t nbytes;                       /* bytes of one sequence's state */
+    uint8_t *initial;                    /* nbytes, or NULL for zeros */
+} ss_state_spec;
+
+/* A saver's schema. Immutable once published; shared by reference count. */
+typedef struct ss_schema {
+    char *saver;            /* saver name, NUL-terminated */
+    ss_state_spec *states;  /* n_states specs, in declared order */
+    size_t n_states;        /* number of specs */
+    uint64_t idle_ttl_ms;   /* 0 = sequences never expire */
+    bool keep_final;        /* keep the record after a final save */
+    size_t state_bytes;     /* sum of states[i].nbytes */
+    int refs;               /* reference count (atomic); use ref/unref */
+} ss_schema;
+
+/* A byte string borrowed from the caller. */
+typedef struct ss_bytes {
+    const uint8_t *data; /* not NUL-terminated */
+    size_t len;          /* bytes */
+} ss_bytes;
+
+int ss_store_open(ss_store **out, const ss_store_options *opt);
+/* Closes the environment. Accepts NULL. No other call may be in flight. */
+void ss_store_close(ss_store *st);
+
+/* Build a schema from a DeclareRequest (validates names, dtypes, shapes,
+ * initial tensors). On error returns a negative code and fills msg. The
+ * result has one reference; release with ss_schema_unref. */
+int ss_schema_from_declare(const Statesaver__V1__DeclareRequest *req,
+                           ss_schema **out, char msg[SS_STORE_MSG]);
+ss_schema *ss_schema_ref(ss_schema *s);
+void ss_schema_unref(ss_schema *s); /* accepts NULL; frees at zero */
+bool ss_schema_equal(const ss_schema *a, const ss_schema *b);
+
+/* Look up a saver's schema (any thread). On success *out holds a new
+ * reference. SS_ERR_NOT_FOUND if the saver is not declared. */
+int ss_store_schema(ss_store *st, const char *saver, ss_schema **out);
+
+/* ---- reads (any thread, own read transaction) ---- */
+
+/* Fetch n keys. out[i] (one per schema state, in schema order) must hold
+ * n * schema->states[i].nbytes bytes; row k receives key k's state, or the
+ * initial state when the key has no record. next_segment[k] and
+ * updated_ms[k] are filled (0 for no record). Returns SS_ERR_NOT_FOUND with
+ * msg naming the key if a key was evicted by idle expiry. */
+int ss_store_fetch(ss_store *st, const ss_schema *schema, size_t n,
+                   const ss_bytes *keys, void *const *out,
+                   uint64_t *next_segment, uint64_t *updated_ms,
+                   char msg[SS_STORE_MSG]);
+
+/* Only next_segment of n keys (0 when absent); for barrier checks. */
+int ss_store_segments(ss_store *st, const char *saver, size_t n,
+                      const ss_bytes *keys, uint64_t *next_segment);
+
+/* Counts for Stats. */
+typedef struct ss_store_stats {
+    uint64_t savers;     /* declared savers */
+    uint64_t sequences;  /* sequence records (all savers, or one) */
+    uint64_t map_size;   /* configured LMDB map size */
+    uint64_t map_used;   /* bytes in use (last page * page size) */
+} ss_store_stats;
+int ss_store_stats_get(ss_store *st, const char *saver, ss_store_stats *out);
+
+/* List sequences of a saver with keys starting with prefix, after
+ * start_after (exclusive; len 0 = from the beginning), at most limit.
+ * Calls cb for each; *more is set when entries remain. */
+typedef int (*ss_store_list_cb)(void *arg, const ss_bytes *key,
+                                uint64_t next_segment, uint64_t updated_ms);
+int ss_store_list(ss_store *st, const char *saver, ss_bytes prefix,
+                  ss_bytes start_after, size_t limit, ss_store_list_cb cb,
+                  void *arg, bool *more);
+/* List savers: cb receives each schema (borrowed for the call) and its
+ * sequence count. */
+typedef int (*ss_store_saver_cb)(void *arg, const ss_schema *schema,
+                                 uint64_t sequences);
+int ss_store_list_savers(ss_store *st, ss_store_saver_cb cb, void *arg);
+
+/* ---- writes (writer thread only, inside txn) ---- */
+
+/* Declare: same schema -> 0 and *created=false; new -> *created=true;
+ * different schema -> SS_ERR_CONFLICT with msg. */
+int ss_store_declare(ss_store_txn *txn, const ss_schema *schema, bool *created,
+                     char msg[SS_STORE_MSG]);
+
+/* One save of a batch. */
+typedef struct ss_save_item {
+    ss_bytes key;          /* sequence key */
+    uint64_t segment;      /* the state is the end of this segment */
+    bool final;            /* delete the record (unless keep_final) */
+    const void *const *states; /* one pointer per schema state, nbytes each */
+} ss_save_item;
+
+/* Compare-and-set for every item, all or nothing. already_applied[i] is
+ * set when next_segment == segment+1 already (idempotent retry; that item
+ * is left unchanged). Any other mismatch -> SS_ERR_CONFLICT with msg naming
+ * key, expected and found segment, and nothing of the batch is applied. */
+int ss_store_save(ss_store_txn *txn, const ss_schema *schema, size_t n,
+                  const ss_save_item *items, bool *already_applied,
+                  uint64_t now_ms, char msg[SS_STORE_MSG]);
+
+/* Drop keys (returns count in *dropped) or, with all, the saver itself. */
+int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
+                  const ss_bytes *keys, bool all, uint64_t *dropped,
+                  char msg[SS_STORE_MSG]);
+
+/* Evict up to max sequences of savers with idle_ttl_ms whose updated_ms +
+ * ttl <= now_ms; records them in `evicted`. *evicted gets the count. */
+int ss_store_evict_idle(ss_store_txn *txn, uint64_t now_ms, size_t max,
+                        uint64_t *evicted);
+
+/* Raw access for other modules that keep data in the same environment
+ * (the job queue): the LMDB write transaction behind txn. */
+struct MDB_txn *ss_store_txn_mdb(ss_store_txn *txn);
+struct MDB_env *ss_store_env(ss_store *st);
+
+#endif

@@ -1,0 +1,58 @@
+/* writer -- the single LMDB writer thread with group commit.
+ *
+ * The event loop never waits on fsync. It queues write operations here;
+ * the writer thread takes everything queued since its last commit, runs
+ * each op in a nested transaction of one LMDB write transaction (an op that
+ * fails is rolled back alone), commits once (durable when the store was
+ * opened with sync), and only then hands each op's result back to the loop
+ * thread, where its done callback runs. So a reply sent from `done` is sent
+ * after the data is durable.
+ */
+#ifndef SS_WRITER_H
+#define SS_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "store.h"
+
+typedef struct ss_writer ss_writer; /* opaque: thread, queues, uv_async */
+
+typedef struct ss_write_op ss_write_op;
+/* Runs on the writer thread inside txn. Return 0 or a negative code; on
+ * error write a message into msg. Must not touch loop-owned data. */
+typedef int (*ss_write_run_fn)(ss_write_op *op, ss_store_txn *txn,
+                               char msg[SS_STORE_MSG]);
+/* Runs on the loop thread after the commit (or its failure). rc is the
+ * op's result, or the commit's error if the commit failed. The op is owned
+ * by the caller again: free it here if it was allocated. */
+typedef void (*ss_write_done_fn)(ss_write_op *op, int rc, const char *msg);
+
+/* Embed this in a larger struct carrying the op's arguments and results. */
+struct ss_write_op {
+    ss_write_run_fn run;     /* writer-thread work */
+    ss_write_done_fn done;   /* loop-thread completion */
+    ss_write_op *next;       /* queue link, owned by the writer */
+    int rc;                  /* result, set by the writer */
+    char msg[SS_STORE_MSG];  /* error text, set by the writer */
+};
+
+typedef struct ss_writer_stats {
+    uint64_t commits;       /* write transactions committed */
+    uint64_t ops;           /* ops run in them */
+    uint64_t max_batch;     /* largest group so far */
+    uint64_t commit_ns;     /* total time in mdb_txn_commit (fsync) */
+} ss_writer_stats;
+
+/* Start the thread. Completions are delivered on loop. */
+int ss_writer_start(ss_writer **out, ss_store *st, uv_loop_t *loop);
+/* Queue op (loop thread). The op must stay alive until done runs. */
+void ss_writer_submit(ss_writer *w, ss_write_op *op);
+/* Finish every queued op (their done callbacks run on the loop), stop the
+ * thread, close the async handle; frees w from the close callback. Calls
+ * stopped(arg) on the loop thread once w is gone. Accepts NULL. */
+void ss_writer_stop(ss_writer *w, void (*stopped)(void *arg), void *arg);
+void ss_writer_stats_get(ss_writer *w, ss_writer_stats *out);
+
+#endif
