@@ -1,0 +1,2 @@
+/* store -- (in progress) */
+#include "store.h"

@@ -1,0 +1,2 @@
+/* writer -- (in progress) */
+#include "writer.h"
