@@ -1,0 +1,65 @@
+/* config -- command-line flags and limits of statesaver-server.
+ *
+ * Every limit is a named constant here or in ss_limits.h, with a flag.
+ */
+#ifndef SS_CONFIG_H
+#define SS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ss_limits.h"
+
+#define SS_LISTEN_DEFAULT "127.0.0.1:7450"
+#define SS_TTL_INTERVAL_MS_DEFAULT 1000u   /* --ttl-interval-ms */
+#define SS_EVICT_BATCH 10000u              /* sequences evicted per run */
+#define SS_SHUTDOWN_GRACE_MS 10000u        /* force-close after this */
+#define SS_TOKEN_MAX 4096u                 /* bytes in an auth token file */
+#define SS_MAX_READERS 126u                /* LMDB reader slots */
+#define SS_HOST_MAX 256u                   /* bytes in --listen's host */
+
+typedef struct ss_config {
+    char host[SS_HOST_MAX];     /* listen address literal (IPv4 or IPv6) */
+    int port;                   /* listen port; 0 = ephemeral */
+    char *data_dir;             /* --data (owned) */
+    bool sync;                  /* --sync on|off */
+    uint32_t max_frame_bytes;   /* --max-frame-bytes */
+    uint32_t max_keys;          /* --max-keys: keys per request */
+    uint32_t max_key_bytes;     /* --max-key-bytes */
+    uint32_t max_connections;   /* --max-connections */
+    uint64_t max_output_bytes;  /* --max-output-bytes per connection */
+    uint64_t idle_timeout_ms;   /* --idle-timeout-ms; 0 = never */
+    uint64_t map_size;          /* --map-size bytes */
+    uint8_t *token;             /* auth token (owned) or NULL */
+    size_t token_len;           /* bytes in token */
+    uint64_t ttl_interval_ms;   /* --ttl-interval-ms; 0 = no eviction */
+    int log_level;              /* --log-level */
+    char *port_file;            /* --port-file (owned) or NULL */
+} ss_config;
+
+/* Fill the defaults. */
+void ss_config_init(ss_config *cfg);
+
+/* Parse argv into cfg (after ss_config_init). Returns 0 to run, 1 when
+ * --help/--version printed their text to out, or a negative code after
+ * writing a message to err. Reads the token file. */
+int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
+                    FILE *err);
+
+/* Deep copy (strings, token). Returns 0 or SS_ERR_NOMEM. */
+int ss_config_copy(ss_config *dst, const ss_config *src);
+
+/* Release owned strings. Accepts NULL. */
+void ss_config_clear(ss_config *cfg);
+
+/* Read an auth token: the file's bytes with trailing "\n" / "\r\n"
+ * removed; empty or larger than SS_TOKEN_MAX is an error (message in err). */
+int ss_config_read_token(const char *path, uint8_t **token, size_t *len,
+                         FILE *err);
+
+/* Split "HOST:PORT" / "[V6]:PORT" into host and port. */
+int ss_config_parse_listen(const char *arg, char host[SS_HOST_MAX], int *port);
+
+#endif

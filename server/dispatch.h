@@ -1,0 +1,124 @@
+/* dispatch -- request contexts, the handler table and reply helpers.
+ *
+ * Every decoded Request becomes an ss_request and goes to the handler
+ * registered for its body case. A handler answers exactly once, either
+ * before it returns or later (after a writer commit, a barrier wait, a
+ * lease wait ...), with ss_request_reply(), ss_request_error() or
+ * ss_request_fail(). Answering releases the request: the decoded message,
+ * the reference on its connection and the context itself are gone when the
+ * reply function returns, so the handler must not touch req afterwards.
+ *
+ * Everything here runs on the loop thread only.
+ *
+ * Until a request is answered it holds a reference on its connection, so
+ * the connection object outlives it; if the peer went away meanwhile the
+ * reply is silently dropped (ss_request_closed() tells a handler early, and
+ * ss_request_on_close() lets a parked request be woken when that happens).
+ *
+ * Job handlers (Submit, Lease, Complete, Await) live in dispatch_jobs.c and
+ * register themselves from ss_dispatch_jobs_init(); until that file exists
+ * those four answer UNIMPLEMENTED.
+ */
+#ifndef SS_DISPATCH_H
+#define SS_DISPATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server.h"
+#include "statesaver.pb-c.h"
+
+typedef struct ss_request ss_request; /* opaque: one request in flight */
+
+typedef Statesaver__V1__Request ss_request_msg;
+typedef Statesaver__V1__Response ss_response_msg;
+
+/* A handler. It owns req until it answers it (see above). */
+typedef void (*ss_handler_fn)(ss_request *req);
+
+/* Highest body case number + 1 (Request.body field numbers are < 32). */
+#define SS_DISPATCH_SLOTS 32
+
+/* Register fn for a Request body case (STATESAVER__V1__REQUEST__BODY_*),
+ * replacing any earlier handler. Returns SS_ERR_INVALID for a case outside
+ * the table. Call before the server starts accepting. */
+int ss_dispatch_register(ss_server *srv, int body_case, ss_handler_fn fn);
+
+/* ---- the request ---- */
+
+/* The decoded request; valid until the request is answered. Handlers may
+ * keep pointers into it (keys, tensor data) until then. */
+const ss_request_msg *ss_request_message(const ss_request *req);
+uint64_t ss_request_id(const ss_request *req);
+ss_server *ss_request_server(const ss_request *req);
+/* True once the connection is closing or closed: a reply would be dropped. */
+bool ss_request_closed(const ss_request *req);
+
+/* Per-request slot for the handler's own state (NULL initially). */
+void ss_request_set_data(ss_request *req, void *data);
+void *ss_request_data(const ss_request *req);
+
+/* Called (on the loop thread, at most once) when the connection closes
+ * while req is still unanswered, so a parked request can stop waiting. The
+ * callback must answer req (the reply is dropped) now or soon. Pass NULL
+ * to cancel. A request still unanswered at shutdown is answered by its
+ * owner's ss_module.shutdown hook, not by this callback. */
+typedef void (*ss_request_close_fn)(ss_request *req, void *arg);
+void ss_request_on_close(ss_request *req, ss_request_close_fn fn, void *arg);
+
+/* ---- answering ---- */
+
+/* Answer with status OK and resp's body. The caller fills only
+ * body_case and the body pointer; id and status are set here. resp and
+ * everything it points to are borrowed: they are packed before this
+ * returns, so stack memory is fine. A response larger than the frame limit
+ * becomes RESOURCE_EXHAUSTED instead. Releases req. */
+void ss_request_reply(ss_request *req, ss_response_msg *resp);
+
+/* Answer with an error status (gRPC code STATESAVER__V1__CODE__*) and a
+ * printf-style message (truncated to SS_DISPATCH_MSG_MAX). Releases req. */
+void ss_request_error(ss_request *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Answer with the status for an ss_error.h code (ss_dispatch_status_code)
+ * and msg, or ss_strerror(err) when msg is NULL or empty. Releases req. */
+void ss_request_fail(ss_request *req, int err, const char *msg);
+
+/* Like ss_request_error, then close the connection once the reply has
+ * been written (protocol violations, failed authentication). */
+void ss_request_error_close(ss_request *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define SS_DISPATCH_MSG_MAX 512
+
+/* The status code for an ss_error.h code:
+ *   SS_ERR_INVALID, SS_ERR_PROTO, SS_ERR_SHAPE, SS_ERR_FORMAT -> INVALID_ARGUMENT
+ *   SS_ERR_NOT_FOUND -> NOT_FOUND        SS_ERR_CONFLICT -> FAILED_PRECONDITION
+ *   SS_ERR_TOO_BIG, SS_ERR_FULL, SS_ERR_NOMEM -> RESOURCE_EXHAUSTED
+ *   SS_ERR_TIMEOUT -> DEADLINE_EXCEEDED  SS_ERR_AUTH -> UNAUTHENTICATED
+ *   SS_ERR_CLOSED -> UNAVAILABLE         SS_ERR_STATUS(c) -> c
+ *   anything else (SS_ERR_STORE, SS_ERR_IO, ...) -> INTERNAL */
+int ss_dispatch_status_code(int err);
+
+/* ---- validation helpers shared by handlers ---- */
+
+/* Check a key against SS_KEY_MIN and the server's --max-key-bytes. On
+ * failure answers req with INVALID_ARGUMENT naming what (e.g. "keys[3]")
+ * and returns false (req is released). */
+bool ss_request_check_key(ss_request *req, const char *what,
+                          const uint8_t *key, size_t len);
+
+/* Check a key count against --max-keys (and that it is > 0). On failure
+ * answers INVALID_ARGUMENT (0 keys) or RESOURCE_EXHAUSTED (too many) and
+ * returns false (req is released). */
+bool ss_request_check_key_count(ss_request *req, size_t n);
+
+/* Check a saver name (1..SS_SAVER_NAME_MAX bytes). Same contract. */
+bool ss_request_check_saver_name(ss_request *req, const char *saver);
+
+/* Implemented by dispatch_jobs.c (when present): register the job
+ * handlers and an ss_module for the job queue. Called once at start. */
+int ss_dispatch_jobs_init(ss_server *srv);
+
+#endif
