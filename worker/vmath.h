@@ -1,0 +1,29 @@
+/* vmath -- in-place vector sigmoid, tanh and relu over float arrays.
+ *
+ * tanh and exp come from glibc's libmvec (the SIMD variants of libm,
+ * reached through -lm on glibc): the widest variant the CPU supports is
+ * picked at run time (AVX-512, AVX2, else SSE). libmvec documents at most
+ * 4 ulp; tests/worker and docs/benchmarks.md give the measured error
+ * against double-precision references. Functions are thread-safe and
+ * allocate nothing.
+ */
+#ifndef SS_VMATH_H
+#define SS_VMATH_H
+
+#include <stddef.h>
+
+#include "model.h"
+
+/* x[i] = 1 / (1 + exp(-x[i])) for i < n. */
+void ss_vmath_sigmoid(float *x, size_t n);
+/* x[i] = tanh(x[i]) for i < n. */
+void ss_vmath_tanh(float *x, size_t n);
+/* x[i] = max(x[i], 0) for i < n (NaN stays NaN). */
+void ss_vmath_relu(float *x, size_t n);
+/* The cell activation (tanh or relu) in place. */
+void ss_vmath_act(ss_activation act, float *x, size_t n);
+
+/* Name of the variant in use ("avx512", "avx2" or "sse"), for reports. */
+const char *ss_vmath_isa(void);
+
+#endif
