@@ -1,0 +1,624 @@
+/* calls -- libstatesaver's typed calls: hello, ping, declare, fetch, save,
+ * drop, list, stats. Each builds a Request that borrows the caller's memory
+ * (no copies of keys or tensors), runs it through ss_client_call and
+ * checks the response's shape before handing anything to the caller.
+ */
+#include "client_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ss_limits.h"
+#include "ss_tensor.h"
+
+typedef Statesaver__V1__Tensor tensor_t;
+
+struct ss_fetch_result {
+    ss_resp *resp;       /* owned response; every pointer handed out is inside */
+    size_t n_keys;       /* keys fetched */
+    size_t n_states;     /* states per key */
+    size_t *row_bytes;   /* per state: bytes of one key's row */
+};
+
+struct ss_list_result {
+    ss_resp *resp;                  /* owned response */
+    const Statesaver__V1__ListResponse *list; /* resp's list body */
+};
+
+/* Run req and require a response body of the given case. */
+static int run(ss_client *c, ss_req *req, uint32_t wait_ms, int want_case,
+               ss_resp **out)
+{
+    ss_resp *r = NULL;
+    if (!c)
+        return SS_ERR_INVALID;
+    int rc = ss_client_call(c, req, wait_ms, &r);
+    if (rc < 0)
+        return rc;
+    if ((int)r->body_case != want_case) {
+        ss_client_response_free(r);
+        return ss_client_fail(c, SS_ERR_PROTO,
+                              "server answered with body %d, expected %d",
+                              (int)r->body_case, want_case);
+    }
+    *out = r;
+    return 0;
+}
+
+/* Borrow keys into a new ProtobufCBinaryData array (n may be 0). */
+static int borrow_keys(ss_client *c, const ss_key *keys, size_t n,
+                       ProtobufCBinaryData **out)
+{
+    *out = NULL;
+    if (n == 0)
+        return 0;
+    if (!keys)
+        return ss_client_fail(c, SS_ERR_INVALID, "keys is NULL");
+    ProtobufCBinaryData *b = calloc(n, sizeof *b);
+    if (!b)
+        return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        b[i].data = (uint8_t *)(uintptr_t)keys[i].data;
+        b[i].len = keys[i].len;
+    }
+    *out = b;
+    return 0;
+}
+
+static char *unconst(const char *s)
+{
+    return (char *)(uintptr_t)(s ? s : "");
+}
+
+int ss_client_hello(ss_client *c, const void *token, size_t token_len,
+                    ss_server_info *info)
+{
+    Statesaver__V1__HelloRequest h = STATESAVER__V1__HELLO_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ss_resp *r = NULL;
+    h.token.data = (uint8_t *)(uintptr_t)token;
+    h.token.len = token ? token_len : 0;
+    h.client = unconst("libstatesaver/" SS_VERSION);
+    req.body_case = STATESAVER__V1__REQUEST__BODY_HELLO;
+    req.hello = &h;
+    int rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_HELLO, &r);
+    if (rc < 0)
+        return rc;
+    if (info) {
+        ss_client_copy_str(info->server_version, sizeof info->server_version,
+                           r->hello->server_version);
+        info->protocol_version = r->hello->protocol_version;
+        info->max_frame_bytes = r->hello->max_frame_bytes;
+        info->max_keys = r->hello->max_keys;
+    }
+    ss_client_response_free(r);
+    return 0;
+}
+
+int ss_client_ping(ss_client *c, uint64_t *server_time_ms)
+{
+    Statesaver__V1__PingRequest p = STATESAVER__V1__PING_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ss_resp *r = NULL;
+    req.body_case = STATESAVER__V1__REQUEST__BODY_PING;
+    req.ping = &p;
+    int rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_PING, &r);
+    if (rc < 0)
+        return rc;
+    if (server_time_ms)
+        *server_time_ms = r->ping->server_time_ms;
+    ss_client_response_free(r);
+    return 0;
+}
+
+int ss_client_declare(ss_client *c, const char *saver, const ss_state_def *states,
+                      size_t n_states, uint64_t idle_ttl_ms, bool keep_final,
+                      bool *created)
+{
+    Statesaver__V1__DeclareRequest d = STATESAVER__V1__DECLARE_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    Statesaver__V1__StateSpec *specs = NULL, **spec_ptrs = NULL;
+    tensor_t *inits = NULL;
+    ss_resp *r = NULL;
+    int rc;
+
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (!saver || (n_states > 0 && !states))
+        return ss_client_fail(c, SS_ERR_INVALID, "saver or states is NULL");
+    if (n_states > SS_STATES_PER_SAVER_MAX)
+        return ss_client_fail(c, SS_ERR_TOO_BIG, "%zu states (limit %u)", n_states,
+                              SS_STATES_PER_SAVER_MAX);
+    specs = calloc(n_states ? n_states : 1, sizeof *specs);
+    spec_ptrs = calloc(n_states ? n_states : 1, sizeof *spec_ptrs);
+    inits = calloc(n_states ? n_states : 1, sizeof *inits);
+    if (!specs || !spec_ptrs || !inits) {
+        rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n_states; i++) {
+        const ss_state_def *s = &states[i];
+        Statesaver__V1__StateSpec init = STATESAVER__V1__STATE_SPEC__INIT;
+        specs[i] = init;
+        specs[i].name = unconst(s->name);
+        specs[i].dtype = (Statesaver__V1__DType)s->dtype;
+        specs[i].shape = (int64_t *)(uintptr_t)s->shape;
+        specs[i].n_shape = s->rank;
+        if (s->initial) {
+            tensor_t tinit = STATESAVER__V1__TENSOR__INIT;
+            inits[i] = tinit;
+            ss_tensor_borrow(&inits[i], s->dtype, s->shape, s->rank, s->initial,
+                             s->initial_bytes);
+            specs[i].initial = &inits[i];
+        }
+        spec_ptrs[i] = &specs[i];
+    }
+    d.saver = unconst(saver);
+    d.n_states = n_states;
+    d.states = spec_ptrs;
+    d.idle_ttl_ms = idle_ttl_ms;
+    d.keep_final = keep_final;
+    req.body_case = STATESAVER__V1__REQUEST__BODY_DECLARE;
+    req.declare = &d;
+    rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_DECLARE, &r);
+    if (rc < 0)
+        goto out;
+    if (created)
+        *created = r->declare->created;
+    rc = 0;
+out:
+    ss_client_response_free(r);
+    free(inits);
+    free(spec_ptrs);
+    free(specs);
+    return rc;
+}
+
+/* ---- fetch ------------------------------------------------------------- */
+
+void ss_fetch_result_free(ss_fetch_result *r)
+{
+    if (!r)
+        return;
+    ss_client_response_free(r->resp);
+    free(r->row_bytes);
+    free(r);
+}
+
+/* Check that a FetchResponse agrees with itself and with n keys. */
+static int check_fetch(ss_client *c, const Statesaver__V1__FetchResponse *f,
+                       size_t n, size_t *row_bytes)
+{
+    if (f->n_names != f->n_states)
+        return ss_client_fail(c, SS_ERR_PROTO, "fetch reply: %zu names, %zu states",
+                              f->n_names, f->n_states);
+    if (f->n_next_segment != n ||
+        (f->n_updated_ms != 0 && f->n_updated_ms != n))
+        return ss_client_fail(c, SS_ERR_PROTO,
+                              "fetch reply: %zu segments for %zu keys",
+                              f->n_next_segment, n);
+    for (size_t i = 0; i < f->n_states; i++) {
+        const tensor_t *t = f->states[i];
+        if (!t || ss_tensor_check(t) < 0 || t->n_shape < 1 ||
+            t->shape[0] != (int64_t)n)
+            return ss_client_fail(c, SS_ERR_PROTO,
+                                  "fetch reply: state '%s' is malformed",
+                                  f->names[i]);
+        row_bytes[i] = n ? t->data.len / n : 0;
+    }
+    return 0;
+}
+
+int ss_client_fetch(ss_client *c, const char *saver, const ss_key *keys,
+                    size_t n_keys, uint64_t min_segment, uint32_t wait_ms,
+                    ss_fetch_result **out)
+{
+    Statesaver__V1__FetchRequest f = STATESAVER__V1__FETCH_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ProtobufCBinaryData *bk = NULL;
+    ss_fetch_result *res = NULL;
+    ss_resp *r = NULL;
+    int rc;
+
+    *out = NULL;
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (!saver)
+        return ss_client_fail(c, SS_ERR_INVALID, "saver is NULL");
+    rc = borrow_keys(c, keys, n_keys, &bk);
+    if (rc < 0)
+        goto out;
+    f.saver = unconst(saver);
+    f.n_keys = n_keys;
+    f.keys = bk;
+    f.min_segment = min_segment;
+    f.wait_ms = wait_ms;
+    req.body_case = STATESAVER__V1__REQUEST__BODY_FETCH;
+    req.fetch = &f;
+    rc = run(c, &req, wait_ms, STATESAVER__V1__RESPONSE__BODY_FETCH, &r);
+    if (rc < 0)
+        goto out;
+    res = calloc(1, sizeof *res);
+    if (res)
+        res->row_bytes = calloc(r->fetch->n_states ? r->fetch->n_states : 1,
+                                sizeof *res->row_bytes);
+    if (!res || !res->row_bytes) {
+        rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    rc = check_fetch(c, r->fetch, n_keys, res->row_bytes);
+    if (rc < 0)
+        goto out;
+    res->resp = r;
+    r = NULL;
+    res->n_keys = n_keys;
+    res->n_states = res->resp->fetch->n_states;
+    *out = res;
+    res = NULL;
+    rc = 0;
+out:
+    ss_fetch_result_free(res);
+    ss_client_response_free(r);
+    free(bk);
+    return rc;
+}
+
+size_t ss_fetch_result_keys(const ss_fetch_result *r)
+{
+    return r ? r->n_keys : 0;
+}
+
+size_t ss_fetch_result_states(const ss_fetch_result *r)
+{
+    return r ? r->n_states : 0;
+}
+
+const char *ss_fetch_result_name(const ss_fetch_result *r, size_t i)
+{
+    return r && i < r->n_states ? r->resp->fetch->names[i] : NULL;
+}
+
+int ss_fetch_result_find(const ss_fetch_result *r, const char *name)
+{
+    for (size_t i = 0; r && name && i < r->n_states; i++)
+        if (strcmp(r->resp->fetch->names[i], name) == 0)
+            return (int)i;
+    return SS_ERR_NOT_FOUND;
+}
+
+int ss_fetch_result_dtype(const ss_fetch_result *r, size_t i)
+{
+    return r && i < r->n_states ? (int)r->resp->fetch->states[i]->dtype : 0;
+}
+
+const int64_t *ss_fetch_result_shape(const ss_fetch_result *r, size_t i,
+                                     size_t *rank)
+{
+    if (!r || i >= r->n_states) {
+        if (rank)
+            *rank = 0;
+        return NULL;
+    }
+    const tensor_t *t = r->resp->fetch->states[i];
+    if (rank)
+        *rank = t->n_shape - 1;
+    return t->shape + 1;
+}
+
+const void *ss_fetch_result_state(const ss_fetch_result *r, size_t i, size_t k,
+                                  size_t *nbytes)
+{
+    if (!r || i >= r->n_states || k >= r->n_keys)
+        return NULL;
+    if (nbytes)
+        *nbytes = r->row_bytes[i];
+    return r->resp->fetch->states[i]->data.data + k * r->row_bytes[i];
+}
+
+uint64_t ss_fetch_result_next_segment(const ss_fetch_result *r, size_t k)
+{
+    return r && k < r->n_keys ? r->resp->fetch->next_segment[k] : 0;
+}
+
+uint64_t ss_fetch_result_updated_ms(const ss_fetch_result *r, size_t k)
+{
+    if (!r || k >= r->n_keys || r->resp->fetch->n_updated_ms == 0)
+        return 0;
+    return r->resp->fetch->updated_ms[k];
+}
+
+/* ---- save -------------------------------------------------------------- */
+
+int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
+                   size_t n_keys, const uint64_t *segments, const bool *final,
+                   const ss_state_data *states, size_t n_states,
+                   bool *already_applied)
+{
+    Statesaver__V1__SaveRequest s = STATESAVER__V1__SAVE_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ProtobufCBinaryData *bk = NULL;
+    protobuf_c_boolean *fin = NULL;
+    tensor_t *ts = NULL, **tps = NULL;
+    int64_t *dims = NULL;
+    ss_resp *r = NULL;
+    int rc;
+
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (!saver || (n_keys > 0 && !segments) || (n_states > 0 && !states))
+        return ss_client_fail(c, SS_ERR_INVALID, "saver, segments or states is NULL");
+    if (n_states > SS_STATES_PER_SAVER_MAX)
+        return ss_client_fail(c, SS_ERR_TOO_BIG, "%zu states (limit %u)", n_states,
+                              SS_STATES_PER_SAVER_MAX);
+    rc = borrow_keys(c, keys, n_keys, &bk);
+    if (rc < 0)
+        goto out;
+    size_t ns = n_states ? n_states : 1;
+    ts = calloc(ns, sizeof *ts);
+    tps = calloc(ns, sizeof *tps);
+    dims = calloc(ns * SS_TENSOR_MAX_RANK, sizeof *dims);
+    if (final)
+        fin = calloc(n_keys ? n_keys : 1, sizeof *fin);
+    if (!ts || !tps || !dims || (final && !fin)) {
+        rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n_states; i++) {
+        const ss_state_data *sd = &states[i];
+        int64_t *d = dims + i * SS_TENSOR_MAX_RANK;
+        uint64_t count;
+        size_t es = ss_dtype_size(sd->dtype);
+        if (es == 0 || sd->rank + 1 > SS_TENSOR_MAX_RANK ||
+            (sd->rank > 0 && !sd->shape) || !sd->data) {
+            rc = ss_client_fail(c, SS_ERR_INVALID,
+                                "state %zu: bad dtype, rank or data", i);
+            goto out;
+        }
+        d[0] = (int64_t)n_keys;
+        if (sd->rank)
+            memcpy(d + 1, sd->shape, sd->rank * sizeof *d);
+        if (ss_shape_count(d, sd->rank + 1, SIZE_MAX / es, &count) < 0) {
+            rc = ss_client_fail(c, SS_ERR_TOO_BIG, "state %zu: shape too big", i);
+            goto out;
+        }
+        tensor_t tinit = STATESAVER__V1__TENSOR__INIT;
+        ts[i] = tinit;
+        ss_tensor_borrow(&ts[i], sd->dtype, d, sd->rank + 1, sd->data,
+                         (size_t)count * es);
+        tps[i] = &ts[i];
+    }
+    for (size_t k = 0; fin && k < n_keys; k++)
+        fin[k] = final[k];
+    s.saver = unconst(saver);
+    s.n_keys = n_keys;
+    s.keys = bk;
+    s.n_segment = n_keys;
+    s.segment = (uint64_t *)(uintptr_t)segments;
+    s.n_final = fin ? n_keys : 0;
+    s.final = fin;
+    s.n_states = n_states;
+    s.states = tps;
+    req.body_case = STATESAVER__V1__REQUEST__BODY_SAVE;
+    req.save = &s;
+    rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_SAVE, &r);
+    if (rc < 0)
+        goto out;
+    if (already_applied) {
+        if (r->save->n_already_applied != n_keys &&
+            r->save->n_already_applied != 0) {
+            rc = ss_client_fail(c, SS_ERR_PROTO,
+                                "save reply: %zu flags for %zu keys",
+                                r->save->n_already_applied, n_keys);
+            goto out;
+        }
+        for (size_t k = 0; k < n_keys; k++)
+            already_applied[k] = r->save->n_already_applied &&
+                                 r->save->already_applied[k];
+    }
+    rc = 0;
+out:
+    ss_client_response_free(r);
+    free(fin);
+    free(dims);
+    free(tps);
+    free(ts);
+    free(bk);
+    return rc;
+}
+
+/* ---- drop, list, stats --------------------------------------------------- */
+
+int ss_client_drop(ss_client *c, const char *saver, const ss_key *keys,
+                   size_t n_keys, bool all, uint64_t *dropped)
+{
+    Statesaver__V1__DropRequest d = STATESAVER__V1__DROP_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ProtobufCBinaryData *bk = NULL;
+    ss_resp *r = NULL;
+    int rc;
+
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (!saver)
+        return ss_client_fail(c, SS_ERR_INVALID, "saver is NULL");
+    if (!all) {
+        rc = borrow_keys(c, keys, n_keys, &bk);
+        if (rc < 0)
+            goto out;
+        d.n_keys = n_keys;
+        d.keys = bk;
+    }
+    d.saver = unconst(saver);
+    d.all = all;
+    req.body_case = STATESAVER__V1__REQUEST__BODY_DROP;
+    req.drop = &d;
+    rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_DROP, &r);
+    if (rc < 0)
+        goto out;
+    if (dropped)
+        *dropped = r->drop->dropped;
+    rc = 0;
+out:
+    ss_client_response_free(r);
+    free(bk);
+    return rc;
+}
+
+int ss_client_list(ss_client *c, const char *saver, const ss_key *prefix,
+                   const ss_key *start_after, uint32_t limit,
+                   ss_list_result **out)
+{
+    Statesaver__V1__ListRequest l = STATESAVER__V1__LIST_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ss_list_result *res = NULL;
+    ss_resp *r = NULL;
+    int rc;
+
+    *out = NULL;
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    l.saver = unconst(saver);
+    if (prefix) {
+        l.prefix.data = (uint8_t *)(uintptr_t)prefix->data;
+        l.prefix.len = prefix->len;
+    }
+    if (start_after) {
+        l.start_after.data = (uint8_t *)(uintptr_t)start_after->data;
+        l.start_after.len = start_after->len;
+    }
+    l.limit = limit;
+    req.body_case = STATESAVER__V1__REQUEST__BODY_LIST;
+    req.list = &l;
+    rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_LIST, &r);
+    if (rc < 0)
+        goto out;
+    for (size_t i = 0; i < r->list->n_savers; i++)
+        for (size_t j = 0; j < r->list->savers[i]->n_states; j++)
+            if (!r->list->savers[i]->states[j]) {
+                rc = ss_client_fail(c, SS_ERR_PROTO, "list reply: empty state spec");
+                goto out;
+            }
+    res = calloc(1, sizeof *res);
+    if (!res) {
+        rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    res->resp = r;
+    res->list = r->list;
+    r = NULL;
+    *out = res;
+    rc = 0;
+out:
+    ss_client_response_free(r);
+    return rc;
+}
+
+void ss_list_result_free(ss_list_result *r)
+{
+    if (!r)
+        return;
+    ss_client_response_free(r->resp);
+    free(r);
+}
+
+bool ss_list_result_more(const ss_list_result *r)
+{
+    return r && r->list->more;
+}
+
+size_t ss_list_result_sequences(const ss_list_result *r)
+{
+    return r ? r->list->n_sequences : 0;
+}
+
+const void *ss_list_result_key(const ss_list_result *r, size_t i, size_t *len)
+{
+    if (!r || i >= r->list->n_sequences)
+        return NULL;
+    if (len)
+        *len = r->list->sequences[i]->key.len;
+    return r->list->sequences[i]->key.data;
+}
+
+uint64_t ss_list_result_next_segment(const ss_list_result *r, size_t i)
+{
+    return r && i < r->list->n_sequences ? r->list->sequences[i]->next_segment : 0;
+}
+
+uint64_t ss_list_result_updated_ms(const ss_list_result *r, size_t i)
+{
+    return r && i < r->list->n_sequences ? r->list->sequences[i]->updated_ms : 0;
+}
+
+size_t ss_list_result_savers(const ss_list_result *r)
+{
+    return r ? r->list->n_savers : 0;
+}
+
+int ss_list_result_saver(const ss_list_result *r, size_t i, ss_saver_info *out)
+{
+    if (!r || i >= r->list->n_savers)
+        return SS_ERR_INVALID;
+    const Statesaver__V1__SaverInfo *s = r->list->savers[i];
+    out->name = s->name;
+    out->n_states = s->n_states;
+    out->idle_ttl_ms = s->idle_ttl_ms;
+    out->keep_final = s->keep_final;
+    out->sequences = s->sequences;
+    return 0;
+}
+
+const char *ss_list_result_saver_state(const ss_list_result *r, size_t i,
+                                       size_t j, int *dtype,
+                                       const int64_t **shape, size_t *rank)
+{
+    if (!r || i >= r->list->n_savers || j >= r->list->savers[i]->n_states)
+        return NULL;
+    const Statesaver__V1__StateSpec *s = r->list->savers[i]->states[j];
+    if (dtype)
+        *dtype = (int)s->dtype;
+    if (shape)
+        *shape = s->shape;
+    if (rank)
+        *rank = s->n_shape;
+    return s->name;
+}
+
+int ss_client_stats(ss_client *c, const char *saver, ss_server_stats *out)
+{
+    Statesaver__V1__StatsRequest s = STATESAVER__V1__STATS_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ss_resp *r = NULL;
+    s.saver = unconst(saver);
+    req.body_case = STATESAVER__V1__REQUEST__BODY_STATS;
+    req.stats = &s;
+    int rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_STATS, &r);
+    if (rc < 0)
+        return rc;
+    const Statesaver__V1__StatsResponse *st = r->stats;
+    out->uptime_ms = st->uptime_ms;
+    out->savers = st->savers;
+    out->sequences = st->sequences;
+    out->connections = st->connections;
+    out->requests = st->requests;
+    out->commits = st->commits;
+    out->committed_ops = st->committed_ops;
+    out->evicted = st->evicted;
+    out->map_size = st->map_size;
+    out->map_used = st->map_used;
+    out->rejected = st->rejected;
+    out->queued = st->queued;
+    out->leased = st->leased;
+    out->completed = st->completed;
+    out->failed = st->failed;
+    out->expired_leases = st->expired_leases;
+    out->saves_applied = st->saves_applied;
+    ss_client_response_free(r);
+    return 0;
+}

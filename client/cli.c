@@ -1,0 +1,197 @@
+/* cli -- `statesaver`: command-line client for the statesaver server.
+ *
+ * Global options come before the command (like git); each command parses
+ * its own options. See `statesaver --help` and docs/client.md.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: statesaver [--server HOST:PORT] [--token-file F] [--timeout-ms N]\n"
+    "                  COMMAND [ARGS...]\n"
+    "\n"
+    "Commands:\n"
+    "  ping                         round trip to the server\n"
+    "  declare SAVER --state NAME:DTYPE:DIM[xDIM...]... [--initial NAME=F.npy]\n"
+    "          [--ttl-ms N] [--keep-final]   declare a saver and its schema\n"
+    "  fetch SAVER KEY... [--out DIR] [--min-segment S --wait-ms N]\n"
+    "                               show (or write .npy) the states of keys\n"
+    "  save SAVER KEY --segment S --state NAME=F.npy... [--final]\n"
+    "                               save the state at the end of segment S\n"
+    "  ls [SAVER] [--prefix P] [--limit N]   list savers or sequences\n"
+    "  drop SAVER (KEY... | --all)  drop sequences or the whole saver\n"
+    "  stats [SAVER] [--json]       server counters\n"
+    "  bench [--op fetch|save] ...  load generator (see `statesaver bench --help`)\n"
+    "\n"
+    "Options:\n"
+    "  --server HOST:PORT   server address (default $STATESAVER_SERVER, else "
+    CLI_DEFAULT_SERVER ")\n"
+    "  --token-file F       file holding the server's auth token\n"
+    "  --timeout-ms N       per-call timeout in ms (default 30000)\n"
+    "  -h, --help           this help; `statesaver COMMAND --help` for a command\n"
+    "  -V, --version        print the version\n"
+    "\n"
+    "Exit status: 0 success, 1 failure, 2 usage error.\n";
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("statesaver: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "statesaver%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'statesaver %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
+    return CLI_EXIT_USAGE;
+}
+
+int cli_fail(ss_client *c, const char *what, int rc)
+{
+    const char *m = ss_client_last_error(c);
+    if (m[0])
+        cli_error("%s: %s", what, m);
+    else
+        cli_error("%s: %s", what, ss_strerror(rc));
+    return CLI_EXIT_FAIL;
+}
+
+int cli_parse_u64(const char *s, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    if (!s || *s < '0' || *s > '9')
+        return SS_ERR_INVALID;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end != '\0' || v > max)
+        return SS_ERR_INVALID;
+    *out = v;
+    return 0;
+}
+
+int cli_connect(const cli_ctx *ctx, ss_client **out)
+{
+    ss_client_options o;
+    char err[1024];
+    ss_client_options_init(&o);
+    o.server = ctx->server;
+    o.timeout_ms = ctx->timeout_ms;
+    o.connect_timeout_ms = ctx->timeout_ms;
+    o.token = ctx->token;
+    o.token_len = ctx->token_len;
+    o.client_name = "statesaver-cli/" SS_VERSION;
+    int rc = ss_client_open(out, &o, err, sizeof err);
+    if (rc < 0) {
+        cli_error("%s", err);
+        return CLI_EXIT_FAIL;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Read the token file; trailing whitespace (a newline) is not part of it. */
+static int read_token(const char *path, cli_ctx *ctx)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        cli_error("%s: %s", path, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    char *buf = malloc(CLI_TOKEN_MAX + 1);
+    if (!buf) {
+        fclose(fp);
+        cli_error("out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    size_t n = fread(buf, 1, CLI_TOKEN_MAX + 1, fp);
+    fclose(fp);
+    if (n > CLI_TOKEN_MAX) {
+        free(buf);
+        cli_error("%s: token longer than %u bytes", path, CLI_TOKEN_MAX);
+        return CLI_EXIT_FAIL;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+                     buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
+    ctx->token = buf;
+    ctx->token_len = n;
+    return CLI_EXIT_OK;
+}
+
+static const struct {
+    const char *name;                                /* command word */
+    int (*fn)(const cli_ctx *ctx, int argc, char **argv); /* handler */
+} commands[] = {
+    {"ping", cli_cmd_ping},   {"declare", cli_cmd_declare},
+    {"fetch", cli_cmd_fetch}, {"save", cli_cmd_save},
+    {"ls", cli_cmd_ls},       {"drop", cli_cmd_drop},
+    {"stats", cli_cmd_stats}, {"bench", cli_cmd_bench},
+};
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"server", required_argument, NULL, 's'},
+        {"token-file", required_argument, NULL, 't'},
+        {"timeout-ms", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    cli_ctx ctx = {.server = NULL, .timeout_ms = SS_CLIENT_TIMEOUT_MS_DEFAULT};
+    const char *token_file = NULL;
+    unsigned long long v;
+    int c, status;
+
+    opterr = 0;
+    /* '+': stop at the command word; its options belong to it. */
+    while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': ctx.server = optarg; break;
+        case 't': token_file = optarg; break;
+        case 'T':
+            if (cli_parse_u64(optarg, 86400000ull, &v) < 0 || v == 0)
+                return cli_usage(NULL, "--timeout-ms wants a positive number of ms");
+            ctx.timeout_ms = (int)v;
+            break;
+        case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
+        case 'V': printf("statesaver %s\n", ss_client_version()); return CLI_EXIT_OK;
+        default:
+            return cli_usage(NULL, "unknown or incomplete option '%s'",
+                             argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return cli_usage(NULL, "no command given");
+    if (!ctx.server)
+        ctx.server = getenv("STATESAVER_SERVER");
+    if (!ctx.server || !ctx.server[0])
+        ctx.server = CLI_DEFAULT_SERVER;
+    const char *cmd = argv[optind];
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(cmd, commands[i].name) != 0)
+            continue;
+        if (token_file && (status = read_token(token_file, &ctx)) != CLI_EXIT_OK)
+            return status;
+        int sub_argc = argc - optind;
+        char **sub_argv = argv + optind;
+        optind = 0; /* re-initialise getopt for the command's own options */
+        status = commands[i].fn(&ctx, sub_argc, sub_argv);
+        free(ctx.token);
+        return status;
+    }
+    return cli_usage(NULL, "unknown command '%s'", cmd);
+}

@@ -1,0 +1,832 @@
+/* cli_cmds -- the `statesaver` commands that make one or a few calls:
+ * ping, declare, fetch, save, ls, drop, stats.
+ */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "npy_io.h"
+#include "ss_limits.h"
+#include "ss_tensor.h"
+
+/* Most --state / --initial options one command accepts. */
+#define CLI_STATES_MAX SS_STATES_PER_SAVER_MAX
+/* Values of a state printed by `fetch` before "...". */
+#define CLI_FETCH_SHOW 4
+/* Page size when `ls` pages through a listing. */
+#define CLI_LS_PAGE SS_LIST_LIMIT_DEFAULT
+
+/* Print a key with non-printable bytes escaped as \xNN. */
+static void print_key(FILE *fp, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
+            fputc(p[i], fp);
+        else
+            fprintf(fp, "\\x%02x", p[i]);
+    }
+}
+
+/* Standard handling of a command's --help and unknown options. */
+#define CLI_HELP_OPT {"help", no_argument, NULL, 'h'}
+
+static int help(const char *text)
+{
+    fputs(text, stdout);
+    return CLI_EXIT_OK;
+}
+
+/* ---- ping --------------------------------------------------------------- */
+
+static const char ping_usage[] =
+    "usage: statesaver ping [--count N]\n"
+    "Send N pings (default 1) and print each round-trip time.\n";
+
+int cli_cmd_ping(const cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"count", required_argument, NULL, 'c'}, CLI_HELP_OPT, {NULL, 0, NULL, 0}};
+    unsigned long long count = 1;
+    ss_client *c = NULL;
+    int o, status;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (o == 'h')
+            return help(ping_usage);
+        if (o == 'c' && cli_parse_u64(optarg, 1000000, &count) == 0 && count > 0)
+            continue;
+        return cli_usage("ping", "bad option '%s'", argv[optind - 1]);
+    }
+    if (optind < argc)
+        return cli_usage("ping", "unexpected argument '%s'", argv[optind]);
+    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+        return status;
+    for (unsigned long long i = 0; i < count; i++) {
+        struct timespec a, b;
+        uint64_t server_ms = 0;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        int rc = ss_client_ping(c, &server_ms);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        if (rc < 0) {
+            status = cli_fail(c, "ping", rc);
+            break;
+        }
+        double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+        printf("PONG from %s: time=%.3f ms\n", ctx->server, ms);
+    }
+    ss_client_close(c);
+    return status;
+}
+
+/* ---- declare ------------------------------------------------------------ */
+
+static const char declare_usage[] =
+    "usage: statesaver declare SAVER --state NAME:DTYPE:DIM[xDIM...] [--state ...]\n"
+    "                          [--initial NAME=FILE.npy] [--ttl-ms N] [--keep-final]\n"
+    "Declare a saver with its schema. DTYPE is float32, int32, int64 or float64;\n"
+    "the dims are the per-sequence shape (e.g. h:float32:512, c:float32:2x256).\n"
+    "  --initial NAME=F.npy  initial value of a state (default zeros)\n"
+    "  --ttl-ms N            evict sequences idle for N ms (default 0 = never)\n"
+    "  --keep-final          keep the record after a final save\n"
+    "Declaring the same schema again is a no-op; a different one is an error.\n";
+
+/* One parsed --state. */
+typedef struct cli_state {
+    char name[SS_STATE_NAME_MAX + 1];  /* state name */
+    int dtype;                         /* enum ss_dtype */
+    int64_t shape[SS_TENSOR_MAX_RANK]; /* per-sequence shape */
+    size_t rank;                       /* dims used */
+    npy_io_array initial;              /* --initial value, data NULL if none */
+} cli_state;
+
+/* Parse "NAME:DTYPE:DIMxDIM"; NAME may itself contain ':'. */
+static int parse_state_spec(const char *arg, cli_state *s)
+{
+    const char *dims = strrchr(arg, ':');
+    if (!dims || dims == arg)
+        return SS_ERR_INVALID;
+    const char *dt = dims - 1;
+    while (dt > arg && *dt != ':')
+        dt--;
+    if (dt == arg)
+        return SS_ERR_INVALID;
+    size_t nlen = (size_t)(dt - arg);
+    char dtype[16];
+    size_t dlen = (size_t)(dims - dt - 1);
+    if (nlen == 0 || nlen > SS_STATE_NAME_MAX || dlen == 0 || dlen >= sizeof dtype)
+        return SS_ERR_INVALID;
+    memcpy(s->name, arg, nlen);
+    s->name[nlen] = '\0';
+    memcpy(dtype, dt + 1, dlen);
+    dtype[dlen] = '\0';
+    s->dtype = ss_dtype_parse(dtype);
+    if (s->dtype < 0)
+        return SS_ERR_INVALID;
+    s->rank = 0;
+    const char *p = dims + 1;
+    for (;;) {
+        char *end;
+        if (*p < '0' || *p > '9' || s->rank == SS_TENSOR_MAX_RANK - 1)
+            return SS_ERR_INVALID;
+        long long v = strtoll(p, &end, 10);
+        if (v <= 0 || v > (1ll << 31))
+            return SS_ERR_INVALID;
+        s->shape[s->rank++] = v;
+        if (*end == '\0')
+            return 0;
+        if (*end != 'x')
+            return SS_ERR_INVALID;
+        p = end + 1;
+    }
+}
+
+/* Does an npy array have exactly shape, or [1] + shape? */
+static int shape_fits(const npy_io_array *a, const int64_t *shape, size_t rank)
+{
+    if (a->rank == rank && memcmp(a->shape, shape, rank * sizeof *shape) == 0)
+        return 1;
+    return a->rank == rank + 1 && a->shape[0] == 1 &&
+           memcmp(a->shape + 1, shape, rank * sizeof *shape) == 0;
+}
+
+int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"state", required_argument, NULL, 's'},
+        {"initial", required_argument, NULL, 'i'},
+        {"ttl-ms", required_argument, NULL, 't'},
+        {"keep-final", no_argument, NULL, 'k'},
+        CLI_HELP_OPT,
+        {NULL, 0, NULL, 0}};
+    cli_state *st = calloc(CLI_STATES_MAX, sizeof *st);
+    const char *initial[CLI_STATES_MAX];
+    size_t n = 0, n_init = 0;
+    unsigned long long ttl = 0;
+    bool keep_final = false, created = false;
+    ss_state_def defs[CLI_STATES_MAX];
+    ss_client *c = NULL;
+    char err[1024];
+    int o, status = CLI_EXIT_USAGE;
+
+    if (!st) {
+        cli_error("out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h':
+            status = help(declare_usage);
+            goto out;
+        case 's':
+            if (n == CLI_STATES_MAX) {
+                status = cli_usage("declare", "more than %u states", CLI_STATES_MAX);
+                goto out;
+            }
+            if (parse_state_spec(optarg, &st[n]) < 0) {
+                status = cli_usage("declare",
+                                   "bad --state '%s' (want NAME:DTYPE:DIM[xDIM...])",
+                                   optarg);
+                goto out;
+            }
+            n++;
+            break;
+        case 'i':
+            if (n_init == CLI_STATES_MAX || !strchr(optarg, '=')) {
+                status = cli_usage("declare", "bad --initial '%s' (want NAME=FILE.npy)",
+                                   optarg);
+                goto out;
+            }
+            initial[n_init++] = optarg;
+            break;
+        case 't':
+            if (cli_parse_u64(optarg, UINT64_MAX, &ttl) < 0) {
+                status = cli_usage("declare", "bad --ttl-ms '%s'", optarg);
+                goto out;
+            }
+            break;
+        case 'k':
+            keep_final = true;
+            break;
+        default:
+            status = cli_usage("declare", "bad option '%s'", argv[optind - 1]);
+            goto out;
+        }
+    }
+    if (argc - optind != 1) {
+        status = cli_usage("declare", "want exactly one SAVER name");
+        goto out;
+    }
+    if (n == 0) {
+        status = cli_usage("declare", "at least one --state is required");
+        goto out;
+    }
+    const char *saver = argv[optind];
+    for (size_t i = 0; i < n_init; i++) {
+        const char *eq = strchr(initial[i], '=');
+        size_t j;
+        for (j = 0; j < n; j++)
+            if (strlen(st[j].name) == (size_t)(eq - initial[i]) &&
+                strncmp(st[j].name, initial[i], (size_t)(eq - initial[i])) == 0)
+                break;
+        if (j == n) {
+            status = cli_usage("declare", "--initial '%s' names no --state", initial[i]);
+            goto out;
+        }
+        if (npy_io_read(eq + 1, &st[j].initial, err, sizeof err) < 0) {
+            cli_error("%s", err);
+            status = CLI_EXIT_FAIL;
+            goto out;
+        }
+        if (st[j].initial.dtype != st[j].dtype ||
+            !shape_fits(&st[j].initial, st[j].shape, st[j].rank)) {
+            char want[128], got[128];
+            ss_shape_format(st[j].shape, st[j].rank, want, sizeof want);
+            ss_shape_format(st[j].initial.shape, st[j].initial.rank, got, sizeof got);
+            cli_error("%s: state '%s' wants %s %s, file has %s %s", eq + 1, st[j].name,
+                      ss_dtype_name(st[j].dtype), want,
+                      ss_dtype_name(st[j].initial.dtype), got);
+            status = CLI_EXIT_FAIL;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        defs[i].name = st[i].name;
+        defs[i].dtype = st[i].dtype;
+        defs[i].shape = st[i].shape;
+        defs[i].rank = st[i].rank;
+        defs[i].initial = st[i].initial.data;
+        defs[i].initial_bytes = st[i].initial.nbytes;
+    }
+    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+        goto out;
+    int rc = ss_client_declare(c, saver, defs, n, ttl, keep_final, &created);
+    if (rc < 0) {
+        status = cli_fail(c, "declare", rc);
+        goto out;
+    }
+    printf("%s: %s\n", saver, created ? "created" : "exists with the same schema");
+    status = CLI_EXIT_OK;
+out:
+    ss_client_close(c);
+    for (size_t i = 0; i < CLI_STATES_MAX; i++)
+        npy_io_array_clear(&st[i].initial);
+    free(st);
+    return status;
+}
+
+/* ---- fetch -------------------------------------------------------------- */
+
+static const char fetch_usage[] =
+    "usage: statesaver fetch SAVER KEY... [--out DIR] [--min-segment S --wait-ms N]\n"
+    "Print each key's next_segment and a summary of every state (shape, first\n"
+    "values, L2 norm), or with --out write DIR/<key>.<state>.npy ('/' in names\n"
+    "becomes '_'). --min-segment/--wait-ms wait until every key has reached S.\n";
+
+static double element(const void *row, int dtype, size_t i)
+{
+    switch (dtype) {
+    case SS_DTYPE_FLOAT32: return ((const float *)row)[i];
+    case SS_DTYPE_FLOAT64: return ((const double *)row)[i];
+    case SS_DTYPE_INT32: return ((const int32_t *)row)[i];
+    case SS_DTYPE_INT64: return (double)((const int64_t *)row)[i];
+    default: return 0;
+    }
+}
+
+/* "dir/<key>.<state>.npy" with '/' replaced in key and state. */
+static void out_path(char *buf, size_t size, const char *dir, const char *key,
+                     const char *state)
+{
+    size_t off = (size_t)snprintf(buf, size, "%s/", dir);
+    for (const char *parts[2] = {key, state}, **p = parts; p < parts + 2; p++) {
+        for (const char *s = *p; *s && off + 1 < size; s++)
+            buf[off++] = *s == '/' ? '_' : *s;
+        if (off + 1 < size)
+            buf[off++] = '.';
+    }
+    buf[off < size ? off : size - 1] = '\0';
+    if (off + 4 < size)
+        snprintf(buf + off, size - off, "npy");
+}
+
+int cli_cmd_fetch(const cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, 'o'},
+        {"min-segment", required_argument, NULL, 'm'},
+        {"wait-ms", required_argument, NULL, 'w'},
+        CLI_HELP_OPT,
+        {NULL, 0, NULL, 0}};
+    const char *out_dir = NULL;
+    unsigned long long min_seg = 0, wait_ms = 0;
+    ss_fetch_result *r = NULL;
+    ss_client *c = NULL;
+    ss_key *keys = NULL;
+    int o, status;
+
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h': return help(fetch_usage);
+        case 'o': out_dir = optarg; break;
+        case 'm':
+            if (cli_parse_u64(optarg, UINT64_MAX, &min_seg) < 0)
+                return cli_usage("fetch", "bad --min-segment '%s'", optarg);
+            break;
+        case 'w':
+            if (cli_parse_u64(optarg, SS_WAIT_MS_MAX, &wait_ms) < 0)
+                return cli_usage("fetch", "bad --wait-ms '%s' (0..%u)", optarg,
+                                 SS_WAIT_MS_MAX);
+            break;
+        default: return cli_usage("fetch", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind < 2)
+        return cli_usage("fetch", "want SAVER and at least one KEY");
+    const char *saver = argv[optind];
+    size_t n = (size_t)(argc - optind - 1);
+    char **names = argv + optind + 1;
+    if (out_dir) {
+        struct stat sb;
+        if (stat(out_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            cli_error("--out %s: not a directory", out_dir);
+            return CLI_EXIT_FAIL;
+        }
+    }
+    keys = calloc(n, sizeof *keys);
+    if (!keys) {
+        cli_error("out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    for (size_t k = 0; k < n; k++) {
+        keys[k].data = names[k];
+        keys[k].len = strlen(names[k]);
+    }
+    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+        goto out;
+    int rc = ss_client_fetch(c, saver, keys, n, min_seg, (uint32_t)wait_ms, &r);
+    if (rc < 0) {
+        status = cli_fail(c, "fetch", rc);
+        goto out;
+    }
+    for (size_t k = 0; k < n; k++) {
+        printf("%s  next_segment=%llu  updated_ms=%llu\n", names[k],
+               (unsigned long long)ss_fetch_result_next_segment(r, k),
+               (unsigned long long)ss_fetch_result_updated_ms(r, k));
+        for (size_t i = 0; i < ss_fetch_result_states(r); i++) {
+            size_t rank, nbytes;
+            const int64_t *shape = ss_fetch_result_shape(r, i, &rank);
+            const void *row = ss_fetch_result_state(r, i, k, &nbytes);
+            int dtype = ss_fetch_result_dtype(r, i);
+            const char *sname = ss_fetch_result_name(r, i);
+            if (out_dir) {
+                char path[4096], err[1024];
+                out_path(path, sizeof path, out_dir, names[k], sname);
+                if (npy_io_write(path, dtype, shape, rank, row, nbytes, err,
+                                 sizeof err) < 0) {
+                    cli_error("%s", err);
+                    status = CLI_EXIT_FAIL;
+                    goto out;
+                }
+                printf("  %s -> %s\n", sname, path);
+                continue;
+            }
+            char sh[128];
+            size_t count = nbytes / ss_dtype_size(dtype);
+            double norm = 0;
+            for (size_t e = 0; e < count; e++) {
+                double v = element(row, dtype, e);
+                norm += v * v;
+            }
+            ss_shape_format(shape, rank, sh, sizeof sh);
+            printf("  %s  %s%s  [", sname, ss_dtype_name(dtype), sh);
+            for (size_t e = 0; e < count && e < CLI_FETCH_SHOW; e++)
+                printf("%s%.6g", e ? ", " : "", element(row, dtype, e));
+            if (count > CLI_FETCH_SHOW)
+                printf(", ... (%zu values)", count);
+            printf("]  norm=%.6g\n", sqrt(norm));
+        }
+    }
+    status = CLI_EXIT_OK;
+out:
+    ss_fetch_result_free(r);
+    ss_client_close(c);
+    free(keys);
+    return status;
+}
+
+/* ---- save --------------------------------------------------------------- */
+
+static const char save_usage[] =
+    "usage: statesaver save SAVER KEY --segment S --state NAME=FILE.npy... [--final]\n"
+    "Save the state at the end of segment S (compare-and-set: the key's\n"
+    "next_segment must be S). Every state of the saver's schema must be given,\n"
+    "as a .npy of its per-sequence shape (or [1, ...]). --final ends the sequence.\n";
+
+/* Find saver's schema by paging through the list of savers. */
+static int find_saver(ss_client *c, const char *saver, ss_list_result **out,
+                      size_t *row)
+{
+    ss_list_result *page = NULL;
+    ss_key after = {NULL, 0};
+    char last[SS_SAVER_NAME_MAX + 1] = "";
+    for (;;) {
+        int rc = ss_client_list(c, NULL, NULL, after.len ? &after : NULL, 0, &page);
+        if (rc < 0)
+            return cli_fail(c, "list savers", rc);
+        size_t n = ss_list_result_savers(page);
+        for (size_t i = 0; i < n; i++) {
+            ss_saver_info info;
+            ss_list_result_saver(page, i, &info);
+            if (strcmp(info.name, saver) == 0) {
+                *out = page;
+                *row = i;
+                return CLI_EXIT_OK;
+            }
+            snprintf(last, sizeof last, "%s", info.name);
+        }
+        bool more = ss_list_result_more(page) && n > 0;
+        ss_list_result_free(page);
+        page = NULL;
+        if (!more)
+            break;
+        after.data = last;
+        after.len = strlen(last);
+    }
+    cli_error("saver '%s' is not declared", saver);
+    return CLI_EXIT_FAIL;
+}
+
+int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"segment", required_argument, NULL, 's'},
+        {"state", required_argument, NULL, 'S'},
+        {"final", no_argument, NULL, 'f'},
+        CLI_HELP_OPT,
+        {NULL, 0, NULL, 0}};
+    const char *files[CLI_STATES_MAX];
+    size_t n_files = 0;
+    unsigned long long segment = 0;
+    bool have_segment = false, final = false, applied = false;
+    npy_io_array *arrays = NULL;
+    ss_state_data data[CLI_STATES_MAX];
+    ss_list_result *schema = NULL;
+    ss_client *c = NULL;
+    size_t row = 0;
+    char err[1024];
+    int o, status;
+
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h': return help(save_usage);
+        case 's':
+            if (cli_parse_u64(optarg, UINT64_MAX - 1, &segment) < 0)
+                return cli_usage("save", "bad --segment '%s'", optarg);
+            have_segment = true;
+            break;
+        case 'S':
+            if (n_files == CLI_STATES_MAX || !strchr(optarg, '=') || optarg[0] == '=')
+                return cli_usage("save", "bad --state '%s' (want NAME=FILE.npy)", optarg);
+            files[n_files++] = optarg;
+            break;
+        case 'f': final = true; break;
+        default: return cli_usage("save", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 2)
+        return cli_usage("save", "want SAVER and KEY");
+    if (!have_segment)
+        return cli_usage("save", "--segment is required");
+    if (n_files == 0)
+        return cli_usage("save", "at least one --state NAME=FILE.npy is required");
+    const char *saver = argv[optind], *key = argv[optind + 1];
+    arrays = calloc(CLI_STATES_MAX, sizeof *arrays);
+    if (!arrays) {
+        cli_error("out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+        goto out;
+    if ((status = find_saver(c, saver, &schema, &row)) != CLI_EXIT_OK)
+        goto out;
+    ss_saver_info info;
+    ss_list_result_saver(schema, row, &info);
+    status = CLI_EXIT_FAIL;
+    for (size_t f = 0; f < n_files; f++) {
+        size_t nlen = (size_t)(strchr(files[f], '=') - files[f]);
+        size_t j;
+        for (j = 0; j < info.n_states; j++) {
+            const char *sn = ss_list_result_saver_state(schema, row, j, NULL, NULL, NULL);
+            if (strlen(sn) == nlen && strncmp(sn, files[f], nlen) == 0)
+                break;
+        }
+        if (j == info.n_states) {
+            cli_error("saver '%s' has no state '%.*s'", saver, (int)nlen, files[f]);
+            goto out;
+        }
+        if (arrays[j].data) {
+            cli_error("state '%.*s' given twice", (int)nlen, files[f]);
+            goto out;
+        }
+        if (npy_io_read(files[f] + nlen + 1, &arrays[j], err, sizeof err) < 0) {
+            cli_error("%s", err);
+            goto out;
+        }
+    }
+    for (size_t j = 0; j < info.n_states; j++) {
+        int dtype;
+        const int64_t *shape;
+        size_t rank;
+        const char *sn = ss_list_result_saver_state(schema, row, j, &dtype, &shape, &rank);
+        if (!arrays[j].data) {
+            cli_error("missing --state %s=FILE.npy (every state of '%s' is saved together)",
+                      sn, saver);
+            goto out;
+        }
+        if (arrays[j].dtype != dtype || !shape_fits(&arrays[j], shape, rank)) {
+            char want[128], got[128];
+            ss_shape_format(shape, rank, want, sizeof want);
+            ss_shape_format(arrays[j].shape, arrays[j].rank, got, sizeof got);
+            cli_error("state '%s' wants %s %s, file has %s %s", sn, ss_dtype_name(dtype),
+                      want, ss_dtype_name(arrays[j].dtype), got);
+            goto out;
+        }
+        data[j].dtype = dtype;
+        data[j].shape = shape;
+        data[j].rank = rank;
+        data[j].data = arrays[j].data;
+    }
+    ss_key k = {key, strlen(key)};
+    uint64_t seg = segment;
+    int rc = ss_client_save(c, saver, &k, 1, &seg, &final, data, info.n_states, &applied);
+    if (rc < 0) {
+        status = cli_fail(c, "save", rc);
+        goto out;
+    }
+    if (applied)
+        printf("%s: segment %llu was already applied\n", key, segment);
+    else
+        printf("%s: saved segment %llu%s\n", key, segment, final ? " (final)" : "");
+    status = CLI_EXIT_OK;
+out:
+    ss_list_result_free(schema);
+    ss_client_close(c);
+    for (size_t j = 0; arrays && j < CLI_STATES_MAX; j++)
+        npy_io_array_clear(&arrays[j]);
+    free(arrays);
+    return status;
+}
+
+/* ---- ls ----------------------------------------------------------------- */
+
+static const char ls_usage[] =
+    "usage: statesaver ls [SAVER] [--prefix P] [--limit N]\n"
+    "Without SAVER, list savers with their schema and sequence count; with\n"
+    "SAVER, list its sequences (key, next_segment, last update), pages of\n"
+    "up to 1000 fetched as needed. --limit N stops after N rows.\n";
+
+static void print_saver(const ss_list_result *r, size_t i)
+{
+    ss_saver_info info;
+    ss_list_result_saver(r, i, &info);
+    printf("%s  sequences=%llu  ttl_ms=%llu%s  states=", info.name,
+           (unsigned long long)info.sequences, (unsigned long long)info.idle_ttl_ms,
+           info.keep_final ? "  keep_final" : "");
+    for (size_t j = 0; j < info.n_states; j++) {
+        int dtype;
+        const int64_t *shape;
+        size_t rank;
+        const char *sn = ss_list_result_saver_state(r, i, j, &dtype, &shape, &rank);
+        printf("%s%s:%s:", j ? "," : "", sn, ss_dtype_name(dtype));
+        for (size_t d = 0; d < rank; d++)
+            printf("%s%lld", d ? "x" : "", (long long)shape[d]);
+    }
+    printf("\n");
+}
+
+int cli_cmd_ls(const cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"prefix", required_argument, NULL, 'p'},
+        {"limit", required_argument, NULL, 'l'},
+        CLI_HELP_OPT,
+        {NULL, 0, NULL, 0}};
+    const char *prefix = NULL;
+    unsigned long long limit = UINT64_MAX;
+    ss_list_result *page = NULL;
+    ss_client *c = NULL;
+    uint8_t *last = NULL;
+    int o, status;
+
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h': return help(ls_usage);
+        case 'p': prefix = optarg; break;
+        case 'l':
+            if (cli_parse_u64(optarg, UINT64_MAX, &limit) < 0 || limit == 0)
+                return cli_usage("ls", "bad --limit '%s'", optarg);
+            break;
+        default: return cli_usage("ls", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind > 1)
+        return cli_usage("ls", "want at most one SAVER");
+    const char *saver = optind < argc ? argv[optind] : NULL;
+    if (!saver && prefix)
+        return cli_usage("ls", "--prefix needs a SAVER");
+    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+        return status;
+    ss_key pfx = {prefix, prefix ? strlen(prefix) : 0};
+    ss_key after = {NULL, 0};
+    unsigned long long shown = 0;
+    bool more = true;
+    status = CLI_EXIT_OK;
+    while (more && shown < limit) {
+        uint32_t page_size = limit - shown < CLI_LS_PAGE ? (uint32_t)(limit - shown)
+                                                         : CLI_LS_PAGE;
+        int rc = ss_client_list(c, saver, prefix ? &pfx : NULL,
+                                after.len ? &after : NULL, page_size, &page);
+        if (rc < 0) {
+            status = cli_fail(c, "ls", rc);
+            break;
+        }
+        size_t n = saver ? ss_list_result_sequences(page) : ss_list_result_savers(page);
+        const void *lk = NULL;
+        size_t lk_len = 0;
+        for (size_t i = 0; i < n && shown < limit; i++, shown++) {
+            if (!saver) {
+                print_saver(page, i);
+                ss_saver_info info;
+                ss_list_result_saver(page, i, &info);
+                lk = info.name;
+                lk_len = strlen(info.name);
+                continue;
+            }
+            size_t len;
+            const void *key = ss_list_result_key(page, i, &len);
+            print_key(stdout, key, len);
+            printf("  next_segment=%llu  updated_ms=%llu\n",
+                   (unsigned long long)ss_list_result_next_segment(page, i),
+                   (unsigned long long)ss_list_result_updated_ms(page, i));
+            lk = key;
+            lk_len = len;
+        }
+        more = ss_list_result_more(page) && n > 0;
+        if (more && shown < limit) {
+            uint8_t *nl = realloc(last, lk_len ? lk_len : 1);
+            if (!nl) {
+                cli_error("out of memory");
+                status = CLI_EXIT_FAIL;
+                break;
+            }
+            last = nl;
+            memcpy(last, lk, lk_len);
+            after.data = last;
+            after.len = lk_len;
+        }
+        ss_list_result_free(page);
+        page = NULL;
+    }
+    if (status == CLI_EXIT_OK && more)
+        fprintf(stderr, "statesaver: more rows follow (raise --limit)\n");
+    ss_list_result_free(page);
+    free(last);
+    ss_client_close(c);
+    return status;
+}
+
+/* ---- drop --------------------------------------------------------------- */
+
+static const char drop_usage[] =
+    "usage: statesaver drop SAVER (KEY... | --all)\n"
+    "Drop the given sequences, or with --all the saver with all its data.\n";
+
+int cli_cmd_drop(const cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"all", no_argument, NULL, 'a'}, CLI_HELP_OPT, {NULL, 0, NULL, 0}};
+    bool all = false;
+    ss_client *c = NULL;
+    ss_key *keys = NULL;
+    uint64_t dropped = 0;
+    int o, status;
+
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h': return help(drop_usage);
+        case 'a': all = true; break;
+        default: return cli_usage("drop", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind < 1)
+        return cli_usage("drop", "want SAVER");
+    size_t n = (size_t)(argc - optind - 1);
+    if (all == (n > 0))
+        return cli_usage("drop", "give either KEY... or --all");
+    const char *saver = argv[optind];
+    if (n) {
+        keys = calloc(n, sizeof *keys);
+        if (!keys) {
+            cli_error("out of memory");
+            return CLI_EXIT_FAIL;
+        }
+        for (size_t k = 0; k < n; k++) {
+            keys[k].data = argv[optind + 1 + k];
+            keys[k].len = strlen(argv[optind + 1 + k]);
+        }
+    }
+    if ((status = cli_connect(ctx, &c)) == CLI_EXIT_OK) {
+        int rc = ss_client_drop(c, saver, keys, n, all, &dropped);
+        if (rc < 0)
+            status = cli_fail(c, "drop", rc);
+        else if (all)
+            printf("%s: dropped the saver (%llu sequences)\n", saver,
+                   (unsigned long long)dropped);
+        else
+            printf("%s: dropped %llu sequences\n", saver, (unsigned long long)dropped);
+    }
+    ss_client_close(c);
+    free(keys);
+    return status;
+}
+
+/* ---- stats -------------------------------------------------------------- */
+
+static const char stats_usage[] =
+    "usage: statesaver stats [SAVER] [--json]\n"
+    "Print the server's counters (of one saver where it applies).\n";
+
+int cli_cmd_stats(const cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, CLI_HELP_OPT, {NULL, 0, NULL, 0}};
+    bool json = false;
+    ss_client *c = NULL;
+    ss_server_stats s;
+    int o, status;
+
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h': return help(stats_usage);
+        case 'j': json = true; break;
+        default: return cli_usage("stats", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind > 1)
+        return cli_usage("stats", "want at most one SAVER");
+    const char *saver = optind < argc ? argv[optind] : NULL;
+    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+        return status;
+    int rc = ss_client_stats(c, saver, &s);
+    if (rc < 0) {
+        status = cli_fail(c, "stats", rc);
+        ss_client_close(c);
+        return status;
+    }
+    ss_client_close(c);
+    const struct {
+        const char *name; /* counter name (JSON key) */
+        uint64_t value;   /* its value */
+    } rows[] = {
+        {"uptime_ms", s.uptime_ms}, {"savers", s.savers},
+        {"sequences", s.sequences}, {"connections", s.connections},
+        {"requests", s.requests}, {"commits", s.commits},
+        {"committed_ops", s.committed_ops}, {"evicted", s.evicted},
+        {"map_size", s.map_size}, {"map_used", s.map_used},
+        {"rejected", s.rejected}, {"queued", s.queued},
+        {"leased", s.leased}, {"completed", s.completed},
+        {"failed", s.failed}, {"expired_leases", s.expired_leases},
+        {"saves_applied", s.saves_applied},
+    };
+    size_t nrows = sizeof rows / sizeof rows[0];
+    if (!json) {
+        for (size_t i = 0; i < nrows; i++)
+            printf("%-16s %llu\n", rows[i].name, (unsigned long long)rows[i].value);
+        return CLI_EXIT_OK;
+    }
+    cJSON *obj = cJSON_CreateObject();
+    if (!obj) {
+        cli_error("out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    if (saver)
+        cJSON_AddStringToObject(obj, "saver", saver);
+    for (size_t i = 0; i < nrows; i++)
+        cJSON_AddNumberToObject(obj, rows[i].name, (double)rows[i].value);
+    char *text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    if (!text) {
+        cli_error("out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    printf("%s\n", text);
+    free(text);
+    return CLI_EXIT_OK;
+}

@@ -1,0 +1,49 @@
+/* client_int -- internals shared by the modules of libstatesaver.
+ *
+ * Not installed. conn.c owns the connection (socket, framing, matching
+ * responses to requests); calls.c builds the typed calls on ss_client_call.
+ */
+#ifndef SS_CLIENT_INT_H
+#define SS_CLIENT_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statesaver.h"
+#include "statesaver.pb-c.h"
+
+typedef Statesaver__V1__Request ss_req;
+typedef Statesaver__V1__Response ss_resp;
+
+struct ss_client {
+    int fd;                    /* connected non-blocking TCP socket */
+    uint64_t next_id;          /* id of the next request (starts at 1) */
+    int timeout_ms;            /* per-call timeout */
+    uint32_t max_frame;        /* largest response frame accepted */
+    bool broken;               /* stream unusable after a transport error */
+    uint8_t *rbuf;             /* received bytes not yet decoded */
+    size_t rlen;               /* bytes valid in rbuf */
+    size_t rcap;               /* allocated size of rbuf */
+    uint8_t *wbuf;             /* frame being sent (reused) */
+    size_t wcap;               /* allocated size of wbuf */
+    uint64_t *outstanding;     /* ids sent and neither received nor abandoned */
+    size_t n_outstanding;      /* used entries */
+    size_t cap_outstanding;    /* allocated entries */
+    ss_resp **stash;           /* responses received for other ids */
+    size_t n_stash;            /* used entries */
+    size_t cap_stash;          /* allocated entries */
+    char err[SS_CLIENT_ERRMSG_MAX]; /* last error message ("" after success) */
+};
+
+/* Set c->err (printf-style) and return rc, for `return ss_client_fail(...)`. */
+int ss_client_fail(ss_client *c, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Clear the last error (start of every public call). */
+void ss_client_clear_error(ss_client *c);
+
+/* Build a NUL-terminated copy of a protobuf-c string into a fixed buffer. */
+void ss_client_copy_str(char *dst, size_t size, const char *src);
+
+#endif
