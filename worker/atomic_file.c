@@ -1,0 +1,119 @@
+/* atomic_file -- temporary file + rename, so targets are written whole or not at all. */
+#include "atomic_file.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ss_error.h"
+
+struct ss_afile {
+    FILE *fp;    /* stream on the temporary file */
+    char *tmp;   /* temporary path (same directory as target) */
+    char *path;  /* target path */
+};
+
+static void seterr(char *err, size_t errsz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errsz, const char *fmt, ...)
+{
+    if (err == NULL || errsz == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errsz, fmt, ap);
+    va_end(ap);
+}
+
+int ss_afile_open(const char *path, ss_afile **out, char *err, size_t errsz)
+{
+    int rc = SS_ERR_NOMEM;
+    int fd = -1;
+    ss_afile *af = calloc(1, sizeof *af);
+    if (af == NULL)
+        goto out;
+    af->path = strdup(path);
+    /* Same directory as the target, so the final rename cannot cross
+     * file systems. */
+    if (af->path == NULL || asprintf(&af->tmp, "%s.tmp-XXXXXX", path) < 0) {
+        af->tmp = NULL;
+        goto out;
+    }
+    fd = mkstemp(af->tmp);
+    if (fd < 0) {
+        int e = errno;
+        seterr(err, errsz, "%s: cannot create a file beside it: %s", path, strerror(e));
+        free(af->tmp);
+        af->tmp = NULL;
+        errno = e;
+        rc = SS_ERR_IO;
+        goto out;
+    }
+    af->fp = fdopen(fd, "wb");
+    if (af->fp == NULL) {
+        int e = errno;
+        seterr(err, errsz, "%s: %s", path, strerror(e));
+        close(fd);
+        rc = SS_ERR_IO;
+        goto out;
+    }
+    *out = af;
+    af = NULL;
+    rc = 0;
+out:
+    if (rc == SS_ERR_NOMEM)
+        seterr(err, errsz, "%s: out of memory", path);
+    ss_afile_abort(af);
+    return rc;
+}
+
+FILE *ss_afile_stream(ss_afile *af)
+{
+    return af->fp;
+}
+
+int ss_afile_commit(ss_afile *af, char *err, size_t errsz)
+{
+    int rc = SS_ERR_IO;
+    FILE *fp = af->fp;
+    af->fp = NULL;
+    if (ferror(fp)) {
+        seterr(err, errsz, "%s: write failed", af->path);
+        fclose(fp);
+        goto out;
+    }
+    if (fclose(fp) != 0) {
+        seterr(err, errsz, "%s: write failed: %s", af->path, strerror(errno));
+        goto out;
+    }
+    /* mkstemp creates 0600; give the result the usual umask-based mode. */
+    mode_t um = umask(0);
+    umask(um);
+    if (chmod(af->tmp, 0666 & ~um) != 0 || rename(af->tmp, af->path) != 0) {
+        seterr(err, errsz, "%s: cannot move the finished file into place: %s",
+               af->path, strerror(errno));
+        goto out;
+    }
+    free(af->tmp);
+    af->tmp = NULL;
+    rc = 0;
+out:
+    ss_afile_abort(af);
+    return rc;
+}
+
+void ss_afile_abort(ss_afile *af)
+{
+    if (af == NULL)
+        return;
+    if (af->fp != NULL)
+        fclose(af->fp);
+    if (af->tmp != NULL)
+        unlink(af->tmp);
+    free(af->tmp);
+    free(af->path);
+    free(af);
+}
