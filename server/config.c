@@ -1,0 +1,370 @@
+/* config -- command-line flags and limits of statesaver-server. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ss_error.h"
+#include "ss_frame.h"
+#include "ss_log.h"
+
+void ss_config_init(ss_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->host, sizeof cfg->host, "127.0.0.1");
+    cfg->port = SS_DEFAULT_PORT;
+    cfg->sync = true;
+    cfg->max_frame_bytes = SS_FRAME_MAX_DEFAULT;
+    cfg->max_keys = SS_KEYS_PER_REQUEST_DEFAULT;
+    cfg->max_key_bytes = SS_KEY_MAX_DEFAULT;
+    cfg->max_connections = SS_MAX_CONNECTIONS_DEFAULT;
+    cfg->max_output_bytes = SS_OUTBUF_MAX_DEFAULT;
+    cfg->idle_timeout_ms = SS_IDLE_CONN_MS_DEFAULT;
+    cfg->map_size = SS_MAP_SIZE_DEFAULT;
+    cfg->ttl_interval_ms = SS_TTL_INTERVAL_MS_DEFAULT;
+    cfg->log_level = SS_LOG_INFO;
+}
+
+void ss_config_clear(ss_config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->data_dir);
+    if (cfg->token)
+        memset(cfg->token, 0, cfg->token_len);
+    free(cfg->token);
+    free(cfg->port_file);
+    cfg->data_dir = NULL;
+    cfg->token = NULL;
+    cfg->token_len = 0;
+    cfg->port_file = NULL;
+}
+
+int ss_config_copy(ss_config *dst, const ss_config *src)
+{
+    *dst = *src;
+    dst->data_dir = NULL;
+    dst->token = NULL;
+    dst->port_file = NULL;
+    if (src->data_dir && !(dst->data_dir = strdup(src->data_dir)))
+        goto fail;
+    if (src->port_file && !(dst->port_file = strdup(src->port_file)))
+        goto fail;
+    if (src->token) {
+        dst->token = malloc(src->token_len);
+        if (!dst->token)
+            goto fail;
+        memcpy(dst->token, src->token, src->token_len);
+    }
+    return 0;
+fail:
+    ss_config_clear(dst);
+    return SS_ERR_NOMEM;
+}
+
+int ss_config_parse_listen(const char *arg, char host[SS_HOST_MAX], int *port)
+{
+    const char *colon;
+    const char *h = arg;
+    size_t hlen;
+    if (arg[0] == '[') {
+        const char *end = strchr(arg, ']');
+        if (!end || end[1] != ':')
+            return SS_ERR_INVALID;
+        h = arg + 1;
+        hlen = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(arg, ':');
+        if (!colon)
+            return SS_ERR_INVALID;
+        hlen = (size_t)(colon - arg);
+        /* A bare IPv6 literal has more colons; require brackets then. */
+        if (memchr(arg, ':', hlen))
+            return SS_ERR_INVALID;
+    }
+    if (hlen == 0 || hlen >= SS_HOST_MAX)
+        return SS_ERR_INVALID;
+    char *end = NULL;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || !end || *end || end == colon + 1 || p < 0 || p > 65535)
+        return SS_ERR_INVALID;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+int ss_config_read_token(const char *path, uint8_t **token, size_t *len,
+                         FILE *err)
+{
+    int rc = 0;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(err, "statesaver-server: cannot open auth token file %s: %s\n",
+                path, strerror(errno));
+        rc = SS_ERR_IO;
+        goto out;
+    }
+    buf = malloc(SS_TOKEN_MAX + 1);
+    if (!buf) {
+        rc = SS_ERR_NOMEM;
+        goto out;
+    }
+    n = fread(buf, 1, SS_TOKEN_MAX + 1, f);
+    if (ferror(f)) {
+        fprintf(err, "statesaver-server: cannot read %s: %s\n", path,
+                strerror(errno));
+        rc = SS_ERR_IO;
+        goto out;
+    }
+    if (n > SS_TOKEN_MAX) {
+        fprintf(err, "statesaver-server: auth token file %s exceeds %u bytes\n",
+                path, SS_TOKEN_MAX);
+        rc = SS_ERR_TOO_BIG;
+        goto out;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (n == 0) {
+        fprintf(err, "statesaver-server: auth token file %s is empty\n", path);
+        rc = SS_ERR_INVALID;
+        goto out;
+    }
+    *token = buf;
+    *len = n;
+    buf = NULL;
+out:
+    if (buf)
+        memset(buf, 0, SS_TOKEN_MAX + 1);
+    free(buf);
+    if (f)
+        fclose(f);
+    return rc;
+}
+
+static int parse_u64(const char *arg, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end = NULL;
+    if (!arg || !*arg || arg[0] == '-')
+        return SS_ERR_INVALID;
+    errno = 0;
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (errno || !end || end == arg)
+        return SS_ERR_INVALID;
+    /* Size suffixes for byte limits: k, M, G (powers of 1024). */
+    unsigned long long mul = 1;
+    if (*end == 'k' || *end == 'K')
+        mul = 1ull << 10;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1ull << 20;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1ull << 30;
+    else if (*end)
+        return SS_ERR_INVALID;
+    if (mul > 1 && end[1])
+        return SS_ERR_INVALID;
+    if (v > UINT64_MAX / mul)
+        return SS_ERR_INVALID;
+    v *= mul;
+    if (v < min || v > max)
+        return SS_ERR_INVALID;
+    *out = v;
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: statesaver-server --data DIR [options]\n"
+        "\n"
+        "Networked state saver for segment-wise RNN unrolls (protocol v%u).\n"
+        "\n"
+        "  --listen HOST:PORT       address to listen on (default %s;\n"
+        "                           IPv6 as [::1]:7450; port 0 = ephemeral)\n"
+        "  --data DIR               LMDB directory (required; created if missing)\n"
+        "  --sync on|off            fsync every commit (default on)\n"
+        "  --max-frame-bytes N      largest frame payload (default %u)\n"
+        "  --max-keys N             keys per request (default %u)\n"
+        "  --max-key-bytes N        bytes in a sequence key (default %u)\n"
+        "  --max-connections N      open connections (default %u)\n"
+        "  --max-output-bytes N     buffered replies per connection before the\n"
+        "                           server stops reading from it (default %u)\n"
+        "  --idle-timeout-ms N      close connections idle this long; 0 = never\n"
+        "                           (default %u)\n"
+        "  --map-size N             LMDB map size in bytes (default %llu)\n"
+        "  --auth-token-file FILE   require Hello with this shared secret\n"
+        "  --ttl-interval-ms N      how often idle sequences are evicted;\n"
+        "                           0 = never (default %u)\n"
+        "  --log-level LEVEL        error|warn|info|debug (default info)\n"
+        "  --port-file FILE         write the bound port here after listening\n"
+        "  --help, --version\n"
+        "\n"
+        "Sizes accept k, M, G suffixes (powers of 1024).\n",
+        SS_PROTOCOL_VERSION, SS_LISTEN_DEFAULT, SS_FRAME_MAX_DEFAULT,
+        SS_KEYS_PER_REQUEST_DEFAULT, SS_KEY_MAX_DEFAULT,
+        SS_MAX_CONNECTIONS_DEFAULT, SS_OUTBUF_MAX_DEFAULT,
+        SS_IDLE_CONN_MS_DEFAULT, (unsigned long long)SS_MAP_SIZE_DEFAULT,
+        SS_TTL_INTERVAL_MS_DEFAULT);
+}
+
+enum {
+    OPT_LISTEN = 256,
+    OPT_DATA,
+    OPT_SYNC,
+    OPT_MAX_FRAME,
+    OPT_MAX_KEYS,
+    OPT_MAX_KEY_BYTES,
+    OPT_MAX_CONN,
+    OPT_MAX_OUTPUT,
+    OPT_IDLE,
+    OPT_MAP_SIZE,
+    OPT_TOKEN,
+    OPT_TTL,
+    OPT_LOG,
+    OPT_PORT_FILE,
+    OPT_HELP,
+    OPT_VERSION,
+};
+
+int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
+                    FILE *err)
+{
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"data", required_argument, NULL, OPT_DATA},
+        {"sync", required_argument, NULL, OPT_SYNC},
+        {"max-frame-bytes", required_argument, NULL, OPT_MAX_FRAME},
+        {"max-keys", required_argument, NULL, OPT_MAX_KEYS},
+        {"max-key-bytes", required_argument, NULL, OPT_MAX_KEY_BYTES},
+        {"max-connections", required_argument, NULL, OPT_MAX_CONN},
+        {"max-output-bytes", required_argument, NULL, OPT_MAX_OUTPUT},
+        {"idle-timeout-ms", required_argument, NULL, OPT_IDLE},
+        {"map-size", required_argument, NULL, OPT_MAP_SIZE},
+        {"auth-token-file", required_argument, NULL, OPT_TOKEN},
+        {"ttl-interval-ms", required_argument, NULL, OPT_TTL},
+        {"log-level", required_argument, NULL, OPT_LOG},
+        {"port-file", required_argument, NULL, OPT_PORT_FILE},
+        {"help", no_argument, NULL, OPT_HELP},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    const char *token_file = NULL;
+    uint64_t v = 0;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        switch (c) {
+        case OPT_LISTEN:
+            if (ss_config_parse_listen(optarg, cfg->host, &cfg->port) < 0) {
+                fprintf(err, "statesaver-server: bad --listen '%s' (want "
+                        "HOST:PORT or [V6]:PORT)\n", optarg);
+                return SS_ERR_INVALID;
+            }
+            break;
+        case OPT_DATA:
+            free(cfg->data_dir);
+            if (!(cfg->data_dir = strdup(optarg)))
+                return SS_ERR_NOMEM;
+            break;
+        case OPT_SYNC:
+            if (strcmp(optarg, "on") == 0)
+                cfg->sync = true;
+            else if (strcmp(optarg, "off") == 0)
+                cfg->sync = false;
+            else {
+                fprintf(err, "statesaver-server: --sync takes on or off, not "
+                        "'%s'\n", optarg);
+                return SS_ERR_INVALID;
+            }
+            break;
+#define NUM_FLAG(OPT, FLAG, MIN, MAX, FIELD, TYPE)                             \
+        case OPT:                                                              \
+            if (parse_u64(optarg, (MIN), (MAX), &v) < 0) {                     \
+                fprintf(err, "statesaver-server: bad " FLAG " '%s' (want an "  \
+                        "integer in %llu..%llu)\n", optarg,                    \
+                        (unsigned long long)(MIN), (unsigned long long)(MAX)); \
+                return SS_ERR_INVALID;                                         \
+            }                                                                  \
+            cfg->FIELD = (TYPE)v;                                              \
+            break;
+        NUM_FLAG(OPT_MAX_FRAME, "--max-frame-bytes", 64u, UINT32_MAX - SS_FRAME_HEADER,
+                 max_frame_bytes, uint32_t)
+        NUM_FLAG(OPT_MAX_KEYS, "--max-keys", 1u, 1u << 24, max_keys, uint32_t)
+        NUM_FLAG(OPT_MAX_KEY_BYTES, "--max-key-bytes", 1u, 1u << 20,
+                 max_key_bytes, uint32_t)
+        NUM_FLAG(OPT_MAX_CONN, "--max-connections", 1u, 1u << 20,
+                 max_connections, uint32_t)
+        NUM_FLAG(OPT_MAX_OUTPUT, "--max-output-bytes", 1u, UINT64_MAX,
+                 max_output_bytes, uint64_t)
+        NUM_FLAG(OPT_IDLE, "--idle-timeout-ms", 0u, UINT32_MAX,
+                 idle_timeout_ms, uint64_t)
+        NUM_FLAG(OPT_MAP_SIZE, "--map-size", 1u << 20, UINT64_MAX / 2,
+                 map_size, uint64_t)
+        NUM_FLAG(OPT_TTL, "--ttl-interval-ms", 0u, UINT32_MAX,
+                 ttl_interval_ms, uint64_t)
+#undef NUM_FLAG
+        case OPT_TOKEN:
+            token_file = optarg;
+            break;
+        case OPT_LOG: {
+            int lvl = ss_log_parse_level(optarg);
+            if (lvl < 0) {
+                fprintf(err, "statesaver-server: bad --log-level '%s' (want "
+                        "error, warn, info or debug)\n", optarg);
+                return SS_ERR_INVALID;
+            }
+            cfg->log_level = lvl;
+            break;
+        }
+        case OPT_PORT_FILE:
+            free(cfg->port_file);
+            if (!(cfg->port_file = strdup(optarg)))
+                return SS_ERR_NOMEM;
+            break;
+        case OPT_HELP:
+            usage(out);
+            return 1;
+        case OPT_VERSION:
+            fprintf(out, "statesaver-server %s (protocol %u)\n", SS_VERSION,
+                    SS_PROTOCOL_VERSION);
+            return 1;
+        case ':':
+            fprintf(err, "statesaver-server: %s needs a value\n", name);
+            return SS_ERR_INVALID;
+        default:
+            fprintf(err, "statesaver-server: unknown option '%s' (see "
+                    "--help)\n", name);
+            return SS_ERR_INVALID;
+        }
+    }
+    if (optind < argc) {
+        fprintf(err, "statesaver-server: unexpected argument '%s' (see "
+                "--help)\n", argv[optind]);
+        return SS_ERR_INVALID;
+    }
+    if (!cfg->data_dir) {
+        fprintf(err, "statesaver-server: --data DIR is required (see --help)\n");
+        return SS_ERR_INVALID;
+    }
+    if (token_file) {
+        if (cfg->token) {
+            memset(cfg->token, 0, cfg->token_len);
+            free(cfg->token);
+            cfg->token = NULL;
+        }
+        int rc = ss_config_read_token(token_file, &cfg->token, &cfg->token_len,
+                                      err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,633 @@
+/* conn -- one client connection: frame reader, reply writer, backpressure. */
+#include "conn.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_internal.h"
+#include "ss_error.h"
+#include "ss_frame.h"
+#include "ss_log.h"
+
+/* After a protocol error the reply is written, our side is shut down and
+ * further input is discarded for at most this long before closing, so the
+ * peer reads the error instead of a reset caused by its unread bytes. */
+#define SS_CONN_LINGER_MS 2000u
+
+/* One queued output frame; data is what ss_conn_frame_alloc returned. */
+typedef struct out_chunk {
+    struct out_chunk *next; /* queue link */
+    size_t len;             /* bytes in data */
+    size_t off;             /* bytes already written */
+    uint8_t data[];         /* the frame */
+} out_chunk;
+
+/* One uv_write in flight and the chunks it owns. */
+typedef struct out_write {
+    uv_write_t req;     /* libuv request; req.data = this */
+    ss_conn *conn;      /* holds a reference */
+    out_chunk *chunks;  /* freed in the callback */
+    size_t bytes;       /* bytes handed to uv_write */
+} out_write;
+
+struct ss_conn {
+    uv_tcp_t tcp;            /* the socket; tcp.data = this */
+    uv_shutdown_t shut;      /* write-side shutdown while lingering */
+    ss_server *srv;          /* owning server */
+    int refs;                /* socket + requests + writes + dirty list */
+    bool closing;            /* uv_close called */
+    bool close_pending;      /* close once output is written */
+    bool lingering;          /* shut down, discarding input until EOF */
+    bool eof;                /* peer finished sending */
+    bool reading;            /* uv_read_start active */
+    bool processing;         /* inside conn_process (no recursion) */
+    bool authed;             /* Hello succeeded */
+    bool rejected;           /* over --max-connections; not counted */
+    bool dirty;              /* on the server's dirty list */
+    uint8_t *rbuf;           /* read buffer */
+    size_t rlen;             /* bytes in rbuf */
+    size_t rcap;             /* rbuf capacity */
+    out_chunk *out_head;     /* frames not yet handed to the kernel */
+    out_chunk *out_tail;     /* last queued frame */
+    uint64_t out_bytes;      /* queued + in-flight output bytes */
+    unsigned writes;         /* uv_write requests in flight */
+    unsigned inflight;       /* unanswered requests */
+    uint64_t last_active;    /* uv_now of the last read or write */
+    uint64_t linger_start;   /* uv_now when lingering began */
+    ss_request *requests;    /* unanswered requests (dispatch's list) */
+    ss_conn *prev;           /* server list */
+    ss_conn *next;           /* server list */
+    ss_conn *dirty_next;     /* server dirty list */
+    char peer[64];           /* peer address for logs */
+};
+
+static void conn_process(ss_conn *c);
+static void conn_update_reading(ss_conn *c);
+
+#define CHUNK_OF(p) ((out_chunk *)((uint8_t *)(p) - offsetof(out_chunk, data)))
+
+uint8_t *ss_conn_frame_alloc(size_t len)
+{
+    if (len > SIZE_MAX - sizeof(out_chunk))
+        return NULL;
+    out_chunk *ch = malloc(sizeof *ch + len);
+    if (!ch)
+        return NULL;
+    ch->next = NULL;
+    ch->len = len;
+    ch->off = 0;
+    return ch->data;
+}
+
+void ss_conn_frame_free(uint8_t *frame)
+{
+    if (frame)
+        free(CHUNK_OF(frame));
+}
+
+static void chunks_free(out_chunk *ch)
+{
+    while (ch) {
+        out_chunk *next = ch->next;
+        free(ch);
+        ch = next;
+    }
+}
+
+void ss_conn_ref(ss_conn *c)
+{
+    c->refs++;
+}
+
+void ss_conn_unref(ss_conn *c)
+{
+    if (!c || --c->refs > 0)
+        return;
+    chunks_free(c->out_head);
+    free(c->rbuf);
+    free(c);
+}
+
+bool ss_conn_closed(const ss_conn *c)
+{
+    return c->closing || c->close_pending;
+}
+
+bool ss_conn_authed(const ss_conn *c)
+{
+    return c->authed;
+}
+
+void ss_conn_set_authed(ss_conn *c)
+{
+    c->authed = true;
+}
+
+ss_request **ss_conn_requests(ss_conn *c)
+{
+    return &c->requests;
+}
+
+const char *ss_conn_peer(const ss_conn *c)
+{
+    return c->peer;
+}
+
+ss_conn **ss_conn_dirty_next(ss_conn *c)
+{
+    return &c->dirty_next;
+}
+
+bool *ss_conn_dirty_flag(ss_conn *c)
+{
+    return &c->dirty;
+}
+
+static bool over_output_limit(const ss_conn *c)
+{
+    return c->out_bytes > c->srv->cfg.max_output_bytes;
+}
+
+static void on_close(uv_handle_t *h)
+{
+    ss_conn_unref(h->data);
+}
+
+void ss_conn_close(ss_conn *c, const char *reason)
+{
+    if (c->closing)
+        return;
+    ss_server *srv = c->srv;
+    c->closing = true;
+    SS_LOG(SS_LOG_DEBUG, "connection %s closed: %s", c->peer, reason);
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    if (!c->rejected)
+        srv->counters.connections--;
+    /* Queued output can no longer be sent. */
+    for (out_chunk *ch = c->out_head; ch; ch = ch->next)
+        c->out_bytes -= ch->len - ch->off;
+    chunks_free(c->out_head);
+    c->out_head = c->out_tail = NULL;
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+    ss_dispatch_conn_closed(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    ss_conn *c = req->data;
+    if (status < 0 && !c->closing)
+        ss_conn_close(c, "shutdown failed");
+    ss_conn_unref(c);
+}
+
+/* Output is fully written: finish a pending close or an EOF. */
+static void conn_maybe_finish(ss_conn *c)
+{
+    if (c->closing || c->out_head || c->writes)
+        return;
+    if (c->close_pending && !c->lingering) {
+        if (c->srv->shutting_down || c->eof) {
+            ss_conn_close(c, "closed after error reply");
+            return;
+        }
+        /* Half-close so the peer sees our reply then EOF, and drain what
+         * it still sends rather than resetting the connection. */
+        c->shut.data = c;
+        if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+            ss_conn_close(c, "shutdown failed");
+            return;
+        }
+        ss_conn_ref(c);
+        c->lingering = true;
+        c->linger_start = uv_now(&c->srv->loop);
+        c->rlen = 0;
+        conn_update_reading(c);
+        return;
+    }
+    if (c->eof && c->inflight == 0 && !c->close_pending)
+        ss_conn_close(c, "peer finished");
+}
+
+void ss_conn_close_after_flush(ss_conn *c, const char *reason)
+{
+    if (c->closing || c->close_pending)
+        return;
+    SS_LOG(SS_LOG_DEBUG, "connection %s closing after flush: %s", c->peer,
+           reason);
+    c->close_pending = true;
+    conn_update_reading(c);
+    if (c->out_head)
+        ss_server_mark_dirty(c->srv, c);
+    else
+        conn_maybe_finish(c);
+}
+
+static bool conn_want_read(const ss_conn *c)
+{
+    if (c->closing)
+        return false;
+    if (c->lingering)
+        return !c->eof;
+    return !c->close_pending && !c->eof && !c->srv->shutting_down &&
+           !over_output_limit(c) && c->rcap > c->rlen;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    ss_conn *c = h->data;
+    (void)suggested;
+    buf->base = (char *)c->rbuf + c->rlen;
+    buf->len = c->rcap - c->rlen;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    ss_conn *c = s->data;
+    (void)buf;
+    if (c->closing)
+        return;
+    if (nread > 0) {
+        c->last_active = uv_now(&c->srv->loop);
+        if (c->lingering)
+            return; /* discarded */
+        c->rlen += (size_t)nread;
+        conn_process(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (nread == UV_EOF) {
+        c->eof = true;
+        if (c->rlen > 0 && !c->lingering)
+            SS_LOG(SS_LOG_DEBUG, "connection %s: %zu bytes of a truncated "
+                   "frame at EOF", c->peer, c->rlen);
+        if (c->lingering) {
+            ss_conn_close(c, "peer closed after error reply");
+            return;
+        }
+        conn_update_reading(c);
+        conn_maybe_finish(c);
+        return;
+    }
+    if (nread == UV_ENOBUFS) {
+        conn_update_reading(c);
+        return;
+    }
+    ss_conn_close(c, uv_strerror((int)nread));
+}
+
+static void conn_update_reading(ss_conn *c)
+{
+    bool want = conn_want_read(c);
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+/* Dispatch every whole frame at the front of the read buffer. */
+static void conn_process(ss_conn *c)
+{
+    ss_server *srv = c->srv;
+    if (c->processing)
+        return;
+    c->processing = true;
+    ss_conn_ref(c);
+    size_t pos = 0;
+    size_t grow_to = 0;
+    for (;;) {
+        if (c->closing || c->close_pending || srv->shutting_down ||
+            over_output_limit(c))
+            break;
+        const uint8_t *payload = NULL;
+        size_t plen = 0, consumed = 0, need = 0;
+        int rc = ss_frame_decode(c->rbuf + pos, c->rlen - pos,
+                                 srv->cfg.max_frame_bytes, &payload, &plen,
+                                 &consumed, &need);
+        if (rc == SS_FRAME_NEED_MORE) {
+            if (need > c->rcap)
+                grow_to = need;
+            break;
+        }
+        if (rc < 0) {
+            const uint8_t *h = c->rbuf + pos;
+            uint32_t n = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) |
+                         ((uint32_t)h[2] << 8) | (uint32_t)h[3];
+            char msg[160];
+            snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes exceeds "
+                     "the limit of %" PRIu32 " bytes (--max-frame-bytes)", n,
+                     srv->cfg.max_frame_bytes);
+            srv->counters.rejected++;
+            SS_LOG(SS_LOG_WARN, "connection %s: %s", c->peer, msg);
+            pos = c->rlen;
+            ss_dispatch_send_error_close(srv, c, 0,
+                                         STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                                         msg);
+            break;
+        }
+        pos += consumed;
+        ss_dispatch_frame(srv, c, payload, plen);
+    }
+    if (pos > 0) {
+        memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
+        c->rlen -= pos;
+    }
+    if (grow_to > 0 && !c->closing) {
+        /* grow_to is at most header + --max-frame-bytes: checked above. */
+        uint8_t *nb = realloc(c->rbuf, grow_to);
+        if (!nb) {
+            ss_dispatch_send_error_close(srv, c, 0,
+                                         STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                                         "out of memory for the frame");
+        } else {
+            c->rbuf = nb;
+            c->rcap = grow_to;
+        }
+    } else if (c->rlen == 0 && c->rcap > SS_CONN_READ_INITIAL) {
+        /* Do not keep a large frame's buffer on an idle connection. */
+        uint8_t *nb = realloc(c->rbuf, SS_CONN_READ_INITIAL);
+        if (nb) {
+            c->rbuf = nb;
+            c->rcap = SS_CONN_READ_INITIAL;
+        }
+    }
+    c->processing = false;
+    conn_update_reading(c);
+    ss_conn_unref(c);
+}
+
+/* Output shrank or a request finished: maybe read again, finish a close. */
+static void conn_output_progress(ss_conn *c)
+{
+    if (c->closing)
+        return;
+    if (!over_output_limit(c) && c->rlen > 0 && !c->lingering)
+        conn_process(c);
+    else
+        conn_update_reading(c);
+    conn_maybe_finish(c);
+}
+
+void ss_conn_request_started(ss_conn *c)
+{
+    c->inflight++;
+}
+
+void ss_conn_request_done(ss_conn *c)
+{
+    c->inflight--;
+    if (c->eof && c->inflight == 0)
+        conn_maybe_finish(c);
+}
+
+void ss_conn_send(ss_conn *c, uint8_t *frame, size_t len)
+{
+    out_chunk *ch = CHUNK_OF(frame);
+    if (c->closing) {
+        free(ch);
+        return;
+    }
+    ch->len = len;
+    ch->off = 0;
+    ch->next = NULL;
+    if (c->out_tail)
+        c->out_tail->next = ch;
+    else
+        c->out_head = ch;
+    c->out_tail = ch;
+    c->out_bytes += len;
+    ss_server_mark_dirty(c->srv, c);
+    if (over_output_limit(c))
+        conn_update_reading(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    out_write *w = req->data;
+    ss_conn *c = w->conn;
+    chunks_free(w->chunks);
+    c->out_bytes -= w->bytes;
+    c->writes--;
+    free(w);
+    if (status < 0) {
+        if (!c->closing)
+            ss_conn_close(c, uv_strerror(status));
+    } else if (!c->closing) {
+        c->last_active = uv_now(&c->srv->loop);
+        conn_output_progress(c);
+    }
+    ss_conn_unref(c);
+}
+
+void ss_conn_flush(ss_conn *c)
+{
+    uv_buf_t bufs[SS_CONN_IOV_MAX];
+    if (c->closing)
+        return;
+    bool was_over = over_output_limit(c);
+    while (c->out_head) {
+        unsigned nb = 0;
+        size_t total = 0;
+        for (out_chunk *ch = c->out_head; ch && nb < SS_CONN_IOV_MAX;
+             ch = ch->next) {
+            bufs[nb] = uv_buf_init((char *)ch->data + ch->off,
+                                   (unsigned)(ch->len - ch->off));
+            total += ch->len - ch->off;
+            nb++;
+        }
+        if (c->writes == 0) {
+            int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nb);
+            if (n == UV_EAGAIN || n == UV_ENOSYS)
+                n = 0;
+            if (n < 0) {
+                ss_conn_close(c, uv_strerror(n));
+                return;
+            }
+            size_t left = (size_t)n;
+            c->out_bytes -= left;
+            while (left > 0) {
+                out_chunk *ch = c->out_head;
+                size_t avail = ch->len - ch->off;
+                if (left < avail) {
+                    ch->off += left;
+                    break;
+                }
+                left -= avail;
+                c->out_head = ch->next;
+                if (!c->out_head)
+                    c->out_tail = NULL;
+                free(ch);
+            }
+            if ((size_t)n == total)
+                continue;
+            /* The socket is full: queue the rest of this batch. */
+            nb = 0;
+            total = 0;
+            for (out_chunk *ch = c->out_head; ch && nb < SS_CONN_IOV_MAX;
+                 ch = ch->next) {
+                bufs[nb] = uv_buf_init((char *)ch->data + ch->off,
+                                       (unsigned)(ch->len - ch->off));
+                total += ch->len - ch->off;
+                nb++;
+            }
+        }
+        out_write *w = malloc(sizeof *w);
+        if (!w) {
+            ss_conn_close(c, "out of memory for a write");
+            return;
+        }
+        w->req.data = w;
+        w->conn = c;
+        w->bytes = total;
+        /* Detach the nb chunks this write covers. */
+        w->chunks = c->out_head;
+        out_chunk *last = c->out_head;
+        for (unsigned i = 1; i < nb; i++)
+            last = last->next;
+        c->out_head = last->next;
+        if (!c->out_head)
+            c->out_tail = NULL;
+        last->next = NULL;
+        int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nb, on_write);
+        if (rc < 0) {
+            c->out_bytes -= total;
+            chunks_free(w->chunks);
+            free(w);
+            ss_conn_close(c, uv_strerror(rc));
+            return;
+        }
+        ss_conn_ref(c);
+        c->writes++;
+    }
+    if (was_over && !over_output_limit(c))
+        conn_output_progress(c);
+    else
+        conn_maybe_finish(c);
+}
+
+int ss_conn_accept(ss_server *srv, uv_stream_t *listener, bool reject)
+{
+    ss_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return SS_ERR_NOMEM;
+    c->srv = srv;
+    c->refs = 1;
+    c->rejected = reject;
+    c->rbuf = malloc(SS_CONN_READ_INITIAL);
+    if (!c->rbuf) {
+        free(c);
+        return SS_ERR_NOMEM;
+    }
+    c->rcap = SS_CONN_READ_INITIAL;
+    uv_tcp_init(&srv->loop, &c->tcp);
+    c->tcp.data = c;
+    int rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_WARN, "accept failed: %s", uv_strerror(rc));
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->tcp, on_close);
+        return SS_ERR_IO;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage sa;
+    int salen = sizeof sa;
+    snprintf(c->peer, sizeof c->peer, "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        char ip[48] = "?";
+        int port = 0;
+        if (sa.ss_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&sa;
+            uv_ip4_name(a, ip, sizeof ip);
+            port = ntohs(a->sin_port);
+            snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+        } else if (sa.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&sa;
+            uv_ip6_name(a, ip, sizeof ip);
+            port = ntohs(a->sin6_port);
+            snprintf(c->peer, sizeof c->peer, "[%s]:%d", ip, port);
+        }
+    }
+    c->last_active = uv_now(&srv->loop);
+    c->authed = srv->cfg.token == NULL;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    if (reject) {
+        srv->counters.rejected++;
+        SS_LOG(SS_LOG_WARN, "connection %s refused: %" PRIu64 " connections "
+               "open (--max-connections %u)", c->peer,
+               srv->counters.connections, srv->cfg.max_connections);
+        char msg[128];
+        snprintf(msg, sizeof msg, "too many connections (limit %u, "
+                 "--max-connections)", srv->cfg.max_connections);
+        ss_dispatch_send_error_close(srv, c, 0,
+                                     STATESAVER__V1__CODE__UNAVAILABLE, msg);
+        return 0;
+    }
+    srv->counters.connections++;
+    srv->counters.accepted++;
+    SS_LOG(SS_LOG_DEBUG, "connection %s accepted", c->peer);
+    conn_update_reading(c);
+    return 0;
+}
+
+void ss_conn_sweep_idle(ss_server *srv, uint64_t timeout_ms)
+{
+    uint64_t now = uv_now(&srv->loop);
+    ss_conn *next;
+    for (ss_conn *c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->closing)
+            continue;
+        if (c->lingering) {
+            if (now - c->linger_start >= SS_CONN_LINGER_MS)
+                ss_conn_close(c, "linger time over");
+            continue;
+        }
+        if (timeout_ms == 0 || c->inflight > 0)
+            continue;
+        if (now - c->last_active >= timeout_ms) {
+            SS_LOG(SS_LOG_INFO, "closing idle connection %s (idle %" PRIu64
+                   " ms, --idle-timeout-ms %" PRIu64 ")", c->peer,
+                   now - c->last_active, timeout_ms);
+            ss_conn_close(c, "idle");
+        }
+    }
+}
+
+void ss_conn_stop_all(ss_server *srv)
+{
+    for (ss_conn *c = srv->conns; c; c = c->next)
+        conn_update_reading(c);
+}
+
+void ss_conn_close_all(ss_server *srv, bool flush)
+{
+    ss_conn *next;
+    for (ss_conn *c = srv->conns; c; c = next) {
+        next = c->next;
+        if (flush && (c->out_head || c->writes)) {
+            c->close_pending = true;
+            c->lingering = false;
+            conn_update_reading(c);
+            ss_server_mark_dirty(srv, c);
+        } else {
+            ss_conn_close(c, "server shutting down");
+        }
+    }
+}

@@ -1,0 +1,411 @@
+/* dispatch -- request contexts, the handler table and reply helpers. */
+#include "dispatch.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "server_internal.h"
+#include "ss_error.h"
+#include "ss_frame.h"
+#include "ss_log.h"
+
+struct ss_request {
+    ss_server *srv;              /* owning server */
+    ss_conn *conn;               /* holds a reference until answered */
+    ss_request_msg *msg;         /* decoded request (owned) */
+    uint64_t id;                 /* Request.id */
+    void *data;                  /* handler's slot */
+    ss_request_close_fn on_close; /* parked-request wake-up, or NULL */
+    void *on_close_arg;          /* its argument */
+    ss_request *prev;            /* connection's request list */
+    ss_request *next;            /* connection's request list */
+    uint64_t start_ms;           /* uv_now when decoded, for debug logs */
+};
+
+int ss_dispatch_register(ss_server *srv, int body_case, ss_handler_fn fn)
+{
+    if (body_case <= 0 || body_case >= SS_DISPATCH_SLOTS)
+        return SS_ERR_INVALID;
+    srv->handlers[body_case] = fn;
+    return 0;
+}
+
+const ss_request_msg *ss_request_message(const ss_request *req)
+{
+    return req->msg;
+}
+
+uint64_t ss_request_id(const ss_request *req)
+{
+    return req->id;
+}
+
+ss_server *ss_request_server(const ss_request *req)
+{
+    return req->srv;
+}
+
+ss_conn *ss_request_conn(const ss_request *req)
+{
+    return req->conn;
+}
+
+bool ss_request_closed(const ss_request *req)
+{
+    return ss_conn_closed(req->conn);
+}
+
+void ss_request_set_data(ss_request *req, void *data)
+{
+    req->data = data;
+}
+
+void *ss_request_data(const ss_request *req)
+{
+    return req->data;
+}
+
+void ss_request_on_close(ss_request *req, ss_request_close_fn fn, void *arg)
+{
+    req->on_close = fn;
+    req->on_close_arg = arg;
+}
+
+int ss_dispatch_status_code(int err)
+{
+    if (SS_IS_STATUS_ERR(err))
+        return SS_STATUS_CODE(err);
+    switch (err) {
+    case SS_OK:
+        return STATESAVER__V1__CODE__OK;
+    case SS_ERR_INVALID:
+    case SS_ERR_PROTO:
+    case SS_ERR_SHAPE:
+    case SS_ERR_FORMAT:
+        return STATESAVER__V1__CODE__INVALID_ARGUMENT;
+    case SS_ERR_NOT_FOUND:
+        return STATESAVER__V1__CODE__NOT_FOUND;
+    case SS_ERR_CONFLICT:
+        return STATESAVER__V1__CODE__FAILED_PRECONDITION;
+    case SS_ERR_TOO_BIG:
+    case SS_ERR_FULL:
+    case SS_ERR_NOMEM:
+        return STATESAVER__V1__CODE__RESOURCE_EXHAUSTED;
+    case SS_ERR_TIMEOUT:
+        return STATESAVER__V1__CODE__DEADLINE_EXCEEDED;
+    case SS_ERR_AUTH:
+        return STATESAVER__V1__CODE__UNAUTHENTICATED;
+    case SS_ERR_CLOSED:
+        return STATESAVER__V1__CODE__UNAVAILABLE;
+    default:
+        return STATESAVER__V1__CODE__INTERNAL;
+    }
+}
+
+/* Pack resp into a frame and queue it on c. */
+static void send_response(ss_server *srv, ss_conn *c, ss_response_msg *resp)
+{
+    size_t size = statesaver__v1__response__get_packed_size(resp);
+    if (size > srv->cfg.max_frame_bytes) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "response of %zu bytes exceeds the frame "
+                 "limit of %" PRIu32 " bytes (--max-frame-bytes); ask for "
+                 "fewer keys", size, srv->cfg.max_frame_bytes);
+        Statesaver__V1__Status st = STATESAVER__V1__STATUS__INIT;
+        st.code = STATESAVER__V1__CODE__RESOURCE_EXHAUSTED;
+        st.message = msg;
+        ss_response_msg small = STATESAVER__V1__RESPONSE__INIT;
+        small.id = resp->id;
+        small.status = &st;
+        srv->counters.rejected++;
+        send_response(srv, c, &small);
+        return;
+    }
+    uint8_t *frame = ss_conn_frame_alloc(SS_FRAME_HEADER + size);
+    if (!frame) {
+        SS_LOG(SS_LOG_ERROR, "out of memory for a %zu-byte reply to %s", size,
+               ss_conn_peer(c));
+        ss_conn_close(c, "out of memory");
+        return;
+    }
+    ss_frame_put_header(frame, (uint32_t)size);
+    statesaver__v1__response__pack(resp, frame + SS_FRAME_HEADER);
+    ss_conn_send(c, frame, SS_FRAME_HEADER + size);
+}
+
+void ss_dispatch_send_error_close(ss_server *srv, ss_conn *c, uint64_t id,
+                                  int code, const char *msg)
+{
+    Statesaver__V1__Status st = STATESAVER__V1__STATUS__INIT;
+    st.code = code;
+    st.message = (char *)msg;
+    ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
+    resp.id = id;
+    resp.status = &st;
+    if (!ss_conn_closed(c))
+        send_response(srv, c, &resp);
+    ss_conn_close_after_flush(c, msg);
+}
+
+/* Forget req: unlink, drop the message and the connection reference. */
+static void request_release(ss_request *req)
+{
+    ss_server *srv = req->srv;
+    ss_conn *c = req->conn;
+    ss_request **head = ss_conn_requests(c);
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        *head = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
+    if (ss_log_threshold >= SS_LOG_DEBUG)
+        SS_LOG(SS_LOG_DEBUG, "request %" PRIu64 " from %s answered in %" PRIu64
+               " ms", req->id, ss_conn_peer(c),
+               uv_now(&srv->loop) - req->start_ms);
+    statesaver__v1__request__free_unpacked(req->msg, NULL);
+    free(req);
+    srv->counters.inflight--;
+    ss_conn_request_done(c);
+    ss_conn_unref(c);
+    ss_server_request_done(srv);
+}
+
+void ss_request_reply(ss_request *req, ss_response_msg *resp)
+{
+    Statesaver__V1__Status st = STATESAVER__V1__STATUS__INIT;
+    st.code = STATESAVER__V1__CODE__OK;
+    st.message = "";
+    resp->id = req->id;
+    resp->status = &st;
+    if (!ss_conn_closed(req->conn))
+        send_response(req->srv, req->conn, resp);
+    request_release(req);
+}
+
+static void request_verror(ss_request *req, bool close, int code,
+                           const char *fmt, va_list ap)
+{
+    char msg[SS_DISPATCH_MSG_MAX];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (code == STATESAVER__V1__CODE__RESOURCE_EXHAUSTED ||
+        code == STATESAVER__V1__CODE__UNAUTHENTICATED)
+        req->srv->counters.rejected++;
+    SS_LOG(SS_LOG_DEBUG, "request %" PRIu64 " from %s: %s: %s", req->id,
+           ss_conn_peer(req->conn), ss_status_name(code), msg);
+    Statesaver__V1__Status st = STATESAVER__V1__STATUS__INIT;
+    st.code = code;
+    st.message = msg;
+    ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
+    resp.id = req->id;
+    resp.status = &st;
+    ss_conn *c = req->conn;
+    if (!ss_conn_closed(c))
+        send_response(req->srv, c, &resp);
+    if (close)
+        ss_conn_close_after_flush(c, msg);
+    request_release(req);
+}
+
+void ss_request_error(ss_request *req, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    request_verror(req, false, code, fmt, ap);
+    va_end(ap);
+}
+
+void ss_request_error_close(ss_request *req, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    request_verror(req, true, code, fmt, ap);
+    va_end(ap);
+}
+
+void ss_request_fail(ss_request *req, int err, const char *msg)
+{
+    ss_request_error(req, ss_dispatch_status_code(err), "%s",
+                     msg && *msg ? msg : ss_strerror(err));
+}
+
+void ss_dispatch_format_key(char *buf, size_t size, const uint8_t *key,
+                            size_t len)
+{
+    bool printable = true;
+    for (size_t i = 0; i < len; i++)
+        if (key[i] < 0x20 || key[i] > 0x7e || key[i] == '\'') {
+            printable = false;
+            break;
+        }
+    if (size == 0)
+        return;
+    size_t show = len > SS_DISPATCH_KEY_SHOW ? SS_DISPATCH_KEY_SHOW : len;
+    if (printable) {
+        snprintf(buf, size, "'%.*s'%s", (int)show, (const char *)key,
+                 show < len ? "..." : "");
+        return;
+    }
+    size_t o = (size_t)snprintf(buf, size, "0x");
+    for (size_t i = 0; i < show && o + 3 < size; i++)
+        o += (size_t)snprintf(buf + o, size - o, "%02x", key[i]);
+    if (show < len && o + 4 < size)
+        snprintf(buf + o, size - o, "...");
+}
+
+bool ss_request_check_key(ss_request *req, const char *what,
+                          const uint8_t *key, size_t len)
+{
+    uint32_t max = req->srv->cfg.max_key_bytes;
+    if (len < SS_KEY_MIN) {
+        ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
+                         "%s is empty (keys are %u..%" PRIu32 " bytes)", what,
+                         SS_KEY_MIN, max);
+        return false;
+    }
+    if (len > max) {
+        ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
+                         "%s is %zu bytes, above the limit of %" PRIu32
+                         " (--max-key-bytes)", what, len, max);
+        return false;
+    }
+    return true;
+}
+
+bool ss_request_check_key_count(ss_request *req, size_t n)
+{
+    uint32_t max = req->srv->cfg.max_keys;
+    if (n == 0) {
+        ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
+                         "no keys given");
+        return false;
+    }
+    if (n > max) {
+        ss_request_error(req, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                         "%zu keys in one request, above the limit of %" PRIu32
+                         " (--max-keys)", n, max);
+        return false;
+    }
+    return true;
+}
+
+bool ss_request_check_saver_name(ss_request *req, const char *saver)
+{
+    size_t len = saver ? strlen(saver) : 0;
+    if (len == 0) {
+        ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
+                         "saver name is empty");
+        return false;
+    }
+    if (len > SS_SAVER_NAME_MAX) {
+        ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
+                         "saver name is %zu bytes, above the limit of %u",
+                         len, SS_SAVER_NAME_MAX);
+        return false;
+    }
+    return true;
+}
+
+static const char *body_name(int body_case)
+{
+    switch (body_case) {
+    case STATESAVER__V1__REQUEST__BODY_HELLO: return "Hello";
+    case STATESAVER__V1__REQUEST__BODY_DECLARE: return "Declare";
+    case STATESAVER__V1__REQUEST__BODY_FETCH: return "Fetch";
+    case STATESAVER__V1__REQUEST__BODY_SAVE: return "Save";
+    case STATESAVER__V1__REQUEST__BODY_DROP: return "Drop";
+    case STATESAVER__V1__REQUEST__BODY_LIST: return "List";
+    case STATESAVER__V1__REQUEST__BODY_STATS: return "Stats";
+    case STATESAVER__V1__REQUEST__BODY_PING: return "Ping";
+    case STATESAVER__V1__REQUEST__BODY_SUBMIT: return "Submit";
+    case STATESAVER__V1__REQUEST__BODY_LEASE: return "Lease";
+    case STATESAVER__V1__REQUEST__BODY_COMPLETE: return "Complete";
+    case STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT: return "Await";
+    default: return "unknown";
+    }
+}
+
+int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
+                      size_t len)
+{
+    srv->counters.requests++;
+    ss_request_msg *msg = statesaver__v1__request__unpack(NULL, len, payload);
+    if (!msg) {
+        srv->counters.rejected++;
+        char text[128];
+        snprintf(text, sizeof text, "malformed Request: %zu-byte frame is not "
+                 "a valid statesaver.v1.Request message", len);
+        SS_LOG(SS_LOG_WARN, "connection %s: %s", ss_conn_peer(c), text);
+        ss_dispatch_send_error_close(srv, c, 0,
+                                     STATESAVER__V1__CODE__INVALID_ARGUMENT,
+                                     text);
+        return SS_ERR_PROTO;
+    }
+    ss_request *req = calloc(1, sizeof *req);
+    if (!req) {
+        statesaver__v1__request__free_unpacked(msg, NULL);
+        ss_dispatch_send_error_close(srv, c, 0,
+                                     STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                                     "out of memory");
+        return SS_ERR_NOMEM;
+    }
+    req->srv = srv;
+    req->conn = c;
+    req->msg = msg;
+    req->id = msg->id;
+    req->start_ms = uv_now(&srv->loop);
+    ss_request **head = ss_conn_requests(c);
+    req->next = *head;
+    if (*head)
+        (*head)->prev = req;
+    *head = req;
+    ss_conn_ref(c);
+    ss_conn_request_started(c);
+    srv->counters.inflight++;
+
+    int body = (int)msg->body_case;
+    if (!ss_conn_authed(c) && body != STATESAVER__V1__REQUEST__BODY_HELLO) {
+        SS_LOG(SS_LOG_WARN, "connection %s: %s before authentication",
+               ss_conn_peer(c), body_name(body));
+        ss_request_error_close(req, STATESAVER__V1__CODE__UNAUTHENTICATED,
+                               "this server requires authentication: send "
+                               "Hello with the token first");
+        return 0;
+    }
+    if (body <= 0 || body >= SS_DISPATCH_SLOTS) {
+        ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
+                         "request %" PRIu64 " has no body (unknown or missing "
+                         "request type)", req->id);
+        return 0;
+    }
+    ss_handler_fn fn = srv->handlers[body];
+    if (!fn) {
+        ss_request_error(req, STATESAVER__V1__CODE__UNIMPLEMENTED,
+                         "%s is not implemented by this server",
+                         body_name(body));
+        return 0;
+    }
+    fn(req);
+    return 0;
+}
+
+void ss_dispatch_conn_closed(ss_conn *c)
+{
+    /* Restart from the head after each callback: a callback answers (and
+     * so unlinks) its request, which may invalidate any saved pointer. */
+    for (;;) {
+        ss_request *r = *ss_conn_requests(c);
+        while (r && !r->on_close)
+            r = r->next;
+        if (!r)
+            break;
+        ss_request_close_fn fn = r->on_close;
+        void *arg = r->on_close_arg;
+        r->on_close = NULL;
+        fn(r, arg);
+    }
+}

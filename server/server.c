@@ -1,0 +1,499 @@
+/* server -- the statesaver-server process: loop, listener, lifecycle. */
+#include "server.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server_internal.h"
+#include "ss_error.h"
+#include "ss_log.h"
+
+/* Idle-connection sweep period bounds (the sweep also ends lingering
+ * closes and, during shutdown, checks whether everything is closed). */
+#define SS_SWEEP_MS_MAX 1000u
+#define SS_SWEEP_MS_MIN 10u
+#define SS_SWEEP_MS_SHUTDOWN 20u
+#define SS_LISTEN_BACKLOG 511
+
+uint64_t ss_server_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uv_loop_t *ss_server_loop(ss_server *srv)
+{
+    return &srv->loop;
+}
+
+ss_store *ss_server_store(ss_server *srv)
+{
+    return srv->store;
+}
+
+ss_writer *ss_server_writer(ss_server *srv)
+{
+    return srv->writer;
+}
+
+const ss_config *ss_server_config(const ss_server *srv)
+{
+    return &srv->cfg;
+}
+
+bool ss_server_shutting_down(const ss_server *srv)
+{
+    return srv->shutting_down;
+}
+
+int ss_server_port(const ss_server *srv)
+{
+    return srv->port;
+}
+
+ss_server_counters *ss_server_counters_get(ss_server *srv)
+{
+    return &srv->counters;
+}
+
+int ss_server_add_module(ss_server *srv, const ss_module *m)
+{
+    if (srv->n_modules >= SS_SERVER_MODULES_MAX)
+        return SS_ERR_FULL;
+    srv->modules[srv->n_modules++] = *m;
+    return 0;
+}
+
+void ss_server_notify_saved(ss_server *srv, const char *saver, size_t n,
+                            const ss_bytes *keys)
+{
+    if (srv->barrier)
+        ss_barrier_notify(srv->barrier, saver, n, keys);
+    for (size_t i = 0; i < srv->n_modules; i++)
+        if (srv->modules[i].saved)
+            srv->modules[i].saved(srv->modules[i].arg, saver, n, keys);
+}
+
+/* ---- reply flushing: once per loop iteration ---- */
+
+static void flush_all(ss_server *srv);
+
+static void on_flush_idle(uv_idle_t *h)
+{
+    flush_all(h->data);
+}
+
+static void flush_all(ss_server *srv)
+{
+    while (srv->dirty) {
+        ss_conn *c = srv->dirty;
+        srv->dirty = *ss_conn_dirty_next(c);
+        *ss_conn_dirty_next(c) = NULL;
+        *ss_conn_dirty_flag(c) = false;
+        ss_conn_flush(c);
+        ss_conn_unref(c);
+    }
+    if (srv->handles_ready && !srv->finished)
+        uv_idle_stop(&srv->flush_idle);
+}
+
+void ss_server_mark_dirty(ss_server *srv, ss_conn *c)
+{
+    bool *flag = ss_conn_dirty_flag(c);
+    if (*flag)
+        return;
+    *flag = true;
+    ss_conn_ref(c);
+    *ss_conn_dirty_next(c) = srv->dirty;
+    srv->dirty = c;
+    /* An active idle handle keeps the next poll from blocking, so replies
+     * queued from timer callbacks leave in this iteration too. */
+    if (srv->handles_ready && !srv->finished)
+        uv_idle_start(&srv->flush_idle, on_flush_idle);
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+    flush_all(h->data);
+}
+
+/* ---- accepting ---- */
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    ss_server *srv = listener->data;
+    if (status < 0) {
+        SS_LOG(SS_LOG_WARN, "listen error: %s", uv_strerror(status));
+        return;
+    }
+    if (srv->shutting_down)
+        return;
+    bool reject = srv->counters.connections >= srv->cfg.max_connections;
+    ss_conn_accept(srv, listener, reject);
+}
+
+/* ---- idle sequence eviction ---- */
+
+typedef struct evict_op {
+    ss_write_op op;    /* writer op (first member) */
+    ss_server *srv;    /* owning server */
+    uint64_t now_ms;   /* eviction clock */
+    uint64_t evicted;  /* result */
+} evict_op;
+
+static int evict_run(ss_write_op *op, ss_store_txn *txn, char msg[SS_STORE_MSG])
+{
+    evict_op *e = (evict_op *)op;
+    (void)msg;
+    return ss_store_evict_idle(txn, e->now_ms, SS_EVICT_BATCH, &e->evicted);
+}
+
+static void evict_done(ss_write_op *op, int rc, const char *msg)
+{
+    evict_op *e = (evict_op *)op;
+    e->srv->evicting = false;
+    if (rc < 0)
+        SS_LOG(SS_LOG_ERROR, "idle eviction failed: %s",
+               msg && *msg ? msg : ss_strerror(rc));
+    else if (e->evicted > 0) {
+        e->srv->counters.evicted += e->evicted;
+        SS_LOG(SS_LOG_INFO, "evicted %" PRIu64 " idle sequences (%" PRIu64
+               " since start)", e->evicted, e->srv->counters.evicted);
+    }
+    free(e);
+}
+
+static void on_ttl_timer(uv_timer_t *t)
+{
+    ss_server *srv = t->data;
+    if (srv->evicting || srv->shutting_down || !srv->writer)
+        return;
+    evict_op *e = calloc(1, sizeof *e);
+    if (!e)
+        return;
+    e->op.run = evict_run;
+    e->op.done = evict_done;
+    e->srv = srv;
+    e->now_ms = ss_server_now_ms();
+    srv->evicting = true;
+    ss_writer_submit(srv->writer, &e->op);
+}
+
+/* ---- shutdown ---- */
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Close the server's own handles once the store is closed and no
+ * connection is left; the loop then ends. */
+static void maybe_finish(ss_server *srv)
+{
+    if (srv->finished || !srv->draining_done || srv->writer || srv->conns)
+        return;
+    flush_all(srv);
+    srv->finished = true;
+    close_handle((uv_handle_t *)&srv->sigint);
+    close_handle((uv_handle_t *)&srv->sigterm);
+    close_handle((uv_handle_t *)&srv->ttl_timer);
+    close_handle((uv_handle_t *)&srv->sweep_timer);
+    close_handle((uv_handle_t *)&srv->drain_timer);
+    close_handle((uv_handle_t *)&srv->grace_timer);
+    close_handle((uv_handle_t *)&srv->flush_idle);
+    close_handle((uv_handle_t *)&srv->flush_check);
+    SS_LOG(SS_LOG_INFO, "shutdown complete");
+}
+
+static void on_writer_stopped(void *arg)
+{
+    ss_server *srv = arg;
+    srv->writer = NULL;
+    for (size_t i = 0; i < srv->n_modules; i++)
+        if (srv->modules[i].free) {
+            srv->modules[i].free(srv->modules[i].arg);
+            srv->modules[i].free = NULL;
+        }
+    ss_store_close(srv->store);
+    srv->store = NULL;
+    SS_LOG(SS_LOG_INFO, "writer stopped, store closed");
+    maybe_finish(srv);
+}
+
+static void on_drain(uv_timer_t *t)
+{
+    ss_server *srv = t->data;
+    if (srv->draining_done)
+        return;
+    srv->draining_done = true;
+    SS_LOG(SS_LOG_INFO, "requests drained; closing connections");
+    ss_conn_close_all(srv, true);
+    if (srv->writer && !srv->writer_stopping) {
+        srv->writer_stopping = true;
+        ss_writer_stop(srv->writer, on_writer_stopped, srv);
+    }
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    ss_server *srv = t->data;
+    SS_LOG(SS_LOG_WARN, "shutdown grace of %u ms over: %" PRIu64 " requests "
+           "still in flight; closing connections", SS_SHUTDOWN_GRACE_MS,
+           srv->counters.inflight);
+    ss_conn_close_all(srv, false);
+    if (!srv->draining_done)
+        on_drain(&srv->drain_timer);
+}
+
+void ss_server_request_done(ss_server *srv)
+{
+    if (srv->shutting_down && srv->counters.inflight == 0 &&
+        !srv->draining_done && !srv->finished)
+        uv_timer_start(&srv->drain_timer, on_drain, 0, 0);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    ss_server *srv = t->data;
+    ss_conn_sweep_idle(srv, srv->shutting_down ? 0 : srv->cfg.idle_timeout_ms);
+    if (srv->shutting_down)
+        maybe_finish(srv);
+}
+
+void ss_server_shutdown(ss_server *srv)
+{
+    if (srv->shutting_down)
+        return;
+    srv->shutting_down = true;
+    SS_LOG(SS_LOG_INFO, "shutting down: %" PRIu64 " requests in flight, %"
+           PRIu64 " connections", srv->counters.inflight,
+           srv->counters.connections);
+    if (srv->listening) {
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        srv->listening = false;
+    }
+    uv_timer_stop(&srv->ttl_timer);
+    ss_conn_stop_all(srv);
+    ss_barrier_shutdown(srv->barrier);
+    for (size_t i = 0; i < srv->n_modules; i++)
+        if (srv->modules[i].shutdown)
+            srv->modules[i].shutdown(srv->modules[i].arg);
+    uv_timer_start(&srv->grace_timer, on_grace, SS_SHUTDOWN_GRACE_MS, 0);
+    uv_timer_start(&srv->sweep_timer, on_sweep, SS_SWEEP_MS_SHUTDOWN,
+                   SS_SWEEP_MS_SHUTDOWN);
+    ss_server_request_done(srv);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    ss_server *srv = h->data;
+    if (srv->shutting_down) {
+        SS_LOG(SS_LOG_WARN, "signal %d again: closing connections now", signum);
+        ss_conn_close_all(srv, false);
+        return;
+    }
+    SS_LOG(SS_LOG_INFO, "signal %d: graceful shutdown", signum);
+    ss_server_shutdown(srv);
+}
+
+/* ---- start ---- */
+
+static int write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    int rc = 0;
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >=
+        (int)sizeof tmp)
+        return SS_ERR_INVALID;
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        SS_LOG(SS_LOG_ERROR, "cannot write port file %s: %s", tmp,
+               strerror(errno));
+        return SS_ERR_IO;
+    }
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0)
+        rc = SS_ERR_IO;
+    /* rename makes the file appear whole to a reader polling for it. */
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = SS_ERR_IO;
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "cannot write port file %s: %s", path,
+               strerror(errno));
+        unlink(tmp);
+    }
+    return rc;
+}
+
+static int start_listening(ss_server *srv)
+{
+    struct sockaddr_storage sa;
+    bool v6 = strchr(srv->cfg.host, ':') != NULL;
+    int rc = v6 ? uv_ip6_addr(srv->cfg.host, srv->cfg.port,
+                              (struct sockaddr_in6 *)&sa)
+                : uv_ip4_addr(srv->cfg.host, srv->cfg.port,
+                              (struct sockaddr_in *)&sa);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "--listen: '%s' is not an IPv4 or IPv6 address "
+               "literal", srv->cfg.host);
+        return SS_ERR_INVALID;
+    }
+    uv_tcp_init(&srv->loop, &srv->listener);
+    srv->listener.data = srv;
+    srv->listening = true;
+    rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&sa, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&srv->listener, SS_LISTEN_BACKLOG,
+                       on_connection);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "cannot listen on %s%s%s:%d: %s", v6 ? "[" : "",
+               srv->cfg.host, v6 ? "]" : "", srv->cfg.port, uv_strerror(rc));
+        return SS_ERR_IO;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &len);
+    srv->port = ntohs(bound.ss_family == AF_INET6
+                          ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                          : ((struct sockaddr_in *)&bound)->sin_port);
+    SS_LOG(SS_LOG_INFO, "listening on %s%s%s:%d", v6 ? "[" : "", srv->cfg.host,
+           v6 ? "]" : "", srv->port);
+    if (srv->cfg.port_file)
+        return write_port_file(srv->cfg.port_file, srv->port);
+    return 0;
+}
+
+int ss_server_create(ss_server **out, const ss_config *cfg)
+{
+    int rc;
+    ss_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return SS_ERR_NOMEM;
+    *out = srv;
+    rc = ss_config_copy(&srv->cfg, cfg);
+    if (rc < 0)
+        return rc;
+    ss_log_threshold = srv->cfg.log_level;
+    srv->counters.start_ms = ss_server_now_ms();
+    rc = uv_loop_init(&srv->loop);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "uv_loop_init: %s", uv_strerror(rc));
+        return SS_ERR_IO;
+    }
+    srv->loop_ready = true;
+    uv_timer_init(&srv->loop, &srv->ttl_timer);
+    uv_timer_init(&srv->loop, &srv->sweep_timer);
+    uv_timer_init(&srv->loop, &srv->drain_timer);
+    uv_timer_init(&srv->loop, &srv->grace_timer);
+    uv_idle_init(&srv->loop, &srv->flush_idle);
+    uv_check_init(&srv->loop, &srv->flush_check);
+    uv_signal_init(&srv->loop, &srv->sigint);
+    uv_signal_init(&srv->loop, &srv->sigterm);
+    srv->ttl_timer.data = srv->sweep_timer.data = srv;
+    srv->drain_timer.data = srv->grace_timer.data = srv;
+    srv->flush_idle.data = srv->flush_check.data = srv;
+    srv->sigint.data = srv->sigterm.data = srv;
+    srv->handles_ready = true;
+    uv_check_start(&srv->flush_check, on_flush_check);
+
+    rc = ss_barrier_new(&srv->barrier, srv);
+    if (rc < 0)
+        return rc;
+    ss_store_options so = {
+        .dir = srv->cfg.data_dir,
+        .map_size = srv->cfg.map_size,
+        .sync = srv->cfg.sync,
+        .max_readers = SS_MAX_READERS,
+    };
+    rc = ss_store_open(&srv->store, &so);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "cannot open store in %s: %s", srv->cfg.data_dir,
+               ss_strerror(rc));
+        return rc;
+    }
+    rc = ss_writer_start(&srv->writer, srv->store, &srv->loop);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "cannot start writer: %s", ss_strerror(rc));
+        return rc;
+    }
+    ss_dispatch_admin_register(srv);
+    ss_dispatch_state_register(srv);
+#ifdef SS_HAVE_JOBS
+    rc = ss_dispatch_jobs_init(srv);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "cannot start the job queue: %s", ss_strerror(rc));
+        return rc;
+    }
+#endif
+    rc = start_listening(srv);
+    if (rc < 0)
+        return rc;
+    uv_signal_start(&srv->sigint, on_signal, SIGINT);
+    uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    uint64_t sweep = srv->cfg.idle_timeout_ms / 4;
+    if (sweep > SS_SWEEP_MS_MAX || sweep == 0)
+        sweep = SS_SWEEP_MS_MAX;
+    if (sweep < SS_SWEEP_MS_MIN)
+        sweep = SS_SWEEP_MS_MIN;
+    uv_timer_start(&srv->sweep_timer, on_sweep, sweep, sweep);
+    if (srv->cfg.ttl_interval_ms > 0)
+        uv_timer_start(&srv->ttl_timer, on_ttl_timer, srv->cfg.ttl_interval_ms,
+                       srv->cfg.ttl_interval_ms);
+    SS_LOG(SS_LOG_INFO, "statesaver-server %s: data %s, sync %s, map %" PRIu64
+           " bytes, frames up to %" PRIu32 " bytes, %s", SS_VERSION,
+           srv->cfg.data_dir, srv->cfg.sync ? "on" : "off", srv->cfg.map_size,
+           srv->cfg.max_frame_bytes,
+           srv->cfg.token ? "auth token required" : "no auth");
+    return 0;
+}
+
+int ss_server_run(ss_server *srv)
+{
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    return srv->exit_rc;
+}
+
+static void on_walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void ss_server_free(ss_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->loop_ready) {
+        /* After a failed start: stop what was started, then let every
+         * handle's close callback run before the loop is closed. */
+        if (srv->writer) {
+            srv->writer_stopping = true;
+            ss_writer_stop(srv->writer, on_writer_stopped, srv);
+            uv_run(&srv->loop, UV_RUN_DEFAULT);
+        }
+        if (srv->store) {
+            ss_store_close(srv->store);
+            srv->store = NULL;
+        }
+        srv->finished = true;
+        uv_walk(&srv->loop, on_walk_close, NULL);
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
+        if (uv_loop_close(&srv->loop) != 0)
+            SS_LOG(SS_LOG_WARN, "event loop closed with handles still open");
+    }
+    for (size_t i = 0; i < srv->n_modules; i++)
+        if (srv->modules[i].free)
+            srv->modules[i].free(srv->modules[i].arg);
+    ss_barrier_free(srv->barrier);
+    ss_config_clear(&srv->cfg);
+    free(srv);
+}
