@@ -1,0 +1,47 @@
+#!/bin/sh
+# entrypoint -- container entry point: fill in statesaver flags from
+# STATESAVER_* environment variables when the command line does not give them.
+#   statesaver-server            --listen $STATESAVER_LISTEN --data $STATESAVER_DATA
+#                                --sync $STATESAVER_SYNC [--auth-token-file $STATESAVER_AUTH_TOKEN_FILE]
+#   statesaver-worker serve      --server $STATESAVER_SERVER --model $STATESAVER_MODEL
+#                                --saver $STATESAVER_SAVER --batch $STATESAVER_BATCH
+#   statesaver ...               reads STATESAVER_SERVER itself
+# Any other command runs unchanged (e.g. `sh`).
+set -eu
+
+has() {  # has FLAG ARGS...: is --flag (or --flag=...) among ARGS?
+  flag=$1; shift
+  for a in "$@"; do
+    case "$a" in "$flag"|"$flag"=*) return 0 ;; esac
+  done
+  return 1
+}
+
+[ $# -eq 0 ] && set -- statesaver-server
+cmd=$1
+case "$cmd" in
+  statesaver-server)
+    shift
+    has --listen "$@" || set -- --listen "$STATESAVER_LISTEN" "$@"
+    has --data "$@" || set -- --data "$STATESAVER_DATA" "$@"
+    has --sync "$@" || set -- --sync "$STATESAVER_SYNC" "$@"
+    if [ -n "${STATESAVER_AUTH_TOKEN_FILE:-}" ] && ! has --auth-token-file "$@"; then
+      set -- --auth-token-file "$STATESAVER_AUTH_TOKEN_FILE" "$@"
+    fi
+    exec statesaver-server "$@"
+    ;;
+  statesaver-worker)
+    if [ "${2:-}" = serve ]; then
+      shift 2
+      has --server "$@" || set -- --server "$STATESAVER_SERVER" "$@"
+      has --model "$@" || set -- --model "$STATESAVER_MODEL" "$@"
+      has --saver "$@" || set -- --saver "$STATESAVER_SAVER" "$@"
+      has --batch "$@" || set -- --batch "$STATESAVER_BATCH" "$@"
+      exec statesaver-worker serve "$@"
+    fi
+    exec "$@"
+    ;;
+  *)
+    exec "$@"
+    ;;
+esac
