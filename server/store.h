@@ -5,12 +5,28 @@
  * thread may call the read functions; each read runs in its own short
  * LMDB read transaction and never waits for the writer.
  *
- * Layout (LMDB named databases, documented in docs/decisions.md):
- *   savers   saver name -> serialized schema
+ * Layout (LMDB named databases, byte layouts in docs/store-format.md):
+ *   savers   saver name -> generation + serialized schema
  *   seqs     saver '\0' key -> record {next_segment, updated_ms, states...}
  *   evicted  saver '\0' key -> eviction time (for NOT_FOUND after expiry)
+ *   counts   saver name -> {sequences, evicted since declare}
  * All state tensors of one sequence live in one record, so they are always
- * replaced together.
+ * replaced together. Keys too long for an LMDB key (LMDB's limit is 511
+ * bytes) are stored under their first bytes plus a 128-bit hash, with the
+ * full key inside the record; lookups always compare the full key.
+ *
+ * Other modules may keep their own named databases in the same environment
+ * (ss_store_env): the environment allows SS_STORE_MAX_DBS named databases
+ * and the store uses SS_STORE_OWN_DBS of them. Open yours with your own
+ * write transaction before ss_writer_start (mdb_dbi_open must not race
+ * another transaction opening a database).
+ *
+ * Semantics decided here (see docs/store-format.md):
+ * - The same key twice in one save batch is processed in order: the second
+ *   item sees the first one's result (seg 0 then seg 1 both apply).
+ * - A save of segment 0 for an evicted key starts the sequence afresh and
+ *   clears the eviction marker; other segments get SS_ERR_CONFLICT whose
+ *   message says the key was evicted. Drop clears markers too.
  */
 #ifndef SS_STORE_H
 #define SS_STORE_H
@@ -32,8 +48,24 @@ typedef struct ss_store_options {
     const char *dir;       /* LMDB directory; created if missing */
     uint64_t map_size;     /* LMDB map size in bytes */
     bool sync;             /* false: MDB_NOSYNC (acks may be lost on crash) */
-    unsigned max_readers;  /* LMDB reader slots */
+    unsigned max_readers;  /* LMDB reader slots (0 = LMDB default, 126) */
 } ss_store_options;
+
+/* Named databases the environment allows / the store itself uses. */
+#define SS_STORE_MAX_DBS 16
+#define SS_STORE_OWN_DBS 4
+/* Largest state of one sequence (sum over a schema's states), fixed. */
+#define SS_STORE_STATE_BYTES_MAX (16u << 20)
+/* Largest key the store accepts; the server's --max-key-bytes is lower. */
+#define SS_STORE_KEY_MAX 65535u
+/* Read transactions kept for reuse (reads renew them instead of
+ * allocating a reader slot each time). */
+#define SS_STORE_READ_POOL 16
+/* Nesting depth of ss_store_txn_child_begin. */
+#define SS_STORE_TXN_DEPTH 8
+/* ss_store_evict_idle examines at most this many records per evicted
+ * record allowed (max * factor), resuming where the last call stopped. */
+#define SS_STORE_EVICT_SCAN_FACTOR 16
 
 /* One state of a schema. */
 typedef struct ss_state_spec {
@@ -54,6 +86,8 @@ typedef struct ss_schema {
     bool keep_final;        /* keep the record after a final save */
     size_t state_bytes;     /* sum of states[i].nbytes */
     int refs;               /* reference count (atomic); use ref/unref */
+    uint64_t generation;    /* set when stored: tells a redeclared saver
+                               apart (0 in a schema not yet stored) */
 } ss_schema;
 
 /* A byte string borrowed from the caller. */
@@ -68,12 +102,22 @@ void ss_store_close(ss_store *st);
 
 /* Build a schema from a DeclareRequest (validates names, dtypes, shapes,
  * initial tensors). On error returns a negative code and fills msg. The
- * result has one reference; release with ss_schema_unref. */
+ * result has one reference; release with ss_schema_unref. Errors are
+ * SS_ERR_INVALID. An all-zero initial tensor is stored as NULL (zeros), so
+ * declaring it explicitly or not gives equal schemas. */
 int ss_schema_from_declare(const Statesaver__V1__DeclareRequest *req,
                            ss_schema **out, char msg[SS_STORE_MSG]);
 ss_schema *ss_schema_ref(ss_schema *s);
 void ss_schema_unref(ss_schema *s); /* accepts NULL; frees at zero */
+/* Same name, states (name, dtype, shape, initial), ttl and keep_final;
+ * generation is ignored. */
 bool ss_schema_equal(const ss_schema *a, const ss_schema *b);
+/* Fill a StateSpec array describing s for a reply: specs[i] borrows names,
+ * shapes and initial data from s (keep s referenced while they are used);
+ * tensors[i] is the storage for specs[i].initial. Both arrays hold
+ * s->n_states entries. States without an initial get initial = NULL. */
+void ss_schema_to_specs(const ss_schema *s, Statesaver__V1__StateSpec *specs,
+                        Statesaver__V1__Tensor *tensors);
 
 /* Look up a saver's schema (any thread). On success *out holds a new
  * reference. SS_ERR_NOT_FOUND if the saver is not declared. */
@@ -85,13 +129,18 @@ int ss_store_schema(ss_store *st, const char *saver, ss_schema **out);
  * n * schema->states[i].nbytes bytes; row k receives key k's state, or the
  * initial state when the key has no record. next_segment[k] and
  * updated_ms[k] are filled (0 for no record). Returns SS_ERR_NOT_FOUND with
- * msg naming the key if a key was evicted by idle expiry. */
+ * msg naming the key if a key was evicted by idle expiry ("key 'k' evicted
+ * after idle ttl at 2026-01-02T03:04:05.678Z"), SS_ERR_NOT_FOUND if the
+ * saver is no longer declared, SS_ERR_CONFLICT if it was redeclared with a
+ * different schema, SS_ERR_INVALID for a key of 0 or > SS_STORE_KEY_MAX
+ * bytes. All in one read snapshot. */
 int ss_store_fetch(ss_store *st, const ss_schema *schema, size_t n,
                    const ss_bytes *keys, void *const *out,
                    uint64_t *next_segment, uint64_t *updated_ms,
                    char msg[SS_STORE_MSG]);
 
-/* Only next_segment of n keys (0 when absent); for barrier checks. */
+/* Only next_segment of n keys (0 when absent or evicted); for barrier
+ * checks. */
 int ss_store_segments(ss_store *st, const char *saver, size_t n,
                       const ss_bytes *keys, uint64_t *next_segment);
 
@@ -101,12 +150,20 @@ typedef struct ss_store_stats {
     uint64_t sequences;  /* sequence records (all savers, or one) */
     uint64_t map_size;   /* configured LMDB map size */
     uint64_t map_used;   /* bytes in use (last page * page size) */
+    uint64_t evicted;    /* idle evictions since each saver was declared
+                            (summed over declared savers) */
 } ss_store_stats;
+/* saver NULL or "" = whole store; an undeclared saver -> SS_ERR_NOT_FOUND. */
 int ss_store_stats_get(ss_store *st, const char *saver, ss_store_stats *out);
 
 /* List sequences of a saver with keys starting with prefix, after
- * start_after (exclusive; len 0 = from the beginning), at most limit.
- * Calls cb for each; *more is set when entries remain. */
+ * start_after (exclusive; len 0 = from the beginning), at most limit
+ * (0 = SS_LIST_LIMIT_DEFAULT). Calls cb for each; *more is set when entries
+ * remain. Order is byte order of the key, except that keys longer than the
+ * LMDB key limit sort by their first bytes then by hash (still a stable
+ * order, so paging with start_after works). The key passed to cb points
+ * into the map: valid only during the call. A non-zero cb return stops the
+ * listing and is returned. SS_ERR_NOT_FOUND for an undeclared saver. */
 typedef int (*ss_store_list_cb)(void *arg, const ss_bytes *key,
                                 uint64_t next_segment, uint64_t updated_ms);
 int ss_store_list(ss_store *st, const char *saver, ss_bytes prefix,
@@ -133,7 +190,8 @@ typedef struct ss_save_item {
     const void *const *states; /* one pointer per schema state, nbytes each */
 } ss_save_item;
 
-/* Compare-and-set for every item, all or nothing. already_applied[i] is
+/* Compare-and-set for every item, all or nothing (the batch runs in its own
+ * nested transaction, so a failure leaves txn as it was). already_applied[i] is
  * set when next_segment == segment+1 already (idempotent retry; that item
  * is left unchanged). Any other mismatch -> SS_ERR_CONFLICT with msg naming
  * key, expected and found segment, and nothing of the batch is applied. */
@@ -141,18 +199,42 @@ int ss_store_save(ss_store_txn *txn, const ss_schema *schema, size_t n,
                   const ss_save_item *items, bool *already_applied,
                   uint64_t now_ms, char msg[SS_STORE_MSG]);
 
-/* Drop keys (returns count in *dropped) or, with all, the saver itself. */
+/* Drop keys (returns count in *dropped: keys that had a record or an
+ * eviction marker) or, with all, the saver itself with every record and
+ * marker (*dropped = records). SS_ERR_NOT_FOUND for an undeclared saver.
+ * The schema cache forgets a dropped saver when the transaction commits. */
 int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
                   const ss_bytes *keys, bool all, uint64_t *dropped,
                   char msg[SS_STORE_MSG]);
 
 /* Evict up to max sequences of savers with idle_ttl_ms whose updated_ms +
- * ttl <= now_ms; records them in `evicted`. *evicted gets the count. */
+ * ttl <= now_ms; records them in `evicted`. *evicted gets the count.
+ * Examines at most max * SS_STORE_EVICT_SCAN_FACTOR records and resumes
+ * from there on the next call (wrapping around), so call it periodically.
+ * Records evicted are logged at INFO with the saver and count. */
 int ss_store_evict_idle(ss_store_txn *txn, uint64_t now_ms, size_t max,
                         uint64_t *evicted);
 
+/* ---- transactions (the writer uses these; tests may too) ---- */
+
+/* Begin a write transaction (one at a time: LMDB serialises writers). */
+int ss_store_txn_begin(ss_store *st, ss_store_txn **out, char msg[SS_STORE_MSG]);
+/* Commit and free txn (also on failure). Schema cache changes made in txn
+ * (declare, drop all) become visible to ss_store_schema only after a
+ * successful commit. Errors: SS_ERR_FULL (map full), SS_ERR_STORE. */
+int ss_store_txn_commit(ss_store_txn *txn, char msg[SS_STORE_MSG]);
+/* Abort and free. Accepts NULL. */
+void ss_store_txn_abort(ss_store_txn *txn);
+/* Nested transaction: until the matching child_end, every store call on
+ * txn (and ss_store_txn_mdb) works inside the child. end with commit=false
+ * rolls back exactly what happened since child_begin. */
+int ss_store_txn_child_begin(ss_store_txn *txn, char msg[SS_STORE_MSG]);
+int ss_store_txn_child_end(ss_store_txn *txn, bool commit,
+                           char msg[SS_STORE_MSG]);
+
 /* Raw access for other modules that keep data in the same environment
- * (the job queue): the LMDB write transaction behind txn. */
+ * (the job queue): the LMDB write transaction behind txn (the innermost
+ * child when one is open; valid until that child or txn ends). */
 struct MDB_txn *ss_store_txn_mdb(ss_store_txn *txn);
 struct MDB_env *ss_store_env(ss_store *st);
 

@@ -19,6 +19,10 @@
 
 typedef struct ss_writer ss_writer; /* opaque: thread, queues, uv_async */
 
+/* Most ops in one group commit (bounds a transaction's size and the
+ * latency of the first op in it); the rest go into the next commit. */
+#define SS_WRITER_GROUP_MAX 1024
+
 typedef struct ss_write_op ss_write_op;
 /* Runs on the writer thread inside txn. Return 0 or a negative code; on
  * error write a message into msg. Must not touch loop-owned data. */
@@ -45,13 +49,19 @@ typedef struct ss_writer_stats {
     uint64_t commit_ns;     /* total time in mdb_txn_commit (fsync) */
 } ss_writer_stats;
 
-/* Start the thread. Completions are delivered on loop. */
+/* Start the thread. Completions are delivered on loop. The store must
+ * stay open until stopped has been called. */
 int ss_writer_start(ss_writer **out, ss_store *st, uv_loop_t *loop);
-/* Queue op (loop thread). The op must stay alive until done runs. */
+/* Queue op (loop thread). The op must stay alive until done runs. Ops are
+ * run and their done callbacks called in submission order. An op submitted
+ * after the thread has stopped gets done(op, SS_ERR_CLOSED, ...) -- called
+ * directly from submit once the writer's handle is closing. */
 void ss_writer_submit(ss_writer *w, ss_write_op *op);
 /* Finish every queued op (their done callbacks run on the loop), stop the
  * thread, close the async handle; frees w from the close callback. Calls
- * stopped(arg) on the loop thread once w is gone. Accepts NULL. */
+ * stopped(arg) on the loop thread once w is gone. Does not block: the loop
+ * must keep running until stopped is called. Accepts NULL (then stopped,
+ * if any, is called at once). Call once. */
 void ss_writer_stop(ss_writer *w, void (*stopped)(void *arg), void *arg);
 void ss_writer_stats_get(ss_writer *w, ss_writer_stats *out);
 
