@@ -319,10 +319,12 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
         rc = SS_ERR_FORMAT;
         goto out;
     }
+    char shs[256];
+    ss_npy_shape_str(a->ndim, a->shape, shs, sizeof shs);
     if (fortran) {
         seterr(err, errsz,
-               "%s: fortran_order arrays are not supported; save a C-order array "
-               "(numpy.ascontiguousarray)", path);
+               "%s: fortran_order array (shape %s) is not supported; save a C-order array "
+               "(numpy.ascontiguousarray)", path, shs);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -334,12 +336,12 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
         }
     if (!found) {
         if (descr[0] == '>')
-            seterr(err, errsz, "%s: big-endian dtype '%s' is not supported (use '<%s')",
-                   path, descr, descr + 1);
+            seterr(err, errsz, "%s: big-endian dtype '%s' (shape %s) is not supported (use '<%s')",
+                   path, descr, shs, descr + 1);
         else
             seterr(err, errsz,
-                   "%s: unsupported dtype '%s' (expected float32 '<f4', int32 '<i4' or "
-                   "int64 '<i8')", path, descr);
+                   "%s: unsupported dtype '%s' (shape %s; expected float32 '<f4', int32 "
+                   "'<i4' or int64 '<i8')", path, descr, shs);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -348,8 +350,6 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
     for (int i = 0; i < a->ndim; i++)
         overflow |= __builtin_mul_overflow(count, (uint64_t)a->shape[i], &count);
     overflow |= __builtin_mul_overflow(count, (uint64_t)npy_types[a->dtype].size, &nbytes);
-    char shs[256];
-    ss_npy_shape_str(a->ndim, a->shape, shs, sizeof shs);
     if (overflow || nbytes > SIZE_MAX) {
         seterr(err, errsz, "%s: shape %s is too large", path, shs);
         rc = SS_ERR_FORMAT;

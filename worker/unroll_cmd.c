@@ -4,13 +4,16 @@
 #include "unroll_cmd.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model.h"
 #include "npy.h"
@@ -153,12 +156,13 @@ static bool check_array(const char *path, const char *what, const ss_npy *a, boo
     return ok;
 }
 
-static int read_npy(const char *path, ss_npy **out)
+/* Read a file; on error say what was expected of it too. */
+static int read_npy(const char *path, const char *expect, ss_npy **out)
 {
     char err[ERRSZ];
     int rc = ss_npy_read(path, out, err, sizeof err);
     if (rc != 0)
-        fprintf(stderr, "unroll: %s\n", err);
+        fprintf(stderr, "unroll: %s; expected %s\n", err, expect);
     return rc;
 }
 
@@ -263,6 +267,21 @@ usage_error:
     return SS_ERR_INVALID;
 }
 
+/* Fail before computing when an output could not be created at all. */
+static bool output_dir_ok(const char *path)
+{
+    char *copy = strdup(path);
+    if (copy == NULL)
+        return true; /* the write itself will report it */
+    const char *dir = dirname(copy);
+    bool ok = access(dir, W_OK | X_OK) == 0;
+    if (!ok)
+        fprintf(stderr, "unroll: %s: cannot write there: directory %s: %s\n", path, dir,
+                strerror(errno));
+    free(copy);
+    return ok;
+}
+
 static void set_threads(int threads)
 {
     if (threads == 0) {
@@ -307,11 +326,17 @@ int ss_unroll_cmd_main(int argc, char **argv)
         resolve_pairs(m, o.finals, o.n_finals, "--final-state") != 0)
         goto out;
 
-    if ((rc = read_npy(o.inputs, &x)) != 0)
-        goto nomem_or_usage;
-    char expect[256];
+    if (o.outputs != NULL && !output_dir_ok(o.outputs))
+        goto out;
+    for (size_t i = 0; i < o.n_finals; i++)
+        if (!output_dir_ok(o.finals[i].path))
+            goto out;
+
+    char expect[1024];
     snprintf(expect, sizeof expect, "float32 [T, B, %d] (input_size of %s)", m->input_size,
              o.model);
+    if ((rc = read_npy(o.inputs, expect, &x)) != 0)
+        goto nomem_or_usage;
     if (!check_array(o.inputs, "inputs", x, false, 3,
                      (const int64_t[]){-1, -1, m->input_size}, expect))
         goto out;
@@ -323,9 +348,9 @@ int ss_unroll_cmd_main(int argc, char **argv)
     int T = (int)x->shape[0], B = (int)x->shape[1];
 
     if (o.lengths != NULL) {
-        if ((rc = read_npy(o.lengths, &len)) != 0)
-            goto nomem_or_usage;
         snprintf(expect, sizeof expect, "int32 or int64 [%d] (batch of %s)", B, o.inputs);
+        if ((rc = read_npy(o.lengths, expect, &len)) != 0)
+            goto nomem_or_usage;
         if (!check_array(o.lengths, "lengths", len, true, 1, (const int64_t[]){B}, expect))
             goto out;
         len32 = malloc((size_t)B * sizeof *len32 + 1);
@@ -354,12 +379,12 @@ int ss_unroll_cmd_main(int argc, char **argv)
         goto nomem;
     for (size_t i = 0; i < o.n_states; i++) {
         size_t s = o.states[i].index;
-        if ((rc = read_npy(o.states[i].path, &sin[s])) != 0)
-            goto nomem_or_usage;
         char what[320];
         snprintf(what, sizeof what, "state '%s'", m->state_names[s]);
         snprintf(expect, sizeof expect, "float32 [%d, %d] (batch of %s, size of the state)",
                  B, m->state_sizes[s], o.inputs);
+        if ((rc = read_npy(o.states[i].path, expect, &sin[s])) != 0)
+            goto nomem_or_usage;
         if (!check_array(o.states[i].path, what, sin[s], false, 2,
                          (const int64_t[]){B, m->state_sizes[s]}, expect))
             goto out;
