@@ -3,6 +3,9 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
+
+#include "ss_error.h"
 
 /* libmvec's vector-ABI entry points (glibc >= 2.35 for tanhf). They are
  * declared here because math.h only exposes them under -ffast-math; the
@@ -16,7 +19,12 @@ __m128 _ZGVbN4v_expf(__m128 x);
 
 enum { ISA_SSE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 
-static int isa(void)
+static const char *const isa_names[] = {"sse", "avx2", "avx512"};
+
+/* Variant chosen by ss_vmath_set_isa, or -1 for the widest supported. */
+static int forced_isa = -1;
+
+static int best_isa(void)
 {
     /* __builtin_cpu_supports reads a table libgcc fills before main. */
     if (__builtin_cpu_supports("avx512f"))
@@ -26,10 +34,31 @@ static int isa(void)
     return ISA_SSE;
 }
 
+static int isa(void)
+{
+    return forced_isa >= 0 ? forced_isa : best_isa();
+}
+
 const char *ss_vmath_isa(void)
 {
-    static const char *const names[] = {"sse", "avx2", "avx512"};
-    return names[isa()];
+    return isa_names[isa()];
+}
+
+int ss_vmath_set_isa(const char *name)
+{
+    if (!name) {
+        forced_isa = -1;
+        return 0;
+    }
+    for (int i = 0; i <= ISA_AVX512; i++) {
+        if (!strcmp(name, isa_names[i])) {
+            if (i > best_isa())
+                return SS_ERR_INVALID;
+            forced_isa = i;
+            return 0;
+        }
+    }
+    return SS_ERR_INVALID;
 }
 
 __attribute__((target("avx512f"))) static void tanh_avx512(float *x, size_t n)

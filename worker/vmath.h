@@ -26,4 +26,9 @@ void ss_vmath_act(ss_activation act, float *x, size_t n);
 /* Name of the variant in use ("avx512", "avx2" or "sse"), for reports. */
 const char *ss_vmath_isa(void);
 
+/* Force a variant by name (tests cover every variant the CPU runs), or
+ * NULL for the default, the widest supported. SS_ERR_INVALID for an
+ * unknown name or one the CPU lacks. Not thread-safe: call before use. */
+int ss_vmath_set_isa(const char *name);
+
 #endif

@@ -1,0 +1,419 @@
+/* bench -- `statesaver-worker bench`: unroll throughput against in-process sgemm.
+ *
+ * Builds a model with random weights (fixed seed) directly in memory, times
+ * ss_unroll_run over one chunk (all lengths = T) and, in the same process
+ * with the same OpenBLAS threads, the matrix products of that unroll done
+ * as if there were no recurrence: per layer one sgemm
+ * [T*B, in_l + R] x [in_l + R, G*H] (R = recurrent width, G gates; gru
+ * reset_after=false uses the same flop count since 2H + H = 3H columns),
+ * plus [T*B, H] x [H, P] for an lstm projection. That is exactly
+ * ss_unroll_flops, so `ratio` = sgemm time / unroll time = the fraction of
+ * the machine's sgemm speed the unroll reaches. Times are medians.
+ */
+#include "bench.h"
+
+#include <cblas.h>
+#include <cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ss_error.h"
+#include "unroll.h"
+#include "vmath.h"
+
+/* Largest accepted dimension (input size, units, batch, steps). */
+#define SS_BENCH_MAX_DIM 65536
+/* Default cap on the floats the benchmark allocates (--max-mb). */
+#define SS_BENCH_DEFAULT_MAX_MB 4096
+/* Default timed repeats and warm-up runs. */
+#define SS_BENCH_DEFAULT_REPEAT 20
+#define SS_BENCH_WARMUP 3
+#define SS_BENCH_MAX_REPEAT 100000
+
+/* Options of one bench run. */
+typedef struct bench_opts {
+    ss_cell_kind cell;      /* --cell */
+    int input_size;         /* --input-size */
+    int num_units;          /* --num-units */
+    int batch;              /* --batch */
+    int steps;              /* --steps */
+    int layers;             /* --layers */
+    bool reset_after;       /* --reset-after (gru) */
+    ss_activation act;      /* --activation */
+    int repeat;             /* --repeat */
+    int threads;            /* --threads */
+    long max_mb;            /* --max-mb: allocation cap */
+    bool json;              /* --json */
+} bench_opts;
+
+/* Model weights owned by the benchmark (the ss_model points into them). */
+typedef struct bench_model {
+    ss_model m;             /* model filled directly, no file */
+    float *weights;         /* one block holding every tensor */
+    int sizes[2 * SS_MODEL_MAX_LAYERS]; /* state widths */
+} bench_model;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: statesaver-worker bench --cell lstm|gru|basic_rnn --input-size I\n"
+            "         --num-units H --batch B --steps T [--layers L] [--reset-after]\n"
+            "         [--activation tanh|relu] [--repeat N] [--threads N]\n"
+            "         [--max-mb MB] [--json]\n"
+            "Times one unroll of T steps (all lengths = T) against an in-process sgemm\n"
+            "of the same flop count; prints medians. --threads sets OpenBLAS threads\n"
+            "(default: online cores). --max-mb caps the memory allocated (default %d).\n",
+            SS_BENCH_DEFAULT_MAX_MB);
+}
+
+static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) {
+        fprintf(stderr, "bench: %s must be an integer in [%d, %d], got '%s'\n", flag, lo, hi, s);
+        return SS_ERR_INVALID;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
+{
+    enum { O_CELL = 256, O_IN, O_UNITS, O_BATCH, O_STEPS, O_LAYERS, O_RA, O_ACT,
+           O_REPEAT, O_THREADS, O_MAXMB, O_JSON, O_HELP };
+    static const struct option longopts[] = {
+        {"cell", required_argument, NULL, O_CELL},
+        {"input-size", required_argument, NULL, O_IN},
+        {"num-units", required_argument, NULL, O_UNITS},
+        {"batch", required_argument, NULL, O_BATCH},
+        {"steps", required_argument, NULL, O_STEPS},
+        {"layers", required_argument, NULL, O_LAYERS},
+        {"reset-after", no_argument, NULL, O_RA},
+        {"activation", required_argument, NULL, O_ACT},
+        {"repeat", required_argument, NULL, O_REPEAT},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"max-mb", required_argument, NULL, O_MAXMB},
+        {"json", no_argument, NULL, O_JSON},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    bool have_cell = false;
+    int mb = 0;
+    *o = (bench_opts){.layers = 1, .repeat = SS_BENCH_DEFAULT_REPEAT,
+                      .threads = ncpu > 0 ? (int)ncpu : 1, .max_mb = SS_BENCH_DEFAULT_MAX_MB};
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_CELL:
+            have_cell = true;
+            if (!strcmp(optarg, "lstm"))
+                o->cell = SS_CELL_LSTM;
+            else if (!strcmp(optarg, "gru"))
+                o->cell = SS_CELL_GRU;
+            else if (!strcmp(optarg, "basic_rnn"))
+                o->cell = SS_CELL_BASIC_RNN;
+            else {
+                fprintf(stderr, "bench: --cell must be lstm, gru or basic_rnn, got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
+            break;
+        case O_IN: rc = parse_int("--input-size", optarg, 1, SS_BENCH_MAX_DIM, &o->input_size); break;
+        case O_UNITS: rc = parse_int("--num-units", optarg, 1, SS_BENCH_MAX_DIM, &o->num_units); break;
+        case O_BATCH: rc = parse_int("--batch", optarg, 1, SS_BENCH_MAX_DIM, &o->batch); break;
+        case O_STEPS: rc = parse_int("--steps", optarg, 1, SS_BENCH_MAX_DIM, &o->steps); break;
+        case O_LAYERS: rc = parse_int("--layers", optarg, 1, SS_MODEL_MAX_LAYERS, &o->layers); break;
+        case O_RA: o->reset_after = true; break;
+        case O_ACT:
+            if (!strcmp(optarg, "tanh"))
+                o->act = SS_ACT_TANH;
+            else if (!strcmp(optarg, "relu"))
+                o->act = SS_ACT_RELU;
+            else {
+                fprintf(stderr, "bench: --activation must be tanh or relu, got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
+            break;
+        case O_REPEAT: rc = parse_int("--repeat", optarg, 1, SS_BENCH_MAX_REPEAT, &o->repeat); break;
+        case O_THREADS: rc = parse_int("--threads", optarg, 1, 1024, &o->threads); break;
+        case O_MAXMB: rc = parse_int("--max-mb", optarg, 1, 1 << 30, &mb); o->max_mb = mb; break;
+        case O_JSON: o->json = true; break;
+        case O_HELP: *help = true; return 0;
+        default:
+            fprintf(stderr, "bench: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            rc = SS_ERR_INVALID;
+        }
+    }
+    if (rc)
+        return rc;
+    if (optind < argc) {
+        fprintf(stderr, "bench: unexpected argument '%s'\n", argv[optind]);
+        return SS_ERR_INVALID;
+    }
+    if (!have_cell || !o->input_size || !o->num_units || !o->batch || !o->steps) {
+        fprintf(stderr, "bench: --cell, --input-size, --num-units, --batch and --steps are required\n");
+        return SS_ERR_INVALID;
+    }
+    if (o->reset_after && o->cell != SS_CELL_GRU) {
+        fprintf(stderr, "bench: --reset-after applies to --cell gru only\n");
+        return SS_ERR_INVALID;
+    }
+    return 0;
+}
+
+/* xorshift64*: a fixed-seed generator, so every run uses the same weights. */
+static float rnd(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    uint64_t r = *s * 2685821657736338717ull;
+    return (float)((double)(r >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+}
+
+static void fill(float *p, size_t n, float scale, uint64_t *s)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = scale * rnd(s);
+}
+
+/* Floats of all weights of one layer (see DESIGN.md layouts). */
+static size_t layer_floats(const bench_opts *o, size_t in)
+{
+    size_t H = (size_t)o->num_units;
+    switch (o->cell) {
+    case SS_CELL_LSTM: return (in + H) * 4 * H + 4 * H;
+    case SS_CELL_GRU:
+        return o->reset_after ? in * 3 * H + H * 3 * H + 6 * H
+                              : (in + H) * 2 * H + 2 * H + (in + H) * H + H;
+    default: return (in + H) * H + H;
+    }
+}
+
+static int build_model(const bench_opts *o, bench_model *bm, double *floats)
+{
+    ss_model *m = &bm->m;
+    const size_t H = (size_t)o->num_units;
+    size_t total = 0;
+    for (int l = 0; l < o->layers; l++)
+        total += layer_floats(o, l == 0 ? (size_t)o->input_size : H);
+    *floats += (double)total;
+    if (*floats * 4.0 > (double)o->max_mb * 1048576.0)
+        return SS_ERR_TOO_BIG;
+    bm->weights = malloc(total * sizeof(float));
+    if (!bm->weights)
+        return SS_ERR_NOMEM;
+    uint64_t seed = 0x5eed5eed12345678ull;
+    /* Glorot-like scale keeps the gates out of saturation, as in training. */
+    fill(bm->weights, total, 1.0f / sqrtf((float)(H + (size_t)o->input_size)), &seed);
+    *m = (ss_model){.cell = o->cell, .input_size = o->input_size, .num_units = o->num_units,
+                    .num_layers = o->layers, .activation = o->act, .forget_bias = 1.0f,
+                    .reset_after = o->reset_after, .output_size = o->num_units};
+    m->n_states = (size_t)o->layers * (o->cell == SS_CELL_LSTM ? 2 : 1);
+    for (size_t i = 0; i < m->n_states; i++)
+        bm->sizes[i] = o->num_units;
+    m->state_sizes = bm->sizes;
+    float *p = bm->weights;
+    for (int l = 0; l < o->layers; l++) {
+        ss_layer *ly = &m->layers[l];
+        size_t in = l == 0 ? (size_t)o->input_size : H;
+        ly->in = (int)in;
+        switch (o->cell) {
+        case SS_CELL_LSTM:
+            ly->kernel = p; p += (in + H) * 4 * H;
+            ly->bias = p; p += 4 * H;
+            break;
+        case SS_CELL_GRU:
+            if (o->reset_after) {
+                ly->kernel = p; p += in * 3 * H;
+                ly->recurrent_kernel = p; p += H * 3 * H;
+                ly->bias = p; p += 6 * H;
+            } else {
+                ly->kernel = p; p += (in + H) * 2 * H;
+                ly->bias = p; p += 2 * H;
+                ly->cand_kernel = p; p += (in + H) * H;
+                ly->cand_bias = p; p += H;
+            }
+            break;
+        default:
+            ly->kernel = p; p += (in + H) * H;
+            ly->bias = p; p += H;
+            break;
+        }
+    }
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* The unroll's matrix products without the recurrence (see top comment). */
+static void ref_sgemm(const bench_opts *o, const float *a, const float *w, float *c)
+{
+    const int TB = o->steps * o->batch, H = o->num_units;
+    const int G = o->cell == SS_CELL_LSTM ? 4 : o->cell == SS_CELL_GRU ? 3 : 1;
+    for (int l = 0; l < o->layers; l++) {
+        int K = (l == 0 ? o->input_size : H) + H;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, TB, G * H, K, 1.0f, a, K,
+                    w, G * H, 0.0f, c, G * H);
+    }
+}
+
+int ss_bench_main(int argc, char **argv)
+{
+    bench_opts o;
+    bench_model bm = {0};
+    ss_unroll *u = NULL;
+    float *buf = NULL;
+    double *times = NULL;
+    int status = 2, rc = 0;
+    bool help = false;
+    if (parse_opts(argc, argv, &o, &help)) {
+        usage(stderr);
+        goto out;
+    }
+    if (help) {
+        usage(stdout);
+        status = 0;
+        goto out;
+    }
+    /* Sizes: inputs [T*B, I], outputs [T*B, H], states, and for the
+     * reference a [T*B, in+H], b [in+H, G*H], c [T*B, G*H]. */
+    const size_t TB = (size_t)o.steps * (size_t)o.batch, H = (size_t)o.num_units;
+    const size_t In = (size_t)o.input_size, K = (In > H ? In : H) + H;
+    const size_t nstates = (size_t)o.layers * (o.cell == SS_CELL_LSTM ? 2 : 1);
+    const size_t n_in = TB * In, n_out = TB * H, n_st = nstates * (size_t)o.batch * H;
+    const size_t n_a = TB * K, n_b = K * 4 * H, n_c = TB * 4 * H;
+    double floats = (double)n_in + (double)n_out + 2.0 * (double)n_st + (double)n_a +
+                    (double)n_b + (double)n_c;
+    rc = build_model(&o, &bm, &floats);
+    if (rc) {
+        fprintf(stderr, "bench: %s (needs %.0f MB, --max-mb %ld)\n", ss_strerror(rc),
+                floats * 4.0 / 1048576.0, o.max_mb);
+        goto out;
+    }
+    buf = malloc((size_t)floats * sizeof(float));
+    times = malloc((size_t)o.repeat * sizeof(double));
+    if (!buf || !times) {
+        fprintf(stderr, "bench: %s\n", ss_strerror(SS_ERR_NOMEM));
+        goto out;
+    }
+    float *x = buf, *y = x + n_in, *st = y + n_out, *st_out = st + n_st;
+    float *ra = st_out + n_st, *rb = ra + n_a, *rc_ = rb + n_b;
+    uint64_t seed = 42;
+    fill(x, n_in, 1.0f, &seed);
+    fill(st, n_st, 0.5f, &seed);
+    fill(ra, n_a, 1.0f, &seed);
+    fill(rb, n_b, 0.05f, &seed);
+    const float *sin[2 * SS_MODEL_MAX_LAYERS];
+    float *sout[2 * SS_MODEL_MAX_LAYERS];
+    for (size_t i = 0; i < nstates; i++) {
+        sin[i] = st + i * (size_t)o.batch * H;
+        sout[i] = st_out + i * (size_t)o.batch * H;
+    }
+    int32_t *lengths = malloc((size_t)o.batch * sizeof(int32_t));
+    if (!lengths) {
+        fprintf(stderr, "bench: %s\n", ss_strerror(SS_ERR_NOMEM));
+        goto out;
+    }
+    for (int b = 0; b < o.batch; b++)
+        lengths[b] = o.steps;
+    openblas_set_num_threads(o.threads);
+    rc = ss_unroll_new(&u, &bm.m);
+    if (rc) {
+        fprintf(stderr, "bench: ss_unroll_new: %s\n", ss_strerror(rc));
+        free(lengths);
+        goto out;
+    }
+    for (int r = 0; r < SS_BENCH_WARMUP + o.repeat && !rc; r++) {
+        double t0 = now_s();
+        rc = ss_unroll_run(u, o.steps, o.batch, x, lengths, sin, y, sout);
+        if (r >= SS_BENCH_WARMUP)
+            times[r - SS_BENCH_WARMUP] = now_s() - t0;
+    }
+    free(lengths);
+    if (rc) {
+        fprintf(stderr, "bench: ss_unroll_run: %s\n", ss_strerror(rc));
+        goto out;
+    }
+    double t_unroll = median(times, o.repeat);
+    for (int r = 0; r < SS_BENCH_WARMUP + o.repeat; r++) {
+        double t0 = now_s();
+        ref_sgemm(&o, ra, rb, rc_);
+        if (r >= SS_BENCH_WARMUP)
+            times[r - SS_BENCH_WARMUP] = now_s() - t0;
+    }
+    double t_ref = median(times, o.repeat);
+    double flops = ss_unroll_flops(&bm.m, o.steps, o.batch);
+    double gf = flops / t_unroll * 1e-9, gf_ref = flops / t_ref * 1e-9;
+    static const char *const cells[] = {"basic_rnn", "lstm", "gru"};
+    if (o.json) {
+        cJSON *j = cJSON_CreateObject();
+        if (!j) {
+            fprintf(stderr, "bench: %s\n", ss_strerror(SS_ERR_NOMEM));
+            goto out;
+        }
+        cJSON_AddStringToObject(j, "cell", cells[o.cell]);
+        cJSON_AddNumberToObject(j, "input_size", o.input_size);
+        cJSON_AddNumberToObject(j, "num_units", o.num_units);
+        cJSON_AddNumberToObject(j, "batch", o.batch);
+        cJSON_AddNumberToObject(j, "steps", o.steps);
+        cJSON_AddNumberToObject(j, "layers", o.layers);
+        cJSON_AddNumberToObject(j, "threads", o.threads);
+        cJSON_AddNumberToObject(j, "ms_per_chunk", t_unroll * 1e3);
+        cJSON_AddNumberToObject(j, "gflops", gf);
+        cJSON_AddNumberToObject(j, "sgemm_gflops", gf_ref);
+        cJSON_AddNumberToObject(j, "ratio", gf / gf_ref);
+        cJSON_AddBoolToObject(j, "reset_after", o.reset_after);
+        cJSON_AddNumberToObject(j, "repeat", o.repeat);
+        cJSON_AddStringToObject(j, "blas_core", openblas_get_corename());
+        cJSON_AddStringToObject(j, "vmath", ss_vmath_isa());
+        char *s = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        if (!s) {
+            fprintf(stderr, "bench: %s\n", ss_strerror(SS_ERR_NOMEM));
+            goto out;
+        }
+        printf("%s\n", s);
+        cJSON_free(s);
+    } else {
+        printf("%s%s I=%d H=%d B=%d T=%d L=%d threads=%d: %.3f ms/chunk, %.1f GFLOP/s; "
+               "sgemm %.1f GFLOP/s; ratio %.3f (median of %d; blas %s, vmath %s)\n",
+               cells[o.cell], o.reset_after ? "(reset_after)" : "", o.input_size,
+               o.num_units, o.batch, o.steps, o.layers, o.threads, t_unroll * 1e3, gf,
+               gf_ref, gf / gf_ref, o.repeat, openblas_get_corename(), ss_vmath_isa());
+    }
+    status = 0;
+out:
+    ss_unroll_free(u);
+    free(times);
+    free(buf);
+    free(bm.weights);
+    return status;
+}
