@@ -1,7 +1,8 @@
-/* main -- `statesaver-worker`: dispatch to the subcommands (unroll). */
+/* main -- `statesaver-worker`: dispatch to the subcommands (unroll, bench). */
 #include <stdio.h>
 #include <string.h>
 
+#include "bench.h"
 #include "ss_log.h"
 #include "unroll_cmd.h"
 
@@ -17,6 +18,7 @@ typedef struct subcommand {
 
 static const subcommand commands[] = {
     {"unroll", ss_unroll_cmd_main, "run one static unroll over .npy files, offline"},
+    {"bench", ss_bench_main, "time the unroll against in-process sgemm of the same flops"},
 };
 
 static void usage(FILE *f)

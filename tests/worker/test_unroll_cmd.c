@@ -390,6 +390,9 @@ START_TEST(test_unroll_help_version)
     ck_assert_ptr_nonnull(strstr(out_text, SS_VERSION));
     ck_assert_int_eq(run("--help"), 0);
     ck_assert_ptr_nonnull(strstr(out_text, "unroll"));
+    ck_assert_ptr_nonnull(strstr(out_text, "bench"));
+    ck_assert_int_eq(run("bench --help"), 0);
+    ck_assert_ptr_nonnull(strstr(out_text, "usage: statesaver-worker bench"));
     ck_assert_int_eq(run("frobnicate"), 2);
     ck_assert_ptr_nonnull(strstr(out_text, "unknown command 'frobnicate'"));
     ck_assert_int_eq(run(""), 2);
