@@ -1710,6 +1710,14 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
             return;
         }
         jb = calloc(1, sizeof *jb);
+        if (jb) {
+            jb->segment = req->segment; /* before seq_insert: it sorts by it */
+            jb->length = req->length;
+            jb->in_rows = (uint32_t)in->shape[0];
+            jb->last = req->last;
+            jb->submit_ms = wall_ms();
+            jb->state = J_SUBMITTING;
+        }
         if (!jb || seq_insert(sq, jb) < 0) {
             free(jb);
             reply_status(cb, arg, CODE(INTERNAL), "out of memory");
@@ -1718,12 +1726,6 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
             return;
         }
         jb->id = j->next_id++;
-        jb->segment = req->segment;
-        jb->length = req->length;
-        jb->in_rows = (uint32_t)in->shape[0];
-        jb->last = req->last;
-        jb->submit_ms = wall_ms();
-        jb->state = J_SUBMITTING;
         sv->n[J_SUBMITTING]++;
         j->n_active++;
     }
