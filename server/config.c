@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jobs.h"
 #include "ss_error.h"
 #include "ss_frame.h"
 #include "ss_log.h"
@@ -26,6 +27,9 @@ void ss_config_init(ss_config *cfg)
     cfg->map_size = SS_MAP_SIZE_DEFAULT;
     cfg->ttl_interval_ms = SS_TTL_INTERVAL_MS_DEFAULT;
     cfg->log_level = SS_LOG_INFO;
+    cfg->queue_capacity = SS_JOBS_QUEUE_CAPACITY_DEFAULT;
+    cfg->max_attempts = SS_JOBS_MAX_ATTEMPTS_DEFAULT;
+    cfg->lease_ms = SS_JOBS_LEASE_MS_DEFAULT;
 }
 
 void ss_config_clear(ss_config *cfg)
@@ -204,6 +208,12 @@ static void usage(FILE *f)
         "                           0 = never (default %u)\n"
         "  --log-level LEVEL        error|warn|info|debug (default info)\n"
         "  --port-file FILE         write the bound port here after listening\n"
+        "  --queue-capacity N       job queue: queued + leased segments before\n"
+        "                           Submit gets RESOURCE_EXHAUSTED (default %u)\n"
+        "  --max-attempts N         job queue: failed or expired attempts before\n"
+        "                           a segment is marked failed (default %u)\n"
+        "  --lease-ms N             job queue: lease duration when a Lease asks\n"
+        "                           for 0 (default %u, at most %u)\n"
         "  --help, --version\n"
         "\n"
         "Sizes accept k, M, G suffixes (powers of 1024).\n",
@@ -211,7 +221,8 @@ static void usage(FILE *f)
         SS_KEYS_PER_REQUEST_DEFAULT, SS_KEY_MAX_DEFAULT,
         SS_MAX_CONNECTIONS_DEFAULT, SS_OUTBUF_MAX_DEFAULT,
         SS_IDLE_CONN_MS_DEFAULT, (unsigned long long)SS_MAP_SIZE_DEFAULT,
-        SS_TTL_INTERVAL_MS_DEFAULT);
+        SS_TTL_INTERVAL_MS_DEFAULT, SS_JOBS_QUEUE_CAPACITY_DEFAULT,
+        SS_JOBS_MAX_ATTEMPTS_DEFAULT, SS_JOBS_LEASE_MS_DEFAULT, SS_JOBS_LEASE_MS_MAX);
 }
 
 enum {
@@ -229,6 +240,9 @@ enum {
     OPT_TTL,
     OPT_LOG,
     OPT_PORT_FILE,
+    OPT_QUEUE_CAPACITY,
+    OPT_MAX_ATTEMPTS,
+    OPT_LEASE_MS,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -251,6 +265,9 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         {"ttl-interval-ms", required_argument, NULL, OPT_TTL},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"port-file", required_argument, NULL, OPT_PORT_FILE},
+        {"queue-capacity", required_argument, NULL, OPT_QUEUE_CAPACITY},
+        {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
+        {"lease-ms", required_argument, NULL, OPT_LEASE_MS},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -311,6 +328,12 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
                  map_size, uint64_t)
         NUM_FLAG(OPT_TTL, "--ttl-interval-ms", 0u, UINT32_MAX,
                  ttl_interval_ms, uint64_t)
+        NUM_FLAG(OPT_QUEUE_CAPACITY, "--queue-capacity", 1u, UINT64_MAX / 2,
+                 queue_capacity, uint64_t)
+        NUM_FLAG(OPT_MAX_ATTEMPTS, "--max-attempts", 1u, 1000000u,
+                 max_attempts, uint32_t)
+        NUM_FLAG(OPT_LEASE_MS, "--lease-ms", 1u, SS_JOBS_LEASE_MS_MAX,
+                 lease_ms, uint32_t)
 #undef NUM_FLAG
         case OPT_TOKEN:
             token_file = optarg;

@@ -37,6 +37,9 @@ typedef struct ss_config {
     uint64_t ttl_interval_ms;   /* --ttl-interval-ms; 0 = no eviction */
     int log_level;              /* --log-level */
     char *port_file;            /* --port-file (owned) or NULL */
+    uint64_t queue_capacity;    /* --queue-capacity: queued + leased segments */
+    uint32_t max_attempts;      /* --max-attempts: poison limit of a segment */
+    uint32_t lease_ms;          /* --lease-ms: lease when the request says 0 */
 } ss_config;
 
 /* Fill the defaults. */

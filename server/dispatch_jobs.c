@@ -1,0 +1,214 @@
+/* dispatch_jobs -- Submit, Lease, Complete and Await handlers: glue between
+ * the server's requests and the job queue (jobs.h).
+ *
+ * The queue answers through a reply callback; here that callback is
+ * ss_request_reply / ss_request_error on the request itself, so a request
+ * stays parked inside the queue (wait_ms) holding its connection
+ * reference, exactly like a barrier wait. The queue is also a server
+ * module: its shutdown hook answers parked requests, its stats hook fills
+ * the queue fields of Stats, its saved hook learns about Save/Drop commits.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatch.h"
+#include "jobs.h"
+#include "server_internal.h"
+#include "ss_error.h"
+#include "ss_log.h"
+
+/* Bytes of a Lease reply kept free for the envelope and per-item fields
+ * when the tensor budget is derived from --max-frame-bytes. */
+#define SS_JOBS_REPLY_SLACK (64u * 1024u)
+
+/* The queue as a server module. */
+typedef struct jobs_mod {
+    ss_server *srv;     /* owner */
+    ss_jobs *jobs;      /* the queue; NULL once closed */
+    bool closing;       /* ss_jobs_close called */
+    bool free_pending;  /* the free hook ran before the queue finished closing */
+    bool notifying;     /* inside our own on_saved (skip the echo) */
+} jobs_mod;
+
+/* One server per process: the handlers find the queue here. */
+static jobs_mod *g_mod;
+
+static int reply_fn(void *arg, Statesaver__V1__Response *resp)
+{
+    ss_request *req = arg;
+    bool gone = ss_request_closed(req);
+    if (resp->status && resp->status->code != STATESAVER__V1__CODE__OK) {
+        ss_request_error(req, (int)resp->status->code, "%s",
+                         resp->status->message ? resp->status->message : "");
+        return gone ? SS_ERR_CLOSED : 0;
+    }
+    if (resp->body_case == STATESAVER__V1__RESPONSE__BODY_LEASE && !gone) {
+        /* An oversized reply would turn into RESOURCE_EXHAUSTED and lose
+         * the lease: refuse it here so the queue takes the segments back. */
+        uint32_t max = ss_server_config(ss_request_server(req))->max_frame_bytes;
+        size_t n = statesaver__v1__response__get_packed_size(resp);
+        if (n + 64 > max) {
+            ss_request_error(req, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                             "lease reply of %zu bytes exceeds the frame limit (%" PRIu32
+                             "); the segment's inputs and state are too large", n, max);
+            return SS_ERR_TOO_BIG;
+        }
+    }
+    ss_request_reply(req, resp);
+    return gone ? SS_ERR_CLOSED : 0;
+}
+
+static ss_jobs *jobs_of(ss_request *req)
+{
+    if (!g_mod || !g_mod->jobs || g_mod->srv != ss_request_server(req)) {
+        ss_request_error(req, STATESAVER__V1__CODE__UNAVAILABLE,
+                         "the job queue is not running");
+        return NULL;
+    }
+    return g_mod->jobs;
+}
+
+static void h_submit(ss_request *req)
+{
+    ss_jobs *j = jobs_of(req);
+    if (j)
+        ss_jobs_submit(j, ss_request_message(req)->submit, reply_fn, req);
+}
+
+static void h_lease(ss_request *req)
+{
+    ss_jobs *j = jobs_of(req);
+    if (j)
+        ss_jobs_lease(j, ss_request_message(req)->lease, reply_fn, req);
+}
+
+static void h_complete(ss_request *req)
+{
+    ss_jobs *j = jobs_of(req);
+    if (j)
+        ss_jobs_complete(j, ss_request_message(req)->complete, reply_fn, req);
+}
+
+static void h_await(ss_request *req)
+{
+    ss_jobs *j = jobs_of(req);
+    if (j)
+        ss_jobs_await(j, ss_request_message(req)->await_segment, reply_fn, req);
+}
+
+/* Complete committed state saves: wake Fetch barriers (and other modules). */
+static void on_saved(void *arg, const char *saver, size_t n, const ss_bytes *keys)
+{
+    jobs_mod *m = arg;
+    m->notifying = true;
+    ss_server_notify_saved(m->srv, saver, n, keys);
+    m->notifying = false;
+}
+
+static void mod_saved(void *arg, const char *saver, size_t n, const ss_bytes *keys)
+{
+    jobs_mod *m = arg;
+    if (m->jobs && !m->notifying)
+        ss_jobs_notify_saved(m->jobs, saver, n, keys);
+}
+
+static void mod_stats(void *arg, const char *saver, Statesaver__V1__StatsResponse *out)
+{
+    jobs_mod *m = arg;
+    if (!m->jobs)
+        return;
+    ss_jobs_stats st;
+    ss_jobs_stats_get(m->jobs, saver, &st);
+    out->queued = st.queued;
+    out->leased = st.leased;
+    out->completed = st.completed;
+    out->failed = st.failed;
+    out->expired_leases = st.expired_leases;
+    out->saves_applied = st.saves_applied;
+}
+
+static void on_closed(void *arg)
+{
+    jobs_mod *m = arg;
+    m->jobs = NULL;
+    if (m->free_pending) {
+        if (g_mod == m)
+            g_mod = NULL;
+        free(m);
+    }
+}
+
+static void mod_shutdown(void *arg)
+{
+    jobs_mod *m = arg;
+    if (m->jobs && !m->closing) {
+        m->closing = true;
+        ss_jobs_close(m->jobs, on_closed, m);
+    }
+}
+
+/* Runs after the writer stopped (normal shutdown: the queue has closed
+ * already) or after a failed start (close it now; the loop still runs). */
+static void mod_free(void *arg)
+{
+    jobs_mod *m = arg;
+    mod_shutdown(m);
+    if (m->jobs) {
+        m->free_pending = true;
+        return;
+    }
+    if (g_mod == m)
+        g_mod = NULL;
+    free(m);
+}
+
+int ss_dispatch_jobs_init(ss_server *srv)
+{
+    const ss_config *cfg = ss_server_config(srv);
+    jobs_mod *m = calloc(1, sizeof *m);
+    if (!m)
+        return SS_ERR_NOMEM;
+    m->srv = srv;
+    ss_jobs_options opt;
+    ss_jobs_options_default(&opt);
+    opt.queue_capacity = cfg->queue_capacity;
+    opt.max_attempts = cfg->max_attempts;
+    opt.lease_ms = cfg->lease_ms;
+    opt.max_batch = cfg->max_keys;
+    opt.max_key_bytes = cfg->max_key_bytes;
+    opt.max_reply_bytes = cfg->max_frame_bytes > 2 * SS_JOBS_REPLY_SLACK
+                              ? cfg->max_frame_bytes - SS_JOBS_REPLY_SLACK
+                              : cfg->max_frame_bytes / 2;
+    opt.on_saved = on_saved;
+    opt.on_saved_arg = m;
+    char msg[SS_STORE_MSG];
+    int rc = ss_jobs_open(&m->jobs, ss_server_store(srv), ss_server_writer(srv),
+                          ss_server_loop(srv), &opt, msg);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "%s", msg);
+        free(m);
+        return rc;
+    }
+    ss_module mod = {
+        .name = "jobs",
+        .arg = m,
+        .shutdown = mod_shutdown,
+        .saved = mod_saved,
+        .stats = mod_stats,
+        .free = mod_free,
+    };
+    rc = ss_server_add_module(srv, &mod);
+    if (rc < 0) {
+        m->free_pending = true;
+        m->closing = true;
+        ss_jobs_close(m->jobs, on_closed, m);
+        return rc;
+    }
+    g_mod = m;
+    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_SUBMIT, h_submit);
+    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_LEASE, h_lease);
+    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_COMPLETE, h_complete);
+    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT, h_await);
+    return 0;
+}
