@@ -225,27 +225,50 @@ int tc_write_all(int fd, const void *buf, size_t len, int timeout_ms)
     return 0;
 }
 
-void tc_frame_append(uint8_t **buf, size_t *len, const treq *r)
+static void tbuf_reserve(tbuf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + extra)
+        cap *= 2;
+    b->data = realloc(b->data, cap);
+    ck_assert_ptr_nonnull(b->data);
+    b->cap = cap;
+}
+
+void tbuf_append(tbuf *b, const void *data, size_t len)
+{
+    tbuf_reserve(b, len);
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+}
+
+void tbuf_free(tbuf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+void tc_frame_append(tbuf *b, const treq *r)
 {
     size_t n = statesaver__v1__request__get_packed_size(r);
-    *buf = realloc(*buf, *len + 4 + n);
-    ck_assert_ptr_nonnull(*buf);
-    uint8_t *p = *buf + *len;
+    tbuf_reserve(b, 4 + n);
+    uint8_t *p = b->data + b->len;
     p[0] = (uint8_t)(n >> 24);
     p[1] = (uint8_t)(n >> 16);
     p[2] = (uint8_t)(n >> 8);
     p[3] = (uint8_t)n;
     statesaver__v1__request__pack(r, p + 4);
-    *len += 4 + n;
+    b->len += 4 + n;
 }
 
 int tc_send(int fd, const treq *r)
 {
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    tc_frame_append(&buf, &len, r);
-    int rc = tc_write_all(fd, buf, len, 10000);
-    free(buf);
+    tbuf b = {NULL, 0, 0};
+    tc_frame_append(&b, r);
+    int rc = tc_write_all(fd, b.data, b.len, 10000);
+    tbuf_free(&b);
     return rc;
 }
 

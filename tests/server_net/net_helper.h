@@ -48,8 +48,16 @@ void tsrv_dump_log(const tsrv *s);
 int tc_connect(int port);
 /* Write all of buf (bounded by timeout). Returns 0 or -1. */
 int tc_write_all(int fd, const void *buf, size_t len, int timeout_ms);
-/* Append a framed request to a growable buffer. */
-void tc_frame_append(uint8_t **buf, size_t *len, const treq *r);
+/* A growable byte buffer (doubling, so appending is linear). */
+typedef struct tbuf {
+    uint8_t *data; /* malloc'd */
+    size_t len;    /* bytes used */
+    size_t cap;    /* bytes allocated */
+} tbuf;
+/* Append raw bytes / a framed request. */
+void tbuf_append(tbuf *b, const void *data, size_t len);
+void tc_frame_append(tbuf *b, const treq *r);
+void tbuf_free(tbuf *b);
 /* Send one request as a frame. Returns 0 or -1. */
 int tc_send(int fd, const treq *r);
 /* Receive one response frame (bounded). NULL on timeout, EOF or a bad

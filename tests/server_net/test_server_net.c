@@ -151,7 +151,7 @@ static void auth_teardown(void)
     ck_assert_int_eq(st, 0);
 }
 
-typedef void (*bad_build_fn)(uint8_t **buf, size_t *len);
+typedef void (*bad_build_fn)(tbuf *b);
 
 typedef struct bad_case {
     const char *name;     /* for failure messages */
@@ -162,13 +162,13 @@ typedef struct bad_case {
     bool closes;          /* the server closes the connection after it */
 } bad_case;
 
-static void append_req(uint8_t **buf, size_t *len, treq *q)
+static void append_req(tbuf *b, treq *q)
 {
-    tc_frame_append(buf, len, q);
+    tc_frame_append(b, q);
     treq_free(q);
 }
 
-static void save_with(uint8_t **buf, size_t *len, const char *saver,
+static void save_with(tbuf *b, const char *saver,
                       const char *key, uint64_t seg, int variant)
 {
     /* variant: 0 good tensors, 1 int32 dtype, 2 wrong shape, 3 one state */
@@ -184,97 +184,91 @@ static void save_with(uint8_t **buf, size_t *len, const char *saver,
             treq_save_add_tensor(q, STATESAVER__V1__DTYPE__DT_FLOAT32, 2, sh,
                                  h, sizeof h);
     }
-    append_req(buf, len, q);
+    append_req(b, q);
 }
 
-static void b_oversized(uint8_t **buf, size_t *len)
+static void b_oversized(tbuf *b)
 {
     static const uint8_t hdr[4] = {0xff, 0xff, 0xff, 0xf0};
-    *buf = malloc(4);
-    memcpy(*buf, hdr, 4);
-    *len = 4;
+    tbuf_append(b, hdr, 4);
 }
 
-static void b_truncated(uint8_t **buf, size_t *len)
+static void b_truncated(tbuf *b)
 {
     /* Declares 100 bytes, sends 10, then the client closes. */
-    *buf = calloc(1, 14);
-    (*buf)[3] = 100;
-    memset(*buf + 4, 0x08, 10);
-    *len = 14;
+    static const uint8_t part[14] = {0, 0, 0, 100, 8, 8, 8, 8, 8,
+                                     8, 8, 8, 8, 8};
+    tbuf_append(b, part, sizeof part);
 }
 
-static void b_garbage(uint8_t **buf, size_t *len)
+static void b_garbage(tbuf *b)
 {
-    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x7f,
-                                   0x01, 0x02};
-    *len = 4 + sizeof junk;
-    *buf = calloc(1, *len);
-    (*buf)[3] = sizeof junk;
-    memcpy(*buf + 4, junk, sizeof junk);
+    static const uint8_t junk[] = {0, 0, 0, 9, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                   0x0f, 0x7f, 0x01, 0x02};
+    tbuf_append(b, junk, sizeof junk);
 }
 
-static void b_unknown_saver(uint8_t **b, size_t *l) { save_with(b, l, "nope", "k1", 1, 0); }
-static void b_wrong_dtype(uint8_t **b, size_t *l) { save_with(b, l, "s", "k1", 1, 1); }
-static void b_wrong_shape(uint8_t **b, size_t *l) { save_with(b, l, "s", "k1", 1, 2); }
-static void b_states_count(uint8_t **b, size_t *l) { save_with(b, l, "s", "k1", 1, 3); }
-static void b_huge_segment(uint8_t **b, size_t *l) { save_with(b, l, "s", "k1", UINT64_MAX - 1, 0); }
-static void b_skipped_segment(uint8_t **b, size_t *l) { save_with(b, l, "s", "k1", 5, 0); }
-static void b_empty_key(uint8_t **b, size_t *l) { save_with(b, l, "s", "", 1, 0); }
+static void b_unknown_saver(tbuf *b) { save_with(b, "nope", "k1", 1, 0); }
+static void b_wrong_dtype(tbuf *b) { save_with(b, "s", "k1", 1, 1); }
+static void b_wrong_shape(tbuf *b) { save_with(b, "s", "k1", 1, 2); }
+static void b_states_count(tbuf *b) { save_with(b, "s", "k1", 1, 3); }
+static void b_huge_segment(tbuf *b) { save_with(b, "s", "k1", UINT64_MAX - 1, 0); }
+static void b_skipped_segment(tbuf *b) { save_with(b, "s", "k1", 5, 0); }
+static void b_empty_key(tbuf *b) { save_with(b, "s", "", 1, 0); }
 
-static void b_oversized_key(uint8_t **buf, size_t *len)
+static void b_oversized_key(tbuf *b)
 {
     char key[2000];
     memset(key, 'x', sizeof key - 1);
     key[sizeof key - 1] = '\0';
-    save_with(buf, len, "s", key, 0, 0);
+    save_with(b, "s", key, 0, 0);
 }
 
-static void b_too_many_keys(uint8_t **buf, size_t *len)
+static void b_too_many_keys(tbuf *b)
 {
     const char *keys[101];
     for (int i = 0; i < 101; i++)
         keys[i] = "k1";
-    append_req(buf, len, treq_fetch(7, "s", 101, keys, 0, 0));
+    append_req(b, treq_fetch(7, "s", 101, keys, 0, 0));
 }
 
-static void b_segment_count(uint8_t **buf, size_t *len)
+static void b_segment_count(tbuf *b)
 {
     const char *key = "k1";
     uint64_t seg = 1;
     treq *q = treq_save(7, "s", 1, &key, &seg, 2, state_dims, 5.0f);
     q->save->n_segment = 0;
-    append_req(buf, len, q);
+    append_req(b, q);
 }
 
-static void b_no_keys_fetch(uint8_t **buf, size_t *len)
+static void b_no_keys_fetch(tbuf *b)
 {
-    append_req(buf, len, treq_fetch(7, "s", 0, NULL, 0, 0));
+    append_req(b, treq_fetch(7, "s", 0, NULL, 0, 0));
 }
 
-static void b_no_body(uint8_t **buf, size_t *len)
+static void b_no_body(tbuf *b)
 {
-    append_req(buf, len, treq_new(7));
+    append_req(b, treq_new(7));
 }
 
-static void b_before_auth(uint8_t **buf, size_t *len)
+static void b_before_auth(tbuf *b)
 {
-    append_req(buf, len, treq_ping(7, NULL, 0));
+    append_req(b, treq_ping(7, NULL, 0));
 }
 
-static void b_wrong_token(uint8_t **buf, size_t *len)
+static void b_wrong_token(tbuf *b)
 {
-    append_req(buf, len, treq_hello(7, "wrong-token"));
+    append_req(b, treq_hello(7, "wrong-token"));
 }
 
-static void b_empty_token(uint8_t **buf, size_t *len)
+static void b_empty_token(tbuf *b)
 {
-    append_req(buf, len, treq_hello(7, NULL));
+    append_req(b, treq_hello(7, NULL));
 }
 
-static void b_long_token(uint8_t **buf, size_t *len)
+static void b_long_token(tbuf *b)
 {
-    append_req(buf, len, treq_hello(7, TOKEN "x"));
+    append_req(b, treq_hello(7, TOKEN "x"));
 }
 
 static const bad_case bad_cases[] = {
@@ -324,12 +318,11 @@ START_TEST(test_bad_input)
     ck_assert_int_ge(fd, 0);
     if (bc->authenticate)
         hello(fd, TOKEN);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    bc->build(&buf, &len);
-    ck_assert_msg(tc_write_all(fd, buf, len, T_WAIT) == 0, "%s: send",
-                  bc->name);
-    free(buf);
+    tbuf buf = {NULL, 0, 0};
+    bc->build(&buf);
+    ck_assert_msg(tc_write_all(fd, buf.data, buf.len, T_WAIT) == 0,
+                  "%s: send", bc->name);
+    tbuf_free(&buf);
     if (bc->half_close)
         shutdown(fd, SHUT_WR);
     if (bc->code >= 0) {
@@ -397,22 +390,21 @@ START_TEST(test_pipelined)
 {
     int fd = tc_connect(g_plain.port);
     ck_assert_int_ge(fd, 0);
-    uint8_t *buf = NULL;
-    size_t len = 0;
+    tbuf buf = {NULL, 0, 0};
     char keys[100][16];
     for (int i = 0; i < 100; i++) {
         snprintf(keys[i], sizeof keys[i], "p%d", i);
         if (i % 2) {
-            append_req(&buf, &len, treq_ping((uint64_t)i + 1, "x", 1));
+            append_req(&buf, treq_ping((uint64_t)i + 1, "x", 1));
         } else {
             const char *k = keys[i];
             uint64_t seg = 0;
-            append_req(&buf, &len, treq_save((uint64_t)i + 1, "s", 1, &k, &seg,
+            append_req(&buf, treq_save((uint64_t)i + 1, "s", 1, &k, &seg,
                                              2, state_dims, (float)i));
         }
     }
-    ck_assert_int_eq(tc_write_all(fd, buf, len, T_WAIT), 0);
-    free(buf);
+    ck_assert_int_eq(tc_write_all(fd, buf.data, buf.len, T_WAIT), 0);
+    tbuf_free(&buf);
     bool seen[101] = {false};
     for (int i = 0; i < 100; i++) {
         tresp *r = tc_recv(fd, T_WAIT, NULL);
@@ -639,15 +631,14 @@ START_TEST(test_backpressure)
     ck_assert_int_ge(fd, 0);
     static uint8_t payload[PAYLOAD];
     memset(payload, 0xab, sizeof payload);
-    uint8_t *buf = NULL;
-    size_t len = 0;
+    tbuf buf = {NULL, 0, 0};
     for (int i = 0; i < N; i++)
-        append_req(&buf, &len, treq_ping((uint64_t)i + 1, payload, PAYLOAD));
+        append_req(&buf, treq_ping((uint64_t)i + 1, payload, PAYLOAD));
     /* Write without reading until the socket stalls for 1 s. */
     size_t off = 0;
     uint64_t last_progress = tnow_ms();
-    while (off < len && tnow_ms() - last_progress < 1000) {
-        ssize_t n = send(fd, buf + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (off < buf.len && tnow_ms() - last_progress < 1000) {
+        ssize_t n = send(fd, buf.data + off, buf.len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             off += (size_t)n;
             last_progress = tnow_ms();
@@ -655,14 +646,14 @@ START_TEST(test_backpressure)
             usleep(10000);
         }
     }
-    ck_assert_msg(off < len, "all %zu bytes accepted without reading replies",
-                  len);
+    ck_assert_msg(off < buf.len, "all %zu bytes accepted without reading replies",
+                  buf.len);
     /* Now read replies and finish writing. */
     int got = 0;
     uint64_t deadline = tnow_ms() + 60000;
     while (got < N && tnow_ms() < deadline) {
-        if (off < len) {
-            ssize_t n = send(fd, buf + off, len - off,
+        if (off < buf.len) {
+            ssize_t n = send(fd, buf.data + off, buf.len - off,
                              MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0)
                 off += (size_t)n;
@@ -677,7 +668,7 @@ START_TEST(test_backpressure)
         tresp_free(r);
     }
     ck_assert_int_eq(got, N);
-    free(buf);
+    tbuf_free(&buf);
     ping_ok(fd, N + 1);
     close(fd);
 }
@@ -744,17 +735,16 @@ START_TEST(test_kill9)
     ck_assert_int_ge(fd, 0);
     declare_ok(fd, "d");
     char keys[N][16];
-    uint8_t *buf = NULL;
-    size_t len = 0;
+    tbuf buf = {NULL, 0, 0};
     for (int i = 0; i < N; i++) {
         snprintf(keys[i], sizeof keys[i], "d%d", i);
         const char *k = keys[i];
         uint64_t seg = 0;
-        append_req(&buf, &len, treq_save((uint64_t)i + 1, "d", 1, &k, &seg, 2,
+        append_req(&buf, treq_save((uint64_t)i + 1, "d", 1, &k, &seg, 2,
                                          state_dims, (float)i));
     }
-    ck_assert_int_eq(tc_write_all(fd, buf, len, T_WAIT), 0);
-    free(buf);
+    ck_assert_int_eq(tc_write_all(fd, buf.data, buf.len, T_WAIT), 0);
+    tbuf_free(&buf);
     /* Collect about half the acks, then kill -9 with the rest in flight. */
     bool acked[N + 1] = {false};
     int n_acked = 0;
