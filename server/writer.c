@@ -59,7 +59,6 @@ static void run_group(ss_writer *w, ss_write_op *group, size_t n)
         SS_LOG(SS_LOG_ERROR, "writer: %s", msg);
         return;
     }
-    size_t ok = 0;
     for (ss_write_op *op = group; op; op = op->next) {
         op->msg[0] = '\0';
         op->rc = ss_store_txn_child_begin(txn, op->msg);
@@ -74,9 +73,7 @@ static void run_group(ss_writer *w, ss_write_op *group, size_t n)
             op->rc = crc;
             memcpy(op->msg, m2, SS_STORE_MSG);
         }
-        if (op->rc == 0)
-            ok++;
-        else if (!op->msg[0])
+        if (op->rc != 0 && !op->msg[0])
             snprintf(op->msg, SS_STORE_MSG, "%s", ss_strerror(op->rc));
     }
     uint64_t t0 = mono_ns();
@@ -101,7 +98,6 @@ static void run_group(ss_writer *w, ss_write_op *group, size_t n)
         w->stats.max_batch = n;
     w->stats.commit_ns += dt;
     pthread_mutex_unlock(&w->mu);
-    (void)ok;
 }
 
 static void *writer_main(void *arg)
