@@ -289,7 +289,7 @@ static void model(const Statesaver__V1__LeasedSegment *it, float *state_out, flo
     ck_assert_int_eq(it->n_states, 1);
     memcpy(state_out, it->states[0]->data.data, NSTATE * sizeof(float));
     memset(outputs, 0, T * OUT_COLS * sizeof(float));
-    for (size_t t = 0; t < it->length; t++) {
+    for (size_t t = 0; t < it->length && t < T; t++) {
         state_out[0] += x[t * IN_COLS];
         state_out[1] += 1.0f;
         outputs[t * OUT_COLS] = x[t * IN_COLS] * 2.0f;
