@@ -102,7 +102,7 @@ int cli_connect(const cli_ctx *ctx, ss_client **out)
     return CLI_EXIT_OK;
 }
 
-/* Read the token file; trailing whitespace (a newline) is not part of it. */
+/* Read the token file; a trailing newline is not part of the token. */
 static int read_token(const char *path, cli_ctx *ctx)
 {
     FILE *fp = fopen(path, "rb");
@@ -123,8 +123,8 @@ static int read_token(const char *path, cli_ctx *ctx)
         cli_error("%s: token longer than %u bytes", path, CLI_TOKEN_MAX);
         return CLI_EXIT_FAIL;
     }
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
-                     buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    /* Same rule as the server's --auth-token-file: trailing CR/LF only. */
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
     ctx->token = buf;
     ctx->token_len = n;
