@@ -582,6 +582,11 @@ static void drop_done(ss_write_op *op, int rc, const char *msg)
         if (d->all)
             SS_LOG(SS_LOG_INFO, "dropped saver '%s' (%" PRIu64 " sequences)",
                    d->saver, d->dropped);
+        else if (d->dropped > 0)
+            /* next_segment went back to 0: modules (the job queue) may
+             * have segment 0 of these keys ready again. */
+            ss_server_notify_saved(ss_request_server(d->req), d->saver, d->n,
+                                   d->keys);
         Statesaver__V1__DropResponse dr = STATESAVER__V1__DROP_RESPONSE__INIT;
         dr.dropped = d->dropped;
         ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
