@@ -2077,8 +2077,9 @@ void ss_jobs_await(ss_jobs *j, const Statesaver__V1__AwaitRequest *req,
         return;
     }
     if (jb->state >= J_DONE) {
+        bool collect = req->collect; /* req may be gone once answered */
         reply_await(j, jb, cb, arg);
-        if (req->collect)
+        if (collect)
             collect_job(j, jb);
         return;
     }

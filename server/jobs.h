@@ -20,8 +20,9 @@
  * returned to the queue at once, without counting an attempt. Callbacks
  * must not call ss_jobs_close.
  *
- * Request messages are borrowed only during the call; jobs copies what it
- * keeps.
+ * Request messages are borrowed only during the call and are not touched
+ * after the reply callback ran (a server may free the request there);
+ * jobs copies what it keeps.
  */
 #ifndef SS_JOBS_H
 #define SS_JOBS_H

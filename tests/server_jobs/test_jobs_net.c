@@ -21,9 +21,23 @@
 static const char *const state_names[] = {"h"};
 static const int64_t state_dims[] = {2};
 
+static tsrv g_srv;
+
+/* Receive one reply; on nothing, show the server's log before failing. */
+static tresp *recv_or_dump(int fd)
+{
+    tresp *r = tc_recv(fd, T_WAIT, NULL);
+    if (!r)
+        tsrv_dump_log(&g_srv);
+    ck_assert_msg(r != NULL, "no reply (server log above)");
+    return r;
+}
+
 static tresp *call(int fd, treq *q)
 {
     tresp *r = tc_call(fd, q, T_WAIT);
+    if (!r)
+        tsrv_dump_log(&g_srv);
     ck_assert_msg(r != NULL, "no reply to request %llu", (unsigned long long)q->id);
     ck_assert_uint_eq(r->id, q->id);
     return r;
@@ -85,8 +99,7 @@ static void send_lease(int fd, uint64_t id, uint32_t max_batch, uint32_t wait_ms
 static tresp *lease(int fd, uint64_t id, uint32_t max_batch, uint32_t lease_ms)
 {
     send_lease(fd, id, max_batch, 0, lease_ms);
-    tresp *r = tc_recv(fd, T_WAIT, NULL);
-    ck_assert_ptr_nonnull(r);
+    tresp *r = recv_or_dump(fd);
     ck_assert_uint_eq(r->id, id);
     expect_code(r, 0, "lease");
     ck_assert_int_eq(r->body_case, STATESAVER__V1__RESPONSE__BODY_LEASE);
@@ -170,8 +183,6 @@ static Statesaver__V1__StatsResponse *stats(int fd, tresp **hold)
     return (*hold)->stats;
 }
 
-static tsrv g_srv;
-
 static void start(void)
 {
     static const char *const extra[] = {"--sync", "off", "--max-attempts", "2", NULL};
@@ -218,8 +229,7 @@ START_TEST(test_jobs_end_to_end)
     /* The same lease again: finished. */
     ck_assert_int_eq(complete_one(fd, 22, l->lease->lease_id, it, NULL), CODE(FAILED_PRECONDITION));
     tresp_free(l);
-    tresp *fr = tc_recv(fd2, T_WAIT, NULL);
-    ck_assert_ptr_nonnull(fr);
+    tresp *fr = recv_or_dump(fd2);
     ck_assert_uint_eq(fr->id, 11);
     expect_code(fr, 0, "fetch barrier");
     ck_assert_uint_eq(fr->fetch->next_segment[0], 1);
@@ -235,8 +245,7 @@ START_TEST(test_jobs_end_to_end)
     ck_assert_float_eq(((const float *)it->states[0]->data.data)[1], 2.0f);
     ck_assert_int_eq(complete_one(fd, 24, l->lease->lease_id, it, NULL), 0);
     tresp_free(l);
-    tresp *aw = tc_recv(fd2, T_WAIT, NULL);
-    ck_assert_ptr_nonnull(aw);
+    tresp *aw = recv_or_dump(fd2);
     ck_assert_uint_eq(aw->id, 10);
     expect_code(aw, 0, "await");
     ck_assert_int_eq(aw->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_DONE);
@@ -253,8 +262,7 @@ START_TEST(test_jobs_end_to_end)
     tresp_free(hold);
     /* Empty lease after wait_ms: OK with no items. */
     send_lease(fd, 30, 4, 100, 0);
-    tresp *el = tc_recv(fd, T_WAIT, NULL);
-    ck_assert_ptr_nonnull(el);
+    tresp *el = recv_or_dump(fd);
     expect_code(el, 0, "empty lease");
     ck_assert_uint_eq(el->lease->n_items, 0);
     tresp_free(el);
@@ -270,8 +278,7 @@ START_TEST(test_jobs_end_to_end)
     ck_assert_int_eq(complete_one(fd, 44, l->lease->lease_id, l->lease->items[0], "worker crashed"), 0);
     tresp_free(l);
     send_await(fd, 45, "x", 1, T_WAIT, true);
-    aw = tc_recv(fd, T_WAIT, NULL);
-    ck_assert_ptr_nonnull(aw);
+    aw = recv_or_dump(fd);
     expect_code(aw, 0, "await failed");
     ck_assert_int_eq(aw->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
     ck_assert_ptr_nonnull(strstr(aw->await_segment->reason, "worker crashed"));
