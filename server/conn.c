@@ -191,6 +191,17 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     ss_conn_unref(c);
 }
 
+/* A whole frame (or an oversized header) waits in the read buffer, held
+ * back by backpressure: a peer that half-closed still gets its answer. */
+static bool conn_has_frame(const ss_conn *c)
+{
+    const uint8_t *payload;
+    size_t plen, consumed;
+    return ss_frame_decode(c->rbuf, c->rlen, c->srv->cfg.max_frame_bytes,
+                           &payload, &plen, &consumed, NULL) !=
+           SS_FRAME_NEED_MORE;
+}
+
 /* Output is fully written: finish a pending close or an EOF. */
 static void conn_maybe_finish(ss_conn *c)
 {
@@ -215,7 +226,8 @@ static void conn_maybe_finish(ss_conn *c)
         conn_update_reading(c);
         return;
     }
-    if (c->eof && c->inflight == 0 && !c->close_pending)
+    if (c->eof && c->inflight == 0 && !c->close_pending &&
+        !conn_has_frame(c))
         ss_conn_close(c, "peer finished");
 }
 

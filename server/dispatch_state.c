@@ -56,14 +56,59 @@ static int specs_build(const ss_schema *s, spec_msgs *m)
     return 0;
 }
 
-/* Look up a saver; answers req and returns NULL when it fails. */
-static ss_schema *lookup_saver(ss_request *req, const char *saver)
+/* A Declare queued in the writer but not committed yet. Writes that
+ * follow it (pipelined Save/Drop) validate against its schema: the writer
+ * runs them after the Declare, and the store re-checks the saver inside
+ * the transaction, so they fail cleanly if the Declare failed. Reads keep
+ * seeing committed data only. */
+typedef struct ss_pending_decl {
+    struct ss_pending_decl *next; /* server list */
+    ss_schema *schema;            /* one reference */
+} ss_pending_decl;
+
+static ss_pending_decl *pending_add(ss_server *srv, ss_schema *schema)
+{
+    ss_pending_decl *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->schema = ss_schema_ref(schema);
+    p->next = srv->pending_decls;
+    srv->pending_decls = p;
+    return p;
+}
+
+static void pending_remove(ss_server *srv, ss_pending_decl *p)
+{
+    for (ss_pending_decl **pp = &srv->pending_decls; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    ss_schema_unref(p->schema);
+    free(p);
+}
+
+static ss_schema *pending_find(ss_server *srv, const char *saver)
+{
+    for (ss_pending_decl *p = srv->pending_decls; p; p = p->next)
+        if (strcmp(p->schema->saver, saver) == 0)
+            return ss_schema_ref(p->schema);
+    return NULL;
+}
+
+/* Look up a saver (for a write: also one whose Declare is still queued);
+ * answers req and returns NULL when it fails. */
+static ss_schema *lookup_saver_for(ss_request *req, const char *saver,
+                                   bool for_write)
 {
     ss_server *srv = ss_request_server(req);
     if (!ss_request_check_saver_name(req, saver))
         return NULL;
     ss_schema *schema = NULL;
     int rc = ss_store_schema(srv->store, saver, &schema);
+    if (rc == SS_ERR_NOT_FOUND && for_write &&
+        (schema = pending_find(srv, saver)) != NULL)
+        return schema;
     if (rc == SS_ERR_NOT_FOUND) {
         ss_request_error(req, STATESAVER__V1__CODE__NOT_FOUND,
                          "saver '%s' is not declared", saver);
@@ -74,6 +119,11 @@ static ss_schema *lookup_saver(ss_request *req, const char *saver)
         return NULL;
     }
     return schema;
+}
+
+static ss_schema *lookup_saver(ss_request *req, const char *saver)
+{
+    return lookup_saver_for(req, saver, false);
 }
 
 /* Validate a key list; fills keys (n entries). Answers req on failure. */
@@ -97,6 +147,7 @@ typedef struct declare_op {
     ss_write_op op;     /* writer op (first member) */
     ss_request *req;    /* answered in done */
     ss_schema *schema;  /* the declared schema (one reference) */
+    ss_pending_decl *pending; /* visible to pipelined writes until done */
     bool created;       /* result */
 } declare_op;
 
@@ -112,6 +163,8 @@ static void declare_done(ss_write_op *op, int rc, const char *msg)
     declare_op *d = (declare_op *)op;
     ss_request *req = d->req;
     const ss_schema *s = d->schema;
+    if (d->pending)
+        pending_remove(ss_request_server(req), d->pending);
     if (rc == SS_ERR_CONFLICT) {
         ss_request_error(req, STATESAVER__V1__CODE__ALREADY_EXISTS, "%s",
                          msg && *msg ? msg : "saver exists with another schema");
@@ -168,6 +221,7 @@ static void h_declare(ss_request *req)
     d->op.done = declare_done;
     d->req = req;
     d->schema = schema;
+    d->pending = pending_add(srv, schema); /* NULL (no memory): just slower */
     ss_writer_submit(srv->writer, &d->op);
 }
 
@@ -492,7 +546,7 @@ static void h_save(ss_request *req)
     s->n = n;
     if (!check_keys(req, n, body->keys, s->keys))
         goto fail;
-    s->schema = lookup_saver(req, body->saver);
+    s->schema = lookup_saver_for(req, body->saver, true);
     if (!s->schema)
         goto fail;
     const ss_schema *sc = s->schema;
@@ -612,7 +666,7 @@ static void h_drop(ss_request *req)
     }
     if (!body->all && !ss_request_check_key_count(req, n))
         return;
-    ss_schema *schema = lookup_saver(req, body->saver);
+    ss_schema *schema = lookup_saver_for(req, body->saver, true);
     if (!schema)
         return;
     ss_schema_unref(schema);

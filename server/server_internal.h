@@ -38,6 +38,7 @@ struct ss_server {
     ss_conn *conns;                /* open connections (list head) */
     ss_conn *dirty;                /* connections with output to flush */
     ss_barrier *barrier;           /* parked Fetch waits */
+    struct ss_pending_decl *pending_decls; /* Declares not yet committed */
     ss_handler_fn handlers[SS_DISPATCH_SLOTS]; /* by Request body case */
     ss_module modules[SS_SERVER_MODULES_MAX];  /* plugged-in modules */
     size_t n_modules;              /* modules in use */

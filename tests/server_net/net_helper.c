@@ -173,17 +173,35 @@ void tsrv_cleanup(tsrv *s)
 
 int tc_connect(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    return tc_connect_host("127.0.0.1", port);
+}
+
+int tc_connect_host(const char *host, int port)
+{
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    memset(&sa, 0, sizeof sa);
+    if (strchr(host, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&sa;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+            return -1;
+        salen = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&sa;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+            return -1;
+        salen = sizeof *a;
+    }
+    int fd = socket(sa.ss_family, SOCK_STREAM, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int fl = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    int rc = connect(fd, (struct sockaddr *)&sa, salen);
     if (rc < 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;

@@ -46,6 +46,8 @@ void tsrv_dump_log(const tsrv *s);
 
 /* Connect to 127.0.0.1:port (bounded). Returns the fd or -1. */
 int tc_connect(int port);
+/* Connect to a numeric IPv4 or IPv6 host (bounded). fd or -1. */
+int tc_connect_host(const char *host, int port);
 /* Write all of buf (bounded by timeout). Returns 0 or -1. */
 int tc_write_all(int fd, const void *buf, size_t len, int timeout_ms);
 /* A growable byte buffer (doubling, so appending is linear). */

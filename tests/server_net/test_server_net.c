@@ -872,6 +872,200 @@ START_TEST(test_limits)
 }
 END_TEST
 
+/* A Fetch parked on a key is released by a job Complete (not only by a
+ * Save): Submit -> Lease -> Complete through the job API. */
+START_TEST(test_barrier_complete)
+{
+    int a = tc_connect(g_plain.port), w = tc_connect(g_plain.port);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ge(w, 0);
+    const char *k = "jobkey";
+    treq *q = treq_fetch(1, "s", 1, &k, 1, 20000);
+    ck_assert_int_eq(tc_send(a, q), 0);
+    treq_free(q);
+    ping_ok(a, 2); /* parked */
+
+    /* Submit segment 0 with inputs [2, 3]. */
+    float in[6] = {1, 2, 3, 4, 5, 6};
+    int64_t in_shape[2] = {2, 3};
+    Statesaver__V1__Tensor inputs = STATESAVER__V1__TENSOR__INIT;
+    inputs.dtype = STATESAVER__V1__DTYPE__DT_FLOAT32;
+    inputs.n_shape = 2;
+    inputs.shape = in_shape;
+    inputs.data.data = (uint8_t *)in;
+    inputs.data.len = sizeof in;
+    Statesaver__V1__SubmitRequest sub = STATESAVER__V1__SUBMIT_REQUEST__INIT;
+    sub.saver = "s";
+    sub.key.data = (uint8_t *)"jobkey";
+    sub.key.len = 6;
+    sub.segment = 0;
+    sub.inputs = &inputs;
+    sub.length = 2;
+    treq *r0 = treq_new(3);
+    r0->body_case = STATESAVER__V1__REQUEST__BODY_SUBMIT;
+    r0->submit = &sub;
+    tresp *r = tc_call(w, r0, T_WAIT);
+    expect_ok(r, 3, "submit");
+    tresp_free(r);
+    treq_free(r0);
+
+    Statesaver__V1__LeaseRequest lease = STATESAVER__V1__LEASE_REQUEST__INIT;
+    lease.saver = "s";
+    lease.max_batch = 1;
+    lease.wait_ms = 5000;
+    r0 = treq_new(4);
+    r0->body_case = STATESAVER__V1__REQUEST__BODY_LEASE;
+    r0->lease = &lease;
+    r = tc_call(w, r0, T_WAIT);
+    expect_ok(r, 4, "lease");
+    ck_assert_uint_eq(r->lease->n_items, 1);
+    ck_assert_uint_eq(r->lease->items[0]->segment, 0);
+    uint64_t lease_id = r->lease->lease_id;
+    tresp_free(r);
+    treq_free(r0);
+
+    /* Complete with outputs [2, 1] and states c [4] = 7, h [2] = 8. */
+    float out[2] = {0.5f, 0.25f}, c[4] = {7, 7, 7, 7}, h[2] = {8, 8};
+    int64_t out_shape[2] = {2, 1}, c_shape[1] = {4}, h_shape[1] = {2};
+    Statesaver__V1__Tensor outputs = STATESAVER__V1__TENSOR__INIT;
+    outputs.dtype = STATESAVER__V1__DTYPE__DT_FLOAT32;
+    outputs.n_shape = 2;
+    outputs.shape = out_shape;
+    outputs.data.data = (uint8_t *)out;
+    outputs.data.len = sizeof out;
+    Statesaver__V1__Tensor st[2] = {STATESAVER__V1__TENSOR__INIT,
+                                    STATESAVER__V1__TENSOR__INIT};
+    st[0].dtype = st[1].dtype = STATESAVER__V1__DTYPE__DT_FLOAT32;
+    st[0].n_shape = st[1].n_shape = 1;
+    st[0].shape = c_shape;
+    st[1].shape = h_shape;
+    st[0].data.data = (uint8_t *)c;
+    st[0].data.len = sizeof c;
+    st[1].data.data = (uint8_t *)h;
+    st[1].data.len = sizeof h;
+    Statesaver__V1__Tensor *stp[2] = {&st[0], &st[1]};
+    Statesaver__V1__CompletedSegment item =
+        STATESAVER__V1__COMPLETED_SEGMENT__INIT;
+    item.key.data = (uint8_t *)"jobkey";
+    item.key.len = 6;
+    item.segment = 0;
+    item.outputs = &outputs;
+    item.n_states = 2;
+    item.states = stp;
+    Statesaver__V1__CompletedSegment *itemp = &item;
+    Statesaver__V1__CompleteRequest comp = STATESAVER__V1__COMPLETE_REQUEST__INIT;
+    comp.saver = "s";
+    comp.lease_id = lease_id;
+    comp.n_items = 1;
+    comp.items = &itemp;
+    r0 = treq_new(5);
+    r0->body_case = STATESAVER__V1__REQUEST__BODY_COMPLETE;
+    r0->complete = &comp;
+    r = tc_call(w, r0, T_WAIT);
+    expect_ok(r, 5, "complete");
+    tresp_free(r);
+    treq_free(r0);
+
+    r = tc_recv(a, T_WAIT, NULL);
+    expect_ok(r, 1, "fetch released by complete");
+    ck_assert_uint_eq(r->fetch->next_segment[0], 1);
+    ck_assert_float_eq(((float *)r->fetch->states[0]->data.data)[3], 7.0f);
+    ck_assert_float_eq(((float *)r->fetch->states[1]->data.data)[1], 8.0f);
+    tresp_free(r);
+    close(a);
+    close(w);
+}
+END_TEST
+
+/* IPv6 literal listen address, and a client that half-closes after
+ * pipelining still gets every reply before the server closes. */
+START_TEST(test_ipv6_halfclose)
+{
+    static const char *const extra[] = {"--listen", "[::1]:0", NULL};
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    if (probe < 0)
+        return; /* no IPv6 in this environment */
+    close(probe);
+    tsrv s;
+    tsrv_init(&s);
+    tsrv_start(&s, extra);
+    int fd = tc_connect_host("::1", s.port);
+    ck_assert_int_ge(fd, 0);
+    tbuf buf = {NULL, 0, 0};
+    append_req(&buf, treq_declare(1, "v6", 2, state_names, state_dims));
+    const char *k = "x";
+    uint64_t seg = 0;
+    append_req(&buf, treq_save(2, "v6", 1, &k, &seg, 2, state_dims, 1.0f));
+    append_req(&buf, treq_ping(3, NULL, 0));
+    ck_assert_int_eq(tc_write_all(fd, buf.data, buf.len, T_WAIT), 0);
+    tbuf_free(&buf);
+    shutdown(fd, SHUT_WR);
+    bool seen[4] = {false};
+    for (int i = 0; i < 3; i++) {
+        tresp *r = tc_recv(fd, T_WAIT, NULL);
+        ck_assert_msg(r != NULL, "reply %d missing after half-close", i);
+        ck_assert_int_eq(tresp_code(r), 0);
+        ck_assert_uint_le(r->id, 3);
+        seen[r->id] = true;
+        tresp_free(r);
+    }
+    ck_assert(seen[1] && seen[2] && seen[3]);
+    ck_assert(tc_wait_closed(fd, T_WAIT));
+    close(fd);
+    ck_assert_int_eq(tsrv_stop(&s, SIGTERM, 15000), 0);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
+/* Idle TTL: the periodic eviction removes an idle sequence; Fetch then
+ * says NOT_FOUND, and a save of segment 0 restarts it. */
+START_TEST(test_ttl_eviction)
+{
+    static const char *const extra[] = {"--ttl-interval-ms", "50", NULL};
+    tsrv s;
+    tsrv_init(&s);
+    tsrv_start(&s, extra);
+    int fd = tc_connect(s.port);
+    ck_assert_int_ge(fd, 0);
+    treq *q = treq_declare(1, "ttl", 2, state_names, state_dims);
+    q->declare->idle_ttl_ms = 100;
+    tresp *r = tc_call(fd, q, T_WAIT);
+    expect_ok(r, 1, "declare with ttl");
+    ck_assert_uint_eq(r->declare->idle_ttl_ms, 100);
+    tresp_free(r);
+    treq_free(q);
+    save_ok(fd, "ttl", "old", 0, 1.0f);
+    int code = 0;
+    uint64_t deadline = tnow_ms() + T_WAIT;
+    while (tnow_ms() < deadline) {
+        r = fetch(fd, "ttl", "old");
+        code = tresp_code(r);
+        tresp_free(r);
+        if (code != 0)
+            break;
+        usleep(50000);
+    }
+    ck_assert_int_eq(code, CODE(NOT_FOUND));
+    save_ok(fd, "ttl", "old", 0, 2.0f);
+    r = fetch(fd, "ttl", "old");
+    expect_ok(r, 903, "fetch after restart of the sequence");
+    expect_state(r, 1, 2.0f);
+    tresp_free(r);
+    q = treq_new(2);
+    Statesaver__V1__StatsRequest sreq = STATESAVER__V1__STATS_REQUEST__INIT;
+    q->body_case = STATESAVER__V1__REQUEST__BODY_STATS;
+    q->stats = &sreq;
+    r = tc_call(fd, q, T_WAIT);
+    expect_ok(r, 2, "stats");
+    ck_assert_uint_ge(r->stats->evicted, 1);
+    tresp_free(r);
+    treq_free(q);
+    close(fd);
+    ck_assert_int_eq(tsrv_stop(&s, SIGTERM, 15000), 0);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
 /* Bad command lines exit non-zero with a message; --help/--version work. */
 START_TEST(test_cli)
 {
@@ -918,6 +1112,7 @@ static Suite *server_net_suite(void)
     tcase_add_test(tc, test_barrier);
     tcase_add_test(tc, test_api);
     tcase_add_test(tc, test_backpressure);
+    tcase_add_test(tc, test_barrier_complete);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
 
@@ -925,6 +1120,8 @@ static Suite *server_net_suite(void)
     tcase_add_test(tc, test_restart);
     tcase_add_test(tc, test_kill9);
     tcase_add_test(tc, test_limits);
+    tcase_add_test(tc, test_ipv6_halfclose);
+    tcase_add_test(tc, test_ttl_eviction);
     tcase_add_test(tc, test_cli);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
