@@ -47,6 +47,9 @@ static void on_saved(void *arg, const char *saver, size_t n, const ss_bytes *key
 typedef struct reply {
     bool got;                        /* callback ran */
     int ret;                         /* value returned to jobs */
+    void *wipe;                      /* zeroed by the callback (the request:
+                                        a server frees it on reply) */
+    size_t wipe_len;                 /* bytes of wipe */
     Statesaver__V1__Response *resp;  /* decoded copy */
 } reply;
 
@@ -61,6 +64,8 @@ static int capture(void *arg, Statesaver__V1__Response *resp)
     r->resp = statesaver__v1__response__unpack(NULL, n, buf);
     free(buf);
     ck_assert_ptr_nonnull(r->resp);
+    if (r->wipe)
+        memset(r->wipe, 0, r->wipe_len);
     r->got = true;
     return r->ret;
 }
@@ -151,6 +156,50 @@ static void declare_saver(const char *name)
     ss_writer_submit(g_w, &d.base);
     ck_assert(run_until(&d.done, 10000));
     ss_schema_unref(d.schema);
+}
+
+typedef struct save_op {
+    ss_write_op base;   /* writer view */
+    ss_schema *schema;  /* saver schema */
+    ss_save_item item;  /* the save */
+    bool done;          /* done ran */
+    int rc;             /* result */
+} save_op;
+
+static int save_run(ss_write_op *op, ss_store_txn *txn, char msg[SS_STORE_MSG])
+{
+    save_op *s = (save_op *)op;
+    bool already = false;
+    return ss_store_save(txn, s->schema, 1, &s->item, &already, 1, msg);
+}
+
+static void save_done(ss_write_op *op, int rc, const char *msg)
+{
+    save_op *s = (save_op *)op;
+    ck_assert_msg(rc == 0, "save: %s", msg);
+    s->done = true;
+}
+
+/* A Save outside the queue (as a trainer would do), then the notification
+ * the server sends after such a commit. */
+static void external_save(const char *key, uint64_t seg, float v)
+{
+    save_op s;
+    memset(&s, 0, sizeof s);
+    ck_assert_int_eq(ss_store_schema(g_st, SAVER, &s.schema), 0);
+    float st[NSTATE] = {v, v};
+    const void *states[1] = {st};
+    s.item.key.data = (const uint8_t *)key;
+    s.item.key.len = strlen(key);
+    s.item.segment = seg;
+    s.item.states = states;
+    s.base.run = save_run;
+    s.base.done = save_done;
+    ss_writer_submit(g_w, &s.base);
+    ck_assert(run_until(&s.done, 10000));
+    ss_schema_unref(s.schema);
+    ss_bytes k = {(const uint8_t *)key, strlen(key)};
+    ss_jobs_notify_saved(g_jobs, SAVER, 1, &k);
 }
 
 static void env_open(void)
@@ -538,6 +587,64 @@ START_TEST(test_ready_order_and_out_of_order_submit)
     lease(&r, 4, 0, 10000);
     ck_assert_uint_eq(r.resp->lease->n_items, 1);
     ck_assert_uint_eq(r.resp->lease->items[0]->segment, 1);
+    reply_clear(&r);
+}
+END_TEST
+
+START_TEST(test_external_save_moves_readiness)
+{
+    /* Segment 0 is computed elsewhere and saved directly: segment 1 then
+     * starts from that state. */
+    ck_assert_int_eq(submit("a", 1, 2, 2, false, NULL), 0);
+    ck_assert_int_eq(submit("a", 2, 2, 2, true, NULL), 0);
+    reply r;
+    lease(&r, 4, 0, 10000);
+    ck_assert_uint_eq(r.resp->lease->n_items, 0);
+    reply_clear(&r);
+    external_save("a", 0, 5.0f);
+    lease(&r, 4, 0, 10000);
+    ck_assert_uint_eq(r.resp->lease->n_items, 1);
+    ck_assert_uint_eq(r.resp->lease->items[0]->segment, 1);
+    ck_assert_float_eq(((const float *)r.resp->lease->items[0]->states[0]->data.data)[0], 5.0f);
+    reply_clear(&r);
+    /* A queued segment the state has already passed is failed. */
+    ck_assert_int_eq(submit("b", 0, 2, 2, false, NULL), 0);
+    ck_assert_int_eq(submit("b", 1, 2, 2, false, NULL), 0);
+    external_save("b", 0, 1.0f);
+    external_save("b", 1, 2.0f);
+    run_for(50);
+    await_sync(&r, "b", 0, 0, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    ck_assert_ptr_nonnull(strstr(r.resp->await_segment->reason, "already past"));
+    reply_clear(&r);
+}
+END_TEST
+
+START_TEST(test_request_not_used_after_reply)
+{
+    /* The server frees a request when it is answered: a collect must still
+     * happen when the request is wiped by the reply callback. */
+    ck_assert_int_eq(submit("a", 0, 2, 2, false, NULL), 0);
+    reply r;
+    lease(&r, 1, 0, 10000);
+    ck_assert_int_eq(complete_lease(r.resp->lease, r.resp->lease->lease_id, NULL, NULL), 0);
+    reply_clear(&r);
+    Statesaver__V1__AwaitRequest req = STATESAVER__V1__AWAIT_REQUEST__INIT;
+    req.saver = (char *)SAVER;
+    req.key.data = (uint8_t *)"a";
+    req.key.len = 1;
+    req.collect = true;
+    memset(&r, 0, sizeof r);
+    r.wipe = &req;
+    r.wipe_len = sizeof req;
+    ss_jobs_await(g_jobs, &req, capture, &r);
+    ck_assert(r.got);
+    ck_assert_int_eq(code_of(&r), 0);
+    reply_clear(&r);
+    run_for(50);
+    await_sync(&r, "a", 0, 0, false);
+    ck_assert_int_eq(code_of(&r), CODE(NOT_FOUND));
     reply_clear(&r);
 }
 END_TEST
@@ -1077,6 +1184,8 @@ static Suite *jobs_suite(void)
     tcase_add_test(tc, test_oldest_sequence_first);
     tcase_add_test(tc, test_ready_order_and_out_of_order_submit);
     tcase_add_test(tc, test_lease_expiry_requeues);
+    tcase_add_test(tc, test_external_save_moves_readiness);
+    tcase_add_test(tc, test_request_not_used_after_reply);
     tcase_add_test(tc, test_duplicates_and_preconditions);
     tcase_add_loop_test(tc, test_bad_submit_table, 0,
                         (int)(sizeof bad_submits / sizeof bad_submits[0]));
