@@ -339,7 +339,8 @@ def entrypoint_flags(src):
     out = [("deploy/entrypoint.sh", ["statesaver-server"] + re.findall(r"has (--[\w-]+)", server_part)),
            ("deploy/entrypoint.sh", ["statesaver-worker"] + re.findall(r"has (--[\w-]+)", worker_part))]
     with open(os.path.join(src, "deploy", "healthcheck.sh")) as f:
-        out.append(("deploy/healthcheck.sh", ["statesaver"] + re.findall(r"statesaver (--[\w-]+)", f.read())))
+        code = "\n".join(l for l in f.read().splitlines() if not l.lstrip().startswith("#"))
+    out.append(("deploy/healthcheck.sh", ["statesaver"] + re.findall(r"(?<![\w-])(--[a-z][\w-]*)", code)))
     return out
 
 
