@@ -76,11 +76,23 @@ static void h_submit(ss_request *req)
         ss_jobs_submit(j, ss_request_message(req)->submit, reply_fn, req);
 }
 
+/* The connection of a parked Lease/Await closed: stop waiting now. A
+ * request that is not parked is answered by its own path. */
+static void on_request_closed(ss_request *req, void *arg)
+{
+    (void)arg;
+    if (g_mod && g_mod->jobs)
+        ss_jobs_cancel(g_mod->jobs, req);
+}
+
 static void h_lease(ss_request *req)
 {
     ss_jobs *j = jobs_of(req);
-    if (j)
-        ss_jobs_lease(j, ss_request_message(req)->lease, reply_fn, req);
+    if (!j)
+        return;
+    /* Registered first: the request may be gone once ss_jobs_lease returns. */
+    ss_request_on_close(req, on_request_closed, NULL);
+    ss_jobs_lease(j, ss_request_message(req)->lease, reply_fn, req);
 }
 
 static void h_complete(ss_request *req)
@@ -93,8 +105,10 @@ static void h_complete(ss_request *req)
 static void h_await(ss_request *req)
 {
     ss_jobs *j = jobs_of(req);
-    if (j)
-        ss_jobs_await(j, ss_request_message(req)->await_segment, reply_fn, req);
+    if (!j)
+        return;
+    ss_request_on_close(req, on_request_closed, NULL);
+    ss_jobs_await(j, ss_request_message(req)->await_segment, reply_fn, req);
 }
 
 /* Complete committed state saves: wake Fetch barriers (and other modules). */

@@ -2107,6 +2107,39 @@ void ss_jobs_await(ss_jobs *j, const Statesaver__V1__AwaitRequest *req,
     j->waiting++;
 }
 
+bool ss_jobs_cancel(ss_jobs *j, void *arg)
+{
+    /* Every parked request has a deadline, so the timer heap lists them all;
+     * a close is rare enough for a linear scan. */
+    for (size_t i = 0; i < j->timers.n; i++) {
+        timed *tm = (timed *)j->timers.v[i];
+        if (tm->kind == T_LEASE || ((waiter *)tm)->arg != arg)
+            continue;
+        waiter *w = (waiter *)tm;
+        ss_heap_remove(&j->timers, &tm->hn);
+        job *jb = NULL;
+        if (tm->kind == T_WAIT_LEASE) {
+            waiter_unlink_lease(w->sv, w);
+        } else {
+            jb = w->jb;
+            if (w->prev)
+                w->prev->next = w->next;
+            else
+                jb->awaits = w->next;
+            if (w->next)
+                w->next->prev = w->prev;
+        }
+        j->waiting--;
+        reply_status(w->cb, w->arg, CODE(CANCELLED), "the client went away");
+        free(w);
+        if (jb)
+            job_release(jb);
+        rearm(j);
+        return true;
+    }
+    return false;
+}
+
 void ss_jobs_notify_saved(ss_jobs *j, const char *saver, size_t n, const ss_bytes *keys)
 {
     if (j->closing || !saver)

@@ -86,6 +86,13 @@ void ss_jobs_complete(ss_jobs *j, const Statesaver__V1__CompleteRequest *req,
 void ss_jobs_await(ss_jobs *j, const Statesaver__V1__AwaitRequest *req,
                    ss_jobs_reply_fn cb, void *arg);
 
+/* The client of a parked Lease or Await (the one whose reply argument is
+ * arg) went away: answer it now with CANCELLED (the reply is dropped by the
+ * caller) instead of at its wait's end. Returns true if such a parked
+ * request was found; false when none is parked with arg (answered already,
+ * or never parked). */
+bool ss_jobs_cancel(ss_jobs *j, void *arg);
+
 /* Tell the queue that the state of these keys changed outside it (Save,
  * Drop, idle eviction), after the change committed: their cached
  * next_segment is re-read, which may make segments ready. */

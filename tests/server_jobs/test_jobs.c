@@ -973,6 +973,29 @@ START_TEST(test_parked_lease)
 }
 END_TEST
 
+START_TEST(test_cancel_parked)
+{
+    ck_assert_int_eq(submit("a", 0, 2, 2, false, NULL), 0);
+    reply aw = {0}, pl = {0}, r;
+    await_async(&aw, "a", 0, 5000, false);
+    lease(&r, 1, 0, 10000);
+    lease_async(&pl, 1, 5000, 10000);
+    ck_assert_uint_eq(stats().waiting, 2);
+    ck_assert(ss_jobs_cancel(g_jobs, &pl));
+    ck_assert(ss_jobs_cancel(g_jobs, &aw));
+    ck_assert(!ss_jobs_cancel(g_jobs, &aw)); /* answered already */
+    ck_assert(pl.got && aw.got);
+    ck_assert_int_eq(code_of(&pl), CODE(CANCELLED));
+    ck_assert_int_eq(code_of(&aw), CODE(CANCELLED));
+    ck_assert_uint_eq(stats().waiting, 0);
+    /* The queue goes on: completing wakes nobody and works. */
+    ck_assert_int_eq(complete_lease(r.resp->lease, r.resp->lease->lease_id, NULL, NULL), 0);
+    reply_clear(&r);
+    reply_clear(&aw);
+    reply_clear(&pl);
+}
+END_TEST
+
 START_TEST(test_undeliverable_lease_requeues)
 {
     ck_assert_int_eq(submit("a", 0, 2, 2, false, NULL), 0);
@@ -1193,6 +1216,7 @@ static Suite *jobs_suite(void)
     tcase_add_test(tc, test_await_parked_and_timeout);
     tcase_add_test(tc, test_parked_lease);
     tcase_add_test(tc, test_undeliverable_lease_requeues);
+    tcase_add_test(tc, test_cancel_parked);
     tcase_add_test(tc, test_restart_keeps_queue);
     tcase_add_test(tc, test_close_answers_parked);
     suite_add_tcase(s, tc);
