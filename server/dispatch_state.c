@@ -473,13 +473,24 @@ static void save_done(ss_write_op *op, int rc, const char *msg)
         ss_request_fail(req, rc, msg);
     } else {
         ss_server_notify_saved(srv, s->schema->saver, s->n, s->keys);
-        Statesaver__V1__SaveResponse sr = STATESAVER__V1__SAVE_RESPONSE__INIT;
-        sr.n_already_applied = s->n;
-        sr.already_applied = (protobuf_c_boolean *)s->applied;
-        ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
-        resp.body_case = STATESAVER__V1__RESPONSE__BODY_SAVE;
-        resp.save = &sr;
-        ss_request_reply(req, &resp);
+        /* protobuf_c_boolean is an int, not a bool: convert. */
+        protobuf_c_boolean *flags = calloc(s->n, sizeof *flags);
+        if (!flags) {
+            ss_request_fail(req, SS_ERR_NOMEM, "saved, but out of memory "
+                            "for the reply");
+        } else {
+            for (size_t k = 0; k < s->n; k++)
+                flags[k] = s->applied[k];
+            Statesaver__V1__SaveResponse sr =
+                STATESAVER__V1__SAVE_RESPONSE__INIT;
+            sr.n_already_applied = s->n;
+            sr.already_applied = flags;
+            ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
+            resp.body_case = STATESAVER__V1__RESPONSE__BODY_SAVE;
+            resp.save = &sr;
+            ss_request_reply(req, &resp);
+            free(flags);
+        }
     }
     save_op_free(s);
 }

@@ -532,6 +532,44 @@ START_TEST(test_api)
     expect_state(r, 2, 2.0f);
     tresp_free(r);
 
+    /* A batch: per-key already_applied flags, state rows in key order. */
+    const char *bk[8] = {"q0", "q1", "q2", "q3", "q4", "q5", "q6", "q7"};
+    uint64_t bs[8] = {0};
+    q = treq_save(10, "api", 8, bk, bs, 2, state_dims, 20.0f);
+    r = tc_call(fd, q, T_WAIT);
+    expect_ok(r, 10, "batch save");
+    ck_assert_uint_eq(r->save->n_already_applied, 8);
+    for (int i = 0; i < 8; i++)
+        ck_assert(!r->save->already_applied[i]);
+    tresp_free(r);
+    treq_free(q);
+    for (int i = 4; i < 8; i++)
+        bs[i] = 1;
+    q = treq_save(11, "api", 8, bk, bs, 2, state_dims, 30.0f);
+    r = tc_call(fd, q, T_WAIT);
+    expect_ok(r, 11, "mixed batch save");
+    ck_assert_uint_eq(r->save->n_already_applied, 8);
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(!r->save->already_applied[i] == (i >= 4),
+                      "already_applied[%d] = %d", i,
+                      r->save->already_applied[i]);
+    tresp_free(r);
+    treq_free(q);
+    q = treq_fetch(12, "api", 8, bk, 0, 0);
+    r = tc_call(fd, q, T_WAIT);
+    expect_ok(r, 12, "batch fetch");
+    ck_assert_int_eq(r->fetch->states[0]->shape[0], 8);
+    for (int i = 0; i < 8; i++) {
+        const float *c = (const float *)r->fetch->states[0]->data.data;
+        /* rows 0..3 kept the first batch (base 20 + k*100), rows 4..7
+         * took the second (base 30 + k*100). */
+        float want = (i < 4 ? 20.0f : 30.0f) + (float)i * 100.0f;
+        ck_assert_float_eq(c[i * 4], want);
+        ck_assert_uint_eq(r->fetch->next_segment[i], i < 4 ? 1 : 2);
+    }
+    tresp_free(r);
+    treq_free(q);
+
     /* Unsaved key: initial zeros, next_segment 0. */
     r = fetch(fd, "api", "never");
     expect_ok(r, 903, "fetch unsaved");
@@ -571,7 +609,7 @@ START_TEST(test_api)
     for (size_t i = 0; i < r->list->n_savers; i++)
         if (strcmp(r->list->savers[i]->name, "api") == 0) {
             found = true;
-            ck_assert_uint_eq(r->list->savers[i]->sequences, 2);
+            ck_assert_uint_eq(r->list->savers[i]->sequences, 10);
             ck_assert_uint_eq(r->list->savers[i]->n_states, 2);
         }
     ck_assert(found);
