@@ -26,9 +26,8 @@ struct ss_list_result {
     const Statesaver__V1__ListResponse *list; /* resp's list body */
 };
 
-/* Run req and require a response body of the given case. */
-static int run(ss_client *c, ss_req *req, uint32_t wait_ms, int want_case,
-               ss_resp **out)
+int ss_client_run(ss_client *c, ss_req *req, uint32_t wait_ms, int want_case,
+                  ss_resp **out)
 {
     ss_resp *r = NULL;
     if (!c)
@@ -66,11 +65,6 @@ static int borrow_keys(ss_client *c, const ss_key *keys, size_t n,
     return 0;
 }
 
-static char *unconst(const char *s)
-{
-    return (char *)(uintptr_t)(s ? s : "");
-}
-
 int ss_client_hello(ss_client *c, const void *token, size_t token_len,
                     ss_server_info *info)
 {
@@ -79,10 +73,10 @@ int ss_client_hello(ss_client *c, const void *token, size_t token_len,
     ss_resp *r = NULL;
     h.token.data = (uint8_t *)(uintptr_t)token;
     h.token.len = token ? token_len : 0;
-    h.client = unconst("libstatesaver/" SS_VERSION);
+    h.client = ss_client_unconst("libstatesaver/" SS_VERSION);
     req.body_case = STATESAVER__V1__REQUEST__BODY_HELLO;
     req.hello = &h;
-    int rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_HELLO, &r);
+    int rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_HELLO, &r);
     if (rc < 0)
         return rc;
     if (info) {
@@ -103,7 +97,7 @@ int ss_client_ping(ss_client *c, uint64_t *server_time_ms)
     ss_resp *r = NULL;
     req.body_case = STATESAVER__V1__REQUEST__BODY_PING;
     req.ping = &p;
-    int rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_PING, &r);
+    int rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_PING, &r);
     if (rc < 0)
         return rc;
     if (server_time_ms)
@@ -142,7 +136,7 @@ int ss_client_declare(ss_client *c, const char *saver, const ss_state_def *state
         const ss_state_def *s = &states[i];
         Statesaver__V1__StateSpec init = STATESAVER__V1__STATE_SPEC__INIT;
         specs[i] = init;
-        specs[i].name = unconst(s->name);
+        specs[i].name = ss_client_unconst(s->name);
         specs[i].dtype = (Statesaver__V1__DType)s->dtype;
         specs[i].shape = (int64_t *)(uintptr_t)s->shape;
         specs[i].n_shape = s->rank;
@@ -155,14 +149,14 @@ int ss_client_declare(ss_client *c, const char *saver, const ss_state_def *state
         }
         spec_ptrs[i] = &specs[i];
     }
-    d.saver = unconst(saver);
+    d.saver = ss_client_unconst(saver);
     d.n_states = n_states;
     d.states = spec_ptrs;
     d.idle_ttl_ms = idle_ttl_ms;
     d.keep_final = keep_final;
     req.body_case = STATESAVER__V1__REQUEST__BODY_DECLARE;
     req.declare = &d;
-    rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_DECLARE, &r);
+    rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_DECLARE, &r);
     if (rc < 0)
         goto out;
     if (created)
@@ -231,14 +225,14 @@ int ss_client_fetch(ss_client *c, const char *saver, const ss_key *keys,
     rc = borrow_keys(c, keys, n_keys, &bk);
     if (rc < 0)
         goto out;
-    f.saver = unconst(saver);
+    f.saver = ss_client_unconst(saver);
     f.n_keys = n_keys;
     f.keys = bk;
     f.min_segment = min_segment;
     f.wait_ms = wait_ms;
     req.body_case = STATESAVER__V1__REQUEST__BODY_FETCH;
     req.fetch = &f;
-    rc = run(c, &req, wait_ms, STATESAVER__V1__RESPONSE__BODY_FETCH, &r);
+    rc = ss_client_run(c, &req, wait_ms, STATESAVER__V1__RESPONSE__BODY_FETCH, &r);
     if (rc < 0)
         goto out;
     res = calloc(1, sizeof *res);
@@ -393,7 +387,7 @@ int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
     }
     for (size_t k = 0; fin && k < n_keys; k++)
         fin[k] = final[k];
-    s.saver = unconst(saver);
+    s.saver = ss_client_unconst(saver);
     s.n_keys = n_keys;
     s.keys = bk;
     s.n_segment = n_keys;
@@ -404,7 +398,7 @@ int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
     s.states = tps;
     req.body_case = STATESAVER__V1__REQUEST__BODY_SAVE;
     req.save = &s;
-    rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_SAVE, &r);
+    rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_SAVE, &r);
     if (rc < 0)
         goto out;
     if (already_applied) {
@@ -453,11 +447,11 @@ int ss_client_drop(ss_client *c, const char *saver, const ss_key *keys,
         d.n_keys = n_keys;
         d.keys = bk;
     }
-    d.saver = unconst(saver);
+    d.saver = ss_client_unconst(saver);
     d.all = all;
     req.body_case = STATESAVER__V1__REQUEST__BODY_DROP;
     req.drop = &d;
-    rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_DROP, &r);
+    rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_DROP, &r);
     if (rc < 0)
         goto out;
     if (dropped)
@@ -483,7 +477,7 @@ int ss_client_list(ss_client *c, const char *saver, const ss_key *prefix,
     if (!c)
         return SS_ERR_INVALID;
     ss_client_clear_error(c);
-    l.saver = unconst(saver);
+    l.saver = ss_client_unconst(saver);
     if (prefix) {
         l.prefix.data = (uint8_t *)(uintptr_t)prefix->data;
         l.prefix.len = prefix->len;
@@ -495,7 +489,7 @@ int ss_client_list(ss_client *c, const char *saver, const ss_key *prefix,
     l.limit = limit;
     req.body_case = STATESAVER__V1__REQUEST__BODY_LIST;
     req.list = &l;
-    rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_LIST, &r);
+    rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_LIST, &r);
     if (rc < 0)
         goto out;
     for (size_t i = 0; i < r->list->n_savers; i++)
@@ -595,10 +589,10 @@ int ss_client_stats(ss_client *c, const char *saver, ss_server_stats *out)
     Statesaver__V1__StatsRequest s = STATESAVER__V1__STATS_REQUEST__INIT;
     ss_req req = STATESAVER__V1__REQUEST__INIT;
     ss_resp *r = NULL;
-    s.saver = unconst(saver);
+    s.saver = ss_client_unconst(saver);
     req.body_case = STATESAVER__V1__REQUEST__BODY_STATS;
     req.stats = &s;
-    int rc = run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_STATS, &r);
+    int rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_STATS, &r);
     if (rc < 0)
         return rc;
     const Statesaver__V1__StatsResponse *st = r->stats;

@@ -36,14 +36,28 @@ struct ss_client {
     char err[SS_CLIENT_ERRMSG_MAX]; /* last error message ("" after success) */
 };
 
+/* Internal functions are not exported from the shared library. */
+#define SS_CLIENT_INTERNAL __attribute__((visibility("hidden")))
+
 /* Set c->err (printf-style) and return rc, for `return ss_client_fail(...)`. */
-int ss_client_fail(ss_client *c, int rc, const char *fmt, ...)
+SS_CLIENT_INTERNAL int ss_client_fail(ss_client *c, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Clear the last error (start of every public call). */
-void ss_client_clear_error(ss_client *c);
+SS_CLIENT_INTERNAL void ss_client_clear_error(ss_client *c);
 
 /* Build a NUL-terminated copy of a protobuf-c string into a fixed buffer. */
-void ss_client_copy_str(char *dst, size_t size, const char *src);
+SS_CLIENT_INTERNAL void ss_client_copy_str(char *dst, size_t size, const char *src);
+
+/* Run req (ss_client_call with wait_ms added to the timeout) and require a
+ * response body of want_case (STATESAVER__V1__RESPONSE__BODY_*). */
+SS_CLIENT_INTERNAL int ss_client_run(ss_client *c, ss_req *req, uint32_t wait_ms,
+                                     int want_case, ss_resp **out);
+
+/* protobuf-c's message structs are not const-correct; packing only reads. */
+static inline char *ss_client_unconst(const char *s)
+{
+    return (char *)(uintptr_t)(s ? s : "");
+}
 
 #endif
