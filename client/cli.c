@@ -28,6 +28,8 @@ static const char usage_text[] =
     "  drop SAVER (KEY... | --all)  drop sequences or the whole saver\n"
     "  stats [SAVER] [--json]       server counters\n"
     "  bench [--op fetch|save] ...  load generator (see `statesaver bench --help`)\n"
+    "  submit SAVER --inputs DIR --num-unroll T --outputs DIR\n"
+    "                               run sequences through the job queue\n"
     "\n"
     "Options:\n"
     "  --server HOST:PORT   server address (default $STATESAVER_SERVER, else "
@@ -139,6 +141,7 @@ static const struct {
     {"fetch", cli_cmd_fetch}, {"save", cli_cmd_save},
     {"ls", cli_cmd_ls},       {"drop", cli_cmd_drop},
     {"stats", cli_cmd_stats}, {"bench", cli_cmd_bench},
+    {"submit", cli_cmd_submit},
 };
 
 int main(int argc, char **argv)

@@ -52,5 +52,6 @@ int cli_cmd_ls(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_drop(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_stats(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv); /* cli_submit.c */
 
 #endif

@@ -1,0 +1,577 @@
+/* cli_submit -- `statesaver submit`: run whole sequences through the job
+ * queue. Reads one float32 .npy [length, input_size] per sequence, submits
+ * every segment (pipelined), awaits and collects the outputs, and writes
+ * <key>.npy [length, output_size] and <key>.final.<state>.npy per state.
+ *
+ * Every input file is checked before anything is submitted (exit 2 naming
+ * the file). Sequences that fail are named with the server's reason and
+ * make the exit status 1; the others are still written.
+ */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "npy_io.h"
+#include "ss_limits.h"
+#include "ss_tensor.h"
+#include "statesaver_jobs.h"
+
+/* Default time one Await may park on the server (ms). */
+#define SUBMIT_WAIT_MS_DEFAULT 5000u
+/* Most input files one run accepts. */
+#define SUBMIT_FILES_MAX 1000000u
+/* Longest path built for an output file. */
+#define SUBMIT_PATH_MAX 4096u
+/* Progress refresh on a terminal, and line interval otherwise (ms). */
+#define SUBMIT_TTY_REFRESH_MS 100
+#define SUBMIT_LINE_MS 1000
+/* Width of the bar when the terminal's width is unknown. */
+#define SUBMIT_TTY_COLS 80
+
+static const char submit_usage[] =
+    "usage: statesaver submit SAVER --inputs DIR --num-unroll T --outputs DIR\n"
+    "         [--wait-ms N] [--max-wait-ms N] [--window N] [--json]\n"
+    "\n"
+    "Run every sequence in DIR through the job queue of SAVER: each *.npy in\n"
+    "DIR is one sequence, float32 [length, input_size], keyed by its file name\n"
+    "without .npy. Sequences are cut into segments of T steps (the last one\n"
+    "padded); workers (`statesaver-worker serve`) compute them. Writes, per\n"
+    "sequence, <key>.npy [length, output_size] and <key>.final.<state>.npy for\n"
+    "each state of the saver ('/' in a state name becomes '_').\n"
+    "\n"
+    "  --inputs DIR       directory of input .npy files\n"
+    "  --outputs DIR      directory for the results (created if missing)\n"
+    "  --num-unroll T     steps per segment\n"
+    "  --wait-ms N        how long one await waits on the server (default 5000)\n"
+    "  --max-wait-ms N    give up on segments not done after N ms (default 0:\n"
+    "                     wait as long as it takes)\n"
+    "  --window N         requests in flight (default 64)\n"
+    "  --json             print the summary as JSON\n"
+    "\n"
+    "Progress goes to stderr: a bar with rate and ETA on a terminal, a line\n"
+    "per second otherwise. Exit status: 0 all sequences done, 1 some failed\n"
+    "(named on stderr with the reason) or the server failed, 2 bad usage or\n"
+    "bad input files (nothing submitted).\n";
+
+/* One input sequence and its results as they arrive. */
+typedef struct seq {
+    char *key;            /* file name without .npy (owned) */
+    char *path;           /* input file path (owned) */
+    npy_io_array in;      /* float32 [length, input_size] */
+    uint64_t length;      /* steps */
+    uint64_t n_segments;  /* segments it is cut into */
+    uint64_t done;        /* segments received */
+    float *out;           /* [length, out_cols] once the first output came */
+    uint32_t out_cols;    /* output width */
+    ss_await_result *fin; /* the last segment's result (final states) */
+    bool failed;          /* a segment failed or could not be submitted */
+    uint64_t fail_seg;    /* segment of the reason kept */
+    char *reason;         /* why it failed (owned) */
+} seq;
+
+/* The whole run. */
+typedef struct run {
+    seq *seqs;            /* sequences, sorted by key */
+    size_t n;             /* count */
+    uint32_t input_size;  /* columns of every input */
+    uint32_t T;           /* --num-unroll */
+    const char *out_dir;  /* --outputs */
+    uint64_t total_steps; /* sum of lengths */
+    uint64_t steps_done;  /* real steps received */
+    uint64_t segs_total;  /* segments of all sequences */
+    uint64_t segs_done;   /* segments accounted for (done, failed) */
+    ss_segment_ref *refs; /* segments to await, sequence by sequence */
+    size_t *ref_seq;      /* per await ref: its sequence */
+    int status;           /* exit status so far */
+    bool tty;             /* stderr is a terminal */
+    int64_t t0;           /* start (ms) */
+    int64_t last_draw;    /* last progress output (ms) */
+    const char *phase;    /* "submit" or "await" */
+} run;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void fmt_duration(char *buf, size_t size, double s)
+{
+    if (s < 0 || s > 359999)
+        snprintf(buf, size, "--:--");
+    else if (s >= 3600)
+        snprintf(buf, size, "%d:%02d:%02d", (int)s / 3600, ((int)s / 60) % 60, (int)s % 60);
+    else
+        snprintf(buf, size, "%d:%02d", (int)s / 60, (int)s % 60);
+}
+
+/* Progress to stderr; force draws even if the interval has not passed. */
+static void progress(run *r, bool force)
+{
+    int64_t now = now_ms();
+    if (!force && now - r->last_draw < (r->tty ? SUBMIT_TTY_REFRESH_MS : SUBMIT_LINE_MS))
+        return;
+    r->last_draw = now;
+    double secs = (double)(now - r->t0) / 1000.0;
+    double rate = secs > 0 ? (double)r->steps_done / secs : 0;
+    double frac = r->total_steps ? (double)r->steps_done / (double)r->total_steps : 1;
+    char eta[32];
+    fmt_duration(eta, sizeof eta,
+                 rate > 0 ? (double)(r->total_steps - r->steps_done) / rate : -1);
+    if (!r->tty) {
+        fprintf(stderr, "submit: %s %llu/%llu steps (%.1f%%), %llu/%llu segments, "
+                "%.0f steps/s, ETA %s\n", r->phase, (unsigned long long)r->steps_done,
+                (unsigned long long)r->total_steps, frac * 100.0,
+                (unsigned long long)r->segs_done, (unsigned long long)r->segs_total, rate,
+                eta);
+        return;
+    }
+    struct winsize ws;
+    int cols = SUBMIT_TTY_COLS;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 40)
+        cols = ws.ws_col;
+    char tail[160];
+    int tl = snprintf(tail, sizeof tail, " %3.0f%% %llu/%llu steps %.0f/s ETA %s",
+                      frac * 100.0, (unsigned long long)r->steps_done,
+                      (unsigned long long)r->total_steps, rate, eta);
+    int width = cols - 1 - tl - 2 - 7;
+    if (width < 10)
+        width = 10;
+    int fill = (int)(frac * width);
+    fprintf(stderr, "\r%-6s [", r->phase);
+    for (int i = 0; i < width; i++)
+        fputc(i < fill ? '#' : '.', stderr);
+    fprintf(stderr, "]%s", tail);
+    fflush(stderr);
+}
+
+static void seq_fail(seq *q, uint64_t segment, const char *why)
+{
+    /* Keep the earliest segment's reason: later ones only echo it. */
+    if (q->failed && q->reason && segment >= q->fail_seg)
+        return;
+    free(q->reason);
+    q->reason = strdup(why && why[0] ? why : "unknown reason");
+    q->failed = true;
+    q->fail_seg = segment;
+    free(q->out);
+    q->out = NULL;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+static int cmp_seq(const void *a, const void *b)
+{
+    return strcmp(((const seq *)a)->key, ((const seq *)b)->key);
+}
+
+static void free_run(run *r)
+{
+    for (size_t i = 0; r->seqs && i < r->n; i++) {
+        seq *q = &r->seqs[i];
+        free(q->key);
+        free(q->path);
+        npy_io_array_clear(&q->in);
+        free(q->out);
+        ss_await_result_free(q->fin);
+        free(q->reason);
+    }
+    free(r->seqs);
+    free(r->refs);
+    free(r->ref_seq);
+}
+
+/* Read and check every *.npy in dir; CLI exit status. */
+static int load_inputs(run *r, const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t cap = 0;
+    int status = CLI_EXIT_OK;
+    if (!d) {
+        cli_error("--inputs %s: %s", dir, strerror(errno));
+        return CLI_EXIT_USAGE;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!has_suffix(e->d_name, ".npy") || e->d_name[0] == '.')
+            continue;
+        if (r->n == SUBMIT_FILES_MAX) {
+            cli_error("--inputs %s: more than %u .npy files", dir, SUBMIT_FILES_MAX);
+            status = CLI_EXIT_USAGE;
+            goto out;
+        }
+        if (r->n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            seq *ns = realloc(r->seqs, nc * sizeof *ns);
+            if (!ns) {
+                cli_error("out of memory");
+                status = CLI_EXIT_FAIL;
+                goto out;
+            }
+            r->seqs = ns;
+            cap = nc;
+        }
+        seq *q = &r->seqs[r->n];
+        memset(q, 0, sizeof *q);
+        size_t klen = strlen(e->d_name) - 4;
+        q->key = strndup(e->d_name, klen);
+        if (q->key && asprintf(&q->path, "%s/%s", dir, e->d_name) < 0)
+            q->path = NULL;
+        r->n++;
+        if (!q->key || !q->path) {
+            cli_error("out of memory");
+            status = CLI_EXIT_FAIL;
+            goto out;
+        }
+        if (klen > SS_KEY_MAX_DEFAULT) {
+            cli_error("%s: key '%s' is longer than %u bytes", q->path, q->key,
+                      SS_KEY_MAX_DEFAULT);
+            status = CLI_EXIT_USAGE;
+            goto out;
+        }
+    }
+    if (r->n == 0) {
+        cli_error("--inputs %s: no .npy files", dir);
+        status = CLI_EXIT_USAGE;
+        goto out;
+    }
+    qsort(r->seqs, r->n, sizeof *r->seqs, cmp_seq);
+    for (size_t i = 0; i < r->n; i++) {
+        seq *q = &r->seqs[i];
+        char err[1024];
+        if (npy_io_read(q->path, &q->in, err, sizeof err) < 0) {
+            cli_error("%s", err);
+            status = CLI_EXIT_USAGE;
+            goto out;
+        }
+        char shp[96];
+        ss_shape_format(q->in.shape, q->in.rank, shp, sizeof shp);
+        if (q->in.dtype != SS_DTYPE_FLOAT32 || q->in.rank != 2 || q->in.shape[0] < 1 ||
+            q->in.shape[1] < 1 || q->in.shape[1] > UINT32_MAX) {
+            cli_error("%s: expected float32 [length, input_size] with length >= 1, "
+                      "found %s %s", q->path, ss_dtype_name(q->in.dtype), shp);
+            status = CLI_EXIT_USAGE;
+            goto out;
+        }
+        if (i == 0)
+            r->input_size = (uint32_t)q->in.shape[1];
+        if (q->in.shape[1] != (int64_t)r->input_size) {
+            cli_error("%s: expected float32 [length, %u] like %s, found %s", q->path,
+                      r->input_size, r->seqs[0].path, shp);
+            status = CLI_EXIT_USAGE;
+            goto out;
+        }
+        q->length = (uint64_t)q->in.shape[0];
+        q->n_segments = ss_jobs_segments(q->length, r->T);
+        r->total_steps += q->length;
+        r->segs_total += q->n_segments;
+    }
+out:
+    closedir(d);
+    return status;
+}
+
+/* Create the output directory if needed and check it is writable. */
+static int prepare_outputs(const char *dir)
+{
+    struct stat st;
+    if (mkdir(dir, 0777) < 0 && errno != EEXIST) {
+        cli_error("--outputs %s: %s", dir, strerror(errno));
+        return CLI_EXIT_USAGE;
+    }
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) < 0) {
+        cli_error("--outputs %s: not a writable directory", dir);
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
+}
+
+static void on_submitted(void *arg, size_t i, uint64_t segment, int rc, const char *msg)
+{
+    run *r = arg;
+    seq *q = &r->seqs[i];
+    if (rc < 0) {
+        char why[SS_CLIENT_ERRMSG_MAX + 64];
+        snprintf(why, sizeof why, "submitting segment %llu: %s",
+                 (unsigned long long)segment, msg);
+        seq_fail(q, segment, why);
+    }
+    progress(r, false);
+}
+
+/* Write <key>.npy and the final states of a finished sequence. */
+static int write_sequence(run *r, seq *q)
+{
+    char path[SUBMIT_PATH_MAX], err[1024];
+    int64_t shape[2] = {(int64_t)q->length, q->out_cols};
+    if ((size_t)snprintf(path, sizeof path, "%s/%s.npy", r->out_dir, q->key) >= sizeof path) {
+        cli_error("%s/%s.npy: path too long", r->out_dir, q->key);
+        return CLI_EXIT_FAIL;
+    }
+    if (npy_io_write(path, SS_DTYPE_FLOAT32, shape, 2, q->out,
+                     (size_t)q->length * q->out_cols * sizeof(float), err, sizeof err) < 0) {
+        cli_error("%s", err);
+        return CLI_EXIT_FAIL;
+    }
+    for (size_t s = 0; s < ss_await_result_finals(q->fin); s++) {
+        const char *name = ss_await_result_final_name(q->fin, s);
+        const int64_t *fshape;
+        size_t rank, nbytes;
+        int dtype;
+        const void *data = ss_await_result_final(q->fin, s, &dtype, &fshape, &rank, &nbytes);
+        int n = snprintf(path, sizeof path, "%s/%s.final.%s.npy", r->out_dir, q->key, name);
+        if (n < 0 || (size_t)n >= sizeof path) {
+            cli_error("%s/%s.final.%s.npy: path too long", r->out_dir, q->key, name);
+            return CLI_EXIT_FAIL;
+        }
+        /* State names are paths in TF ("cell_0/c"); keep the file flat. */
+        for (char *p = path + strlen(r->out_dir) + 1 + strlen(q->key); *p; p++)
+            if (*p == '/')
+                *p = '_';
+        if (npy_io_write(path, dtype, fshape, rank, data, nbytes, err, sizeof err) < 0) {
+            cli_error("%s", err);
+            return CLI_EXIT_FAIL;
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
+static int on_awaited(void *arg, size_t index, int rc, ss_await_result *res, const char *msg)
+{
+    run *r = arg;
+    seq *q = &r->seqs[r->ref_seq[index]];
+    uint64_t segment = r->refs[index].segment;
+    uint64_t first = segment * r->T;
+    uint32_t want = q->length - first < r->T ? (uint32_t)(q->length - first) : r->T;
+    uint32_t rows = 0, cols = 0;
+    const float *o;
+    char why[256];
+
+    r->segs_done++;
+    if (rc < 0) {
+        seq_fail(q, segment, msg);
+        goto out;
+    }
+    if (ss_await_result_state(res) == SS_SEG_FAILED) {
+        seq_fail(q, segment, ss_await_result_reason(res));
+        goto out;
+    }
+    if (q->failed)
+        goto out;
+    o = ss_await_result_outputs(res, &rows, &cols);
+    if (!o || rows != r->T || cols == 0 || ss_await_result_length(res) != want ||
+        ss_await_result_last(res) != (segment + 1 == q->n_segments)) {
+        snprintf(why, sizeof why, "segment %llu: the server returned outputs [%u, %u] "
+                 "with length %u, expected [%u, *] with length %u",
+                 (unsigned long long)segment, rows, cols, ss_await_result_length(res), r->T,
+                 want);
+        seq_fail(q, segment, why);
+        goto out;
+    }
+    if (!q->out) {
+        if (q->length > SIZE_MAX / sizeof(float) / cols) {
+            seq_fail(q, segment, "outputs are too big");
+            goto out;
+        }
+        q->out_cols = cols;
+        q->out = calloc((size_t)q->length * cols, sizeof(float));
+        if (!q->out) {
+            seq_fail(q, segment, "out of memory for the outputs");
+            goto out;
+        }
+    }
+    if (cols != q->out_cols) {
+        seq_fail(q, segment, "segments disagree on the output width");
+        goto out;
+    }
+    /* Only the real rows: the padding of the last segment is dropped. */
+    memcpy(q->out + first * cols, o, (size_t)want * cols * sizeof(float));
+    q->done++;
+    r->steps_done += want;
+    if (segment + 1 == q->n_segments) {
+        ss_await_result_free(q->fin);
+        q->fin = res;
+        res = NULL;
+    }
+    if (q->done == q->n_segments) {
+        if (write_sequence(r, q) != CLI_EXIT_OK)
+            seq_fail(q, segment, "writing its outputs failed");
+        free(q->out);
+        q->out = NULL;
+        ss_await_result_free(q->fin);
+        q->fin = NULL;
+    }
+out:
+    ss_await_result_free(res);
+    progress(r, false);
+    return 0;
+}
+
+/* Print the summary (text or JSON) to stdout. */
+static void summary(const run *r, bool json, size_t n_failed, double secs)
+{
+    double rate = secs > 0 ? (double)r->steps_done / secs : 0;
+    if (!json) {
+        printf("%zu sequences (%zu failed), %llu segments, %llu steps in %.3f s: "
+               "%.0f steps/s\n", r->n, n_failed, (unsigned long long)r->segs_total,
+               (unsigned long long)r->steps_done, secs, rate);
+        return;
+    }
+    cJSON *obj = cJSON_CreateObject();
+    if (!obj)
+        return;
+    cJSON_AddNumberToObject(obj, "sequences", (double)r->n);
+    cJSON_AddNumberToObject(obj, "failed", (double)n_failed);
+    cJSON_AddNumberToObject(obj, "segments", (double)r->segs_total);
+    cJSON_AddNumberToObject(obj, "steps", (double)r->steps_done);
+    cJSON_AddNumberToObject(obj, "num_unroll", r->T);
+    cJSON_AddNumberToObject(obj, "seconds", secs);
+    cJSON_AddNumberToObject(obj, "steps_per_sec", rate);
+    char *text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    if (text)
+        printf("%s\n", text);
+    free(text);
+}
+
+int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"inputs", required_argument, NULL, 'i'},
+        {"outputs", required_argument, NULL, 'o'},
+        {"num-unroll", required_argument, NULL, 'T'},
+        {"wait-ms", required_argument, NULL, 'w'},
+        {"max-wait-ms", required_argument, NULL, 'm'},
+        {"window", required_argument, NULL, 'W'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    run r = {.status = CLI_EXIT_OK, .phase = "submit"};
+    const char *in_dir = NULL;
+    unsigned long long v, wait_ms = SUBMIT_WAIT_MS_DEFAULT, max_wait = 0, T = 0;
+    ss_jobs_pipeline pipe = {.window = 0};
+    ss_sequence_in *ins = NULL;
+    ss_client *c = NULL;
+    bool json = false;
+    int o, rc, status;
+
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h': fputs(submit_usage, stdout); return CLI_EXIT_OK;
+        case 'i': in_dir = optarg; break;
+        case 'o': r.out_dir = optarg; break;
+        case 'T':
+            if (cli_parse_u64(optarg, SS_JOBS_NUM_UNROLL_MAX, &T) < 0 || T == 0)
+                return cli_usage("submit", "--num-unroll wants 1..%u", SS_JOBS_NUM_UNROLL_MAX);
+            break;
+        case 'w':
+            if (cli_parse_u64(optarg, SS_WAIT_MS_MAX, &wait_ms) < 0)
+                return cli_usage("submit", "--wait-ms wants 0..%u", SS_WAIT_MS_MAX);
+            break;
+        case 'm':
+            if (cli_parse_u64(optarg, 86400000ull * 365, &max_wait) < 0)
+                return cli_usage("submit", "--max-wait-ms wants a number of ms");
+            break;
+        case 'W':
+            if (cli_parse_u64(optarg, SS_JOBS_WINDOW_MAX, &v) < 0 || v == 0)
+                return cli_usage("submit", "--window wants 1..%u", SS_JOBS_WINDOW_MAX);
+            pipe.window = (uint32_t)v;
+            break;
+        case 'j': json = true; break;
+        default: return cli_usage("submit", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return cli_usage("submit", "want exactly one SAVER");
+    const char *saver = argv[optind];
+    if (!in_dir || !r.out_dir || T == 0)
+        return cli_usage("submit", "--inputs, --outputs and --num-unroll are required");
+    r.T = (uint32_t)T;
+    if ((status = load_inputs(&r, in_dir)) != CLI_EXIT_OK)
+        goto out;
+    if ((status = prepare_outputs(r.out_dir)) != CLI_EXIT_OK)
+        goto out;
+    ins = calloc(r.n, sizeof *ins);
+    r.refs = calloc(r.segs_total, sizeof *r.refs);
+    r.ref_seq = calloc(r.segs_total, sizeof *r.ref_seq);
+    if (!ins || !r.refs || !r.ref_seq) {
+        cli_error("out of memory");
+        status = CLI_EXIT_FAIL;
+        goto out;
+    }
+    for (size_t i = 0; i < r.n; i++) {
+        ins[i].key.data = r.seqs[i].key;
+        ins[i].key.len = strlen(r.seqs[i].key);
+        ins[i].data = r.seqs[i].in.data;
+        ins[i].length = r.seqs[i].length;
+    }
+    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+        goto out;
+    r.tty = isatty(STDERR_FILENO) == 1;
+    r.t0 = now_ms();
+    rc = ss_client_submit_sequences(c, saver, ins, r.n, r.input_size, r.T, &pipe,
+                                    on_submitted, &r);
+    if (rc < 0 && !SS_IS_STATUS_ERR(rc)) {
+        if (r.tty)
+            fputc('\n', stderr);
+        status = cli_fail(c, "submit", rc);
+        goto out;
+    }
+    /* Input data is no longer needed once every segment is queued. */
+    size_t n_refs = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        npy_io_array_clear(&r.seqs[i].in);
+        if (r.seqs[i].failed) {
+            r.segs_done += r.seqs[i].n_segments;
+            continue;
+        }
+        for (uint64_t s = 0; s < r.seqs[i].n_segments; s++) {
+            r.refs[n_refs].key = ins[i].key;
+            r.refs[n_refs].segment = s;
+            r.ref_seq[n_refs] = i;
+            n_refs++;
+        }
+    }
+    r.phase = "await";
+    progress(&r, true);
+    rc = ss_client_await_many(c, saver, r.refs, n_refs, (uint32_t)wait_ms, max_wait, true,
+                              &pipe, on_awaited, &r);
+    progress(&r, true);
+    if (r.tty)
+        fputc('\n', stderr);
+    if (rc < 0) {
+        status = cli_fail(c, "await", rc);
+        goto out;
+    }
+    double secs = (double)(now_ms() - r.t0) / 1000.0;
+    size_t n_failed = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        if (!r.seqs[i].failed)
+            continue;
+        n_failed++;
+        cli_error("sequence %s failed: %s", r.seqs[i].key, r.seqs[i].reason);
+    }
+    summary(&r, json, n_failed, secs);
+    status = n_failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+out:
+    ss_client_close(c);
+    free(ins);
+    free_run(&r);
+    return status;
+}

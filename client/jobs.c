@@ -1,0 +1,899 @@
+/* jobs -- libstatesaver's job calls: Submit (single and pipelined whole
+ * sequences), Await (single and pipelined), Lease and Complete.
+ *
+ * Requests borrow the caller's memory (the frame is packed during the
+ * send, so borrowed data need only live until ss_client_send returns).
+ * Results own their Response; replies are checked for consistency before
+ * any accessor hands out a pointer, so callers can trust shapes.
+ */
+#include "client_int.h"
+#include "statesaver_jobs.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ss_limits.h"
+#include "ss_tensor.h"
+
+typedef Statesaver__V1__Tensor tensor_t;
+
+/* Backoff between retries of a segment refused with RESOURCE_EXHAUSTED. */
+#define JOBS_FULL_BACKOFF_MIN_MS 20u
+#define JOBS_FULL_BACKOFF_MAX_MS 1000u
+
+struct ss_await_result {
+    ss_resp *resp;                          /* owned response */
+    const Statesaver__V1__AwaitResponse *a; /* its await body */
+    const float *outputs;                   /* aligned outputs or NULL */
+    float *outputs_copy;                    /* owned copy if the wire data was misaligned */
+    uint32_t rows;                          /* outputs rows */
+    uint32_t cols;                          /* outputs columns */
+};
+
+struct ss_lease {
+    ss_resp *resp;                          /* owned response */
+    const Statesaver__V1__LeaseResponse *l; /* its lease body */
+    char *saver;                            /* owned copy of the saver name */
+    const float **inputs;                   /* per item: aligned inputs */
+    const float **states;                   /* per item x state: aligned state */
+    void **owned;                           /* copies made for misaligned data */
+    size_t n_owned;                         /* used entries of owned */
+};
+
+static char *unconst(const char *s)
+{
+    return (char *)(uintptr_t)(s ? s : "");
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(uint32_t ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Timeout for a reply the server may hold for wait_ms. */
+static int held_timeout(const ss_client *c, uint32_t wait_ms)
+{
+    int64_t t = (int64_t)c->timeout_ms + wait_ms;
+    return t > INT_MAX ? INT_MAX : (int)t;
+}
+
+/* p if it is aligned for float, else a copy (recorded in *copy). */
+static const float *aligned_floats(const uint8_t *p, size_t nbytes, float **copy)
+{
+    *copy = NULL;
+    if (((uintptr_t)p % _Alignof(float)) == 0)
+        return (const float *)(const void *)p;
+    *copy = malloc(nbytes ? nbytes : 1);
+    if (*copy && nbytes)
+        memcpy(*copy, p, nbytes);
+    return *copy;
+}
+
+static bool is_f32_matrix(const tensor_t *t)
+{
+    return t && t->dtype == STATESAVER__V1__DTYPE__DT_FLOAT32 && t->n_shape == 2 &&
+           t->shape[0] >= 0 && t->shape[0] <= UINT32_MAX && t->shape[1] >= 0 &&
+           t->shape[1] <= UINT32_MAX && ss_tensor_check(t) == 0;
+}
+
+uint64_t ss_jobs_segments(uint64_t length, uint32_t num_unroll)
+{
+    if (num_unroll == 0)
+        return 0;
+    return length / num_unroll + (length % num_unroll != 0);
+}
+
+/* ---- submit --------------------------------------------------------------- */
+
+/* Fill sub/req for one segment; data borrowed (dims must outlive req). */
+static void build_submit(Statesaver__V1__SubmitRequest *sub, tensor_t *t, ss_req *req,
+                         int64_t dims[2], const char *saver, const ss_key *key,
+                         uint64_t segment, const float *inputs, uint32_t T,
+                         uint32_t input_size, uint32_t length, bool last)
+{
+    Statesaver__V1__SubmitRequest s0 = STATESAVER__V1__SUBMIT_REQUEST__INIT;
+    tensor_t t0 = STATESAVER__V1__TENSOR__INIT;
+    ss_req r0 = STATESAVER__V1__REQUEST__INIT;
+    *sub = s0;
+    *t = t0;
+    *req = r0;
+    dims[0] = T;
+    dims[1] = input_size;
+    ss_tensor_borrow(t, STATESAVER__V1__DTYPE__DT_FLOAT32, dims, 2, inputs,
+                     (size_t)T * input_size * sizeof(float));
+    sub->saver = unconst(saver);
+    sub->key.data = (uint8_t *)(uintptr_t)key->data;
+    sub->key.len = key->len;
+    sub->segment = segment;
+    sub->inputs = t;
+    sub->length = length;
+    sub->last = last;
+    req->body_case = STATESAVER__V1__REQUEST__BODY_SUBMIT;
+    req->submit = sub;
+}
+
+/* Check the body of a Submit reply; *already (may be NULL) set. */
+static int submit_reply(ss_client *c, ss_resp *r, bool *already)
+{
+    if (r->body_case != STATESAVER__V1__RESPONSE__BODY_SUBMIT)
+        return ss_client_fail(c, SS_ERR_PROTO, "server answered a submit with body %d",
+                              (int)r->body_case);
+    if (already)
+        *already = r->submit->already_queued;
+    return 0;
+}
+
+int ss_client_submit(ss_client *c, const char *saver, const ss_key *key,
+                     uint64_t segment, const float *inputs, uint32_t T,
+                     uint32_t input_size, uint32_t length, bool last,
+                     bool *already_queued)
+{
+    Statesaver__V1__SubmitRequest sub;
+    tensor_t t;
+    ss_req req;
+    int64_t dims[2];
+    ss_resp *r = NULL;
+
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (!saver || !key || !key->data || key->len == 0 || !inputs)
+        return ss_client_fail(c, SS_ERR_INVALID, "submit: saver, key or inputs missing");
+    if (T == 0 || input_size == 0 || length > T)
+        return ss_client_fail(c, SS_ERR_INVALID,
+                              "submit: need T >= 1, input_size >= 1, length <= T "
+                              "(T %u, input_size %u, length %u)", T, input_size, length);
+    if ((uint64_t)T * input_size > SIZE_MAX / sizeof(float))
+        return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: inputs too big");
+    build_submit(&sub, &t, &req, dims, saver, key, segment, inputs, T, input_size,
+                 length, last);
+    int rc = ss_client_call(c, &req, 0, &r);
+    if (rc < 0)
+        return rc;
+    rc = submit_reply(c, r, already_queued);
+    ss_client_response_free(r);
+    return rc;
+}
+
+/* One submit request in flight. */
+typedef struct inflight {
+    uint64_t id;       /* request id */
+    size_t index;      /* sequence index or ref index */
+    uint64_t segment;  /* segment number (submit) */
+} inflight;
+
+/* Shared state of one pipelined submit call. */
+typedef struct submit_ctx {
+    ss_client *c;                 /* connection */
+    const char *saver;            /* saver name */
+    const ss_sequence_in *seqs;   /* the sequences */
+    uint32_t input_size;          /* columns */
+    uint32_t T;                   /* num_unroll */
+    uint32_t full_retry_ms;       /* retry budget on RESOURCE_EXHAUSTED */
+    float *pad;                   /* [T, input_size] scratch for last segments */
+    ss_submit_fn cb;              /* per-segment report, may be NULL */
+    void *arg;                    /* cb's argument */
+    int first_err;                /* first error seen (0 if none) */
+} submit_ctx;
+
+/* Build and send (or, with sync, call) the request for one segment. */
+static int submit_segment(submit_ctx *x, size_t i, uint64_t s, bool sync, uint64_t *id,
+                          ss_resp **resp)
+{
+    const ss_sequence_in *q = &x->seqs[i];
+    uint64_t first = s * x->T;
+    uint64_t left = q->length - first;
+    uint32_t len = left < x->T ? (uint32_t)left : x->T;
+    bool last = first + len == q->length;
+    const float *in = q->data + first * x->input_size;
+    if (len < x->T) {
+        /* SQSS pad=True: the padding rows are zeros. */
+        size_t real = (size_t)len * x->input_size;
+        memcpy(x->pad, in, real * sizeof(float));
+        memset(x->pad + real, 0, ((size_t)x->T * x->input_size - real) * sizeof(float));
+        in = x->pad;
+    }
+    Statesaver__V1__SubmitRequest sub;
+    tensor_t t;
+    ss_req req;
+    int64_t dims[2];
+    build_submit(&sub, &t, &req, dims, x->saver, &q->key, s, in, x->T, x->input_size,
+                 len, last);
+    if (sync)
+        return ss_client_call(x->c, &req, 0, resp);
+    return ss_client_send(x->c, &req, id);
+}
+
+/* Handle the outcome rc/r of segment s of sequence i (r freed here).
+ * Returns a transport error to stop, else 0. */
+static int submit_outcome(submit_ctx *x, size_t i, uint64_t s, int rc, ss_resp *r)
+{
+    ss_client *c = x->c;
+    if (rc == SS_ERR_STATUS(STATESAVER__V1__CODE__RESOURCE_EXHAUSTED)) {
+        /* The queue is full: workers drain it, so wait and resend. */
+        int64_t give_up = mono_ms() + x->full_retry_ms;
+        uint32_t backoff = JOBS_FULL_BACKOFF_MIN_MS;
+        while (rc == SS_ERR_STATUS(STATESAVER__V1__CODE__RESOURCE_EXHAUSTED) &&
+               mono_ms() + backoff < give_up) {
+            sleep_ms(backoff);
+            backoff = backoff * 2 > JOBS_FULL_BACKOFF_MAX_MS ? JOBS_FULL_BACKOFF_MAX_MS
+                                                             : backoff * 2;
+            rc = submit_segment(x, i, s, true, NULL, &r);
+        }
+    }
+    if (rc == 0)
+        rc = submit_reply(c, r, NULL);
+    ss_client_response_free(r);
+    if (rc < 0 && x->first_err == 0)
+        x->first_err = rc;
+    if (x->cb)
+        x->cb(x->arg, i, s, rc, rc < 0 ? ss_client_last_error(c) : "");
+    if (rc < 0 && !SS_IS_STATUS_ERR(rc))
+        return rc;
+    return 0;
+}
+
+int ss_client_submit_sequences(ss_client *c, const char *saver,
+                               const ss_sequence_in *seqs, size_t n,
+                               uint32_t input_size, uint32_t num_unroll,
+                               const ss_jobs_pipeline *pipe, ss_submit_fn cb,
+                               void *arg)
+{
+    submit_ctx x = {.c = c, .saver = saver, .seqs = seqs, .input_size = input_size,
+                    .T = num_unroll, .cb = cb, .arg = arg};
+    inflight *ring = NULL;
+    uint32_t window = pipe && pipe->window ? pipe->window : SS_JOBS_WINDOW_DEFAULT;
+    size_t head = 0, count = 0;
+    int rc = 0;
+
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    x.full_retry_ms = pipe && pipe->full_retry_ms ? pipe->full_retry_ms
+                                                  : SS_JOBS_FULL_RETRY_MS_DEFAULT;
+    if (!saver || (n > 0 && !seqs))
+        return ss_client_fail(c, SS_ERR_INVALID, "submit: saver or sequences missing");
+    if (window > SS_JOBS_WINDOW_MAX)
+        return ss_client_fail(c, SS_ERR_INVALID, "submit: window %u exceeds %u", window,
+                              SS_JOBS_WINDOW_MAX);
+    if (num_unroll == 0 || num_unroll > SS_JOBS_NUM_UNROLL_MAX || input_size == 0)
+        return ss_client_fail(c, SS_ERR_INVALID,
+                              "submit: num_unroll must be 1..%u and input_size >= 1 "
+                              "(got %u and %u)", SS_JOBS_NUM_UNROLL_MAX, num_unroll,
+                              input_size);
+    if ((uint64_t)num_unroll * input_size > SIZE_MAX / sizeof(float) / 2)
+        return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: segment too big");
+    for (size_t i = 0; i < n; i++) {
+        const ss_sequence_in *q = &seqs[i];
+        if (!q->key.data || q->key.len == 0 || !q->data || q->length == 0)
+            return ss_client_fail(c, SS_ERR_INVALID,
+                                  "submit: sequence %zu has no key, no data or length 0", i);
+        if (q->length > SIZE_MAX / sizeof(float) / input_size)
+            return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: sequence %zu too long", i);
+    }
+    x.pad = malloc((size_t)num_unroll * input_size * sizeof(float));
+    ring = calloc(window, sizeof *ring);
+    if (!x.pad || !ring) {
+        rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t nseg = ss_jobs_segments(seqs[i].length, num_unroll);
+        for (uint64_t s = 0; s < nseg; s++) {
+            if (count == window) {
+                inflight *f = &ring[head];
+                ss_resp *r = NULL;
+                int got = ss_client_recv(c, f->id, 0, &r);
+                head = (head + 1) % window;
+                count--;
+                rc = submit_outcome(&x, f->index, f->segment, got, r);
+                if (rc < 0)
+                    goto out;
+            }
+            inflight *f = &ring[(head + count) % window];
+            f->index = i;
+            f->segment = s;
+            rc = submit_segment(&x, i, s, false, &f->id, NULL);
+            if (rc < 0) {
+                if (x.cb)
+                    x.cb(x.arg, i, s, rc, ss_client_last_error(c));
+                goto out;
+            }
+            count++;
+        }
+    }
+    while (count > 0) {
+        inflight *f = &ring[head];
+        ss_resp *r = NULL;
+        int got = ss_client_recv(c, f->id, 0, &r);
+        head = (head + 1) % window;
+        count--;
+        rc = submit_outcome(&x, f->index, f->segment, got, r);
+        if (rc < 0)
+            goto out;
+    }
+    rc = x.first_err;
+out:
+    free(ring);
+    free(x.pad);
+    return rc;
+}
+
+/* Keeps the message of the first failed segment for ss_client_last_error. */
+typedef struct first_msg {
+    char text[SS_CLIENT_ERRMSG_MAX]; /* message of the first failure */
+    bool set;                        /* text holds it */
+} first_msg;
+
+static void keep_first(void *arg, size_t i, uint64_t s, int rc, const char *m)
+{
+    first_msg *f = arg;
+    (void)i;
+    if (rc < 0 && !f->set) {
+        snprintf(f->text, sizeof f->text, "segment %llu: %s", (unsigned long long)s, m);
+        f->set = true;
+    }
+}
+
+int ss_client_submit_sequence(ss_client *c, const char *saver, const ss_key *key,
+                              const float *data, uint64_t length,
+                              uint32_t input_size, uint32_t num_unroll,
+                              uint64_t *n_segments)
+{
+    if (!c)
+        return SS_ERR_INVALID;
+    if (!key)
+        return ss_client_fail(c, SS_ERR_INVALID, "submit: key missing");
+    ss_sequence_in q = {.key = *key, .data = data, .length = length};
+    first_msg f = {.set = false};
+    int rc = ss_client_submit_sequences(c, saver, &q, 1, input_size, num_unroll, NULL,
+                                        keep_first, &f);
+    if (rc < 0 && f.set)
+        ss_client_fail(c, rc, "%s", f.text);
+    if (n_segments)
+        *n_segments = rc == 0 ? ss_jobs_segments(length, num_unroll) : 0;
+    return rc;
+}
+
+/* ---- await --------------------------------------------------------------- */
+
+void ss_await_result_free(ss_await_result *r)
+{
+    if (!r)
+        return;
+    ss_client_response_free(r->resp);
+    free(r->outputs_copy);
+    free(r);
+}
+
+/* Take ownership of a response with an await body and check it. */
+static int await_wrap(ss_client *c, ss_resp *resp, ss_await_result **out)
+{
+    ss_await_result *res = NULL;
+    int rc;
+    *out = NULL;
+    if (resp->body_case != STATESAVER__V1__RESPONSE__BODY_AWAIT_SEGMENT) {
+        rc = ss_client_fail(c, SS_ERR_PROTO, "server answered an await with body %d",
+                            (int)resp->body_case);
+        goto out;
+    }
+    const Statesaver__V1__AwaitResponse *a = resp->await_segment;
+    if (a->state != STATESAVER__V1__SEGMENT_STATE__SEG_DONE &&
+        a->state != STATESAVER__V1__SEGMENT_STATE__SEG_FAILED) {
+        rc = ss_client_fail(c, SS_ERR_PROTO, "await reply: segment state %d is not final",
+                            (int)a->state);
+        goto out;
+    }
+    if (a->n_names != a->n_final_states) {
+        rc = ss_client_fail(c, SS_ERR_PROTO, "await reply: %zu names, %zu final states",
+                            a->n_names, a->n_final_states);
+        goto out;
+    }
+    for (size_t i = 0; i < a->n_final_states; i++) {
+        const tensor_t *t = a->final_states[i];
+        if (!t || ss_tensor_check(t) < 0 ||
+            ((uintptr_t)t->data.data % ss_dtype_size(t->dtype)) != 0) {
+            rc = ss_client_fail(c, SS_ERR_PROTO, "await reply: final state %zu is malformed",
+                                i);
+            goto out;
+        }
+    }
+    res = calloc(1, sizeof *res);
+    if (!res) {
+        rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (a->state == STATESAVER__V1__SEGMENT_STATE__SEG_DONE) {
+        const tensor_t *o = a->outputs;
+        if (!is_f32_matrix(o) || a->length > o->shape[0]) {
+            rc = ss_client_fail(c, SS_ERR_PROTO, "await reply: outputs are malformed");
+            goto out;
+        }
+        res->rows = (uint32_t)o->shape[0];
+        res->cols = (uint32_t)o->shape[1];
+        res->outputs = aligned_floats(o->data.data, o->data.len, &res->outputs_copy);
+        if (!res->outputs) {
+            rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+    res->resp = resp;
+    res->a = a;
+    resp = NULL;
+    *out = res;
+    res = NULL;
+    rc = 0;
+out:
+    ss_await_result_free(res);
+    ss_client_response_free(resp);
+    return rc;
+}
+
+static void build_await(Statesaver__V1__AwaitRequest *a, ss_req *req, const char *saver,
+                        const ss_key *key, uint64_t segment, uint32_t wait_ms, bool collect)
+{
+    Statesaver__V1__AwaitRequest a0 = STATESAVER__V1__AWAIT_REQUEST__INIT;
+    ss_req r0 = STATESAVER__V1__REQUEST__INIT;
+    *a = a0;
+    *req = r0;
+    a->saver = unconst(saver);
+    a->key.data = (uint8_t *)(uintptr_t)key->data;
+    a->key.len = key->len;
+    a->segment = segment;
+    a->wait_ms = wait_ms;
+    a->collect = collect;
+    req->body_case = STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT;
+    req->await_segment = a;
+}
+
+int ss_client_await(ss_client *c, const char *saver, const ss_key *key,
+                    uint64_t segment, uint32_t wait_ms, bool collect,
+                    ss_await_result **out)
+{
+    Statesaver__V1__AwaitRequest a;
+    ss_req req;
+    ss_resp *r = NULL;
+    *out = NULL;
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (!saver || !key || !key->data || key->len == 0)
+        return ss_client_fail(c, SS_ERR_INVALID, "await: saver or key missing");
+    build_await(&a, &req, saver, key, segment, wait_ms, collect);
+    int rc = ss_client_call(c, &req, wait_ms, &r);
+    if (rc < 0)
+        return rc;
+    return await_wrap(c, r, out);
+}
+
+int ss_await_result_state(const ss_await_result *r)
+{
+    return r ? (int)r->a->state : SS_SEG_UNKNOWN;
+}
+
+uint32_t ss_await_result_length(const ss_await_result *r)
+{
+    return r ? r->a->length : 0;
+}
+
+bool ss_await_result_last(const ss_await_result *r)
+{
+    return r && r->a->last;
+}
+
+uint32_t ss_await_result_attempts(const ss_await_result *r)
+{
+    return r ? r->a->attempts : 0;
+}
+
+const char *ss_await_result_reason(const ss_await_result *r)
+{
+    return r && r->a->reason ? r->a->reason : "";
+}
+
+const float *ss_await_result_outputs(const ss_await_result *r, uint32_t *rows,
+                                     uint32_t *cols)
+{
+    if (rows)
+        *rows = r ? r->rows : 0;
+    if (cols)
+        *cols = r ? r->cols : 0;
+    return r ? r->outputs : NULL;
+}
+
+size_t ss_await_result_finals(const ss_await_result *r)
+{
+    return r ? r->a->n_final_states : 0;
+}
+
+const char *ss_await_result_final_name(const ss_await_result *r, size_t i)
+{
+    return r && i < r->a->n_names ? r->a->names[i] : NULL;
+}
+
+const void *ss_await_result_final(const ss_await_result *r, size_t i, int *dtype,
+                                  const int64_t **shape, size_t *rank, size_t *nbytes)
+{
+    if (!r || i >= r->a->n_final_states)
+        return NULL;
+    const tensor_t *t = r->a->final_states[i];
+    if (dtype)
+        *dtype = (int)t->dtype;
+    if (shape)
+        *shape = t->shape;
+    if (rank)
+        *rank = t->n_shape;
+    if (nbytes)
+        *nbytes = t->data.len;
+    return t->data.data;
+}
+
+int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *refs,
+                         size_t n, uint32_t wait_ms, uint64_t total_ms, bool collect,
+                         const ss_jobs_pipeline *pipe, ss_await_fn cb, void *arg)
+{
+    uint32_t window = pipe && pipe->window ? pipe->window : SS_JOBS_WINDOW_DEFAULT;
+    inflight *ring = NULL;
+    size_t *todo = NULL; /* ring of ref indices still to send */
+    size_t t_head = 0, t_count = 0, head = 0, count = 0;
+    int64_t give_up = total_ms ? mono_ms() + (int64_t)total_ms : INT64_MAX;
+    int rc = 0;
+
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (!saver || !cb || (n > 0 && !refs))
+        return ss_client_fail(c, SS_ERR_INVALID, "await: saver, refs or callback missing");
+    if (window > SS_JOBS_WINDOW_MAX)
+        return ss_client_fail(c, SS_ERR_INVALID, "await: window %u exceeds %u", window,
+                              SS_JOBS_WINDOW_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!refs[i].key.data || refs[i].key.len == 0)
+            return ss_client_fail(c, SS_ERR_INVALID, "await: ref %zu has no key", i);
+    ring = calloc(window, sizeof *ring);
+    todo = calloc(n ? n : 1, sizeof *todo);
+    if (!ring || !todo) {
+        rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        todo[i] = i;
+    t_count = n;
+    while (t_count > 0 || count > 0) {
+        /* Fill the window, then take the oldest reply. */
+        while (t_count > 0 && count < window) {
+            size_t i = todo[t_head];
+            t_head = (t_head + 1) % (n ? n : 1);
+            t_count--;
+            Statesaver__V1__AwaitRequest a;
+            ss_req req;
+            build_await(&a, &req, saver, &refs[i].key, refs[i].segment, wait_ms, collect);
+            inflight *f = &ring[(head + count) % window];
+            f->index = i;
+            rc = ss_client_send(c, &req, &f->id);
+            if (rc < 0)
+                goto out;
+            count++;
+        }
+        inflight *f = &ring[head];
+        size_t i = f->index;
+        ss_resp *r = NULL;
+        ss_await_result *res = NULL;
+        int got = ss_client_recv(c, f->id, held_timeout(c, wait_ms), &r);
+        head = (head + 1) % window;
+        count--;
+        if (got == 0)
+            got = await_wrap(c, r, &res);
+        if (got == SS_ERR_STATUS(STATESAVER__V1__CODE__DEADLINE_EXCEEDED) &&
+            mono_ms() < give_up) {
+            todo[(t_head + t_count) % n] = i; /* not done yet: ask again */
+            t_count++;
+            continue;
+        }
+        if (got < 0 && ss_client_broken(c)) {
+            rc = got; /* transport: the connection is unusable */
+            goto out;
+        }
+        if (cb(arg, i, got, res, got < 0 ? ss_client_last_error(c) : "") != 0) {
+            rc = ss_client_fail(c, SS_ERR_INVALID, "await: stopped by the callback");
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(todo);
+    free(ring);
+    return rc;
+}
+
+/* ---- lease --------------------------------------------------------------- */
+
+void ss_lease_free(ss_lease *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n_owned; i++)
+        free(l->owned[i]);
+    free(l->owned);
+    free(l->states);
+    free(l->inputs);
+    free(l->saver);
+    ss_client_response_free(l->resp);
+    free(l);
+}
+
+/* Aligned pointer to t's floats, copying into l->owned when needed. */
+static const float *lease_floats(ss_lease *l, const tensor_t *t)
+{
+    float *copy;
+    const float *p = aligned_floats(t->data.data, t->data.len, &copy);
+    if (copy)
+        l->owned[l->n_owned++] = copy;
+    return p;
+}
+
+/* Check the lease body and index its tensors. */
+static int lease_index(ss_client *c, ss_lease *l)
+{
+    const Statesaver__V1__LeaseResponse *b = l->l;
+    size_t ni = b->n_items, ns = b->n_names;
+    if (ns > SS_STATES_PER_SAVER_MAX)
+        return ss_client_fail(c, SS_ERR_PROTO, "lease reply: %zu states", ns);
+    l->inputs = calloc(ni ? ni : 1, sizeof *l->inputs);
+    l->states = calloc(ni * ns + 1, sizeof *l->states);
+    l->owned = calloc(ni * (ns + 1) + 1, sizeof *l->owned);
+    if (!l->inputs || !l->states || !l->owned)
+        return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < ni; i++) {
+        const Statesaver__V1__LeasedSegment *it = b->items[i];
+        if (!it || it->key.len == 0 || !is_f32_matrix(it->inputs) ||
+            it->length > it->inputs->shape[0] || it->n_states != ns)
+            return ss_client_fail(c, SS_ERR_PROTO, "lease reply: item %zu is malformed", i);
+        l->inputs[i] = lease_floats(l, it->inputs);
+        if (!l->inputs[i])
+            return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        for (size_t s = 0; s < ns; s++) {
+            const tensor_t *t = it->states[s];
+            if (!t || t->dtype != STATESAVER__V1__DTYPE__DT_FLOAT32 ||
+                ss_tensor_check(t) < 0)
+                return ss_client_fail(c, SS_ERR_PROTO,
+                                      "lease reply: item %zu state %s is not float32", i,
+                                      b->names[s]);
+            l->states[i * ns + s] = lease_floats(l, t);
+            if (!l->states[i * ns + s])
+                return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        }
+    }
+    return 0;
+}
+
+int ss_client_lease(ss_client *c, const char *saver, uint32_t max_batch,
+                    uint32_t wait_ms, uint32_t lease_ms, const char *worker,
+                    ss_lease **out)
+{
+    Statesaver__V1__LeaseRequest lr = STATESAVER__V1__LEASE_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ss_resp *r = NULL;
+    ss_lease *l = NULL;
+    int rc;
+
+    *out = NULL;
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (!saver)
+        return ss_client_fail(c, SS_ERR_INVALID, "lease: saver missing");
+    lr.saver = unconst(saver);
+    lr.max_batch = max_batch;
+    lr.wait_ms = wait_ms;
+    lr.lease_ms = lease_ms;
+    lr.worker = unconst(worker);
+    req.body_case = STATESAVER__V1__REQUEST__BODY_LEASE;
+    req.lease = &lr;
+    rc = ss_client_call(c, &req, wait_ms, &r);
+    if (rc < 0)
+        return rc;
+    if (r->body_case != STATESAVER__V1__RESPONSE__BODY_LEASE) {
+        rc = ss_client_fail(c, SS_ERR_PROTO, "server answered a lease with body %d",
+                            (int)r->body_case);
+        goto out;
+    }
+    l = calloc(1, sizeof *l);
+    if (l)
+        l->saver = strdup(saver);
+    if (!l || !l->saver) {
+        rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    l->resp = r;
+    l->l = r->lease;
+    r = NULL;
+    rc = lease_index(c, l);
+    if (rc < 0)
+        goto out;
+    *out = l;
+    l = NULL;
+    rc = 0;
+out:
+    ss_lease_free(l);
+    ss_client_response_free(r);
+    return rc;
+}
+
+uint64_t ss_lease_id(const ss_lease *l)
+{
+    return l ? l->l->lease_id : 0;
+}
+
+uint64_t ss_lease_deadline_ms(const ss_lease *l)
+{
+    return l ? l->l->deadline_ms : 0;
+}
+
+const char *ss_lease_saver(const ss_lease *l)
+{
+    return l ? l->saver : NULL;
+}
+
+size_t ss_lease_items(const ss_lease *l)
+{
+    return l ? l->l->n_items : 0;
+}
+
+size_t ss_lease_states(const ss_lease *l)
+{
+    return l ? l->l->n_names : 0;
+}
+
+const char *ss_lease_state_name(const ss_lease *l, size_t s)
+{
+    return l && s < l->l->n_names ? l->l->names[s] : NULL;
+}
+
+int ss_lease_item_get(const ss_lease *l, size_t i, ss_lease_item *out)
+{
+    if (!l || !out || i >= l->l->n_items)
+        return SS_ERR_INVALID;
+    const Statesaver__V1__LeasedSegment *it = l->l->items[i];
+    out->key.data = it->key.data;
+    out->key.len = it->key.len;
+    out->segment = it->segment;
+    out->length = it->length;
+    out->last = it->last;
+    out->attempts = it->attempts;
+    out->inputs = l->inputs[i];
+    out->rows = (uint32_t)it->inputs->shape[0];
+    out->cols = (uint32_t)it->inputs->shape[1];
+    return 0;
+}
+
+const float *ss_lease_item_state(const ss_lease *l, size_t i, size_t s, size_t *count)
+{
+    if (!l || i >= l->l->n_items || s >= l->l->n_names)
+        return NULL;
+    if (count)
+        *count = l->l->items[i]->states[s]->data.len / sizeof(float);
+    return l->states[i * l->l->n_names + s];
+}
+
+/* ---- complete ------------------------------------------------------------ */
+
+int ss_client_complete(ss_client *c, const ss_lease *l, const ss_complete_item *items,
+                       size_t n, bool *already_applied)
+{
+    Statesaver__V1__CompleteRequest cr = STATESAVER__V1__COMPLETE_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    Statesaver__V1__CompletedSegment *segs = NULL, **segp = NULL;
+    tensor_t *ts = NULL, **tsp = NULL; /* per item: outputs, then states */
+    int64_t (*odims)[2] = NULL;
+    ss_resp *r = NULL;
+    int rc;
+
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (!l || !items || n == 0)
+        return ss_client_fail(c, SS_ERR_INVALID, "complete: lease or items missing");
+    size_t ns = l->l->n_names, per = ns + 1;
+    segs = calloc(n, sizeof *segs);
+    segp = calloc(n, sizeof *segp);
+    ts = calloc(n * per, sizeof *ts);
+    tsp = calloc(n * per, sizeof *tsp);
+    odims = calloc(n, sizeof *odims);
+    if (!segs || !segp || !ts || !tsp || !odims) {
+        rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t k = 0; k < n; k++) {
+        const ss_complete_item *ci = &items[k];
+        if (ci->item >= l->l->n_items) {
+            rc = ss_client_fail(c, SS_ERR_INVALID, "complete: item %zu is not in the lease",
+                                ci->item);
+            goto out;
+        }
+        const Statesaver__V1__LeasedSegment *it = l->l->items[ci->item];
+        Statesaver__V1__CompletedSegment s0 = STATESAVER__V1__COMPLETED_SEGMENT__INIT;
+        Statesaver__V1__CompletedSegment *cs = &segs[k];
+        *cs = s0;
+        cs->key = it->key;
+        cs->segment = it->segment;
+        segp[k] = cs;
+        if (ci->error && ci->error[0]) {
+            cs->error = unconst(ci->error);
+            continue;
+        }
+        if (!ci->outputs || ci->out_cols == 0 || (ns > 0 && !ci->states)) {
+            rc = ss_client_fail(c, SS_ERR_INVALID,
+                                "complete: item %zu has no outputs or states", ci->item);
+            goto out;
+        }
+        tensor_t t0 = STATESAVER__V1__TENSOR__INIT;
+        tensor_t *o = &ts[k * per];
+        *o = t0;
+        odims[k][0] = it->inputs->shape[0];
+        odims[k][1] = ci->out_cols;
+        ss_tensor_borrow(o, STATESAVER__V1__DTYPE__DT_FLOAT32, odims[k], 2, ci->outputs,
+                         (size_t)odims[k][0] * ci->out_cols * sizeof(float));
+        cs->outputs = o;
+        for (size_t s = 0; s < ns; s++) {
+            const tensor_t *leased = it->states[s];
+            tensor_t *t = &ts[k * per + 1 + s];
+            if (!ci->states[s]) {
+                rc = ss_client_fail(c, SS_ERR_INVALID, "complete: item %zu state %zu missing",
+                                    ci->item, s);
+                goto out;
+            }
+            *t = t0;
+            /* The new state has the leased state's (the schema's) shape. */
+            ss_tensor_borrow(t, STATESAVER__V1__DTYPE__DT_FLOAT32, leased->shape,
+                             leased->n_shape, ci->states[s], leased->data.len);
+            tsp[k * per + 1 + s] = t;
+        }
+        cs->n_states = ns;
+        cs->states = &tsp[k * per + 1];
+    }
+    cr.saver = unconst(l->saver);
+    cr.lease_id = l->l->lease_id;
+    cr.n_items = n;
+    cr.items = segp;
+    req.body_case = STATESAVER__V1__REQUEST__BODY_COMPLETE;
+    req.complete = &cr;
+    rc = ss_client_call(c, &req, 0, &r);
+    if (rc < 0)
+        goto out;
+    if (r->body_case != STATESAVER__V1__RESPONSE__BODY_COMPLETE) {
+        rc = ss_client_fail(c, SS_ERR_PROTO, "server answered a complete with body %d",
+                            (int)r->body_case);
+        goto out;
+    }
+    if (already_applied) {
+        size_t na = r->complete->n_already_applied;
+        if (na != 0 && na != n) {
+            rc = ss_client_fail(c, SS_ERR_PROTO, "complete reply: %zu flags for %zu items",
+                                na, n);
+            goto out;
+        }
+        for (size_t k = 0; k < n; k++)
+            already_applied[k] = na && r->complete->already_applied[k];
+    }
+    rc = 0;
+out:
+    ss_client_response_free(r);
+    free(odims);
+    free(tsp);
+    free(ts);
+    free(segp);
+    free(segs);
+    return rc;
+}
