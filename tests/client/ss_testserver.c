@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +31,9 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
-int ss_testserver_start(ss_testserver *s, const char *token)
+static int start_on(ss_testserver *s, const char *token, bool v6)
 {
+    const char *listen = v6 ? "[::1]:0" : "127.0.0.1:0";
     const char *root = getenv("SS_BUILD_ROOT");
     const char *tmp = getenv("TMPDIR");
     char bin[1024], data[512], portfile[512], tokfile[512];
@@ -68,10 +70,10 @@ int ss_testserver_start(ss_testserver *s, const char *token)
     }
     if (pid == 0) {
         if (token)
-            execl(bin, bin, "--listen", "127.0.0.1:0", "--data", data, "--port-file",
+            execl(bin, bin, "--listen", listen, "--data", data, "--port-file",
                   portfile, "--sync", "off", "--auth-token-file", tokfile, (char *)NULL);
         else
-            execl(bin, bin, "--listen", "127.0.0.1:0", "--data", data, "--port-file",
+            execl(bin, bin, "--listen", listen, "--data", data, "--port-file",
                   portfile, "--sync", "off", (char *)NULL);
         _exit(127);
     }
@@ -90,7 +92,7 @@ int ss_testserver_start(ss_testserver *s, const char *token)
             fclose(fp);
             if (ok == 1 && port > 0) {
                 s->port = port;
-                snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", port);
+                snprintf(s->addr, sizeof s->addr, v6 ? "[::1]:%d" : "127.0.0.1:%d", port);
                 return 0;
             }
         }
@@ -99,6 +101,16 @@ int ss_testserver_start(ss_testserver *s, const char *token)
     fprintf(stderr, "statesaver-server wrote no port file in %d ms\n", TESTSERVER_START_MS);
     ss_testserver_stop(s);
     return -1;
+}
+
+int ss_testserver_start(ss_testserver *s, const char *token)
+{
+    return start_on(s, token, false);
+}
+
+int ss_testserver_start_v6(ss_testserver *s, const char *token)
+{
+    return start_on(s, token, true);
 }
 
 void ss_testserver_stop(ss_testserver *s)

@@ -1,7 +1,7 @@
 /* ss_testserver -- start and stop the real statesaver-server for client tests.
  *
  * The server binary is $SS_BUILD_ROOT/server/statesaver-server. It listens
- * on 127.0.0.1 port 0 with --sync off and a fresh LMDB directory under a
+ * on 127.0.0.1 (or ::1) port 0 with --sync off and a fresh LMDB directory under a
  * temporary directory; the bound port comes back through --port-file.
  */
 #ifndef SS_TESTSERVER_H
@@ -12,13 +12,16 @@
 typedef struct ss_testserver {
     pid_t pid;          /* server process, 0 when not running */
     int port;           /* bound port */
-    char addr[64];      /* "127.0.0.1:PORT" */
+    char addr[64];      /* "127.0.0.1:PORT" or "[::1]:PORT" */
     char dir[256];      /* temporary directory (data, port file, token) */
 } ss_testserver;
 
 /* Start a server; token (NUL-terminated) or NULL for no authentication.
  * Returns 0, or -1 with a message on stderr. Waits up to 20 s for the port. */
 int ss_testserver_start(ss_testserver *s, const char *token);
+
+/* The same on an IPv6 loopback: listens on [::1]:0, addr is "[::1]:PORT". */
+int ss_testserver_start_v6(ss_testserver *s, const char *token);
 
 /* SIGTERM, wait (SIGKILL after 10 s), remove the directory. */
 void ss_testserver_stop(ss_testserver *s);

@@ -28,6 +28,7 @@
 
 static ss_testserver srv;      /* plain server for most cases */
 static ss_testserver auth_srv; /* server with AUTH_TOKEN */
+static ss_testserver v6_srv;   /* server on [::1] */
 static ss_client *c;           /* per-test connection to srv */
 
 #define KEY(s) ((ss_key){(s), sizeof(s) - 1})
@@ -51,6 +52,16 @@ static void start_auth(void)
 static void stop_auth(void)
 {
     ss_testserver_stop(&auth_srv);
+}
+
+static void start_v6(void)
+{
+    ck_assert_msg(ss_testserver_start_v6(&v6_srv, NULL) == 0, "IPv6 server did not start");
+}
+
+static void stop_v6(void)
+{
+    ss_testserver_stop(&v6_srv);
 }
 
 static void connect_client(void)
@@ -677,6 +688,20 @@ START_TEST(test_stats)
 }
 END_TEST
 
+/* ---- IPv6 ----------------------------------------------------------------- */
+
+START_TEST(test_ipv6_literal)
+{
+    ss_client *x = NULL;
+    uint64_t t = 0;
+    int rc = ss_client_connect(&x, v6_srv.addr, TEST_TIMEOUT_MS);
+    ck_assert_msg(rc == 0, "%s: %s", v6_srv.addr, ss_strerror(rc));
+    ck_assert_int_eq(ss_client_ping(x, &t), 0);
+    ck_assert_uint_gt(t, 0);
+    ss_client_close(x);
+}
+END_TEST
+
 /* ---- authentication ------------------------------------------------------ */
 
 struct auth_case {
@@ -748,6 +773,12 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_drop);
     tcase_add_test(tc, test_list_paging);
     tcase_add_test(tc, test_stats);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("ipv6");
+    tcase_add_unchecked_fixture(tc, start_v6, stop_v6);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_ipv6_literal);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("auth");
