@@ -409,7 +409,8 @@ void ss_conn_request_done(ss_conn *c)
 void ss_conn_send(ss_conn *c, uint8_t *frame, size_t len)
 {
     out_chunk *ch = CHUNK_OF(frame);
-    if (c->closing) {
+    /* After the half-close nothing more can be sent. */
+    if (c->closing || c->lingering) {
         free(ch);
         return;
     }
