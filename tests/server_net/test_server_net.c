@@ -760,6 +760,68 @@ START_TEST(test_restart)
 }
 END_TEST
 
+/* SIGTERM with many writes in flight: every request the server took is
+ * committed and answered OK before it exits 0; every ack survives. */
+START_TEST(test_shutdown_inflight)
+{
+    enum { N = 1000 };
+    tsrv s;
+    tsrv_init(&s);
+    tsrv_start(&s, NULL);
+    int fd = tc_connect(s.port);
+    ck_assert_int_ge(fd, 0);
+    declare_ok(fd, "g");
+    char keys[N][16];
+    tbuf buf = {NULL, 0, 0};
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "g%d", i);
+        const char *k = keys[i];
+        uint64_t seg = 0;
+        append_req(&buf, treq_save((uint64_t)i + 1, "g", 1, &k, &seg, 2,
+                                   state_dims, (float)i));
+    }
+    ck_assert_int_eq(tc_write_all(fd, buf.data, buf.len, T_WAIT), 0);
+    tbuf_free(&buf);
+    bool acked[N + 1] = {false};
+    tresp *r = tc_recv(fd, T_WAIT, NULL);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(tresp_code(r), 0);
+    acked[r->id] = true;
+    tresp_free(r);
+    kill(s.pid, SIGTERM);
+    int n_acked = 1;
+    bool eof = false;
+    while ((r = tc_recv(fd, T_WAIT, &eof)) != NULL) {
+        ck_assert_msg(tresp_code(r) == 0, "id %llu: %s",
+                      (unsigned long long)r->id, r->status->message);
+        acked[r->id] = true;
+        n_acked++;
+        tresp_free(r);
+    }
+    ck_assert_msg(eof, "connection not closed at shutdown");
+    close(fd);
+    int st = tsrv_stop(&s, SIGTERM, 15000);
+    if (st != 0)
+        tsrv_dump_log(&s);
+    ck_assert_int_eq(st, 0);
+
+    tsrv_start(&s, NULL);
+    fd = tc_connect(s.port);
+    ck_assert_int_ge(fd, 0);
+    for (int i = 0; i < N; i++) {
+        if (!acked[i + 1])
+            continue;
+        r = fetch(fd, "g", keys[i]);
+        expect_ok(r, 903, "fetch after shutdown");
+        expect_state(r, 1, (float)i);
+        tresp_free(r);
+    }
+    close(fd);
+    ck_assert_int_eq(tsrv_stop(&s, SIGTERM, 15000), 0);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
 /* ---- (e) kill -9 durability with --sync on ---- */
 
 START_TEST(test_kill9)
@@ -1156,6 +1218,7 @@ static Suite *server_net_suite(void)
 
     tc = tcase_create("process");
     tcase_add_test(tc, test_restart);
+    tcase_add_test(tc, test_shutdown_inflight);
     tcase_add_test(tc, test_kill9);
     tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_ipv6_halfclose);
