@@ -87,6 +87,11 @@ struct bench {
     uint64_t *lat_ns;         /* requests entries: latency per request */
     uint64_t t_start;         /* uv_hrtime() when traffic began */
     uint64_t t_end;           /* uv_hrtime() of the last response */
+    uv_timer_t watchdog;      /* fails the run when nothing moves */
+    bool watchdog_open;       /* watchdog initialised, not yet closed */
+    uint64_t last_progress;   /* uv_hrtime() of the last connect or reply */
+    uint64_t stall_ns;        /* --timeout-ms: longest time without progress */
+    size_t open_conns;        /* connections not yet closed */
     bool failed;              /* an error stopped the run */
     char err[512];            /* first error */
 };
@@ -105,11 +110,15 @@ static const char bench_usage[] =
     "  --batch B          keys (states) per request (default 1)\n"
     "  --state-bytes N    bytes per state, multiple of 4 (default 4096)\n"
     "  --keys N           key space (default 10000; save needs >= clients*batch)\n"
+    "  --keep             do not drop the saver afterwards\n"
     "  --json             one JSON object: op, clients, requests, batch,\n"
     "                     state_bytes, keys, seconds, requests_per_sec,\n"
-    "                     states_per_sec, p50_ms, p90_ms, p99_ms, max_ms\n";
+    "                     states_per_sec, p50_ms, p90_ms, p99_ms, max_ms\n"
+    "The global --timeout-ms bounds every setup call and, during the run, the\n"
+    "time without any reply: a stalled server ends the run with exit 1.\n";
 
 static void bench_fail(bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void close_all(bench *b);
 
 static void on_close(uv_handle_t *h)
 {
@@ -118,10 +127,25 @@ static void on_close(uv_handle_t *h)
 
 static void conn_close(bench_conn *c)
 {
+    bench *b = c->b;
     if (c->open) {
         c->open = false;
         uv_close((uv_handle_t *)&c->tcp, on_close);
+        /* The last connection gone: the watchdog must not keep the loop. */
+        if (--b->open_conns == 0 && b->watchdog_open) {
+            b->watchdog_open = false;
+            uv_close((uv_handle_t *)&b->watchdog, on_close);
+        }
     }
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    bench *b = t->data;
+    uint64_t idle = uv_hrtime() - b->last_progress;
+    if (idle > b->stall_ns)
+        bench_fail(b, "no reply for %llu ms (--timeout-ms)",
+                   (unsigned long long)(idle / 1000000u));
 }
 
 static void close_all(bench *b)
@@ -257,6 +281,7 @@ static void start_traffic(bench *b)
 static void conn_ready(bench_conn *c)
 {
     c->ready = true;
+    c->b->last_progress = uv_hrtime();
     if (++c->b->connected == c->b->clients)
         start_traffic(c->b);
 }
@@ -312,6 +337,7 @@ static void on_response(bench_conn *c, Statesaver__V1__Response *r)
     }
     b->lat_ns[b->completed++] = now - c->t_sent;
     b->t_end = now;
+    b->last_progress = now;
     send_next(c);
 }
 
@@ -576,6 +602,17 @@ static int run_loop(bench *b)
         cli_error("bench: uv_loop_init: %s", uv_strerror(rc));
         return CLI_EXIT_FAIL;
     }
+    b->stall_ns = (uint64_t)b->ctx->timeout_ms * 1000000u;
+    b->last_progress = uv_hrtime();
+    if ((rc = uv_timer_init(&b->loop, &b->watchdog)) < 0) {
+        cli_error("bench: uv_timer_init: %s", uv_strerror(rc));
+        uv_loop_close(&b->loop);
+        return CLI_EXIT_FAIL;
+    }
+    b->watchdog_open = true;
+    b->watchdog.data = b;
+    uint64_t period = b->ctx->timeout_ms < 1000 ? (uint64_t)b->ctx->timeout_ms : 1000;
+    uv_timer_start(&b->watchdog, on_watchdog, period, period);
     for (size_t i = 0; i < b->clients; i++) {
         bench_conn *c = &b->conns[i];
         c->b = b;
@@ -587,6 +624,7 @@ static int run_loop(bench *b)
             break;
         }
         c->open = true;
+        b->open_conns++;
         c->tcp.data = c;
         c->connect_req.data = c;
         c->write_req.data = c;
@@ -596,6 +634,10 @@ static int run_loop(bench *b)
             bench_fail(b, "connect: %s", uv_strerror(rc));
             break;
         }
+    }
+    if (b->open_conns == 0 && b->watchdog_open) {
+        b->watchdog_open = false;
+        uv_close((uv_handle_t *)&b->watchdog, on_close);
     }
     uv_run(&b->loop, UV_RUN_DEFAULT);
     uv_loop_close(&b->loop);

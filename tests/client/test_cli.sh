@@ -37,7 +37,8 @@ start_server() {
   mkdir -p "$d"
   "$SERVER" --listen 127.0.0.1:0 --data "$d/data" --port-file "$d/port" \
     --sync off "$@" >"$d/server.log" 2>&1 &
-  PIDS="$PIDS $!"
+  SPID=$!
+  PIDS="$PIDS $SPID"
   i=0
   while [ ! -s "$d/port" ]; do
     i=$((i + 1))
@@ -60,6 +61,7 @@ run() {
 contains() { grep -q -- "$2" "$TMP/$1" || fail "$1 of the last command lacks '$2'"; }
 
 start_server "$TMP/s1"
+S1PID=$SPID
 export STATESAVER_SERVER=127.0.0.1:$PORT
 
 # ---- help, version, usage errors (exit 2)
@@ -189,6 +191,29 @@ contains out "requests per second"
 run 0 "$CLI" ls
 grep -q bench- "$TMP/out" && fail "bench left its saver behind"
 run 2 "$CLI" bench --op save --clients 8 --batch 4 --keys 10
+
+# a server that stops answering mid-run: the bench gives up after
+# --timeout-ms without a reply instead of hanging
+BASE=$("$CLI" stats --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
+"$CLI" --timeout-ms 1000 bench --clients 4 --requests 100000000 --keys 8 \
+  >"$TMP/out" 2>"$TMP/err" &
+BPID=$!
+# stop the server only once the timed phase is under way (many requests)
+i=0
+until "$CLI" stats --json 2>/dev/null |
+    "$PY" -c 'import json,sys; sys.exit(json.load(sys.stdin)["requests"] < int(sys.argv[1]) + 5000)' "$BASE"; do
+  i=$((i + 1))
+  [ $i -le 200 ] || fail "bench made no progress"
+  sleep 0.05
+done
+kill -STOP "$S1PID"
+set +e
+wait "$BPID"
+got=$?
+set -e
+kill -CONT "$S1PID"
+[ "$got" -eq 1 ] || fail "bench against a stopped server exited $got, expected 1"
+contains err "no reply for"
 
 # ---- authentication
 printf 'tok-123\n' >"$TMP/token"
