@@ -146,6 +146,40 @@ START_TEST(test_connect_refused)
 }
 END_TEST
 
+/* A listener whose accept queue is full drops new SYNs, so a connect
+ * there can only end by the client's own connect timeout. */
+START_TEST(test_connect_timeout)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(lfd, 0), 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    /* Fill the accept queue (never accepted). */
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        (void)connect(fill[i], (struct sockaddr *)&sa, sizeof sa);
+    }
+    usleep(100 * 1000);
+    char addr[64], err[256] = "";
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
+    ss_client_options o;
+    ss_client_options_init(&o);
+    o.server = addr;
+    o.connect_timeout_ms = 300;
+    ss_client *x = NULL;
+    int rc = ss_client_open(&x, &o, err, sizeof err);
+    ck_assert_msg(rc == SS_ERR_TIMEOUT, "got %d (%s): %s", rc, ss_strerror(rc), err);
+    ck_assert_ptr_null(x);
+    ck_assert_msg(strstr(err, "timed out") != NULL, "message: %s", err);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(lfd);
+}
+END_TEST
+
 struct addr_case {
     const char *addr; /* server address text */
     int want;         /* expected return of ss_client_connect */
@@ -747,6 +781,7 @@ static Suite *client_suite(void)
     Suite *s = suite_create("client");
     TCase *tc = tcase_create("offline");
     tcase_add_test(tc, test_connect_refused);
+    tcase_add_test(tc, test_connect_timeout);
     tcase_add_loop_test(tc, test_connect_bad_address, 0,
                         sizeof addr_cases / sizeof addr_cases[0]);
     suite_add_tcase(s, tc);
