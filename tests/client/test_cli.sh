@@ -13,7 +13,9 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/ss-cli-test-XXXXXX")
 PIDS=""
 
 cleanup() {
+  [ -n "${BPID:-}" ] && kill "$BPID" 2>/dev/null
   for p in $PIDS; do
+    kill -CONT "$p" 2>/dev/null || true # a stopped server cannot take SIGTERM
     kill "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
@@ -210,6 +212,7 @@ kill -STOP "$S1PID"
 set +e
 wait "$BPID"
 got=$?
+BPID=
 set -e
 kill -CONT "$S1PID"
 [ "$got" -eq 1 ] || fail "bench against a stopped server exited $got, expected 1"
