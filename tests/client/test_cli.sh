@@ -13,7 +13,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/ss-cli-test-XXXXXX")
 PIDS=""
 
 cleanup() {
-  [ -n "${BPID:-}" ] && kill "$BPID" 2>/dev/null
+  if [ -n "${BPID:-}" ]; then kill "$BPID" 2>/dev/null || true; fi
   for p in $PIDS; do
     kill -CONT "$p" 2>/dev/null || true # a stopped server cannot take SIGTERM
     kill "$p" 2>/dev/null || true
