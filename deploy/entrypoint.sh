@@ -5,6 +5,7 @@
 #                                --sync $STATESAVER_SYNC [--auth-token-file $STATESAVER_AUTH_TOKEN_FILE]
 #   statesaver-worker serve      --server $STATESAVER_SERVER --model $STATESAVER_MODEL
 #                                --saver $STATESAVER_SAVER --batch $STATESAVER_BATCH
+#                                [--token-file $STATESAVER_AUTH_TOKEN_FILE]
 #   statesaver ...               reads STATESAVER_SERVER itself
 # Any other command runs unchanged (e.g. `sh`).
 set -eu
@@ -37,6 +38,9 @@ case "$cmd" in
       has --model "$@" || set -- --model "$STATESAVER_MODEL" "$@"
       has --saver "$@" || set -- --saver "$STATESAVER_SAVER" "$@"
       has --batch "$@" || set -- --batch "$STATESAVER_BATCH" "$@"
+      if [ -n "${STATESAVER_AUTH_TOKEN_FILE:-}" ] && ! has --token-file "$@"; then
+        set -- --token-file "$STATESAVER_AUTH_TOKEN_FILE" "$@"
+      fi
       exec statesaver-worker serve "$@"
     fi
     exec "$@"

@@ -7,7 +7,9 @@ Python client (client/python) against a server running from the image.
   image_client.py ADDR jobs DIR          submit sequences for the workers; write
                                          DIR/x-KEY.npy inputs and, once done,
                                          DIR/y-KEY.npy outputs (from Await)
-  image_client.py - compare DIR          y-KEY.npy == DIR/u-KEY.npy (unroll)
+  image_client.py - demo DIR             check statesaver-demo's DIR/demo-out/demo.npy,
+                                         write x-demo.npy / y-demo.npy for compare
+  image_client.py - compare DIR          every DIR/y-KEY.npy == DIR/u-KEY.npy (unroll)
 Needs STATESAVER_PB2_DIR (protoc output) and SS_SOURCE_ROOT. Exit 0 on success.
 """
 import os
@@ -26,8 +28,29 @@ NUM_UNROLL = 5
 
 def main(argv):
     addr, cmd, path = argv[1], argv[2], argv[3]
+    if cmd == "demo":
+        # statesaver-demo's outputs, and its inputs (the same bytes as the
+        # image's, from make-model.py) time-major for the unroll.
+        sys.path.insert(0, os.path.join(os.environ.get("SS_SOURCE_ROOT", "."), "deploy"))
+        import importlib
+        mm = importlib.import_module("make-model")
+        tmp = os.path.join(path, "demo-in.npy")
+        with open(tmp, "wb") as f:
+            f.write(mm.inputs_npy())
+        x = np.load(tmp)
+        y = np.load(os.path.join(path, "demo-out", "demo.npy"))
+        if y.shape != (x.shape[0], 8):
+            print("image_client: demo outputs have shape %s, want (%d, 8)" % (y.shape, x.shape[0]))
+            return 1
+        np.save(os.path.join(path, "x-demo.npy"), x[:, None, :])
+        np.save(os.path.join(path, "y-demo.npy"), y)
+        return 0
     if cmd == "compare":
-        for k, n in LENGTHS.items():
+        keys = sorted(f[2:-4] for f in os.listdir(path) if f.startswith("y-") and f.endswith(".npy"))
+        if not keys:
+            print("image_client: nothing to compare in", path)
+            return 1
+        for k in keys:
             y = np.load(os.path.join(path, "y-%s.npy" % k))
             u = np.load(os.path.join(path, "u-%s.npy" % k))[:, 0, :]
             if y.shape != u.shape or not np.allclose(y, u, rtol=1e-5, atol=1e-6):
@@ -35,7 +58,8 @@ def main(argv):
                       % (k, y.shape, u.shape,
                          np.abs(y - u).max() if y.shape == u.shape else "n/a"))
                 return 1
-            print("image_client: %s: %d steps through submit/await == whole unroll" % (k, n))
+            print("image_client: %s: %d steps through the job queue == whole unroll"
+                  % (k, y.shape[0]))
         return 0
     c = statesaver.Client(addr, timeout=30)
     if cmd == "save":

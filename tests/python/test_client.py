@@ -370,6 +370,120 @@ class AuthTest(unittest.TestCase):
             os.rmdir(tmp)
 
 
+def unroll_whole(model, x, tmp):
+    """`statesaver-worker unroll` of one whole sequence x [T, in]: returns
+    (outputs [T, H], c [H], h [H])."""
+    xin, yout = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
+    fc, fh = os.path.join(tmp, "c.npy"), os.path.join(tmp, "h.npy")
+    np.save(xin, x[:, None, :].astype(np.float32))
+    subprocess.run([harness.WORKER, "unroll", "--model", model, "--inputs", xin,
+                    "--outputs", yout, "--final-state", "cell_0/c=" + fc,
+                    "--final-state", "cell_0/h=" + fh], check=True, timeout=60)
+    return np.load(yout)[:, 0, :], np.load(fc).reshape(-1), np.load(fh).reshape(-1)
+
+
+class JobApiTest(unittest.TestCase):
+    """Submit/Lease/Complete/Await through the Python client, with a numpy
+    LSTM worker in a thread (the Python side of a worker), against the C
+    whole-sequence unroll."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ss-pyjobapi-")
+        self.model = os.path.join(self.tmp, "model.safetensors")
+        subprocess.run([sys.executable, harness.MAKE_MODEL, self.model], check=True)
+        self.w, self.meta = read_safetensors(self.model)
+        self.c = Client(SERVER.address, timeout=30)
+        self.saver = "py-jobapi-" + self.id().rsplit(".", 1)[-1]
+        self.c.declare(self.saver, {"cell_0/c": [8], "cell_0/h": [8]})
+
+    def tearDown(self):
+        self.c.close()
+        for f in os.listdir(self.tmp):
+            os.unlink(os.path.join(self.tmp, f))
+        os.rmdir(self.tmp)
+
+    def python_worker(self, stop, done, errors_out):
+        try:
+            with Client(SERVER.address, timeout=30) as wc:
+                while not stop.is_set():
+                    lease = wc.lease(self.saver, max_batch=2, wait_ms=100, worker="py-test")
+                    items = []
+                    for it in lease.items:
+                        T = it.inputs.shape[0]
+                        out, c, h = lstm_reference(
+                            it.inputs[:it.length, None, :].astype(np.float64),
+                            it.states["cell_0/c"][None].astype(np.float64),
+                            it.states["cell_0/h"][None].astype(np.float64),
+                            self.w["cell_0/kernel"], self.w["cell_0/bias"])
+                        y = np.zeros((T, out.shape[2]), np.float32)
+                        y[:it.length] = out[:, 0, :]
+                        items.append(dict(key=it.key, segment=it.segment, outputs=y,
+                                          states={"cell_0/c": c[0], "cell_0/h": h[0]}))
+                    if items:
+                        wc.complete(self.saver, lease.lease_id, items)
+                        done.extend((i["key"], i["segment"]) for i in items)
+        except Exception as e:  # reported by the test thread
+            errors_out.append(e)
+
+    def test_chunked_jobs_equal_whole_sequence_unroll(self):
+        import threading
+        stop, done, errs = threading.Event(), [], []
+        t = threading.Thread(target=self.python_worker, args=(stop, done, errs))
+        t.start()
+        try:
+            rng = np.random.default_rng(9)
+            xs = {b"a": rng.standard_normal((23, 4)), b"b": rng.standard_normal((10, 4)),
+                  b"c": rng.standard_normal((3, 4))}
+            nseg = {k: self.c.submit_sequence(self.saver, k, x, num_unroll=5)
+                    for k, x in xs.items()}
+            self.assertEqual(nseg, {b"a": 5, b"b": 2, b"c": 1})
+            for k, x in xs.items():
+                out, finals = self.c.await_sequence(self.saver, k, nseg[k], timeout=60)
+                y, fc, fh = unroll_whole(self.model, x, self.tmp)
+                np.testing.assert_allclose(out, y, rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(finals["cell_0/c"], fc, rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(finals["cell_0/h"], fh, rtol=1e-5, atol=1e-5)
+            # Collected outputs are gone; each segment ran exactly once.
+            with self.assertRaises(statesaver.NotFound):
+                self.c.await_segment(self.saver, b"a", 0, wait_ms=10)
+            self.assertEqual(sorted(done), sorted((k, s) for k in xs for s in range(nseg[k])))
+            # Every sequence's record ended with its last segment (final save).
+            r = self.c.fetch(self.saver, list(xs))
+            self.assertEqual(r.next_segment.tolist(), [0, 0, 0])
+        finally:
+            stop.set()
+            t.join(10)
+        self.assertEqual(errs, [])
+
+    def test_job_bad_input(self):
+        x = np.ones((5, 4), np.float32)
+        cases = [
+            ("undeclared saver", lambda: self.c.submit("py-no-such", "k", 0, x),
+             statesaver.NotFound),
+            ("length beyond T", lambda: self.c.submit(self.saver, "k", 0, x, length=6),
+             statesaver.InvalidArgument),
+            ("inputs not 2-D", lambda: self.c.submit(self.saver, "k", 0, x[None]),
+             statesaver.InvalidArgument),
+            ("await never submitted", lambda: self.c.await_segment(self.saver, "zz", 0, wait_ms=10),
+             statesaver.NotFound),
+            ("complete unknown lease",
+             lambda: self.c.complete(self.saver, 987654, [dict(key="k", segment=0, error="x")]),
+             statesaver.FailedPrecondition),
+        ]
+        for name, call, exc in cases:
+            with self.subTest(name):
+                with self.assertRaises(exc) as cm:
+                    call()
+                self.assertTrue(cm.exception.message)
+        # Identical resubmission is accepted as already queued; different
+        # inputs for a queued segment are refused.
+        self.assertFalse(self.c.submit(self.saver, "d", 0, x))
+        self.assertTrue(self.c.submit(self.saver, "d", 0, x))
+        with self.assertRaises(statesaver.AlreadyExists):
+            self.c.submit(self.saver, "d", 0, x * 2)
+        self.assertEqual(self.c.stats(self.saver)["queued"] >= 1, True)
+
+
 @unittest.skipUnless(harness.worker_can_serve(),
                      "statesaver-worker serve is not in this build yet")
 class JobTest(unittest.TestCase):
@@ -396,18 +510,10 @@ class JobTest(unittest.TestCase):
                 out, finals = c.await_sequence(saver, k, nseg[k], timeout=60)
                 self.assertEqual(out.shape, (lengths[k], units))
                 # The whole sequence in one offline unroll, time-major [T, 1, in].
-                xin, yout = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
-                fc, fh = os.path.join(tmp, "c.npy"), os.path.join(tmp, "h.npy")
-                np.save(xin, x[:, None, :])
-                subprocess.run([harness.WORKER, "unroll", "--model", model, "--inputs", xin,
-                                "--outputs", yout, "--final-state", "cell_0/c=" + fc,
-                                "--final-state", "cell_0/h=" + fh], check=True, timeout=60)
-                whole = np.load(yout)[:, 0, :]
+                whole, fc, fh = unroll_whole(model, x, tmp)
                 np.testing.assert_allclose(out, whole, rtol=1e-5, atol=1e-6)
-                np.testing.assert_allclose(finals["cell_0/c"].reshape(-1),
-                                           np.load(fc).reshape(-1), rtol=1e-5, atol=1e-6)
-                np.testing.assert_allclose(finals["cell_0/h"].reshape(-1),
-                                           np.load(fh).reshape(-1), rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(finals["cell_0/c"].reshape(-1), fc, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(finals["cell_0/h"].reshape(-1), fh, rtol=1e-5, atol=1e-6)
                 # And both equal the float64 numpy reference of TF's LSTMCell.
                 ref, _, _ = lstm_reference(x[:, None, :].astype(np.float64),
                                            np.zeros((1, units)), np.zeros((1, units)),

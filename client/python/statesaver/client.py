@@ -142,7 +142,11 @@ class Client:
         self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if token is not None:
-            self.hello(token, client_name)
+            try:
+                self.hello(token, client_name)
+            except BaseException:
+                self.close()
+                raise
 
     # ---- plumbing ------------------------------------------------------
 
