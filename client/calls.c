@@ -35,11 +35,12 @@ int ss_client_run(ss_client *c, ss_req *req, uint32_t wait_ms, int want_case,
     int rc = ss_client_call(c, req, wait_ms, &r);
     if (rc < 0)
         return rc;
-    if ((int)r->body_case != want_case) {
+    int got_case = (int)r->body_case;
+    if (got_case != want_case) {
         ss_client_response_free(r);
         return ss_client_fail(c, SS_ERR_PROTO,
-                              "server answered with body %d, expected %d",
-                              (int)r->body_case, want_case);
+                              "server answered with body %d, expected %d", got_case,
+                              want_case);
     }
     *out = r;
     return 0;
