@@ -70,6 +70,7 @@ typedef struct seq {
     npy_io_array in;      /* float32 [length, input_size] */
     uint64_t length;      /* steps */
     uint64_t n_segments;  /* segments it is cut into */
+    uint64_t first_ref;   /* index of its segment 0 in run.queued */
     uint64_t done;        /* segments received */
     float *out;           /* [length, out_cols] once the first output came */
     uint32_t out_cols;    /* output width */
@@ -92,6 +93,7 @@ typedef struct run {
     uint64_t segs_done;   /* segments accounted for (done, failed) */
     ss_segment_ref *refs; /* segments to await, sequence by sequence */
     size_t *ref_seq;      /* per await ref: its sequence */
+    bool *queued;         /* per segment of every sequence: submit succeeded */
     int status;           /* exit status so far */
     bool tty;             /* stderr is a terminal */
     int64_t t0;           /* start (ms) */
@@ -130,7 +132,7 @@ static void progress(run *r, bool force)
     fmt_duration(eta, sizeof eta,
                  rate > 0 ? (double)(r->total_steps - r->steps_done) / rate : -1);
     if (!r->tty) {
-        fprintf(stderr, "submit: %s %llu/%llu steps (%.1f%%), %llu/%llu segments, "
+        fprintf(stderr, "[%s] %llu/%llu steps (%.1f%%), %llu/%llu segments, "
                 "%.0f steps/s, ETA %s\n", r->phase, (unsigned long long)r->steps_done,
                 (unsigned long long)r->total_steps, frac * 100.0,
                 (unsigned long long)r->segs_done, (unsigned long long)r->segs_total, rate,
@@ -194,6 +196,7 @@ static void free_run(run *r)
     free(r->seqs);
     free(r->refs);
     free(r->ref_seq);
+    free(r->queued);
 }
 
 /* Read and check every *.npy in dir; CLI exit status. */
@@ -278,6 +281,7 @@ static int load_inputs(run *r, const char *dir)
         }
         q->length = (uint64_t)q->in.shape[0];
         q->n_segments = ss_jobs_segments(q->length, r->T);
+        q->first_ref = r->segs_total;
         r->total_steps += q->length;
         r->segs_total += q->n_segments;
     }
@@ -305,6 +309,7 @@ static void on_submitted(void *arg, size_t i, uint64_t segment, int rc, const ch
 {
     run *r = arg;
     seq *q = &r->seqs[i];
+    r->queued[q->first_ref + segment] = rc == 0;
     if (rc < 0) {
         char why[SS_CLIENT_ERRMSG_MAX + 64];
         snprintf(why, sizeof why, "submitting segment %llu: %s",
@@ -510,7 +515,8 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     ins = calloc(r.n, sizeof *ins);
     r.refs = calloc(r.segs_total, sizeof *r.refs);
     r.ref_seq = calloc(r.segs_total, sizeof *r.ref_seq);
-    if (!ins || !r.refs || !r.ref_seq) {
+    r.queued = calloc(r.segs_total, sizeof *r.queued);
+    if (!ins || !r.refs || !r.ref_seq || !r.queued) {
         cli_error("out of memory");
         status = CLI_EXIT_FAIL;
         goto out;
@@ -537,11 +543,16 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     size_t n_refs = 0;
     for (size_t i = 0; i < r.n; i++) {
         npy_io_array_clear(&r.seqs[i].in);
-        if (r.seqs[i].failed) {
-            r.segs_done += r.seqs[i].n_segments;
-            continue;
-        }
+        bool gap = false;
         for (uint64_t s = 0; s < r.seqs[i].n_segments; s++) {
+            /* Segments queued before a refused one are still awaited, so
+             * their results are collected from the server; those after it
+             * can never become ready (nothing saves the refused segment). */
+            gap = gap || !r.queued[r.seqs[i].first_ref + s];
+            if (gap) {
+                r.segs_done++;
+                continue;
+            }
             r.refs[n_refs].key = ins[i].key;
             r.refs[n_refs].segment = s;
             r.ref_seq[n_refs] = i;

@@ -1,8 +1,9 @@
-/* main -- `statesaver-worker`: dispatch to the subcommands (unroll, bench). */
+/* main -- `statesaver-worker`: dispatch to the subcommands (unroll, bench, serve). */
 #include <stdio.h>
 #include <string.h>
 
 #include "bench.h"
+#include "serve.h"
 #include "ss_log.h"
 #include "unroll_cmd.h"
 
@@ -19,6 +20,7 @@ typedef struct subcommand {
 static const subcommand commands[] = {
     {"unroll", ss_unroll_cmd_main, "run one static unroll over .npy files, offline"},
     {"bench", ss_bench_main, "time the unroll against in-process sgemm of the same flops"},
+    {"serve", ss_serve_main, "lease segments from a server, unroll them, complete them"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,723 @@
+/* serve -- `statesaver-worker serve`: lease, unroll, complete, repeat.
+ *
+ * Per lease: items are grouped by their segment length T (clients may use
+ * different num_unroll), each group is assembled time-major [T, B, I] with
+ * its lengths and states [B, size], unrolled once, and scattered back to
+ * per-item outputs [T, O] and states; then one Complete carries the whole
+ * lease. An item the model cannot run (wrong input width, wrong state
+ * sizes) is completed with an error, so the server counts the attempt and
+ * its poison limit applies; the other items are unaffected.
+ */
+#include "serve.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "ss_error.h"
+#include "ss_log.h"
+#include "statesaver.pb-c.h" /* status codes (STATESAVER__V1__CODE__*) */
+#include "statesaver_jobs.h"
+#include "unroll.h"
+#include "unroll_cmd.h"
+
+#define ERRSZ 1024
+/* Longest error text sent with a failed item. */
+#define SERVE_REASON_MAX 512
+
+/* Set by SIGTERM/SIGINT: finish the current batch, then exit. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Parsed command line. */
+typedef struct serve_opts {
+    const char *server;     /* --server HOST:PORT */
+    const char *model;      /* --model */
+    const char *saver;      /* --saver */
+    const char *token_file; /* --token-file, or NULL */
+    uint32_t batch;         /* --batch */
+    uint32_t lease_ms;      /* --lease-ms, 0 = server default */
+    uint32_t wait_ms;       /* --wait-ms */
+    uint32_t timeout_ms;    /* --timeout-ms */
+    uint64_t ttl_ms;        /* --ttl-ms: idle_ttl of the declared saver */
+    int threads;            /* --threads, 0 = default */
+    uint64_t max_batches;   /* --max-batches, 0 = no limit */
+    uint64_t log_every;     /* --log-every */
+} serve_opts;
+
+/* The worker's long-lived pieces; nothing here describes a sequence. */
+typedef struct worker {
+    serve_opts o;           /* options */
+    ss_model *m;            /* loaded model */
+    ss_unroll *u;           /* unroll workspace (reused) */
+    char *token;            /* auth token (owned) or NULL */
+    size_t token_len;       /* bytes of token */
+    char name[128];         /* worker name for the server's logs */
+    ss_client *c;           /* connection, NULL while disconnected */
+    uint32_t backoff_ms;    /* next reconnect wait */
+    uint64_t batches;       /* non-empty leases served */
+    uint64_t segments;      /* segments completed (incl. failed items) */
+    uint64_t failed_items;  /* items completed with an error */
+    uint64_t log_segments;  /* segments at the last log line */
+    int64_t log_t;          /* time of the last log line (ms) */
+} worker;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: statesaver-worker serve --model M.safetensors --saver NAME\n"
+            "         [--server HOST:PORT] [--batch N] [--lease-ms MS] [--wait-ms MS]\n"
+            "         [--ttl-ms MS] [--threads N] [--token-file F] [--timeout-ms MS]\n"
+            "         [--max-batches N] [--log-every N] [--log-level LEVEL]\n"
+            "\n"
+            "Serve the job queue of saver NAME: declare its schema from the model\n"
+            "(idempotent), then lease ready segments, unroll them and complete them.\n"
+            "  --server HOST:PORT   server (default $STATESAVER_SERVER, else %s)\n"
+            "  --model PATH         safetensors model (see docs/worker.md)\n"
+            "  --saver NAME         saver whose queue to serve\n"
+            "  --batch N            segments per lease, 1..%u (default %u)\n"
+            "  --lease-ms MS        lease duration (default: the server's)\n"
+            "  --wait-ms MS         how long a lease waits for work on the server\n"
+            "                       (default %u)\n"
+            "  --ttl-ms MS          idle_ttl when declaring the saver (default 0: never)\n"
+            "  --threads N          OpenBLAS threads (default: OPENBLAS_NUM_THREADS or\n"
+            "                       OMP_NUM_THREADS if set, else %d)\n"
+            "  --token-file F       file holding the server's auth token\n"
+            "  --timeout-ms MS      per-call timeout (default %u)\n"
+            "  --max-batches N      exit after N non-empty leases (default: never)\n"
+            "  --log-every N        log throughput every N batches (default %u)\n"
+            "  --log-level LEVEL    error, warn, info (default) or debug\n"
+            "  --help, --version\n"
+            "The server going away is not an error: the worker reconnects with\n"
+            "backoff (%u ms .. %u ms). SIGTERM/SIGINT: finish and complete the current\n"
+            "batch, then exit 0. Exit status: 1 schema conflict or fatal refusal,\n"
+            "2 bad arguments or model file.\n",
+            SS_SERVE_DEFAULT_SERVER, SS_SERVE_BATCH_MAX, SS_SERVE_BATCH_DEFAULT,
+            SS_SERVE_WAIT_MS_DEFAULT, SS_UNROLL_DEFAULT_THREADS, SS_SERVE_TIMEOUT_MS_DEFAULT,
+            SS_SERVE_LOG_EVERY_DEFAULT, SS_SERVE_BACKOFF_MIN_MS, SS_SERVE_BACKOFF_MAX_MS);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Parse an unsigned decimal in [lo, hi]. */
+static int parse_u64(const char *flag, const char *s, uint64_t lo, uint64_t hi,
+                     uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *s == '-' || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "serve: %s must be an integer in [%" PRIu64 ", %" PRIu64 "], got '%s'\n",
+                flag, lo, hi, s);
+        return SS_ERR_INVALID;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Returns 0 to go on, or sets *exit_now to the status to exit with. */
+static int parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
+{
+    enum { OPT_LEASE = 1000, OPT_WAIT, OPT_TTL, OPT_THREADS, OPT_TOKEN, OPT_TIMEOUT,
+           OPT_MAXB, OPT_LOGEVERY, OPT_LOG, OPT_HELP, OPT_VERSION };
+    static const struct option longopts[] = {
+        {"server", required_argument, NULL, 's'},
+        {"model", required_argument, NULL, 'm'},
+        {"saver", required_argument, NULL, 'n'},
+        {"batch", required_argument, NULL, 'b'},
+        {"lease-ms", required_argument, NULL, OPT_LEASE},
+        {"wait-ms", required_argument, NULL, OPT_WAIT},
+        {"ttl-ms", required_argument, NULL, OPT_TTL},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"token-file", required_argument, NULL, OPT_TOKEN},
+        {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
+        {"max-batches", required_argument, NULL, OPT_MAXB},
+        {"log-every", required_argument, NULL, OPT_LOGEVERY},
+        {"log-level", required_argument, NULL, OPT_LOG},
+        {"help", no_argument, NULL, OPT_HELP},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    uint64_t v;
+    int c;
+    *exit_now = -1;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case 's': o->server = optarg; break;
+        case 'm': o->model = optarg; break;
+        case 'n': o->saver = optarg; break;
+        case 'b':
+            rc = parse_u64("--batch", optarg, 1, SS_SERVE_BATCH_MAX, &v);
+            o->batch = (uint32_t)v;
+            break;
+        case OPT_LEASE:
+            rc = parse_u64("--lease-ms", optarg, 1, 3600000u, &v);
+            o->lease_ms = (uint32_t)v;
+            break;
+        case OPT_WAIT:
+            rc = parse_u64("--wait-ms", optarg, 0, 600000u, &v);
+            o->wait_ms = (uint32_t)v;
+            break;
+        case OPT_TTL: rc = parse_u64("--ttl-ms", optarg, 0, UINT64_MAX, &o->ttl_ms); break;
+        case OPT_THREADS:
+            rc = parse_u64("--threads", optarg, 1, SS_UNROLL_MAX_THREADS, &v);
+            o->threads = (int)v;
+            break;
+        case OPT_TOKEN: o->token_file = optarg; break;
+        case OPT_TIMEOUT:
+            rc = parse_u64("--timeout-ms", optarg, 1, 86400000u, &v);
+            o->timeout_ms = (uint32_t)v;
+            break;
+        case OPT_MAXB: rc = parse_u64("--max-batches", optarg, 1, UINT64_MAX, &o->max_batches); break;
+        case OPT_LOGEVERY: rc = parse_u64("--log-every", optarg, 1, UINT64_MAX, &o->log_every); break;
+        case OPT_LOG: {
+            int lvl = ss_log_parse_level(optarg);
+            if (lvl < 0) {
+                fprintf(stderr, "serve: --log-level must be error, warn, info or debug\n");
+                rc = SS_ERR_INVALID;
+            } else {
+                ss_log_threshold = lvl;
+            }
+            break;
+        }
+        case OPT_HELP: usage(stdout); *exit_now = SS_SERVE_EXIT_OK; return 0;
+        case OPT_VERSION:
+            printf("statesaver-worker serve %s\n", SS_VERSION);
+            *exit_now = SS_SERVE_EXIT_OK;
+            return 0;
+        case ':':
+            fprintf(stderr, "serve: option %s needs an argument\n", argv[optind - 1]);
+            rc = SS_ERR_INVALID;
+            break;
+        default:
+            fprintf(stderr, "serve: unknown option '%s'\n", argv[optind - 1]);
+            rc = SS_ERR_INVALID;
+            break;
+        }
+        if (rc != 0)
+            goto usage_error;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "serve: unexpected argument '%s'\n", argv[optind]);
+        goto usage_error;
+    }
+    if (!o->model || !o->saver || !o->saver[0]) {
+        fprintf(stderr, "serve: --model and --saver are required\n");
+        goto usage_error;
+    }
+    if (!o->server || !o->server[0])
+        o->server = getenv("STATESAVER_SERVER");
+    if (!o->server || !o->server[0])
+        o->server = SS_SERVE_DEFAULT_SERVER;
+    return 0;
+usage_error:
+    fprintf(stderr, "Try 'statesaver-worker serve --help'.\n");
+    *exit_now = SS_SERVE_EXIT_USAGE;
+    return SS_ERR_INVALID;
+}
+
+/* Read the token file; trailing CR/LF are not part of the token (same rule
+ * as the server's and the CLI's). */
+static int read_token(worker *w)
+{
+    FILE *fp = fopen(w->o.token_file, "rb");
+    if (!fp) {
+        fprintf(stderr, "serve: %s: %s\n", w->o.token_file, strerror(errno));
+        return SS_ERR_IO;
+    }
+    char *buf = malloc(SS_SERVE_TOKEN_MAX + 1);
+    size_t n = buf ? fread(buf, 1, SS_SERVE_TOKEN_MAX + 1, fp) : 0;
+    fclose(fp);
+    if (!buf) {
+        fprintf(stderr, "serve: out of memory\n");
+        return SS_ERR_NOMEM;
+    }
+    if (n > SS_SERVE_TOKEN_MAX) {
+        free(buf);
+        fprintf(stderr, "serve: %s: token longer than %u bytes\n", w->o.token_file,
+                SS_SERVE_TOKEN_MAX);
+        return SS_ERR_TOO_BIG;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    w->token = buf;
+    w->token_len = n;
+    return 0;
+}
+
+/* Sleep ms, waking early when a stop is requested. */
+static void nap(uint32_t ms)
+{
+    int64_t until = mono_ms() + ms;
+    while (!stop_requested) {
+        int64_t left = until - mono_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(left > 50 ? 50 : left) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void disconnect(worker *w)
+{
+    ss_client_close(w->c);
+    w->c = NULL;
+}
+
+/* The server went away (or answered UNAVAILABLE): worth reconnecting. */
+static bool transient(const worker *w, int rc)
+{
+    return ss_client_broken(w->c) || rc == SS_ERR_CONNECT || rc == SS_ERR_TIMEOUT ||
+           rc == SS_ERR_CLOSED || rc == SS_ERR_IO ||
+           rc == SS_ERR_STATUS(STATESAVER__V1__CODE__UNAVAILABLE);
+}
+
+/* Wait the current backoff, then double it (up to the maximum). */
+static void backoff(worker *w)
+{
+    nap(w->backoff_ms);
+    w->backoff_ms = w->backoff_ms * 2 > SS_SERVE_BACKOFF_MAX_MS ? SS_SERVE_BACKOFF_MAX_MS
+                                                                : w->backoff_ms * 2;
+}
+
+/* Connect and declare the schema. 0 when connected; SS_ERR_CONFLICT for a
+ * schema conflict (fatal); another negative code for a failure worth
+ * retrying after a backoff. */
+static int connect_declare(worker *w)
+{
+    ss_client_options opt;
+    ss_state_def defs[SS_MODEL_MAX_LAYERS * 2];
+    int64_t shapes[SS_MODEL_MAX_LAYERS * 2];
+    char err[ERRSZ];
+    bool created = false;
+    int rc;
+
+    ss_client_options_init(&opt);
+    opt.server = w->o.server;
+    opt.timeout_ms = (int)w->o.timeout_ms;
+    opt.connect_timeout_ms = (int)(w->o.timeout_ms < 5000 ? w->o.timeout_ms : 5000);
+    opt.token = w->token;
+    opt.token_len = w->token_len;
+    opt.client_name = w->name;
+    rc = ss_client_open(&w->c, &opt, err, sizeof err);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_WARN, "serve: connecting to %s: %s", w->o.server, err);
+        w->c = NULL;
+        return rc;
+    }
+    for (size_t i = 0; i < w->m->n_states; i++) {
+        shapes[i] = w->m->state_sizes[i];
+        defs[i] = (ss_state_def){.name = w->m->state_names[i], .dtype = SS_DTYPE_FLOAT32,
+                                 .shape = &shapes[i], .rank = 1};
+    }
+    rc = ss_client_declare(w->c, w->o.saver, defs, w->m->n_states, w->o.ttl_ms, false,
+                           &created);
+    if (rc == SS_ERR_STATUS(STATESAVER__V1__CODE__ALREADY_EXISTS)) {
+        SS_LOG(SS_LOG_ERROR, "serve: saver %s exists with a schema that differs from model %s: %s",
+               w->o.saver, w->o.model, ss_client_last_error(w->c));
+        disconnect(w);
+        return SS_ERR_CONFLICT;
+    }
+    if (rc < 0) {
+        SS_LOG(SS_LOG_WARN, "serve: declaring saver %s on %s: %s", w->o.saver, w->o.server,
+               ss_client_last_error(w->c));
+        if (!transient(w, rc) && SS_IS_STATUS_ERR(rc) &&
+            rc != SS_ERR_STATUS(STATESAVER__V1__CODE__RESOURCE_EXHAUSTED)) {
+            disconnect(w);
+            return SS_ERR_INVALID; /* e.g. a bad saver name or token: fatal */
+        }
+        disconnect(w);
+        return rc;
+    }
+    SS_LOG(SS_LOG_INFO, "serve: connected to %s, saver %s %s (%zu states), worker %s",
+           w->o.server, w->o.saver, created ? "declared" : "already declared",
+           w->m->n_states, w->name);
+    w->backoff_ms = SS_SERVE_BACKOFF_MIN_MS;
+    return 0;
+}
+
+/* Per-item results of one lease. */
+typedef struct results {
+    ss_complete_item *items;  /* one per leased item */
+    float **outputs;          /* per item [rows, output_size] (owned) */
+    float **states;           /* per item: all new states back to back (owned) */
+    const float ***sptr;      /* per item: pointers into states (owned arrays) */
+    char (*why)[SERVE_REASON_MAX]; /* per item: error text, "" if none */
+    size_t n;                 /* items */
+} results;
+
+static void results_free(results *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->outputs)
+            free(r->outputs[i]);
+        if (r->states)
+            free(r->states[i]);
+        if (r->sptr)
+            free(r->sptr[i]);
+    }
+    free(r->items);
+    free(r->outputs);
+    free(r->states);
+    free(r->sptr);
+    free(r->why);
+    memset(r, 0, sizeof *r);
+}
+
+/* Why item i cannot run on this model ("" if it can). */
+static void check_item(const worker *w, const ss_lease *l, size_t i, char *why, size_t size)
+{
+    ss_lease_item it;
+    why[0] = '\0';
+    ss_lease_item_get(l, i, &it);
+    if (it.cols != (uint32_t)w->m->input_size) {
+        snprintf(why, size, "inputs have %u columns, model %s expects input_size %d", it.cols,
+                 w->o.model, w->m->input_size);
+        return;
+    }
+    if (ss_lease_states(l) != w->m->n_states) {
+        snprintf(why, size, "the saver has %zu states, model %s has %zu", ss_lease_states(l),
+                 w->o.model, w->m->n_states);
+        return;
+    }
+    for (size_t s = 0; s < w->m->n_states; s++) {
+        size_t count = 0;
+        ss_lease_item_state(l, i, s, &count);
+        if (count != (size_t)w->m->state_sizes[s] ||
+            strcmp(ss_lease_state_name(l, s), w->m->state_names[s]) != 0) {
+            snprintf(why, size, "state %s has %zu values, model %s expects %s with %d",
+                     ss_lease_state_name(l, s), count, w->o.model, w->m->state_names[s],
+                     w->m->state_sizes[s]);
+            return;
+        }
+    }
+}
+
+/* Unroll the items idx[0..B) (all with T rows) in one batch. */
+static int run_group(worker *w, const ss_lease *l, results *r, const size_t *idx, size_t B,
+                     uint32_t T)
+{
+    const ss_model *m = w->m;
+    size_t in_w = (size_t)m->input_size, out_w = (size_t)m->output_size, ns = m->n_states;
+    float *x = NULL, *y = NULL, *st[SS_MODEL_MAX_LAYERS * 2] = {0};
+    int32_t *len = NULL;
+    int rc = SS_ERR_NOMEM;
+
+    x = malloc((size_t)T * B * in_w * sizeof *x);
+    y = malloc((size_t)T * B * out_w * sizeof *y);
+    len = malloc(B * sizeof *len);
+    if (!x || !y || !len)
+        goto out;
+    for (size_t s = 0; s < ns; s++)
+        if (!(st[s] = malloc(B * (size_t)m->state_sizes[s] * sizeof(float))))
+            goto out;
+    for (size_t b = 0; b < B; b++) {
+        ss_lease_item it;
+        ss_lease_item_get(l, idx[b], &it);
+        len[b] = (int32_t)it.length;
+        for (uint32_t t = 0; t < T; t++)
+            memcpy(x + ((size_t)t * B + b) * in_w, it.inputs + (size_t)t * in_w, in_w * sizeof *x);
+        for (size_t s = 0; s < ns; s++)
+            memcpy(st[s] + b * (size_t)m->state_sizes[s], ss_lease_item_state(l, idx[b], s, NULL),
+                   (size_t)m->state_sizes[s] * sizeof(float));
+    }
+    rc = ss_unroll_run(w->u, (int)T, (int)B, x, len, (const float *const *)st, y, st);
+    if (rc < 0)
+        goto out;
+    for (size_t b = 0; b < B; b++) {
+        size_t i = idx[b];
+        size_t total = 0;
+        for (size_t s = 0; s < ns; s++)
+            total += (size_t)m->state_sizes[s];
+        r->outputs[i] = malloc((size_t)T * out_w * sizeof(float));
+        r->states[i] = malloc((total ? total : 1) * sizeof(float));
+        r->sptr[i] = calloc(ns ? ns : 1, sizeof *r->sptr[i]);
+        if (!r->outputs[i] || !r->states[i] || !r->sptr[i]) {
+            rc = SS_ERR_NOMEM;
+            goto out;
+        }
+        for (uint32_t t = 0; t < T; t++)
+            memcpy(r->outputs[i] + (size_t)t * out_w, y + ((size_t)t * B + b) * out_w, out_w * sizeof(float));
+        float *p = r->states[i];
+        for (size_t s = 0; s < ns; s++) {
+            size_t sz = (size_t)m->state_sizes[s];
+            memcpy(p, st[s] + b * sz, sz * sizeof(float));
+            r->sptr[i][s] = p;
+            p += sz;
+        }
+        r->items[i].outputs = r->outputs[i];
+        r->items[i].out_cols = (uint32_t)out_w;
+        r->items[i].states = r->sptr[i];
+    }
+    rc = 0;
+out:
+    for (size_t s = 0; s < ns; s++)
+        free(st[s]);
+    free(len);
+    free(y);
+    free(x);
+    return rc;
+}
+
+/* Compute every item of the lease into r (errors per item in r->why). */
+static int compute(worker *w, const ss_lease *l, results *r)
+{
+    size_t n = ss_lease_items(l);
+    size_t *idx = NULL;
+    bool *done = NULL;
+    int rc = SS_ERR_NOMEM;
+
+    r->n = n;
+    r->items = calloc(n, sizeof *r->items);
+    r->outputs = calloc(n, sizeof *r->outputs);
+    r->states = calloc(n, sizeof *r->states);
+    r->sptr = calloc(n, sizeof *r->sptr);
+    r->why = calloc(n, sizeof *r->why);
+    idx = malloc(n * sizeof *idx);
+    done = calloc(n, sizeof *done);
+    if (!r->items || !r->outputs || !r->states || !r->sptr || !r->why || !idx || !done)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        r->items[i].item = i;
+        check_item(w, l, i, r->why[i], sizeof r->why[i]);
+        if (r->why[i][0]) {
+            r->items[i].error = r->why[i];
+            done[i] = true;
+            SS_LOG(SS_LOG_WARN, "serve: lease %" PRIu64 " item %zu: %s", ss_lease_id(l), i,
+                   r->why[i]);
+        }
+    }
+    /* One unroll per distinct T, in order of first appearance. */
+    for (size_t i = 0; i < n; i++) {
+        if (done[i])
+            continue;
+        ss_lease_item first;
+        ss_lease_item_get(l, i, &first);
+        size_t B = 0;
+        for (size_t k = i; k < n; k++) {
+            ss_lease_item it;
+            ss_lease_item_get(l, k, &it);
+            if (!done[k] && it.rows == first.rows) {
+                idx[B++] = k;
+                done[k] = true;
+            }
+        }
+        int grc = run_group(w, l, r, idx, B, first.rows);
+        if (grc == SS_ERR_NOMEM) {
+            rc = grc;
+            goto out;
+        }
+        if (grc < 0) {
+            for (size_t b = 0; b < B; b++) {
+                snprintf(r->why[idx[b]], sizeof r->why[idx[b]],
+                         "unroll of T=%u B=%zu failed: %s", first.rows, B, ss_strerror(grc));
+                r->items[idx[b]].error = r->why[idx[b]];
+            }
+            SS_LOG(SS_LOG_WARN, "serve: lease %" PRIu64 ": unroll of T=%u B=%zu failed: %s",
+                   ss_lease_id(l), first.rows, B, ss_strerror(grc));
+        }
+    }
+    rc = 0;
+out:
+    free(done);
+    free(idx);
+    return rc;
+}
+
+/* Complete the lease; after a transport failure reconnect and retry while
+ * the lease can still be alive. */
+static void complete(worker *w, const ss_lease *l, results *r)
+{
+    for (;;) {
+        int rc = w->c ? ss_client_complete(w->c, l, r->items, r->n, NULL) : SS_ERR_CLOSED;
+        if (rc == 0) {
+            w->segments += r->n;
+            for (size_t i = 0; i < r->n; i++)
+                w->failed_items += r->items[i].error != NULL;
+            return;
+        }
+        if (w->c && !transient(w, rc)) {
+            /* Expired lease (FAILED_PRECONDITION) or a refusal: the
+             * segments go back to the queue on the server's side. */
+            SS_LOG(SS_LOG_WARN, "serve: completing lease %" PRIu64 " (%zu items): %s",
+                   ss_lease_id(l), r->n, ss_client_last_error(w->c));
+            return;
+        }
+        if (w->c) {
+            SS_LOG(SS_LOG_WARN, "serve: completing lease %" PRIu64 ": %s; reconnecting",
+                   ss_lease_id(l), ss_client_last_error(w->c));
+            disconnect(w);
+        }
+        if (wall_ms() >= ss_lease_deadline_ms(l)) {
+            SS_LOG(SS_LOG_WARN, "serve: lease %" PRIu64 " passed its deadline before it could "
+                   "be completed; its segments return to the queue", ss_lease_id(l));
+            return;
+        }
+        /* Keep the wait within the lease; a stop request does not cut it
+         * short, the batch is to be completed first. */
+        uint64_t left = ss_lease_deadline_ms(l) - wall_ms();
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 0};
+        uint32_t wait = w->backoff_ms < left ? w->backoff_ms : (uint32_t)left;
+        ts.tv_sec = wait / 1000;
+        ts.tv_nsec = (long)(wait % 1000) * 1000000L;
+        nanosleep(&ts, NULL);
+        w->backoff_ms = w->backoff_ms * 2 > SS_SERVE_BACKOFF_MAX_MS ? SS_SERVE_BACKOFF_MAX_MS
+                                                                    : w->backoff_ms * 2;
+        int crc = connect_declare(w);
+        if (crc == SS_ERR_CONFLICT || crc == SS_ERR_INVALID)
+            return;
+    }
+}
+
+static void log_progress(worker *w, bool force)
+{
+    if (!force && (w->o.log_every == 0 || w->batches % w->o.log_every != 0))
+        return;
+    int64_t now = mono_ms();
+    double secs = (double)(now - w->log_t) / 1000.0;
+    double rate = secs > 0 ? (double)(w->segments - w->log_segments) / secs : 0;
+    SS_LOG(SS_LOG_INFO, "serve: %" PRIu64 " batches, %" PRIu64 " segments (%" PRIu64
+           " failed), %.1f segments/s since the last report", w->batches, w->segments,
+           w->failed_items, rate);
+    w->log_t = now;
+    w->log_segments = w->segments;
+}
+
+/* The lease loop. Returns the exit status. */
+static int loop(worker *w)
+{
+    while (!stop_requested && (w->o.max_batches == 0 || w->batches < w->o.max_batches)) {
+        if (!w->c) {
+            int rc = connect_declare(w);
+            if (rc == SS_ERR_CONFLICT || rc == SS_ERR_INVALID)
+                return SS_SERVE_EXIT_FAIL;
+            if (rc < 0) {
+                backoff(w);
+                continue;
+            }
+        }
+        ss_lease *l = NULL;
+        int rc = ss_client_lease(w->c, w->o.saver, w->o.batch, w->o.wait_ms, w->o.lease_ms,
+                                 w->name, &l);
+        if (rc < 0) {
+            bool again = transient(w, rc) ||
+                         rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND);
+            SS_LOG(again ? SS_LOG_WARN : SS_LOG_ERROR, "serve: lease from %s: %s%s",
+                   w->o.server, ss_client_last_error(w->c), again ? "; reconnecting" : "");
+            disconnect(w);
+            if (!again)
+                return SS_SERVE_EXIT_FAIL;
+            backoff(w);
+            continue;
+        }
+        if (ss_lease_items(l) == 0) {
+            ss_lease_free(l);
+            continue;
+        }
+        results r = {0};
+        rc = compute(w, l, &r);
+        if (rc < 0) {
+            /* Out of memory: let the lease expire so another worker runs it. */
+            SS_LOG(SS_LOG_ERROR, "serve: lease %" PRIu64 ": %s", ss_lease_id(l), ss_strerror(rc));
+        } else {
+            complete(w, l, &r);
+        }
+        w->batches++;
+        SS_LOG(SS_LOG_DEBUG, "serve: lease %" PRIu64 ": %zu segments", ss_lease_id(l), r.n);
+        results_free(&r);
+        ss_lease_free(l);
+        log_progress(w, false);
+    }
+    return SS_SERVE_EXIT_OK;
+}
+
+int ss_serve_main(int argc, char **argv)
+{
+    worker w = {.o = {.batch = SS_SERVE_BATCH_DEFAULT, .wait_ms = SS_SERVE_WAIT_MS_DEFAULT,
+                      .timeout_ms = SS_SERVE_TIMEOUT_MS_DEFAULT,
+                      .log_every = SS_SERVE_LOG_EVERY_DEFAULT},
+                .backoff_ms = SS_SERVE_BACKOFF_MIN_MS};
+    char err[ERRSZ], host[64] = "";
+    int exit_now, status = SS_SERVE_EXIT_USAGE;
+
+    if (parse_args(&w.o, argc, argv, &exit_now) < 0 || exit_now >= 0)
+        return exit_now;
+    if (w.o.token_file && read_token(&w) < 0)
+        goto out;
+    int rc = ss_model_load(w.o.model, &w.m, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "serve: %s\n", err);
+        goto out;
+    }
+    if (w.m->n_states > SS_MODEL_MAX_LAYERS * 2) {
+        fprintf(stderr, "serve: model %s has too many states\n", w.o.model);
+        goto out;
+    }
+    status = SS_SERVE_EXIT_FAIL;
+    if ((rc = ss_unroll_new(&w.u, w.m)) < 0) {
+        fprintf(stderr, "serve: %s\n", ss_strerror(rc));
+        goto out;
+    }
+    if (w.o.threads > 0) {
+        openblas_set_num_threads(w.o.threads);
+    } else if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("OMP_NUM_THREADS")) {
+        openblas_set_num_threads(SS_UNROLL_DEFAULT_THREADS);
+    }
+    gethostname(host, sizeof host - 1);
+    snprintf(w.name, sizeof w.name, "statesaver-worker/%s %s:%ld", SS_VERSION,
+             host[0] ? host : "?", (long)getpid());
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    SS_LOG(SS_LOG_INFO, "serve: model %s (%s, input_size %d, output_size %d, %zu states), "
+           "saver %s, server %s, batch %u", w.o.model,
+           w.m->cell == SS_CELL_LSTM ? "lstm" : w.m->cell == SS_CELL_GRU ? "gru" : "basic_rnn",
+           w.m->input_size, w.m->output_size, w.m->n_states, w.o.saver, w.o.server, w.o.batch);
+    w.log_t = mono_ms();
+    status = loop(&w);
+    log_progress(&w, true);
+    SS_LOG(SS_LOG_INFO, "serve: stopping (%s)",
+           stop_requested ? "signal" : status == SS_SERVE_EXIT_OK ? "--max-batches" : "error");
+out:
+    disconnect(&w);
+    ss_unroll_free(w.u);
+    ss_model_free(w.m);
+    free(w.token);
+    return status;
+}
