@@ -16,6 +16,10 @@
  *   evicted value u8 version (1), u8 0, u16 0, u32 key_len, u64 next_segment,
  *                 u64 updated_ms, u64 evicted_ms,          -- 32 bytes
  *                 key bytes (key_len).
+ *   finished key  as seqs key
+ *   finished val  u8 version (1), u8 0, u16 0, u32 key_len, u64 next_segment
+ *                 (segment + 1 of the final save), u64 finished_ms, -- 24
+ *                 bytes, key bytes (key_len).
  *   savers        saver name -> u64 generation + packed DeclareRequest
  *   counts        saver name -> u64 sequences, u64 evicted  (16 bytes)
  */
@@ -40,6 +44,7 @@
 #define REC_VERSION 1u
 #define REC_HDR 24u      /* seqs value header */
 #define EVICT_HDR 32u    /* evicted value header */
+#define FIN_HDR 24u      /* finished value header */
 #define HASH_BYTES 16u   /* hash suffix of long DB keys */
 #define DBKEY_MAX 512u   /* buffer for a DB key; maxkey must not exceed it */
 #define COUNTS_BYTES 16u /* counts value */
@@ -65,6 +70,8 @@ struct ss_store {
     MDB_dbi seqs;            /* sequence records */
     MDB_dbi evicted;         /* eviction markers */
     MDB_dbi counts;          /* per-saver counters */
+    MDB_dbi finished;        /* finished markers (final saves) */
+    uint64_t fin_retention;  /* ms a finished marker counts */
     size_t maxkey;           /* mdb_env_get_maxkeysize */
     int lock_fd;             /* flock'ed file keeping other servers out */
     uint64_t map_size;       /* configured map size */
@@ -79,6 +86,8 @@ struct ss_store {
     uint64_t next_gen;       /* next schema generation (writer thread) */
     uint8_t evict_pos[DBKEY_MAX]; /* where the eviction scan resumes */
     size_t evict_pos_len;    /* 0 = from the start */
+    uint8_t fin_pos[DBKEY_MAX]; /* where the finished-marker scan resumes */
+    size_t fin_pos_len;      /* 0 = from the start */
 };
 
 struct ss_store_txn {
@@ -523,6 +532,7 @@ int ss_store_open(ss_store **out, const ss_store_options *opt)
     st->lock_fd = -1;
     st->next_gen = 1;
     st->map_size = opt->map_size ? opt->map_size : SS_MAP_SIZE_DEFAULT;
+    st->fin_retention = SS_STORE_FINISHED_RETENTION_MS_DEFAULT;
     pthread_mutex_init(&st->pool_mu, NULL);
     pthread_mutex_init(&st->cache_mu, NULL);
     st->n_buckets = 64;
@@ -583,7 +593,8 @@ int ss_store_open(ss_store **out, const ss_store_options *opt)
     if ((rc = mdb_dbi_open(t, "savers", MDB_CREATE, &st->savers)) != 0 ||
         (rc = mdb_dbi_open(t, "seqs", MDB_CREATE, &st->seqs)) != 0 ||
         (rc = mdb_dbi_open(t, "evicted", MDB_CREATE, &st->evicted)) != 0 ||
-        (rc = mdb_dbi_open(t, "counts", MDB_CREATE, &st->counts)) != 0) {
+        (rc = mdb_dbi_open(t, "counts", MDB_CREATE, &st->counts)) != 0 ||
+        (rc = mdb_dbi_open(t, "finished", MDB_CREATE, &st->finished)) != 0) {
         ret = mdb_fail(rc, "open databases", msg);
         goto out;
     }
@@ -639,6 +650,11 @@ void ss_store_close(ss_store *st)
     free(st);
 }
 
+void ss_store_set_finished_retention(ss_store *st, uint64_t ms)
+{
+    st->fin_retention = ms ? ms : SS_STORE_FINISHED_RETENTION_MS_DEFAULT;
+}
+
 struct MDB_env *ss_store_env(ss_store *st)
 {
     return st->env;
@@ -659,25 +675,70 @@ static void evicted_msg(const MDB_val *v, const uint8_t *key, size_t klen,
              when);
 }
 
-/* Look up a marker; returns 0 (found, *v set), 1 (none) or an error. */
+/* Look up a marker in dbi (evicted or finished: both keep key_len at
+ * offset 4 and the full key of a long key after a hdr-byte header).
+ * Returns 0 (found, *v set), 1 (none, or another long key's) or an error. */
+static int marker_get(MDB_txn *t, MDB_dbi dbi, size_t hdr, const MDB_val *dk,
+                      bool is_long, const uint8_t *key, size_t klen,
+                      MDB_val *v, char *msg)
+{
+    MDB_val k = *dk;
+    int rc = mdb_get(t, dbi, &k, v);
+    if (rc == MDB_NOTFOUND)
+        return 1;
+    if (rc != 0)
+        return mdb_fail(rc, "read marker", msg);
+    if (is_long) {
+        const uint8_t *p = v->mv_data;
+        size_t kl = v->mv_size >= hdr ? le32_get(p + 4) : 0;
+        if (kl != klen || v->mv_size < hdr + kl ||
+            memcmp(p + hdr, key, klen) != 0)
+            return 1;
+    }
+    return 0;
+}
+
 static int evicted_get(MDB_txn *t, ss_store *st, const MDB_val *dk,
                        bool is_long, const uint8_t *key, size_t klen,
                        MDB_val *v, char *msg)
 {
-    MDB_val k = *dk;
-    int rc = mdb_get(t, st->evicted, &k, v);
-    if (rc == MDB_NOTFOUND)
-        return 1;
+    return marker_get(t, st->evicted, EVICT_HDR, dk, is_long, key, klen, v,
+                      msg);
+}
+
+/* A parsed finished marker. */
+typedef struct fin_mark {
+    uint64_t next_segment; /* segment + 1 of the final save */
+    uint64_t finished_ms;  /* when that save ran */
+} fin_mark;
+
+/* Has a marker written at finished_ms expired by now_ms? */
+static bool fin_expired(const ss_store *st, uint64_t finished_ms,
+                        uint64_t now_ms)
+{
+    return finished_ms <= UINT64_MAX - st->fin_retention &&
+           finished_ms + st->fin_retention <= now_ms;
+}
+
+/* Look up the finished marker of a key. Returns 0 (found and within the
+ * retention, *f set), 1 (none, expired or malformed) or an error. An
+ * expired marker is ignored here so the outcome of a save does not depend
+ * on when the periodic cleanup last ran. */
+static int finished_get(MDB_txn *t, ss_store *st, const MDB_val *dk,
+                        bool is_long, const uint8_t *key, size_t klen,
+                        uint64_t now_ms, fin_mark *f, char *msg)
+{
+    MDB_val v;
+    int rc = marker_get(t, st->finished, FIN_HDR, dk, is_long, key, klen, &v,
+                        msg);
     if (rc != 0)
-        return mdb_fail(rc, "read eviction marker", msg);
-    if (is_long) {
-        const uint8_t *p = v->mv_data;
-        size_t kl = v->mv_size >= EVICT_HDR ? le32_get(p + 4) : 0;
-        if (kl != klen || v->mv_size < EVICT_HDR + kl ||
-            memcmp(p + EVICT_HDR, key, klen) != 0)
-            return 1;
-    }
-    return 0;
+        return rc;
+    const uint8_t *p = v.mv_data;
+    if (v.mv_size < FIN_HDR || p[0] != REC_VERSION)
+        return 1;
+    f->next_segment = ss_le64_get(p + 8);
+    f->finished_ms = ss_le64_get(p + 16);
+    return fin_expired(st, f->finished_ms, now_ms) ? 1 : 0;
 }
 
 int ss_store_fetch(ss_store *st, const ss_schema *schema, size_t n,
@@ -1213,11 +1274,20 @@ out:
 }
 
 static int conflict(const ss_save_item *it, uint64_t found, const MDB_val *ev,
-                    char *msg)
+                    const fin_mark *fin, char *msg)
 {
     char ek[96], when[40];
     key_escape(it->key.data, it->key.len, ek, sizeof ek);
-    if (ev) {
+    if (fin) {
+        fmt_time(fin->finished_ms, when, sizeof when);
+        snprintf(msg, SS_STORE_MSG,
+                 "key '%s': save of segment %llu expected next_segment %llu, "
+                 "found 0 (finished at next_segment %llu at %.29s; save segment "
+                 "0 to start again)", ek,
+                 (unsigned long long)it->segment,
+                 (unsigned long long)it->segment,
+                 (unsigned long long)fin->next_segment, when);
+    } else if (ev) {
         fmt_time(ev->mv_size >= EVICT_HDR
                      ? ss_le64_get((const uint8_t *)ev->mv_data + 24) : 0,
                  when, sizeof when);
@@ -1274,23 +1344,42 @@ static int save_one(ss_store *st, MDB_txn *t, const ss_schema *schema,
         *applied = true;
         return 0;
     }
+    fin_mark fin;
+    int has_fin = 1;
+    if (!found && it->segment != 0) {
+        has_fin = finished_get(t, st, &dk, is_long, it->key.data, it->key.len,
+                               now_ms, &fin, msg);
+        if (has_fin < 0)
+            return has_fin;
+        if (has_fin == 0 && it->final && it->segment != UINT64_MAX &&
+            fin.next_segment == it->segment + 1) {
+            *applied = true; /* retry of the final save that ended it */
+            return 0;
+        }
+    }
     if (cur != it->segment || it->segment == UINT64_MAX) {
         MDB_val ev;
         if (!found) {
+            if (has_fin == 0)
+                return conflict(it, cur, NULL, &fin, msg);
             rc = evicted_get(t, st, &dk, is_long, it->key.data, it->key.len,
                              &ev, msg);
             if (rc < 0)
                 return rc;
-            return conflict(it, cur, rc == 0 ? &ev : NULL, msg);
+            return conflict(it, cur, rc == 0 ? &ev : NULL, NULL, msg);
         }
-        return conflict(it, cur, NULL, msg);
+        return conflict(it, cur, NULL, NULL, msg);
     }
     if (!found) {
         /* Segment 0 of a key without a record: (re)start. Clear any
-         * eviction marker so fetch no longer reports NOT_FOUND. */
+         * eviction marker so fetch no longer reports NOT_FOUND, and any
+         * finished marker so the new sequence's saves are judged alone. */
         rc = mdb_del(t, st->evicted, &dk, NULL);
         if (rc != 0 && rc != MDB_NOTFOUND)
             return mdb_fail(rc, "clear eviction marker", msg);
+        rc = mdb_del(t, st->finished, &dk, NULL);
+        if (rc != 0 && rc != MDB_NOTFOUND)
+            return mdb_fail(rc, "clear finished marker", msg);
     }
     if (it->final && !schema->keep_final) {
         if (found) {
@@ -1298,6 +1387,21 @@ static int save_one(ss_store *st, MDB_txn *t, const ss_schema *schema,
             if (rc != 0)
                 return mdb_fail(rc, "delete final record", msg);
             (*dseqs)--;
+            /* Remember the end so a retry of this very save (reply lost)
+             * reports already_applied instead of a conflict. */
+            size_t fkl = is_long ? it->key.len : 0;
+            MDB_val fv = {FIN_HDR + fkl, NULL};
+            rc = mdb_put(t, st->finished, &dk, &fv, MDB_RESERVE);
+            if (rc != 0)
+                return mdb_fail(rc, "write finished marker", msg);
+            uint8_t *fp = fv.mv_data;
+            fp[0] = REC_VERSION;
+            fp[1] = fp[2] = fp[3] = 0;
+            le32_put(fp + 4, (uint32_t)fkl);
+            ss_le64_put(fp + 8, it->segment + 1);
+            ss_le64_put(fp + 16, now_ms);
+            if (fkl)
+                memcpy(fp + FIN_HDR, it->key.data, fkl);
         }
         return 0;
     }
@@ -1343,9 +1447,12 @@ int ss_store_save(ss_store_txn *txn, const ss_schema *schema, size_t n,
     int ret = saver_check(cur_txn(txn), st, schema, msg);
     if (ret < 0)
         return ret;
-    /* A failure after some items were written must leave nothing behind;
-     * with a single item nothing is written before the last check. */
-    if (n > 1) {
+    /* A failure after some items were written must leave nothing behind.
+     * A single item that is neither final nor segment 0 writes only its
+     * record (after every check), so it needs no child transaction; the
+     * others may write twice (clear a marker and write the record; delete
+     * the record and write a finished marker) and the second can fail. */
+    if (n > 1 || items[0].final || items[0].segment == 0) {
         ret = ss_store_txn_child_begin(txn, msg);
         if (ret < 0)
             return ret;
@@ -1413,12 +1520,14 @@ int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
     if (!saver_declared(t, st, saver, &ret, msg))
         return ret ? ret : SS_ERR_NOT_FOUND;
     if (all) {
-        uint64_t recs = 0, marks = 0;
+        uint64_t recs = 0, marks = 0, fins = 0;
         memcpy(dkb, saver, slen);
         dkb[slen] = 0;
         ret = del_prefix(t, st->seqs, dkb, slen + 1, &recs, msg);
         if (ret == 0)
             ret = del_prefix(t, st->evicted, dkb, slen + 1, &marks, msg);
+        if (ret == 0)
+            ret = del_prefix(t, st->finished, dkb, slen + 1, &fins, msg);
         if (ret < 0)
             return ret;
         MDB_val k = {slen, (void *)(uintptr_t)saver};
@@ -1470,6 +1579,17 @@ int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
                 return mdb_fail(rc, "delete eviction marker", msg);
             hit = true;
         }
+        /* A finished key has no data left to drop, so it is not counted;
+         * its marker goes so a later save is judged afresh. */
+        rc = marker_get(t, st->finished, FIN_HDR, &dk, is_long, keys[i].data,
+                        keys[i].len, &v, msg);
+        if (rc < 0)
+            return rc;
+        if (rc == 0) {
+            rc = mdb_del(t, st->finished, &dk, NULL);
+            if (rc != 0)
+                return mdb_fail(rc, "delete finished marker", msg);
+        }
         if (hit)
             (*dropped)++;
     }
@@ -1517,6 +1637,50 @@ static int evict_flush(MDB_txn *t, ss_store *st, evict_cur *e, char *msg)
                (unsigned long long)e->count, e->saver);
     e->count = 0;
     return rc;
+}
+
+/* Delete up to max finished markers older than the retention, examining
+ * at most budget of them from where the last call stopped (wrapping
+ * around). *expired gets the count. */
+static int expire_finished(MDB_txn *t, ss_store *st, uint64_t now_ms,
+                           size_t max, size_t budget, uint64_t *expired,
+                           char *msg)
+{
+    MDB_cursor *c = NULL;
+    int ret = 0;
+    *expired = 0;
+    int rc = mdb_cursor_open(t, st->finished, &c);
+    if (rc != 0)
+        return mdb_fail(rc, "cursor", msg);
+    MDB_val k = {st->fin_pos_len, st->fin_pos}, v;
+    rc = st->fin_pos_len ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
+                         : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    size_t examined = 0;
+    while (rc == 0 && examined < budget && *expired < max) {
+        examined++;
+        const uint8_t *p = v.mv_data;
+        /* A malformed marker is useless to saves (finished_get ignores
+         * it): drop it like an expired one. */
+        if (v.mv_size < FIN_HDR || p[0] != REC_VERSION ||
+            fin_expired(st, ss_le64_get(p + 16), now_ms)) {
+            rc = mdb_cursor_del(c, 0);
+            if (rc != 0)
+                break;
+            (*expired)++;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc == 0) {
+        st->fin_pos_len = k.mv_size <= DBKEY_MAX ? k.mv_size : 0;
+        if (st->fin_pos_len)
+            memcpy(st->fin_pos, k.mv_data, k.mv_size);
+    } else if (rc == MDB_NOTFOUND) {
+        st->fin_pos_len = 0;
+    } else {
+        ret = mdb_fail(rc, "expire finished markers", msg);
+    }
+    mdb_cursor_close(c);
+    return ret;
 }
 
 int ss_store_evict_idle(ss_store_txn *txn, uint64_t now_ms, size_t max,
@@ -1604,6 +1768,13 @@ int ss_store_evict_idle(ss_store_txn *txn, uint64_t now_ms, size_t max,
         goto out;
     }
     ret = evict_flush(t, st, &e, msg);
+    if (ret < 0)
+        goto out;
+    uint64_t expired = 0;
+    ret = expire_finished(t, st, now_ms, max, budget, &expired, msg);
+    if (ret == 0 && expired > 0)
+        SS_LOG(SS_LOG_DEBUG, "store: deleted %llu expired finished markers",
+               (unsigned long long)expired);
 out:
     if (ret < 0)
         SS_LOG(SS_LOG_ERROR, "store: idle eviction failed: %s", msg);

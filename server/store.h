@@ -9,6 +9,8 @@
  *   savers   saver name -> generation + serialized schema
  *   seqs     saver '\0' key -> record {next_segment, updated_ms, states...}
  *   evicted  saver '\0' key -> eviction time (for NOT_FOUND after expiry)
+ *   finished saver '\0' key -> segments reached by a final save, and when
+ *            (so retrying that final save reports already_applied)
  *   counts   saver name -> {sequences, evicted since declare}
  * All state tensors of one sequence live in one record, so they are always
  * replaced together. Keys too long for an LMDB key (LMDB's limit is 511
@@ -27,6 +29,12 @@
  * - A save of segment 0 for an evicted key starts the sequence afresh and
  *   clears the eviction marker; other segments get SS_ERR_CONFLICT whose
  *   message says the key was evicted. Drop clears markers too.
+ * - A final save that deletes a record leaves a "finished" marker for the
+ *   finished retention (ss_store_set_finished_retention): retrying that
+ *   final save reports already_applied, a save of segment 0 starts afresh
+ *   (and clears it), any other save gets SS_ERR_CONFLICT saying the
+ *   sequence finished. Fetch ignores the marker (initial state,
+ *   next_segment 0).
  */
 #ifndef SS_STORE_H
 #define SS_STORE_H
@@ -51,9 +59,13 @@ typedef struct ss_store_options {
     unsigned max_readers;  /* LMDB reader slots (0 = LMDB default, 126) */
 } ss_store_options;
 
+/* Finished markers older than this are ignored by saves and deleted by
+ * ss_store_evict_idle (server flag --finished-retention-ms). */
+#define SS_STORE_FINISHED_RETENTION_MS_DEFAULT 3600000u /* 1 hour */
+
 /* Named databases the environment allows / the store itself uses. */
 #define SS_STORE_MAX_DBS 16
-#define SS_STORE_OWN_DBS 4
+#define SS_STORE_OWN_DBS 5
 /* Largest state of one sequence (sum over a schema's states), fixed. */
 #define SS_STORE_STATE_BYTES_MAX (16u << 20)
 /* Largest key the store accepts; the server's --max-key-bytes is lower. */
@@ -99,6 +111,13 @@ typedef struct ss_bytes {
 int ss_store_open(ss_store **out, const ss_store_options *opt);
 /* Closes the environment. Accepts NULL. No other call may be in flight. */
 void ss_store_close(ss_store *st);
+/* How long (ms) a final save that deleted its record stays retryable as
+ * already_applied; 0 = SS_STORE_FINISHED_RETENTION_MS_DEFAULT (the value
+ * after ss_store_open). Call before the writer starts (ss_writer_start):
+ * the writer thread reads it without a lock. A setter rather than an
+ * ss_store_options field so that positional initializers of the options
+ * elsewhere keep compiling under -Wmissing-field-initializers. */
+void ss_store_set_finished_retention(ss_store *st, uint64_t ms);
 
 /* Build a schema from a DeclareRequest (validates names, dtypes, shapes,
  * initial tensors). On error returns a negative code and fills msg. The
@@ -193,15 +212,20 @@ typedef struct ss_save_item {
 /* Compare-and-set for every item, all or nothing (the batch runs in its own
  * nested transaction, so a failure leaves txn as it was). already_applied[i] is
  * set when next_segment == segment+1 already (idempotent retry; that item
- * is left unchanged). Any other mismatch -> SS_ERR_CONFLICT with msg naming
- * key, expected and found segment, and nothing of the batch is applied. */
+ * is left unchanged), and for a final item whose key has no record but a
+ * finished marker (younger than the retention) with next_segment ==
+ * segment+1: the retry of a final save that deleted the record. Any other
+ * mismatch -> SS_ERR_CONFLICT with msg naming key, expected and found
+ * segment (and why, for an evicted or finished key), and nothing of the
+ * batch is applied. */
 int ss_store_save(ss_store_txn *txn, const ss_schema *schema, size_t n,
                   const ss_save_item *items, bool *already_applied,
                   uint64_t now_ms, char msg[SS_STORE_MSG]);
 
 /* Drop keys (returns count in *dropped: keys that had a record or an
- * eviction marker) or, with all, the saver itself with every record and
- * marker (*dropped = records). SS_ERR_NOT_FOUND for an undeclared saver.
+ * eviction marker; their finished markers are deleted too but not
+ * counted) or, with all, the saver itself with every record and marker
+ * (*dropped = records). SS_ERR_NOT_FOUND for an undeclared saver.
  * The schema cache forgets a dropped saver when the transaction commits. */
 int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
                   const ss_bytes *keys, bool all, uint64_t *dropped,
@@ -211,7 +235,10 @@ int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
  * ttl <= now_ms; records them in `evicted`. *evicted gets the count.
  * Examines at most max * SS_STORE_EVICT_SCAN_FACTOR records and resumes
  * from there on the next call (wrapping around), so call it periodically.
- * Records evicted are logged at INFO with the saver and count. */
+ * Records evicted are logged at INFO with the saver and count.
+ * The same call deletes up to max finished markers older than the
+ * retention (examining at most max * SS_STORE_EVICT_SCAN_FACTOR of them,
+ * resuming likewise); they are not counted in *evicted. */
 int ss_store_evict_idle(ss_store_txn *txn, uint64_t now_ms, size_t max,
                         uint64_t *evicted);
 

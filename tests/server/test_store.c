@@ -1,5 +1,6 @@
 /* test_store -- Check suite for the LMDB store: schemas, CAS saves, fetch,
- * final/keep_final, idle eviction, drop, list, stats, persistence. */
+ * final/keep_final, finished markers (retry of a final save), idle
+ * eviction, drop, list, stats, persistence. */
 #include <check.h>
 #include <lmdb.h>
 #include <stdio.h>
@@ -908,6 +909,489 @@ START_TEST(test_map_full)
 }
 END_TEST
 
+/* ---- finished markers (retry of a final save) ---- */
+
+/* Entries in the store's `finished` database (read straight from LMDB). */
+static size_t count_finished(void)
+{
+    MDB_txn *t = NULL;
+    MDB_dbi dbi;
+    MDB_stat ms;
+    ck_assert_int_eq(mdb_txn_begin(ss_store_env(st), NULL, MDB_RDONLY, &t), 0);
+    ck_assert_int_eq(mdb_dbi_open(t, "finished", 0, &dbi), 0);
+    ck_assert_int_eq(mdb_stat(t, dbi, &ms), 0);
+    mdb_txn_abort(t);
+    return ms.ms_entries;
+}
+
+/* Save segments 0..last of key at time now, the last one final. */
+static void run_sequence(const ss_schema *s, ss_bytes key, uint64_t last,
+                         uint64_t now)
+{
+    char msg[SS_STORE_MSG];
+    bool applied = true;
+    for (uint64_t seg = 0; seg <= last; seg++) {
+        bool final = seg == last;
+        int rc = save_n(s, 1, &key, &seg, &final, (float)seg, &applied, now,
+                        msg);
+        ck_assert_msg(rc == 0, "seg %llu: %s", (unsigned long long)seg, msg);
+        ck_assert(!applied);
+    }
+}
+
+START_TEST(test_final_retry_already_applied)
+{
+    char msg[SS_STORE_MSG];
+    ss_schema *s = fx_declared(st, "m", rnn_states, 2, 0, false);
+    bool applied = false;
+    uint64_t next, upd;
+    float c0, h0;
+    run_sequence(s, fx_key("f"), 1, 200);
+    ck_assert_uint_eq(count_finished(), 1);
+    /* The reply was lost: the same final save again is already applied,
+     * as often as it is repeated, and changes nothing. */
+    for (int i = 0; i < 2; i++) {
+        applied = false;
+        ck_assert_int_eq(save1(s, "f", 1, true, 9.0f, &applied, 300, msg), 0);
+        ck_assert(applied);
+    }
+    ck_assert_int_eq(fetch1(s, fx_key("f"), &next, &upd, &c0, &h0, msg), 0);
+    ck_assert_uint_eq(next, 0); /* SQSS: the key can be reused */
+    ck_assert(c0 == 0.0f);
+    ss_store_stats stats;
+    ck_assert_int_eq(ss_store_stats_get(st, "m", &stats), 0);
+    ck_assert_uint_eq(stats.sequences, 0);
+    ck_assert_uint_eq(count_finished(), 1);
+    uint64_t seg;
+    ss_bytes k = fx_key("f");
+    ck_assert_int_eq(ss_store_segments(st, "m", 1, &k, &seg), 0);
+    ck_assert_uint_eq(seg, 0);
+
+    /* Long keys: the marker holds the full key, so a key sharing the
+     * DB key's visible prefix (differs past the LMDB limit) is not taken
+     * for the finished one. */
+    static char long1[1025], long2[1025];
+    memset(long1, 'q', 1024);
+    memset(long2, 'q', 1024);
+    long2[1023] = 'r';
+    run_sequence(s, fx_key(long1), 2, 400);
+    ck_assert_int_eq(save1(s, long1, 2, true, 1.0f, &applied, 500, msg), 0);
+    ck_assert(applied);
+    int rc = save1(s, long2, 2, true, 1.0f, &applied, 500, msg);
+    ck_assert_int_eq(rc, SS_ERR_CONFLICT);
+    ck_assert_msg(strstr(msg, "found 0") && !strstr(msg, "finished"),
+                  "msg: %s", msg);
+    ss_schema_unref(s);
+}
+END_TEST
+
+START_TEST(test_final_retry_batch)
+{
+    char msg[SS_STORE_MSG];
+    ss_schema *s = fx_declared(st, "m", rnn_states, 2, 0, false);
+    bool applied[3];
+    uint64_t next, upd;
+    float c0, h0;
+    ss_bytes keys[2] = {fx_key("a"), fx_key("b")};
+    uint64_t segs0[2] = {0, 0}, segs1[2] = {1, 1};
+    bool finals[2] = {true, false};
+    ck_assert_int_eq(save_n(s, 2, keys, segs0, NULL, 1.0f, applied, 100, msg), 0);
+    ck_assert_int_eq(save_n(s, 2, keys, segs1, finals, 2.0f, applied, 200, msg), 0);
+    ck_assert(!applied[0] && !applied[1]);
+    /* The whole batch again (a client retrying after a lost reply): the
+     * final item and the ordinary one are both already applied. */
+    ck_assert_int_eq(save_n(s, 2, keys, segs1, finals, 7.0f, applied, 300, msg), 0);
+    ck_assert(applied[0] && applied[1]);
+    ck_assert_int_eq(fetch1(s, keys[0], &next, &upd, &c0, &h0, msg), 0);
+    ck_assert_uint_eq(next, 0);
+    ck_assert_int_eq(fetch1(s, keys[1], &next, &upd, &c0, &h0, msg), 0);
+    ck_assert_uint_eq(next, 2);
+    ck_assert_uint_eq(upd, 200);
+    ck_assert(c0 == 3.0f); /* row 1 of the second batch (2.0 + 1) */
+
+    /* Same key twice in one batch: the second final save sees the first
+     * one's marker. */
+    ss_bytes kk[2] = {fx_key("b"), fx_key("b")};
+    uint64_t s22[2] = {2, 2};
+    bool ff[2] = {true, true};
+    ck_assert_int_eq(save_n(s, 2, kk, s22, ff, 1.0f, applied, 400, msg), 0);
+    ck_assert(!applied[0] && applied[1]);
+    ck_assert_uint_eq(count_finished(), 2);
+
+    /* A retried batch with one wrong item applies nothing and keeps the
+     * markers. */
+    ss_bytes k3[3] = {fx_key("new"), fx_key("a"), fx_key("b")};
+    uint64_t s3[3] = {0, 1, 1};
+    bool f3[3] = {false, true, true};
+    ck_assert_int_eq(save_n(s, 3, k3, s3, f3, 1.0f, applied, 500, msg),
+                     SS_ERR_CONFLICT);
+    ck_assert_msg(strstr(msg, "'b'") && strstr(msg, "finished at next_segment 3"),
+                  "msg: %s", msg);
+    ck_assert_int_eq(fetch1(s, fx_key("new"), &next, &upd, &c0, &h0, msg), 0);
+    ck_assert_uint_eq(next, 0);
+    ss_store_stats stats;
+    ck_assert_int_eq(ss_store_stats_get(st, "m", &stats), 0);
+    ck_assert_uint_eq(stats.sequences, 0);
+    ck_assert_uint_eq(count_finished(), 2);
+    ss_schema_unref(s);
+}
+END_TEST
+
+/* Saves of a sequence that finished with final segment 4 at 2000 ms. */
+struct after_finish {
+    uint64_t segment; /* segment saved */
+    bool final;       /* its final flag */
+    int rc;           /* expected result */
+    bool applied;     /* expected already_applied (rc 0) */
+    const char *want; /* substring of the message (conflicts) */
+};
+
+static const struct after_finish after_finish_cases[] = {
+    {4, true, 0, true, NULL},
+    {3, false, SS_ERR_CONFLICT, false,
+     "key 'k': save of segment 3 expected next_segment 3, found 0 (finished "
+     "at next_segment 5 at 1970-01-01T00:00:02.000Z; save segment 0 to start "
+     "again)"},
+    {4, false, SS_ERR_CONFLICT, false, "finished at next_segment 5"},
+    {3, true, SS_ERR_CONFLICT, false, "finished at next_segment 5"},
+    {5, true, SS_ERR_CONFLICT, false, "found 0 (finished"},
+    {5, false, SS_ERR_CONFLICT, false, "expected next_segment 5, found 0 (fin"},
+    {UINT64_MAX, true, SS_ERR_CONFLICT, false, "finished at next_segment 5"},
+    {0, false, 0, false, NULL},
+    {0, true, 0, false, NULL},
+};
+
+START_TEST(test_after_finish_table)
+{
+    const struct after_finish *c = &after_finish_cases[_i];
+    char msg[SS_STORE_MSG] = "";
+    ss_schema *s = fx_declared(st, "m", rnn_states, 2, 0, false);
+    run_sequence(s, fx_key("k"), 4, 2000);
+    bool applied = !c->applied;
+    int rc = save1(s, "k", c->segment, c->final, 6.0f, &applied, 2500, msg);
+    ck_assert_msg(rc == c->rc, "case %d: rc %d (%s)", _i, rc, msg);
+    if (rc == 0)
+        ck_assert_msg(applied == c->applied, "case %d", _i);
+    else
+        ck_assert_msg(strstr(msg, c->want), "case %d: '%s' lacks '%s'", _i,
+                      msg, c->want);
+    /* Fetch is unchanged by the marker: initial state, next_segment 0,
+     * unless segment 0 started a new (non-final) sequence. */
+    uint64_t next, upd;
+    float c0, h0;
+    ck_assert_int_eq(fetch1(s, fx_key("k"), &next, &upd, &c0, &h0, msg), 0);
+    bool restarted = c->segment == 0 && !c->final;
+    ck_assert_uint_eq(next, restarted ? 1 : 0);
+    ck_assert(c0 == (restarted ? 6.0f : 0.0f));
+    /* Segment 0 clears the marker (a new sequence); anything else leaves
+     * it for a later retry. */
+    ck_assert_uint_eq(count_finished(), c->segment == 0 ? 0 : 1);
+    ss_schema_unref(s);
+}
+END_TEST
+
+START_TEST(test_finished_restart_clears)
+{
+    char msg[SS_STORE_MSG];
+    ss_schema *s = fx_declared(st, "m", rnn_states, 2, 0, false);
+    bool applied;
+    run_sequence(s, fx_key("k"), 4, 1000);
+    ck_assert_int_eq(save1(s, "k", 0, false, 1.0f, &applied, 1100, msg), 0);
+    ck_assert(!applied);
+    ck_assert_uint_eq(count_finished(), 0);
+    /* The old final save is no longer a retry: the new sequence is at 1. */
+    ck_assert_int_eq(save1(s, "k", 4, true, 1.0f, &applied, 1200, msg),
+                     SS_ERR_CONFLICT);
+    ck_assert_msg(strstr(msg, "found 1") && !strstr(msg, "finished"),
+                  "msg: %s", msg);
+    /* The new sequence finishes; its own final save is retryable. */
+    ck_assert_int_eq(save1(s, "k", 1, true, 1.0f, &applied, 1300, msg), 0);
+    ck_assert(!applied);
+    ck_assert_int_eq(save1(s, "k", 1, true, 1.0f, &applied, 1400, msg), 0);
+    ck_assert(applied);
+    ck_assert_int_eq(save1(s, "k", 4, true, 1.0f, &applied, 1400, msg),
+                     SS_ERR_CONFLICT);
+    ck_assert_msg(strstr(msg, "finished at next_segment 2"), "msg: %s", msg);
+    /* keep_final savers keep the record instead and write no marker. */
+    ss_schema *kf = fx_declared(st, "keep", rnn_states, 2, 0, true);
+    run_sequence(kf, fx_key("k"), 2, 1500);
+    ck_assert_uint_eq(count_finished(), 1);
+    ck_assert_int_eq(save1(kf, "k", 2, true, 1.0f, &applied, 1600, msg), 0);
+    ck_assert(applied);
+    ss_schema_unref(kf);
+    ss_schema_unref(s);
+}
+END_TEST
+
+START_TEST(test_finished_retention)
+{
+    char msg[SS_STORE_MSG];
+    ss_schema *s = fx_declared(st, "m", rnn_states, 2, 0, false);
+    bool applied;
+    char name[16];
+    ss_store_set_finished_retention(st, 1000);
+    /* Ten sequences finish at t=0, one more at t=5000. */
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof name, "k%02d", i);
+        run_sequence(s, fx_key(name), 1, 0);
+    }
+    run_sequence(s, fx_key("late"), 1, 5000);
+    ck_assert_uint_eq(count_finished(), 11);
+    /* Within the retention the final save is a retry... */
+    ck_assert_int_eq(save1(s, "k00", 1, true, 1.0f, &applied, 999, msg), 0);
+    ck_assert(applied);
+    /* ...after it the marker no longer counts, even before cleanup ran. */
+    ck_assert_int_eq(save1(s, "k00", 1, true, 1.0f, &applied, 1000, msg),
+                     SS_ERR_CONFLICT);
+    ck_assert_msg(strstr(msg, "found 0") && !strstr(msg, "finished"),
+                  "msg: %s", msg);
+    /* The periodic call deletes expired markers, at most max per call,
+     * and does not count them as idle evictions. */
+    ck_assert_uint_eq(evict(999, 100), 0);
+    ck_assert_uint_eq(count_finished(), 11);
+    ck_assert_uint_eq(evict(1000, 3), 0);
+    ck_assert_uint_eq(count_finished(), 8);
+    ck_assert_uint_eq(evict(1000, 3), 0);
+    ck_assert_uint_eq(count_finished(), 5);
+    ck_assert_uint_eq(evict(5999, 100), 0);
+    ck_assert_uint_eq(count_finished(), 1); /* "late" is still young */
+    ck_assert_int_eq(save1(s, "late", 1, true, 1.0f, &applied, 5999, msg), 0);
+    ck_assert(applied);
+    ck_assert_uint_eq(evict(6000, 100), 0);
+    ck_assert_uint_eq(count_finished(), 0);
+    ss_store_stats stats;
+    ck_assert_int_eq(ss_store_stats_get(st, "m", &stats), 0);
+    ck_assert_uint_eq(stats.evicted, 0);
+
+    /* 0 restores the default of one hour. */
+    ss_store_set_finished_retention(st, 0);
+    run_sequence(s, fx_key("d"), 1, 10000);
+    ck_assert_int_eq(save1(s, "d", 1, true, 1.0f, &applied,
+                           10000 + SS_STORE_FINISHED_RETENTION_MS_DEFAULT - 1,
+                           msg), 0);
+    ck_assert(applied);
+    ck_assert_int_eq(save1(s, "d", 1, true, 1.0f, &applied,
+                           10000 + SS_STORE_FINISHED_RETENTION_MS_DEFAULT, msg),
+                     SS_ERR_CONFLICT);
+    ck_assert_uint_eq(evict(10000 + SS_STORE_FINISHED_RETENTION_MS_DEFAULT - 1,
+                            100), 0);
+    ck_assert_uint_eq(count_finished(), 1);
+    ck_assert_uint_eq(evict(10000 + SS_STORE_FINISHED_RETENTION_MS_DEFAULT,
+                            100), 0);
+    ck_assert_uint_eq(count_finished(), 0);
+    ss_schema_unref(s);
+}
+END_TEST
+
+START_TEST(test_drop_clears_finished)
+{
+    char msg[SS_STORE_MSG];
+    ss_schema *s = fx_declared(st, "m", rnn_states, 2, 0, false);
+    bool applied;
+    uint64_t dropped = 99;
+    static char longk[1025];
+    memset(longk, 'z', 1024);
+    run_sequence(s, fx_key("k"), 2, 100);
+    run_sequence(s, fx_key("live"), 0, 100); /* final at once: no marker */
+    run_sequence(s, fx_key(longk), 1, 100);
+    ck_assert_uint_eq(count_finished(), 2);
+    /* Dropping a finished key removes the marker; it had no data, so it
+     * is not counted as dropped. */
+    ss_bytes dk[2] = {fx_key("k"), fx_key(longk)};
+    ck_assert_int_eq(write_txn_drop("m", 2, dk, false, &dropped, msg), 0);
+    ck_assert_uint_eq(dropped, 0);
+    ck_assert_uint_eq(count_finished(), 0);
+    ck_assert_int_eq(save1(s, "k", 2, true, 1.0f, &applied, 200, msg),
+                     SS_ERR_CONFLICT);
+    ck_assert_msg(!strstr(msg, "finished"), "msg: %s", msg);
+
+    /* Dropping the saver removes its markers and no other saver's. */
+    ss_schema *o = fx_declared(st, "other", rnn_states, 2, 0, false);
+    run_sequence(s, fx_key("k"), 2, 300);
+    run_sequence(o, fx_key("k"), 2, 300);
+    ck_assert_uint_eq(count_finished(), 2);
+    ck_assert_int_eq(write_txn_drop("m", 0, NULL, true, &dropped, msg), 0);
+    ck_assert_uint_eq(count_finished(), 1);
+    ss_schema *s2 = fx_declared(st, "m", rnn_states, 2, 0, false);
+    ck_assert_int_eq(save1(s2, "k", 2, true, 1.0f, &applied, 400, msg),
+                     SS_ERR_CONFLICT);
+    ck_assert_msg(!strstr(msg, "finished"), "msg: %s", msg);
+    ck_assert_int_eq(save1(o, "k", 2, true, 1.0f, &applied, 400, msg), 0);
+    ck_assert(applied);
+    ss_schema_unref(s2);
+    ss_schema_unref(o);
+    ss_schema_unref(s);
+}
+END_TEST
+
+START_TEST(test_finished_nested_and_persistent)
+{
+    char msg[SS_STORE_MSG];
+    ss_schema *s = fx_declared(st, "m", rnn_states, 2, 0, false);
+    bool applied;
+    uint64_t next, upd;
+    float c0, h0;
+    ck_assert_int_eq(save1(s, "k", 0, false, 1.0f, &applied, 100, msg), 0);
+    /* A final save rolled back with its child transaction leaves the
+     * record and no marker. */
+    float cv[DIM] = {0}, hv[DIM] = {0};
+    const void *ptrs[2] = {cv, hv};
+    ss_save_item it = {fx_key("k"), 1, true, ptrs};
+    ss_store_txn *t = NULL;
+    ck_assert_int_eq(ss_store_txn_begin(st, &t, msg), 0);
+    ck_assert_int_eq(ss_store_txn_child_begin(t, msg), 0);
+    ck_assert_int_eq(ss_store_save(t, s, 1, &it, &applied, 200, msg), 0);
+    ck_assert_int_eq(ss_store_txn_child_end(t, false, msg), 0);
+    ck_assert_int_eq(ss_store_txn_commit(t, msg), 0);
+    ck_assert_uint_eq(count_finished(), 0);
+    ck_assert_int_eq(fetch1(s, fx_key("k"), &next, &upd, &c0, &h0, msg), 0);
+    ck_assert_uint_eq(next, 1);
+
+    /* A single final save that conflicts inside a caller's transaction
+     * leaves the caller's earlier work. */
+    ck_assert_int_eq(ss_store_txn_begin(st, &t, msg), 0);
+    ss_save_item first = {fx_key("x"), 0, false, ptrs};
+    ck_assert_int_eq(ss_store_save(t, s, 1, &first, &applied, 200, msg), 0);
+    ss_save_item bad = {fx_key("k"), 7, true, ptrs};
+    ck_assert_int_eq(ss_store_save(t, s, 1, &bad, &applied, 200, msg),
+                     SS_ERR_CONFLICT);
+    ck_assert_int_eq(ss_store_save(t, s, 1, &it, &applied, 200, msg), 0);
+    ck_assert_int_eq(ss_store_txn_commit(t, msg), 0);
+    ck_assert_int_eq(fetch1(s, fx_key("x"), &next, &upd, &c0, &h0, msg), 0);
+    ck_assert_uint_eq(next, 1);
+    ck_assert_uint_eq(count_finished(), 1);
+
+    /* Markers are durable: a retry after a server restart still works. */
+    ss_store_close(st);
+    st = fx_open(dir, 64ull << 20);
+    ck_assert_int_eq(save1(s, "k", 1, true, 1.0f, &applied, 300, msg), 0);
+    ck_assert(applied);
+    ss_schema_unref(s);
+}
+END_TEST
+
+/* One save of the one-state "big" schema in its own transaction;
+ * commits on success, aborts otherwise. */
+static int big_save(const ss_schema *s, const char *key, uint64_t seg,
+                    bool final, const void *const *ptrs, bool *applied,
+                    uint64_t now, char msg[SS_STORE_MSG])
+{
+    ss_save_item it = {fx_key(key), seg, final, ptrs};
+    ss_store_txn *t = NULL;
+    ck_assert_int_eq(ss_store_txn_begin(st, &t, msg), 0);
+    int rc = ss_store_save(t, s, 1, &it, applied, now, msg);
+    if (rc < 0) {
+        ss_store_txn_abort(t);
+        return rc;
+    }
+    return ss_store_txn_commit(t, msg);
+}
+
+START_TEST(test_finished_map_full)
+{
+    /* Fill a tiny map, then end sequences: each final save either fits
+     * (record gone, marker written, retry already applied) or fails with
+     * SS_ERR_FULL and changes nothing -- never a deleted record without
+     * its marker. */
+    char msg[SS_STORE_MSG];
+    ss_store_close(st);
+    st = fx_open(dir, 256u << 10);
+    fx_state big[] = {{"c", 4096, NULL}};
+    ss_schema *s = fx_declared(st, "big", big, 1, 0, false);
+    static float data[4096];
+    const void *ptrs[1] = {data};
+    void *const out[1] = {data};
+    bool applied;
+    char key[16];
+    int rc = 0, filled = 0;
+    for (; filled < 256; filled++) {
+        snprintf(key, sizeof key, "k%d", filled);
+        rc = big_save(s, key, 0, false, ptrs, &applied, 0, msg);
+        if (rc != 0)
+            break;
+    }
+    ck_assert_int_eq(rc, SS_ERR_FULL);
+    ck_assert_int_ge(filled, 2);
+    int oks = 0, fails = 0;
+    for (int i = 0; i < filled; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        rc = big_save(s, key, 1, true, ptrs, &applied, 10, msg);
+        uint64_t next, upd;
+        ss_bytes k = fx_key(key);
+        char m2[SS_STORE_MSG];
+        ck_assert_int_eq(ss_store_fetch(st, s, 1, &k, out, &next, &upd, m2), 0);
+        if (rc == 0) {
+            oks++;
+            ck_assert_uint_eq(next, 0);
+            ck_assert_int_eq(big_save(s, key, 1, true, ptrs, &applied, 20, msg),
+                             0);
+            ck_assert(applied);
+        } else {
+            fails++;
+            ck_assert_msg(rc == SS_ERR_FULL, "rc %d: %s", rc, msg);
+            ck_assert_uint_eq(next, 1); /* the record is intact */
+        }
+    }
+    ck_assert_int_eq(oks + fails, filled);
+    ss_schema_unref(s);
+}
+END_TEST
+
+START_TEST(test_finished_map_full_in_txn)
+{
+    /* In one transaction, small records fill the map; then the final
+     * save of one of them can delete it in place (its page is already
+     * dirty) but finds no page for the marker: it must fail as a whole and
+     * leave the record. */
+    char msg[SS_STORE_MSG];
+    ss_store_close(st);
+    st = fx_open(dir, 256u << 10);
+    ss_schema *s = fx_declared(st, "m", rnn_states, 2, 0, false);
+    float cv[DIM] = {1, 1, 1, 1}, hv[DIM] = {2, 2, 2, 2};
+    const void *ptrs[2] = {cv, hv};
+    char key[32];
+    bool applied;
+    int rc = 0, filled = 0;
+    ss_store_txn *t = NULL;
+    ck_assert_int_eq(ss_store_txn_begin(st, &t, msg), 0);
+    for (; filled < 100000 && rc == 0; filled++) {
+        snprintf(key, sizeof key, "key-%06d", filled);
+        ss_save_item it = {fx_key(key), 0, false, ptrs};
+        char m2[SS_STORE_MSG];
+        ck_assert_int_eq(ss_store_txn_child_begin(t, m2), 0);
+        rc = ss_store_save(t, s, 1, &it, &applied, 0, msg);
+        ck_assert_int_eq(ss_store_txn_child_end(t, rc == 0, m2), 0);
+    }
+    filled--;
+    ck_assert_int_eq(rc, SS_ERR_FULL);
+    MDB_dbi seqs;
+    ck_assert_int_eq(mdb_dbi_open(ss_store_txn_mdb(t), "seqs", 0, &seqs), 0);
+    int fails = 0;
+    for (int i = filled - 1; i >= 0 && i >= filled - 20; i--) {
+        snprintf(key, sizeof key, "key-%06d", i);
+        ss_save_item fin = {fx_key(key), 1, true, ptrs};
+        rc = ss_store_save(t, s, 1, &fin, &applied, 5, msg);
+        /* The record as this transaction sees it (DB key saver\0key). */
+        char dbk[64];
+        int dl = snprintf(dbk, sizeof dbk, "m%c%s", 0, key);
+        MDB_val k = {(size_t)dl, dbk}, v;
+        int grc = mdb_get(ss_store_txn_mdb(t), seqs, &k, &v);
+        if (rc == 0) {
+            ck_assert_int_eq(grc, MDB_NOTFOUND);
+        } else {
+            ck_assert_msg(rc == SS_ERR_FULL, "rc %d: %s", rc, msg);
+            ck_assert_msg(grc == 0, "%s: record deleted by a failed save", key);
+            fails++;
+        }
+    }
+    /* With no page left, at least the first marker cannot be written. */
+    ck_assert_int_gt(fails, 0);
+    ss_store_txn_abort(t);
+    ss_schema_unref(s);
+}
+END_TEST
+
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -934,6 +1418,17 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_list_savers_and_stats);
     tcase_add_test(tc, test_persistence_reopen);
     tcase_add_test(tc, test_map_full);
+    tcase_add_test(tc, test_final_retry_already_applied);
+    tcase_add_test(tc, test_final_retry_batch);
+    tcase_add_loop_test(tc, test_after_finish_table, 0,
+                        (int)(sizeof after_finish_cases /
+                              sizeof after_finish_cases[0]));
+    tcase_add_test(tc, test_finished_restart_clears);
+    tcase_add_test(tc, test_finished_retention);
+    tcase_add_test(tc, test_drop_clears_finished);
+    tcase_add_test(tc, test_finished_nested_and_persistent);
+    tcase_add_test(tc, test_finished_map_full);
+    tcase_add_test(tc, test_finished_map_full_in_txn);
     suite_add_tcase(s, tc);
     return s;
 }
