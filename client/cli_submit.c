@@ -6,6 +6,13 @@
  * Every input file is checked before anything is submitted (exit 2 naming
  * the file). Sequences that fail are named with the server's reason and
  * make the exit status 1; the others are still written.
+ *
+ * A lost connection (the server restarting, a crash) is not fatal: the
+ * command reconnects with backoff for up to --retry-ms, resends every
+ * segment the server has not acknowledged (an identical resubmission is
+ * acknowledged as already queued) and awaits every segment not yet
+ * answered. Acknowledged submits and completed segments are durable on the
+ * server, so nothing is recomputed beyond the segments in flight.
  */
 #include "cli.h"
 
@@ -37,10 +44,15 @@
 #define SUBMIT_LINE_MS 1000
 /* Width of the bar when the terminal's width is unknown. */
 #define SUBMIT_TTY_COLS 80
+/* How long to keep reconnecting after the connection is lost (ms). */
+#define SUBMIT_RETRY_MS_DEFAULT 60000u
+/* Backoff between reconnect attempts (ms). */
+#define SUBMIT_BACKOFF_MIN_MS 100u
+#define SUBMIT_BACKOFF_MAX_MS 5000u
 
 static const char submit_usage[] =
     "usage: statesaver submit SAVER --inputs DIR --num-unroll T --outputs DIR\n"
-    "         [--wait-ms N] [--max-wait-ms N] [--window N] [--json]\n"
+    "         [--wait-ms N] [--max-wait-ms N] [--window N] [--retry-ms N] [--json]\n"
     "\n"
     "Run every sequence in DIR through the job queue of SAVER: each *.npy in\n"
     "DIR is one sequence, float32 [length, input_size], keyed by its file name\n"
@@ -56,6 +68,9 @@ static const char submit_usage[] =
     "  --max-wait-ms N    give up on segments not done after N ms (default 0:\n"
     "                     wait as long as it takes)\n"
     "  --window N         requests in flight (default 64)\n"
+    "  --retry-ms N       when the connection to the server is lost, reconnect\n"
+    "                     with backoff for up to N ms and resume (default 60000;\n"
+    "                     0: fail at once)\n"
     "  --json             print the summary as JSON\n"
     "\n"
     "Progress goes to stderr: a bar with rate and ETA on a terminal, a line\n"
@@ -94,6 +109,12 @@ typedef struct run {
     ss_segment_ref *refs; /* segments to await, sequence by sequence */
     size_t *ref_seq;      /* per await ref: its sequence */
     bool *queued;         /* per segment of every sequence: submit succeeded */
+    bool *refused;        /* per segment: the server refused it (status) */
+    bool *answered;       /* per await ref: reported (done, failed, error) */
+    size_t *cur;          /* await refs of the current pass -> index in refs */
+    ss_segment_ref *cur_refs; /* refs of the current await pass */
+    ss_segment_pick *picks;   /* segments of the current submit pass */
+    bool resumed;         /* a connection was lost and replaced */
     int status;           /* exit status so far */
     bool tty;             /* stderr is a terminal */
     int64_t t0;           /* start (ms) */
@@ -197,6 +218,11 @@ static void free_run(run *r)
     free(r->refs);
     free(r->ref_seq);
     free(r->queued);
+    free(r->refused);
+    free(r->answered);
+    free(r->cur);
+    free(r->cur_refs);
+    free(r->picks);
 }
 
 /* Read and check every *.npy in dir; CLI exit status. */
@@ -309,7 +335,10 @@ static void on_submitted(void *arg, size_t i, uint64_t segment, int rc, const ch
 {
     run *r = arg;
     seq *q = &r->seqs[i];
+    if (rc < 0 && !SS_IS_STATUS_ERR(rc))
+        return; /* lost with the connection: sent again after reconnecting */
     r->queued[q->first_ref + segment] = rc == 0;
+    r->refused[q->first_ref + segment] = rc < 0;
     if (rc < 0) {
         char why[SS_CLIENT_ERRMSG_MAX + 64];
         snprintf(why, sizeof why, "submitting segment %llu: %s",
@@ -356,9 +385,11 @@ static int write_sequence(run *r, seq *q)
     return CLI_EXIT_OK;
 }
 
-static int on_awaited(void *arg, size_t index, int rc, ss_await_result *res, const char *msg)
+static int on_awaited(void *arg, size_t cur_index, int rc, ss_await_result *res,
+                      const char *msg)
 {
     run *r = arg;
+    size_t index = r->cur[cur_index];
     seq *q = &r->seqs[r->ref_seq[index]];
     uint64_t segment = r->refs[index].segment;
     uint64_t first = segment * r->T;
@@ -368,7 +399,15 @@ static int on_awaited(void *arg, size_t index, int rc, ss_await_result *res, con
     char why[256];
 
     r->segs_done++;
+    r->answered[index] = true;
     if (rc < 0) {
+        char lost[SS_CLIENT_ERRMSG_MAX + 160];
+        if (r->resumed && rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND)) {
+            /* The server collected it as it answered on the lost connection. */
+            snprintf(lost, sizeof lost, "segment %llu: %s (its result was lost with the "
+                     "connection to the server)", (unsigned long long)segment, msg);
+            msg = lost;
+        }
         seq_fail(q, segment, msg);
         goto out;
     }
@@ -427,6 +466,130 @@ out:
     return 0;
 }
 
+/* Replace a lost connection: reconnect with backoff until retry_ms has
+ * passed since the loss. Returns 0 with *c connected, else the CLI exit
+ * status (the error printed). */
+static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_ms,
+                     const char *why)
+{
+    ss_client_options o;
+    char err[1024] = "";
+    uint32_t backoff = SUBMIT_BACKOFF_MIN_MS;
+    int64_t give_up = now_ms() + (int64_t)retry_ms;
+    unsigned attempts = 0;
+
+    ss_client_close(*c);
+    *c = NULL;
+    if (r->tty)
+        fputc('\n', stderr);
+    if (retry_ms == 0) {
+        cli_error("%s: connection to %s lost: %s", r->phase, ctx->server, why);
+        return CLI_EXIT_FAIL;
+    }
+    cli_error("%s: connection to %s lost (%s); reconnecting for up to %llu ms", r->phase,
+              ctx->server, why, (unsigned long long)retry_ms);
+    ss_client_options_init(&o);
+    o.server = ctx->server;
+    o.timeout_ms = ctx->timeout_ms;
+    o.connect_timeout_ms = ctx->timeout_ms < (int)SUBMIT_BACKOFF_MAX_MS
+                               ? ctx->timeout_ms : (int)SUBMIT_BACKOFF_MAX_MS;
+    o.token = ctx->token;
+    o.token_len = ctx->token_len;
+    o.client_name = "statesaver-cli/" SS_VERSION;
+    for (;;) {
+        int64_t left = give_up - now_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        uint32_t nap = (int64_t)backoff < left ? backoff : (uint32_t)left;
+        ts.tv_sec = nap / 1000;
+        ts.tv_nsec = (long)(nap % 1000) * 1000000L;
+        nanosleep(&ts, NULL);
+        attempts++;
+        if (ss_client_open(c, &o, err, sizeof err) == 0) {
+            cli_error("%s: reconnected to %s after %u attempt%s; resuming", r->phase,
+                      ctx->server, attempts, attempts == 1 ? "" : "s");
+            r->resumed = true;
+            r->last_draw = 0;
+            return CLI_EXIT_OK;
+        }
+        *c = NULL;
+        backoff = backoff * 2 > SUBMIT_BACKOFF_MAX_MS ? SUBMIT_BACKOFF_MAX_MS : backoff * 2;
+    }
+    cli_error("%s: could not reconnect to %s within %llu ms (%u attempts): %s", r->phase,
+              ctx->server, (unsigned long long)retry_ms, attempts, err);
+    return CLI_EXIT_FAIL;
+}
+
+/* Submit every segment not yet acknowledged, reconnecting as needed.
+ * Returns the CLI exit status. */
+static int submit_all(const cli_ctx *ctx, run *r, ss_client **c, const char *saver,
+                      const ss_sequence_in *ins, const ss_jobs_pipeline *pipe,
+                      uint64_t retry_ms)
+{
+    for (;;) {
+        size_t n = 0;
+        for (size_t i = 0; i < r->n; i++)
+            for (uint64_t s = 0; s < r->seqs[i].n_segments; s++) {
+                uint64_t k = r->seqs[i].first_ref + s;
+                if (!r->queued[k] && !r->refused[k])
+                    r->picks[n++] = (ss_segment_pick){.seq = i, .segment = s};
+            }
+        if (n == 0)
+            return CLI_EXIT_OK;
+        int rc = ss_client_submit_segments(*c, saver, ins, r->n, r->input_size, r->T,
+                                           r->picks, n, pipe, on_submitted, r);
+        if (rc == 0 || SS_IS_STATUS_ERR(rc))
+            return CLI_EXIT_OK; /* every segment answered */
+        if (rc != SS_ERR_CLOSED && rc != SS_ERR_IO && rc != SS_ERR_TIMEOUT &&
+            rc != SS_ERR_CONNECT) {
+            if (r->tty)
+                fputc('\n', stderr);
+            return cli_fail(*c, "submit", rc);
+        }
+        char why[SS_CLIENT_ERRMSG_MAX];
+        snprintf(why, sizeof why, "%s", ss_client_last_error(*c));
+        int st = reconnect(ctx, r, c, retry_ms, why);
+        if (st != CLI_EXIT_OK)
+            return st;
+    }
+}
+
+/* Await every ref not yet answered, reconnecting as needed. */
+static int await_all(const cli_ctx *ctx, run *r, ss_client **c, const char *saver,
+                     size_t n_refs, uint32_t wait_ms, uint64_t max_wait,
+                     const ss_jobs_pipeline *pipe, uint64_t retry_ms)
+{
+    int64_t t0 = now_ms();
+    for (;;) {
+        size_t n = 0;
+        for (size_t k = 0; k < n_refs; k++)
+            if (!r->answered[k]) {
+                r->cur[n] = k;
+                r->cur_refs[n] = r->refs[k];
+                n++;
+            }
+        if (n == 0)
+            return CLI_EXIT_OK;
+        uint64_t total = 0;
+        if (max_wait) {
+            int64_t spent = now_ms() - t0;
+            total = (uint64_t)spent >= max_wait ? 1 : max_wait - (uint64_t)spent;
+        }
+        int rc = ss_client_await_many(*c, saver, r->cur_refs, n, wait_ms, total, true, pipe,
+                                      on_awaited, r);
+        if (rc == 0)
+            return CLI_EXIT_OK;
+        if (!ss_client_broken(*c))
+            return cli_fail(*c, "await", rc);
+        char why[SS_CLIENT_ERRMSG_MAX];
+        snprintf(why, sizeof why, "%s", ss_client_last_error(*c));
+        int st = reconnect(ctx, r, c, retry_ms, why);
+        if (st != CLI_EXIT_OK)
+            return st;
+    }
+}
+
 /* Print the summary (text or JSON) to stdout. */
 static void summary(const run *r, bool json, size_t n_failed, double secs)
 {
@@ -463,6 +626,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
         {"wait-ms", required_argument, NULL, 'w'},
         {"max-wait-ms", required_argument, NULL, 'm'},
         {"window", required_argument, NULL, 'W'},
+        {"retry-ms", required_argument, NULL, 'R'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -470,11 +634,12 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     run r = {.status = CLI_EXIT_OK, .phase = "submit"};
     const char *in_dir = NULL;
     unsigned long long v, wait_ms = SUBMIT_WAIT_MS_DEFAULT, max_wait = 0, T = 0;
+    unsigned long long retry_ms = SUBMIT_RETRY_MS_DEFAULT;
     ss_jobs_pipeline pipe = {.window = 0};
     ss_sequence_in *ins = NULL;
     ss_client *c = NULL;
     bool json = false;
-    int o, rc, status;
+    int o, status;
 
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
@@ -498,6 +663,10 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
                 return cli_usage("submit", "--window wants 1..%u", SS_JOBS_WINDOW_MAX);
             pipe.window = (uint32_t)v;
             break;
+        case 'R':
+            if (cli_parse_u64(optarg, 86400000ull, &retry_ms) < 0)
+                return cli_usage("submit", "--retry-ms wants 0..86400000");
+            break;
         case 'j': json = true; break;
         default: return cli_usage("submit", "bad option '%s'", argv[optind - 1]);
         }
@@ -516,7 +685,13 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     r.refs = calloc(r.segs_total, sizeof *r.refs);
     r.ref_seq = calloc(r.segs_total, sizeof *r.ref_seq);
     r.queued = calloc(r.segs_total, sizeof *r.queued);
-    if (!ins || !r.refs || !r.ref_seq || !r.queued) {
+    r.refused = calloc(r.segs_total, sizeof *r.refused);
+    r.answered = calloc(r.segs_total, sizeof *r.answered);
+    r.cur = calloc(r.segs_total, sizeof *r.cur);
+    r.cur_refs = calloc(r.segs_total, sizeof *r.cur_refs);
+    r.picks = calloc(r.segs_total, sizeof *r.picks);
+    if (!ins || !r.refs || !r.ref_seq || !r.queued || !r.refused || !r.answered || !r.cur ||
+        !r.cur_refs || !r.picks) {
         cli_error("out of memory");
         status = CLI_EXIT_FAIL;
         goto out;
@@ -531,14 +706,8 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
         goto out;
     r.tty = isatty(STDERR_FILENO) == 1;
     r.t0 = now_ms();
-    rc = ss_client_submit_sequences(c, saver, ins, r.n, r.input_size, r.T, &pipe,
-                                    on_submitted, &r);
-    if (rc < 0 && !SS_IS_STATUS_ERR(rc)) {
-        if (r.tty)
-            fputc('\n', stderr);
-        status = cli_fail(c, "submit", rc);
+    if ((status = submit_all(ctx, &r, &c, saver, ins, &pipe, retry_ms)) != CLI_EXIT_OK)
         goto out;
-    }
     /* Input data is no longer needed once every segment is queued. */
     size_t n_refs = 0;
     for (size_t i = 0; i < r.n; i++) {
@@ -561,15 +730,13 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     }
     r.phase = "await";
     progress(&r, true);
-    rc = ss_client_await_many(c, saver, r.refs, n_refs, (uint32_t)wait_ms, max_wait, true,
-                              &pipe, on_awaited, &r);
+    status = await_all(ctx, &r, &c, saver, n_refs, (uint32_t)wait_ms, max_wait, &pipe,
+                       retry_ms);
     progress(&r, true);
     if (r.tty)
         fputc('\n', stderr);
-    if (rc < 0) {
-        status = cli_fail(c, "await", rc);
+    if (status != CLI_EXIT_OK)
         goto out;
-    }
     double secs = (double)(now_ms() - r.t0) / 1000.0;
     size_t n_failed = 0;
     for (size_t i = 0; i < r.n; i++) {

@@ -244,17 +244,66 @@ static int submit_outcome(submit_ctx *x, size_t i, uint64_t s, int rc, ss_resp *
     return 0;
 }
 
-int ss_client_submit_sequences(ss_client *c, const char *saver,
-                               const ss_sequence_in *seqs, size_t n,
-                               uint32_t input_size, uint32_t num_unroll,
-                               const ss_jobs_pipeline *pipe, ss_submit_fn cb,
-                               void *arg)
+/* The segments to send: all segments of all sequences, or a list. */
+typedef struct submit_plan {
+    const ss_segment_pick *picks; /* NULL: every segment of every sequence */
+    size_t n_picks;               /* entries of picks */
+    size_t i;                     /* next sequence (all) or pick (list) */
+    uint64_t s;                   /* next segment of sequence i (all) */
+} submit_plan;
+
+/* Next segment to send; false when the plan is exhausted. */
+static bool plan_next(submit_plan *p, const submit_ctx *x, size_t n, size_t *i,
+                      uint64_t *s)
+{
+    if (p->picks) {
+        if (p->i >= p->n_picks)
+            return false;
+        *i = p->picks[p->i].seq;
+        *s = p->picks[p->i].segment;
+        p->i++;
+        return true;
+    }
+    while (p->i < n && p->s >= ss_jobs_segments(x->seqs[p->i].length, x->T)) {
+        p->i++;
+        p->s = 0;
+    }
+    if (p->i >= n)
+        return false;
+    *i = p->i;
+    *s = p->s++;
+    return true;
+}
+
+/* After a transport error: report the replies that had already arrived
+ * (kept by the connection) for requests still in the ring, so the caller
+ * knows which segments the server has acknowledged. */
+static void submit_drain(submit_ctx *x, inflight *ring, size_t window, size_t head,
+                         size_t count)
+{
+    for (size_t k = 0; k < count; k++) {
+        inflight *f = &ring[(head + k) % window];
+        ss_resp *r = NULL;
+        int got = ss_client_recv(x->c, f->id, 0, &r);
+        if (got == 0 || SS_IS_STATUS_ERR(got))
+            submit_outcome(x, f->index, f->segment, got, r);
+        else
+            ss_client_response_free(r);
+    }
+}
+
+static int submit_run(ss_client *c, const char *saver, const ss_sequence_in *seqs,
+                      size_t n, uint32_t input_size, uint32_t num_unroll,
+                      const ss_segment_pick *picks, size_t n_picks,
+                      const ss_jobs_pipeline *pipe, ss_submit_fn cb, void *arg)
 {
     submit_ctx x = {.c = c, .saver = saver, .seqs = seqs, .input_size = input_size,
                     .T = num_unroll, .cb = cb, .arg = arg};
+    submit_plan plan = {.picks = picks, .n_picks = n_picks};
     inflight *ring = NULL;
     uint32_t window = pipe && pipe->window ? pipe->window : SS_JOBS_WINDOW_DEFAULT;
-    size_t head = 0, count = 0;
+    size_t head = 0, count = 0, i;
+    uint64_t s;
     int rc = 0;
 
     if (!c)
@@ -262,7 +311,7 @@ int ss_client_submit_sequences(ss_client *c, const char *saver,
     ss_client_clear_error(c);
     x.full_retry_ms = pipe && pipe->full_retry_ms ? pipe->full_retry_ms
                                                   : SS_JOBS_FULL_RETRY_MS_DEFAULT;
-    if (!saver || (n > 0 && !seqs))
+    if (!saver || (n > 0 && !seqs) || (n_picks > 0 && !picks))
         return ss_client_fail(c, SS_ERR_INVALID, "submit: saver or sequences missing");
     if (window > SS_JOBS_WINDOW_MAX)
         return ss_client_fail(c, SS_ERR_INVALID, "submit: window %u exceeds %u", window,
@@ -274,44 +323,48 @@ int ss_client_submit_sequences(ss_client *c, const char *saver,
                               input_size);
     if ((uint64_t)num_unroll * input_size > SIZE_MAX / sizeof(float) / 2)
         return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: segment too big");
-    for (size_t i = 0; i < n; i++) {
-        const ss_sequence_in *q = &seqs[i];
+    for (size_t k = 0; k < n; k++) {
+        const ss_sequence_in *q = &seqs[k];
         if (!q->key.data || q->key.len == 0 || !q->data || q->length == 0)
             return ss_client_fail(c, SS_ERR_INVALID,
-                                  "submit: sequence %zu has no key, no data or length 0", i);
+                                  "submit: sequence %zu has no key, no data or length 0", k);
         if (q->length > SIZE_MAX / sizeof(float) / input_size)
-            return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: sequence %zu too long", i);
+            return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: sequence %zu too long", k);
     }
+    for (size_t k = 0; k < n_picks; k++)
+        if (picks[k].seq >= n ||
+            picks[k].segment >= ss_jobs_segments(seqs[picks[k].seq].length, num_unroll))
+            return ss_client_fail(c, SS_ERR_INVALID,
+                                  "submit: pick %zu (sequence %zu, segment %llu) is out of "
+                                  "range", k, picks[k].seq,
+                                  (unsigned long long)picks[k].segment);
     x.pad = malloc((size_t)num_unroll * input_size * sizeof(float));
     ring = calloc(window, sizeof *ring);
     if (!x.pad || !ring) {
         rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        uint64_t nseg = ss_jobs_segments(seqs[i].length, num_unroll);
-        for (uint64_t s = 0; s < nseg; s++) {
-            if (count == window) {
-                inflight *f = &ring[head];
-                ss_resp *r = NULL;
-                int got = ss_client_recv(c, f->id, 0, &r);
-                head = (head + 1) % window;
-                count--;
-                rc = submit_outcome(&x, f->index, f->segment, got, r);
-                if (rc < 0)
-                    goto out;
-            }
-            inflight *f = &ring[(head + count) % window];
-            f->index = i;
-            f->segment = s;
-            rc = submit_segment(&x, i, s, false, &f->id, NULL);
-            if (rc < 0) {
-                if (x.cb)
-                    x.cb(x.arg, i, s, rc, ss_client_last_error(c));
-                goto out;
-            }
-            count++;
+    while (plan_next(&plan, &x, n, &i, &s)) {
+        if (count == window) {
+            inflight *f = &ring[head];
+            ss_resp *r = NULL;
+            int got = ss_client_recv(c, f->id, 0, &r);
+            head = (head + 1) % window;
+            count--;
+            rc = submit_outcome(&x, f->index, f->segment, got, r);
+            if (rc < 0)
+                goto broken;
         }
+        inflight *f = &ring[(head + count) % window];
+        f->index = i;
+        f->segment = s;
+        rc = submit_segment(&x, i, s, false, &f->id, NULL);
+        if (rc < 0) {
+            if (x.cb)
+                x.cb(x.arg, i, s, rc, ss_client_last_error(c));
+            goto broken;
+        }
+        count++;
     }
     while (count > 0) {
         inflight *f = &ring[head];
@@ -321,13 +374,46 @@ int ss_client_submit_sequences(ss_client *c, const char *saver,
         count--;
         rc = submit_outcome(&x, f->index, f->segment, got, r);
         if (rc < 0)
-            goto out;
+            goto broken;
     }
     rc = x.first_err;
+    goto out;
+broken:
+    {
+        /* Keep the transport error's message for the caller. */
+        char msg[SS_CLIENT_ERRMSG_MAX];
+        ss_client_copy_str(msg, sizeof msg, ss_client_last_error(c));
+        if (ss_client_broken(c))
+            submit_drain(&x, ring, window, head, count);
+        ss_client_fail(c, rc, "%s", msg);
+    }
 out:
     free(ring);
     free(x.pad);
     return rc;
+}
+
+int ss_client_submit_sequences(ss_client *c, const char *saver,
+                               const ss_sequence_in *seqs, size_t n,
+                               uint32_t input_size, uint32_t num_unroll,
+                               const ss_jobs_pipeline *pipe, ss_submit_fn cb,
+                               void *arg)
+{
+    return submit_run(c, saver, seqs, n, input_size, num_unroll, NULL, 0, pipe, cb, arg);
+}
+
+int ss_client_submit_segments(ss_client *c, const char *saver,
+                              const ss_sequence_in *seqs, size_t n,
+                              uint32_t input_size, uint32_t num_unroll,
+                              const ss_segment_pick *picks, size_t n_picks,
+                              const ss_jobs_pipeline *pipe, ss_submit_fn cb, void *arg)
+{
+    if (c && n_picks == 0) {
+        ss_client_clear_error(c);
+        return 0;
+    }
+    return submit_run(c, saver, seqs, n, input_size, num_unroll, picks, n_picks, pipe, cb,
+                      arg);
 }
 
 /* Keeps the message of the first failed segment for ss_client_last_error. */
@@ -602,7 +688,27 @@ int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *
             continue;
         }
         if (got < 0 && ss_client_broken(c)) {
-            rc = got; /* transport: the connection is unusable */
+            /* Transport: the connection is unusable. Replies that had
+             * already arrived are still reported (with collect, the server
+             * may have deleted those results already). */
+            char msg[SS_CLIENT_ERRMSG_MAX];
+            ss_client_copy_str(msg, sizeof msg, ss_client_last_error(c));
+            rc = got;
+            for (size_t k = 0; k < count; k++) {
+                inflight *g = &ring[(head + k) % window];
+                ss_resp *gr = NULL;
+                ss_await_result *gres = NULL;
+                int gg = ss_client_recv(c, g->id, 0, &gr);
+                if (gg < 0 && !SS_IS_STATUS_ERR(gg))
+                    continue; /* never received: stays unreported */
+                if (gg == 0)
+                    gg = await_wrap(c, gr, &gres);
+                if (gg == SS_ERR_STATUS(STATESAVER__V1__CODE__DEADLINE_EXCEEDED))
+                    continue; /* not done yet: the caller asks again */
+                if (cb(arg, g->index, gg, gres, gg < 0 ? ss_client_last_error(c) : "") != 0)
+                    break;
+            }
+            ss_client_fail(c, rc, "%s", msg);
             goto out;
         }
         if (cb(arg, i, got, res, got < 0 ? ss_client_last_error(c) : "") != 0) {

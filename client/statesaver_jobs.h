@@ -83,12 +83,34 @@ typedef struct ss_jobs_pipeline {
  * up to full_retry_ms. The arguments are checked before anything is sent.
  * Returns 0 when every segment was queued; else the first error (a
  * transport error stops the call; a refused segment does not stop the
- * others, and is reported through cb). */
+ * others, and is reported through cb). After a transport error, replies
+ * that had already arrived are still reported through cb before the call
+ * returns; segments never reported may or may not be queued (resend them
+ * with ss_client_submit_segments on a new connection). */
 int ss_client_submit_sequences(ss_client *c, const char *saver,
                                const ss_sequence_in *seqs, size_t n,
                                uint32_t input_size, uint32_t num_unroll,
                                const ss_jobs_pipeline *pipe, ss_submit_fn cb,
                                void *arg);
+
+/* One segment of ss_client_submit_segments: a sequence of the array and
+ * one of its segment numbers. */
+typedef struct ss_segment_pick {
+    size_t seq;        /* index into the sequences array */
+    uint64_t segment;  /* segment number, < ss_jobs_segments(length, T) */
+} ss_segment_pick;
+
+/* Like ss_client_submit_sequences, but only the n_picks segments listed
+ * (cut, padded and flagged exactly as that call would), in list order.
+ * Meant for resuming after a lost connection: a segment the server has
+ * already queued is acknowledged again (already_queued), so a caller may
+ * resend every segment it has no acknowledgement for. n_picks = 0 sends
+ * nothing and returns 0. */
+int ss_client_submit_segments(ss_client *c, const char *saver,
+                              const ss_sequence_in *seqs, size_t n,
+                              uint32_t input_size, uint32_t num_unroll,
+                              const ss_segment_pick *picks, size_t n_picks,
+                              const ss_jobs_pipeline *pipe, ss_submit_fn cb, void *arg);
 
 /* One sequence (n = 1 of the call above, default pipeline, no callback;
  * the error message of a refused segment is in ss_client_last_error).
@@ -163,8 +185,9 @@ typedef int (*ss_await_fn)(void *arg, size_t index, int rc, ss_await_result *r,
  * passed since the call began; then it is reported with
  * SS_ERR_STATUS(DEADLINE_EXCEEDED). Returns 0 when every ref was reported
  * (whatever its outcome), a transport error (the connection is then
- * unusable; refs not yet reported are not reported), or SS_ERR_INVALID
- * if cb stopped the call. */
+ * unusable; replies that had already arrived are still reported before
+ * the call returns, the other refs are not reported: await them again on
+ * a new connection), or SS_ERR_INVALID if cb stopped the call. */
 int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *refs,
                          size_t n, uint32_t wait_ms, uint64_t total_ms, bool collect,
                          const ss_jobs_pipeline *pipe, ss_await_fn cb, void *arg);
