@@ -2,6 +2,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -342,9 +343,30 @@ static int start_listening(ss_server *srv)
                 : uv_ip4_addr(srv->cfg.host, srv->cfg.port,
                               (struct sockaddr_in *)&sa);
     if (rc < 0) {
-        SS_LOG(SS_LOG_ERROR, "--listen: '%s' is not an IPv4 or IPv6 address "
-               "literal", srv->cfg.host);
-        return SS_ERR_INVALID;
+        /* Not a literal: resolve the name (synchronously; once at start). */
+        uv_getaddrinfo_t gai;
+        struct addrinfo hints;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE;
+        rc = uv_getaddrinfo(&srv->loop, &gai, NULL, srv->cfg.host, NULL,
+                            &hints);
+        if (rc < 0 || !gai.addrinfo) {
+            SS_LOG(SS_LOG_ERROR, "--listen: cannot resolve '%s': %s",
+                   srv->cfg.host, rc < 0 ? uv_strerror(rc) : "no address");
+            return SS_ERR_INVALID;
+        }
+        const struct addrinfo *ai = gai.addrinfo;
+        memcpy(&sa, ai->ai_addr, ai->ai_addrlen);
+        uv_freeaddrinfo(gai.addrinfo);
+        v6 = sa.ss_family == AF_INET6;
+        if (v6)
+            ((struct sockaddr_in6 *)&sa)->sin6_port =
+                htons((uint16_t)srv->cfg.port);
+        else
+            ((struct sockaddr_in *)&sa)->sin_port =
+                htons((uint16_t)srv->cfg.port);
     }
     uv_tcp_init(&srv->loop, &srv->listener);
     srv->listener.data = srv;
@@ -478,7 +500,10 @@ void ss_server_free(ss_server *srv)
         if (srv->writer) {
             srv->writer_stopping = true;
             ss_writer_stop(srv->writer, on_writer_stopped, srv);
-            uv_run(&srv->loop, UV_RUN_DEFAULT);
+            /* Not UV_RUN_DEFAULT: the flush check handle is still active
+             * and would keep that running for ever. */
+            while (srv->writer)
+                uv_run(&srv->loop, UV_RUN_ONCE);
         }
         if (srv->store) {
             ss_store_close(srv->store);

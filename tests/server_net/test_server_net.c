@@ -1180,14 +1180,36 @@ START_TEST(test_cli)
         "--data /tmp/x --log-level loud",
         "--data /tmp/x --auth-token-file /nonexistent/token",
         "--data /tmp/x --bogus",
+        "--data /proc/no/such/dir",           /* store cannot open */
+        "--data DIR --listen nosuchhost.invalid:0", /* cannot resolve */
+        "--data DIR --listen 127.0.0.1:PORT", /* port in use */
     };
+    /* A start that fails after the store opened must still exit. */
+    tsrv busy;
+    tsrv_init(&busy);
+    tsrv_start(&busy, NULL);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        snprintf(cmd, sizeof cmd, "%s/server/statesaver-server %s "
-                 ">/dev/null 2>&1", root ? root : ".", bad[i]);
+        char args[600];
+        const char *a = bad[i];
+        const char *dir = strstr(a, "DIR");
+        const char *port = strstr(a, "PORT");
+        if (dir && port)
+            snprintf(args, sizeof args, "--data %s/second --listen "
+                     "127.0.0.1:%d", busy.root, busy.port);
+        else if (dir)
+            snprintf(args, sizeof args, "--data %s/second%s", busy.root,
+                     dir + 3);
+        else
+            snprintf(args, sizeof args, "%s", a);
+        snprintf(cmd, sizeof cmd, "timeout 30 %s/server/statesaver-server %s "
+                 ">/dev/null 2>&1", root ? root : ".", args);
         int st = system(cmd);
-        ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0,
-                      "'%s' exited %d", bad[i], st);
+        ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0 &&
+                      WEXITSTATUS(st) != 124,
+                      "'%s' exited %d", args, st);
     }
+    ck_assert_int_eq(tsrv_stop(&busy, SIGTERM, 15000), 0);
+    tsrv_cleanup(&busy);
     snprintf(cmd, sizeof cmd, "%s/server/statesaver-server --help "
              "| grep -q -- --max-output-bytes", root ? root : ".");
     ck_assert_int_eq(system(cmd), 0);
