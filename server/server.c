@@ -211,6 +211,11 @@ static void maybe_finish(ss_server *srv)
     close_handle((uv_handle_t *)&srv->grace_timer);
     close_handle((uv_handle_t *)&srv->flush_idle);
     close_handle((uv_handle_t *)&srv->flush_check);
+    /* Closing the signal handles restored the default action: a repeated
+     * SIGTERM in the last instants must not turn a clean exit into death
+     * by signal. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     SS_LOG(SS_LOG_INFO, "shutdown complete");
 }
 
