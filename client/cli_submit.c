@@ -106,6 +106,7 @@ typedef struct run {
     uint64_t steps_done;  /* real steps received */
     uint64_t segs_total;  /* segments of all sequences */
     uint64_t segs_done;   /* segments accounted for (done, failed) */
+    uint64_t segs_sent;   /* segments the server answered a submit for */
     ss_segment_ref *refs; /* segments to await, sequence by sequence */
     size_t *ref_seq;      /* per await ref: its sequence */
     bool *queued;         /* per segment of every sequence: submit succeeded */
@@ -146,6 +147,20 @@ static void progress(run *r, bool force)
     if (!force && now - r->last_draw < (r->tty ? SUBMIT_TTY_REFRESH_MS : SUBMIT_LINE_MS))
         return;
     r->last_draw = now;
+    if (r->segs_sent < r->segs_total && strcmp(r->phase, "submit") == 0) {
+        /* Submitting: steps only come back once awaiting starts. */
+        double f = r->segs_total ? (double)r->segs_sent / (double)r->segs_total : 1;
+        if (r->tty)
+            fprintf(stderr, "\r%-6s %llu/%llu segments queued (%.0f%%)", r->phase,
+                    (unsigned long long)r->segs_sent, (unsigned long long)r->segs_total,
+                    f * 100.0);
+        else
+            fprintf(stderr, "[%s] %llu/%llu segments queued (%.1f%%)\n", r->phase,
+                    (unsigned long long)r->segs_sent, (unsigned long long)r->segs_total,
+                    f * 100.0);
+        fflush(stderr);
+        return;
+    }
     double secs = (double)(now - r->t0) / 1000.0;
     double rate = secs > 0 ? (double)r->steps_done / secs : 0;
     double frac = r->total_steps ? (double)r->steps_done / (double)r->total_steps : 1;
@@ -339,6 +354,7 @@ static void on_submitted(void *arg, size_t i, uint64_t segment, int rc, const ch
         return; /* lost with the connection: sent again after reconnecting */
     r->queued[q->first_ref + segment] = rc == 0;
     r->refused[q->first_ref + segment] = rc < 0;
+    r->segs_sent++;
     if (rc < 0) {
         char why[SS_CLIENT_ERRMSG_MAX + 64];
         snprintf(why, sizeof why, "submitting segment %llu: %s",
