@@ -11,6 +11,7 @@
 #include "ss_error.h"
 #include "ss_frame.h"
 #include "ss_log.h"
+#include "store.h"
 
 void ss_config_init(ss_config *cfg)
 {
@@ -30,6 +31,7 @@ void ss_config_init(ss_config *cfg)
     cfg->queue_capacity = SS_JOBS_QUEUE_CAPACITY_DEFAULT;
     cfg->max_attempts = SS_JOBS_MAX_ATTEMPTS_DEFAULT;
     cfg->lease_ms = SS_JOBS_LEASE_MS_DEFAULT;
+    cfg->finished_retention_ms = SS_STORE_FINISHED_RETENTION_MS_DEFAULT;
 }
 
 void ss_config_clear(ss_config *cfg)
@@ -215,6 +217,10 @@ static void usage(FILE *f)
         "                           a segment is marked failed (default %u)\n"
         "  --lease-ms N             job queue: lease duration when a Lease asks\n"
         "                           for 0 (default %u, at most %u)\n"
+        "  --finished-retention-ms N\n"
+        "                           how long a final save that ended a sequence\n"
+        "                           stays retryable as already_applied\n"
+        "                           (default %u)\n"
         "  --help, --version\n"
         "\n"
         "Sizes accept k, M, G suffixes (powers of 1024).\n",
@@ -223,7 +229,8 @@ static void usage(FILE *f)
         SS_MAX_CONNECTIONS_DEFAULT, SS_OUTBUF_MAX_DEFAULT,
         SS_IDLE_CONN_MS_DEFAULT, (unsigned long long)SS_MAP_SIZE_DEFAULT,
         SS_TTL_INTERVAL_MS_DEFAULT, SS_JOBS_QUEUE_CAPACITY_DEFAULT,
-        SS_JOBS_MAX_ATTEMPTS_DEFAULT, SS_JOBS_LEASE_MS_DEFAULT, SS_JOBS_LEASE_MS_MAX);
+        SS_JOBS_MAX_ATTEMPTS_DEFAULT, SS_JOBS_LEASE_MS_DEFAULT, SS_JOBS_LEASE_MS_MAX,
+        SS_STORE_FINISHED_RETENTION_MS_DEFAULT);
 }
 
 enum {
@@ -244,6 +251,7 @@ enum {
     OPT_QUEUE_CAPACITY,
     OPT_MAX_ATTEMPTS,
     OPT_LEASE_MS,
+    OPT_FIN_RETENTION,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -269,6 +277,7 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         {"queue-capacity", required_argument, NULL, OPT_QUEUE_CAPACITY},
         {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
         {"lease-ms", required_argument, NULL, OPT_LEASE_MS},
+        {"finished-retention-ms", required_argument, NULL, OPT_FIN_RETENTION},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -335,6 +344,8 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
                  max_attempts, uint32_t)
         NUM_FLAG(OPT_LEASE_MS, "--lease-ms", 1u, SS_JOBS_LEASE_MS_MAX,
                  lease_ms, uint32_t)
+        NUM_FLAG(OPT_FIN_RETENTION, "--finished-retention-ms", 1u,
+                 UINT64_MAX / 2, finished_retention_ms, uint64_t)
 #undef NUM_FLAG
         case OPT_TOKEN:
             token_file = optarg;

@@ -40,6 +40,8 @@ typedef struct ss_config {
     uint64_t queue_capacity;    /* --queue-capacity: queued + leased segments */
     uint32_t max_attempts;      /* --max-attempts: poison limit of a segment */
     uint32_t lease_ms;          /* --lease-ms: lease when the request says 0 */
+    uint64_t finished_retention_ms; /* --finished-retention-ms: how long a
+                                       final save stays retryable */
 } ss_config;
 
 /* Fill the defaults. */

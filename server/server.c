@@ -446,6 +446,8 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
                ss_strerror(rc));
         return rc;
     }
+    /* Before the writer starts: its thread reads the value unlocked. */
+    ss_store_set_finished_retention(srv->store, srv->cfg.finished_retention_ms);
     rc = ss_writer_start(&srv->writer, srv->store, &srv->loop);
     if (rc < 0) {
         SS_LOG(SS_LOG_ERROR, "cannot start writer: %s", ss_strerror(rc));
