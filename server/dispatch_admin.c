@@ -106,6 +106,7 @@ static void h_stats(ss_request *req)
     sr.map_size = st.map_size;
     sr.map_used = st.map_used;
     sr.rejected = srv->counters.rejected;
+    sr.saves_applied = srv->counters.saves_applied;
     for (size_t i = 0; i < srv->n_modules; i++)
         if (srv->modules[i].stats)
             srv->modules[i].stats(srv->modules[i].arg, saver ? saver : "", &sr);

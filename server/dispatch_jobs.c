@@ -139,7 +139,7 @@ static void mod_stats(void *arg, const char *saver, Statesaver__V1__StatsRespons
     out->completed = st.completed;
     out->failed = st.failed;
     out->expired_leases = st.expired_leases;
-    out->saves_applied = st.saves_applied;
+    out->saves_applied += st.saves_applied; /* plus direct Saves */
 }
 
 static void on_closed(void *arg)

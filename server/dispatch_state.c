@@ -473,6 +473,8 @@ static void save_done(ss_write_op *op, int rc, const char *msg)
         ss_request_fail(req, rc, msg);
     } else {
         ss_server_notify_saved(srv, s->schema->saver, s->n, s->keys);
+        for (size_t k = 0; k < s->n; k++)
+            srv->counters.saves_applied += !s->applied[k];
         /* protobuf_c_boolean is an int, not a bool: convert. */
         protobuf_c_boolean *flags = calloc(s->n, sizeof *flags);
         if (!flags) {

@@ -93,6 +93,7 @@ typedef struct ss_server_counters {
     uint64_t inflight;    /* requests not answered yet */
     uint64_t start_ms;    /* wall clock at start */
     uint64_t evicted;     /* sequences evicted by idle TTL since start */
+    uint64_t saves_applied; /* per-key CAS saves applied by Save since start */
 } ss_server_counters;
 ss_server_counters *ss_server_counters_get(ss_server *srv);
 

@@ -649,6 +649,8 @@ START_TEST(test_api)
     ck_assert_uint_ge(r->stats->requests, 10);
     ck_assert_uint_ge(r->stats->commits, 1);
     ck_assert_uint_gt(r->stats->map_size, 0);
+    /* Direct Saves count as applied CAS saves (10 keys were saved). */
+    ck_assert_uint_ge(r->stats->saves_applied, 10);
     tresp_free(r);
     sreq.saver = "missing";
     r = tc_call(fd, q, T_WAIT);
