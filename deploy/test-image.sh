@@ -243,9 +243,7 @@ if in_image "$probe" -- statesaver-worker serve --help >/dev/null 2>&1; then
   done
   $py tests/deploy/image_client.py - compare "$work/jobs" || die "job outputs differ from unroll"
 else
-  # TODO(integrator): `statesaver-worker serve` is not committed yet. Once it
-  # lands this branch is dead: make it a failure (die) instead of a notice.
-  say "NOTICE: statesaver-worker serve not available yet; workers + submit part NOT run"
+  die "statesaver-worker serve is missing from the image"
 fi
 
 say "image build ${build_s} s (engine $engine)"

@@ -355,10 +355,8 @@ def check_flags(flags, build, err, note):
         argv = [path, "serve", "--help"] if prog == "statesaver-worker" else [path, "--help"]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
         if r.returncode != 0:
-            # TODO(integrator): once `statesaver-worker serve` exists this
-            # note goes away and its flags are checked like the others.
-            note("flags of %s not checked: `%s` exited %d"
-                 % (prog, " ".join(argv[1:]), r.returncode))
+            err("`%s %s` exited %d: flags cannot be checked"
+                % (prog, " ".join(argv[1:]), r.returncode))
             continue
         helps[prog] = r.stdout + r.stderr
     for where, argv in flags:

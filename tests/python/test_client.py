@@ -484,8 +484,6 @@ class JobApiTest(unittest.TestCase):
         self.assertEqual(self.c.stats(self.saver)["queued"] >= 1, True)
 
 
-@unittest.skipUnless(harness.worker_can_serve(),
-                     "statesaver-worker serve is not in this build yet")
 class JobTest(unittest.TestCase):
     """Chunked run through submit/await with real workers == whole unroll."""
 
