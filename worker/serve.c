@@ -7,10 +7,15 @@
  * lease. An item the model cannot run (wrong input width, wrong state
  * sizes) is completed with an error, so the server counts the attempt and
  * its poison limit applies; the other items are unaffected.
+ *
+ * --stats-json FILE records, per non-empty lease, the time of the Lease
+ * call, of the unroll and of the Complete call, and writes their
+ * percentiles at exit (benchmarks: one lease/complete round trip).
  */
 #include "serve.h"
 
 #include <cblas.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -23,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "model.h"
 #include "ss_error.h"
 #include "ss_log.h"
@@ -34,6 +40,9 @@
 #define ERRSZ 1024
 /* Longest error text sent with a failed item. */
 #define SERVE_REASON_MAX 512
+/* Most leases whose timings --stats-json keeps (later ones are counted,
+ * not timed): 4 doubles each, 32 MiB at most. */
+#define SERVE_STATS_SAMPLES_MAX 1000000u
 
 /* Set by SIGTERM/SIGINT: finish the current batch, then exit. */
 static volatile sig_atomic_t stop_requested;
@@ -58,7 +67,20 @@ typedef struct serve_opts {
     int threads;            /* --threads, 0 = default */
     uint64_t max_batches;   /* --max-batches, 0 = no limit */
     uint64_t log_every;     /* --log-every */
+    const char *stats_json; /* --stats-json FILE, or NULL */
 } serve_opts;
+
+/* Timings of non-empty leases for --stats-json (ms). */
+typedef struct lease_times {
+    double *lease;          /* Lease call: request to reply */
+    double *compute;        /* unroll of the whole lease */
+    double *complete;       /* Complete call: request to reply (commit) */
+    double *total;          /* Lease request to Complete reply */
+    uint64_t *items;        /* segments in the lease */
+    size_t n;               /* samples kept */
+    size_t cap;             /* allocated samples */
+    uint64_t dropped;       /* leases beyond SERVE_STATS_SAMPLES_MAX */
+} lease_times;
 
 /* The worker's long-lived pieces; nothing here describes a sequence. */
 typedef struct worker {
@@ -75,6 +97,8 @@ typedef struct worker {
     uint64_t failed_items;  /* items completed with an error */
     uint64_t log_segments;  /* segments at the last log line */
     int64_t log_t;          /* time of the last log line (ms) */
+    lease_times lt;         /* --stats-json samples */
+    int64_t t_start_us;     /* start of the lease loop (us) */
 } worker;
 
 static void usage(FILE *f)
@@ -84,6 +108,7 @@ static void usage(FILE *f)
             "         [--server HOST:PORT] [--batch N] [--lease-ms MS] [--wait-ms MS]\n"
             "         [--ttl-ms MS] [--threads N] [--token-file F] [--timeout-ms MS]\n"
             "         [--max-batches N] [--log-every N] [--log-level LEVEL]\n"
+            "         [--stats-json FILE]\n"
             "\n"
             "Serve the job queue of saver NAME: declare its schema from the model\n"
             "(idempotent), then lease ready segments, unroll them and complete them.\n"
@@ -102,6 +127,9 @@ static void usage(FILE *f)
             "  --max-batches N      exit after N non-empty leases (default: never)\n"
             "  --log-every N        log throughput every N batches (default %u)\n"
             "  --log-level LEVEL    error, warn, info (default) or debug\n"
+            "  --stats-json FILE    at exit, write per-lease timings (p50/p99/mean of the\n"
+            "                       Lease call, the unroll, the Complete call and the\n"
+            "                       whole round trip, in ms) as JSON to FILE\n"
             "  --help, --version\n"
             "The server going away is not an error: the worker reconnects with\n"
             "backoff (%u ms .. %u ms). SIGTERM/SIGINT: finish and complete the current\n"
@@ -117,6 +145,13 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static uint64_t wall_ms(void)
@@ -146,7 +181,7 @@ static int parse_u64(const char *flag, const char *s, uint64_t lo, uint64_t hi,
 static int parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
 {
     enum { OPT_LEASE = 1000, OPT_WAIT, OPT_TTL, OPT_THREADS, OPT_TOKEN, OPT_TIMEOUT,
-           OPT_MAXB, OPT_LOGEVERY, OPT_LOG, OPT_HELP, OPT_VERSION };
+           OPT_MAXB, OPT_LOGEVERY, OPT_LOG, OPT_STATS, OPT_HELP, OPT_VERSION };
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"model", required_argument, NULL, 'm'},
@@ -161,6 +196,7 @@ static int parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         {"max-batches", required_argument, NULL, OPT_MAXB},
         {"log-every", required_argument, NULL, OPT_LOGEVERY},
         {"log-level", required_argument, NULL, OPT_LOG},
+        {"stats-json", required_argument, NULL, OPT_STATS},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -194,6 +230,7 @@ static int parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
             o->threads = (int)v;
             break;
         case OPT_TOKEN: o->token_file = optarg; break;
+        case OPT_STATS: o->stats_json = optarg; break;
         case OPT_TIMEOUT:
             rc = parse_u64("--timeout-ms", optarg, 1, 86400000u, &v);
             o->timeout_ms = (uint32_t)v;
@@ -599,6 +636,127 @@ static void complete(worker *w, const ss_lease *l, results *r)
     }
 }
 
+/* Keep one lease's timings (us) for --stats-json. */
+static void times_add(lease_times *t, int64_t t0, int64_t t1, int64_t t2, int64_t t3,
+                      size_t items)
+{
+    if (t->n == t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 1024;
+        if (nc > SERVE_STATS_SAMPLES_MAX)
+            nc = SERVE_STATS_SAMPLES_MAX;
+        if (nc <= t->n) {
+            t->dropped++;
+            return;
+        }
+        /* Each array keeps its own result, so a failure leaves them valid. */
+        double **a[4] = {&t->lease, &t->compute, &t->complete, &t->total};
+        for (int k = 0; k < 4; k++) {
+            double *na = realloc(*a[k], nc * sizeof *na);
+            if (!na) {
+                t->dropped++;
+                return;
+            }
+            *a[k] = na;
+        }
+        uint64_t *ni = realloc(t->items, nc * sizeof *ni);
+        if (!ni) {
+            t->dropped++;
+            return;
+        }
+        t->items = ni;
+        t->cap = nc;
+    }
+    t->lease[t->n] = (double)(t1 - t0) / 1000.0;
+    t->compute[t->n] = (double)(t2 - t1) / 1000.0;
+    t->complete[t->n] = (double)(t3 - t2) / 1000.0;
+    t->total[t->n] = (double)(t3 - t0) / 1000.0;
+    t->items[t->n] = items;
+    t->n++;
+}
+
+static void times_free(lease_times *t)
+{
+    free(t->lease);
+    free(t->compute);
+    free(t->complete);
+    free(t->total);
+    free(t->items);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* {"p50", "p99", "mean", "max"} of v[0..n) (sorted in place), in ms. */
+static cJSON *percentiles(double *v, size_t n)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || n == 0)
+        return o;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += v[i];
+    qsort(v, n, sizeof *v, cmp_double);
+    /* Nearest rank: the smallest value with at least p% of samples <= it. */
+    size_t i50 = (n * 50 + 99) / 100, i99 = (n * 99 + 99) / 100;
+    cJSON_AddNumberToObject(o, "p50", v[i50 ? i50 - 1 : 0]);
+    cJSON_AddNumberToObject(o, "p99", v[i99 ? i99 - 1 : 0]);
+    cJSON_AddNumberToObject(o, "mean", sum / (double)n);
+    cJSON_AddNumberToObject(o, "max", v[n - 1]);
+    return o;
+}
+
+/* Write --stats-json; 0 or a negative code (message logged). */
+static int write_stats(worker *w)
+{
+    lease_times *t = &w->lt;
+    char err[ERRSZ];
+    uint64_t items = 0;
+    int rc = SS_ERR_NOMEM;
+    ss_afile *af = NULL;
+    char *text = NULL;
+    cJSON *o = cJSON_CreateObject();
+
+    for (size_t i = 0; i < t->n; i++)
+        items += t->items[i];
+    if (!o)
+        goto out;
+    cJSON_AddNumberToObject(o, "batches", (double)w->batches);
+    cJSON_AddNumberToObject(o, "segments", (double)w->segments);
+    cJSON_AddNumberToObject(o, "failed_items", (double)w->failed_items);
+    cJSON_AddNumberToObject(o, "seconds", (double)(mono_us() - w->t_start_us) / 1e6);
+    cJSON_AddNumberToObject(o, "batch", w->o.batch);
+    cJSON_AddNumberToObject(o, "samples", (double)t->n);
+    cJSON_AddNumberToObject(o, "samples_dropped", (double)t->dropped);
+    cJSON_AddNumberToObject(o, "items_per_lease", t->n ? (double)items / (double)t->n : 0);
+    cJSON_AddItemToObject(o, "lease_ms", percentiles(t->lease, t->n));
+    cJSON_AddItemToObject(o, "compute_ms", percentiles(t->compute, t->n));
+    cJSON_AddItemToObject(o, "complete_ms", percentiles(t->complete, t->n));
+    cJSON_AddItemToObject(o, "round_trip_ms", percentiles(t->total, t->n));
+    text = cJSON_Print(o);
+    if (!text)
+        goto out;
+    if ((rc = ss_afile_open(w->o.stats_json, &af, err, sizeof err)) < 0) {
+        SS_LOG(SS_LOG_ERROR, "serve: --stats-json: %s", err);
+        goto out;
+    }
+    fputs(text, ss_afile_stream(af));
+    fputc('\n', ss_afile_stream(af));
+    rc = ss_afile_commit(af, err, sizeof err);
+    af = NULL;
+    if (rc < 0)
+        SS_LOG(SS_LOG_ERROR, "serve: --stats-json: %s", err);
+out:
+    if (rc == SS_ERR_NOMEM)
+        SS_LOG(SS_LOG_ERROR, "serve: --stats-json: out of memory");
+    ss_afile_abort(af);
+    free(text);
+    cJSON_Delete(o);
+    return rc;
+}
+
 static void log_progress(worker *w, bool force)
 {
     if (!force && (w->o.log_every == 0 || w->batches % w->o.log_every != 0))
@@ -627,8 +785,10 @@ static int loop(worker *w)
             }
         }
         ss_lease *l = NULL;
+        int64_t t0 = mono_us();
         int rc = ss_client_lease(w->c, w->o.saver, w->o.batch, w->o.wait_ms, w->o.lease_ms,
                                  w->name, &l);
+        int64_t t1 = mono_us();
         if (rc < 0) {
             bool again = transient(w, rc) ||
                          rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND);
@@ -650,7 +810,10 @@ static int loop(worker *w)
             /* Out of memory: let the lease expire so another worker runs it. */
             SS_LOG(SS_LOG_ERROR, "serve: lease %" PRIu64 ": %s", ss_lease_id(l), ss_strerror(rc));
         } else {
+            int64_t t2 = mono_us();
             complete(w, l, &r);
+            if (w->o.stats_json)
+                times_add(&w->lt, t0, t1, t2, mono_us(), r.n);
         }
         w->batches++;
         SS_LOG(SS_LOG_DEBUG, "serve: lease %" PRIu64 ": %zu segments", ss_lease_id(l), r.n);
@@ -710,11 +873,15 @@ int ss_serve_main(int argc, char **argv)
            w.m->cell == SS_CELL_LSTM ? "lstm" : w.m->cell == SS_CELL_GRU ? "gru" : "basic_rnn",
            w.m->input_size, w.m->output_size, w.m->n_states, w.o.saver, w.o.server, w.o.batch);
     w.log_t = mono_ms();
+    w.t_start_us = mono_us();
     status = loop(&w);
     log_progress(&w, true);
     SS_LOG(SS_LOG_INFO, "serve: stopping (%s)",
            stop_requested ? "signal" : status == SS_SERVE_EXIT_OK ? "--max-batches" : "error");
+    if (w.o.stats_json && write_stats(&w) < 0 && status == SS_SERVE_EXIT_OK)
+        status = SS_SERVE_EXIT_FAIL;
 out:
+    times_free(&w.lt);
     disconnect(&w);
     ss_unroll_free(w.u);
     ss_model_free(w.m);

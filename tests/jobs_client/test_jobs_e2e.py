@@ -322,7 +322,9 @@ def body(tmp):
           "schema conflict: worker exits 1 with a clear message")
 
     # --max-batches: exits 0 after that many non-empty leases.
-    wm = worker(tmp, srv.addr, lstm, "maxb-saver", "maxb", ["--max-batches", "2", "--batch", "1"])
+    stats_json = os.path.join(tmp, "maxb-stats.json")
+    wm = worker(tmp, srv.addr, lstm, "maxb-saver", "maxb", ["--max-batches", "2", "--batch", "1",
+                                                           "--stats-json", stats_json])
     mb_in = os.path.join(tmp, "maxb-in")
     make_inputs(mb_in, 8, 5, [3, 3])
     wait_declared(srv.addr, "maxb-saver")
@@ -340,6 +342,16 @@ def body(tmp):
     check(wm.returncode == 0 and sub.returncode == 0,
           "--max-batches 2 with batch 1: worker exits 0 after both segments (%s, submit %s)"
           % (wm.returncode, sub.returncode))
+    try:
+        sj = json.load(open(stats_json))
+    except (OSError, ValueError):
+        sj = {}
+    rt = sj.get("round_trip_ms", {})
+    check(sj.get("batches") == 2 and sj.get("segments") == 2 and sj.get("samples") == 2 and
+          sj.get("items_per_lease") == 1 and 0 < rt.get("p50", 0) <= rt.get("p99", 0) and
+          all(k in sj for k in ("lease_ms", "compute_ms", "complete_ms")) and
+          rt.get("p99", 0) >= sj["compute_ms"].get("p99", -1),
+          "--stats-json: per-lease timings of the 2 leases at exit (%s)" % json.dumps(sj))
 
     # Server restart under the workers: they reconnect with backoff.
     port = srv.port
