@@ -833,6 +833,10 @@ static void op_done(ss_write_op *base, int rc, const char *msg)
     maybe_finish_close(j);
 }
 
+/* Room kept for the " (attempt N of M, giving up)" suffix: a longer reason
+ * is cut so the attempt count always shows. */
+#define REASON_WHY_MAX ((int)SS_JOB_REASON_MAX - 64)
+
 /* Fill a retry-or-fail patch for jb after one more failed attempt. */
 static int patch_attempt(ss_jobs *j, patch *p, job *jb, const char *why)
 {
@@ -842,11 +846,13 @@ static int patch_attempt(ss_jobs *j, patch *p, job *jb, const char *why)
     char text[SS_JOB_REASON_MAX];
     if (p->attempts >= j->opt.max_attempts) {
         p->kind = P_FAIL;
-        snprintf(text, sizeof text, "%s (attempt %" PRIu32 " of %" PRIu32 ", giving up)", why,
+        snprintf(text, sizeof text, "%.*s (attempt %" PRIu32 " of %" PRIu32 ", giving up)",
+                 REASON_WHY_MAX, why,
                  p->attempts, j->opt.max_attempts);
     } else {
         p->kind = P_RETRY;
-        snprintf(text, sizeof text, "%s (attempt %" PRIu32 " of %" PRIu32 ")", why,
+        snprintf(text, sizeof text, "%.*s (attempt %" PRIu32 " of %" PRIu32 ")",
+                 REASON_WHY_MAX, why,
                  p->attempts, j->opt.max_attempts);
     }
     p->reason = dup_bytes(text, strlen(text));

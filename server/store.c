@@ -1195,6 +1195,8 @@ static int pend_push(ss_store_txn *t, ss_schema *add, const char *remove)
     p->add = add;
     p->remove = NULL;
     if (!add) {
+        if (!remove)
+            return SS_ERR_INTERNAL; /* one of the two is required */
         p->remove = strdup(remove);
         if (!p->remove)
             return SS_ERR_NOMEM;
