@@ -6,10 +6,12 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "jobs.h"
 #include "ss_error.h"
 #include "ss_frame.h"
+#include "ss_http.h"
 #include "ss_log.h"
 #include "store.h"
 
@@ -43,6 +45,10 @@ void ss_config_clear(ss_config *cfg)
         memset(cfg->token, 0, cfg->token_len);
     free(cfg->token);
     free(cfg->port_file);
+    free(cfg->metrics_listen);
+    free(cfg->metrics_port_file);
+    cfg->metrics_listen = NULL;
+    cfg->metrics_port_file = NULL;
     cfg->data_dir = NULL;
     cfg->token = NULL;
     cfg->token_len = 0;
@@ -55,9 +61,17 @@ int ss_config_copy(ss_config *dst, const ss_config *src)
     dst->data_dir = NULL;
     dst->token = NULL;
     dst->port_file = NULL;
+    dst->metrics_listen = NULL;
+    dst->metrics_port_file = NULL;
     if (src->data_dir && !(dst->data_dir = strdup(src->data_dir)))
         goto fail;
     if (src->port_file && !(dst->port_file = strdup(src->port_file)))
+        goto fail;
+    if (src->metrics_listen &&
+        !(dst->metrics_listen = strdup(src->metrics_listen)))
+        goto fail;
+    if (src->metrics_port_file &&
+        !(dst->metrics_port_file = strdup(src->metrics_port_file)))
         goto fail;
     if (src->token) {
         dst->token = malloc(src->token_len);
@@ -221,6 +235,11 @@ static void usage(FILE *f)
         "                           how long a final save that ended a sequence\n"
         "                           stays retryable as already_applied\n"
         "                           (default %u)\n"
+        "  --metrics-listen HOST:PORT\n"
+        "                           serve Prometheus /metrics, /healthz and\n"
+        "                           /readyz over HTTP here (off by default;\n"
+        "                           :PORT = all interfaces, port 0 = ephemeral)\n"
+        "  --metrics-port-file FILE write the bound metrics port here\n"
         "  --help, --version\n"
         "\n"
         "Sizes accept k, M, G suffixes (powers of 1024).\n",
@@ -252,6 +271,8 @@ enum {
     OPT_MAX_ATTEMPTS,
     OPT_LEASE_MS,
     OPT_FIN_RETENTION,
+    OPT_METRICS_LISTEN,
+    OPT_METRICS_PORT_FILE,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -278,6 +299,8 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
         {"lease-ms", required_argument, NULL, OPT_LEASE_MS},
         {"finished-retention-ms", required_argument, NULL, OPT_FIN_RETENTION},
+        {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+        {"metrics-port-file", required_argument, NULL, OPT_METRICS_PORT_FILE},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -365,6 +388,24 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
             if (!(cfg->port_file = strdup(optarg)))
                 return SS_ERR_NOMEM;
             break;
+        case OPT_METRICS_LISTEN: {
+            struct sockaddr_storage sa;
+            unsigned salen = 0;
+            char why[256];
+            if (ss_http_parse_listen(optarg, &sa, &salen, why, sizeof why) < 0) {
+                fprintf(err, "statesaver-server: --metrics-listen: %s\n", why);
+                return SS_ERR_INVALID;
+            }
+            free(cfg->metrics_listen);
+            if (!(cfg->metrics_listen = strdup(optarg)))
+                return SS_ERR_NOMEM;
+            break;
+        }
+        case OPT_METRICS_PORT_FILE:
+            free(cfg->metrics_port_file);
+            if (!(cfg->metrics_port_file = strdup(optarg)))
+                return SS_ERR_NOMEM;
+            break;
         case OPT_HELP:
             usage(out);
             return 1;
@@ -388,6 +429,11 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
     }
     if (!cfg->data_dir) {
         fprintf(err, "statesaver-server: --data DIR is required (see --help)\n");
+        return SS_ERR_INVALID;
+    }
+    if (cfg->metrics_port_file && !cfg->metrics_listen) {
+        fprintf(err, "statesaver-server: --metrics-port-file needs "
+                "--metrics-listen\n");
         return SS_ERR_INVALID;
     }
     if (token_file) {

@@ -42,6 +42,8 @@ typedef struct ss_config {
     uint32_t lease_ms;          /* --lease-ms: lease when the request says 0 */
     uint64_t finished_retention_ms; /* --finished-retention-ms: how long a
                                        final save stays retryable */
+    char *metrics_listen;       /* --metrics-listen HOST:PORT (owned) or NULL */
+    char *metrics_port_file;    /* --metrics-port-file (owned) or NULL */
 } ss_config;
 
 /* Fill the defaults. */

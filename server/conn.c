@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "server_internal.h"
+#include "server_metrics.h"
 #include "ss_error.h"
 #include "ss_frame.h"
 #include "ss_log.h"
@@ -343,7 +344,7 @@ static void conn_process(ss_conn *c)
             snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes exceeds "
                      "the limit of %" PRIu32 " bytes (--max-frame-bytes)", n,
                      srv->cfg.max_frame_bytes);
-            srv->counters.rejected++;
+            ss_server_reject(srv, SS_REJECT_FRAME_TOO_BIG);
             SS_LOG(SS_LOG_WARN, "connection %s: %s", c->peer, msg);
             pos = c->rlen;
             ss_dispatch_send_error_close(srv, c, 0,
@@ -581,7 +582,7 @@ int ss_conn_accept(ss_server *srv, uv_stream_t *listener, bool reject)
         srv->conns->prev = c;
     srv->conns = c;
     if (reject) {
-        srv->counters.rejected++;
+        ss_server_reject(srv, SS_REJECT_MAX_CONNECTIONS);
         SS_LOG(SS_LOG_WARN, "connection %s refused: %" PRIu64 " connections "
                "open (--max-connections %u)", c->peer,
                srv->counters.connections, srv->cfg.max_connections);

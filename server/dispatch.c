@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "server_internal.h"
+#include "server_metrics.h"
 #include "ss_error.h"
 #include "ss_frame.h"
 #include "ss_log.h"
@@ -24,6 +25,8 @@ struct ss_request {
     ss_request *prev;            /* connection's request list */
     ss_request *next;            /* connection's request list */
     uint64_t start_ms;           /* uv_now when decoded, for debug logs */
+    uint64_t start_ns;           /* monotonic ns when decoded (metrics), or 0 */
+    int body;                    /* Request body case (metrics op label) */
 };
 
 int ss_dispatch_register(ss_server *srv, int body_case, ss_handler_fn fn)
@@ -121,7 +124,7 @@ static void send_response(ss_server *srv, ss_conn *c, ss_response_msg *resp)
         ss_response_msg small = STATESAVER__V1__RESPONSE__INIT;
         small.id = resp->id;
         small.status = &st;
-        srv->counters.rejected++;
+        ss_server_reject(srv, SS_REJECT_RESPONSE_TOO_BIG);
         send_response(srv, c, &small);
         return;
     }
@@ -134,6 +137,7 @@ static void send_response(ss_server *srv, ss_conn *c, ss_response_msg *resp)
     }
     ss_frame_put_header(frame, (uint32_t)size);
     statesaver__v1__response__pack(resp, frame + SS_FRAME_HEADER);
+    ss_server_metrics_bytes(srv, 0, SS_FRAME_HEADER + size);
     ss_conn_send(c, frame, SS_FRAME_HEADER + size);
 }
 
@@ -151,8 +155,9 @@ void ss_dispatch_send_error_close(ss_server *srv, ss_conn *c, uint64_t id,
     ss_conn_close_after_flush(c, msg);
 }
 
-/* Forget req: unlink, drop the message and the connection reference. */
-static void request_release(ss_request *req)
+/* Forget req (answered with status code): unlink, drop the message and
+ * the connection reference. */
+static void request_release(ss_request *req, int code)
 {
     ss_server *srv = req->srv;
     ss_conn *c = req->conn;
@@ -167,6 +172,7 @@ static void request_release(ss_request *req)
         SS_LOG(SS_LOG_DEBUG, "request %" PRIu64 " from %s answered in %" PRIu64
                " ms", req->id, ss_conn_peer(c),
                uv_now(&srv->loop) - req->start_ms);
+    ss_server_metrics_request(srv, req->body, code, req->start_ns);
     statesaver__v1__request__free_unpacked(req->msg, NULL);
     free(req);
     srv->counters.inflight--;
@@ -184,7 +190,7 @@ void ss_request_reply(ss_request *req, ss_response_msg *resp)
     resp->status = &st;
     if (!ss_conn_closed(req->conn))
         send_response(req->srv, req->conn, resp);
-    request_release(req);
+    request_release(req, STATESAVER__V1__CODE__OK);
 }
 
 static void request_verror(ss_request *req, bool close, int code,
@@ -192,9 +198,10 @@ static void request_verror(ss_request *req, bool close, int code,
 {
     char msg[SS_DISPATCH_MSG_MAX];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    if (code == STATESAVER__V1__CODE__RESOURCE_EXHAUSTED ||
-        code == STATESAVER__V1__CODE__UNAUTHENTICATED)
-        req->srv->counters.rejected++;
+    if (code == STATESAVER__V1__CODE__RESOURCE_EXHAUSTED)
+        ss_server_reject(req->srv, SS_REJECT_LIMIT);
+    else if (code == STATESAVER__V1__CODE__UNAUTHENTICATED)
+        ss_server_reject(req->srv, SS_REJECT_AUTH);
     SS_LOG(SS_LOG_DEBUG, "request %" PRIu64 " from %s: %s: %s", req->id,
            ss_conn_peer(req->conn), ss_status_name(code), msg);
     Statesaver__V1__Status st = STATESAVER__V1__STATUS__INIT;
@@ -208,7 +215,7 @@ static void request_verror(ss_request *req, bool close, int code,
         send_response(req->srv, c, &resp);
     if (close)
         ss_conn_close_after_flush(c, msg);
-    request_release(req);
+    request_release(req, code);
 }
 
 void ss_request_error(ss_request *req, int code, const char *fmt, ...)
@@ -333,9 +340,10 @@ int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
                       size_t len)
 {
     srv->counters.requests++;
+    ss_server_metrics_bytes(srv, SS_FRAME_HEADER + len, 0);
     ss_request_msg *msg = statesaver__v1__request__unpack(NULL, len, payload);
     if (!msg) {
-        srv->counters.rejected++;
+        ss_server_reject(srv, SS_REJECT_BAD_FRAME);
         char text[128];
         snprintf(text, sizeof text, "malformed Request: %zu-byte frame is not "
                  "a valid statesaver.v1.Request message", len);
@@ -358,6 +366,8 @@ int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
     req->msg = msg;
     req->id = msg->id;
     req->start_ms = uv_now(&srv->loop);
+    req->start_ns = ss_server_metrics_clock(srv);
+    req->body = (int)msg->body_case;
     ss_request **head = ss_conn_requests(c);
     req->next = *head;
     if (*head)

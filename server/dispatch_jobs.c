@@ -15,6 +15,7 @@
 #include "dispatch.h"
 #include "jobs.h"
 #include "server_internal.h"
+#include "server_metrics.h"
 #include "ss_error.h"
 #include "ss_log.h"
 
@@ -55,6 +56,9 @@ static int reply_fn(void *arg, Statesaver__V1__Response *resp)
             return SS_ERR_TOO_BIG;
         }
     }
+    if (resp->body_case == STATESAVER__V1__RESPONSE__BODY_LEASE && !gone &&
+        resp->lease)
+        ss_server_metrics_leased(ss_request_server(req), resp->lease->n_items);
     ss_request_reply(req, resp);
     return gone ? SS_ERR_CLOSED : 0;
 }

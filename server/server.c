@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "server_internal.h"
+#include "server_metrics.h"
 #include "ss_error.h"
 #include "ss_log.h"
 
@@ -203,6 +204,7 @@ static void maybe_finish(ss_server *srv)
         return;
     flush_all(srv);
     srv->finished = true;
+    ss_server_metrics_stop(srv);
     close_handle((uv_handle_t *)&srv->sigint);
     close_handle((uv_handle_t *)&srv->sigterm);
     close_handle((uv_handle_t *)&srv->ttl_timer);
@@ -476,6 +478,9 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
     if (srv->cfg.ttl_interval_ms > 0)
         uv_timer_start(&srv->ttl_timer, on_ttl_timer, srv->cfg.ttl_interval_ms,
                        srv->cfg.ttl_interval_ms);
+    rc = ss_server_metrics_start(srv);
+    if (rc < 0)
+        return rc;
     SS_LOG(SS_LOG_INFO, "statesaver-server %s: data %s, sync %s, map %" PRIu64
            " bytes, frames up to %" PRIu32 " bytes, %s", SS_VERSION,
            srv->cfg.data_dir, srv->cfg.sync ? "on" : "off", srv->cfg.map_size,
@@ -502,6 +507,7 @@ void ss_server_free(ss_server *srv)
     if (!srv)
         return;
     if (srv->loop_ready) {
+        ss_server_metrics_stop(srv);
         /* After a failed start: stop what was started, then let every
          * handle's close callback run before the loop is closed. */
         if (srv->writer) {
@@ -525,6 +531,7 @@ void ss_server_free(ss_server *srv)
     for (size_t i = 0; i < srv->n_modules; i++)
         if (srv->modules[i].free)
             srv->modules[i].free(srv->modules[i].arg);
+    ss_server_metrics_free(srv);
     ss_barrier_free(srv->barrier);
     ss_config_clear(&srv->cfg);
     free(srv);

@@ -48,6 +48,8 @@ struct ss_server {
     bool draining_done;            /* connections were told to close */
     bool finished;                 /* store closed, handles closing */
     int exit_rc;                   /* result of ss_server_run */
+    struct ss_srv_metrics *metrics; /* --metrics-listen state, or NULL
+                                       (server_metrics.c) */
 };
 
 /* ---- dispatch.c ---- */

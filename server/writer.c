@@ -34,6 +34,8 @@ struct ss_writer {
     bool exited;               /* the thread has returned */
     bool closing;              /* uv_close was called on async */
     ss_writer_stats stats;     /* counters */
+    ss_writer_observer_fn observer; /* told about each commit, or NULL */
+    void *observer_arg;        /* its argument */
     void (*stopped)(void *);   /* called once w is gone */
     void *stopped_arg;         /* its argument */
 };
@@ -97,7 +99,11 @@ static void run_group(ss_writer *w, ss_write_op *group, size_t n)
     if (n > w->stats.max_batch)
         w->stats.max_batch = n;
     w->stats.commit_ns += dt;
+    ss_writer_observer_fn observer = w->observer;
+    void *observer_arg = w->observer_arg;
     pthread_mutex_unlock(&w->mu);
+    if (observer)
+        observer(observer_arg, n, dt);
 }
 
 static void *writer_main(void *arg)
@@ -271,5 +277,13 @@ void ss_writer_stats_get(ss_writer *w, ss_writer_stats *out)
 {
     pthread_mutex_lock(&w->mu);
     *out = w->stats;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void ss_writer_set_observer(ss_writer *w, ss_writer_observer_fn fn, void *arg)
+{
+    pthread_mutex_lock(&w->mu);
+    w->observer = fn;
+    w->observer_arg = arg;
     pthread_mutex_unlock(&w->mu);
 }

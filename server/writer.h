@@ -65,4 +65,12 @@ void ss_writer_submit(ss_writer *w, ss_write_op *op);
 void ss_writer_stop(ss_writer *w, void (*stopped)(void *arg), void *arg);
 void ss_writer_stats_get(ss_writer *w, ss_writer_stats *out);
 
+/* Called on the writer thread after each successful group commit with the
+ * number of ops in it and the time spent in the commit (fsync), e.g. for
+ * metrics. Must be quick and thread-safe. A call may still be running
+ * when a replacement (NULL removes it) returns, so arg must stay valid
+ * until the writer has stopped. */
+typedef void (*ss_writer_observer_fn)(void *arg, size_t ops, uint64_t commit_ns);
+void ss_writer_set_observer(ss_writer *w, ss_writer_observer_fn fn, void *arg);
+
 #endif
