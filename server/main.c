@@ -1,4 +1,5 @@
 /* main -- statesaver-server entry point: flags, start, run, exit status. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 
@@ -7,8 +8,19 @@
 #include "ss_error.h"
 #include "ss_log.h"
 
+/* Replies and fetch buffers of up to a few hundred KiB are allocated and
+ * freed per request. With glibc's defaults (dynamic mmap threshold from
+ * 128 KiB, heap trimmed above 128 KiB free) that memory goes back to the
+ * kernel after each request and is faulted in and zeroed again by the
+ * next: ~63 page faults per 64-state fetch (docs/benchmarks.md). Keep it
+ * in the heap instead; memory above the trim threshold is still returned. */
+#define SS_MALLOC_MMAP_THRESHOLD (4 << 20)   /* bytes: larger blocks are mmapped */
+#define SS_MALLOC_TRIM_THRESHOLD (256 << 20) /* bytes of free heap kept */
+
 int main(int argc, char **argv)
 {
+    mallopt(M_MMAP_THRESHOLD, SS_MALLOC_MMAP_THRESHOLD);
+    mallopt(M_TRIM_THRESHOLD, SS_MALLOC_TRIM_THRESHOLD);
     ss_config cfg;
     ss_server *srv = NULL;
     int status = 1;
