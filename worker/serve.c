@@ -30,6 +30,7 @@
 
 #include "atomic_file.h"
 #include "model.h"
+#include "serve_metrics.h"
 #include "ss_error.h"
 #include "ss_log.h"
 #include "statesaver.pb-c.h" /* status codes (STATESAVER__V1__CODE__*) */
@@ -68,6 +69,8 @@ typedef struct serve_opts {
     uint64_t max_batches;   /* --max-batches, 0 = no limit */
     uint64_t log_every;     /* --log-every */
     const char *stats_json; /* --stats-json FILE, or NULL */
+    const char *metrics_listen;    /* --metrics-listen HOST:PORT, or NULL */
+    const char *metrics_port_file; /* --metrics-port-file FILE, or NULL */
 } serve_opts;
 
 /* Timings of non-empty leases for --stats-json (ms). */
@@ -99,6 +102,7 @@ typedef struct worker {
     int64_t log_t;          /* time of the last log line (ms) */
     lease_times lt;         /* --stats-json samples */
     int64_t t_start_us;     /* start of the lease loop (us) */
+    ss_serve_metrics *metrics; /* --metrics-listen endpoint, or NULL */
 } worker;
 
 static void usage(FILE *f)
@@ -108,7 +112,8 @@ static void usage(FILE *f)
             "         [--server HOST:PORT] [--batch N] [--lease-ms MS] [--wait-ms MS]\n"
             "         [--ttl-ms MS] [--threads N] [--token-file F] [--timeout-ms MS]\n"
             "         [--max-batches N] [--log-every N] [--log-level LEVEL]\n"
-            "         [--stats-json FILE]\n"
+            "         [--stats-json FILE] [--metrics-listen HOST:PORT]\n"
+            "         [--metrics-port-file FILE]\n"
             "\n"
             "Serve the job queue of saver NAME: declare its schema from the model\n"
             "(idempotent), then lease ready segments, unroll them and complete them.\n"
@@ -130,6 +135,9 @@ static void usage(FILE *f)
             "  --stats-json FILE    at exit, write per-lease timings (p50/p99/mean of the\n"
             "                       Lease call, the unroll, the Complete call and the\n"
             "                       whole round trip, in ms) as JSON to FILE\n"
+            "  --metrics-listen HOST:PORT  serve Prometheus /metrics, /healthz and /readyz\n"
+            "                       over HTTP (off by default; port 0 = ephemeral)\n"
+            "  --metrics-port-file FILE  write the bound metrics port here\n"
             "  --help, --version\n"
             "The server going away is not an error: the worker reconnects with\n"
             "backoff (%u ms .. %u ms). SIGTERM/SIGINT: finish and complete the current\n"
@@ -181,7 +189,8 @@ static int parse_u64(const char *flag, const char *s, uint64_t lo, uint64_t hi,
 static int parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
 {
     enum { OPT_LEASE = 1000, OPT_WAIT, OPT_TTL, OPT_THREADS, OPT_TOKEN, OPT_TIMEOUT,
-           OPT_MAXB, OPT_LOGEVERY, OPT_LOG, OPT_STATS, OPT_HELP, OPT_VERSION };
+           OPT_MAXB, OPT_LOGEVERY, OPT_LOG, OPT_STATS, OPT_MLISTEN, OPT_MPORT, OPT_HELP,
+           OPT_VERSION };
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"model", required_argument, NULL, 'm'},
@@ -197,6 +206,8 @@ static int parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         {"log-every", required_argument, NULL, OPT_LOGEVERY},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"stats-json", required_argument, NULL, OPT_STATS},
+        {"metrics-listen", required_argument, NULL, OPT_MLISTEN},
+        {"metrics-port-file", required_argument, NULL, OPT_MPORT},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -231,6 +242,8 @@ static int parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
             break;
         case OPT_TOKEN: o->token_file = optarg; break;
         case OPT_STATS: o->stats_json = optarg; break;
+        case OPT_MLISTEN: o->metrics_listen = optarg; break;
+        case OPT_MPORT: o->metrics_port_file = optarg; break;
         case OPT_TIMEOUT:
             rc = parse_u64("--timeout-ms", optarg, 1, 86400000u, &v);
             o->timeout_ms = (uint32_t)v;
@@ -329,6 +342,7 @@ static void disconnect(worker *w)
 {
     ss_client_close(w->c);
     w->c = NULL;
+    ss_serve_metrics_connected(w->metrics, false);
 }
 
 /* The server went away (or answered UNAVAILABLE): worth reconnecting. */
@@ -400,6 +414,7 @@ static int connect_declare(worker *w)
            w->o.server, w->o.saver, created ? "declared" : "already declared",
            w->m->n_states, w->name);
     w->backoff_ms = SS_SERVE_BACKOFF_MIN_MS;
+    ss_serve_metrics_connected(w->metrics, true);
     return 0;
 }
 
@@ -775,8 +790,11 @@ static void log_progress(worker *w, bool force)
 static int loop(worker *w)
 {
     while (!stop_requested && (w->o.max_batches == 0 || w->batches < w->o.max_batches)) {
+        ss_serve_metrics_beat(w->metrics);
         if (!w->c) {
             int rc = connect_declare(w);
+            if (rc < 0)
+                ss_serve_metrics_error(w->metrics, SS_SERVE_ERR_CONNECT);
             if (rc == SS_ERR_CONFLICT || rc == SS_ERR_INVALID)
                 return SS_SERVE_EXIT_FAIL;
             if (rc < 0) {
@@ -794,6 +812,7 @@ static int loop(worker *w)
                          rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND);
             SS_LOG(again ? SS_LOG_WARN : SS_LOG_ERROR, "serve: lease from %s: %s%s",
                    w->o.server, ss_client_last_error(w->c), again ? "; reconnecting" : "");
+            ss_serve_metrics_error(w->metrics, SS_SERVE_ERR_LEASE);
             disconnect(w);
             if (!again)
                 return SS_SERVE_EXIT_FAIL;
@@ -811,9 +830,13 @@ static int loop(worker *w)
             SS_LOG(SS_LOG_ERROR, "serve: lease %" PRIu64 ": %s", ss_lease_id(l), ss_strerror(rc));
         } else {
             int64_t t2 = mono_us();
+            uint64_t done_before = w->segments;
             complete(w, l, &r);
+            int64_t t3 = mono_us();
             if (w->o.stats_json)
-                times_add(&w->lt, t0, t1, t2, mono_us(), r.n);
+                times_add(&w->lt, t0, t1, t2, t3, r.n);
+            ss_serve_metrics_lease(w->metrics, l, r.items, r.n, w->segments > done_before,
+                                   (double)(t2 - t1) / 1e6, (double)(t3 - t0) / 1e6);
         }
         w->batches++;
         SS_LOG(SS_LOG_DEBUG, "serve: lease %" PRIu64 ": %zu segments", ss_lease_id(l), r.n);
@@ -872,6 +895,20 @@ int ss_serve_main(int argc, char **argv)
            "saver %s, server %s, batch %u", w.o.model,
            w.m->cell == SS_CELL_LSTM ? "lstm" : w.m->cell == SS_CELL_GRU ? "gru" : "basic_rnn",
            w.m->input_size, w.m->output_size, w.m->n_states, w.o.saver, w.o.server, w.o.batch);
+    if (w.o.metrics_listen) {
+        uint64_t stall = 2ull * w.o.timeout_ms + w.o.wait_ms +
+                         (w.o.lease_ms ? w.o.lease_ms : 60000u) + SS_SERVE_STALL_SLACK_MS;
+        rc = ss_serve_metrics_start(&w.metrics, w.o.metrics_listen, w.o.metrics_port_file,
+                                    stall);
+        if (rc < 0) {
+            status = rc == SS_ERR_INVALID ? SS_SERVE_EXIT_USAGE : SS_SERVE_EXIT_FAIL;
+            goto out;
+        }
+    } else if (w.o.metrics_port_file) {
+        fprintf(stderr, "serve: --metrics-port-file needs --metrics-listen\n");
+        status = SS_SERVE_EXIT_USAGE;
+        goto out;
+    }
     w.log_t = mono_ms();
     w.t_start_us = mono_us();
     status = loop(&w);
@@ -883,6 +920,7 @@ int ss_serve_main(int argc, char **argv)
 out:
     times_free(&w.lt);
     disconnect(&w);
+    ss_serve_metrics_stop(w.metrics);
     ss_unroll_free(w.u);
     ss_model_free(w.m);
     free(w.token);
