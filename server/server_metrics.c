@@ -25,12 +25,31 @@
 #include "ss_log.h"
 #include "ss_metrics.h"
 
-/* Op label per Request body case (index = body case; "unknown" else). */
+/* Op label values; op_index maps a Request body case to one. */
 static const char *const op_names[] = {
     "unknown", "hello", "declare", "fetch", "save", "drop", "list", "stats",
     "ping", "submit", "lease", "complete", "await",
 };
 #define N_OPS (sizeof op_names / sizeof op_names[0])
+
+static size_t op_index(int body_case)
+{
+    switch (body_case) {
+    case STATESAVER__V1__REQUEST__BODY_HELLO: return 1;
+    case STATESAVER__V1__REQUEST__BODY_DECLARE: return 2;
+    case STATESAVER__V1__REQUEST__BODY_FETCH: return 3;
+    case STATESAVER__V1__REQUEST__BODY_SAVE: return 4;
+    case STATESAVER__V1__REQUEST__BODY_DROP: return 5;
+    case STATESAVER__V1__REQUEST__BODY_LIST: return 6;
+    case STATESAVER__V1__REQUEST__BODY_STATS: return 7;
+    case STATESAVER__V1__REQUEST__BODY_PING: return 8;
+    case STATESAVER__V1__REQUEST__BODY_SUBMIT: return 9;
+    case STATESAVER__V1__REQUEST__BODY_LEASE: return 10;
+    case STATESAVER__V1__REQUEST__BODY_COMPLETE: return 11;
+    case STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT: return 12;
+    default: return 0;
+    }
+}
 
 /* Code label: index = status code (0..16); gaps are never used. */
 static const char *const code_names[] = {
@@ -421,7 +440,7 @@ void ss_server_metrics_request(ss_server *srv, int body_case, int code,
     ss_srv_metrics *m = srv->metrics;
     if (!m)
         return;
-    size_t op = body_case > 0 && (size_t)body_case < N_OPS ? (size_t)body_case : 0;
+    size_t op = op_index(body_case);
     size_t cd = code >= 0 && (size_t)code < N_CODES ? (size_t)code
                                                     : 2; /* UNKNOWN */
     ss_metric_inc(m->requests, ss_metric_series(m->requests, op, cd), 1);
