@@ -3,9 +3,12 @@
 # STATESAVER_* environment variables when the command line does not give them.
 #   statesaver-server            --listen $STATESAVER_LISTEN --data $STATESAVER_DATA
 #                                --sync $STATESAVER_SYNC [--auth-token-file $STATESAVER_AUTH_TOKEN_FILE]
+#                                [--metrics-listen $STATESAVER_METRICS_LISTEN]
 #   statesaver-worker serve      --server $STATESAVER_SERVER --model $STATESAVER_MODEL
 #                                --saver $STATESAVER_SAVER --batch $STATESAVER_BATCH
 #                                [--token-file $STATESAVER_AUTH_TOKEN_FILE]
+#                                [--metrics-listen $STATESAVER_WORKER_METRICS_LISTEN]
+# An empty or unset *_METRICS_LISTEN leaves the HTTP metrics endpoint off.
 #   statesaver ...               reads STATESAVER_SERVER itself
 # Any other command runs unchanged (e.g. `sh`).
 set -eu
@@ -29,6 +32,9 @@ case "$cmd" in
     if [ -n "${STATESAVER_AUTH_TOKEN_FILE:-}" ] && ! has --auth-token-file "$@"; then
       set -- --auth-token-file "$STATESAVER_AUTH_TOKEN_FILE" "$@"
     fi
+    if [ -n "${STATESAVER_METRICS_LISTEN:-}" ] && ! has --metrics-listen "$@"; then
+      set -- --metrics-listen "$STATESAVER_METRICS_LISTEN" "$@"
+    fi
     exec statesaver-server "$@"
     ;;
   statesaver-worker)
@@ -40,6 +46,9 @@ case "$cmd" in
       has --batch "$@" || set -- --batch "$STATESAVER_BATCH" "$@"
       if [ -n "${STATESAVER_AUTH_TOKEN_FILE:-}" ] && ! has --token-file "$@"; then
         set -- --token-file "$STATESAVER_AUTH_TOKEN_FILE" "$@"
+      fi
+      if [ -n "${STATESAVER_WORKER_METRICS_LISTEN:-}" ] && ! has --metrics-listen "$@"; then
+        set -- --metrics-listen "$STATESAVER_WORKER_METRICS_LISTEN" "$@"
       fi
       exec statesaver-worker serve "$@"
     fi

@@ -11,7 +11,9 @@
 #      shared libraries and the default model;
 #   2. the server starts from the image on an ephemeral port with /data on a
 #      host directory; `statesaver ping` answers from the host build and from
-#      inside the image, and the image's HEALTHCHECK command succeeds;
+#      inside the image, and the image's HEALTHCHECK command succeeds; its
+#      metrics endpoint (ephemeral port) answers /healthz, /readyz and a
+#      /metrics that the host's strict exposition parser accepts;
 #   3. states saved from the host (Python client) survive a server restart
 #      from the image on the same /data;
 #   4. two workers (`statesaver-worker serve`) from the image run a submit
@@ -172,20 +174,23 @@ say "image: uid $uid, $(head -n1 "$work/probe.log"), default model present"
 
 # ---- 2. server from the image ------------------------------------------------------
 start_server() {
-  rm -f "$data/port"
+  rm -f "$data/port" "$data/mport"
   new_ctr server
   srv=$ctr
+  # Host networking: ephemeral ports, not the image's default :9450.
   start_bg "$srv" "$work/server.log" -- statesaver-entrypoint statesaver-server \
-    --listen 127.0.0.1:0 --port-file /data/port
+    --listen 127.0.0.1:0 --port-file /data/port \
+    --metrics-listen 127.0.0.1:0 --metrics-port-file /data/mport
   server_pid=$last_pid
   i=0
-  while [ ! -s "$data/port" ]; do
+  while [ ! -s "$data/port" ] || [ ! -s "$data/mport" ]; do
     i=$((i + 1))
     [ $i -gt 200 ] && { cat "$work/server.log" >&2; die "server did not start within 20 s"; }
     kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; die "server exited"; }
     sleep 0.1
   done
   port=$(cat "$data/port")
+  mport=$(cat "$data/mport")
   addr=127.0.0.1:$port
 }
 start_server
@@ -205,6 +210,20 @@ in_image "$probe" -- statesaver --server "$addr" ping >/dev/null || die "ping fr
 in_image "$probe" "STATESAVER_HEALTH_SERVER=$addr" -- statesaver-healthcheck ||
   die "the image's HEALTHCHECK command failed against a live server"
 say "ping and HEALTHCHECK from inside the image: ok"
+/usr/bin/python3 - "$mport" <<'PYEOF' || die "metrics endpoint of the server in the image"
+import sys, urllib.request
+sys.path.insert(0, "tests/metrics")
+from test_metrics_e2e import parse_exposition, value
+base = "http://127.0.0.1:%s" % sys.argv[1]
+for path in ("/healthz", "/readyz"):
+    with urllib.request.urlopen(base + path, timeout=10) as r:
+        assert r.status == 200, (path, r.status)
+with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+    fams = parse_exposition(r.read().decode())
+pings = value(fams, "statesaver_requests_total", op="ping", code="OK")
+assert pings and pings >= 1, "no ping counted: %r" % pings
+print("test-image: metrics: %d families, %d pings counted" % (len(fams), pings), file=sys.stderr)
+PYEOF
 
 # ---- 3. durable /data across a restart ------------------------------------------------
 protoc --proto_path=proto --python_out="$work" proto/statesaver.proto ||

@@ -7,9 +7,12 @@ instruction parser) and checks what an operator relies on: stages and
 install-deps modes, the non-root user, the /data volume, port 7450
 everywhere, image names, probes, resources, volumes and claims, the model
 ConfigMap (byte-identical to deploy/make-model.py's output), selectors, and
-that every program a manifest runs is installed in the image. With the build
-tree present, every flag a manifest passes must appear in that program's
---help.
+that every program a manifest runs is installed in the image; the metrics
+ports (9450 server, 9451 worker), the HTTP probes on /healthz and /readyz,
+the Prometheus scrape annotations, and that the Grafana dashboard
+(deploy/grafana-dashboard.json) only queries metrics the programs register,
+every one of which docs/deploy.md documents. With the build tree present,
+every flag a manifest passes must appear in that program's --help.
 
 Usage: check_manifests.py [--source-root DIR] [--build-root DIR] [--self-test]
 --self-test also breaks each manifest in memory in known ways and checks
@@ -19,6 +22,7 @@ import argparse
 import base64
 import copy
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -28,6 +32,9 @@ import sys
 import yaml
 
 PORT = 7450
+METRICS_PORT = 9450         # server --metrics-listen
+WORKER_METRICS_PORT = 9451  # worker --metrics-listen
+METRIC_SOURCES = ("server/server_metrics.c", "worker/serve_metrics.c")
 IMAGE = "statesaver:latest"
 PROGRAMS = {"statesaver-server", "statesaver-worker", "statesaver",
             "statesaver-entrypoint", "statesaver-healthcheck", "statesaver-demo"}
@@ -125,8 +132,10 @@ def check_dockerfile(f, src, err):
     vols = " ".join(f.get("VOLUME", []))
     if "/data" not in vols:
         err("Dockerfile: no VOLUME /data")
-    if str(PORT) not in " ".join(f.get("EXPOSE", [])):
-        err("Dockerfile: EXPOSE %d missing" % PORT)
+    exposed = " ".join(f.get("EXPOSE", [])).split()
+    for p in (PORT, METRICS_PORT, WORKER_METRICS_PORT):
+        if str(p) not in exposed:
+            err("Dockerfile: EXPOSE %d missing" % p)
     hc = " ".join(f.get("HEALTHCHECK", []))
     if "statesaver-healthcheck" not in hc:
         err("Dockerfile: HEALTHCHECK must run statesaver-healthcheck")
@@ -136,6 +145,9 @@ def check_dockerfile(f, src, err):
     for k, v in want.items():
         if env.get(k) != v:
             err("Dockerfile: ENV %s should be %r, found %r" % (k, v, env.get(k)))
+    if not env.get("STATESAVER_METRICS_LISTEN", "").endswith(":%d" % METRICS_PORT):
+        err("Dockerfile: ENV STATESAVER_METRICS_LISTEN should listen on :%d, found %r"
+            % (METRICS_PORT, env.get("STATESAVER_METRICS_LISTEN")))
     for k in ("STATESAVER_SERVER", "STATESAVER_SAVER", "STATESAVER_SYNC"):
         if k not in env:
             err("Dockerfile: ENV %s missing" % k)
@@ -189,6 +201,15 @@ def check_compose(c, src, err, flags):
         err("compose: server STATESAVER_DATA is not the /data volume")
     if not srv.get("environment", {}).get("STATESAVER_LISTEN", "").endswith(":%d" % PORT):
         err("compose: server STATESAVER_LISTEN does not use port %d" % PORT)
+    if not srv.get("environment", {}).get("STATESAVER_METRICS_LISTEN", "").endswith(
+            ":%d" % METRICS_PORT):
+        err("compose: server STATESAVER_METRICS_LISTEN does not use port %d" % METRICS_PORT)
+    if not any(p.endswith(":%d" % METRICS_PORT) for p in ports):
+        err("compose: server does not publish the metrics port %d" % METRICS_PORT)
+    if not (wrk.get("environment") or {}).get("STATESAVER_WORKER_METRICS_LISTEN", "").endswith(
+            ":%d" % WORKER_METRICS_PORT):
+        err("compose: worker STATESAVER_WORKER_METRICS_LISTEN does not use port %d"
+            % WORKER_METRICS_PORT)
     for name, s in (("worker", wrk), ("demo", demo)):
         if s.get("environment", {}).get("STATESAVER_SERVER") != "server:%d" % PORT:
             err("compose: %s STATESAVER_SERVER is not server:%d" % (name, PORT))
@@ -308,6 +329,9 @@ def check_k8s(docs, src, err, flags):
             found = True
     if not found:
         err("k8s worker: STATESAVER_MODEL %r is not under a mounted volume" % model)
+    check_metrics_pod("k8s server", sts, "STATESAVER_METRICS_LISTEN", METRICS_PORT, err)
+    check_metrics_pod("k8s worker", dep, "STATESAVER_WORKER_METRICS_LISTEN",
+                      WORKER_METRICS_PORT, err)
     cm = cms.get("statesaver-model")
     if cm is None:
         err("k8s: ConfigMap statesaver-model missing")
@@ -320,6 +344,74 @@ def check_k8s(docs, src, err, flags):
         if blob != mm.model_bytes():
             err("k8s: ConfigMap model differs from deploy/make-model.py "
                 "(regenerate: deploy/make-model.py --configmap deploy/k8s/model-configmap.yaml)")
+
+
+def check_metrics_pod(where, w, env_name, port, err):
+    """Metrics port, env, HTTP probes and scrape annotations of a workload."""
+    c = containers(w)[0] if containers(w) else {}
+    ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+    if ports.get("metrics") != port:
+        err("%s: containerPort metrics must be %d" % (where, port))
+    env = {e["name"]: e.get("value") for e in c.get("env") or []}
+    if not str(env.get(env_name, "")).endswith(":%d" % port):
+        err("%s: %s does not listen on port %d" % (where, env_name, port))
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
+                        ("startupProbe", "/healthz")):
+        p = c.get(probe)
+        if p is None and probe == "startupProbe":
+            continue
+        hg = (p or {}).get("httpGet") or {}
+        if hg.get("path") != path or hg.get("port") not in ("metrics", port):
+            err("%s: %s must be httpGet %s on the metrics port, found %r"
+                % (where, probe, path, hg or (p or {}).get("exec")))
+    ann = (w["spec"]["template"].get("metadata") or {}).get("annotations") or {}
+    if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(port) \
+            or ann.get("prometheus.io/path", "/metrics") != "/metrics":
+        err("%s: pod annotations must say prometheus.io/scrape \"true\", port \"%d\", "
+            "path /metrics" % (where, port))
+
+
+def metric_names(src):
+    """Metric names the programs register (string literals in their sources)."""
+    names = set()
+    for rel in METRIC_SOURCES:
+        with open(os.path.join(src, rel)) as f:
+            names |= set(re.findall(r'"(statesaver_[a-z0-9_]+)"', f.read()))
+    return names
+
+
+def check_dashboard(dash, src, err):
+    """Dashboard JSON: panels with queries of registered metrics; docs list them all."""
+    if not isinstance(dash, dict) or not dash.get("panels"):
+        err("grafana: deploy/grafana-dashboard.json has no panels")
+        return
+    names = metric_names(src)
+    ids, queried = set(), set()
+    for p in dash["panels"]:
+        if p.get("id") in ids:
+            err("grafana: panel id %r used twice" % p.get("id"))
+        ids.add(p.get("id"))
+        if p.get("type") == "row":
+            continue
+        if not p.get("targets"):
+            err("grafana: panel %r has no queries" % p.get("title"))
+        for t in p.get("targets") or []:
+            for m in re.findall(r"statesaver_[a-z0-9_]+", t.get("expr", "")):
+                base = re.sub(r"_(bucket|sum|count)$", "", m)
+                if m not in names and base not in names:
+                    err("grafana: panel %r queries %s, which no program registers"
+                        % (p.get("title"), m))
+                queried.add(m if m in names else base)
+    with open(os.path.join(src, "docs", "deploy.md")) as f:
+        docs = f.read()
+    for n in sorted(names):
+        if n not in docs:
+            err("docs/deploy.md does not document the metric %s" % n)
+    for n in ("statesaver_requests_total", "statesaver_request_duration_seconds",
+              "statesaver_commit_duration_seconds", "statesaver_queue_queued",
+              "statesaver_worker_steps_total", "statesaver_worker_lease_roundtrip_seconds"):
+        if n not in queried:
+            err("grafana: no panel shows %s" % n)
 
 
 def check_kustomization(k, k8s_dir, err):
@@ -400,14 +492,17 @@ def load(src):
                 kust = found[0]
             else:
                 docs += found
-    return dfile, compose, docs, kust
+    with open(os.path.join(d, "grafana-dashboard.json")) as f:
+        dash = json.load(f)
+    return dfile, compose, docs, kust, dash
 
 
-def run_checks(src, build, dfile, compose, docs, kust, err, note):
+def run_checks(src, build, dfile, compose, docs, kust, dash, err, note):
     flags = []
     check_dockerfile(dfile, src, err)
     check_compose(compose, src, err, flags)
     check_k8s(docs, src, err, flags)
+    check_dashboard(dash, src, err)
     if kust is not None:
         check_kustomization(kust, os.path.join(src, "deploy", "k8s"), err)
     else:
@@ -452,7 +547,34 @@ def self_test(src, base):
         d["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
         d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] = False
 
+    def exec_liveness(d):
+        containers(d)[0]["livenessProbe"] = {"exec": {"command": ["statesaver-healthcheck"]}}
+
+    def readiness_on_rpc(d):
+        containers(d)[0]["readinessProbe"]["httpGet"]["port"] = 7450
+
+    def no_annotations(d):
+        d["spec"]["template"]["metadata"].pop("annotations", None)
+
+    def metrics_port_9999(d):
+        for p in containers(d)[0]["ports"]:
+            if p["name"] == "metrics":
+                p["containerPort"] = 9999
+
+    def dash_unknown(b):
+        b[4]["panels"][-1]["targets"][0]["expr"] = "rate(statesaver_no_such_metric_total[1m])"
+
     breakages = {
+        "k8s server liveness as exec": k8s_edit("StatefulSet", exec_liveness),
+        "k8s worker readiness on the rpc port": k8s_edit("Deployment", readiness_on_rpc),
+        "k8s server without scrape annotations": k8s_edit("StatefulSet", no_annotations),
+        "k8s worker metrics port 9999": k8s_edit("Deployment", metrics_port_9999),
+        "grafana query of an unknown metric": dash_unknown,
+        "grafana without panels": lambda b: b[4].__setitem__("panels", []),
+        "compose server metrics unpublished": lambda b: b[1]["services"]["server"]["ports"].pop(),
+        "compose worker without metrics env": lambda b: b[1]["services"]["worker"]["environment"].pop(
+            "STATESAVER_WORKER_METRICS_LISTEN"),
+        "Dockerfile metrics off": lambda b: b[0]["env"].pop("STATESAVER_METRICS_LISTEN"),
         "k8s server without liveness probe": k8s_edit("StatefulSet", drop_probe),
         "k8s worker without memory request": k8s_edit("Deployment", no_requests),
         "k8s server on port 7451": k8s_edit("StatefulSet", wrong_port),

@@ -30,6 +30,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -567,13 +568,41 @@ def body(tmp):
     check(value(wafter, "statesaver_worker_errors_total", kind="item") == 0,
           "no worker item errors")
 
-    # Stop the server: the worker stays alive but is no longer ready.
+    # Stop the server while scrapers hammer its endpoint (the HTTP thread
+    # must be stopped cleanly under load); the worker stays alive but is no
+    # longer ready.
+    seen = {"metrics": [], "readyz": []}
+    halt = threading.Event()
+
+    def hammer(path, key):
+        while not halt.is_set():
+            try:
+                seen[key].append(http(mport, path)[0])
+            except OSError:
+                seen[key].append("refused")
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=hammer, args=("/metrics", "metrics")),
+               threading.Thread(target=hammer, args=("/readyz", "readyz"))]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
     srv.send_signal(signal.SIGTERM)
     try:
         rc = srv.wait(timeout=30)
     except subprocess.TimeoutExpired:
         rc = None
-    check(rc == 0, "server exits 0 on SIGTERM with metrics on (%s)" % rc)
+    time.sleep(0.1)
+    halt.set()
+    for t in threads:
+        t.join(timeout=30)
+    check(rc == 0, "server exits 0 on SIGTERM while being scraped (%s)" % rc)
+    ok_scrapes = seen["metrics"].count(200)
+    bad = [x for x in seen["metrics"] + seen["readyz"] if x not in (200, 503, "refused")]
+    check(ok_scrapes >= 1 and not bad,
+          "scrapes during shutdown: %d answered 200, then refused; nothing else (%s)"
+          % (ok_scrapes, bad[:5]))
+    check(seen["metrics"][-1] == "refused", "the endpoint is gone after exit")
     deadline = time.monotonic() + 20
     status, b = 0, ""
     while time.monotonic() < deadline:
