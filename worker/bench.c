@@ -346,6 +346,8 @@ int ss_bench_main(int argc, char **argv)
         lengths[b] = o.steps;
     openblas_set_num_threads(o.threads);
     rc = ss_unroll_new(&u, &bm.m);
+    if (!rc)
+        rc = ss_unroll_set_threads(u, o.threads);
     if (rc) {
         fprintf(stderr, "bench: ss_unroll_new: %s\n", ss_strerror(rc));
         free(lengths);

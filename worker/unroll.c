@@ -1,42 +1,69 @@
-/* unroll -- TensorFlow static_rnn over one segment on OpenBLAS (see unroll.h).
+/* unroll -- TensorFlow static_rnn over one segment (see unroll.h).
  *
  * Each layer runs over all computed steps before the next layer starts
  * (equivalent to MultiRNNCell inside static_rnn, because layer l+1 at step
- * t only needs layer l's output at step t). Per layer:
- *   1. one sgemm projects the inputs of all steps: pre[T*B, G*H] = X · W_x;
- *   2. per step, one sgemm adds h · W_h onto that step's slice of pre
- *      (gru reset_after=false needs a second one for (r*h) · W_c; gru
- *      reset_after=true writes h · R into a scratch because r multiplies
- *      it; lstm num_proj adds the projection);
- *   3. the fused gate math (cell.c) adds the bias, applies the
+ * t only needs layer l's output at step t). Per step and layer:
+ *   1. one product [x_t | h] . W with the whole TF kernel [in+R, G*H]
+ *      (pgemm.c: the weight was packed once by ss_unroll_new, so nothing
+ *      is re-packed per step); gru reset_after=false needs a second one,
+ *      [x_t | r*h] . W_c, gru reset_after=true multiplies x_t and h
+ *      separately because r scales h . R; an lstm projection adds m . W_p;
+ *   2. the fused gate math (cell.c) adds the bias, applies the
  *      nonlinearities and masks rows past their length.
- * TF kernels [in+R, out] are used in place: rows [0, in) are W_x and rows
- * [in, in+R) are W_h, both with leading dimension out. Only the two x-parts
- * of gru reset_after=false are packed, once, into one [in, 3H] matrix.
+ *
+ * Threads: batch rows are independent in an RNN, so the batch is cut into
+ * one contiguous block of rows per thread and every thread runs the whole
+ * unroll (all layers, all steps, products and gate math) on its block. No
+ * synchronisation happens inside the step loop, only at the start and end
+ * of ss_unroll_run. The caller's thread runs block 0; the others run on
+ * persistent workers started by ss_unroll_set_threads. Every element of a
+ * product is summed in the same order whatever the block (pgemm.h), so the
+ * result does not depend on the thread count, bit for bit.
  */
 #include "unroll.h"
 
-#include <cblas.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cell.h"
+#include "pgemm.h"
 #include "ss_error.h"
 
-/* Per-layer view of the weights, prepared once by ss_unroll_new. */
+/* Per-layer weights, packed once by ss_unroll_new. */
 typedef struct unroll_layer {
     int in;                 /* input width of the layer */
     int rw;                 /* width of the recurrent input h (P or H) */
-    const float *wx;        /* [in, gw] input part, leading dimension gw */
-    const float *wh;        /* recurrent part [rw, ldwh] */
-    int ldwh;               /* leading dimension of wh */
-    const float *wch;       /* gru reset_after=false: candidate h-part [H, H] */
-    float *wx_packed;       /* owned: gru reset_after=false [in, 3H], else NULL */
+    ss_pgemm_w w;           /* basic, lstm: kernel [in+R, G*H]; gru: gates kernel
+                             * [in+H, 2H]; gru reset_after: kernel [in, 3H] */
+    ss_pgemm_w w2;          /* gru: candidate kernel [in+H, H]; gru reset_after:
+                             * recurrent kernel [H, 3H]; else unused */
+    ss_pgemm_w wp;          /* lstm num_proj: projection [H, P]; else unused */
     float *bias_packed;     /* owned: gru reset_after=false [3H] (r, u, c), else NULL */
     ss_cell_args args;      /* constants for the gate math */
 } unroll_layer;
+
+/* Per-thread scratch and the rows the thread works on in the current run. */
+typedef struct unroll_part {
+    int b0;                 /* first batch row of the block */
+    int nb;                 /* rows in the block (0: nothing to do) */
+    size_t cap;             /* rows the buffers below hold */
+    float *ap;              /* pgemm scratch for cap rows */
+    float *g;               /* [cap, gw] pre-activations of one step */
+    float *aux;             /* [cap, 3H]: gru r*h or h.R, lstm m before projection */
+    float *proj;            /* lstm num_proj: [cap, P] */
+} unroll_part;
+
+/* Arguments of the ss_unroll_run in progress, read by every thread. */
+typedef struct unroll_call {
+    int teff;               /* steps computed */
+    int B;                  /* batch rows */
+    const float *inputs;    /* [T, B, input_size] */
+    const int32_t *lengths; /* [B] or NULL */
+    float *outputs;         /* [T, B, P] or NULL */
+} unroll_call;
 
 struct ss_unroll {
     const ss_model *m;      /* borrowed; outlives the workspace */
@@ -47,14 +74,21 @@ struct ss_unroll {
     int n_states;           /* states in the flattened TF order */
     int state_w[2 * SS_MODEL_MAX_LAYERS]; /* width of each state */
     unroll_layer layers[SS_MODEL_MAX_LAYERS]; /* L used */
-    size_t pre_cap;         /* T*B rows pre can hold */
-    float *pre;             /* [pre_cap, gw] pre-activations */
     size_t ybuf_cap;        /* T*B rows ybuf can hold */
     float *ybuf;            /* [ybuf_cap, P] outputs of inner layers */
-    size_t b_cap;           /* batch rows the per-batch buffers hold */
-    float *state;           /* per layer: c [B, H] (lstm) then h [B, P] */
-    float *scratch;         /* [B, 3H]: gru r*h or h·R, lstm m before projection */
-    float *proj_out;        /* lstm num_proj: [B, P] */
+    size_t b_cap;           /* batch rows the state buffer holds */
+    float *state;           /* states packed in order, each [B, width] */
+    int threads;            /* parts per run: the caller plus threads-1 workers */
+    unroll_part *parts;     /* owned: [threads] */
+    pthread_t *workers;     /* owned: [threads-1], running while threads > 1 */
+    pthread_mutex_t mu;     /* guards gen, pending, quit */
+    pthread_cond_t go;      /* signalled when gen changes or quit is set */
+    pthread_cond_t done;    /* signalled when pending drops to 0 */
+    unsigned long gen;      /* run counter: workers start a part when it changes */
+    int pending;            /* workers still running the current run */
+    bool quit;              /* workers exit */
+    bool sync_init;         /* mu, go, done are initialised */
+    unroll_call call;       /* the run in progress */
 };
 
 static int gates_of(const ss_model *m)
@@ -81,7 +115,7 @@ static int check_model(const ss_model *m)
     int P = m->num_proj > 0 ? m->num_proj : m->num_units;
     if (m->output_size != P)
         return SS_ERR_INVALID;
-    /* Keep every matrix dimension an int for cblas (G*H and in+P included). */
+    /* Keep every matrix dimension an int (G*H and in+P included). */
     if (m->num_units > INT_MAX / 4 / 4 || P > INT_MAX / 4 || m->input_size > INT_MAX / 4)
         return SS_ERR_INVALID;
     size_t want = m->cell == SS_CELL_LSTM ? 2 * (size_t)m->num_layers : (size_t)m->num_layers;
@@ -109,8 +143,9 @@ static int prepare_layer(ss_unroll *u, int l)
     const ss_model *m = u->m;
     const ss_layer *ly = &m->layers[l];
     unroll_layer *ul = &u->layers[l];
-    const int H = u->H;
-    ul->in = ly->in;
+    const int H = u->H, in = ly->in;
+    int rc = 0;
+    ul->in = in;
     ul->rw = m->cell == SS_CELL_LSTM ? u->P : H;
     ul->args.H = H;
     ul->args.act = m->activation;
@@ -123,43 +158,34 @@ static int prepare_layer(ss_unroll *u, int l)
         ul->args.w_f_diag = ly->w_f_diag;
         ul->args.w_o_diag = ly->w_o_diag;
     }
-    size_t in = (size_t)ly->in;
     switch (m->cell) {
     case SS_CELL_BASIC_RNN:
     case SS_CELL_LSTM:
-        ul->wx = ly->kernel;
-        ul->wh = ly->kernel + in * (size_t)u->gw;
-        ul->ldwh = u->gw;
+        rc = ss_pgemm_pack(&ul->w, ly->kernel, in + ul->rw, u->gw, u->gw);
+        if (!rc && m->num_proj > 0)
+            rc = ss_pgemm_pack(&ul->wp, ly->proj, H, u->P, u->P);
         break;
     case SS_CELL_GRU:
         if (m->reset_after) {
-            ul->wx = ly->kernel;
-            ul->wh = ly->recurrent_kernel;
-            ul->ldwh = 3 * H;
+            rc = ss_pgemm_pack(&ul->w, ly->kernel, in, 3 * H, 3 * H);
+            if (!rc)
+                rc = ss_pgemm_pack(&ul->w2, ly->recurrent_kernel, H, 3 * H, 3 * H);
             break;
         }
-        /* One input sgemm for the gates and the candidate: pack their
-         * x-parts side by side, [in, 2H | H]. */
-        ul->wx_packed = malloc(in * 3 * (size_t)H * sizeof(float));
+        rc = ss_pgemm_pack(&ul->w, ly->kernel, in + H, 2 * H, 2 * H);
+        if (!rc)
+            rc = ss_pgemm_pack(&ul->w2, ly->cand_kernel, in + H, H, H);
+        if (rc)
+            break;
         ul->bias_packed = malloc(3 * (size_t)H * sizeof(float));
-        if (!ul->wx_packed || !ul->bias_packed)
+        if (!ul->bias_packed)
             return SS_ERR_NOMEM;
-        for (size_t r = 0; r < in; r++) {
-            memcpy(ul->wx_packed + r * 3 * (size_t)H, ly->kernel + r * 2 * (size_t)H,
-                   2 * (size_t)H * sizeof(float));
-            memcpy(ul->wx_packed + r * 3 * (size_t)H + 2 * (size_t)H,
-                   ly->cand_kernel + r * (size_t)H, (size_t)H * sizeof(float));
-        }
         memcpy(ul->bias_packed, ly->bias, 2 * (size_t)H * sizeof(float));
         memcpy(ul->bias_packed + 2 * (size_t)H, ly->cand_bias, (size_t)H * sizeof(float));
-        ul->wx = ul->wx_packed;
-        ul->wh = ly->kernel + in * 2 * (size_t)H;
-        ul->ldwh = 2 * H;
-        ul->wch = ly->cand_kernel + in * (size_t)H;
         ul->args.bias = ul->bias_packed;
         break;
     }
-    return 0;
+    return rc;
 }
 
 int ss_unroll_new(ss_unroll **out, const ss_model *m)
@@ -204,6 +230,12 @@ int ss_unroll_new(ss_unroll **out, const ss_model *m)
         if (rc)
             goto out;
     }
+    u->parts = calloc(1, sizeof(*u->parts));
+    if (!u->parts) {
+        rc = SS_ERR_NOMEM;
+        goto out;
+    }
+    u->threads = 1;
     *out = u;
     u = NULL;
 out:
@@ -211,19 +243,56 @@ out:
     return rc;
 }
 
+static void part_free(unroll_part *p)
+{
+    free(p->proj);
+    free(p->aux);
+    free(p->g);
+    free(p->ap);
+    memset(p, 0, sizeof *p);
+}
+
+/* Stop and join every worker; parts beyond the first are released. */
+static void stop_workers(ss_unroll *u)
+{
+    if (u->threads > 1) {
+        pthread_mutex_lock(&u->mu);
+        u->quit = true;
+        pthread_cond_broadcast(&u->go);
+        pthread_mutex_unlock(&u->mu);
+        for (int i = 0; i < u->threads - 1; i++)
+            pthread_join(u->workers[i], NULL);
+        u->quit = false;
+        for (int i = 1; i < u->threads; i++)
+            part_free(&u->parts[i]);
+    }
+    free(u->workers);
+    u->workers = NULL;
+    u->threads = 1;
+}
+
 void ss_unroll_free(ss_unroll *u)
 {
     if (!u)
         return;
-    for (int l = 0; l < SS_MODEL_MAX_LAYERS; l++) {
-        free(u->layers[l].bias_packed);
-        free(u->layers[l].wx_packed);
+    if (u->parts) {
+        stop_workers(u);
+        part_free(&u->parts[0]);
+        free(u->parts);
     }
-    free(u->proj_out);
-    free(u->scratch);
+    if (u->sync_init) {
+        pthread_cond_destroy(&u->done);
+        pthread_cond_destroy(&u->go);
+        pthread_mutex_destroy(&u->mu);
+    }
+    for (int l = 0; l < SS_MODEL_MAX_LAYERS; l++) {
+        ss_pgemm_w_free(&u->layers[l].w);
+        ss_pgemm_w_free(&u->layers[l].w2);
+        ss_pgemm_w_free(&u->layers[l].wp);
+        free(u->layers[l].bias_packed);
+    }
     free(u->state);
     free(u->ybuf);
-    free(u->pre);
     free(u);
 }
 
@@ -237,44 +306,91 @@ static size_t state_floats(const ss_unroll *u, int B)
 }
 
 /* Make *p hold at least need*width floats (capacity counted in rows).
- * Contents are scratch; new memory is zeroed so that BLAS never reads
- * uninitialised memory (rows of masked batch entries). */
+ * Contents are scratch; new memory is zeroed so that a product never reads
+ * uninitialised memory (rows of masked batch entries). 64-byte aligned for
+ * the pgemm scratch. */
 static int grow(float **p, size_t *cap, size_t need, size_t width)
 {
     if (need <= *cap && *p)
         return 0;
-    if (width == 0 || need > SIZE_MAX / sizeof(float) / width)
+    if (width == 0 || need > SIZE_MAX / sizeof(float) / width - 16)
         return SS_ERR_NOMEM;
-    float *n = calloc(need * width, sizeof(float));
+    size_t bytes = (need * width * sizeof(float) + 63) & ~(size_t)63;
+    float *n = aligned_alloc(64, bytes);
     if (!n)
         return SS_ERR_NOMEM;
+    memset(n, 0, bytes);
     free(*p);
     *p = n;
     *cap = need;
     return 0;
 }
 
-/* Grow the buffers to `rows` = T*B rows and B batch rows; never shrinks. */
+/* Floats of pgemm scratch for `rows` rows: the largest product's. */
+static size_t ap_floats(const ss_unroll *u, size_t rows)
+{
+    size_t mx = 0;
+    for (int l = 0; l < u->L; l++) {
+        const unroll_layer *ul = &u->layers[l];
+        const ss_pgemm_w *ws[3] = {&ul->w, &ul->w2, &ul->wp};
+        for (int i = 0; i < 3; i++) {
+            if (!ws[i]->data)
+                continue;
+            size_t f = ss_pgemm_scratch_floats(ws[i], (int)rows);
+            if (f > mx)
+                mx = f;
+        }
+    }
+    return mx;
+}
+
+static int part_grow(ss_unroll *u, unroll_part *p, size_t rows)
+{
+    if (rows <= p->cap && p->g)
+        return 0;
+    if (rows > INT_MAX)
+        return SS_ERR_NOMEM;
+    size_t c;
+    int rc;
+    c = p->cap;
+    rc = grow(&p->g, &c, rows, (size_t)u->gw);
+    c = p->cap;
+    if (!rc)
+        rc = grow(&p->aux, &c, rows, 3 * (size_t)u->H);
+    c = p->cap;
+    if (!rc)
+        rc = grow(&p->proj, &c, rows, (size_t)u->P);
+    c = p->cap;
+    if (!rc)
+        rc = grow(&p->ap, &c, 1, ap_floats(u, rows));
+    if (!rc)
+        p->cap = rows;
+    return rc;
+}
+
+/* Cut B rows into the parts: contiguous blocks, sizes differing by <= 1. */
+static void split_rows(ss_unroll *u, int B)
+{
+    const int n = u->threads, base = B / n, extra = B % n;
+    int b0 = 0;
+    for (int i = 0; i < n; i++) {
+        int nb = base + (i < extra ? 1 : 0);
+        u->parts[i].b0 = b0;
+        u->parts[i].nb = nb;
+        b0 += nb;
+    }
+}
+
+/* Grow the buffers for T*B rows and B batch rows; never shrinks. */
 static int ensure(ss_unroll *u, size_t rows, int B, bool need_ybuf)
 {
     int rc = 0;
-    if (rows == 0)
-        rows = 1;
-    rc = grow(&u->pre, &u->pre_cap, rows, (size_t)u->gw);
-    if (!rc && need_ybuf)
-        rc = grow(&u->ybuf, &u->ybuf_cap, rows, (size_t)u->P);
-    if (rc || (size_t)B <= u->b_cap)
-        return rc;
-    size_t bcap = u->b_cap;
-    rc = grow(&u->state, &bcap, (size_t)B, state_floats(u, 1));
-    bcap = u->b_cap;
-    if (!rc)
-        rc = grow(&u->scratch, &bcap, (size_t)B, 3 * (size_t)u->H);
-    bcap = u->b_cap;
-    if (!rc)
-        rc = grow(&u->proj_out, &bcap, (size_t)B, (size_t)u->P);
-    if (!rc)
-        u->b_cap = (size_t)B;
+    if (need_ybuf)
+        rc = grow(&u->ybuf, &u->ybuf_cap, rows ? rows : 1, (size_t)u->P);
+    if (!rc && (size_t)B > u->b_cap)
+        rc = grow(&u->state, &u->b_cap, (size_t)B, state_floats(u, 1));
+    for (int i = 0; !rc && i < u->threads; i++)
+        rc = part_grow(u, &u->parts[i], (size_t)(u->parts[i].nb > 0 ? u->parts[i].nb : 1));
     return rc;
 }
 
@@ -287,70 +403,180 @@ static float *state_ptr(ss_unroll *u, int i, int B)
     return u->state + off;
 }
 
-static void sgemm(int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
-                  float beta, float *C, int ldc)
-{
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, Bm, ldb,
-                beta, C, ldc);
-}
-
-/* One layer over steps [0, teff): x [teff*B, in] in, y [teff*B, P] out. */
-static void run_layer(ss_unroll *u, int l, int teff, int B, const float *x,
+/* Layer l over steps [0, teff) for rows [b0, b0+nb) of the batch:
+ * x [teff, B, in] in, y [teff, B, P] out (row stride B between steps). */
+static void run_layer(ss_unroll *u, unroll_part *pt, int l, int teff, int B, const float *x,
                       const int32_t *lengths, float *y)
 {
     const ss_model *m = u->m;
     const unroll_layer *ul = &u->layers[l];
-    const int H = u->H, P = u->P, gw = u->gw;
+    const int H = u->H, P = u->P, gw = u->gw, in = ul->in, nb = pt->nb, b0 = pt->b0;
     float *c = NULL, *h;
     if (m->cell == SS_CELL_LSTM) {
-        c = state_ptr(u, 2 * l, B);
-        h = state_ptr(u, 2 * l + 1, B);
+        c = state_ptr(u, 2 * l, B) + (size_t)b0 * (size_t)H;
+        h = state_ptr(u, 2 * l + 1, B) + (size_t)b0 * (size_t)P;
     } else {
-        h = state_ptr(u, l, B);
+        h = state_ptr(u, l, B) + (size_t)b0 * (size_t)H;
     }
-    const size_t step = (size_t)B * (size_t)gw;
-    sgemm(teff * B, gw, ul->in, x, ul->in, ul->wx, gw, 0.0f, u->pre, gw);
+    const int32_t *len = lengths ? lengths + b0 : NULL;
+    /* Steps past this block's longest row only output zeros. */
+    int tp = teff;
+    if (len) {
+        tp = 0;
+        for (int b = 0; b < nb; b++)
+            tp = len[b] > tp ? len[b] : tp;
+    }
+    float *g = pt->g, *aux = pt->aux, *ap = pt->ap;
     for (int t = 0; t < teff; t++) {
-        float *g = u->pre + (size_t)t * step;
-        float *yt = y + (size_t)t * (size_t)B * (size_t)P;
-        ss_cell_mask mk = {lengths, t};
+        const float *xt = x + ((size_t)t * (size_t)B + (size_t)b0) * (size_t)in;
+        float *yt = y + ((size_t)t * (size_t)B + (size_t)b0) * (size_t)P;
+        if (t >= tp) {
+            memset(yt, 0, (size_t)nb * (size_t)P * sizeof(float));
+            continue;
+        }
+        ss_cell_mask mk = {len, t};
         switch (m->cell) {
         case SS_CELL_BASIC_RNN:
-            sgemm(B, H, H, h, H, ul->wh, ul->ldwh, 1.0f, g, gw);
-            ss_cell_basic(&ul->args, B, mk, g, h, yt, P);
+            ss_pgemm(&ul->w, nb, xt, in, in, h, H, g, gw, false, ap);
+            ss_cell_basic(&ul->args, nb, mk, g, h, yt, P);
             break;
         case SS_CELL_LSTM:
-            sgemm(B, gw, P, h, P, ul->wh, ul->ldwh, 1.0f, g, gw);
+            ss_pgemm(&ul->w, nb, xt, in, in, h, P, g, gw, false, ap);
             if (m->num_proj == 0) {
-                ss_cell_lstm(&ul->args, B, mk, g, c, h, yt, P);
+                ss_cell_lstm(&ul->args, nb, mk, g, c, h, yt, P);
                 break;
             }
-            ss_cell_lstm(&ul->args, B, mk, g, c, u->scratch, NULL, 0);
-            sgemm(B, P, H, u->scratch, H, m->layers[l].proj, P, 0.0f, u->proj_out, P);
-            for (int b = 0; b < B; b++) {
+            ss_cell_lstm(&ul->args, nb, mk, g, c, aux, NULL, 0);
+            ss_pgemm(&ul->wp, nb, aux, H, H, NULL, 0, pt->proj, P, false, ap);
+            for (int b = 0; b < nb; b++) {
                 float *yr = yt + (size_t)b * (size_t)P;
-                if (lengths && t >= lengths[b]) {
+                if (len && t >= len[b]) {
                     memset(yr, 0, (size_t)P * sizeof(float));
                     continue;
                 }
-                memcpy(h + (size_t)b * (size_t)P, u->proj_out + (size_t)b * (size_t)P,
+                memcpy(h + (size_t)b * (size_t)P, pt->proj + (size_t)b * (size_t)P,
                        (size_t)P * sizeof(float));
-                memcpy(yr, u->proj_out + (size_t)b * (size_t)P, (size_t)P * sizeof(float));
+                memcpy(yr, pt->proj + (size_t)b * (size_t)P, (size_t)P * sizeof(float));
             }
             break;
         case SS_CELL_GRU:
             if (m->reset_after) {
-                sgemm(B, gw, H, h, H, ul->wh, ul->ldwh, 0.0f, u->scratch, gw);
-                ss_cell_gru_ra(&ul->args, B, mk, g, u->scratch, h, yt, P);
+                ss_pgemm(&ul->w, nb, xt, in, in, NULL, 0, g, gw, false, ap);
+                ss_pgemm(&ul->w2, nb, h, H, H, NULL, 0, aux, gw, false, ap);
+                ss_cell_gru_ra(&ul->args, nb, mk, g, aux, h, yt, P);
                 break;
             }
-            sgemm(B, 2 * H, H, h, H, ul->wh, ul->ldwh, 1.0f, g, gw);
-            ss_cell_gru_gates(&ul->args, B, mk, g, h, u->scratch);
-            sgemm(B, H, H, u->scratch, H, ul->wch, H, 1.0f, g + 2 * (size_t)H, gw);
-            ss_cell_gru_cand(&ul->args, B, mk, g, h, yt, P);
+            ss_pgemm(&ul->w, nb, xt, in, in, h, H, g, gw, false, ap);
+            ss_cell_gru_gates(&ul->args, nb, mk, g, h, aux);
+            ss_pgemm(&ul->w2, nb, xt, in, in, aux, H, g + 2 * (size_t)H, gw, false, ap);
+            ss_cell_gru_cand(&ul->args, nb, mk, g, h, yt, P);
             break;
         }
     }
+}
+
+/* Every layer for one block of rows (one thread's share of a run). */
+static void run_part(ss_unroll *u, int idx)
+{
+    unroll_part *pt = &u->parts[idx];
+    const unroll_call *c = &u->call;
+    if (pt->nb == 0)
+        return;
+    const float *x = c->inputs;
+    for (int l = 0; l < u->L; l++) {
+        float *y = (l == u->L - 1 && c->outputs) ? c->outputs : u->ybuf;
+        run_layer(u, pt, l, c->teff, c->B, x, c->lengths, y);
+        x = u->ybuf;
+    }
+}
+
+/* Worker thread: runs part `idx` of every run until quit. */
+typedef struct worker_arg {
+    ss_unroll *u;           /* the workspace */
+    int idx;                /* part index, >= 1 */
+    unsigned long gen;      /* u->gen when started: runs after it are new */
+} worker_arg;
+
+static void *worker_main(void *arg)
+{
+    worker_arg wa = *(worker_arg *)arg;
+    free(arg);
+    ss_unroll *u = wa.u;
+    /* Not u->gen read here: a run may already have started. */
+    unsigned long seen = wa.gen;
+    pthread_mutex_lock(&u->mu);
+    for (;;) {
+        while (u->gen == seen && !u->quit)
+            pthread_cond_wait(&u->go, &u->mu);
+        if (u->quit)
+            break;
+        seen = u->gen;
+        pthread_mutex_unlock(&u->mu);
+        run_part(u, wa.idx);
+        pthread_mutex_lock(&u->mu);
+        if (--u->pending == 0)
+            pthread_cond_signal(&u->done);
+    }
+    pthread_mutex_unlock(&u->mu);
+    return NULL;
+}
+
+int ss_unroll_set_threads(ss_unroll *u, int n)
+{
+    int rc = 0;
+    if (!u || n < 1 || n > SS_UNROLL_THREADS_MAX)
+        return SS_ERR_INVALID;
+    if (n == u->threads)
+        return 0;
+    stop_workers(u);
+    if (n == 1)
+        return 0;
+    if (!u->sync_init) {
+        if (pthread_mutex_init(&u->mu, NULL))
+            return SS_ERR_NOMEM;
+        if (pthread_cond_init(&u->go, NULL)) {
+            pthread_mutex_destroy(&u->mu);
+            return SS_ERR_NOMEM;
+        }
+        if (pthread_cond_init(&u->done, NULL)) {
+            pthread_cond_destroy(&u->go);
+            pthread_mutex_destroy(&u->mu);
+            return SS_ERR_NOMEM;
+        }
+        u->sync_init = true;
+    }
+    unroll_part *parts = realloc(u->parts, (size_t)n * sizeof(*parts));
+    if (!parts)
+        return SS_ERR_NOMEM;
+    u->parts = parts;
+    memset(parts + 1, 0, (size_t)(n - 1) * sizeof(*parts));
+    u->workers = calloc((size_t)n - 1, sizeof(*u->workers));
+    if (!u->workers)
+        return SS_ERR_NOMEM;
+    for (int i = 1; i < n; i++) {
+        worker_arg *wa = malloc(sizeof(*wa));
+        if (!wa) {
+            rc = SS_ERR_NOMEM;
+            goto out;
+        }
+        *wa = (worker_arg){u, i, u->gen};
+        if (pthread_create(&u->workers[i - 1], NULL, worker_main, wa)) {
+            free(wa);
+            rc = SS_ERR_NOMEM;
+            goto out;
+        }
+        /* Counted as soon as it runs, so stop_workers joins exactly these. */
+        u->threads = i + 1;
+    }
+out:
+    if (rc)
+        stop_workers(u);
+    return rc;
+}
+
+int ss_unroll_threads(const ss_unroll *u)
+{
+    return u ? u->threads : 0;
 }
 
 int ss_unroll_run(ss_unroll *u, int T, int B, const float *inputs,
@@ -373,6 +599,7 @@ int ss_unroll_run(ss_unroll *u, int T, int B, const float *inputs,
     }
     size_t rows = (size_t)teff * (size_t)B;
     bool need_ybuf = u->L > 1 || !outputs;
+    split_rows(u, B);
     int rc = ensure(u, rows, B, need_ybuf);
     if (rc)
         return rc;
@@ -385,11 +612,21 @@ int ss_unroll_run(ss_unroll *u, int T, int B, const float *inputs,
             memset(s, 0, n * sizeof(float));
     }
     if (rows > 0) {
-        const float *x = inputs;
-        for (int l = 0; l < u->L; l++) {
-            float *y = (l == u->L - 1 && outputs) ? outputs : u->ybuf;
-            run_layer(u, l, teff, B, x, lengths, y);
-            x = u->ybuf;
+        u->call = (unroll_call){teff, B, inputs, lengths, outputs};
+        int busy = u->threads > B ? B : u->threads;
+        if (busy > 1) {
+            pthread_mutex_lock(&u->mu);
+            u->pending = u->threads - 1;
+            u->gen++;
+            pthread_cond_broadcast(&u->go);
+            pthread_mutex_unlock(&u->mu);
+        }
+        run_part(u, 0);
+        if (busy > 1) {
+            pthread_mutex_lock(&u->mu);
+            while (u->pending > 0)
+                pthread_cond_wait(&u->done, &u->mu);
+            pthread_mutex_unlock(&u->mu);
         }
     }
     if (outputs && teff < T)

@@ -1,4 +1,4 @@
-/* unroll -- TensorFlow static_rnn over one segment, on OpenBLAS.
+/* unroll -- TensorFlow static_rnn over one segment, on packed-weight sgemm.
  *
  * Semantics (tf.compat.v1.nn.static_rnn with sequence_length): for step t
  * and batch row b, if t >= length[b] the output row is zero and the state
@@ -8,7 +8,11 @@
  *
  * A workspace is tied to one model and reused across calls: no allocation
  * happens inside the step loop, and none at all when T and B stay within
- * the sizes already seen. Not thread-safe: one workspace per thread.
+ * the sizes already seen. A workspace may run its batch on several threads
+ * (ss_unroll_set_threads): the batch rows are split between the caller and
+ * persistent worker threads the workspace owns; results do not depend on
+ * the thread count (bit for bit). Calls on one workspace must not overlap:
+ * one workspace per calling thread.
  */
 #ifndef SS_UNROLL_H
 #define SS_UNROLL_H
@@ -19,9 +23,24 @@
 
 typedef struct ss_unroll ss_unroll; /* opaque: model pointer + scratch buffers */
 
-/* m must outlive the workspace. */
+/* Largest thread count of one workspace. */
+#define SS_UNROLL_THREADS_MAX 1024
+
+/* m must outlive the workspace. The workspace starts with 1 thread (the
+ * caller's). */
 int ss_unroll_new(ss_unroll **out, const ss_model *m);
-void ss_unroll_free(ss_unroll *u); /* accepts NULL */
+void ss_unroll_free(ss_unroll *u); /* accepts NULL; joins the workers */
+
+/* Run each ss_unroll_run on n threads: the caller plus n-1 workers,
+ * started here and parked between runs (they use no CPU while parked).
+ * Each thread takes a contiguous block of about B/n batch rows; use at
+ * most the cores available. Not while a run is in progress. Returns 0,
+ * SS_ERR_INVALID for n outside [1, SS_UNROLL_THREADS_MAX], or
+ * SS_ERR_NOMEM (a thread could not be started; the workspace is then back
+ * to 1 thread and still usable). */
+int ss_unroll_set_threads(ss_unroll *u, int n);
+/* Threads of the workspace (1 after ss_unroll_new). */
+int ss_unroll_threads(const ss_unroll *u);
 
 /* inputs:     [T, B, input_size] float32, time-major, row-major
  * lengths:    B values in [0, T], or NULL

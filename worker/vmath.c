@@ -17,7 +17,7 @@ __attribute__((target("avx2"))) __m256 _ZGVdN8v_expf(__m256 x);
 __m128 _ZGVbN4v_tanhf(__m128 x);
 __m128 _ZGVbN4v_expf(__m128 x);
 
-enum { ISA_SSE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+enum { ISA_SSE = SS_ISA_SSE, ISA_AVX2 = SS_ISA_AVX2, ISA_AVX512 = SS_ISA_AVX512 };
 
 static const char *const isa_names[] = {"sse", "avx2", "avx512"};
 
@@ -37,6 +37,11 @@ static int best_isa(void)
 static int isa(void)
 {
     return forced_isa >= 0 ? forced_isa : best_isa();
+}
+
+ss_isa ss_vmath_isa_id(void)
+{
+    return (ss_isa)isa();
 }
 
 const char *ss_vmath_isa(void)

@@ -23,6 +23,12 @@ void ss_vmath_relu(float *x, size_t n);
 /* The cell activation (tanh or relu) in place. */
 void ss_vmath_act(ss_activation act, float *x, size_t n);
 
+/* Instruction-set variants, narrowest first. */
+typedef enum ss_isa { SS_ISA_SSE = 0, SS_ISA_AVX2 = 1, SS_ISA_AVX512 = 2 } ss_isa;
+
+/* The variant in use (pgemm picks its micro-kernel from it too). */
+ss_isa ss_vmath_isa_id(void);
+
 /* Name of the variant in use ("avx512", "avx2" or "sse"), for reports. */
 const char *ss_vmath_isa(void);
 

@@ -15,14 +15,16 @@
 
 #include "model.h"
 #include "npy.h"
+#include "pgemm.h"
 #include "ss_error.h"
 #include "unroll.h"
 #include "vmath.h"
 
 #define GOLDEN_TOL 1e-5
-/* Chunked and whole unrolls run the same arithmetic on different matrix
- * shapes; BLAS may block the sums differently, hence not bit-exact. */
-#define CHUNK_TOL 1e-5
+/* Chunked and whole unrolls run the same arithmetic: pgemm sums every
+ * element in k order whatever the number of rows, so they agree bit for
+ * bit. */
+#define CHUNK_TOL 0.0
 
 static const char *const golden_cases[] = {
     "basic_tanh", "basic_relu", "basic_tanh_nolengths", "lstm_plain",
@@ -67,9 +69,16 @@ static double worst_err(const float *got, const float *want, size_t n)
     return w;
 }
 
+/* Instruction-set variants (vmath and the pgemm micro-kernels). */
+static const char *const isas[] = {"sse", "avx2", "avx512"};
+
+/* _i = isa * N_GOLDEN + case: every golden case under every variant the
+ * CPU runs, on 1 and on 2 threads. */
 START_TEST(test_golden)
 {
-    const char *c = golden_cases[_i];
+    const char *c = golden_cases[_i % N_GOLDEN];
+    if (ss_vmath_set_isa(isas[_i / N_GOLDEN]) != 0)
+        return; /* CPU lacks this variant */
     char path[1024], err[512];
     ss_model *m = NULL;
     ss_unroll *u = NULL;
@@ -118,6 +127,24 @@ START_TEST(test_golden)
             ck_assert_msg(w <= GOLDEN_TOL, "%s: final state %zu off by %g", c, i, w);
         }
     }
+    /* Two threads split the batch; every row's arithmetic is unchanged, so
+     * the result is the same bit for bit. */
+    float *out1 = malloc(n_out * sizeof(float));
+    float *st1[2 * SS_MODEL_MAX_LAYERS];
+    for (size_t i = 0; i < m->n_states; i++) {
+        st1[i] = malloc(sin[i]->count * sizeof(float));
+        memcpy(st1[i], sout_p[i], sin[i]->count * sizeof(float));
+    }
+    memcpy(out1, out, n_out * sizeof(float));
+    ck_assert_int_eq(ss_unroll_set_threads(u, 2), 0);
+    memset(out, 0xff, n_out * sizeof(float));
+    ck_assert_int_eq(ss_unroll_run(u, T, B, x->data, len ? lengths : NULL, sin_p, out, sout_p), 0);
+    ck_assert_msg(memcmp(out, out1, n_out * sizeof(float)) == 0, "%s: 2 threads differ", c);
+    for (size_t i = 0; i < m->n_states; i++) {
+        ck_assert(memcmp(st1[i], sout_p[i], sin[i]->count * sizeof(float)) == 0);
+        free(st1[i]);
+    }
+    free(out1);
     /* Rows past their length output exactly zero. */
     if (len) {
         for (int t = 0; t < T; t++)
@@ -412,6 +439,162 @@ START_TEST(test_invalid_arguments)
 }
 END_TEST
 
+/* Thread-count cases: batch size and lengths (NULL: all T). */
+struct thread_case {
+    int B;                  /* batch rows */
+    int threads;            /* threads of the second workspace run */
+};
+
+static const struct thread_case thread_cases[] = {
+    {9, 2}, {9, 4}, {1, 2}, {2, 3}, {64, 2}, {5, 5},
+};
+#define N_THREAD_CASES (sizeof thread_cases / sizeof thread_cases[0])
+
+/* _i = chunk case * N_THREAD_CASES + thread case: an unroll on n threads
+ * equals the 1-thread unroll bit for bit (B not divisible by n, B < n,
+ * B = 1), with and without lengths, switching threads on one workspace. */
+START_TEST(test_threads)
+{
+    const struct chunk_case *cc = &chunk_cases[_i / N_THREAD_CASES];
+    const struct thread_case *tc = &thread_cases[_i % N_THREAD_CASES];
+    test_model tm;
+    make_model(&tm, cc->cell, cc->I, cc->H, cc->L, cc->reset_after, cc->peep, cc->clip,
+               cc->proj, 77 + (uint64_t)_i);
+    const ss_model *m = &tm.m;
+    const int T = 11, B = tc->B, I = cc->I, P = m->output_size;
+    uint64_t seed = 3;
+    int32_t *len = malloc((size_t)B * sizeof(int32_t));
+    for (int b = 0; b < B; b++)
+        len[b] = (int32_t)((b * 5 + 3) % (T + 1));
+    float *x = malloc((size_t)T * B * I * sizeof(float));
+    for (size_t i = 0; i < (size_t)T * B * I; i++)
+        x[i] = 2.0f * lcg(&seed);
+    size_t nst = m->n_states, n_y = (size_t)T * B * P;
+    float *s0[2 * SS_MODEL_MAX_LAYERS], *s1[2 * SS_MODEL_MAX_LAYERS], *sn[2 * SS_MODEL_MAX_LAYERS];
+    for (size_t i = 0; i < nst; i++) {
+        size_t n = (size_t)B * m->state_sizes[i];
+        s0[i] = malloc(n * sizeof(float));
+        s1[i] = malloc(n * sizeof(float));
+        sn[i] = malloc(n * sizeof(float));
+        for (size_t k = 0; k < n; k++)
+            s0[i][k] = lcg(&seed);
+    }
+    float *y1 = malloc(n_y * sizeof(float)), *yn = malloc(n_y * sizeof(float));
+    ss_unroll *u = NULL;
+    ck_assert_int_eq(ss_unroll_new(&u, m), 0);
+    ck_assert_int_eq(ss_unroll_threads(u), 1);
+    for (int with_len = 0; with_len < 2; with_len++) {
+        const int32_t *l = with_len ? len : NULL;
+        ck_assert_int_eq(ss_unroll_set_threads(u, 1), 0);
+        ck_assert_int_eq(ss_unroll_run(u, T, B, x, l, (const float *const *)s0, y1, s1), 0);
+        ck_assert_int_eq(ss_unroll_set_threads(u, tc->threads), 0);
+        ck_assert_int_eq(ss_unroll_threads(u), tc->threads);
+        /* Twice: parked workers must pick up the second run too. */
+        for (int rep = 0; rep < 2; rep++) {
+            memset(yn, 0xff, n_y * sizeof(float));
+            ck_assert_int_eq(ss_unroll_run(u, T, B, x, l, (const float *const *)s0, yn, sn), 0);
+            ck_assert_msg(memcmp(y1, yn, n_y * sizeof(float)) == 0,
+                          "%s B=%d threads=%d lengths=%d: outputs differ", cc->name, B,
+                          tc->threads, with_len);
+            for (size_t i = 0; i < nst; i++)
+                ck_assert_msg(memcmp(s1[i], sn[i], (size_t)B * m->state_sizes[i] *
+                                                       sizeof(float)) == 0,
+                              "%s B=%d threads=%d: state %zu differs", cc->name, B,
+                              tc->threads, i);
+        }
+    }
+    ss_unroll_free(u); /* joins the workers */
+    for (size_t i = 0; i < nst; i++) {
+        free(s0[i]);
+        free(s1[i]);
+        free(sn[i]);
+    }
+    free(y1);
+    free(yn);
+    free(x);
+    free(len);
+    free(tm.w);
+}
+END_TEST
+
+START_TEST(test_set_threads_invalid)
+{
+    test_model tm;
+    make_model(&tm, SS_CELL_BASIC_RNN, 3, 4, 1, false, false, false, 0, 1);
+    ss_unroll *u = NULL;
+    ck_assert_int_eq(ss_unroll_new(&u, &tm.m), 0);
+    ck_assert_int_eq(ss_unroll_set_threads(u, 0), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_unroll_set_threads(u, SS_UNROLL_THREADS_MAX + 1), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_unroll_set_threads(NULL, 2), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_unroll_threads(u), 1);
+    /* Workers started and never used are joined by free. */
+    ck_assert_int_eq(ss_unroll_set_threads(u, 3), 0);
+    ss_unroll_free(u);
+    free(tm.w);
+}
+END_TEST
+
+/* pgemm against a double-precision product: odd sizes hit every row and
+ * column tail; one or two left blocks; overwrite and accumulate. Per
+ * variant the CPU runs. */
+START_TEST(test_pgemm)
+{
+    if (ss_vmath_set_isa(isas[_i]) != 0)
+        return;
+    static const int Ms[] = {1, 3, 4, 7, 8, 9, 17};
+    static const int Ns[] = {1, 15, 16, 23, 24, 47, 48, 49, 100};
+    static const int K2s[] = {0, 19};
+    const int K1 = 13, lda1 = 14, lda2 = 21, ldc = 101;
+    uint64_t seed = 11;
+    float A1[17 * 14], A2[17 * 21], W[32 * 100], C[17 * 101], C0[17 * 101];
+    for (size_t i = 0; i < sizeof A1 / sizeof A1[0]; i++)
+        A1[i] = lcg(&seed);
+    for (size_t i = 0; i < sizeof A2 / sizeof A2[0]; i++)
+        A2[i] = lcg(&seed);
+    for (size_t i = 0; i < sizeof W / sizeof W[0]; i++)
+        W[i] = lcg(&seed);
+    for (size_t i = 0; i < sizeof C0 / sizeof C0[0]; i++)
+        C0[i] = lcg(&seed);
+    for (size_t ik = 0; ik < 2; ik++)
+        for (size_t in = 0; in < sizeof Ns / sizeof Ns[0]; in++) {
+            const int K2 = K2s[ik], K = K1 + K2, N = Ns[in];
+            ss_pgemm_w pw;
+            ck_assert_int_eq(ss_pgemm_pack(&pw, W, K, N, 100), 0);
+            float *scr = aligned_alloc(64, ((ss_pgemm_scratch_floats(&pw, 17) * 4 + 63) / 64) * 64);
+            for (size_t im = 0; im < sizeof Ms / sizeof Ms[0]; im++)
+                for (int acc = 0; acc < 2; acc++) {
+                    const int M = Ms[im];
+                    memcpy(C, C0, sizeof C);
+                    ss_pgemm(&pw, M, A1, lda1, K1, K2 ? A2 : NULL, lda2, C, ldc, acc, scr);
+                    for (int r = 0; r < 17; r++)
+                        for (int c = 0; c < 101; c++) {
+                            float got = C[r * ldc + c];
+                            if (r >= M || c >= N) { /* outside the product: untouched */
+                                ck_assert(got == C0[r * ldc + c]);
+                                continue;
+                            }
+                            double want = acc ? C0[r * ldc + c] : 0.0, mag = fabs(want);
+                            for (int k = 0; k < K; k++) {
+                                double a = k < K1 ? A1[r * lda1 + k] : A2[r * lda2 + k - K1];
+                                want += a * W[k * 100 + c];
+                                mag += fabs(a * W[k * 100 + c]);
+                            }
+                            ck_assert_msg(fabs(got - want) <= 1e-6 * mag + 1e-30,
+                                          "%s M=%d N=%d K=%d acc=%d C[%d,%d] = %g, want %g",
+                                          isas[_i], M, N, K, acc, r, c, got, want);
+                        }
+                }
+            free(scr);
+            ss_pgemm_w_free(&pw);
+        }
+    ss_pgemm_w_free(NULL);
+    ss_pgemm_w pw;
+    ck_assert_int_eq(ss_pgemm_pack(&pw, W, 0, 3, 3), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_pgemm_pack(&pw, W, 3, 4, 3), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_vmath_set_isa(NULL), 0);
+}
+END_TEST
+
 START_TEST(test_flops)
 {
     test_model tm;
@@ -426,7 +609,6 @@ END_TEST
 
 /* vmath against double references on a dense sweep, for every variant the
  * CPU runs (the exhaustive 2^32 sweep is in docs/benchmarks.md). */
-static const char *const isas[] = {"sse", "avx2", "avx512"};
 
 START_TEST(test_vmath_accuracy)
 {
@@ -469,13 +651,21 @@ static Suite *unroll_suite(void)
 {
     Suite *s = suite_create("unroll");
     TCase *tc = tcase_create("golden");
-    tcase_add_loop_test(tc, test_golden, 0, (int)N_GOLDEN);
+    tcase_add_loop_test(tc, test_golden, 0, 3 * (int)N_GOLDEN);
     tcase_add_test(tc, test_golden_list_complete);
     suite_add_tcase(s, tc);
     tc = tcase_create("chunking");
     tcase_add_loop_test(tc, test_chunking, 0,
                         (int)(sizeof chunk_cases / sizeof chunk_cases[0]));
     tcase_add_test(tc, test_steps_past_max_length);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("threads");
+    tcase_add_loop_test(tc, test_threads, 0,
+                        (int)(N_THREAD_CASES * (sizeof chunk_cases / sizeof chunk_cases[0])));
+    tcase_add_test(tc, test_set_threads_invalid);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("pgemm");
+    tcase_add_loop_test(tc, test_pgemm, 0, 3);
     suite_add_tcase(s, tc);
     tc = tcase_create("api");
     tcase_add_test(tc, test_invalid_arguments);

@@ -1,0 +1,251 @@
+/* pgemm -- sgemm against a weight packed once (see pgemm.h).
+ *
+ * Layout: the weight is cut into panels of nr columns, each stored as
+ * [K][nr] (the tail panel zero-padded), so the micro-kernel reads one
+ * contiguous stream per panel. The left operand is packed per call into
+ * tiles of mr rows stored [K][mr] (the tail tile zero-padded), so the
+ * kernel broadcasts a[k][r] from one stream. Loop order: panel outer, tile
+ * inner, so a panel (K * nr floats, at most a few hundred KiB) is read from
+ * memory once per call and then from L2 for the other tiles.
+ *
+ * Micro-kernels keep an mr x nr block of C in registers over the whole K:
+ * avx512 8 x 48 (24 zmm accumulators), avx2 4 x 24 (12 ymm), portable C
+ * 4 x 16.
+ */
+#include "pgemm.h"
+
+#include <immintrin.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ss_error.h"
+#include "vmath.h"
+
+/* Micro-kernel shapes per instruction set (rows of C, columns of C). */
+#define MR_512 8
+#define NV_512 3
+#define NR_512 (16 * NV_512)
+#define MR_256 4
+#define NV_256 3
+#define NR_256 (8 * NV_256)
+#define MR_C 4
+#define NR_C 16
+
+static void shape_of(int isa, int *mr, int *nr)
+{
+    switch (isa) {
+    case SS_ISA_AVX512: *mr = MR_512; *nr = NR_512; break;
+    case SS_ISA_AVX2: *mr = MR_256; *nr = NR_256; break;
+    default: *mr = MR_C; *nr = NR_C; break;
+    }
+}
+
+int ss_pgemm_pack(ss_pgemm_w *pw, const float *W, int K, int N, int ldw)
+{
+    memset(pw, 0, sizeof *pw);
+    if (!W || K < 1 || N < 1 || ldw < N)
+        return SS_ERR_INVALID;
+    int isa = (int)ss_vmath_isa_id(), mr, nr;
+    shape_of(isa, &mr, &nr);
+    size_t panels = ((size_t)N + (size_t)nr - 1) / (size_t)nr;
+    size_t per = (size_t)K * (size_t)nr;
+    if (panels > SIZE_MAX / sizeof(float) / per)
+        return SS_ERR_NOMEM;
+    size_t bytes = panels * per * sizeof(float);
+    /* aligned_alloc wants a multiple of the alignment. */
+    bytes = (bytes + 63) & ~(size_t)63;
+    float *d = aligned_alloc(64, bytes);
+    if (!d)
+        return SS_ERR_NOMEM;
+    for (size_t p = 0; p < panels; p++) {
+        size_t c0 = p * (size_t)nr;
+        size_t nc = (size_t)N - c0 < (size_t)nr ? (size_t)N - c0 : (size_t)nr;
+        float *dst = d + p * per;
+        for (size_t k = 0; k < (size_t)K; k++) {
+            memcpy(dst + k * (size_t)nr, W + k * (size_t)ldw + c0, nc * sizeof(float));
+            memset(dst + k * (size_t)nr + nc, 0, ((size_t)nr - nc) * sizeof(float));
+        }
+    }
+    *pw = (ss_pgemm_w){.K = K, .N = N, .isa = isa, .mr = mr, .nr = nr, .data = d};
+    return 0;
+}
+
+void ss_pgemm_w_free(ss_pgemm_w *pw)
+{
+    if (!pw)
+        return;
+    free(pw->data);
+    memset(pw, 0, sizeof *pw);
+}
+
+size_t ss_pgemm_scratch_floats(const ss_pgemm_w *pw, int M)
+{
+    size_t tiles = ((size_t)(M > 0 ? M : 1) + (size_t)pw->mr - 1) / (size_t)pw->mr;
+    return tiles * (size_t)pw->mr * (size_t)pw->K;
+}
+
+/* Pack rows [r0, r0 + mr) of [A1 | A2] as [K][mr]; rows >= M are zero. */
+static void pack_tile(float *dst, int mr, int r0, int M, const float *A1, int lda1, int K1,
+                      const float *A2, int lda2, int K2)
+{
+    for (int r = 0; r < mr; r++) {
+        int row = r0 + r;
+        if (row >= M) {
+            for (int k = 0; k < K1 + K2; k++)
+                dst[(size_t)k * (size_t)mr + (size_t)r] = 0.0f;
+            continue;
+        }
+        const float *a1 = A1 + (size_t)row * (size_t)lda1;
+        for (int k = 0; k < K1; k++)
+            dst[(size_t)k * (size_t)mr + (size_t)r] = a1[k];
+        if (K2 > 0) {
+            const float *a2 = A2 + (size_t)row * (size_t)lda2;
+            float *d2 = dst + (size_t)K1 * (size_t)mr;
+            for (int k = 0; k < K2; k++)
+                d2[(size_t)k * (size_t)mr + (size_t)r] = a2[k];
+        }
+    }
+}
+
+/* ---- micro-kernels: C[mr', nc] (+)= a[K][MR] . w[K][NR] ---- */
+
+__attribute__((target("avx512f"))) static void kernel_avx512(int K, const float *restrict a,
+                                                             const float *restrict w,
+                                                             float *c, int ldc, int rows,
+                                                             int nc, bool acc)
+{
+    __m512 r[MR_512][NV_512];
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_512; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV_512; j++)
+            r[i][j] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m512 wv[NV_512];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV_512; j++)
+            wv[j] = _mm512_load_ps(w + 16 * j);
+#pragma GCC unroll 32
+        for (int i = 0; i < MR_512; i++) {
+            __m512 av = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 4
+            for (int j = 0; j < NV_512; j++)
+                r[i][j] = _mm512_fmadd_ps(av, wv[j], r[i][j]);
+        }
+        a += MR_512;
+        w += NR_512;
+    }
+    __mmask16 m[NV_512];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV_512; j++) {
+        int n = nc - 16 * j;
+        m[j] = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+    }
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_512; i++) {
+        if (i >= rows)
+            break;
+        float *cr = c + (size_t)i * (size_t)ldc;
+#pragma GCC unroll 4
+        for (int j = 0; j < NV_512; j++) {
+            __m512 v = r[i][j];
+            if (acc)
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m[j], cr + 16 * j));
+            _mm512_mask_storeu_ps(cr + 16 * j, m[j], v);
+        }
+    }
+}
+
+/* Copy a finished mr x nr register block into C (partial rows/columns). */
+static void store_block(const float *blk, int nr, float *c, int ldc, int rows, int nc, bool acc)
+{
+    for (int i = 0; i < rows; i++) {
+        float *cr = c + (size_t)i * (size_t)ldc;
+        const float *br = blk + (size_t)i * (size_t)nr;
+        if (acc) {
+            for (int j = 0; j < nc; j++)
+                cr[j] = br[j] + cr[j];
+        } else {
+            memcpy(cr, br, (size_t)nc * sizeof(float));
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int K, const float *restrict a,
+                                                            const float *restrict w, float *c,
+                                                            int ldc, int rows, int nc, bool acc)
+{
+    __m256 r[MR_256][NV_256];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR_256; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV_256; j++)
+            r[i][j] = _mm256_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m256 wv[NV_256];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV_256; j++)
+            wv[j] = _mm256_load_ps(w + 8 * j);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR_256; i++) {
+            __m256 av = _mm256_broadcast_ss(a + i);
+#pragma GCC unroll 4
+            for (int j = 0; j < NV_256; j++)
+                r[i][j] = _mm256_fmadd_ps(av, wv[j], r[i][j]);
+        }
+        a += MR_256;
+        w += NR_256;
+    }
+    float blk[MR_256 * NR_256] __attribute__((aligned(32)));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR_256; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV_256; j++)
+            _mm256_store_ps(blk + i * NR_256 + 8 * j, r[i][j]);
+    store_block(blk, NR_256, c, ldc, rows, nc, acc);
+}
+
+static void kernel_c(int K, const float *restrict a, const float *restrict w, float *c, int ldc,
+                     int rows, int nc, bool acc)
+{
+    float blk[MR_C * NR_C] = {0};
+    for (int k = 0; k < K; k++) {
+        for (int i = 0; i < MR_C; i++)
+            for (int j = 0; j < NR_C; j++)
+                blk[i * NR_C + j] += a[i] * w[j];
+        a += MR_C;
+        w += NR_C;
+    }
+    store_block(blk, NR_C, c, ldc, rows, nc, acc);
+}
+
+void ss_pgemm(const ss_pgemm_w *pw, int M, const float *A1, int lda1, int K1,
+              const float *A2, int lda2, float *C, int ldc, bool accumulate,
+              float *scratch)
+{
+    if (M <= 0)
+        return;
+    const int K = pw->K, mr = pw->mr, nr = pw->nr;
+    const int K2 = K - K1;
+    const int tiles = (M + mr - 1) / mr;
+    const size_t tsz = (size_t)K * (size_t)mr, psz = (size_t)K * (size_t)nr;
+    for (int t = 0; t < tiles; t++)
+        pack_tile(scratch + (size_t)t * tsz, mr, t * mr, M, A1, lda1, K1, A2, lda2, K2);
+    const int panels = (pw->N + nr - 1) / nr;
+    for (int p = 0; p < panels; p++) {
+        const float *w = pw->data + (size_t)p * psz;
+        const int nc = pw->N - p * nr < nr ? pw->N - p * nr : nr;
+        for (int t = 0; t < tiles; t++) {
+            const float *a = scratch + (size_t)t * tsz;
+            float *c = C + (size_t)t * (size_t)mr * (size_t)ldc + (size_t)p * (size_t)nr;
+            const int rows = M - t * mr < mr ? M - t * mr : mr;
+            switch (pw->isa) {
+            case SS_ISA_AVX512: kernel_avx512(K, a, w, c, ldc, rows, nc, accumulate); break;
+            case SS_ISA_AVX2: kernel_avx2(K, a, w, c, ldc, rows, nc, accumulate); break;
+            default: kernel_c(K, a, w, c, ldc, rows, nc, accumulate); break;
+            }
+        }
+    }
+}
