@@ -125,7 +125,8 @@ static void usage(FILE *f)
             "  --wait-ms MS         how long a lease waits for work on the server\n"
             "                       (default %u)\n"
             "  --ttl-ms MS          idle_ttl when declaring the saver (default 0: never)\n"
-            "  --threads N          OpenBLAS threads (default: OPENBLAS_NUM_THREADS or\n"
+            "  --threads N          unroll threads, splitting the batch rows (default:\n"
+            "                       OPENBLAS_NUM_THREADS or\n"
             "                       OMP_NUM_THREADS if set, else %d)\n"
             "  --token-file F       file holding the server's auth token\n"
             "  --timeout-ms MS      per-call timeout (default %u)\n"
@@ -878,6 +879,12 @@ int ss_serve_main(int argc, char **argv)
         openblas_set_num_threads(w.o.threads);
     } else if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("OMP_NUM_THREADS")) {
         openblas_set_num_threads(SS_UNROLL_DEFAULT_THREADS);
+    }
+    /* The unroll runs on its own threads (not OpenBLAS's): the same count. */
+    if ((rc = ss_unroll_set_threads(w.u, w.o.threads > 0 ? w.o.threads
+                                                           : openblas_get_num_threads())) < 0) {
+        fprintf(stderr, "serve: %s\n", ss_strerror(rc));
+        goto out;
     }
     gethostname(host, sizeof host - 1);
     snprintf(w.name, sizeof w.name, "statesaver-worker/%s %s:%ld", SS_VERSION,

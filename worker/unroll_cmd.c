@@ -60,7 +60,8 @@ static void usage(FILE *f)
             "                       states not given start at zeros\n"
             "  --outputs PATH       write float32 [T, B, output_size]\n"
             "  --final-state NAME=PATH  write the final state NAME, float32 [B, size]\n"
-            "  --threads N          OpenBLAS threads (default: OPENBLAS_NUM_THREADS or\n"
+            "  --threads N          unroll threads, splitting the batch rows (default:\n"
+            "                       OPENBLAS_NUM_THREADS or\n"
             "                       OMP_NUM_THREADS if set, else %d)\n"
             "  --log-level LEVEL    error, warn, info (default) or debug\n"
             "  --help, --version\n"
@@ -420,6 +421,9 @@ int ss_unroll_cmd_main(int argc, char **argv)
     }
     set_threads(o.threads);
     rc = ss_unroll_new(&u, m);
+    /* The unroll runs on its own threads (not OpenBLAS's): the same count. */
+    if (rc == 0)
+        rc = ss_unroll_set_threads(u, o.threads > 0 ? o.threads : openblas_get_num_threads());
     if (rc == 0)
         rc = ss_unroll_run(u, T, B, x->data, len32, o.n_states > 0 ? states_in : NULL,
                            outputs, sout);
