@@ -1,9 +1,10 @@
 /* bench -- `statesaver-worker bench`: unroll throughput against in-process sgemm.
  *
  * Builds a model with random weights (fixed seed) directly in memory, times
- * ss_unroll_run over one chunk (all lengths = T) and, in the same process
- * with the same OpenBLAS threads, the matrix products of that unroll done
- * as if there were no recurrence: per layer one sgemm
+ * ss_unroll_run over one chunk (all lengths = T) on --threads threads and,
+ * in the same process with OpenBLAS set to the same thread count, the
+ * matrix products of that unroll done as if there were no recurrence, with
+ * OpenBLAS's cblas_sgemm (the machine's best large GEMM): per layer one sgemm
  * [T*B, in_l + R] x [in_l + R, G*H] (R = recurrent width, G gates; gru
  * reset_after=false uses the same flop count since 2H + H = 3H columns),
  * plus [T*B, H] x [H, P] for an lstm projection. That is exactly
@@ -68,8 +69,9 @@ static void usage(FILE *f)
             "         [--activation tanh|relu] [--repeat N] [--threads N]\n"
             "         [--max-mb MB] [--json]\n"
             "Times one unroll of T steps (all lengths = T) against an in-process sgemm\n"
-            "of the same flop count; prints medians. --threads sets OpenBLAS threads\n"
-            "(default: online cores). --max-mb caps the memory allocated (default %d).\n",
+            "of the same flop count; prints medians. --threads sets the unroll's threads\n"
+            "and OpenBLAS's for the sgemm (default: online cores). --max-mb caps the\n"
+            "memory allocated (default %d).\n",
             SS_BENCH_DEFAULT_MAX_MB);
 }
 
@@ -349,7 +351,7 @@ int ss_bench_main(int argc, char **argv)
     if (!rc)
         rc = ss_unroll_set_threads(u, o.threads);
     if (rc) {
-        fprintf(stderr, "bench: ss_unroll_new: %s\n", ss_strerror(rc));
+        fprintf(stderr, "bench: ss_unroll_new/set_threads: %s\n", ss_strerror(rc));
         free(lengths);
         goto out;
     }

@@ -4,7 +4,9 @@
  * in float64) are loaded with the worker's own model and npy readers and
  * compared within |a - b| <= 1e-5 * max(1, |b|). Chunking tests check that
  * one T-step unroll equals several shorter unrolls with the state carried
- * over (the whole point of a state saver).
+ * over (the whole point of a state saver). Thread tests check that any
+ * thread count gives the 1-thread result bit for bit; pgemm is checked
+ * against a double-precision product for every instruction-set variant.
  */
 #include <check.h>
 #include <math.h>
