@@ -360,7 +360,9 @@ static int part_grow(ss_unroll *u, unroll_part *p, size_t rows)
     c = p->cap;
     if (!rc)
         rc = grow(&p->proj, &c, rows, (size_t)u->P);
-    c = p->cap;
+    /* The pgemm scratch is one block sized for `rows`: it is reallocated
+     * whenever the rows grow (its capacity is not counted in rows). */
+    c = 0;
     if (!rc)
         rc = grow(&p->ap, &c, 1, ap_floats(u, rows));
     if (!rc)

@@ -519,6 +519,56 @@ START_TEST(test_threads)
 }
 END_TEST
 
+/* One workspace reused with a growing and shrinking batch (as `serve` does
+ * from lease to lease): every run equals a fresh workspace's, and the
+ * scratch buffers grow with B (ASan catches an undersized one). */
+START_TEST(test_batch_regrow)
+{
+    const struct chunk_case *cc = &chunk_cases[_i];
+    test_model tm;
+    make_model(&tm, cc->cell, cc->I, cc->H, cc->L, cc->reset_after, cc->peep, cc->clip,
+               cc->proj, 99 + (uint64_t)_i);
+    const ss_model *m = &tm.m;
+    static const int Bs[] = {1, 3, 17, 64, 5, 65, 2};
+    const int T = 4, I = cc->I, P = m->output_size, Bmax = 65;
+    uint64_t seed = 11;
+    float *x = malloc((size_t)T * Bmax * I * sizeof(float));
+    for (size_t i = 0; i < (size_t)T * Bmax * I; i++)
+        x[i] = 2.0f * lcg(&seed);
+    float *y1 = malloc((size_t)T * Bmax * P * sizeof(float));
+    float *y2 = malloc((size_t)T * Bmax * P * sizeof(float));
+    float *s1[2 * SS_MODEL_MAX_LAYERS], *s2[2 * SS_MODEL_MAX_LAYERS];
+    for (size_t i = 0; i < m->n_states; i++) {
+        s1[i] = malloc((size_t)Bmax * m->state_sizes[i] * sizeof(float));
+        s2[i] = malloc((size_t)Bmax * m->state_sizes[i] * sizeof(float));
+    }
+    ss_unroll *u = NULL;
+    ck_assert_int_eq(ss_unroll_new(&u, m), 0);
+    ck_assert_int_eq(ss_unroll_set_threads(u, 2), 0);
+    for (size_t k = 0; k < sizeof Bs / sizeof Bs[0]; k++) {
+        const int B = Bs[k];
+        ss_unroll *fresh = NULL;
+        ck_assert_int_eq(ss_unroll_new(&fresh, m), 0);
+        ck_assert_int_eq(ss_unroll_run(fresh, T, B, x, NULL, NULL, y1, s1), 0);
+        ck_assert_int_eq(ss_unroll_run(u, T, B, x, NULL, NULL, y2, s2), 0);
+        ck_assert_msg(memcmp(y1, y2, (size_t)T * B * P * sizeof(float)) == 0,
+                      "%s: B=%d after a different B differs", cc->name, B);
+        for (size_t i = 0; i < m->n_states; i++)
+            ck_assert(memcmp(s1[i], s2[i], (size_t)B * m->state_sizes[i] * sizeof(float)) == 0);
+        ss_unroll_free(fresh);
+    }
+    ss_unroll_free(u);
+    for (size_t i = 0; i < m->n_states; i++) {
+        free(s1[i]);
+        free(s2[i]);
+    }
+    free(y1);
+    free(y2);
+    free(x);
+    free(tm.w);
+}
+END_TEST
+
 START_TEST(test_set_threads_invalid)
 {
     test_model tm;
@@ -665,6 +715,8 @@ static Suite *unroll_suite(void)
     tcase_add_loop_test(tc, test_threads, 0,
                         (int)(N_THREAD_CASES * (sizeof chunk_cases / sizeof chunk_cases[0])));
     tcase_add_test(tc, test_set_threads_invalid);
+    tcase_add_loop_test(tc, test_batch_regrow, 0,
+                        (int)(sizeof chunk_cases / sizeof chunk_cases[0]));
     suite_add_tcase(s, tc);
     tc = tcase_create("pgemm");
     tcase_add_loop_test(tc, test_pgemm, 0, 3);
