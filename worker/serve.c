@@ -213,7 +213,7 @@ static int parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
-    uint64_t v;
+    uint64_t v = 0;
     int c;
     *exit_now = -1;
     optind = 1;
