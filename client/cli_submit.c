@@ -13,6 +13,12 @@
  * acknowledged as already queued) and awaits every segment not yet
  * answered. Acknowledged submits and completed segments are durable on the
  * server, so nothing is recomputed beyond the segments in flight.
+ *
+ * Results are awaited WITHOUT collecting; a sequence's segments are
+ * collected (deleted on the server) only after its files are written, so
+ * a crash of the server between its delete and the reply cannot lose a
+ * result. A segment this command collected is never awaited again (its
+ * sequence is written), and collecting one already gone is fine.
  */
 #include "cli.h"
 
@@ -46,6 +52,10 @@
 #define SUBMIT_TTY_COLS 80
 /* How long to keep reconnecting after the connection is lost (ms). */
 #define SUBMIT_RETRY_MS_DEFAULT 60000u
+/* Await refs per round: whole sequences are awaited in rounds of at least
+ * this many segments (or the window, if larger), and the sequences written
+ * in a round are collected before the next round starts. */
+#define SUBMIT_ROUND_REFS 512u
 /* Backoff between reconnect attempts (ms). */
 #define SUBMIT_BACKOFF_MIN_MS 100u
 #define SUBMIT_BACKOFF_MAX_MS 5000u
@@ -86,11 +96,17 @@ typedef struct seq {
     uint64_t length;      /* steps */
     uint64_t n_segments;  /* segments it is cut into */
     uint64_t first_ref;   /* index of its segment 0 in run.queued */
+    size_t first_await;   /* index of its first await ref in run.refs */
+    size_t n_await;       /* await refs (segments queued before any refused) */
+    size_t n_answered;    /* await refs answered (result or error) */
     uint64_t done;        /* segments received */
     float *out;           /* [length, out_cols] once the first output came */
     uint32_t out_cols;    /* output width */
     ss_await_result *fin; /* the last segment's result (final states) */
     bool failed;          /* a segment failed or could not be submitted */
+    bool keep;            /* failed here (not on the server): leave its
+                             results on the server, never collect them */
+    bool settled;         /* all answered and written (or failed): collect */
     uint64_t fail_seg;    /* segment of the reason kept */
     char *reason;         /* why it failed (owned) */
 } seq;
@@ -112,10 +128,14 @@ typedef struct run {
     bool *queued;         /* per segment of every sequence: submit succeeded */
     bool *refused;        /* per segment: the server refused it (status) */
     bool *answered;       /* per await ref: reported (done, failed, error) */
+    bool *has_result;     /* per await ref: answered with a result (done or
+                             failed), so there is a record to collect */
+    bool *collected;      /* per await ref: gone from the server (collected
+                             by us, or given up on with a warning) */
+    uint64_t collect_errors; /* refs the server refused to collect */
     size_t *cur;          /* await refs of the current pass -> index in refs */
     ss_segment_ref *cur_refs; /* refs of the current await pass */
     ss_segment_pick *picks;   /* segments of the current submit pass */
-    bool resumed;         /* a connection was lost and replaced */
     int status;           /* exit status so far */
     bool tty;             /* stderr is a terminal */
     int64_t t0;           /* start (ms) */
@@ -235,6 +255,8 @@ static void free_run(run *r)
     free(r->queued);
     free(r->refused);
     free(r->answered);
+    free(r->has_result);
+    free(r->collected);
     free(r->cur);
     free(r->cur_refs);
     free(r->picks);
@@ -416,15 +438,13 @@ static int on_awaited(void *arg, size_t cur_index, int rc, ss_await_result *res,
 
     r->segs_done++;
     r->answered[index] = true;
+    r->has_result[index] = rc == 0;
+    q->n_answered++;
     if (rc < 0) {
-        char lost[SS_CLIENT_ERRMSG_MAX + 160];
-        if (r->resumed && rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND)) {
-            /* The server collected it as it answered on the lost connection. */
-            snprintf(lost, sizeof lost, "segment %llu: %s (its result was lost with the "
-                     "connection to the server)", (unsigned long long)segment, msg);
-            msg = lost;
-        }
-        seq_fail(q, segment, msg);
+        char why_rc[SS_CLIENT_ERRMSG_MAX + 64];
+        snprintf(why_rc, sizeof why_rc, "segment %llu: %s", (unsigned long long)segment, msg);
+        seq_fail(q, segment, why_rc);
+        q->keep = true;
         goto out;
     }
     if (ss_await_result_state(res) == SS_SEG_FAILED) {
@@ -441,22 +461,26 @@ static int on_awaited(void *arg, size_t cur_index, int rc, ss_await_result *res,
                  (unsigned long long)segment, rows, cols, ss_await_result_length(res), r->T,
                  want);
         seq_fail(q, segment, why);
+        q->keep = true;
         goto out;
     }
     if (!q->out) {
         if (q->length > SIZE_MAX / sizeof(float) / cols) {
             seq_fail(q, segment, "outputs are too big");
+            q->keep = true;
             goto out;
         }
         q->out_cols = cols;
         q->out = calloc((size_t)q->length * cols, sizeof(float));
         if (!q->out) {
             seq_fail(q, segment, "out of memory for the outputs");
+            q->keep = true;
             goto out;
         }
     }
     if (cols != q->out_cols) {
         seq_fail(q, segment, "segments disagree on the output width");
+        q->keep = true;
         goto out;
     }
     /* Only the real rows: the padding of the last segment is dropped. */
@@ -469,14 +493,21 @@ static int on_awaited(void *arg, size_t cur_index, int rc, ss_await_result *res,
         res = NULL;
     }
     if (q->done == q->n_segments) {
-        if (write_sequence(r, q) != CLI_EXIT_OK)
+        if (write_sequence(r, q) != CLI_EXIT_OK) {
+            /* The results stay on the server: a rerun gets them again. */
             seq_fail(q, segment, "writing its outputs failed");
+            q->keep = true;
+        }
         free(q->out);
         q->out = NULL;
         ss_await_result_free(q->fin);
         q->fin = NULL;
     }
 out:
+    /* Every answer is in: the files are written (or the server failed the
+     * sequence), so its records may go. */
+    if (q->n_answered == q->n_await && !q->keep)
+        q->settled = true;
     ss_await_result_free(res);
     progress(r, false);
     return 0;
@@ -525,7 +556,6 @@ static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_m
         if (ss_client_open(c, &o, err, sizeof err) == 0) {
             cli_error("%s: reconnected to %s after %u attempt%s; resuming", r->phase,
                       ctx->server, attempts, attempts == 1 ? "" : "s");
-            r->resumed = true;
             r->last_draw = 0;
             return CLI_EXIT_OK;
         }
@@ -571,33 +601,92 @@ static int submit_all(const cli_ctx *ctx, run *r, ss_client **c, const char *sav
     }
 }
 
-/* Await every ref not yet answered, reconnecting as needed. */
-static int await_all(const cli_ctx *ctx, run *r, ss_client **c, const char *saver,
-                     size_t n_refs, uint32_t wait_ms, uint64_t max_wait,
-                     const ss_jobs_pipeline *pipe, uint64_t retry_ms)
+static void on_collected(void *arg, size_t cur_index, int rc, const char *msg)
 {
-    int64_t t0 = now_ms();
-    for (;;) {
-        size_t n = 0;
-        for (size_t k = 0; k < n_refs; k++)
+    run *r = arg;
+    size_t index = r->cur[cur_index];
+    r->collected[index] = true;
+    if (rc < 0 && r->collect_errors++ == 0) {
+        /* Not fatal: the files are written; the record stays on the server. */
+        if (r->tty)
+            fputc('\n', stderr);
+        cli_error("collecting %s segment %llu: %s (its result stays on the server)",
+                  r->seqs[r->ref_seq[index]].key, (unsigned long long)r->refs[index].segment,
+                  msg);
+    }
+}
+
+/* Gather into r->cur / r->cur_refs the records to collect: results of
+ * settled sequences (written, or failed on the server) not collected yet. */
+static size_t pending_collects(run *r)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        const seq *q = &r->seqs[i];
+        if (!q->settled)
+            continue;
+        for (size_t k = q->first_await; k < q->first_await + q->n_await; k++)
+            if (r->has_result[k] && !r->collected[k]) {
+                r->cur[n] = k;
+                r->cur_refs[n] = r->refs[k];
+                n++;
+            }
+    }
+    return n;
+}
+
+/* Gather the next await round: unanswered refs of whole sequences, in
+ * order, until at least `round` refs. */
+static size_t next_round(run *r, size_t round)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n && n < round; i++) {
+        const seq *q = &r->seqs[i];
+        for (size_t k = q->first_await; k < q->first_await + q->n_await; k++)
             if (!r->answered[k]) {
                 r->cur[n] = k;
                 r->cur_refs[n] = r->refs[k];
                 n++;
             }
-        if (n == 0)
-            return CLI_EXIT_OK;
-        uint64_t total = 0;
-        if (max_wait) {
-            int64_t spent = now_ms() - t0;
-            total = (uint64_t)spent >= max_wait ? 1 : max_wait - (uint64_t)spent;
-        }
-        int rc = ss_client_await_many(*c, saver, r->cur_refs, n, wait_ms, total, true, pipe,
+    }
+    return n;
+}
+
+/* Await every ref not yet answered (without collecting), in rounds; after
+ * each round collect the sequences that were written (or failed on the
+ * server). Reconnects as needed; a connection lost during a collect only
+ * means collecting again (a record already gone counts as collected). */
+static int await_all(const cli_ctx *ctx, run *r, ss_client **c, const char *saver,
+                     uint32_t wait_ms, uint64_t max_wait, const ss_jobs_pipeline *pipe,
+                     uint64_t retry_ms)
+{
+    int64_t t0 = now_ms();
+    uint32_t window = pipe->window ? pipe->window : SS_JOBS_WINDOW_DEFAULT;
+    size_t round = (size_t)window * 4 > SUBMIT_ROUND_REFS ? (size_t)window * 4
+                                                          : SUBMIT_ROUND_REFS;
+    for (;;) {
+        int rc;
+        const char *what = "collect";
+        size_t n = pending_collects(r);
+        if (n > 0) {
+            rc = ss_client_collect_many(*c, saver, r->cur_refs, n, pipe, on_collected, r);
+        } else {
+            what = "await";
+            n = next_round(r, round);
+            if (n == 0)
+                return CLI_EXIT_OK;
+            uint64_t total = 0;
+            if (max_wait) {
+                int64_t spent = now_ms() - t0;
+                total = (uint64_t)spent >= max_wait ? 1 : max_wait - (uint64_t)spent;
+            }
+            rc = ss_client_await_many(*c, saver, r->cur_refs, n, wait_ms, total, false, pipe,
                                       on_awaited, r);
+        }
         if (rc == 0)
-            return CLI_EXIT_OK;
+            continue;
         if (!ss_client_broken(*c))
-            return cli_fail(*c, "await", rc);
+            return cli_fail(*c, what, rc);
         char why[SS_CLIENT_ERRMSG_MAX];
         snprintf(why, sizeof why, "%s", ss_client_last_error(*c));
         int st = reconnect(ctx, r, c, retry_ms, why);
@@ -703,11 +792,13 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     r.queued = calloc(r.segs_total, sizeof *r.queued);
     r.refused = calloc(r.segs_total, sizeof *r.refused);
     r.answered = calloc(r.segs_total, sizeof *r.answered);
+    r.has_result = calloc(r.segs_total, sizeof *r.has_result);
+    r.collected = calloc(r.segs_total, sizeof *r.collected);
     r.cur = calloc(r.segs_total, sizeof *r.cur);
     r.cur_refs = calloc(r.segs_total, sizeof *r.cur_refs);
     r.picks = calloc(r.segs_total, sizeof *r.picks);
-    if (!ins || !r.refs || !r.ref_seq || !r.queued || !r.refused || !r.answered || !r.cur ||
-        !r.cur_refs || !r.picks) {
+    if (!ins || !r.refs || !r.ref_seq || !r.queued || !r.refused || !r.answered ||
+        !r.has_result || !r.collected || !r.cur || !r.cur_refs || !r.picks) {
         cli_error("out of memory");
         status = CLI_EXIT_FAIL;
         goto out;
@@ -728,6 +819,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     size_t n_refs = 0;
     for (size_t i = 0; i < r.n; i++) {
         npy_io_array_clear(&r.seqs[i].in);
+        r.seqs[i].first_await = n_refs;
         bool gap = false;
         for (uint64_t s = 0; s < r.seqs[i].n_segments; s++) {
             /* Segments queued before a refused one are still awaited, so
@@ -743,11 +835,11 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
             r.ref_seq[n_refs] = i;
             n_refs++;
         }
+        r.seqs[i].n_await = n_refs - r.seqs[i].first_await;
     }
     r.phase = "await";
     progress(&r, true);
-    status = await_all(ctx, &r, &c, saver, n_refs, (uint32_t)wait_ms, max_wait, &pipe,
-                       retry_ms);
+    status = await_all(ctx, &r, &c, saver, (uint32_t)wait_ms, max_wait, &pipe, retry_ms);
     progress(&r, true);
     if (r.tty)
         fputc('\n', stderr);

@@ -1,5 +1,6 @@
 /* jobs -- libstatesaver's job calls: Submit (single and pipelined whole
- * sequences), Await (single and pipelined), Lease and Complete.
+ * sequences), Await (single and pipelined), Collect (pipelined
+ * acknowledgements), Lease and Complete (whole, or send and receive apart).
  *
  * Requests borrow the caller's memory (the frame is packed during the
  * send, so borrowed data need only live until ss_client_send returns).
@@ -723,6 +724,35 @@ out:
     return rc;
 }
 
+/* ---- collect -------------------------------------------------------------- */
+
+/* Adapter from ss_client_await_many's callback to ss_collect_fn. */
+typedef struct collect_ctx {
+    ss_collect_fn cb; /* caller's callback, may be NULL */
+    void *arg;        /* its argument */
+} collect_ctx;
+
+static int collect_one(void *arg, size_t index, int rc, ss_await_result *r, const char *msg)
+{
+    collect_ctx *x = arg;
+    ss_await_result_free(r); /* the caller has this result already */
+    if (rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND))
+        rc = 0; /* collected earlier (e.g. on a connection lost before its reply) */
+    if (x->cb)
+        x->cb(x->arg, index, rc, rc < 0 ? msg : "");
+    return 0;
+}
+
+int ss_client_collect_many(ss_client *c, const char *saver, const ss_segment_ref *refs,
+                           size_t n, const ss_jobs_pipeline *pipe, ss_collect_fn cb,
+                           void *arg)
+{
+    collect_ctx x = {.cb = cb, .arg = arg};
+    /* wait_ms 0 and total_ms 1: a segment that is not done is reported at
+     * once (DEADLINE_EXCEEDED), never waited for. */
+    return ss_client_await_many(c, saver, refs, n, 0, 1, true, pipe, collect_one, &x);
+}
+
 /* ---- lease --------------------------------------------------------------- */
 
 void ss_lease_free(ss_lease *l)
@@ -895,15 +925,33 @@ const float *ss_lease_item_state(const ss_lease *l, size_t i, size_t s, size_t *
 
 /* ---- complete ------------------------------------------------------------ */
 
-int ss_client_complete(ss_client *c, const ss_lease *l, const ss_complete_item *items,
-                       size_t n, bool *already_applied)
+/* Reply of a Complete: body check and already_applied (NULL or n). */
+static int complete_reply(ss_client *c, const ss_resp *r, size_t n, bool *already_applied)
+{
+    if (r->body_case != STATESAVER__V1__RESPONSE__BODY_COMPLETE)
+        return ss_client_fail(c, SS_ERR_PROTO, "server answered a complete with body %d",
+                              (int)r->body_case);
+    if (already_applied) {
+        size_t na = r->complete->n_already_applied;
+        if (na != 0 && na != n)
+            return ss_client_fail(c, SS_ERR_PROTO, "complete reply: %zu flags for %zu items",
+                                  na, n);
+        for (size_t k = 0; k < n; k++)
+            already_applied[k] = na && r->complete->already_applied[k];
+    }
+    return 0;
+}
+
+/* Build the Complete request for items of l and send it (*id set); with
+ * resp non-NULL, also wait for its reply. */
+static int complete_run(ss_client *c, const ss_lease *l, const ss_complete_item *items,
+                        size_t n, uint64_t *id, ss_resp **resp)
 {
     Statesaver__V1__CompleteRequest cr = STATESAVER__V1__COMPLETE_REQUEST__INIT;
     ss_req req = STATESAVER__V1__REQUEST__INIT;
     Statesaver__V1__CompletedSegment *segs = NULL, **segp = NULL;
     tensor_t *ts = NULL, **tsp = NULL; /* per item: outputs, then states */
     int64_t (*odims)[2] = NULL;
-    ss_resp *r = NULL;
     int rc;
 
     if (!c)
@@ -975,31 +1023,43 @@ int ss_client_complete(ss_client *c, const ss_lease *l, const ss_complete_item *
     cr.items = segp;
     req.body_case = STATESAVER__V1__REQUEST__BODY_COMPLETE;
     req.complete = &cr;
-    rc = ss_client_call(c, &req, 0, &r);
-    if (rc < 0)
-        goto out;
-    if (r->body_case != STATESAVER__V1__RESPONSE__BODY_COMPLETE) {
-        rc = ss_client_fail(c, SS_ERR_PROTO, "server answered a complete with body %d",
-                            (int)r->body_case);
-        goto out;
-    }
-    if (already_applied) {
-        size_t na = r->complete->n_already_applied;
-        if (na != 0 && na != n) {
-            rc = ss_client_fail(c, SS_ERR_PROTO, "complete reply: %zu flags for %zu items",
-                                na, n);
-            goto out;
-        }
-        for (size_t k = 0; k < n; k++)
-            already_applied[k] = na && r->complete->already_applied[k];
-    }
-    rc = 0;
+    rc = resp ? ss_client_call(c, &req, 0, resp) : ss_client_send(c, &req, id);
 out:
-    ss_client_response_free(r);
     free(odims);
     free(tsp);
     free(ts);
     free(segp);
     free(segs);
+    return rc;
+}
+
+int ss_client_complete(ss_client *c, const ss_lease *l, const ss_complete_item *items,
+                       size_t n, bool *already_applied)
+{
+    ss_resp *r = NULL;
+    int rc = complete_run(c, l, items, n, NULL, &r);
+    if (rc == 0)
+        rc = complete_reply(c, r, n, already_applied);
+    ss_client_response_free(r);
+    return rc;
+}
+
+int ss_client_complete_send(ss_client *c, const ss_lease *l, const ss_complete_item *items,
+                            size_t n, uint64_t *id)
+{
+    if (!id)
+        return c ? ss_client_fail(c, SS_ERR_INVALID, "complete: id missing") : SS_ERR_INVALID;
+    return complete_run(c, l, items, n, id, NULL);
+}
+
+int ss_client_complete_recv(ss_client *c, uint64_t id, size_t n, bool *already_applied)
+{
+    ss_resp *r = NULL;
+    if (!c)
+        return SS_ERR_INVALID;
+    int rc = ss_client_recv(c, id, 0, &r);
+    if (rc == 0)
+        rc = complete_reply(c, r, n, already_applied);
+    ss_client_response_free(r);
     return rc;
 }

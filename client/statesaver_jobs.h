@@ -192,6 +192,26 @@ int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *
                          size_t n, uint32_t wait_ms, uint64_t total_ms, bool collect,
                          const ss_jobs_pipeline *pipe, ss_await_fn cb, void *arg);
 
+/* Called once per ref of ss_client_collect_many whose reply arrived: rc 0
+ * when the segment is gone from the server (collected by this call, or
+ * already collected before: NOT_FOUND), else its status error (e.g.
+ * SS_ERR_STATUS(DEADLINE_EXCEEDED) for a segment not done yet, which is
+ * left in place); message valid during the call only. */
+typedef void (*ss_collect_fn)(void *arg, size_t index, int rc, const char *message);
+
+/* Collect n done or failed segments whose results the caller already has
+ * (awaited with collect = false and stored): Await with collect = true and
+ * wait_ms 0, pipelined (pipe may be NULL), results dropped. This is the
+ * acknowledgement that makes the server delete a result only after the
+ * client holds it, so a crash between the two loses nothing. A segment
+ * already collected counts as collected, so the call may be repeated after
+ * a lost connection. Returns 0 when every ref was reported through cb (may
+ * be NULL), or a transport error (the refs whose replies had arrived are
+ * still reported; repeat the others on a new connection). */
+int ss_client_collect_many(ss_client *c, const char *saver, const ss_segment_ref *refs,
+                           size_t n, const ss_jobs_pipeline *pipe, ss_collect_fn cb,
+                           void *arg);
+
 /* ---- lease and complete (workers) ----------------------------------------- */
 
 typedef struct ss_lease ss_lease; /* opaque: owns the reply */
@@ -251,6 +271,20 @@ typedef struct ss_complete_item {
  * SS_ERR_STATUS(FAILED_PRECONDITION). */
 int ss_client_complete(ss_client *c, const ss_lease *l, const ss_complete_item *items,
                        size_t n, bool *already_applied);
+
+/* ss_client_complete in two halves, so a worker can keep one Complete in
+ * flight while it leases and computes the next batch (requests on one
+ * connection are pipelined; replies are matched by id). _send packs and
+ * sends the request (items are only read during the call) and sets *id;
+ * _recv waits for that reply (the client's timeout) and fills
+ * already_applied (NULL or n entries, n as sent). Other calls may run on
+ * the client in between; their replies do not disturb each other. After a
+ * transport error in either half, the Complete may or may not have been
+ * applied: retry it on a new connection (a lease already resolved answers
+ * FAILED_PRECONDITION; the work is stored). */
+int ss_client_complete_send(ss_client *c, const ss_lease *l, const ss_complete_item *items,
+                            size_t n, uint64_t *id);
+int ss_client_complete_recv(ss_client *c, uint64_t id, size_t n, bool *already_applied);
 
 #ifdef __cplusplus
 }

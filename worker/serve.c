@@ -8,9 +8,17 @@
  * sizes) is completed with an error, so the server counts the attempt and
  * its poison limit applies; the other items are unaffected.
  *
+ * The Complete of lease n is sent without waiting for its reply; the
+ * worker then leases and computes batch n+1 while the server commits n,
+ * and takes n's reply before it sends the Complete of n+1 (at most one
+ * Complete in flight; replies are matched by id, so the Lease reply and
+ * the Complete reply may come in either order). A Complete whose reply is
+ * lost with the connection is retried on a new one until the lease's
+ * deadline, as before.
+ *
  * --stats-json FILE records, per non-empty lease, the time of the Lease
- * call, of the unroll and of the Complete call, and writes their
- * percentiles at exit (benchmarks: one lease/complete round trip).
+ * call, of the unroll, the time the loop was blocked on the Complete, and
+ * from its send to its reply, and writes their percentiles at exit.
  */
 #include "serve.h"
 
@@ -77,8 +85,11 @@ typedef struct serve_opts {
 typedef struct lease_times {
     double *lease;          /* Lease call: request to reply */
     double *compute;        /* unroll of the whole lease */
-    double *complete;       /* Complete call: request to reply (commit) */
-    double *total;          /* Lease request to Complete reply */
+    double *complete;       /* loop blocked on the Complete: sending it, and
+                               waiting for its reply after the next batch */
+    double *reply;          /* Complete sent to its reply in hand (includes
+                               the next Lease and unroll it overlaps) */
+    double *total;          /* Lease request to Complete reply in hand */
     uint64_t *items;        /* segments in the lease */
     size_t n;               /* samples kept */
     size_t cap;             /* allocated samples */
@@ -134,8 +145,9 @@ static void usage(FILE *f)
             "  --log-every N        log throughput every N batches (default %u)\n"
             "  --log-level LEVEL    error, warn, info (default) or debug\n"
             "  --stats-json FILE    at exit, write per-lease timings (p50/p99/mean of the\n"
-            "                       Lease call, the unroll, the Complete call and the\n"
-            "                       whole round trip, in ms) as JSON to FILE\n"
+            "                       Lease call, the unroll, the time blocked on the\n"
+            "                       Complete, its send-to-reply time and the round trip,\n"
+            "                       in ms) as JSON to FILE\n"
             "  --metrics-listen HOST:PORT  serve Prometheus /metrics, /healthz and /readyz\n"
             "                       over HTTP (off by default; port 0 = ephemeral)\n"
             "  --metrics-port-file FILE  write the bound metrics port here\n"
@@ -652,9 +664,17 @@ static void complete(worker *w, const ss_lease *l, results *r)
     }
 }
 
-/* Keep one lease's timings (us) for --stats-json. */
-static void times_add(lease_times *t, int64_t t0, int64_t t1, int64_t t2, int64_t t3,
-                      size_t items)
+/* One lease's timings (us, monotonic) for --stats-json. */
+typedef struct lease_clock {
+    int64_t lease;     /* Lease request sent */
+    int64_t leased;    /* Lease reply in hand */
+    int64_t computed;  /* unroll done, Complete about to be sent */
+    int64_t sent;      /* Complete sent */
+    int64_t blocked;   /* loop time spent blocked on the Complete's reply */
+} lease_clock;
+
+/* Keep one lease's timings for --stats-json; done = reply in hand (us). */
+static void times_add(lease_times *t, const lease_clock *k, int64_t done, size_t items)
 {
     if (t->n == t->cap) {
         size_t nc = t->cap ? t->cap * 2 : 1024;
@@ -665,14 +685,14 @@ static void times_add(lease_times *t, int64_t t0, int64_t t1, int64_t t2, int64_
             return;
         }
         /* Each array keeps its own result, so a failure leaves them valid. */
-        double **a[4] = {&t->lease, &t->compute, &t->complete, &t->total};
-        for (int k = 0; k < 4; k++) {
-            double *na = realloc(*a[k], nc * sizeof *na);
+        double **a[5] = {&t->lease, &t->compute, &t->complete, &t->reply, &t->total};
+        for (int i = 0; i < 5; i++) {
+            double *na = realloc(*a[i], nc * sizeof *na);
             if (!na) {
                 t->dropped++;
                 return;
             }
-            *a[k] = na;
+            *a[i] = na;
         }
         uint64_t *ni = realloc(t->items, nc * sizeof *ni);
         if (!ni) {
@@ -682,10 +702,11 @@ static void times_add(lease_times *t, int64_t t0, int64_t t1, int64_t t2, int64_
         t->items = ni;
         t->cap = nc;
     }
-    t->lease[t->n] = (double)(t1 - t0) / 1000.0;
-    t->compute[t->n] = (double)(t2 - t1) / 1000.0;
-    t->complete[t->n] = (double)(t3 - t2) / 1000.0;
-    t->total[t->n] = (double)(t3 - t0) / 1000.0;
+    t->lease[t->n] = (double)(k->leased - k->lease) / 1000.0;
+    t->compute[t->n] = (double)(k->computed - k->leased) / 1000.0;
+    t->complete[t->n] = (double)(k->sent - k->computed + k->blocked) / 1000.0;
+    t->reply[t->n] = (double)(done - k->computed) / 1000.0;
+    t->total[t->n] = (double)(done - k->lease) / 1000.0;
     t->items[t->n] = items;
     t->n++;
 }
@@ -695,6 +716,7 @@ static void times_free(lease_times *t)
     free(t->lease);
     free(t->compute);
     free(t->complete);
+    free(t->reply);
     free(t->total);
     free(t->items);
 }
@@ -750,6 +772,7 @@ static int write_stats(worker *w)
     cJSON_AddItemToObject(o, "lease_ms", percentiles(t->lease, t->n));
     cJSON_AddItemToObject(o, "compute_ms", percentiles(t->compute, t->n));
     cJSON_AddItemToObject(o, "complete_ms", percentiles(t->complete, t->n));
+    cJSON_AddItemToObject(o, "complete_reply_ms", percentiles(t->reply, t->n));
     cJSON_AddItemToObject(o, "round_trip_ms", percentiles(t->total, t->n));
     text = cJSON_Print(o);
     if (!text)
@@ -787,65 +810,147 @@ static void log_progress(worker *w, bool force)
     w->log_segments = w->segments;
 }
 
+/* A computed lease whose Complete is in flight (at most one). */
+typedef struct pending {
+    ss_lease *l;      /* the lease (owned), NULL when nothing is pending */
+    results r;        /* its results, kept for a retry of the Complete */
+    uint64_t id;      /* request id of the Complete on w->c */
+    bool sent;        /* the Complete went out on the current connection */
+    lease_clock k;    /* timings */
+} pending;
+
+/* Send the Complete of p without waiting for the reply. A send that fails
+ * on the wire leaves p unsent: pending_finish retries it synchronously. */
+static void pending_send(worker *w, pending *p)
+{
+    p->k.computed = mono_us();
+    p->sent = false;
+    if (w->c) {
+        int rc = ss_client_complete_send(w->c, p->l, p->r.items, p->r.n, &p->id);
+        if (rc == 0)
+            p->sent = true;
+        else
+            SS_LOG(SS_LOG_DEBUG, "serve: sending the complete of lease %" PRIu64 ": %s",
+                   ss_lease_id(p->l), ss_client_last_error(w->c));
+    }
+    p->k.sent = mono_us();
+}
+
+/* Take the reply of p's Complete (or complete it again on a new connection
+ * after a transport failure), account for it and release p. */
+static void pending_finish(worker *w, pending *p)
+{
+    if (!p->l)
+        return;
+    uint64_t done_before = w->segments;
+    int64_t t = mono_us();
+    int rc = SS_ERR_CLOSED;
+    if (p->sent && w->c)
+        rc = ss_client_complete_recv(w->c, p->id, p->r.n, NULL);
+    if (rc == 0) {
+        w->segments += p->r.n;
+        for (size_t i = 0; i < p->r.n; i++)
+            w->failed_items += p->r.items[i].error != NULL;
+    } else if (w->c && p->sent && !transient(w, rc)) {
+        /* Expired lease (FAILED_PRECONDITION) or a refusal: the segments
+         * go back to the queue on the server's side. */
+        SS_LOG(SS_LOG_WARN, "serve: completing lease %" PRIu64 " (%zu items): %s",
+               ss_lease_id(p->l), p->r.n, ss_client_last_error(w->c));
+    } else {
+        if (w->c) {
+            SS_LOG(SS_LOG_WARN, "serve: completing lease %" PRIu64 ": %s; reconnecting",
+                   ss_lease_id(p->l), ss_client_last_error(w->c));
+            disconnect(w);
+        }
+        complete(w, p->l, &p->r); /* retries on a new connection within the deadline */
+    }
+    int64_t now = mono_us();
+    p->k.blocked = now - t;
+    if (w->o.stats_json)
+        times_add(&w->lt, &p->k, now, p->r.n);
+    ss_serve_metrics_lease(w->metrics, p->l, p->r.items, p->r.n, w->segments > done_before,
+                           (double)(p->k.computed - p->k.leased) / 1e6,
+                           (double)(now - p->k.lease) / 1e6);
+    SS_LOG(SS_LOG_DEBUG, "serve: lease %" PRIu64 ": %zu segments", ss_lease_id(p->l), p->r.n);
+    results_free(&p->r);
+    ss_lease_free(p->l);
+    memset(p, 0, sizeof *p);
+    log_progress(w, false);
+}
+
 /* The lease loop. Returns the exit status. */
 static int loop(worker *w)
 {
+    pending p = {0};
+    int status = SS_SERVE_EXIT_OK;
     while (!stop_requested && (w->o.max_batches == 0 || w->batches < w->o.max_batches)) {
         ss_serve_metrics_beat(w->metrics);
         if (!w->c) {
+            /* Nothing can be in flight on a closed connection. */
+            pending_finish(w, &p);
+            if (w->c)
+                continue;
             int rc = connect_declare(w);
             if (rc < 0)
                 ss_serve_metrics_error(w->metrics, SS_SERVE_ERR_CONNECT);
-            if (rc == SS_ERR_CONFLICT || rc == SS_ERR_INVALID)
-                return SS_SERVE_EXIT_FAIL;
+            if (rc == SS_ERR_CONFLICT || rc == SS_ERR_INVALID) {
+                status = SS_SERVE_EXIT_FAIL;
+                break;
+            }
             if (rc < 0) {
                 backoff(w);
                 continue;
             }
         }
         ss_lease *l = NULL;
-        int64_t t0 = mono_us();
+        lease_clock k = {.lease = mono_us()};
         int rc = ss_client_lease(w->c, w->o.saver, w->o.batch, w->o.wait_ms, w->o.lease_ms,
                                  w->name, &l);
-        int64_t t1 = mono_us();
+        k.leased = mono_us();
         if (rc < 0) {
             bool again = transient(w, rc) ||
                          rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND);
             SS_LOG(again ? SS_LOG_WARN : SS_LOG_ERROR, "serve: lease from %s: %s%s",
                    w->o.server, ss_client_last_error(w->c), again ? "; reconnecting" : "");
             ss_serve_metrics_error(w->metrics, SS_SERVE_ERR_LEASE);
+            /* The reply of the Complete in flight may have arrived before
+             * the failure (kept by the library); else it is retried. */
+            pending_finish(w, &p);
             disconnect(w);
-            if (!again)
-                return SS_SERVE_EXIT_FAIL;
+            if (!again) {
+                status = SS_SERVE_EXIT_FAIL;
+                break;
+            }
             backoff(w);
             continue;
         }
         if (ss_lease_items(l) == 0) {
             ss_lease_free(l);
+            pending_finish(w, &p); /* idle: its reply is long in */
             continue;
         }
         results r = {0};
         rc = compute(w, l, &r);
+        /* Batch n+1 is computed: now take n's reply before sending n+1's. */
+        pending_finish(w, &p);
+        w->batches++;
         if (rc < 0) {
             /* Out of memory: let the lease expire so another worker runs it. */
             SS_LOG(SS_LOG_ERROR, "serve: lease %" PRIu64 ": %s", ss_lease_id(l), ss_strerror(rc));
-        } else {
-            int64_t t2 = mono_us();
-            uint64_t done_before = w->segments;
-            complete(w, l, &r);
-            int64_t t3 = mono_us();
-            if (w->o.stats_json)
-                times_add(&w->lt, t0, t1, t2, t3, r.n);
-            ss_serve_metrics_lease(w->metrics, l, r.items, r.n, w->segments > done_before,
-                                   (double)(t2 - t1) / 1e6, (double)(t3 - t0) / 1e6);
+            results_free(&r);
+            ss_lease_free(l);
+            log_progress(w, false);
+            continue;
         }
-        w->batches++;
-        SS_LOG(SS_LOG_DEBUG, "serve: lease %" PRIu64 ": %zu segments", ss_lease_id(l), r.n);
-        results_free(&r);
-        ss_lease_free(l);
-        log_progress(w, false);
+        p.l = l;
+        p.r = r;
+        p.k = k;
+        pending_send(w, &p);
     }
-    return SS_SERVE_EXIT_OK;
+    /* Stopping (signal, --max-batches or a fatal error): the batch in
+     * flight is completed first. */
+    pending_finish(w, &p);
+    return status;
 }
 
 int ss_serve_main(int argc, char **argv)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """test_fault -- the job pipeline under faults, on the real binaries.
 
-Three scenarios, each on its own statesaver-server (--sync on, real LMDB in
+Four scenarios, each on its own statesaver-server (--sync on, real LMDB in
 a temporary directory), real `statesaver-worker serve` processes and the
 real `statesaver submit`; results are always compared with ONE offline
 `statesaver-worker unroll` over the whole sequences:
@@ -17,6 +17,12 @@ real `statesaver submit`; results are always compared with ONE offline
                and restarted on the same data directory and port. Workers
                and submit reconnect; nothing submitted or committed is lost
                and the results are identical.
+  collect-kill The server is killed with SIGKILL again and again (every
+               0.2-0.6 s, up to 6 times) while submit is awaiting and
+               collecting, and restarted each time. submit awaits without
+               collecting and collects a sequence only after writing its
+               files, so no kill can lose a result: no sequence is
+               reported failed and every result is identical.
   poison       Two submits share one saver and its workers: one sequence
                whose inputs the model cannot run (5 columns for an 8-input
                LSTM) and 16 good ones. The bad segment is completed with an
@@ -359,7 +365,73 @@ def test_server_kill(tmp):
           "%s: workers and server stop cleanly (%s)" % (label, codes))
 
 
-# ---- scenario 3: a poison segment ------------------------------------------
+# ---- scenario 3: the server killed repeatedly while results are collected ----
+
+def test_collect_kill(tmp):
+    label = "collect-kill"
+    d = os.path.join(tmp, label)
+    os.makedirs(d)
+    T = 16
+    # Lengths spread widely, so sequences finish (and are collected) all
+    # through the await phase rather than together at the end.
+    seqs = make_inputs(os.path.join(d, "in"),
+                       np.random.default_rng(11).integers(40, 2400, 96), 8, 12)
+    n_segs = segments(seqs, T)
+    port = free_port()
+    addr = "127.0.0.1:%d" % port
+    data = os.path.join(d, "data")
+    srv = start_server(d, data, port)
+    # The schema the workers declare, so everything is queued before they
+    # start; small leases keep the await phase long enough for the kills.
+    r = run([CLI, "--server", addr, "declare", "acks"] +
+            sum([["--state", "%s:float32:32" % n] for n in state_names(SMALL_MODEL)], []))
+    check(r.returncode == 0, "%s: saver declared (%s)" % (label, r.stderr.strip()))
+    sub = start(submit_cmd(addr, "acks", os.path.join(d, "in"), os.path.join(d, "out"), T,
+                           ["--window", "16"]),
+                os.path.join(d, "submit.log"), stdout=open(os.path.join(d, "submit.json"), "wb"))
+    check(bool(wait_for(lambda: "[await]" in log_text(sub.log_path), 60)),
+          "%s: submit is awaiting" % label)
+    workers = [worker(d, addr, SMALL_MODEL, "acks", str(i), ["--batch", "4"])
+               for i in (1, 2)]
+    rng = np.random.default_rng(13)
+    kills = 0
+    for _ in range(6):
+        time.sleep(float(rng.uniform(0.2, 0.6)))
+        if sub.poll() is not None:
+            break
+        srv.send_signal(signal.SIGKILL)
+        srv.wait(10)
+        kills += 1
+        time.sleep(0.2)
+        srv = start_server(d, data, port)
+    written = len([f for f in os.listdir(os.path.join(d, "out")) if not ".final." in f])
+    check(kills >= 3, "%s: server killed with SIGKILL %d times while submit was awaiting "
+          "and collecting (%d of %d sequences written by then)" %
+          (label, kills, written, len(seqs)))
+    try:
+        sub.wait(CMD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pass
+    slog = log_text(sub.log_path)
+    s = summary(os.path.join(d, "submit.json"))
+    check(sub.returncode == 0 and s.get("failed") == 0 and s.get("segments") == n_segs and
+          s.get("steps") == sum(len(x) for x in seqs.values()),
+          "%s: no sequence reported failed after %d server crashes (exit %s, %s)" %
+          (label, kills, sub.returncode, json.dumps(s)))
+    check("failed" not in slog and "collecting" not in slog,
+          "%s: submit reported no failed sequence and no collect error" % label)
+    check(slog.count("reconnected to") >= min(kills, 1),
+          "%s: submit reconnected (%d times)" % (label, slog.count("reconnected to")))
+    compare(d, SMALL_MODEL, os.path.join(d, "out"), seqs, label)
+    final = stats(addr)
+    check(final.get("queued") == 0 and final.get("leased") == 0 and final.get("failed") == 0,
+          "%s: nothing left queued or failed on the server (%s)" % (label, final))
+    codes = [stop(w) for w in workers]
+    check(codes == [0, 0] and stop(srv) == 0,
+          "%s: workers and server stop cleanly (%s)" % (label, codes))
+
+
+# ---- scenario 4: a poison segment ------------------------------------------
 
 def test_poison(tmp):
     label = "poison"
@@ -422,7 +494,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ss-fault-")
     try:
         for name, fn in (("worker-kill", test_worker_kill), ("server-kill", test_server_kill),
-                         ("poison", test_poison)):
+                         ("collect-kill", test_collect_kill), ("poison", test_poison)):
             if only and name not in only:
                 continue
             t0 = time.monotonic()

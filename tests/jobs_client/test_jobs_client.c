@@ -3,7 +3,9 @@
  * worker: exact inputs, lengths, padding and states through lease and
  * complete; pipelined await with outputs and final states; failed
  * attempts up to the poison limit; expired leases; bad arguments refused
- * before anything is sent.
+ * before anything is sent; Complete split into send and receive with a
+ * Lease in between; await without collect, then collect (acknowledge),
+ * repeated collects and collects of unknown or unfinished segments.
  */
 #include <check.h>
 #include <stdio.h>
@@ -196,6 +198,104 @@ START_TEST(test_roundtrip)
 }
 END_TEST
 
+/* Complete sent, the next Lease (which parks until that Complete commits
+ * and makes the next segment ready) run in between, then the Complete's
+ * reply taken by id: the worker's overlap. Then the results awaited without
+ * collecting (twice: still there), collected, collected again. */
+typedef struct acks {
+    int rc[4];  /* codes by ref index */
+    int calls;  /* callback invocations */
+} acks;
+
+static void ack_cb(void *arg, size_t i, int rc, const char *m)
+{
+    acks *a = arg;
+    (void)m;
+    ck_assert_uint_lt(i, 4);
+    a->rc[i] = rc;
+    a->calls++;
+}
+
+START_TEST(test_complete_split_and_collect)
+{
+    enum { LEN = 10, IN = 2, T = 4 };
+    float x[LEN * IN];
+    for (int i = 0; i < LEN * IN; i++)
+        x[i] = (float)i;
+    ss_key k = KEY("ack-1");
+    declare("ack");
+    ck_assert_int_eq(ss_client_submit_sequence(c, "ack", &k, x, LEN, IN, T, NULL), 0);
+    ss_lease *l = lease_one("ack", 0);
+    for (uint64_t s = 0; s < 3; s++) {
+        ss_lease_item it;
+        ck_assert_int_eq(ss_lease_item_get(l, 0, &it), 0);
+        ck_assert_uint_eq(it.segment, s);
+        float out[T * IN], sa[3] = {(float)s, 1, 2}, sb[2] = {3, (float)s};
+        for (int i = 0; i < T * IN; i++)
+            out[i] = it.inputs[i] + 1.0f;
+        const float *states[] = {sa, sb};
+        ss_complete_item ci = {.item = 0, .outputs = out, .out_cols = IN, .states = states};
+        uint64_t id = 0;
+        ck_assert_msg(ss_client_complete_send(c, l, &ci, 1, &id) == 0, "send: %s",
+                      ss_client_last_error(c));
+        ck_assert(id > 0);
+        ss_lease *next = NULL;
+        if (s < 2) {
+            /* Segment s+1 is ready only once the Complete commits. */
+            ck_assert_int_eq(ss_client_lease(c, "ack", 8, 5000, 0, "test", &next), 0);
+            ck_assert_uint_eq(ss_lease_items(next), 1);
+        }
+        bool already = true;
+        ck_assert_msg(ss_client_complete_recv(c, id, 1, &already) == 0, "recv: %s",
+                      ss_client_last_error(c));
+        ck_assert(!already);
+        ck_assert_int_eq(ss_client_complete_recv(c, id, 1, NULL), SS_ERR_INVALID); /* taken */
+        ss_lease_free(l);
+        l = next;
+    }
+    ck_assert_ptr_null(l);
+    ss_segment_ref refs[4] = {{k, 0}, {k, 1}, {k, 2}, {KEY("never"), 0}};
+    for (int pass = 0; pass < 2; pass++) {
+        collected col = {.calls = 0};
+        ck_assert_int_eq(ss_client_await_many(c, "ack", refs, 3, 1000, 5000, false, NULL,
+                                              collect_cb, &col), 0);
+        ck_assert_int_eq(col.calls, 3);
+        for (int s = 0; s < 3; s++) {
+            ck_assert_int_eq(col.rc[s], 0);
+            ck_assert_int_eq(ss_await_result_state(col.r[s]), SS_SEG_DONE);
+            const float *o = ss_await_result_outputs(col.r[s], NULL, NULL);
+            ck_assert_float_eq(o[0], x[(size_t)s * T * IN] + 1.0f);
+            ss_await_result_free(col.r[s]);
+        }
+    }
+    ss_jobs_pipeline pipe = {.window = 2};
+    for (int pass = 0; pass < 2; pass++) {
+        /* The second pass finds them all gone: still a success. */
+        acks a = {.calls = 0};
+        ck_assert_int_eq(ss_client_collect_many(c, "ack", refs, 4, &pipe, ack_cb, &a), 0);
+        ck_assert_int_eq(a.calls, 4);
+        for (int i = 0; i < 4; i++)
+            ck_assert_int_eq(a.rc[i], 0);
+    }
+    ss_await_result *r = NULL;
+    ck_assert_int_eq(ss_client_await(c, "ack", &k, 2, 0, false, &r),
+                     SS_ERR_STATUS(ST_NOT_FOUND));
+    ck_assert_int_eq(ss_client_collect_many(c, "ack", refs, 4, NULL, NULL, NULL), 0);
+
+    /* A segment not done yet is reported, and stays queued. */
+    ss_key k2 = KEY("ack-2");
+    ck_assert_int_eq(ss_client_submit_sequence(c, "ack", &k2, x, LEN, IN, T, NULL), 0);
+    ss_segment_ref q = {k2, 0};
+    acks a = {.calls = 0};
+    ck_assert_int_eq(ss_client_collect_many(c, "ack", &q, 1, NULL, ack_cb, &a), 0);
+    ck_assert_int_eq(a.calls, 1);
+    ck_assert_int_eq(a.rc[0], SS_ERR_STATUS(ST_DEADLINE_EXCEEDED));
+    ck_assert_int_eq(ss_client_await(c, "ack", &k2, 0, 0, false, &r),
+                     SS_ERR_STATUS(ST_DEADLINE_EXCEEDED));
+    ck_assert_int_eq(ss_client_complete_send(c, NULL, NULL, 0, NULL), SS_ERR_INVALID);
+}
+END_TEST
+
 /* Several sequences in one pipelined call, window smaller than the number
  * of segments; an identical resubmission is already queued. */
 static int n_reports;
@@ -375,6 +475,7 @@ static Suite *jobs_client_suite(void)
     tcase_add_checked_fixture(tc, open_client, close_client);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_roundtrip);
+    tcase_add_test(tc, test_complete_split_and_collect);
     tcase_add_test(tc, test_submit_many);
     tcase_add_test(tc, test_poison);
     tcase_add_test(tc, test_lease_expired);
