@@ -26,6 +26,16 @@ struct ss_list_result {
     const Statesaver__V1__ListResponse *list; /* resp's list body */
 };
 
+int ss_client_begin(ss_client *c, bool bad, const char *msg)
+{
+    if (!c)
+        return SS_ERR_INVALID;
+    ss_client_clear_error(c);
+    if (bad)
+        return ss_client_fail(c, SS_ERR_INVALID, "%s", msg);
+    return 0;
+}
+
 int ss_client_run(ss_client *c, ss_req *req, uint32_t wait_ms, int want_case,
                   ss_resp **out)
 {
@@ -58,10 +68,8 @@ static int borrow_keys(ss_client *c, const ss_key *keys, size_t n,
     ProtobufCBinaryData *b = calloc(n, sizeof *b);
     if (!b)
         return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        b[i].data = (uint8_t *)(uintptr_t)keys[i].data;
-        b[i].len = keys[i].len;
-    }
+    for (size_t i = 0; i < n; i++)
+        ss_client_borrow_bytes(&b[i], keys[i].data, keys[i].len);
     *out = b;
     return 0;
 }
@@ -72,8 +80,7 @@ int ss_client_hello(ss_client *c, const void *token, size_t token_len,
     Statesaver__V1__HelloRequest h = STATESAVER__V1__HELLO_REQUEST__INIT;
     ss_req req = STATESAVER__V1__REQUEST__INIT;
     ss_resp *r = NULL;
-    h.token.data = (uint8_t *)(uintptr_t)token;
-    h.token.len = token ? token_len : 0;
+    ss_client_borrow_bytes(&h.token, token, token ? token_len : 0);
     h.client = ss_client_unconst("libstatesaver/" SS_VERSION);
     req.body_case = STATESAVER__V1__REQUEST__BODY_HELLO;
     req.hello = &h;
@@ -118,11 +125,9 @@ int ss_client_declare(ss_client *c, const char *saver, const ss_state_def *state
     ss_resp *r = NULL;
     int rc;
 
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
-    if (!saver || (n_states > 0 && !states))
-        return ss_client_fail(c, SS_ERR_INVALID, "saver or states is NULL");
+    rc = ss_client_begin(c, !saver || (n_states > 0 && !states), "saver or states is NULL");
+    if (rc < 0)
+        return rc;
     if (n_states > SS_STATES_PER_SAVER_MAX)
         return ss_client_fail(c, SS_ERR_TOO_BIG, "%zu states (limit %u)", n_states,
                               SS_STATES_PER_SAVER_MAX);
@@ -218,11 +223,9 @@ int ss_client_fetch(ss_client *c, const char *saver, const ss_key *keys,
     int rc;
 
     *out = NULL;
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
-    if (!saver)
-        return ss_client_fail(c, SS_ERR_INVALID, "saver is NULL");
+    rc = ss_client_begin(c, !saver, "saver is NULL");
+    if (rc < 0)
+        return rc;
     rc = borrow_keys(c, keys, n_keys, &bk);
     if (rc < 0)
         goto out;
@@ -341,11 +344,10 @@ int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
     ss_resp *r = NULL;
     int rc;
 
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
-    if (!saver || (n_keys > 0 && !segments) || (n_states > 0 && !states))
-        return ss_client_fail(c, SS_ERR_INVALID, "saver, segments or states is NULL");
+    rc = ss_client_begin(c, !saver || (n_keys > 0 && !segments) || (n_states > 0 && !states),
+                         "saver, segments or states is NULL");
+    if (rc < 0)
+        return rc;
     if (n_states > SS_STATES_PER_SAVER_MAX)
         return ss_client_fail(c, SS_ERR_TOO_BIG, "%zu states (limit %u)", n_states,
                               SS_STATES_PER_SAVER_MAX);
@@ -436,11 +438,9 @@ int ss_client_drop(ss_client *c, const char *saver, const ss_key *keys,
     ss_resp *r = NULL;
     int rc;
 
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
-    if (!saver)
-        return ss_client_fail(c, SS_ERR_INVALID, "saver is NULL");
+    rc = ss_client_begin(c, !saver, "saver is NULL");
+    if (rc < 0)
+        return rc;
     if (!all) {
         rc = borrow_keys(c, keys, n_keys, &bk);
         if (rc < 0)
@@ -475,18 +475,14 @@ int ss_client_list(ss_client *c, const char *saver, const ss_key *prefix,
     int rc;
 
     *out = NULL;
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
+    rc = ss_client_begin(c, false, NULL);
+    if (rc < 0)
+        return rc;
     l.saver = ss_client_unconst(saver);
-    if (prefix) {
-        l.prefix.data = (uint8_t *)(uintptr_t)prefix->data;
-        l.prefix.len = prefix->len;
-    }
-    if (start_after) {
-        l.start_after.data = (uint8_t *)(uintptr_t)start_after->data;
-        l.start_after.len = start_after->len;
-    }
+    if (prefix)
+        ss_client_borrow_bytes(&l.prefix, prefix->data, prefix->len);
+    if (start_after)
+        ss_client_borrow_bytes(&l.start_after, start_after->data, start_after->len);
     l.limit = limit;
     req.body_case = STATESAVER__V1__REQUEST__BODY_LIST;
     req.list = &l;

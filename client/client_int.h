@@ -49,6 +49,10 @@ SS_CLIENT_INTERNAL void ss_client_clear_error(ss_client *c);
 /* Build a NUL-terminated copy of a protobuf-c string into a fixed buffer. */
 SS_CLIENT_INTERNAL void ss_client_copy_str(char *dst, size_t size, const char *src);
 
+/* Start a public call: SS_ERR_INVALID for a NULL c, else clear the last
+ * error; then, if bad, fail with SS_ERR_INVALID and the text msg. */
+SS_CLIENT_INTERNAL int ss_client_begin(ss_client *c, bool bad, const char *msg);
+
 /* Run req (ss_client_call with wait_ms added to the timeout) and require a
  * response body of want_case (STATESAVER__V1__RESPONSE__BODY_*). */
 SS_CLIENT_INTERNAL int ss_client_run(ss_client *c, ss_req *req, uint32_t wait_ms,
@@ -58,6 +62,14 @@ SS_CLIENT_INTERNAL int ss_client_run(ss_client *c, ss_req *req, uint32_t wait_ms
 static inline char *ss_client_unconst(const char *s)
 {
     return (char *)(uintptr_t)(s ? s : "");
+}
+
+/* Point dst at len bytes of data (borrowed: they must outlive the packing). */
+static inline void ss_client_borrow_bytes(ProtobufCBinaryData *dst, const void *data,
+                                          size_t len)
+{
+    dst->data = (uint8_t *)(uintptr_t)data;
+    dst->len = len;
 }
 
 #endif

@@ -44,11 +44,6 @@ struct ss_lease {
     size_t n_owned;                         /* used entries of owned */
 };
 
-static char *unconst(const char *s)
-{
-    return (char *)(uintptr_t)(s ? s : "");
-}
-
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -88,6 +83,16 @@ static bool is_f32_matrix(const tensor_t *t)
            t->shape[1] <= UINT32_MAX && ss_tensor_check(t) == 0;
 }
 
+/* Fail with SS_ERR_PROTO unless r's body is want_case; what names the
+ * request with its article ("a submit"). */
+static int want_body(ss_client *c, const ss_resp *r, int want_case, const char *what)
+{
+    if ((int)r->body_case != want_case)
+        return ss_client_fail(c, SS_ERR_PROTO, "server answered %s with body %d", what,
+                              (int)r->body_case);
+    return 0;
+}
+
 uint64_t ss_jobs_segments(uint64_t length, uint32_t num_unroll)
 {
     if (num_unroll == 0)
@@ -113,9 +118,8 @@ static void build_submit(Statesaver__V1__SubmitRequest *sub, tensor_t *t, ss_req
     dims[1] = input_size;
     ss_tensor_borrow(t, STATESAVER__V1__DTYPE__DT_FLOAT32, dims, 2, inputs,
                      (size_t)T * input_size * sizeof(float));
-    sub->saver = unconst(saver);
-    sub->key.data = (uint8_t *)(uintptr_t)key->data;
-    sub->key.len = key->len;
+    sub->saver = ss_client_unconst(saver);
+    ss_client_borrow_bytes(&sub->key, key->data, key->len);
     sub->segment = segment;
     sub->inputs = t;
     sub->length = length;
@@ -127,9 +131,9 @@ static void build_submit(Statesaver__V1__SubmitRequest *sub, tensor_t *t, ss_req
 /* Check the body of a Submit reply; *already (may be NULL) set. */
 static int submit_reply(ss_client *c, ss_resp *r, bool *already)
 {
-    if (r->body_case != STATESAVER__V1__RESPONSE__BODY_SUBMIT)
-        return ss_client_fail(c, SS_ERR_PROTO, "server answered a submit with body %d",
-                              (int)r->body_case);
+    int rc = want_body(c, r, STATESAVER__V1__RESPONSE__BODY_SUBMIT, "a submit");
+    if (rc < 0)
+        return rc;
     if (already)
         *already = r->submit->already_queued;
     return 0;
@@ -146,11 +150,10 @@ int ss_client_submit(ss_client *c, const char *saver, const ss_key *key,
     int64_t dims[2];
     ss_resp *r = NULL;
 
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
-    if (!saver || !key || !key->data || key->len == 0 || !inputs)
-        return ss_client_fail(c, SS_ERR_INVALID, "submit: saver, key or inputs missing");
+    int rc = ss_client_begin(c, !saver || !key || !key->data || key->len == 0 || !inputs,
+                             "submit: saver, key or inputs missing");
+    if (rc < 0)
+        return rc;
     if (T == 0 || input_size == 0 || length > T)
         return ss_client_fail(c, SS_ERR_INVALID,
                               "submit: need T >= 1, input_size >= 1, length <= T "
@@ -159,7 +162,7 @@ int ss_client_submit(ss_client *c, const char *saver, const ss_key *key,
         return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: inputs too big");
     build_submit(&sub, &t, &req, dims, saver, key, segment, inputs, T, input_size,
                  length, last);
-    int rc = ss_client_call(c, &req, 0, &r);
+    rc = ss_client_call(c, &req, 0, &r);
     if (rc < 0)
         return rc;
     rc = submit_reply(c, r, already_queued);
@@ -293,6 +296,19 @@ static void submit_drain(submit_ctx *x, inflight *ring, size_t window, size_t he
     }
 }
 
+/* Receive the reply of the oldest request in the ring and handle it (the
+ * ring shrinks by one). Returns submit_outcome's result. */
+static int submit_collect(submit_ctx *x, const inflight *ring, size_t window,
+                          size_t *head, size_t *count)
+{
+    const inflight *f = &ring[*head];
+    ss_resp *r = NULL;
+    int got = ss_client_recv(x->c, f->id, 0, &r);
+    *head = (*head + 1) % window;
+    (*count)--;
+    return submit_outcome(x, f->index, f->segment, got, r);
+}
+
 static int submit_run(ss_client *c, const char *saver, const ss_sequence_in *seqs,
                       size_t n, uint32_t input_size, uint32_t num_unroll,
                       const ss_segment_pick *picks, size_t n_picks,
@@ -307,13 +323,12 @@ static int submit_run(ss_client *c, const char *saver, const ss_sequence_in *seq
     uint64_t s;
     int rc = 0;
 
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
+    rc = ss_client_begin(c, !saver || (n > 0 && !seqs) || (n_picks > 0 && !picks),
+                         "submit: saver or sequences missing");
+    if (rc < 0)
+        return rc;
     x.full_retry_ms = pipe && pipe->full_retry_ms ? pipe->full_retry_ms
                                                   : SS_JOBS_FULL_RETRY_MS_DEFAULT;
-    if (!saver || (n > 0 && !seqs) || (n_picks > 0 && !picks))
-        return ss_client_fail(c, SS_ERR_INVALID, "submit: saver or sequences missing");
     if (window > SS_JOBS_WINDOW_MAX)
         return ss_client_fail(c, SS_ERR_INVALID, "submit: window %u exceeds %u", window,
                               SS_JOBS_WINDOW_MAX);
@@ -347,12 +362,7 @@ static int submit_run(ss_client *c, const char *saver, const ss_sequence_in *seq
     }
     while (plan_next(&plan, &x, n, &i, &s)) {
         if (count == window) {
-            inflight *f = &ring[head];
-            ss_resp *r = NULL;
-            int got = ss_client_recv(c, f->id, 0, &r);
-            head = (head + 1) % window;
-            count--;
-            rc = submit_outcome(&x, f->index, f->segment, got, r);
+            rc = submit_collect(&x, ring, window, &head, &count);
             if (rc < 0)
                 goto broken;
         }
@@ -368,12 +378,7 @@ static int submit_run(ss_client *c, const char *saver, const ss_sequence_in *seq
         count++;
     }
     while (count > 0) {
-        inflight *f = &ring[head];
-        ss_resp *r = NULL;
-        int got = ss_client_recv(c, f->id, 0, &r);
-        head = (head + 1) % window;
-        count--;
-        rc = submit_outcome(&x, f->index, f->segment, got, r);
+        rc = submit_collect(&x, ring, window, &head, &count);
         if (rc < 0)
             goto broken;
     }
@@ -470,11 +475,9 @@ static int await_wrap(ss_client *c, ss_resp *resp, ss_await_result **out)
     ss_await_result *res = NULL;
     int rc;
     *out = NULL;
-    if (resp->body_case != STATESAVER__V1__RESPONSE__BODY_AWAIT_SEGMENT) {
-        rc = ss_client_fail(c, SS_ERR_PROTO, "server answered an await with body %d",
-                            (int)resp->body_case);
+    rc = want_body(c, resp, STATESAVER__V1__RESPONSE__BODY_AWAIT_SEGMENT, "an await");
+    if (rc < 0)
         goto out;
-    }
     const Statesaver__V1__AwaitResponse *a = resp->await_segment;
     if (a->state != STATESAVER__V1__SEGMENT_STATE__SEG_DONE &&
         a->state != STATESAVER__V1__SEGMENT_STATE__SEG_FAILED) {
@@ -534,9 +537,8 @@ static void build_await(Statesaver__V1__AwaitRequest *a, ss_req *req, const char
     ss_req r0 = STATESAVER__V1__REQUEST__INIT;
     *a = a0;
     *req = r0;
-    a->saver = unconst(saver);
-    a->key.data = (uint8_t *)(uintptr_t)key->data;
-    a->key.len = key->len;
+    a->saver = ss_client_unconst(saver);
+    ss_client_borrow_bytes(&a->key, key->data, key->len);
     a->segment = segment;
     a->wait_ms = wait_ms;
     a->collect = collect;
@@ -552,13 +554,12 @@ int ss_client_await(ss_client *c, const char *saver, const ss_key *key,
     ss_req req;
     ss_resp *r = NULL;
     *out = NULL;
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
-    if (!saver || !key || !key->data || key->len == 0)
-        return ss_client_fail(c, SS_ERR_INVALID, "await: saver or key missing");
+    int rc = ss_client_begin(c, !saver || !key || !key->data || key->len == 0,
+                             "await: saver or key missing");
+    if (rc < 0)
+        return rc;
     build_await(&a, &req, saver, key, segment, wait_ms, collect);
-    int rc = ss_client_call(c, &req, wait_ms, &r);
+    rc = ss_client_call(c, &req, wait_ms, &r);
     if (rc < 0)
         return rc;
     return await_wrap(c, r, out);
@@ -637,11 +638,10 @@ int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *
     int64_t give_up = total_ms ? mono_ms() + (int64_t)total_ms : INT64_MAX;
     int rc = 0;
 
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
-    if (!saver || !cb || (n > 0 && !refs))
-        return ss_client_fail(c, SS_ERR_INVALID, "await: saver, refs or callback missing");
+    rc = ss_client_begin(c, !saver || !cb || (n > 0 && !refs),
+                         "await: saver, refs or callback missing");
+    if (rc < 0)
+        return rc;
     if (window > SS_JOBS_WINDOW_MAX)
         return ss_client_fail(c, SS_ERR_INVALID, "await: window %u exceeds %u", window,
                               SS_JOBS_WINDOW_MAX);
@@ -825,26 +825,22 @@ int ss_client_lease(ss_client *c, const char *saver, uint32_t max_batch,
     int rc;
 
     *out = NULL;
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
-    if (!saver)
-        return ss_client_fail(c, SS_ERR_INVALID, "lease: saver missing");
-    lr.saver = unconst(saver);
+    rc = ss_client_begin(c, !saver, "lease: saver missing");
+    if (rc < 0)
+        return rc;
+    lr.saver = ss_client_unconst(saver);
     lr.max_batch = max_batch;
     lr.wait_ms = wait_ms;
     lr.lease_ms = lease_ms;
-    lr.worker = unconst(worker);
+    lr.worker = ss_client_unconst(worker);
     req.body_case = STATESAVER__V1__REQUEST__BODY_LEASE;
     req.lease = &lr;
     rc = ss_client_call(c, &req, wait_ms, &r);
     if (rc < 0)
         return rc;
-    if (r->body_case != STATESAVER__V1__RESPONSE__BODY_LEASE) {
-        rc = ss_client_fail(c, SS_ERR_PROTO, "server answered a lease with body %d",
-                            (int)r->body_case);
+    rc = want_body(c, r, STATESAVER__V1__RESPONSE__BODY_LEASE, "a lease");
+    if (rc < 0)
         goto out;
-    }
     l = calloc(1, sizeof *l);
     if (l)
         l->saver = strdup(saver);
@@ -928,9 +924,9 @@ const float *ss_lease_item_state(const ss_lease *l, size_t i, size_t s, size_t *
 /* Reply of a Complete: body check and already_applied (NULL or n). */
 static int complete_reply(ss_client *c, const ss_resp *r, size_t n, bool *already_applied)
 {
-    if (r->body_case != STATESAVER__V1__RESPONSE__BODY_COMPLETE)
-        return ss_client_fail(c, SS_ERR_PROTO, "server answered a complete with body %d",
-                              (int)r->body_case);
+    int rc = want_body(c, r, STATESAVER__V1__RESPONSE__BODY_COMPLETE, "a complete");
+    if (rc < 0)
+        return rc;
     if (already_applied) {
         size_t na = r->complete->n_already_applied;
         if (na != 0 && na != n)
@@ -954,11 +950,9 @@ static int complete_run(ss_client *c, const ss_lease *l, const ss_complete_item 
     int64_t (*odims)[2] = NULL;
     int rc;
 
-    if (!c)
-        return SS_ERR_INVALID;
-    ss_client_clear_error(c);
-    if (!l || !items || n == 0)
-        return ss_client_fail(c, SS_ERR_INVALID, "complete: lease or items missing");
+    rc = ss_client_begin(c, !l || !items || n == 0, "complete: lease or items missing");
+    if (rc < 0)
+        return rc;
     size_t ns = l->l->n_names, per = ns + 1;
     segs = calloc(n, sizeof *segs);
     segp = calloc(n, sizeof *segp);
@@ -984,7 +978,7 @@ static int complete_run(ss_client *c, const ss_lease *l, const ss_complete_item 
         cs->segment = it->segment;
         segp[k] = cs;
         if (ci->error && ci->error[0]) {
-            cs->error = unconst(ci->error);
+            cs->error = ss_client_unconst(ci->error);
             continue;
         }
         if (!ci->outputs || ci->out_cols == 0 || (ns > 0 && !ci->states)) {
@@ -1017,7 +1011,7 @@ static int complete_run(ss_client *c, const ss_lease *l, const ss_complete_item 
         cs->n_states = ns;
         cs->states = &tsp[k * per + 1];
     }
-    cr.saver = unconst(l->saver);
+    cr.saver = ss_client_unconst(l->saver);
     cr.lease_id = l->l->lease_id;
     cr.n_items = n;
     cr.items = segp;

@@ -2,12 +2,12 @@
 #include "atomic_file.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "ss_error.h"
 
 struct ss_afile {
@@ -15,18 +15,6 @@ struct ss_afile {
     char *tmp;   /* temporary path (same directory as target) */
     char *path;  /* target path */
 };
-
-static void seterr(char *err, size_t errsz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errsz, const char *fmt, ...)
-{
-    if (err == NULL || errsz == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errsz, fmt, ap);
-    va_end(ap);
-}
 
 int ss_afile_open(const char *path, ss_afile **out, char *err, size_t errsz)
 {
@@ -45,7 +33,7 @@ int ss_afile_open(const char *path, ss_afile **out, char *err, size_t errsz)
     fd = mkstemp(af->tmp);
     if (fd < 0) {
         int e = errno;
-        seterr(err, errsz, "%s: cannot create a file beside it: %s", path, strerror(e));
+        ss_fileio_err(err, errsz, "%s: cannot create a file beside it: %s", path, strerror(e));
         free(af->tmp);
         af->tmp = NULL;
         errno = e;
@@ -55,7 +43,7 @@ int ss_afile_open(const char *path, ss_afile **out, char *err, size_t errsz)
     af->fp = fdopen(fd, "wb");
     if (af->fp == NULL) {
         int e = errno;
-        seterr(err, errsz, "%s: %s", path, strerror(e));
+        ss_fileio_err(err, errsz, "%s: %s", path, strerror(e));
         close(fd);
         rc = SS_ERR_IO;
         goto out;
@@ -65,7 +53,7 @@ int ss_afile_open(const char *path, ss_afile **out, char *err, size_t errsz)
     rc = 0;
 out:
     if (rc == SS_ERR_NOMEM)
-        seterr(err, errsz, "%s: out of memory", path);
+        ss_fileio_err(err, errsz, "%s: out of memory", path);
     ss_afile_abort(af);
     return rc;
 }
@@ -81,20 +69,20 @@ int ss_afile_commit(ss_afile *af, char *err, size_t errsz)
     FILE *fp = af->fp;
     af->fp = NULL;
     if (ferror(fp)) {
-        seterr(err, errsz, "%s: write failed", af->path);
+        ss_fileio_err(err, errsz, "%s: write failed", af->path);
         fclose(fp);
         goto out;
     }
     if (fclose(fp) != 0) {
-        seterr(err, errsz, "%s: write failed: %s", af->path, strerror(errno));
+        ss_fileio_err(err, errsz, "%s: write failed: %s", af->path, strerror(errno));
         goto out;
     }
     /* mkstemp creates 0600; give the result the usual umask-based mode. */
     mode_t um = umask(0);
     umask(um);
     if (chmod(af->tmp, 0666 & ~um) != 0 || rename(af->tmp, af->path) != 0) {
-        seterr(err, errsz, "%s: cannot move the finished file into place: %s",
-               af->path, strerror(errno));
+        ss_fileio_err(err, errsz, "%s: cannot move the finished file into place: %s",
+                      af->path, strerror(errno));
         goto out;
     }
     free(af->tmp);

@@ -5,12 +5,12 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
 #include "safetensors.h"
 #include "ss_error.h"
 #include "ss_limits.h"
@@ -19,18 +19,6 @@
 /* Largest num_units / input_size / num_proj accepted: keeps every product
  * such as 4H and in+P far inside int. */
 #define SS_MODEL_MAX_WIDTH (1 << 20)
-
-static void seterr(char *err, size_t errsz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errsz, const char *fmt, ...)
-{
-    if (err == NULL || errsz == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errsz, fmt, ap);
-    va_end(ap);
-}
 
 /* Metadata key names (the contract in DESIGN.md). */
 static const char *const known_keys[] = {
@@ -44,7 +32,7 @@ static int meta_int(const ss_st_file *f, const char *path, const char *key, int 
     const char *v = ss_st_meta(f, key);
     if (v == NULL) {
         if (def < 0) {
-            seterr(err, errsz, "%s: required __metadata__ key '%s' is missing", path, key);
+            ss_fileio_err(err, errsz, "%s: required __metadata__ key '%s' is missing", path, key);
             return SS_ERR_FORMAT;
         }
         *out = def;
@@ -55,8 +43,8 @@ static int meta_int(const ss_st_file *f, const char *path, const char *key, int 
     long n = strtol(v, &end, 10);
     if (v[0] == '\0' || *end != '\0' || errno != 0 || n < lo || n > hi ||
         v[0] == ' ' || v[0] == '+') {
-        seterr(err, errsz, "%s: __metadata__ '%s' = \"%.40s\": expected an integer in [%d, %d]",
-               path, key, v, lo, hi);
+        ss_fileio_err(err, errsz, "%s: __metadata__ '%s' = \"%.40s\": expected an integer in [%d, %d]",
+                      path, key, v, lo, hi);
         return SS_ERR_FORMAT;
     }
     *out = (int)n;
@@ -74,8 +62,8 @@ static int meta_float(const ss_st_file *f, const char *path, const char *key,
     errno = 0;
     float x = strtof(v, &end);
     if (v[0] == '\0' || *end != '\0' || errno != 0 || !isfinite(x) || v[0] == ' ') {
-        seterr(err, errsz, "%s: __metadata__ '%s' = \"%.40s\": expected a finite number",
-               path, key, v);
+        ss_fileio_err(err, errsz, "%s: __metadata__ '%s' = \"%.40s\": expected a finite number",
+                      path, key, v);
         return SS_ERR_FORMAT;
     }
     *out = x;
@@ -94,8 +82,8 @@ static int meta_bool(const ss_st_file *f, const char *path, const char *key,
     else if (strcmp(v, "false") == 0 || strcmp(v, "False") == 0)
         *out = false;
     else {
-        seterr(err, errsz, "%s: __metadata__ '%s' = \"%.40s\": expected true or false",
-               path, key, v);
+        ss_fileio_err(err, errsz, "%s: __metadata__ '%s' = \"%.40s\": expected true or false",
+                      path, key, v);
         return SS_ERR_FORMAT;
     }
     return 0;
@@ -117,12 +105,12 @@ static int need_tensor(const ss_st_file *f, const char *path, int layer,
     snprintf(want + o, sizeof want - o, "]");
     const ss_st_tensor *t = ss_st_find(f, name);
     if (t == NULL) {
-        seterr(err, errsz, "%s: missing tensor '%s' (expected float32 %s)", path, name, want);
+        ss_fileio_err(err, errsz, "%s: missing tensor '%s' (expected float32 %s)", path, name, want);
         return SS_ERR_FORMAT;
     }
     if (strcmp(t->dtype, "F32") != 0) {
-        seterr(err, errsz, "%s: tensor '%s' has dtype %s, expected F32", path, name,
-               t->dtype);
+        ss_fileio_err(err, errsz, "%s: tensor '%s' has dtype %s, expected F32", path, name,
+                      t->dtype);
         return SS_ERR_SHAPE;
     }
     bool same = t->ndim == ndim;
@@ -136,7 +124,7 @@ static int need_tensor(const ss_st_file *f, const char *path, int layer,
                                   (long long)t->shape[i]);
         if (o < sizeof got)
             snprintf(got + o, sizeof got - o, "]");
-        seterr(err, errsz, "%s: tensor '%s' has shape %s, expected %s", path, name, got, want);
+        ss_fileio_err(err, errsz, "%s: tensor '%s' has shape %s, expected %s", path, name, got, want);
         return SS_ERR_SHAPE;
     }
     *out = t->data;
@@ -253,10 +241,10 @@ static int set_state_names(ss_model *m, const ss_st_file *f, const char *path,
             break;
         }
         if (len == 0 || len > SS_STATE_NAME_MAX || memchr(p, '=', len) != NULL) {
-            seterr(err, errsz,
-                   "%s: __metadata__ 'state_names': name %zu is empty, longer than %u "
-                   "bytes or contains '='",
-                   path, i, SS_STATE_NAME_MAX);
+            ss_fileio_err(err, errsz,
+                          "%s: __metadata__ 'state_names': name %zu is empty, longer than %u "
+                          "bytes or contains '='",
+                          path, i, SS_STATE_NAME_MAX);
             return SS_ERR_FORMAT;
         }
         m->state_names[i] = strndup(p, len);
@@ -264,8 +252,8 @@ static int set_state_names(ss_model *m, const ss_st_file *f, const char *path,
             return SS_ERR_NOMEM;
         for (size_t j = 0; j < i; j++)
             if (strcmp(m->state_names[j], m->state_names[i]) == 0) {
-                seterr(err, errsz, "%s: __metadata__ 'state_names': '%s' appears twice",
-                       path, m->state_names[i]);
+                ss_fileio_err(err, errsz, "%s: __metadata__ 'state_names': '%s' appears twice",
+                              path, m->state_names[i]);
                 return SS_ERR_FORMAT;
             }
         i++;
@@ -277,11 +265,11 @@ static int set_state_names(ss_model *m, const ss_st_file *f, const char *path,
         size_t found = 1;
         for (const char *q = given; *q; q++)
             found += *q == ',';
-        seterr(err, errsz,
-               "%s: __metadata__ 'state_names' lists %zu names, the model has %zu states "
-               "(%s)",
-               path, found, m->n_states,
-               m->cell == SS_CELL_LSTM ? "c and h per layer" : "h per layer");
+        ss_fileio_err(err, errsz,
+                      "%s: __metadata__ 'state_names' lists %zu names, the model has %zu states "
+                      "(%s)",
+                      path, found, m->n_states,
+                      m->cell == SS_CELL_LSTM ? "c and h per layer" : "h per layer");
         return SS_ERR_FORMAT;
     }
     return 0;
@@ -293,7 +281,7 @@ int ss_model_load(const char *path, ss_model **out, char *err, size_t errsz)
     ss_st_file *f = NULL;
     ss_model *m = calloc(1, sizeof *m);
     if (m == NULL) {
-        seterr(err, errsz, "%s: out of memory", path);
+        ss_fileio_err(err, errsz, "%s: out of memory", path);
         goto out;
     }
     rc = ss_st_open(path, &f, err, errsz);
@@ -303,7 +291,7 @@ int ss_model_load(const char *path, ss_model **out, char *err, size_t errsz)
     rc = SS_ERR_FORMAT;
     const char *cell = ss_st_meta(f, "cell");
     if (cell == NULL) {
-        seterr(err, errsz, "%s: required __metadata__ key 'cell' is missing", path);
+        ss_fileio_err(err, errsz, "%s: required __metadata__ key 'cell' is missing", path);
         goto out;
     }
     if (strcmp(cell, "basic_rnn") == 0)
@@ -313,9 +301,9 @@ int ss_model_load(const char *path, ss_model **out, char *err, size_t errsz)
     else if (strcmp(cell, "gru") == 0)
         m->cell = SS_CELL_GRU;
     else {
-        seterr(err, errsz,
-               "%s: __metadata__ 'cell' = \"%.40s\": expected basic_rnn, lstm or gru", path,
-               cell);
+        ss_fileio_err(err, errsz,
+                      "%s: __metadata__ 'cell' = \"%.40s\": expected basic_rnn, lstm or gru", path,
+                      cell);
         goto out;
     }
     if ((rc = meta_int(f, path, "input_size", -1, 1, SS_MODEL_MAX_WIDTH, &m->input_size, err,
@@ -331,8 +319,8 @@ int ss_model_load(const char *path, ss_model **out, char *err, size_t errsz)
     else if (strcmp(act, "relu") == 0)
         m->activation = SS_ACT_RELU;
     else {
-        seterr(err, errsz, "%s: __metadata__ 'activation' = \"%.40s\": expected tanh or relu",
-               path, act);
+        ss_fileio_err(err, errsz, "%s: __metadata__ 'activation' = \"%.40s\": expected tanh or relu",
+                      path, act);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -348,8 +336,8 @@ int ss_model_load(const char *path, ss_model **out, char *err, size_t errsz)
                        errsz)))
         goto out;
     if (clip_given && m->cell_clip < 0.0f) {
-        seterr(err, errsz, "%s: __metadata__ 'cell_clip' = \"%s\": expected a value >= 0",
-               path, ss_st_meta(f, "cell_clip"));
+        ss_fileio_err(err, errsz, "%s: __metadata__ 'cell_clip' = \"%s\": expected a value >= 0",
+                      path, ss_st_meta(f, "cell_clip"));
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -400,7 +388,7 @@ int ss_model_load(const char *path, ss_model **out, char *err, size_t errsz)
     rc = set_state_names(m, f, path, err, errsz);
     if (rc != 0) {
         if (rc == SS_ERR_NOMEM)
-            seterr(err, errsz, "%s: out of memory", path);
+            ss_fileio_err(err, errsz, "%s: out of memory", path);
         goto out;
     }
     m->mem = f;

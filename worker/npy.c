@@ -6,17 +6,15 @@
 #include "npy.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "atomic_file.h"
+#include "fileio.h"
 #include "ss_error.h"
 
 #define NPY_MAGIC "\x93NUMPY"
@@ -36,18 +34,6 @@ static const struct {
     [SS_NPY_I32] = {"<i4", 4, "int32"},
     [SS_NPY_I64] = {"<i8", 8, "int64"},
 };
-
-static void seterr(char *err, size_t errsz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errsz, const char *fmt, ...)
-{
-    if (err == NULL || errsz == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errsz, fmt, ap);
-    va_end(ap);
-}
 
 const char *ss_npy_dtype_name(ss_npy_dtype d)
 {
@@ -250,23 +236,16 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
     ss_npy *a = calloc(1, sizeof *a);
     if (a == NULL)
         goto out;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        seterr(err, errsz, "%s: cannot open: %s", path, strerror(errno));
+    uint64_t size;
+    /* rc stays SS_ERR_NOMEM for the allocations below. */
+    if (ss_fileio_open_regular(path, &fd, &size, err, errsz) < 0) {
         rc = SS_ERR_IO;
         goto out;
     }
-    if (!S_ISREG(st.st_mode)) {
-        seterr(err, errsz, "%s: not a regular file", path);
-        rc = SS_ERR_IO;
-        goto out;
-    }
-    uint64_t size = (uint64_t)st.st_size;
     uint8_t pre[12];
     if (size < 10 || npy_read_all(fd, pre, 10, 0) != 0 ||
         memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) != 0) {
-        seterr(err, errsz, "%s: not a .npy file (bad magic)", path);
+        ss_fileio_err(err, errsz, "%s: not a .npy file (bad magic)", path);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -277,7 +256,7 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
         hstart = 10;
     } else if ((major == 2 || major == 3) && minor == 0) {
         if (size < 12 || npy_read_all(fd, pre, 12, 0) != 0) {
-            seterr(err, errsz, "%s: truncated .npy header", path);
+            ss_fileio_err(err, errsz, "%s: truncated .npy header", path);
             rc = SS_ERR_FORMAT;
             goto out;
         }
@@ -285,20 +264,20 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
                (uint64_t)pre[11] << 24;
         hstart = 12;
     } else {
-        seterr(err, errsz, "%s: unsupported .npy format version %d.%d (expected 1.0, 2.0 or 3.0)",
-               path, major, minor);
+        ss_fileio_err(err, errsz, "%s: unsupported .npy format version %d.%d (expected 1.0, 2.0 or 3.0)",
+                      path, major, minor);
         rc = SS_ERR_FORMAT;
         goto out;
     }
     if (hlen > SS_NPY_MAX_HEADER) {
-        seterr(err, errsz, "%s: .npy header of %" PRIu64 " bytes exceeds the limit of %u",
-               path, hlen, SS_NPY_MAX_HEADER);
+        ss_fileio_err(err, errsz, "%s: .npy header of %" PRIu64 " bytes exceeds the limit of %u",
+                      path, hlen, SS_NPY_MAX_HEADER);
         rc = SS_ERR_FORMAT;
         goto out;
     }
     if (hstart + hlen > size) {
-        seterr(err, errsz, "%s: truncated .npy header (%" PRIu64 " bytes announced, %" PRIu64
-               " in the file)", path, hlen, size - hstart);
+        ss_fileio_err(err, errsz, "%s: truncated .npy header (%" PRIu64 " bytes announced, %" PRIu64
+                      " in the file)", path, hlen, size - hstart);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -306,7 +285,7 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
     if (hdr == NULL)
         goto out;
     if (npy_read_all(fd, hdr, hlen, (off_t)hstart) != 0) {
-        seterr(err, errsz, "%s: cannot read the header: %s", path, strerror(errno));
+        ss_fileio_err(err, errsz, "%s: cannot read the header: %s", path, strerror(errno));
         rc = SS_ERR_IO;
         goto out;
     }
@@ -315,16 +294,16 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
     const char *why = NULL;
     if (npy_parse_header(hdr, hlen, descr, sizeof descr, &fortran, &a->ndim, a->shape,
                          &why) != 0) {
-        seterr(err, errsz, "%s: bad .npy header: %s", path, why);
+        ss_fileio_err(err, errsz, "%s: bad .npy header: %s", path, why);
         rc = SS_ERR_FORMAT;
         goto out;
     }
     char shs[256];
     ss_npy_shape_str(a->ndim, a->shape, shs, sizeof shs);
     if (fortran) {
-        seterr(err, errsz,
-               "%s: fortran_order array (shape %s) is not supported; save a C-order array "
-               "(numpy.ascontiguousarray)", path, shs);
+        ss_fileio_err(err, errsz,
+                      "%s: fortran_order array (shape %s) is not supported; save a C-order array "
+                      "(numpy.ascontiguousarray)", path, shs);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -336,12 +315,12 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
         }
     if (!found) {
         if (descr[0] == '>')
-            seterr(err, errsz, "%s: big-endian dtype '%s' (shape %s) is not supported (use '<%s')",
-                   path, descr, shs, descr + 1);
+            ss_fileio_err(err, errsz, "%s: big-endian dtype '%s' (shape %s) is not supported (use '<%s')",
+                          path, descr, shs, descr + 1);
         else
-            seterr(err, errsz,
-                   "%s: unsupported dtype '%s' (shape %s; expected float32 '<f4', int32 "
-                   "'<i4' or int64 '<i8')", path, descr, shs);
+            ss_fileio_err(err, errsz,
+                          "%s: unsupported dtype '%s' (shape %s; expected float32 '<f4', int32 "
+                          "'<i4' or int64 '<i8')", path, descr, shs);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -351,16 +330,16 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
         overflow |= __builtin_mul_overflow(count, (uint64_t)a->shape[i], &count);
     overflow |= __builtin_mul_overflow(count, (uint64_t)npy_types[a->dtype].size, &nbytes);
     if (overflow || nbytes > SIZE_MAX) {
-        seterr(err, errsz, "%s: shape %s is too large", path, shs);
+        ss_fileio_err(err, errsz, "%s: shape %s is too large", path, shs);
         rc = SS_ERR_FORMAT;
         goto out;
     }
     uint64_t have = size - hstart - hlen;
     if (have != nbytes) {
-        seterr(err, errsz,
-               "%s: %s: file holds %" PRIu64 " data bytes, shape %s of %s needs %" PRIu64,
-               path, have < nbytes ? "truncated data" : "trailing bytes after the data",
-               have, shs, npy_types[a->dtype].name, nbytes);
+        ss_fileio_err(err, errsz,
+                      "%s: %s: file holds %" PRIu64 " data bytes, shape %s of %s needs %" PRIu64,
+                      path, have < nbytes ? "truncated data" : "trailing bytes after the data",
+                      have, shs, npy_types[a->dtype].name, nbytes);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -370,7 +349,7 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
         goto out;
     }
     if (npy_read_all(fd, a->data, (size_t)nbytes, (off_t)(hstart + hlen)) != 0) {
-        seterr(err, errsz, "%s: cannot read the data: %s", path, strerror(errno));
+        ss_fileio_err(err, errsz, "%s: cannot read the data: %s", path, strerror(errno));
         rc = SS_ERR_IO;
         goto out;
     }
@@ -380,7 +359,7 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
     rc = 0;
 out:
     if (rc == SS_ERR_NOMEM)
-        seterr(err, errsz, "%s: out of memory", path);
+        ss_fileio_err(err, errsz, "%s: out of memory", path);
     free(hdr);
     if (fd >= 0)
         close(fd);
@@ -405,7 +384,7 @@ int ss_npy_stage(const char *path, ss_npy_dtype dtype, int ndim,
     ss_npy_staged *s = NULL;
     if ((unsigned)dtype >= sizeof npy_types / sizeof npy_types[0] || ndim < 0 ||
         ndim > SS_NPY_MAX_DIMS) {
-        seterr(err, errsz, "%s: bad dtype or rank for writing", path);
+        ss_fileio_err(err, errsz, "%s: bad dtype or rank for writing", path);
         goto out;
     }
     char dict[64 + 24 * SS_NPY_MAX_DIMS];
@@ -415,7 +394,7 @@ int ss_npy_stage(const char *path, ss_npy_dtype dtype, int ndim,
     uint64_t count = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || __builtin_mul_overflow(count, (uint64_t)shape[i], &count)) {
-            seterr(err, errsz, "%s: bad shape for writing", path);
+            ss_fileio_err(err, errsz, "%s: bad shape for writing", path);
             goto out;
         }
         n = snprintf(dict + off, sizeof dict - off, "%s%" PRId64, i ? ", " : "", shape[i]);
@@ -428,7 +407,7 @@ int ss_npy_stage(const char *path, ss_npy_dtype dtype, int ndim,
     size_t hlen = total - 10;
     s = calloc(1, sizeof *s);
     if (s == NULL) {
-        seterr(err, errsz, "%s: out of memory", path);
+        ss_fileio_err(err, errsz, "%s: out of memory", path);
         rc = SS_ERR_NOMEM;
         goto out;
     }
@@ -446,7 +425,7 @@ int ss_npy_stage(const char *path, ss_npy_dtype dtype, int ndim,
     if (count > 0)
         fwrite(data, npy_types[dtype].size, (size_t)count, fp);
     if (fflush(fp) != 0 || ferror(fp)) {
-        seterr(err, errsz, "%s: write failed: %s", path, strerror(errno));
+        ss_fileio_err(err, errsz, "%s: write failed: %s", path, strerror(errno));
         rc = SS_ERR_IO;
         goto out;
     }

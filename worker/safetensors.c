@@ -3,18 +3,16 @@
 
 #include <cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "atomic_file.h"
+#include "fileio.h"
 #include "ss_error.h"
 
 /* Largest integer a JSON number (a double) holds exactly. */
@@ -43,18 +41,6 @@ static const struct {
     {"U32", 4},  {"F32", 4},  {"I64", 8},  {"U64", 8},     {"F64", 8},
 };
 
-static void seterr(char *err, size_t errsz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errsz, const char *fmt, ...)
-{
-    if (err == NULL || errsz == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errsz, fmt, ap);
-    va_end(ap);
-}
-
 static const char *st_dtype_canon(const char *s, size_t *size)
 {
     for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++)
@@ -81,7 +67,7 @@ static int st_parse_meta(ss_st_file *f, const char *path, const cJSON *meta,
                          char *err, size_t errsz)
 {
     if (!cJSON_IsObject(meta)) {
-        seterr(err, errsz, "%s: __metadata__ is not a JSON object", path);
+        ss_fileio_err(err, errsz, "%s: __metadata__ is not a JSON object", path);
         return SS_ERR_FORMAT;
     }
     size_t n = (size_t)cJSON_GetArraySize(meta);
@@ -93,15 +79,15 @@ static int st_parse_meta(ss_st_file *f, const char *path, const cJSON *meta,
     cJSON_ArrayForEach(kv, meta)
     {
         if (!cJSON_IsString(kv)) {
-            seterr(err, errsz,
-                   "%s: __metadata__ key '%s' must have a string value", path,
-                   kv->string);
+            ss_fileio_err(err, errsz,
+                          "%s: __metadata__ key '%s' must have a string value", path,
+                          kv->string);
             return SS_ERR_FORMAT;
         }
         for (size_t i = 0; i < f->n_meta; i++)
             if (strcmp(f->meta_keys[i], kv->string) == 0) {
-                seterr(err, errsz, "%s: __metadata__ key '%s' appears twice",
-                       path, kv->string);
+                ss_fileio_err(err, errsz, "%s: __metadata__ key '%s' appears twice",
+                              path, kv->string);
                 return SS_ERR_FORMAT;
             }
         f->meta_keys[f->n_meta] = strdup(kv->string);
@@ -120,30 +106,30 @@ static int st_parse_tensor(ss_st_tensor *t, const char *path, const cJSON *j,
 {
     const char *name = j->string;
     if (!cJSON_IsObject(j)) {
-        seterr(err, errsz, "%s: tensor '%s': entry is not a JSON object", path, name);
+        ss_fileio_err(err, errsz, "%s: tensor '%s': entry is not a JSON object", path, name);
         return SS_ERR_FORMAT;
     }
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(j, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "shape");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(j, "data_offsets");
     if (!cJSON_IsString(dt)) {
-        seterr(err, errsz, "%s: tensor '%s': missing string \"dtype\"", path, name);
+        ss_fileio_err(err, errsz, "%s: tensor '%s': missing string \"dtype\"", path, name);
         return SS_ERR_FORMAT;
     }
     t->dtype = st_dtype_canon(dt->valuestring, &t->elem_size);
     if (t->dtype == NULL) {
-        seterr(err, errsz, "%s: tensor '%s': unknown dtype \"%.32s\"", path, name,
-               dt->valuestring);
+        ss_fileio_err(err, errsz, "%s: tensor '%s': unknown dtype \"%.32s\"", path, name,
+                      dt->valuestring);
         return SS_ERR_FORMAT;
     }
     if (!cJSON_IsArray(sh)) {
-        seterr(err, errsz, "%s: tensor '%s': missing array \"shape\"", path, name);
+        ss_fileio_err(err, errsz, "%s: tensor '%s': missing array \"shape\"", path, name);
         return SS_ERR_FORMAT;
     }
     int nd = cJSON_GetArraySize(sh);
     if (nd > SS_ST_MAX_DIMS) {
-        seterr(err, errsz, "%s: tensor '%s': rank %d, at most %d supported", path,
-               name, nd, SS_ST_MAX_DIMS);
+        ss_fileio_err(err, errsz, "%s: tensor '%s': rank %d, at most %d supported", path,
+                      name, nd, SS_ST_MAX_DIMS);
         return SS_ERR_FORMAT;
     }
     t->ndim = nd;
@@ -151,43 +137,43 @@ static int st_parse_tensor(ss_st_tensor *t, const char *path, const cJSON *j,
     for (int i = 0; i < nd; i++) {
         uint64_t d;
         if (!st_json_uint(cJSON_GetArrayItem(sh, i), &d)) {
-            seterr(err, errsz,
-                   "%s: tensor '%s': shape[%d] is not a non-negative integer",
-                   path, name, i);
+            ss_fileio_err(err, errsz,
+                          "%s: tensor '%s': shape[%d] is not a non-negative integer",
+                          path, name, i);
             return SS_ERR_FORMAT;
         }
         t->shape[i] = (int64_t)d;
         if (__builtin_mul_overflow(count, d, &count)) {
-            seterr(err, errsz, "%s: tensor '%s': shape overflows", path, name);
+            ss_fileio_err(err, errsz, "%s: tensor '%s': shape overflows", path, name);
             return SS_ERR_FORMAT;
         }
     }
     uint64_t want;
     if (__builtin_mul_overflow(count, (uint64_t)t->elem_size, &want)) {
-        seterr(err, errsz, "%s: tensor '%s': shape overflows", path, name);
+        ss_fileio_err(err, errsz, "%s: tensor '%s': shape overflows", path, name);
         return SS_ERR_FORMAT;
     }
     uint64_t b, e;
     if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
         !st_json_uint(cJSON_GetArrayItem(off, 0), &b) ||
         !st_json_uint(cJSON_GetArrayItem(off, 1), &e)) {
-        seterr(err, errsz,
-               "%s: tensor '%s': \"data_offsets\" must be [begin, end] of "
-               "non-negative integers",
-               path, name);
+        ss_fileio_err(err, errsz,
+                      "%s: tensor '%s': \"data_offsets\" must be [begin, end] of "
+                      "non-negative integers",
+                      path, name);
         return SS_ERR_FORMAT;
     }
     if (b > e || e > data_len) {
-        seterr(err, errsz,
-               "%s: tensor '%s': data_offsets [%llu, %llu] outside the data "
-               "section of %zu bytes",
-               path, name, (unsigned long long)b, (unsigned long long)e, data_len);
+        ss_fileio_err(err, errsz,
+                      "%s: tensor '%s': data_offsets [%llu, %llu] outside the data "
+                      "section of %zu bytes",
+                      path, name, (unsigned long long)b, (unsigned long long)e, data_len);
         return SS_ERR_FORMAT;
     }
     if (e - b != want) {
-        seterr(err, errsz,
-               "%s: tensor '%s': data_offsets span %llu bytes, shape needs %llu",
-               path, name, (unsigned long long)(e - b), (unsigned long long)want);
+        ss_fileio_err(err, errsz,
+                      "%s: tensor '%s': data_offsets span %llu bytes, shape needs %llu",
+                      path, name, (unsigned long long)(e - b), (unsigned long long)want);
         return SS_ERR_FORMAT;
     }
     t->name = name; /* replaced by a copy by the caller */
@@ -253,29 +239,23 @@ int ss_st_open(const char *path, ss_st_file **out, char *err, size_t errsz)
     if (f == NULL)
         goto out;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        seterr(err, errsz, "%s: cannot open: %s", path, strerror(errno));
+    uint64_t fsize;
+    /* rc stays SS_ERR_NOMEM for the allocations below. */
+    if (ss_fileio_open_regular(path, &fd, &fsize, err, errsz) < 0) {
         rc = SS_ERR_IO;
         goto out;
     }
-    if (!S_ISREG(st.st_mode)) {
-        seterr(err, errsz, "%s: not a regular file", path);
-        rc = SS_ERR_IO;
-        goto out;
-    }
-    size_t size = (size_t)st.st_size;
+    size_t size = (size_t)fsize;
     if (size < 8) {
-        seterr(err, errsz,
-               "%s: file is %zu bytes, too short for the 8-byte header length",
-               path, size);
+        ss_fileio_err(err, errsz,
+                      "%s: file is %zu bytes, too short for the 8-byte header length",
+                      path, size);
         rc = SS_ERR_FORMAT;
         goto out;
     }
     uint8_t lenbuf[8];
     if (pread(fd, lenbuf, 8, 0) != 8) {
-        seterr(err, errsz, "%s: cannot read the header length", path);
+        ss_fileio_err(err, errsz, "%s: cannot read the header length", path);
         rc = SS_ERR_IO;
         goto out;
     }
@@ -283,22 +263,22 @@ int ss_st_open(const char *path, ss_st_file **out, char *err, size_t errsz)
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | lenbuf[i];
     if (hlen > SS_ST_MAX_HEADER) {
-        seterr(err, errsz, "%s: header length %llu exceeds the limit of %u bytes",
-               path, (unsigned long long)hlen, SS_ST_MAX_HEADER);
+        ss_fileio_err(err, errsz, "%s: header length %llu exceeds the limit of %u bytes",
+                      path, (unsigned long long)hlen, SS_ST_MAX_HEADER);
         rc = SS_ERR_TOO_BIG;
         goto out;
     }
     if (hlen > size - 8) {
-        seterr(err, errsz,
-               "%s: header length %llu exceeds the %zu bytes after the length field",
-               path, (unsigned long long)hlen, size - 8);
+        ss_fileio_err(err, errsz,
+                      "%s: header length %llu exceeds the %zu bytes after the length field",
+                      path, (unsigned long long)hlen, size - 8);
         rc = SS_ERR_FORMAT;
         goto out;
     }
     f->map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (f->map == MAP_FAILED) {
         f->map = NULL;
-        seterr(err, errsz, "%s: cannot map: %s", path, strerror(errno));
+        ss_fileio_err(err, errsz, "%s: cannot map: %s", path, strerror(errno));
         rc = SS_ERR_IO;
         goto out;
     }
@@ -314,8 +294,8 @@ int ss_st_open(const char *path, ss_st_file **out, char *err, size_t errsz)
     if (root != NULL) {
         for (const char *p = end; p < hdr + hlen; p++)
             if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-                seterr(err, errsz, "%s: unexpected bytes after the JSON header object (at byte %ld)",
-                       path, (long)(p - hdr));
+                ss_fileio_err(err, errsz, "%s: unexpected bytes after the JSON header object (at byte %ld)",
+                              path, (long)(p - hdr));
                 rc = SS_ERR_FORMAT;
                 goto out;
             }
@@ -323,13 +303,13 @@ int ss_st_open(const char *path, ss_st_file **out, char *err, size_t errsz)
     if (root == NULL) {
         const char *at = cJSON_GetErrorPtr();
         long pos = at != NULL && at >= hdr && at <= hdr + hlen ? (long)(at - hdr) : -1;
-        seterr(err, errsz, "%s: header is not valid JSON (error near byte %ld of the header)",
-               path, pos);
+        ss_fileio_err(err, errsz, "%s: header is not valid JSON (error near byte %ld of the header)",
+                      path, pos);
         rc = SS_ERR_FORMAT;
         goto out;
     }
     if (!cJSON_IsObject(root)) {
-        seterr(err, errsz, "%s: header is not a JSON object", path);
+        ss_fileio_err(err, errsz, "%s: header is not a JSON object", path);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -344,7 +324,7 @@ int ss_st_open(const char *path, ss_st_file **out, char *err, size_t errsz)
     {
         if (strcmp(j->string, "__metadata__") == 0) {
             if (have_meta) {
-                seterr(err, errsz, "%s: __metadata__ appears twice", path);
+                ss_fileio_err(err, errsz, "%s: __metadata__ appears twice", path);
                 rc = SS_ERR_FORMAT;
                 goto out;
             }
@@ -355,7 +335,7 @@ int ss_st_open(const char *path, ss_st_file **out, char *err, size_t errsz)
             continue;
         }
         if (ss_st_find(f, j->string) != NULL) {
-            seterr(err, errsz, "%s: tensor '%s' appears twice", path, j->string);
+            ss_fileio_err(err, errsz, "%s: tensor '%s' appears twice", path, j->string);
             rc = SS_ERR_FORMAT;
             goto out;
         }
@@ -375,9 +355,9 @@ int ss_st_open(const char *path, ss_st_file **out, char *err, size_t errsz)
     qsort(spans, f->n_tensors, sizeof *spans, st_span_cmp);
     for (size_t i = 1; i < f->n_tensors; i++)
         if (spans[i].begin < spans[i - 1].end) {
-            seterr(err, errsz, "%s: tensors '%s' and '%s' overlap in the data section",
-                   path, f->tensors[spans[i - 1].idx].name,
-                   f->tensors[spans[i].idx].name);
+            ss_fileio_err(err, errsz, "%s: tensors '%s' and '%s' overlap in the data section",
+                          path, f->tensors[spans[i - 1].idx].name,
+                          f->tensors[spans[i].idx].name);
             rc = SS_ERR_FORMAT;
             goto out;
         }
@@ -395,7 +375,7 @@ int ss_st_open(const char *path, ss_st_file **out, char *err, size_t errsz)
     rc = 0;
 out:
     if (rc == SS_ERR_NOMEM)
-        seterr(err, errsz, "%s: out of memory", path);
+        ss_fileio_err(err, errsz, "%s: out of memory", path);
     free(spans);
     cJSON_Delete(root);
     if (fd >= 0)
@@ -488,8 +468,8 @@ int ss_st_write(const char *path, const char *const *meta_keys,
     for (size_t i = 0; i < n_tensors; i++) {
         const ss_st_wtensor *t = &tensors[i];
         if (t->ndim < 0 || t->ndim > SS_ST_MAX_DIMS) {
-            seterr(err, errsz, "%s: tensor '%s': rank %d not supported", path,
-                   t->name, t->ndim);
+            ss_fileio_err(err, errsz, "%s: tensor '%s': rank %d not supported", path,
+                          t->name, t->ndim);
             rc = SS_ERR_INVALID;
             goto out;
         }
@@ -497,7 +477,7 @@ int ss_st_write(const char *path, const char *const *meta_keys,
         for (int d = 0; d < t->ndim; d++) {
             if (t->shape[d] < 0 ||
                 __builtin_mul_overflow(count, (uint64_t)t->shape[d], &count)) {
-                seterr(err, errsz, "%s: tensor '%s': bad shape", path, t->name);
+                ss_fileio_err(err, errsz, "%s: tensor '%s': bad shape", path, t->name);
                 rc = SS_ERR_INVALID;
                 goto out;
             }
@@ -553,7 +533,7 @@ int ss_st_write(const char *path, const char *const *meta_keys,
     af = NULL;
 out:
     if (rc == SS_ERR_NOMEM)
-        seterr(err, errsz, "%s: out of memory", path);
+        ss_fileio_err(err, errsz, "%s: out of memory", path);
     ss_afile_abort(af);
     free(text);
     cJSON_Delete(root);

@@ -1,0 +1,23 @@
+/* fileio -- small helpers shared by the worker's file readers and writers:
+ * error messages into a caller's buffer, and opening a regular file to read.
+ */
+#ifndef SS_FILEIO_H
+#define SS_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* printf into err (at most errsz bytes, always NUL-terminated); does
+ * nothing when err is NULL or errsz is 0. */
+void ss_fileio_err(char *err, size_t errsz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Open path read-only (close-on-exec) and require a regular file. On success
+ * *fd is the open descriptor (the caller closes it) and *size its length in
+ * bytes. On error returns SS_ERR_IO with *fd = -1 (nothing left open) and
+ * writes "<path>: cannot open: <reason>" or "<path>: not a regular file"
+ * into err. */
+int ss_fileio_open_regular(const char *path, int *fd, uint64_t *size, char *err,
+                           size_t errsz);
+
+#endif
