@@ -904,7 +904,11 @@ static int loop(worker *w)
         }
         ss_lease *l = NULL;
         lease_clock k = {.lease = mono_us()};
-        int rc = ss_client_lease(w->c, w->o.saver, w->o.batch, w->o.wait_ms, w->o.lease_ms,
+        /* With a Complete in flight, only take work that is ready now: a
+         * parked Lease would hold back that Complete's reply (and the
+         * worker's counters) until new work arrives or the wait ends. */
+        uint32_t wait_ms = p.l ? 0 : w->o.wait_ms;
+        int rc = ss_client_lease(w->c, w->o.saver, w->o.batch, wait_ms, w->o.lease_ms,
                                  w->name, &l);
         k.leased = mono_us();
         if (rc < 0) {
