@@ -447,6 +447,20 @@ static void on_write(uv_write_t *req, int status)
     ss_conn_unref(c);
 }
 
+/* Point bufs at the unsent part of the first SS_CONN_IOV_MAX queued chunks;
+ * returns how many, their byte sum in *total. */
+static unsigned out_gather(const ss_conn *c, uv_buf_t *bufs, size_t *total)
+{
+    unsigned nb = 0;
+    *total = 0;
+    for (const out_chunk *ch = c->out_head; ch && nb < SS_CONN_IOV_MAX; ch = ch->next) {
+        bufs[nb] = uv_buf_init((char *)ch->data + ch->off, (unsigned)(ch->len - ch->off));
+        *total += ch->len - ch->off;
+        nb++;
+    }
+    return nb;
+}
+
 void ss_conn_flush(ss_conn *c)
 {
     uv_buf_t bufs[SS_CONN_IOV_MAX];
@@ -454,15 +468,8 @@ void ss_conn_flush(ss_conn *c)
         return;
     bool was_over = over_output_limit(c);
     while (c->out_head) {
-        unsigned nb = 0;
         size_t total = 0;
-        for (out_chunk *ch = c->out_head; ch && nb < SS_CONN_IOV_MAX;
-             ch = ch->next) {
-            bufs[nb] = uv_buf_init((char *)ch->data + ch->off,
-                                   (unsigned)(ch->len - ch->off));
-            total += ch->len - ch->off;
-            nb++;
-        }
+        unsigned nb = out_gather(c, bufs, &total);
         if (c->writes == 0) {
             int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nb);
             if (n == UV_EAGAIN || n == UV_ENOSYS)
@@ -489,15 +496,7 @@ void ss_conn_flush(ss_conn *c)
             if ((size_t)n == total)
                 continue;
             /* The socket is full: queue the rest of this batch. */
-            nb = 0;
-            total = 0;
-            for (out_chunk *ch = c->out_head; ch && nb < SS_CONN_IOV_MAX;
-                 ch = ch->next) {
-                bufs[nb] = uv_buf_init((char *)ch->data + ch->off,
-                                       (unsigned)(ch->len - ch->off));
-                total += ch->len - ch->off;
-                nb++;
-            }
+            nb = out_gather(c, bufs, &total);
         }
         out_write *w = malloc(sizeof *w);
         if (!w) {

@@ -335,6 +335,48 @@ static saverq *saver_get(ss_jobs *j, const char *name, size_t len)
     return sv;
 }
 
+/* The saver name's length, or 0 after replying INVALID_ARGUMENT. */
+static size_t saver_name_check(const char *name, ss_jobs_reply_fn cb, void *arg)
+{
+    size_t len = name ? strlen(name) : 0;
+    if (len == 0 || len > SS_SAVER_NAME_MAX) {
+        reply_status(cb, arg, CODE(INVALID_ARGUMENT), "saver name must be 1..%u bytes",
+                     SS_SAVER_NAME_MAX);
+        return 0;
+    }
+    return len;
+}
+
+/* The saver's schema in *out (caller unrefs); on failure replies NOT_FOUND
+ * or INTERNAL and returns the negative code, *out left NULL. */
+static int schema_get(ss_jobs *j, const char *name, ss_schema **out, ss_jobs_reply_fn cb,
+                      void *arg)
+{
+    *out = NULL;
+    int rc = ss_store_schema(j->st, name, out);
+    if (rc < 0)
+        reply_status(cb, arg, rc == SS_ERR_NOT_FOUND ? CODE(NOT_FOUND) : CODE(INTERNAL),
+                     "saver %s: %s", name,
+                     rc == SS_ERR_NOT_FOUND ? "not declared" : ss_strerror(rc));
+    return rc;
+}
+
+/* The queue of a declared saver (created on first use), or NULL after
+ * replying the error: jobs are only taken for savers the store knows. */
+static saverq *saver_declared(ss_jobs *j, const char *name, size_t len, ss_jobs_reply_fn cb,
+                              void *arg)
+{
+    ss_schema *schema = NULL;
+    int rc = schema_get(j, name, &schema, cb, arg);
+    ss_schema_unref(schema);
+    if (rc < 0)
+        return NULL;
+    saverq *sv = saver_get(j, name, len);
+    if (!sv)
+        reply_status(cb, arg, CODE(INTERNAL), "out of memory");
+    return sv;
+}
+
 static seq *seq_find(saverq *sv, const uint8_t *key, size_t len)
 {
     ss_map_node *n = ss_map_find(&sv->seqs, key, len);
@@ -1022,13 +1064,9 @@ static int serve(ss_jobs *j, saverq *sv, uint32_t max_batch, uint32_t lease_ms,
     if (!ss_heap_min(&sv->ready))
         return 0;
     ss_schema *schema = NULL;
-    int rc = ss_store_schema(j->st, sv->name, &schema);
-    if (rc < 0) {
-        reply_status(cb, arg, rc == SS_ERR_NOT_FOUND ? CODE(NOT_FOUND) : CODE(INTERNAL),
-                     "saver %s: %s", sv->name,
-                     rc == SS_ERR_NOT_FOUND ? "not declared" : ss_strerror(rc));
+    int rc = schema_get(j, sv->name, &schema, cb, arg);
+    if (rc < 0)
         return 1;
-    }
     int ret = 1;
     lease_build *b = calloc(max_batch, sizeof *b);
     Statesaver__V1__LeasedSegment *segs = NULL, **segp = NULL;
@@ -1643,26 +1681,12 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
                      kbuf, req->segment, req->length, in->shape[0]);
         return;
     }
-    size_t slen = req->saver ? strlen(req->saver) : 0;
-    if (slen == 0 || slen > SS_SAVER_NAME_MAX) {
-        reply_status(cb, arg, CODE(INVALID_ARGUMENT), "saver name must be 1..%u bytes",
-                     SS_SAVER_NAME_MAX);
+    size_t slen = saver_name_check(req->saver, cb, arg);
+    if (slen == 0)
         return;
-    }
-    ss_schema *schema = NULL;
-    int rc = ss_store_schema(j->st, req->saver, &schema);
-    ss_schema_unref(schema);
-    if (rc < 0) {
-        reply_status(cb, arg, rc == SS_ERR_NOT_FOUND ? CODE(NOT_FOUND) : CODE(INTERNAL),
-                     "saver %s: %s", req->saver,
-                     rc == SS_ERR_NOT_FOUND ? "not declared" : ss_strerror(rc));
+    saverq *sv = saver_declared(j, req->saver, slen, cb, arg);
+    if (!sv)
         return;
-    }
-    saverq *sv = saver_get(j, req->saver, slen);
-    if (!sv) {
-        reply_status(cb, arg, CODE(INTERNAL), "out of memory");
-        return;
-    }
     seq *sq = seq_find(sv, req->key.data, req->key.len);
     job *jb = sq ? seq_job(sq, req->segment) : NULL;
     bool created_seq = false;
@@ -1781,31 +1805,17 @@ void ss_jobs_lease(ss_jobs *j, const Statesaver__V1__LeaseRequest *req,
 {
     if (closing_reply(j, cb, arg))
         return;
-    size_t slen = req->saver ? strlen(req->saver) : 0;
-    if (slen == 0 || slen > SS_SAVER_NAME_MAX) {
-        reply_status(cb, arg, CODE(INVALID_ARGUMENT), "saver name must be 1..%u bytes",
-                     SS_SAVER_NAME_MAX);
+    size_t slen = saver_name_check(req->saver, cb, arg);
+    if (slen == 0)
         return;
-    }
     if (req->lease_ms > SS_JOBS_LEASE_MS_MAX) {
         reply_status(cb, arg, CODE(INVALID_ARGUMENT), "lease_ms %" PRIu32 " exceeds %u",
                      req->lease_ms, SS_JOBS_LEASE_MS_MAX);
         return;
     }
-    ss_schema *schema = NULL;
-    int rc = ss_store_schema(j->st, req->saver, &schema);
-    ss_schema_unref(schema);
-    if (rc < 0) {
-        reply_status(cb, arg, rc == SS_ERR_NOT_FOUND ? CODE(NOT_FOUND) : CODE(INTERNAL),
-                     "saver %s: %s", req->saver,
-                     rc == SS_ERR_NOT_FOUND ? "not declared" : ss_strerror(rc));
+    saverq *sv = saver_declared(j, req->saver, slen, cb, arg);
+    if (!sv)
         return;
-    }
-    saverq *sv = saver_get(j, req->saver, slen);
-    if (!sv) {
-        reply_status(cb, arg, CODE(INTERNAL), "out of memory");
-        return;
-    }
     uint32_t max_batch = req->max_batch ? req->max_batch : 1;
     if (max_batch > j->opt.max_batch)
         max_batch = j->opt.max_batch;
@@ -1863,13 +1873,8 @@ void ss_jobs_complete(ss_jobs *j, const Statesaver__V1__CompleteRequest *req,
         return;
     }
     ss_schema *schema = NULL;
-    int rc = ss_store_schema(j->st, ls->sv->name, &schema);
-    if (rc < 0) {
-        reply_status(cb, arg, rc == SS_ERR_NOT_FOUND ? CODE(NOT_FOUND) : CODE(INTERNAL),
-                     "saver %s: %s", ls->sv->name,
-                     rc == SS_ERR_NOT_FOUND ? "not declared" : ss_strerror(rc));
+    if (schema_get(j, ls->sv->name, &schema, cb, arg) < 0)
         return;
-    }
     size_t n = req->n_items;
     size_t *idx = calloc(n, sizeof *idx);
     jobs_op *op = idx ? op_new(j, OP_COMPLETE, n) : NULL;
