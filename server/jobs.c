@@ -1297,6 +1297,18 @@ static void waiter_unlink_lease(saverq *sv, waiter *w)
     w->prev = w->next = NULL;
 }
 
+/* Take an Await waiter off its job's list (the job keeps its reference). */
+static void waiter_unlink_await(waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        w->jb->awaits = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+}
+
 /* Serve parked leases of sv while segments are ready. */
 static void kick(ss_jobs *j, saverq *sv)
 {
@@ -1496,12 +1508,7 @@ static void on_timer(uv_timer_t *t)
         } else {
             waiter *w = (waiter *)tm;
             job *jb = w->jb;
-            if (w->prev)
-                w->prev->next = w->next;
-            else
-                jb->awaits = w->next;
-            if (w->next)
-                w->next->prev = w->prev;
+            waiter_unlink_await(w);
             j->waiting--;
             reply_status(w->cb, w->arg, CODE(DEADLINE_EXCEEDED),
                          "segment %" PRIu64 " is not done yet (%s)", jb->segment,
@@ -2133,12 +2140,7 @@ bool ss_jobs_cancel(ss_jobs *j, void *arg)
             waiter_unlink_lease(w->sv, w);
         } else {
             jb = w->jb;
-            if (w->prev)
-                w->prev->next = w->next;
-            else
-                jb->awaits = w->next;
-            if (w->next)
-                w->next->prev = w->prev;
+            waiter_unlink_await(w);
         }
         j->waiting--;
         reply_status(w->cb, w->arg, CODE(CANCELLED), "the client went away");
@@ -2266,13 +2268,7 @@ void ss_jobs_close(ss_jobs *j, void (*closed)(void *arg), void *arg)
         if (tm->kind == T_WAIT_LEASE) {
             waiter_unlink_lease(w->sv, w);
         } else {
-            job *jb = w->jb;
-            if (w->prev)
-                w->prev->next = w->next;
-            else
-                jb->awaits = w->next;
-            if (w->next)
-                w->next->prev = w->prev;
+            waiter_unlink_await(w);
         }
         j->waiting--;
         reply_status(w->cb, w->arg, CODE(UNAVAILABLE), "server is shutting down");
