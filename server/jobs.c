@@ -336,6 +336,22 @@ static saverq *saver_get(ss_jobs *j, const char *name, size_t len)
 }
 
 /* The saver name's length, or 0 after replying INVALID_ARGUMENT. */
+/* A parked request of the given kind, its timer armed for wait_ms. On
+ * failure the request is answered (INTERNAL) and NULL returned. */
+static waiter *waiter_new(ss_jobs *j, int kind, uint32_t wait_ms, ss_jobs_reply_fn cb,
+                          void *arg)
+{
+    waiter *w = calloc(1, sizeof *w);
+    if (!w || timer_add(j, &w->t, kind, wait_ms) < 0) {
+        free(w);
+        reply_status(cb, arg, CODE(INTERNAL), "out of memory");
+        return NULL;
+    }
+    w->cb = cb;
+    w->arg = arg;
+    return w;
+}
+
 static size_t saver_name_check(const char *name, ss_jobs_reply_fn cb, void *arg)
 {
     size_t len = name ? strlen(name) : 0;
@@ -1834,14 +1850,9 @@ void ss_jobs_lease(ss_jobs *j, const Statesaver__V1__LeaseRequest *req,
         reply_empty_lease(cb, arg);
         return;
     }
-    waiter *w = calloc(1, sizeof *w);
-    if (!w || timer_add(j, &w->t, T_WAIT_LEASE, wait_ms) < 0) {
-        free(w);
-        reply_status(cb, arg, CODE(INTERNAL), "out of memory");
+    waiter *w = waiter_new(j, T_WAIT_LEASE, wait_ms, cb, arg);
+    if (!w)
         return;
-    }
-    w->cb = cb;
-    w->arg = arg;
     w->sv = sv;
     w->max_batch = max_batch;
     w->lease_ms = lease_ms;
@@ -2108,14 +2119,9 @@ void ss_jobs_await(ss_jobs *j, const Statesaver__V1__AwaitRequest *req,
                      jb->state == J_LEASED ? "leased" : "queued");
         return;
     }
-    waiter *w = calloc(1, sizeof *w);
-    if (!w || timer_add(j, &w->t, T_WAIT_AWAIT, wait_ms) < 0) {
-        free(w);
-        reply_status(cb, arg, CODE(INTERNAL), "out of memory");
+    waiter *w = waiter_new(j, T_WAIT_AWAIT, wait_ms, cb, arg);
+    if (!w)
         return;
-    }
-    w->cb = cb;
-    w->arg = arg;
     w->jb = jb;
     w->collect = req->collect;
     w->next = jb->awaits;
