@@ -282,6 +282,25 @@ static void rearm(ss_jobs *j)
     uv_timer_start(&j->timer, on_timer, min->k1 > now ? min->k1 - now : 0, 0);
 }
 
+/* Answer OK with one of the job bodies (body must match body_case). */
+static int reply_ok(ss_jobs_reply_fn cb, void *arg, Statesaver__V1__Response__BodyCase body_case,
+                    void *body)
+{
+    Statesaver__V1__Status status = STATESAVER__V1__STATUS__INIT;
+    status.message = (char *)"";
+    Statesaver__V1__Response resp = STATESAVER__V1__RESPONSE__INIT;
+    resp.status = &status;
+    resp.body_case = body_case;
+    switch (body_case) {
+    case STATESAVER__V1__RESPONSE__BODY_SUBMIT: resp.submit = body; break;
+    case STATESAVER__V1__RESPONSE__BODY_LEASE: resp.lease = body; break;
+    case STATESAVER__V1__RESPONSE__BODY_COMPLETE: resp.complete = body; break;
+    case STATESAVER__V1__RESPONSE__BODY_AWAIT_SEGMENT: resp.await_segment = body; break;
+    default: return SS_ERR_INTERNAL;
+    }
+    return cb(arg, &resp);
+}
+
 static int timer_add(ss_jobs *j, timed *t, int kind, uint64_t after_ms)
 {
     t->kind = kind;
@@ -712,13 +731,7 @@ static void done_submit(ss_jobs *j, jobs_op *op, int rc, const char *msg)
     if (rc == 0) {
         Statesaver__V1__SubmitResponse body = STATESAVER__V1__SUBMIT_RESPONSE__INIT;
         body.already_queued = p->already;
-        Statesaver__V1__Status status = STATESAVER__V1__STATUS__INIT;
-        status.message = (char *)"";
-        Statesaver__V1__Response resp = STATESAVER__V1__RESPONSE__INIT;
-        resp.status = &status;
-        resp.body_case = STATESAVER__V1__RESPONSE__BODY_SUBMIT;
-        resp.submit = &body;
-        op->cb(op->arg, &resp);
+        reply_ok(op->cb, op->arg, STATESAVER__V1__RESPONSE__BODY_SUBMIT, &body);
     } else {
         reply_status(op->cb, op->arg, rc == SS_ERR_CONFLICT ? CODE(ALREADY_EXISTS) : err_code(rc),
                      "%s", msg && *msg ? msg : ss_strerror(rc));
@@ -817,13 +830,7 @@ static void done_complete(ss_jobs *j, jobs_op *op, int rc, const char *msg)
     if (body.already_applied) {
         for (size_t i = 0; i < op->n_req; i++)
             body.already_applied[i] = op->already[i];
-        Statesaver__V1__Status status = STATESAVER__V1__STATUS__INIT;
-        status.message = (char *)"";
-        Statesaver__V1__Response resp = STATESAVER__V1__RESPONSE__INIT;
-        resp.status = &status;
-        resp.body_case = STATESAVER__V1__RESPONSE__BODY_COMPLETE;
-        resp.complete = &body;
-        op->cb(op->arg, &resp);
+        reply_ok(op->cb, op->arg, STATESAVER__V1__RESPONSE__BODY_COMPLETE, &body);
         free(body.already_applied);
     } else {
         reply_status(op->cb, op->arg, CODE(INTERNAL), "complete committed, reply: out of memory");
@@ -1263,13 +1270,7 @@ static int serve(ss_jobs *j, saverq *sv, uint32_t max_batch, uint32_t lease_ms,
     body.names = names;
     body.n_items = kept;
     body.items = segp;
-    Statesaver__V1__Status status = STATESAVER__V1__STATUS__INIT;
-    status.message = (char *)"";
-    Statesaver__V1__Response resp = STATESAVER__V1__RESPONSE__INIT;
-    resp.status = &status;
-    resp.body_case = STATESAVER__V1__RESPONSE__BODY_LEASE;
-    resp.lease = &body;
-    rc = cb(arg, &resp);
+    rc = reply_ok(cb, arg, STATESAVER__V1__RESPONSE__BODY_LEASE, &body);
     mdb_txn_abort(txn);
     txn = NULL;
     for (size_t i = 0; i < n; i++)
@@ -1365,13 +1366,7 @@ static void kick(ss_jobs *j, saverq *sv)
 static int reply_empty_lease(ss_jobs_reply_fn cb, void *arg)
 {
     Statesaver__V1__LeaseResponse body = STATESAVER__V1__LEASE_RESPONSE__INIT;
-    Statesaver__V1__Status status = STATESAVER__V1__STATUS__INIT;
-    status.message = (char *)"";
-    Statesaver__V1__Response resp = STATESAVER__V1__RESPONSE__INIT;
-    resp.status = &status;
-    resp.body_case = STATESAVER__V1__RESPONSE__BODY_LEASE;
-    resp.lease = &body;
-    return cb(arg, &resp);
+    return reply_ok(cb, arg, STATESAVER__V1__RESPONSE__BODY_LEASE, &body);
 }
 
 /* ---- await ------------------------------------------------------------ */
@@ -1442,13 +1437,7 @@ static void reply_await(ss_jobs *j, job *jb, ss_jobs_reply_fn cb, void *arg)
         body.n_final_states = nf;
         body.final_states = tenp;
     }
-    Statesaver__V1__Status status = STATESAVER__V1__STATUS__INIT;
-    status.message = (char *)"";
-    Statesaver__V1__Response resp = STATESAVER__V1__RESPONSE__INIT;
-    resp.status = &status;
-    resp.body_case = STATESAVER__V1__RESPONSE__BODY_AWAIT_SEGMENT;
-    resp.await_segment = &body;
-    cb(arg, &resp);
+    reply_ok(cb, arg, STATESAVER__V1__RESPONSE__BODY_AWAIT_SEGMENT, &body);
 out:
     if (txn)
         mdb_txn_abort(txn);
