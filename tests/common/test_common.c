@@ -1,0 +1,94 @@
+/* test_common -- Check suite for common/: strict integer parsing, CRC32C. */
+#include <check.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ss_crc32c.h"
+#include "ss_error.h"
+#include "ss_parse.h"
+
+START_TEST(parse_u64_accepts_plain_decimals)
+{
+    uint64_t v = 7;
+    ck_assert_int_eq(ss_parse_u64("0", 0, 10, &v), 0);
+    ck_assert_uint_eq(v, 0);
+    ck_assert_int_eq(ss_parse_u64("18446744073709551615", 0, UINT64_MAX, &v), 0);
+    ck_assert_uint_eq(v, UINT64_MAX);
+    ck_assert_int_eq(ss_parse_u64("42", 1, 42, &v), 0);
+    ck_assert_uint_eq(v, 42);
+}
+END_TEST
+
+START_TEST(parse_u64_refuses_everything_else)
+{
+    static const char *bad[] = {"", " 1", " -1", "-1", "+1", "1 ", "1e3", "12k",
+                                "0x10", "1.0", "\t5", NULL};
+    uint64_t v = 99;
+    for (int i = 0; bad[i]; i++) {
+        ck_assert_msg(ss_parse_u64(bad[i], 0, UINT64_MAX, &v) == SS_ERR_INVALID,
+                      "accepted '%s'", bad[i]);
+        ck_assert_uint_eq(v, 99);
+    }
+    ck_assert_int_eq(ss_parse_u64(NULL, 0, 1, &v), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_parse_u64("18446744073709551616", 0, UINT64_MAX, &v), SS_ERR_TOO_BIG);
+    ck_assert_int_eq(ss_parse_u64("11", 0, 10, &v), SS_ERR_TOO_BIG);
+    ck_assert_int_eq(ss_parse_u64("0", 1, 10, &v), SS_ERR_TOO_BIG);
+    ck_assert_uint_eq(v, 99);
+}
+END_TEST
+
+START_TEST(parse_double_strict)
+{
+    double d = 0;
+    ck_assert_int_eq(ss_parse_double("0.5", &d), 0);
+    ck_assert(d == 0.5);
+    ck_assert_int_eq(ss_parse_double("-1e-3", &d), 0);
+    ck_assert(d == -1e-3);
+    ck_assert_int_eq(ss_parse_double(" 1", &d), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_parse_double("1x", &d), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_parse_double("", &d), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_parse_double("inf", &d), SS_ERR_INVALID);
+    ck_assert_int_eq(ss_parse_double("nan", &d), SS_ERR_INVALID);
+}
+END_TEST
+
+/* Published CRC-32C check values (RFC 3720 B.4 and the "123456789" check). */
+static void crc_vectors(void)
+{
+    ck_assert_uint_eq(ss_crc32c(0, "123456789", 9), 0xE3069283u);
+    uint8_t zeros[32] = {0}, ones[32], inc[32];
+    memset(ones, 0xff, sizeof ones);
+    for (int i = 0; i < 32; i++)
+        inc[i] = (uint8_t)i;
+    ck_assert_uint_eq(ss_crc32c(0, zeros, 32), 0x8A9136AAu);
+    ck_assert_uint_eq(ss_crc32c(0, ones, 32), 0x62A8AB43u);
+    ck_assert_uint_eq(ss_crc32c(0, inc, 32), 0x46DD794Eu);
+    ck_assert_uint_eq(ss_crc32c(0, "", 0), 0);
+    /* Chaining over any split equals the whole. */
+    uint8_t buf[1000];
+    for (int i = 0; i < 1000; i++)
+        buf[i] = (uint8_t)(i * 131 + 7);
+    uint32_t whole = ss_crc32c(0, buf, sizeof buf);
+    for (size_t cut = 0; cut <= sizeof buf; cut += 37)
+        ck_assert_uint_eq(ss_crc32c(ss_crc32c(0, buf, cut), buf + cut, sizeof buf - cut), whole);
+}
+
+START_TEST(crc32c_vectors) { crc_vectors(); }
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("common");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, parse_u64_accepts_plain_decimals);
+    tcase_add_test(tc, parse_u64_refuses_everything_else);
+    tcase_add_test(tc, parse_double_strict);
+    tcase_add_test(tc, crc32c_vectors);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
