@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "atomic_file.h"
+#include "ss_backoff.h"
 #include "model.h"
 #include "serve_metrics.h"
 #include "ss_error.h"
@@ -105,7 +106,8 @@ typedef struct worker {
     size_t token_len;       /* bytes of token */
     char name[128];         /* worker name for the server's logs */
     ss_client *c;           /* connection, NULL while disconnected */
-    uint32_t backoff_ms;    /* next reconnect wait */
+    ss_backoff backoff;     /* waits between reconnects and refused leases */
+    uint64_t lease_refusals; /* failed Lease calls since the last good one */
     uint64_t batches;       /* non-empty leases served */
     uint64_t segments;      /* segments completed (incl. failed items) */
     uint64_t failed_items;  /* items completed with an error */
@@ -152,8 +154,9 @@ static void usage(FILE *f)
             "                       over HTTP (off by default; port 0 = ephemeral)\n"
             "  --metrics-port-file FILE  write the bound metrics port here\n"
             "  --help, --version\n"
-            "The server going away is not an error: the worker reconnects with\n"
-            "backoff (%u ms .. %u ms). SIGTERM/SIGINT: finish and complete the current\n"
+            "The server going away is not an error, nor a Lease refused with\n"
+            "RESOURCE_EXHAUSTED or UNAVAILABLE: the worker retries with jittered\n"
+            "exponential backoff (%u ms .. %u ms), logging once per streak. SIGTERM/SIGINT: finish and complete the current\n"
             "batch, then exit 0. Exit status: 1 schema conflict or fatal refusal,\n"
             "2 bad arguments or model file.\n",
             SS_SERVE_DEFAULT_SERVER, SS_SERVE_BATCH_MAX, SS_SERVE_BATCH_DEFAULT,
@@ -366,12 +369,10 @@ static bool transient(const worker *w, int rc)
            rc == SS_ERR_STATUS(STATESAVER__V1__CODE__UNAVAILABLE);
 }
 
-/* Wait the current backoff, then double it (up to the maximum). */
+/* Wait the current (jittered) backoff, then double it up to the maximum. */
 static void backoff(worker *w)
 {
-    nap(w->backoff_ms);
-    w->backoff_ms = w->backoff_ms * 2 > SS_SERVE_BACKOFF_MAX_MS ? SS_SERVE_BACKOFF_MAX_MS
-                                                                : w->backoff_ms * 2;
+    nap(ss_backoff_next(&w->backoff));
 }
 
 /* Connect and declare the schema. 0 when connected; SS_ERR_CONFLICT for a
@@ -423,10 +424,14 @@ static int connect_declare(worker *w)
         disconnect(w);
         return rc;
     }
-    SS_LOG(SS_LOG_INFO, "serve: connected to %s, saver %s %s (%zu states), worker %s",
+    /* In a streak of refused leases every reconnect would say this again. */
+    SS_LOG(w->lease_refusals ? SS_LOG_DEBUG : SS_LOG_INFO,
+           "serve: connected to %s, saver %s %s (%zu states), worker %s",
            w->o.server, w->o.saver, created ? "declared" : "already declared",
            w->m->n_states, w->name);
-    w->backoff_ms = SS_SERVE_BACKOFF_MIN_MS;
+    /* The backoff is reset by a Lease that works, not by the connect: a
+     * server that accepts connections but refuses every Lease must still
+     * see the waits grow. */
     ss_serve_metrics_connected(w->metrics, true);
     return 0;
 }
@@ -652,12 +657,11 @@ static void complete(worker *w, const ss_lease *l, results *r)
          * short, the batch is to be completed first. */
         uint64_t left = ss_lease_deadline_ms(l) - wall_ms();
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 0};
-        uint32_t wait = w->backoff_ms < left ? w->backoff_ms : (uint32_t)left;
+        uint32_t next = ss_backoff_next(&w->backoff);
+        uint32_t wait = next < left ? next : (uint32_t)left;
         ts.tv_sec = wait / 1000;
         ts.tv_nsec = (long)(wait % 1000) * 1000000L;
         nanosleep(&ts, NULL);
-        w->backoff_ms = w->backoff_ms * 2 > SS_SERVE_BACKOFF_MAX_MS ? SS_SERVE_BACKOFF_MAX_MS
-                                                                    : w->backoff_ms * 2;
         int crc = connect_declare(w);
         if (crc == SS_ERR_CONFLICT || crc == SS_ERR_INVALID)
             return;
@@ -878,6 +882,63 @@ static void pending_finish(worker *w, pending *p)
     log_progress(w, false);
 }
 
+/* What a failed Lease means for the loop. */
+typedef enum lease_failure {
+    LEASE_FATAL = 0,  /* a refusal that will not change: exit */
+    LEASE_RECONNECT,  /* connection lost, server unavailable, saver gone */
+    LEASE_BUSY,       /* RESOURCE_EXHAUSTED: the connection is fine */
+} lease_failure;
+
+static lease_failure classify_lease_failure(const worker *w, int rc)
+{
+    if (rc == SS_ERR_STATUS(STATESAVER__V1__CODE__RESOURCE_EXHAUSTED) && !ss_client_broken(w->c))
+        return LEASE_BUSY;
+    if (transient(w, rc) || rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND) ||
+        rc == SS_ERR_STATUS(STATESAVER__V1__CODE__RESOURCE_EXHAUSTED))
+        return LEASE_RECONNECT;
+    return LEASE_FATAL;
+}
+
+/* A Lease failed with rc: log it (once per streak of failures), finish
+ * the Complete in flight, and back off. RESOURCE_EXHAUSTED and UNAVAILABLE
+ * are transient: the worker waits and tries again, however long the
+ * streak. Returns 0 to go on, or SS_ERR_INVALID when the refusal is fatal. */
+static int lease_refused(worker *w, int rc, pending *p)
+{
+    lease_failure f = classify_lease_failure(w, rc);
+    const char *what = f == LEASE_BUSY ? "; backing off" : f == LEASE_RECONNECT ? "; reconnecting" : "";
+    if (f == LEASE_FATAL)
+        SS_LOG(SS_LOG_ERROR, "serve: lease from %s: %s", w->o.server, ss_client_last_error(w->c));
+    else if (w->lease_refusals == 0)
+        SS_LOG(SS_LOG_WARN, "serve: lease from %s: %s%s (retrying with backoff up to %u ms; "
+               "logged once until a lease succeeds)", w->o.server, ss_client_last_error(w->c),
+               what, SS_SERVE_BACKOFF_MAX_MS);
+    else
+        SS_LOG(SS_LOG_DEBUG, "serve: lease from %s: %s%s (%" PRIu64 " in a row)", w->o.server,
+               ss_client_last_error(w->c), what, w->lease_refusals + 1);
+    w->lease_refusals++;
+    ss_serve_metrics_error(w->metrics, SS_SERVE_ERR_LEASE);
+    /* The reply of the Complete in flight may have arrived before the
+     * failure (kept by the library); else it is retried. */
+    pending_finish(w, p);
+    if (f != LEASE_BUSY)
+        disconnect(w);
+    if (f == LEASE_FATAL)
+        return SS_ERR_INVALID;
+    backoff(w);
+    return 0;
+}
+
+/* A Lease call succeeded: end a streak of failures. */
+static void lease_works(worker *w)
+{
+    if (w->lease_refusals > 0)
+        SS_LOG(SS_LOG_INFO, "serve: leasing from %s again after %" PRIu64 " failed lease%s",
+               w->o.server, w->lease_refusals, w->lease_refusals == 1 ? "" : "s");
+    w->lease_refusals = 0;
+    ss_backoff_reset(&w->backoff);
+}
+
 /* The lease loop. Returns the exit status. */
 static int loop(worker *w)
 {
@@ -912,22 +973,13 @@ static int loop(worker *w)
                                  w->name, &l);
         k.leased = mono_us();
         if (rc < 0) {
-            bool again = transient(w, rc) ||
-                         rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND);
-            SS_LOG(again ? SS_LOG_WARN : SS_LOG_ERROR, "serve: lease from %s: %s%s",
-                   w->o.server, ss_client_last_error(w->c), again ? "; reconnecting" : "");
-            ss_serve_metrics_error(w->metrics, SS_SERVE_ERR_LEASE);
-            /* The reply of the Complete in flight may have arrived before
-             * the failure (kept by the library); else it is retried. */
-            pending_finish(w, &p);
-            disconnect(w);
-            if (!again) {
+            if (lease_refused(w, rc, &p) < 0) {
                 status = SS_SERVE_EXIT_FAIL;
                 break;
             }
-            backoff(w);
             continue;
         }
+        lease_works(w);
         if (ss_lease_items(l) == 0) {
             ss_lease_free(l);
             pending_finish(w, &p); /* idle: its reply is long in */
@@ -961,13 +1013,13 @@ int ss_serve_main(int argc, char **argv)
 {
     worker w = {.o = {.batch = SS_SERVE_BATCH_DEFAULT, .wait_ms = SS_SERVE_WAIT_MS_DEFAULT,
                       .timeout_ms = SS_SERVE_TIMEOUT_MS_DEFAULT,
-                      .log_every = SS_SERVE_LOG_EVERY_DEFAULT},
-                .backoff_ms = SS_SERVE_BACKOFF_MIN_MS};
+                      .log_every = SS_SERVE_LOG_EVERY_DEFAULT}};
     char err[ERRSZ], host[64] = "";
     int exit_now, status = SS_SERVE_EXIT_USAGE;
 
     if (parse_args(&w.o, argc, argv, &exit_now) < 0 || exit_now >= 0)
         return exit_now;
+    ss_backoff_init(&w.backoff, SS_SERVE_BACKOFF_MIN_MS, SS_SERVE_BACKOFF_MAX_MS, 0);
     if (w.o.token_file && read_token(&w) < 0)
         goto out;
     int rc = ss_model_load(w.o.model, &w.m, err, sizeof err);

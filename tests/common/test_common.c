@@ -1,9 +1,11 @@
 /* test_common -- Check suite for common/: strict integer parsing, CRC32C. */
 #include <check.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ss_backoff.h"
 #include "ss_crc32c.h"
 #include "ss_error.h"
 #include "ss_parse.h"
@@ -74,6 +76,43 @@ static void crc_vectors(void)
         ck_assert_uint_eq(ss_crc32c(ss_crc32c(0, buf, cut), buf + cut, sizeof buf - cut), whole);
 }
 
+/* Waits stay in [nominal/2, nominal], double up to the ceiling, reset. */
+START_TEST(backoff_bounded_jittered_exponential)
+{
+    ss_backoff b;
+    ss_backoff_init(&b, 100, 5000, 42);
+    uint32_t nominal = 100;
+    bool varied = false;
+    uint32_t first = 0;
+    for (int i = 0; i < 20; i++) {
+        uint32_t w = ss_backoff_next(&b);
+        ck_assert_uint_ge(w, nominal / 2);
+        ck_assert_uint_le(w, nominal);
+        nominal = nominal * 2 > 5000 ? 5000 : nominal * 2;
+        ck_assert_uint_eq(ss_backoff_current(&b), nominal);
+    }
+    /* At the ceiling the waits still vary (jitter), never above it. */
+    for (int i = 0; i < 50; i++) {
+        uint32_t w = ss_backoff_next(&b);
+        ck_assert_uint_ge(w, 2500);
+        ck_assert_uint_le(w, 5000);
+        if (i == 0)
+            first = w;
+        else if (w != first)
+            varied = true;
+    }
+    ck_assert(varied);
+    ss_backoff_reset(&b);
+    ck_assert_uint_eq(ss_backoff_current(&b), 100);
+    ck_assert_uint_le(ss_backoff_next(&b), 100);
+    /* Degenerate bounds are raised, never zero. */
+    ss_backoff_init(&b, 0, 0, 0);
+    ck_assert_uint_eq(ss_backoff_current(&b), 1);
+    ck_assert_uint_le(ss_backoff_next(&b), 1);
+    ck_assert_uint_eq(ss_backoff_current(&b), 1);
+}
+END_TEST
+
 START_TEST(crc32c_vectors) { crc_vectors(); }
 END_TEST
 
@@ -85,6 +124,7 @@ int main(void)
     tcase_add_test(tc, parse_u64_refuses_everything_else);
     tcase_add_test(tc, parse_double_strict);
     tcase_add_test(tc, crc32c_vectors);
+    tcase_add_test(tc, backoff_bounded_jittered_exponential);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
