@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ss_tensor.h"
+
 static const char usage_text[] =
     "usage: statesaver [--server HOST:PORT] [--token-file F] [--timeout-ms N]\n"
     "                  COMMAND [ARGS...]\n"
@@ -83,6 +85,48 @@ int cli_parse_u64(const char *s, unsigned long long max, unsigned long long *out
         return SS_ERR_INVALID;
     *out = v;
     return 0;
+}
+
+/* .npy element types and the wire's, side by side. */
+static const struct {
+    ss_npy_dtype npy; /* common/ss_npy */
+    int wire;         /* enum ss_dtype */
+} npy_dtypes[] = {
+    {SS_NPY_F32, SS_DTYPE_FLOAT32},
+    {SS_NPY_F64, SS_DTYPE_FLOAT64},
+    {SS_NPY_I32, SS_DTYPE_INT32},
+    {SS_NPY_I64, SS_DTYPE_INT64},
+};
+
+int cli_npy_dtype(const ss_npy *a)
+{
+    for (size_t i = 0; a && i < sizeof npy_dtypes / sizeof npy_dtypes[0]; i++)
+        if (npy_dtypes[i].npy == a->dtype)
+            return npy_dtypes[i].wire;
+    return 0;
+}
+
+int cli_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
+{
+    *out = NULL;
+    return ss_npy_read_max(path, CLI_NPY_MAX_BYTES, out, err, errsz);
+}
+
+int cli_npy_write(const char *path, int dtype, const int64_t *shape, size_t rank,
+                  const void *data, size_t nbytes, char *err, size_t errsz)
+{
+    size_t i = 0;
+    while (i < sizeof npy_dtypes / sizeof npy_dtypes[0] && npy_dtypes[i].wire != dtype)
+        i++;
+    uint64_t count = 0;
+    size_t es = ss_dtype_size(dtype);
+    if (i == sizeof npy_dtypes / sizeof npy_dtypes[0] || rank > SS_NPY_MAX_DIMS ||
+        ss_shape_count(shape, rank, SIZE_MAX / (es ? es : 1), &count) < 0 ||
+        count * es != nbytes) {
+        snprintf(err, errsz, "%s: bad dtype or shape for %zu bytes", path, nbytes);
+        return SS_ERR_INVALID;
+    }
+    return ss_npy_write(path, npy_dtypes[i].npy, (int)rank, shape, data, err, errsz);
 }
 
 int cli_connect(const cli_ctx *ctx, ss_client **out)

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "npy_io.h"
+#include "ss_npy.h"
 #include "ss_limits.h"
 #include "ss_tensor.h"
 
@@ -103,7 +103,7 @@ typedef struct cli_state {
     int dtype;                         /* enum ss_dtype */
     int64_t shape[SS_TENSOR_MAX_RANK]; /* per-sequence shape */
     size_t rank;                       /* dims used */
-    npy_io_array initial;              /* --initial value, data NULL if none */
+    ss_npy *initial;                   /* --initial value (owned), NULL if none */
 } cli_state;
 
 /* Parse "NAME:DTYPE:DIMxDIM"; NAME may itself contain ':'. */
@@ -148,11 +148,12 @@ static int parse_state_spec(const char *arg, cli_state *s)
 }
 
 /* Does an npy array have exactly shape, or [1] + shape? */
-static int shape_fits(const npy_io_array *a, const int64_t *shape, size_t rank)
+static int shape_fits(const ss_npy *a, const int64_t *shape, size_t rank)
 {
-    if (a->rank == rank && memcmp(a->shape, shape, rank * sizeof *shape) == 0)
+    size_t ar = (size_t)a->ndim;
+    if (ar == rank && memcmp(a->shape, shape, rank * sizeof *shape) == 0)
         return 1;
-    return a->rank == rank + 1 && a->shape[0] == 1 &&
+    return ar == rank + 1 && a->shape[0] == 1 &&
            memcmp(a->shape + 1, shape, rank * sizeof *shape) == 0;
 }
 
@@ -239,19 +240,21 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
             status = cli_usage("declare", "--initial '%s' names no --state", initial[i]);
             goto out;
         }
-        if (npy_io_read(eq + 1, &st[j].initial, err, sizeof err) < 0) {
+        ss_npy_free(st[j].initial); /* the last --initial for a state wins */
+        st[j].initial = NULL;
+        if (cli_npy_read(eq + 1, &st[j].initial, err, sizeof err) < 0) {
             cli_error("%s", err);
             status = CLI_EXIT_FAIL;
             goto out;
         }
-        if (st[j].initial.dtype != st[j].dtype ||
-            !shape_fits(&st[j].initial, st[j].shape, st[j].rank)) {
+        if (cli_npy_dtype(st[j].initial) != st[j].dtype ||
+            !shape_fits(st[j].initial, st[j].shape, st[j].rank)) {
             char want[128], got[128];
             ss_shape_format(st[j].shape, st[j].rank, want, sizeof want);
-            ss_shape_format(st[j].initial.shape, st[j].initial.rank, got, sizeof got);
+            ss_shape_format(st[j].initial->shape, (size_t)st[j].initial->ndim, got, sizeof got);
             cli_error("%s: state '%s' wants %s %s, file has %s %s", eq + 1, st[j].name,
                       ss_dtype_name(st[j].dtype), want,
-                      ss_dtype_name(st[j].initial.dtype), got);
+                      ss_npy_dtype_name(st[j].initial->dtype), got);
             status = CLI_EXIT_FAIL;
             goto out;
         }
@@ -261,8 +264,8 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
         defs[i].dtype = st[i].dtype;
         defs[i].shape = st[i].shape;
         defs[i].rank = st[i].rank;
-        defs[i].initial = st[i].initial.data;
-        defs[i].initial_bytes = st[i].initial.nbytes;
+        defs[i].initial = st[i].initial ? st[i].initial->data : NULL;
+        defs[i].initial_bytes = st[i].initial ? st[i].initial->nbytes : 0;
     }
     if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
         goto out;
@@ -276,7 +279,7 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
 out:
     ss_client_close(c);
     for (size_t i = 0; i < CLI_STATES_MAX; i++)
-        npy_io_array_clear(&st[i].initial);
+        ss_npy_free(st[i].initial);
     free(st);
     return status;
 }
@@ -388,8 +391,8 @@ int cli_cmd_fetch(const cli_ctx *ctx, int argc, char **argv)
             if (out_dir) {
                 char path[4096], err[1024];
                 out_path(path, sizeof path, out_dir, names[k], sname);
-                if (npy_io_write(path, dtype, shape, rank, row, nbytes, err,
-                                 sizeof err) < 0) {
+                if (cli_npy_write(path, dtype, shape, rank, row, nbytes, err,
+                                  sizeof err) < 0) {
                     cli_error("%s", err);
                     status = CLI_EXIT_FAIL;
                     goto out;
@@ -475,7 +478,7 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
     size_t n_files = 0;
     unsigned long long segment = 0;
     bool have_segment = false, final = false, applied = false;
-    npy_io_array *arrays = NULL;
+    ss_npy **arrays = NULL;        /* per schema state: the file read (owned) */
     ss_state_data data[CLI_STATES_MAX];
     ss_list_result *schema = NULL;
     ss_client *c = NULL;
@@ -531,11 +534,11 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
             cli_error("saver '%s' has no state '%.*s'", saver, (int)nlen, files[f]);
             goto out;
         }
-        if (arrays[j].data) {
+        if (arrays[j]) {
             cli_error("state '%.*s' given twice", (int)nlen, files[f]);
             goto out;
         }
-        if (npy_io_read(files[f] + nlen + 1, &arrays[j], err, sizeof err) < 0) {
+        if (cli_npy_read(files[f] + nlen + 1, &arrays[j], err, sizeof err) < 0) {
             cli_error("%s", err);
             goto out;
         }
@@ -545,23 +548,23 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
         const int64_t *shape;
         size_t rank;
         const char *sn = ss_list_result_saver_state(schema, row, j, &dtype, &shape, &rank);
-        if (!arrays[j].data) {
+        if (!arrays[j]) {
             cli_error("missing --state %s=FILE.npy (every state of '%s' is saved together)",
                       sn, saver);
             goto out;
         }
-        if (arrays[j].dtype != dtype || !shape_fits(&arrays[j], shape, rank)) {
+        if (cli_npy_dtype(arrays[j]) != dtype || !shape_fits(arrays[j], shape, rank)) {
             char want[128], got[128];
             ss_shape_format(shape, rank, want, sizeof want);
-            ss_shape_format(arrays[j].shape, arrays[j].rank, got, sizeof got);
+            ss_shape_format(arrays[j]->shape, (size_t)arrays[j]->ndim, got, sizeof got);
             cli_error("state '%s' wants %s %s, file has %s %s", sn, ss_dtype_name(dtype),
-                      want, ss_dtype_name(arrays[j].dtype), got);
+                      want, ss_npy_dtype_name(arrays[j]->dtype), got);
             goto out;
         }
         data[j].dtype = dtype;
         data[j].shape = shape;
         data[j].rank = rank;
-        data[j].data = arrays[j].data;
+        data[j].data = arrays[j]->data;
     }
     ss_key k = {key, strlen(key)};
     uint64_t seg = segment;
@@ -579,7 +582,7 @@ out:
     ss_list_result_free(schema);
     ss_client_close(c);
     for (size_t j = 0; arrays && j < CLI_STATES_MAX; j++)
-        npy_io_array_clear(&arrays[j]);
+        ss_npy_free(arrays[j]);
     free(arrays);
     return status;
 }

@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "npy_io.h"
+#include "ss_npy.h"
 #include "ss_limits.h"
 #include "ss_tensor.h"
 #include "statesaver_jobs.h"
@@ -92,7 +92,7 @@ static const char submit_usage[] =
 typedef struct seq {
     char *key;            /* file name without .npy (owned) */
     char *path;           /* input file path (owned) */
-    npy_io_array in;      /* float32 [length, input_size] */
+    ss_npy *in;           /* float32 [length, input_size] (owned), NULL once queued */
     uint64_t length;      /* steps */
     uint64_t n_segments;  /* segments it is cut into */
     uint64_t first_ref;   /* index of its segment 0 in run.queued */
@@ -244,7 +244,7 @@ static void free_run(run *r)
         seq *q = &r->seqs[i];
         free(q->key);
         free(q->path);
-        npy_io_array_clear(&q->in);
+        ss_npy_free(q->in);
         free(q->out);
         ss_await_result_free(q->fin);
         free(q->reason);
@@ -320,29 +320,29 @@ static int load_inputs(run *r, const char *dir)
     for (size_t i = 0; i < r->n; i++) {
         seq *q = &r->seqs[i];
         char err[1024];
-        if (npy_io_read(q->path, &q->in, err, sizeof err) < 0) {
+        if (cli_npy_read(q->path, &q->in, err, sizeof err) < 0) {
             cli_error("%s", err);
             status = CLI_EXIT_USAGE;
             goto out;
         }
         char shp[96];
-        ss_shape_format(q->in.shape, q->in.rank, shp, sizeof shp);
-        if (q->in.dtype != SS_DTYPE_FLOAT32 || q->in.rank != 2 || q->in.shape[0] < 1 ||
-            q->in.shape[1] < 1 || q->in.shape[1] > UINT32_MAX) {
+        ss_shape_format(q->in->shape, (size_t)q->in->ndim, shp, sizeof shp);
+        if (q->in->dtype != SS_NPY_F32 || q->in->ndim != 2 || q->in->shape[0] < 1 ||
+            q->in->shape[1] < 1 || q->in->shape[1] > UINT32_MAX) {
             cli_error("%s: expected float32 [length, input_size] with length >= 1, "
-                      "found %s %s", q->path, ss_dtype_name(q->in.dtype), shp);
+                      "found %s %s", q->path, ss_npy_dtype_name(q->in->dtype), shp);
             status = CLI_EXIT_USAGE;
             goto out;
         }
         if (i == 0)
-            r->input_size = (uint32_t)q->in.shape[1];
-        if (q->in.shape[1] != (int64_t)r->input_size) {
+            r->input_size = (uint32_t)q->in->shape[1];
+        if (q->in->shape[1] != (int64_t)r->input_size) {
             cli_error("%s: expected float32 [length, %u] like %s, found %s", q->path,
                       r->input_size, r->seqs[0].path, shp);
             status = CLI_EXIT_USAGE;
             goto out;
         }
-        q->length = (uint64_t)q->in.shape[0];
+        q->length = (uint64_t)q->in->shape[0];
         q->n_segments = ss_jobs_segments(q->length, r->T);
         q->first_ref = r->segs_total;
         r->total_steps += q->length;
@@ -395,8 +395,8 @@ static int write_sequence(run *r, seq *q)
         cli_error("%s/%s.npy: path too long", r->out_dir, q->key);
         return CLI_EXIT_FAIL;
     }
-    if (npy_io_write(path, SS_DTYPE_FLOAT32, shape, 2, q->out,
-                     (size_t)q->length * q->out_cols * sizeof(float), err, sizeof err) < 0) {
+    if (cli_npy_write(path, SS_DTYPE_FLOAT32, shape, 2, q->out,
+                      (size_t)q->length * q->out_cols * sizeof(float), err, sizeof err) < 0) {
         cli_error("%s", err);
         return CLI_EXIT_FAIL;
     }
@@ -415,7 +415,7 @@ static int write_sequence(run *r, seq *q)
         for (char *p = path + strlen(r->out_dir) + 1 + strlen(q->key); *p; p++)
             if (*p == '/')
                 *p = '_';
-        if (npy_io_write(path, dtype, fshape, rank, data, nbytes, err, sizeof err) < 0) {
+        if (cli_npy_write(path, dtype, fshape, rank, data, nbytes, err, sizeof err) < 0) {
             cli_error("%s", err);
             return CLI_EXIT_FAIL;
         }
@@ -806,7 +806,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     for (size_t i = 0; i < r.n; i++) {
         ins[i].key.data = r.seqs[i].key;
         ins[i].key.len = strlen(r.seqs[i].key);
-        ins[i].data = r.seqs[i].in.data;
+        ins[i].data = r.seqs[i].in->data;
         ins[i].length = r.seqs[i].length;
     }
     if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
@@ -818,7 +818,8 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     /* Input data is no longer needed once every segment is queued. */
     size_t n_refs = 0;
     for (size_t i = 0; i < r.n; i++) {
-        npy_io_array_clear(&r.seqs[i].in);
+        ss_npy_free(r.seqs[i].in);
+        r.seqs[i].in = NULL;
         r.seqs[i].first_await = n_refs;
         bool gap = false;
         for (uint64_t s = 0; s < r.seqs[i].n_segments; s++) {

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "model.h"
-#include "npy.h"
+#include "ss_npy.h"
 #include "ss_error.h"
 #include "ss_log.h"
 #include "unroll.h"
