@@ -17,8 +17,6 @@
 #define CLI_EXIT_USAGE 2
 /* Default server when neither --server nor STATESAVER_SERVER is given. */
 #define CLI_DEFAULT_SERVER "127.0.0.1:7450"
-/* Largest token file accepted (bytes). */
-#define CLI_TOKEN_MAX 4096u
 
 /* Global options, shared by every command. */
 typedef struct cli_ctx {
@@ -41,9 +39,6 @@ int cli_fail(ss_client *c, const char *what, int rc);
 
 /* Connect (and say Hello with the token); prints the error itself. */
 int cli_connect(const cli_ctx *ctx, ss_client **out);
-
-/* Parse a non-negative decimal integer with an upper bound. */
-int cli_parse_u64(const char *s, unsigned long long max, unsigned long long *out);
 
 /* Largest .npy data the CLI reads (bytes); matches the default frame limit. */
 #define CLI_NPY_MAX_BYTES (64u * 1024u * 1024u)

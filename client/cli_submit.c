@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ss_parse.h"
 #include "ss_npy.h"
 #include "ss_limits.h"
 #include "ss_tensor.h"
@@ -738,8 +739,8 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     };
     run r = {.status = CLI_EXIT_OK, .phase = "submit"};
     const char *in_dir = NULL;
-    unsigned long long v, wait_ms = SUBMIT_WAIT_MS_DEFAULT, max_wait = 0, T = 0;
-    unsigned long long retry_ms = SUBMIT_RETRY_MS_DEFAULT;
+    uint64_t v, wait_ms = SUBMIT_WAIT_MS_DEFAULT, max_wait = 0, T = 0;
+    uint64_t retry_ms = SUBMIT_RETRY_MS_DEFAULT;
     ss_jobs_pipeline pipe = {.window = 0};
     ss_sequence_in *ins = NULL;
     ss_client *c = NULL;
@@ -752,24 +753,24 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
         case 'i': in_dir = optarg; break;
         case 'o': r.out_dir = optarg; break;
         case 'T':
-            if (cli_parse_u64(optarg, SS_JOBS_NUM_UNROLL_MAX, &T) < 0 || T == 0)
+            if (ss_parse_u64(optarg, 0, SS_JOBS_NUM_UNROLL_MAX, &T) < 0 || T == 0)
                 return cli_usage("submit", "--num-unroll wants 1..%u", SS_JOBS_NUM_UNROLL_MAX);
             break;
         case 'w':
-            if (cli_parse_u64(optarg, SS_WAIT_MS_MAX, &wait_ms) < 0)
+            if (ss_parse_u64(optarg, 0, SS_WAIT_MS_MAX, &wait_ms) < 0)
                 return cli_usage("submit", "--wait-ms wants 0..%u", SS_WAIT_MS_MAX);
             break;
         case 'm':
-            if (cli_parse_u64(optarg, 86400000ull * 365, &max_wait) < 0)
+            if (ss_parse_u64(optarg, 0, 86400000ull * 365, &max_wait) < 0)
                 return cli_usage("submit", "--max-wait-ms wants a number of ms");
             break;
         case 'W':
-            if (cli_parse_u64(optarg, SS_JOBS_WINDOW_MAX, &v) < 0 || v == 0)
+            if (ss_parse_u64(optarg, 0, SS_JOBS_WINDOW_MAX, &v) < 0 || v == 0)
                 return cli_usage("submit", "--window wants 1..%u", SS_JOBS_WINDOW_MAX);
             pipe.window = (uint32_t)v;
             break;
         case 'R':
-            if (cli_parse_u64(optarg, 86400000ull, &retry_ms) < 0)
+            if (ss_parse_u64(optarg, 0, 86400000ull, &retry_ms) < 0)
                 return cli_usage("submit", "--retry-ms wants 0..86400000");
             break;
         case 'j': json = true; break;

@@ -33,6 +33,7 @@
 
 #include "ss_error.h"
 #include "ss_log.h"
+#include "ss_token.h"
 #include "statesaver.pb-c.h" /* status codes (STATESAVER__V1__CODE__*) */
 #include "statesaver_jobs.h"
 #include "unroll_cmd.h"
@@ -67,33 +68,14 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Read the token file; trailing CR/LF are not part of the token (same rule
- * as the server's and the CLI's). */
+/* Read --token-file (common/ss_token: one rule for every program). */
 static int read_token(worker *w)
 {
-    FILE *fp = fopen(w->o.token_file, "rb");
-    if (!fp) {
-        fprintf(stderr, "serve: %s: %s\n", w->o.token_file, strerror(errno));
-        return SS_ERR_IO;
-    }
-    char *buf = malloc(SS_SERVE_TOKEN_MAX + 1);
-    size_t n = buf ? fread(buf, 1, SS_SERVE_TOKEN_MAX + 1, fp) : 0;
-    fclose(fp);
-    if (!buf) {
-        fprintf(stderr, "serve: out of memory\n");
-        return SS_ERR_NOMEM;
-    }
-    if (n > SS_SERVE_TOKEN_MAX) {
-        free(buf);
-        fprintf(stderr, "serve: %s: token longer than %u bytes\n", w->o.token_file,
-                SS_SERVE_TOKEN_MAX);
-        return SS_ERR_TOO_BIG;
-    }
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    w->token = buf;
-    w->token_len = n;
-    return 0;
+    char err[SERVE_ERRSZ];
+    int rc = ss_token_read(w->o.token_file, &w->token, &w->token_len, err, sizeof err);
+    if (rc < 0)
+        fprintf(stderr, "serve: %s\n", err);
+    return rc;
 }
 
 /* Sleep ms, waking early when a stop is requested. */
@@ -526,6 +508,6 @@ out:
     ss_serve_metrics_stop(w.metrics);
     ss_unroll_free(w.u);
     ss_model_free(w.m);
-    free(w.token);
+    ss_token_free(w.token, w.token_len);
     return status;
 }

@@ -1,7 +1,6 @@
 /* serve_opts -- the command line of `statesaver-worker serve`: usage
  * text and flag parsing (numbers through common/ss_parse).
  */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -14,6 +13,7 @@
 #include "ss_error.h"
 #include "ss_log.h"
 #include "unroll_cmd.h"
+#include "ss_parse.h"
 
 static void usage(FILE *f)
 {
@@ -61,14 +61,12 @@ static void usage(FILE *f)
             SS_SERVE_LOG_EVERY_DEFAULT, SS_SERVE_BACKOFF_MIN_MS, SS_SERVE_BACKOFF_MAX_MS);
 }
 
-/* Parse an unsigned decimal in [lo, hi]. */
+/* Parse an unsigned decimal in [lo, hi] (strict: common/ss_parse). */
 static int parse_u64(const char *flag, const char *s, uint64_t lo, uint64_t hi,
                      uint64_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (!*s || *s == '-' || *end || errno || v < lo || v > hi) {
+    uint64_t v;
+    if (ss_parse_u64(s, lo, hi, &v) < 0) {
         fprintf(stderr, "serve: %s must be an integer in [%" PRIu64 ", %" PRIu64 "], got '%s'\n",
                 flag, lo, hi, s);
         return SS_ERR_INVALID;

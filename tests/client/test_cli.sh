@@ -86,6 +86,15 @@ run 2 "$CLI" ls a b
 run 2 "$CLI" bench --op nope
 run 2 "$CLI" bench --state-bytes 5
 run 2 "$CLI" ping --nope
+# Numbers are strict (common/ss_parse): no sign, no white space, no suffix.
+run 2 "$CLI" --timeout-ms " 5" ping
+run 2 "$CLI" --timeout-ms "+5" ping
+run 2 "$CLI" ping --count " 2"
+run 2 "$CLI" declare rnn --state "h:float32:4x 3"
+run 2 "$CLI" declare rnn --state "h:float32:4x+3"
+run 2 "$CLI" declare rnn --state "h:float32:4x"
+run 2 "$CLI" declare rnn --state h:float32:4 --ttl-ms " -1"
+run 2 "$CLI" submit rnn --inputs . --outputs . --num-unroll " 4"
 
 # ---- ping, address forms
 run 0 "$CLI" ping; contains out PONG
@@ -263,6 +272,17 @@ run 1 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/wrong" ping
 contains err UNAUTHENTICATED
 run 1 "$CLI" --server "127.0.0.1:$APORT" ping; contains err UNAUTHENTICATED
 run 1 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/nonexistent" ping
+contains err nonexistent
+# Token files (common/ss_token): one trailing line ending is stripped; an
+# empty file is refused before connecting, naming the file.
+printf 'tok-123\r\n' >"$TMP/token-crlf"
+run 0 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/token-crlf" ping
+: >"$TMP/token-empty"
+run 1 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/token-empty" ping
+contains err token-empty; contains err empty
+printf '\n' >"$TMP/token-nl"
+run 1 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/token-nl" ping
+contains err empty
 run 0 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/token" bench --clients 2 \
   --requests 20 --keys 4 --json
 check_bench fetch 20
