@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ss_backoff.h"
 #include "ss_parse.h"
 #include "ss_npy.h"
 #include "ss_limits.h"
@@ -57,7 +58,7 @@
  * this many segments (or the window, if larger), and the sequences written
  * in a round are collected before the next round starts. */
 #define SUBMIT_ROUND_REFS 512u
-/* Backoff between reconnect attempts (ms). */
+/* Backoff between reconnect attempts (ms; common/ss_backoff, jittered). */
 #define SUBMIT_BACKOFF_MIN_MS 100u
 #define SUBMIT_BACKOFF_MAX_MS 5000u
 
@@ -522,7 +523,7 @@ static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_m
 {
     ss_client_options o;
     char err[1024] = "";
-    uint32_t backoff = SUBMIT_BACKOFF_MIN_MS;
+    ss_backoff backoff;
     int64_t give_up = now_ms() + (int64_t)retry_ms;
     unsigned attempts = 0;
 
@@ -544,12 +545,14 @@ static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_m
     o.token = ctx->token;
     o.token_len = ctx->token_len;
     o.client_name = "statesaver-cli/" SS_VERSION;
+    ss_backoff_init(&backoff, SUBMIT_BACKOFF_MIN_MS, SUBMIT_BACKOFF_MAX_MS, 0);
     for (;;) {
         int64_t left = give_up - now_ms();
         if (left <= 0)
             break;
         struct timespec ts;
-        uint32_t nap = (int64_t)backoff < left ? backoff : (uint32_t)left;
+        uint32_t wait = ss_backoff_next(&backoff); /* jittered, doubling */
+        uint32_t nap = (int64_t)wait < left ? wait : (uint32_t)left;
         ts.tv_sec = nap / 1000;
         ts.tv_nsec = (long)(nap % 1000) * 1000000L;
         nanosleep(&ts, NULL);
@@ -561,7 +564,6 @@ static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_m
             return CLI_EXIT_OK;
         }
         *c = NULL;
-        backoff = backoff * 2 > SUBMIT_BACKOFF_MAX_MS ? SUBMIT_BACKOFF_MAX_MS : backoff * 2;
     }
     cli_error("%s: could not reconnect to %s within %llu ms (%u attempts): %s", r->phase,
               ctx->server, (unsigned long long)retry_ms, attempts, err);

@@ -133,7 +133,11 @@ static int connect_declare(worker *w)
     opt.client_name = w->name;
     rc = ss_client_open(&w->c, &opt, err, sizeof err);
     if (rc < 0) {
-        SS_LOG(SS_LOG_WARN, "serve: connecting to %s: %s", w->o.server, err);
+        /* The server away for a while is one line, not one per attempt. */
+        bool first = w->connect_failures++ == 0;
+        SS_LOG(first ? SS_LOG_WARN : SS_LOG_DEBUG, "serve: connecting to %s: %s%s",
+               w->o.server, err,
+               first ? " (retrying with backoff; logged once until connected)" : "");
         w->c = NULL;
         return rc;
     }
@@ -151,8 +155,9 @@ static int connect_declare(worker *w)
         return SS_ERR_CONFLICT;
     }
     if (rc < 0) {
-        SS_LOG(SS_LOG_WARN, "serve: declaring saver %s on %s: %s", w->o.saver, w->o.server,
-               ss_client_last_error(w->c));
+        bool first = w->connect_failures++ == 0;
+        SS_LOG(first ? SS_LOG_WARN : SS_LOG_DEBUG, "serve: declaring saver %s on %s: %s",
+               w->o.saver, w->o.server, ss_client_last_error(w->c));
         if (!transient(w, rc) && SS_IS_STATUS_ERR(rc) &&
             rc != SS_ERR_STATUS(STATESAVER__V1__CODE__RESOURCE_EXHAUSTED)) {
             disconnect(w);
@@ -163,9 +168,10 @@ static int connect_declare(worker *w)
     }
     /* In a streak of refused leases every reconnect would say this again. */
     SS_LOG(w->lease_refusals ? SS_LOG_DEBUG : SS_LOG_INFO,
-           "serve: connected to %s, saver %s %s (%zu states), worker %s",
+           "serve: connected to %s, saver %s %s (%zu states), worker %s%s",
            w->o.server, w->o.saver, created ? "declared" : "already declared",
-           w->m->n_states, w->name);
+           w->m->n_states, w->name, w->connect_failures ? " (after failed attempts)" : "");
+    w->connect_failures = 0;
     /* The backoff is reset by a Lease that works, not by the connect: a
      * server that accepts connections but refuses every Lease must still
      * see the waits grow. */

@@ -70,6 +70,7 @@ typedef struct worker {
     ss_client *c;           /* connection, NULL while disconnected */
     ss_backoff backoff;     /* waits between reconnects and refused leases */
     uint64_t lease_refusals; /* failed Lease calls since the last good one */
+    uint64_t connect_failures; /* failed connects/declares since the last good one */
     uint64_t batches;       /* non-empty leases served */
     uint64_t segments;      /* segments completed (incl. failed items) */
     uint64_t failed_items;  /* items completed with an error */

@@ -124,12 +124,16 @@ def wait_declared(addr, saver, timeout=20):
     return False
 
 
-def lease_errors(port):
-    """statesaver_worker_errors_total{kind="lease"} from the worker's /metrics."""
+def worker_errors(port, kind):
+    """statesaver_worker_errors_total{kind=...} from the worker's /metrics."""
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
         text = r.read().decode()
-    m = re.search(r'^statesaver_worker_errors_total\{kind="lease"\} (\S+)$', text, re.M)
+    m = re.search(r'^statesaver_worker_errors_total\{kind="%s"\} (\S+)$' % kind, text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+def lease_errors(port):
+    return worker_errors(port, "lease")
 
 
 def max_refusals(seconds):
@@ -223,6 +227,16 @@ def body(tmp):
     # worker reconnects (the landed server drains the held segment too) and
     # serves segments submitted now.
     check(stop(srv) == 0, "server stops on SIGTERM")
+    # The server stays away for at least two failed connects: one line.
+    c0 = worker_errors(mport, "connect") if mport else 0.0
+    deadline = time.monotonic() + 30
+    while mport and time.monotonic() < deadline and worker_errors(mport, "connect") < c0 + 2:
+        time.sleep(0.1)
+    failed = worker_errors(mport, "connect") - c0 if mport else 0.0
+    lines = log_text(w).count("serve: connecting to")
+    check(failed >= 2 and lines == 1 and w.poll() is None,
+          "the server away: %d failed connects, logged in %d line, worker alive"
+          % (failed, lines))
     srv, port2 = server(tmp, data, addr)
     good = os.path.join(tmp, "good-in")
     os.makedirs(good)
