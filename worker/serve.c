@@ -314,7 +314,8 @@ typedef enum lease_failure {
 
 static lease_failure classify_lease_failure(const worker *w, int rc)
 {
-    if (rc == SS_ERR_STATUS(STATESAVER__V1__CODE__RESOURCE_EXHAUSTED) && !ss_client_broken(w->c))
+    if (rc == SS_ERR_STATUS(STATESAVER__V1__CODE__RESOURCE_EXHAUSTED) &&
+        !ss_client_broken(w->c))
         return LEASE_BUSY;
     if (transient(w, rc) || rc == SS_ERR_STATUS(STATESAVER__V1__CODE__NOT_FOUND) ||
         rc == SS_ERR_STATUS(STATESAVER__V1__CODE__RESOURCE_EXHAUSTED))
@@ -329,7 +330,9 @@ static lease_failure classify_lease_failure(const worker *w, int rc)
 static int lease_refused(worker *w, int rc, pending *p)
 {
     lease_failure f = classify_lease_failure(w, rc);
-    const char *what = f == LEASE_BUSY ? "; backing off" : f == LEASE_RECONNECT ? "; reconnecting" : "";
+    const char *what = f == LEASE_BUSY        ? "; backing off"
+                       : f == LEASE_RECONNECT ? "; reconnecting"
+                                              : "";
     if (f == LEASE_FATAL)
         SS_LOG(SS_LOG_ERROR, "serve: lease from %s: %s", w->o.server, ss_client_last_error(w->c));
     else if (w->lease_refusals == 0)

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""test_worker_flags -- numeric flags of statesaver-worker are strict, and
+"""test_worker_flags -- numeric flags of statesaver-worker are strict (the
+--metrics-listen port included), and
 its --token-file follows the one rule (common/ss_parse, common/ss_token).
 
 Every numeric flag of `serve`, `bench` and `unroll` goes through
@@ -27,9 +28,9 @@ def check(cond, what):
         FAILURES.append(what)
 
 
-def run(args):
+def run(args, timeout=30):
     try:
-        r = subprocess.run([WORKER] + args, capture_output=True, text=True, timeout=30)
+        r = subprocess.run([WORKER] + args, capture_output=True, text=True, timeout=timeout)
         return r.returncode, r.stderr
     except subprocess.TimeoutExpired:
         return None, "(timed out)"
@@ -75,6 +76,17 @@ def main():
         check(rc == 2 and path in err and "empty" in err,
               "serve --token-file %s: refused naming the file (exit %s: %s)"
               % (name, rc, err.strip()[:160]))
+    # The port of --metrics-listen is a number like any other (common/ss_http).
+    model_ok = os.path.join(tmp, "image.safetensors")
+    r = subprocess.run(["/usr/bin/python3", os.path.join(SOURCE_ROOT, "scripts", "make-model.py"),
+                        model_ok, "--preset", "image"], capture_output=True, timeout=60)
+    check(r.returncode == 0, "image model written")
+    for bad in (" 0", "+0", "0x0"):
+        rc, err = run(["serve", "--model", model_ok, "--saver", "s", "--server", "127.0.0.1:1",
+                       "--metrics-listen", "127.0.0.1:" + bad], timeout=10)
+        check(rc == 2 and "--metrics-listen: bad address" in err,
+              "serve --metrics-listen 127.0.0.1:%r: exit 2 (exit %s: %s)"
+              % (bad, rc, err.strip()[-160:]))
     big = os.path.join(tmp, "token-big")
     with open(big, "wb") as f:
         f.write(b"a" * 4097)
