@@ -177,6 +177,10 @@ run 0 "$CLI" fetch rnn seq/9; contains out "next_segment=0"
 # fetch --out replaces files atomically: nothing but the .npy files is left.
 run 0 "$CLI" fetch rnn seq/1 --out "$TMP/fetched"
 [ "$(ls -A "$TMP/fetched" | grep -vc '\.npy$')" -eq 0 ] || fail "fetch --out left other files"
+# No fixed "<path>.tmp": a directory of that name does not stop the write.
+mkdir -p "$TMP/fixedtmp/seq_1.h.npy.tmp"
+run 0 "$CLI" fetch rnn seq/1 --out "$TMP/fixedtmp"
+[ -f "$TMP/fixedtmp/seq_1.h.npy" ] || fail "fetch --out did not write past a <path>.tmp directory"
 # float64 states round trip through save and fetch --out.
 run 0 "$CLI" declare rnn64 --state h:float64:4
 "$PY" -c "import numpy as np, sys; np.save(sys.argv[1], np.array([1/3, -2.5, 1e-300, 7], dtype=np.float64))" "$TMP/h64.npy"
