@@ -77,12 +77,12 @@ requests = {
         inputs=tensor(np.arange(6, dtype=np.float32).reshape(3, 2)))),
     "lease": req(12, lease=pb.LeaseRequest(saver="lm", max_batch=4, wait_ms=5,
                                            lease_ms=50, worker="w")),
-    "complete": req(13, complete=pb.CompleteRequest(saver="lm", lease_id=1, items=[
+    "complete": req(13, complete=pb.CompleteRequest(saver="lm", lease_id=0, items=[
         pb.CompletedSegment(key=b"seq-1", segment=0,
                             outputs=tensor(np.ones((3, 4), np.float32)),
                             states=[tensor(np.zeros(4, np.float32)),
                                     tensor(np.ones(4, np.float32))])])),
-    "complete-error": req(14, complete=pb.CompleteRequest(saver="lm", lease_id=1, items=[
+    "complete-error": req(14, complete=pb.CompleteRequest(saver="lm", lease_id=0, items=[
         pb.CompletedSegment(key=b"seq-1", segment=0, error="worker failed")])),
     "await": req(15, await_segment=pb.AwaitRequest(saver="lm", key=b"seq-1", segment=0,
                                                    wait_ms=5, collect=True)),
@@ -104,20 +104,26 @@ write("frame", "empty-payload", frame(b"") + frame(requests["stats"]))
 write("frame", "too-big", frame(requests["ping"]) + struct.pack(">I", 1 << 20) + b"xx")
 
 
-# ---- handlers: sequences of [u16 le length][Request payload] ------------
-def seq(*names):
-    return b"".join(struct.pack("<H", len(requests[n])) + requests[n] for n in names)
+# ---- handlers: a mode byte (bit 0: pipelined), then records of ---------
+# [u16 le length][Request payload]; sent one by one, a Complete with
+# lease_id 0 gets the last lease's id (tests/fuzz/fuzz_handlers.c).
+def seq(pipelined, *names):
+    return bytes([1 if pipelined else 0]) + b"".join(
+        struct.pack("<H", len(requests[n])) + requests[n] for n in names)
 
 
-write("handlers", "states", seq("declare", "save", "fetch", "list-savers", "list-keys",
-                                "stats", "drop", "fetch"))
-write("handlers", "jobs", seq("declare", "submit", "lease", "complete", "await",
+write("handlers", "states", seq(True, "declare", "save", "fetch", "list-savers",
+                                "list-keys", "stats", "drop", "fetch"))
+write("handlers", "states-one-by-one", seq(False, "declare", "save", "fetch",
+                                           "list-keys", "drop-all", "fetch"))
+write("handlers", "jobs", seq(False, "declare", "submit", "lease", "complete", "await",
                               "stats"))
-write("handlers", "job-failed", seq("declare", "submit", "lease", "complete-error",
-                                    "await"))
-write("handlers", "wait", seq("declare", "fetch", "lease", "await", "drop-all"))
-write("handlers", "admin", seq("hello", "ping", "stats", "list-savers"))
-write("handlers", "malformed", seq("ping") + struct.pack("<H", 3) + b"\xff\xff\xff")
+write("handlers", "job-failed", seq(False, "declare", "submit", "lease",
+                                    "complete-error", "await"))
+write("handlers", "jobs-pipelined", seq(True, "declare", "submit", "lease", "await"))
+write("handlers", "wait", seq(True, "declare", "fetch", "lease", "await", "drop-all"))
+write("handlers", "admin", seq(False, "hello", "ping", "stats", "list-savers"))
+write("handlers", "malformed", seq(True, "ping") + struct.pack("<H", 3) + b"\xff\xff\xff")
 
 
 # ---- .npy files ---------------------------------------------------------
