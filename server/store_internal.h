@@ -1,14 +1,98 @@
-/* store_internal -- private helpers shared by store.c and store_schema.c.
+/* store_internal -- private declarations shared by the store's modules
+ * (store.c, store_codec.c, store_read.c, store_write.c, store_evict.c,
+ * store_txn.c, store_schema.c).
  *
  * Not a public header: only the store's own modules include it.
  */
 #ifndef SS_STORE_INTERNAL_H
 #define SS_STORE_INTERNAL_H
 
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "store.h"
+
+#define REC_VERSION 1u
+#define REC_HDR 24u      /* seqs value header */
+#define EVICT_HDR 32u    /* evicted value header */
+#define FIN_HDR 24u      /* finished value header */
+#define HASH_BYTES 16u   /* hash suffix of long DB keys */
+#define DBKEY_MAX 512u   /* buffer for a DB key; maxkey must not exceed it */
+#define COUNTS_BYTES 16u /* counts value */
+/* The long-key scheme needs room for the longest saver name, the NUL, the
+ * hash and a useful prefix of the key. */
+#define MAXKEY_MIN (SS_SAVER_NAME_MAX + 1u + HASH_BYTES + 64u)
+
+/* One schema cache entry (chained hash table). */
+typedef struct store_cache_ent {
+    ss_schema *schema;      /* one reference held by the cache */
+    struct store_cache_ent *next; /* bucket chain */
+} store_cache_ent;
+
+/* A schema cache change waiting for its transaction to commit. */
+typedef struct store_pending {
+    ss_schema *add; /* publish this schema (reference held), or NULL */
+    char *remove;   /* forget this saver name (owned), when add is NULL */
+} store_pending;
+
+struct ss_store {
+    MDB_env *env;            /* the environment */
+    MDB_dbi savers;          /* saver name -> schema */
+    MDB_dbi seqs;            /* sequence records */
+    MDB_dbi evicted;         /* eviction markers */
+    MDB_dbi counts;          /* per-saver counters */
+    MDB_dbi finished;        /* finished markers (final saves) */
+    uint64_t fin_retention;  /* ms a finished marker counts */
+    size_t maxkey;           /* mdb_env_get_maxkeysize */
+    int lock_fd;             /* flock'ed file keeping other servers out */
+    uint64_t map_size;       /* configured map size */
+    pthread_mutex_t pool_mu; /* guards pool */
+    MDB_txn *pool[SS_STORE_READ_POOL]; /* reset read transactions */
+    size_t n_pool;           /* entries in pool */
+    size_t pool_max;         /* pool capacity (bounded by reader slots) */
+    pthread_mutex_t cache_mu;/* guards the cache */
+    store_cache_ent **buckets;     /* schema cache, by name hash */
+    size_t n_buckets;        /* power of two */
+    size_t n_cached;         /* entries */
+    uint64_t next_gen;       /* next schema generation (writer thread) */
+    uint8_t evict_pos[DBKEY_MAX]; /* where the eviction scan resumes */
+    size_t evict_pos_len;    /* 0 = from the start */
+    uint8_t fin_pos[DBKEY_MAX]; /* where the finished-marker scan resumes */
+    size_t fin_pos_len;      /* 0 = from the start */
+};
+
+struct ss_store_txn {
+    ss_store *st;                        /* owning store */
+    MDB_txn *stack[SS_STORE_TXN_DEPTH + 2]; /* [0] top, then children */
+    size_t depth;                        /* entries in stack */
+    size_t marks[SS_STORE_TXN_DEPTH + 2];/* n_pending at each child begin */
+    store_pending *pend;                       /* cache changes to publish */
+    size_t n_pend;                       /* entries in pend */
+    size_t cap_pend;                     /* allocated entries */
+};
+
+/* A parsed seqs record. */
+typedef struct store_rec {
+    uint64_t next_segment; /* segments committed */
+    uint64_t updated_ms;   /* last save */
+    const uint8_t *key;    /* full key when stored (long keys), else NULL */
+    size_t key_len;        /* bytes at key */
+    const uint8_t *states; /* state bytes in schema order */
+    size_t states_len;     /* bytes at states */
+} store_rec;
+
+
+/* A parsed finished marker. */
+typedef struct store_fin_mark {
+    uint64_t next_segment; /* segment + 1 of the final save */
+    uint64_t finished_ms;  /* when that save ran */
+} store_fin_mark;
+
+
+/* ---- schemas (store_schema.c) ---- */
 
 /* Serialize s as the value of its `savers` entry: 8-byte little-endian
  * generation followed by a packed DeclareRequest. *out is malloc'ed, the
@@ -29,5 +113,77 @@ void ss_schema_diff(const ss_schema *a, const ss_schema *b, char *msg,
 /* Little-endian 64-bit load/store (LMDB values are not aligned). */
 uint64_t ss_le64_get(const uint8_t *p);
 void ss_le64_put(uint8_t *p, uint64_t v);
+
+/* Little-endian 32-bit load/store (store_codec.c). */
+uint32_t ss_le32_get(const uint8_t *p);
+void ss_le32_put(uint8_t *p, uint32_t v);
+
+/* ---- keys and record codec (store_codec.c) ---- */
+
+/* Map an LMDB error to ours with a message naming `what` into msg
+ * (SS_STORE_MSG bytes). */
+int store_mdb_fail(int rc, const char *what, char *msg);
+/* Printable form of a key for messages: ASCII as is, the rest as \xHH,
+ * cut with "..." when longer than the buffer allows. */
+void store_key_escape(const uint8_t *k, size_t n, char *out, size_t size);
+/* ms since the epoch as 2026-01-02T03:04:05.678Z. */
+void store_fmt_time(uint64_t ms, char *out, size_t size);
+/* 64-bit finaliser (splitmix64), also used by the schema cache. */
+uint64_t store_mix64(uint64_t x);
+/* Build the DB key of (saver, key) into buf (DBKEY_MAX bytes). *is_long
+ * tells whether the key was shortened (then the full key lives in the
+ * record). */
+void store_dbkey_make(const ss_store *st, const char *saver, size_t slen,
+                      const uint8_t *key, size_t klen, uint8_t *buf,
+                      size_t *len, bool *is_long);
+/* Parse a seqs value; SS_ERR_STORE when malformed. r borrows from v. */
+int store_rec_parse(const MDB_val *v, store_rec *r);
+/* Does a record found under a long DB key belong to this very key? */
+bool store_rec_key_matches(const store_rec *r, bool is_long,
+                           const uint8_t *key, size_t klen);
+/* SS_ERR_INVALID with msg for a key of 0 or > SS_STORE_KEY_MAX bytes. */
+int store_key_check(const ss_bytes *k, char *msg);
+/* Per-saver counters in `counts` (absent = zeros). */
+int store_counts_get(MDB_txn *t, ss_store *st, const char *saver,
+                     uint64_t *seqs, uint64_t *evicted, char *msg);
+int store_counts_add(MDB_txn *t, ss_store *st, const char *saver,
+                     int64_t dseqs, uint64_t devicted, char *msg);
+/* Check that the saver still exists in this snapshot with schema's
+ * generation (or an equal schema). */
+int store_saver_check(MDB_txn *t, ss_store *st, const ss_schema *schema,
+                      char *msg);
+/* Is saver in `savers`? false with *err = 0 and msg when not declared,
+ * false with *err < 0 on a read error. */
+bool store_saver_declared(MDB_txn *t, ss_store *st, const char *saver,
+                          int *err, char *msg);
+/* Look up a marker in dbi (evicted or finished). Returns 0 (found, *v
+ * set), 1 (none, or another long key's) or an error. */
+int store_marker_get(MDB_txn *t, MDB_dbi dbi, size_t hdr, const MDB_val *dk,
+                     bool is_long, const uint8_t *key, size_t klen,
+                     MDB_val *v, char *msg);
+int store_evicted_get(MDB_txn *t, ss_store *st, const MDB_val *dk,
+                      bool is_long, const uint8_t *key, size_t klen,
+                      MDB_val *v, char *msg);
+/* Has a finished marker written at finished_ms expired by now_ms? */
+bool store_fin_expired(const ss_store *st, uint64_t finished_ms,
+                       uint64_t now_ms);
+/* The finished marker of a key: 0 (found and within the retention, *f
+ * set), 1 (none, expired or malformed) or an error. */
+int store_finished_get(MDB_txn *t, ss_store *st, const MDB_val *dk,
+                       bool is_long, const uint8_t *key, size_t klen,
+                       uint64_t now_ms, store_fin_mark *f, char *msg);
+
+/* ---- schema cache (store.c; cache_mu held by the caller) ---- */
+
+/* Publish s (takes over one reference). */
+int store_cache_put(ss_store *st, ss_schema *s);
+void store_cache_remove(ss_store *st, const char *name);
+
+/* ---- transactions (store_txn.c) ---- */
+
+/* The innermost open LMDB transaction of t. */
+MDB_txn *store_cur_txn(ss_store_txn *t);
+/* Queue a cache change (publish add, or forget remove) for commit. */
+int store_pend_push(ss_store_txn *t, ss_schema *add, const char *remove);
 
 #endif
