@@ -166,6 +166,7 @@ int ss_store_open(ss_store **out, const ss_store_options *opt)
     st->next_gen = 1;
     st->map_size = opt->map_size ? opt->map_size : SS_MAP_SIZE_DEFAULT;
     st->fin_retention = SS_STORE_FINISHED_RETENTION_MS_DEFAULT;
+    st->reserve = store_reserve_bytes(st->map_size);
     pthread_mutex_init(&st->pool_mu, NULL);
     pthread_mutex_init(&st->cache_mu, NULL);
     st->n_buckets = 64;
@@ -195,7 +196,7 @@ int ss_store_open(ss_store **out, const ss_store_options *opt)
     if (rc == 0)
         rc = mdb_env_set_maxdbs(st->env, SS_STORE_MAX_DBS);
     if (rc == 0)
-        rc = mdb_env_set_mapsize(st->env, (size_t)st->map_size);
+        rc = mdb_env_set_mapsize(st->env, (size_t)(st->map_size + st->reserve));
     if (rc == 0 && opt->max_readers)
         rc = mdb_env_set_maxreaders(st->env, opt->max_readers);
     if (rc == 0)
@@ -216,6 +217,9 @@ int ss_store_open(ss_store **out, const ss_store_options *opt)
     mdb_env_get_maxreaders(st->env, &readers);
     st->pool_max = readers / 4 < SS_STORE_READ_POOL ? readers / 4 : SS_STORE_READ_POOL;
     st->maxkey = (size_t)mdb_env_get_maxkeysize(st->env);
+    MDB_stat es;
+    mdb_env_stat(st->env, &es);
+    st->psize = es.ms_psize ? es.ms_psize : 4096;
     if (st->maxkey < MAXKEY_MIN || st->maxkey > DBKEY_MAX) {
         snprintf(msg, SS_STORE_MSG, "LMDB max key size %zu not in %u..%u",
                  st->maxkey, MAXKEY_MIN, DBKEY_MAX);

@@ -57,8 +57,9 @@ int store_mdb_fail(int rc, const char *what, char *msg)
 {
     if (rc == MDB_MAP_FULL) {
         snprintf(msg, SS_STORE_MSG,
-                 "%s: LMDB map is full; restart the server with a larger "
-                 "--map-size or drop data", what);
+                 "%s: LMDB map is full; Drop sequences or savers (their "
+                 "space is reusable at once) or restart the server with a "
+                 "larger --map-size", what);
         return SS_ERR_FULL;
     }
     if (rc == MDB_TXN_FULL) {

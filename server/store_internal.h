@@ -62,6 +62,9 @@ struct ss_store {
     size_t evict_pos_len;    /* 0 = from the start */
     uint8_t fin_pos[DBKEY_MAX]; /* where the finished-marker scan resumes */
     size_t fin_pos_len;      /* 0 = from the start */
+    uint64_t psize;          /* LMDB page size */
+    uint64_t reserve;        /* bytes of map beyond map_size (store_space.c) */
+    uint64_t flushes;        /* flush commits made (writer thread) */
 };
 
 struct ss_store_txn {
@@ -72,6 +75,7 @@ struct ss_store_txn {
     store_pending *pend;                       /* cache changes to publish */
     size_t n_pend;                       /* entries in pend */
     size_t cap_pend;                     /* allocated entries */
+    uint64_t est_pages;                  /* pages saves may add (estimate) */
 };
 
 /* A parsed seqs record. */
@@ -178,6 +182,22 @@ int store_finished_get(MDB_txn *t, ss_store *st, const MDB_val *dk,
 /* Publish s (takes over one reference). */
 int store_cache_put(ss_store *st, ss_schema *s);
 void store_cache_remove(ss_store *st, const char *name);
+
+/* ---- space (store_space.c) ---- */
+
+/* Reserve for a map of map_size bytes: map_size / 16 clamped to
+ * SS_STORE_RESERVE_MIN..SS_STORE_RESERVE_MAX. */
+#define SS_STORE_RESERVE_MIN (64u << 10)
+#define SS_STORE_RESERVE_MAX (64u << 20)
+uint64_t store_reserve_bytes(uint64_t map_size);
+/* A save is about to write a value of `bytes`: SS_ERR_FULL with advice in
+ * msg when that would pass --map-size (the reserve stays for Drop). */
+int store_space_check(ss_store_txn *txn, size_t bytes, char *msg);
+/* Is the map near --map-size and did the last commit free pages? */
+bool store_space_tight(ss_store *st);
+/* Commit one tiny transaction so pages freed by the last commit become
+ * reusable by the next one. */
+int store_space_flush(ss_store *st, char *msg);
 
 /* ---- transactions (store_txn.c) ---- */
 

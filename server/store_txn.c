@@ -78,6 +78,14 @@ int ss_store_txn_commit(ss_store_txn *t, char msg[SS_STORE_MSG])
         return ret;
     }
     ss_store *st = t->st;
+    /* Make what this commit freed usable by the next transaction when
+     * the map is nearly full (store_space.c). Its failure leaves the
+     * commit above intact: log it, the next freeing commit retries. */
+    if (store_space_tight(st)) {
+        char m2[SS_STORE_MSG];
+        if (store_space_flush(st, m2) < 0)
+            SS_LOG(SS_LOG_WARN, "store: %s", m2);
+    }
     pthread_mutex_lock(&st->cache_mu);
     for (size_t i = 0; i < t->n_pend; i++) {
         store_pending *p = &t->pend[i];

@@ -114,10 +114,11 @@ static int conflict(const ss_save_item *it, uint64_t found, const MDB_val *ev,
 }
 
 /* One CAS step. *dseqs tracks records created (+1) and deleted (-1). */
-static int save_one(ss_store *st, MDB_txn *t, const ss_schema *schema,
+static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
                     size_t slen, const ss_save_item *it, bool *applied,
                     uint64_t now_ms, int64_t *dseqs, char *msg)
 {
+    ss_store *st = txn->st;
     uint8_t dkb[DBKEY_MAX];
     size_t dlen;
     bool is_long;
@@ -199,6 +200,9 @@ static int save_one(ss_store *st, MDB_txn *t, const ss_schema *schema,
              * reports already_applied instead of a conflict. */
             size_t fkl = is_long ? it->key.len : 0;
             MDB_val fv = {FIN_HDR + fkl, NULL};
+            ret = store_space_check(txn, fv.mv_size, msg);
+            if (ret < 0)
+                return ret;
             rc = mdb_put(t, st->finished, &dk, &fv, MDB_RESERVE);
             if (rc != 0)
                 return store_mdb_fail(rc, "write finished marker", msg);
@@ -216,6 +220,9 @@ static int save_one(ss_store *st, MDB_txn *t, const ss_schema *schema,
     size_t kl = is_long ? it->key.len : 0;
     v.mv_size = REC_HDR + kl + schema->state_bytes;
     v.mv_data = NULL;
+    ret = store_space_check(txn, v.mv_size, msg);
+    if (ret < 0)
+        return ret;
     rc = mdb_put(t, st->seqs, &dk, &v, MDB_RESERVE);
     if (rc != 0)
         return store_mdb_fail(rc, "write record", msg);
@@ -268,7 +275,7 @@ int ss_store_save(ss_store_txn *txn, const ss_schema *schema, size_t n,
     }
     MDB_txn *t = store_cur_txn(txn);
     for (size_t i = 0; i < n && ret == 0; i++)
-        ret = save_one(st, t, schema, slen, &items[i], &already_applied[i],
+        ret = save_one(txn, t, schema, slen, &items[i], &already_applied[i],
                        now_ms, &dseqs, msg);
     if (ret == 0 && dseqs != 0)
         ret = store_counts_add(t, st, schema->saver, dseqs, 0, msg);

@@ -1,0 +1,146 @@
+/* store_space -- keeps a full map recoverable.
+ *
+ * LMDB reuses the pages a transaction frees only from the second commit
+ * after it (the previous snapshot must stay intact), and committing a
+ * transaction that frees pages itself needs a few fresh pages (copy-on-write
+ * of the touched leaves and the freelist record). On a map filled to the
+ * last page a Drop could therefore not commit, and the pages it freed were
+ * never usable by the next Save. Two measures fix that:
+ *
+ * 1. Reserve. The LMDB map is opened SS_STORE_RESERVE bytes larger than
+ *    --map-size, and saves are refused with SS_ERR_FULL once the pages in
+ *    use (last page + 1 minus the reusable free pages, plus an estimate of
+ *    what the open transaction adds) would pass --map-size. Only
+ *    non-save writes (Drop, eviction, the job queue) use the reserve.
+ * 2. Flush commit. After a commit that freed pages (any module's) while
+ *    the map is tight, ss_store_txn_commit commits once more with one dirty page (a
+ *    store-private key in `counts`), so the freed pages are reusable by the
+ *    very next transaction.
+ */
+#include "store.h"
+
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ss_error.h"
+#include "ss_log.h"
+#include "store_internal.h"
+
+/* Key of the flush commit's page in `counts`: saver names never start
+ * with NUL, and its 8-byte value is skipped by the 16-byte counts readers. */
+static const char flush_key[] = "\0flush";
+
+uint64_t store_reserve_bytes(uint64_t map_size)
+{
+    uint64_t r = map_size / 16;
+    if (r < SS_STORE_RESERVE_MIN)
+        r = SS_STORE_RESERVE_MIN;
+    if (r > SS_STORE_RESERVE_MAX)
+        r = SS_STORE_RESERVE_MAX;
+    return r;
+}
+
+/* Free pages reusable by the next write transaction: every freelist
+ * record but the one the last commit wrote (keys are txn ids). Read from
+ * a snapshot of the committed state (own read transaction, ended before
+ * returning). *last_freed tells whether the last commit freed pages. */
+static uint64_t free_pages(ss_store *st, bool *last_freed)
+{
+    MDB_txn *t = NULL;
+    MDB_cursor *c = NULL;
+    MDB_val k, v;
+    uint64_t total = 0;
+    *last_freed = false;
+    if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t) != 0)
+        return 0;
+    MDB_envinfo ei;
+    mdb_env_info(st->env, &ei);
+    if (mdb_cursor_open(t, 0 /* FREE_DBI */, &c) == 0) {
+        int rc;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            size_t id = 0;
+            if (k.mv_size == sizeof id)
+                memcpy(&id, k.mv_data, sizeof id);
+            if (id == ei.me_last_txnid) {
+                *last_freed = true;
+                continue;
+            }
+            total += v.mv_size >= sizeof(size_t)
+                         ? v.mv_size / sizeof(size_t) - 1 : 0;
+        }
+        mdb_cursor_close(c);
+    }
+    mdb_txn_abort(t);
+    return total;
+}
+
+/* Pages in use by the committed state, net of reusable free pages. */
+static uint64_t used_pages(ss_store *st)
+{
+    MDB_envinfo ei;
+    mdb_env_info(st->env, &ei);
+    uint64_t used = (uint64_t)ei.me_last_pgno + 1;
+    if (used * st->psize + st->reserve <= st->map_size)
+        return used; /* far from the limit: no freelist scan */
+    bool last_freed;
+    uint64_t fp = free_pages(st, &last_freed);
+    return fp < used ? used - fp : 0;
+}
+
+int store_space_check(ss_store_txn *txn, size_t bytes, char *msg)
+{
+    ss_store *st = txn->st;
+    uint64_t pages = (bytes + st->psize - 1) / st->psize + 1;
+    uint64_t soft = st->map_size / st->psize;
+    txn->est_pages += pages;
+    uint64_t used = used_pages(st);
+    if (used + txn->est_pages <= soft)
+        return 0;
+    txn->est_pages -= pages;
+    snprintf(msg, SS_STORE_MSG,
+             "LMDB map is full (--map-size %llu bytes, about %llu in use); "
+             "Drop sequences or savers (their space is reusable at once) or "
+             "restart the server with a larger --map-size",
+             (unsigned long long)st->map_size,
+             (unsigned long long)(used * st->psize));
+    return SS_ERR_FULL;
+}
+
+bool store_space_tight(ss_store *st)
+{
+    MDB_envinfo ei;
+    mdb_env_info(st->env, &ei);
+    if (((uint64_t)ei.me_last_pgno + 1) * st->psize + st->reserve <=
+        st->map_size)
+        return false;
+    bool last_freed;
+    free_pages(st, &last_freed);
+    return last_freed;
+}
+
+int store_space_flush(ss_store *st, char *msg)
+{
+    MDB_txn *t = NULL;
+    MDB_envinfo ei;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &t);
+    if (rc != 0)
+        return store_mdb_fail(rc, "begin flush commit", msg);
+    mdb_env_info(st->env, &ei);
+    uint8_t buf[8];
+    ss_le64_put(buf, (uint64_t)ei.me_last_txnid);
+    MDB_val k = {sizeof flush_key - 1, (void *)(uintptr_t)flush_key};
+    MDB_val v = {sizeof buf, buf};
+    rc = mdb_put(t, st->counts, &k, &v, 0);
+    if (rc != 0) {
+        mdb_txn_abort(t);
+        return store_mdb_fail(rc, "flush commit", msg);
+    }
+    rc = mdb_txn_commit(t);
+    if (rc != 0)
+        return store_mdb_fail(rc, "flush commit", msg);
+    st->flushes++;
+    return 0;
+}
