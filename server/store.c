@@ -136,9 +136,14 @@ static int load_savers(ss_store *st, MDB_txn *t, char *msg)
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         ss_schema *s = NULL;
-        ret = ss_schema_unpack(v.mv_data, v.mv_size, &s, msg);
-        if (ret < 0)
-            goto out;
+        if (v.mv_size >= 8 && ss_le64_get(v.mv_data) >= st->next_gen)
+            st->next_gen = ss_le64_get(v.mv_data) + 1;
+        if (store_schema_get(st, &k, &v, &s, msg) < 0) {
+            /* Damaged (counted, logged): the saver reads as not declared
+             * and refuses a redeclare; Drop it to clear it. */
+            msg[0] = '\0';
+            continue;
+        }
         if (s->generation >= st->next_gen)
             st->next_gen = s->generation + 1;
         ret = store_cache_put(st, s);
@@ -154,11 +159,19 @@ out:
 
 int ss_store_open(ss_store **out, const ss_store_options *opt)
 {
-    char msg[SS_STORE_MSG] = "";
+    char msg[SS_STORE_MSG];
+    return ss_store_open_msg(out, opt, msg);
+}
+
+int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
+                      char msg[SS_STORE_MSG])
+{
     char path[4096];
+    bool fresh = false;
     MDB_txn *t = NULL;
     int rc, ret = 0;
     *out = NULL;
+    msg[0] = '\0';
     ss_store *st = calloc(1, sizeof *st);
     if (!st)
         return SS_ERR_NOMEM;
@@ -192,6 +205,10 @@ int ss_store_open(ss_store **out, const ss_store_options *opt)
         ret = SS_ERR_IO;
         goto out;
     }
+    /* A 0-byte data.mdb would be taken by LMDB for a new store. */
+    ret = store_file_check(opt->dir, &fresh, msg);
+    if (ret < 0)
+        goto out;
     rc = mdb_env_create(&st->env);
     if (rc == 0)
         rc = mdb_env_set_maxdbs(st->env, SS_STORE_MAX_DBS);
@@ -220,6 +237,11 @@ int ss_store_open(ss_store **out, const ss_store_options *opt)
     MDB_stat es;
     mdb_env_stat(st->env, &es);
     st->psize = es.ms_psize ? es.ms_psize : 4096;
+    /* Before any page is read through the map: a file shorter than the
+     * last used page would raise SIGBUS on the first read past its end. */
+    ret = store_size_check(st, opt->dir, msg);
+    if (ret < 0)
+        goto out;
     if (st->maxkey < MAXKEY_MIN || st->maxkey > DBKEY_MAX) {
         snprintf(msg, SS_STORE_MSG, "LMDB max key size %zu not in %u..%u",
                  st->maxkey, MAXKEY_MIN, DBKEY_MAX);
@@ -239,15 +261,25 @@ int ss_store_open(ss_store **out, const ss_store_options *opt)
         ret = store_mdb_fail(rc, "open databases", msg);
         goto out;
     }
-    ret = load_savers(st, t, msg);
-    if (ret < 0)
-        goto out;
     rc = mdb_txn_commit(t);
     t = NULL;
     if (rc != 0) {
         ret = store_mdb_fail(rc, "commit", msg);
         goto out;
     }
+    ret = store_format_check(st, opt->dir, msg);
+    if (ret < 0)
+        goto out;
+    rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t);
+    if (rc != 0) {
+        ret = store_mdb_fail(rc, "begin", msg);
+        goto out;
+    }
+    ret = load_savers(st, t, msg);
+    if (ret < 0)
+        goto out;
+    mdb_txn_abort(t);
+    t = NULL;
     SS_LOG(SS_LOG_INFO, "store: opened '%s' (%zu savers, map %llu bytes, sync %s)",
            opt->dir, st->n_cached, (unsigned long long)st->map_size,
            opt->sync ? "on" : "off");
@@ -299,4 +331,20 @@ void ss_store_set_finished_retention(ss_store *st, uint64_t ms)
 struct MDB_env *ss_store_env(ss_store *st)
 {
     return st->env;
+}
+
+uint64_t ss_store_corrupt_records(const ss_store *st)
+{
+    return __atomic_load_n(&st->corrupt, __ATOMIC_RELAXED);
+}
+
+bool ss_store_has_ttl_savers(ss_store *st)
+{
+    bool any = false;
+    pthread_mutex_lock(&st->cache_mu);
+    for (size_t i = 0; i < st->n_buckets && !any; i++)
+        for (store_cache_ent *e = st->buckets[i]; e && !any; e = e->next)
+            any = e->schema->idle_ttl_ms > 0;
+    pthread_mutex_unlock(&st->cache_mu);
+    return any;
 }

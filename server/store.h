@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ss_error.h"
 #include "ss_limits.h"
 #include "ss_tensor.h"
 
@@ -108,7 +109,21 @@ typedef struct ss_bytes {
     size_t len;          /* bytes */
 } ss_bytes;
 
+/* On-disk format written by this code (docs/store-format.md). Format 1
+ * (no checksums) is migrated on open; a newer one is refused. */
+#define SS_STORE_FORMAT_VERSION 2u
+
+/* A damaged stored value (checksum mismatch): an alias of SS_ERR_STORE,
+ * reported to clients as INTERNAL; the message names the saver and key. */
+#define SS_STORE_ERR_CORRUPT SS_ERR_STORE
+
+/* Open (or create) the store in opt->dir. Refuses, with a message naming
+ * the file, a data.mdb of 0 bytes (a lost store, not a new one: a new
+ * directory has no data.mdb) or shorter than LMDB's last used page. */
 int ss_store_open(ss_store **out, const ss_store_options *opt);
+/* The same, also returning the error message (logged by both). */
+int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
+                      char msg[SS_STORE_MSG]);
 /* Closes the environment. Accepts NULL. No other call may be in flight. */
 void ss_store_close(ss_store *st);
 /* How long (ms) a final save that deleted its record stays retryable as
@@ -118,6 +133,14 @@ void ss_store_close(ss_store *st);
  * ss_store_options field so that positional initializers of the options
  * elsewhere keep compiling under -Wmissing-field-initializers. */
 void ss_store_set_finished_retention(ss_store *st, uint64_t ms);
+
+/* Damaged values (checksum mismatch) found by reads since open, for a
+ * metric. Any thread. */
+uint64_t ss_store_corrupt_records(const ss_store *st);
+/* Does any declared saver have idle_ttl_ms > 0? (Any thread; from the
+ * schema cache.) A caller may skip the eviction sweep when not, though
+ * ss_store_evict_idle leaves nothing to commit then anyway. */
+bool ss_store_has_ttl_savers(ss_store *st);
 
 /* Build a schema from a DeclareRequest (validates names, dtypes, shapes,
  * initial tensors). On error returns a negative code and fills msg. The

@@ -34,6 +34,7 @@
 
 #include "ss_error.h"
 #include "ss_log.h"
+#include "ss_crc32c.h"
 #include "store_internal.h"
 
 /* ---- small helpers ---- */
@@ -166,20 +167,73 @@ void store_dbkey_make(const ss_store *st, const char *saver, size_t slen,
     *is_long = true;
 }
 
-int store_rec_parse(const MDB_val *v, store_rec *r)
+/* ---- checksums (format 2) ---- */
+
+uint32_t store_crc(const MDB_val *dk, const void *v, size_t n)
+{
+    return ss_crc32c(ss_crc32c(0, dk->mv_data, dk->mv_size), v, n);
+}
+
+void store_seal(const MDB_val *dk, uint8_t *v, size_t n)
+{
+    ss_le32_put(v + n, store_crc(dk, v, n));
+}
+
+bool store_sealed(const MDB_val *dk, const MDB_val *v)
+{
+    if (v->mv_size < CRC_BYTES)
+        return false;
+    size_t n = v->mv_size - CRC_BYTES;
+    const uint8_t *p = v->mv_data;
+    return ss_le32_get(p + n) == store_crc(dk, p, n);
+}
+
+int store_corrupt(ss_store *st, const MDB_val *dk, const char *what,
+                  char *msg)
+{
+    char ek[96], saver[72];
+    const uint8_t *p = dk->mv_data;
+    const uint8_t *nul = memchr(p, 0, dk->mv_size);
+    size_t slen = nul ? (size_t)(nul - p) : dk->mv_size;
+    __atomic_fetch_add(&st->corrupt, 1, __ATOMIC_RELAXED);
+    store_key_escape(p, slen, saver, sizeof saver);
+    if (nul) {
+        store_key_escape(nul + 1, dk->mv_size - slen - 1, ek, sizeof ek);
+        snprintf(msg, SS_STORE_MSG,
+                 "damaged %s of saver '%s' key '%s' (checksum mismatch); "
+                 "Drop the key to clear it", what, saver, ek);
+    } else {
+        snprintf(msg, SS_STORE_MSG,
+                 "damaged %s of saver '%s' (checksum mismatch)", what, saver);
+    }
+    SS_LOG(SS_LOG_ERROR, "store: %s", msg);
+    return SS_STORE_ERR_CORRUPT;
+}
+
+int store_rec_parse_raw(const MDB_val *v, store_rec *r)
 {
     const uint8_t *p = v->mv_data;
-    if (v->mv_size < REC_HDR || p[0] != REC_VERSION)
+    if (v->mv_size < REC_HDR + CRC_BYTES || p[0] != REC_VERSION)
         return SS_ERR_STORE;
+    size_t size = v->mv_size - CRC_BYTES;
     size_t kl = ss_le32_get(p + 4);
-    if (kl > v->mv_size - REC_HDR)
+    if (kl > size - REC_HDR)
         return SS_ERR_STORE;
     r->next_segment = ss_le64_get(p + 8);
     r->updated_ms = ss_le64_get(p + 16);
     r->key = kl ? p + REC_HDR : NULL;
     r->key_len = kl;
     r->states = p + REC_HDR + kl;
-    r->states_len = v->mv_size - REC_HDR - kl;
+    r->states_len = size - REC_HDR - kl;
+    return 0;
+}
+
+int store_rec_parse(ss_store *st, const MDB_val *dk, const MDB_val *v,
+                    store_rec *r, char *msg)
+{
+    char tmp[SS_STORE_MSG];
+    if (!store_sealed(dk, v) || store_rec_parse_raw(v, r) < 0)
+        return store_corrupt(st, dk, "record", msg ? msg : tmp);
     return 0;
 }
 
@@ -214,10 +268,8 @@ int store_counts_get(MDB_txn *t, ss_store *st, const char *saver,
         return 0;
     if (rc != 0)
         return store_mdb_fail(rc, "read counts", msg);
-    if (v.mv_size != COUNTS_BYTES) {
-        snprintf(msg, SS_STORE_MSG, "corrupt counts of saver '%.64s'", saver);
-        return SS_ERR_STORE;
-    }
+    if (v.mv_size != COUNTS_BYTES + CRC_BYTES || !store_sealed(&k, &v))
+        return store_corrupt(st, &k, "counts", msg);
     *seqs = ss_le64_get(v.mv_data);
     *evicted = ss_le64_get((const uint8_t *)v.mv_data + 8);
     return 0;
@@ -232,10 +284,11 @@ int store_counts_add(MDB_txn *t, ss_store *st, const char *saver,
         return rc;
     seqs = (dseqs < 0 && (uint64_t)-dseqs > seqs) ? 0 : seqs + (uint64_t)dseqs;
     ev += devicted;
-    uint8_t buf[COUNTS_BYTES];
+    uint8_t buf[COUNTS_BYTES + CRC_BYTES];
     ss_le64_put(buf, seqs);
     ss_le64_put(buf + 8, ev);
     MDB_val k = {strlen(saver), (void *)(uintptr_t)saver}, v = {sizeof buf, buf};
+    store_seal(&k, buf, COUNTS_BYTES);
     rc = mdb_put(t, st->counts, &k, &v, 0);
     return rc ? store_mdb_fail(rc, "write counts", msg) : 0;
 }
@@ -255,11 +308,13 @@ int store_saver_check(MDB_txn *t, ss_store *st, const ss_schema *schema,
     }
     if (rc != 0)
         return store_mdb_fail(rc, "read saver", msg);
-    if (v.mv_size >= 8 && schema->generation != 0 &&
+    if (!store_sealed(&k, &v))
+        return store_corrupt(st, &k, "schema", msg);
+    if (v.mv_size >= 8 + CRC_BYTES && schema->generation != 0 &&
         ss_le64_get(v.mv_data) == schema->generation)
         return 0;
     ss_schema *now = NULL;
-    rc = ss_schema_unpack(v.mv_data, v.mv_size, &now, msg);
+    rc = store_schema_get(st, &k, &v, &now, msg);
     if (rc < 0)
         return rc;
     bool same = ss_schema_equal(now, schema);
@@ -276,9 +331,9 @@ int store_saver_check(MDB_txn *t, ss_store *st, const ss_schema *schema,
 /* Look up a marker in dbi (evicted or finished: both keep key_len at
  * offset 4 and the full key of a long key after a hdr-byte header).
  * Returns 0 (found, *v set), 1 (none, or another long key's) or an error. */
-int store_marker_get(MDB_txn *t, MDB_dbi dbi, size_t hdr, const MDB_val *dk,
-                      bool is_long, const uint8_t *key, size_t klen,
-                      MDB_val *v, char *msg)
+int store_marker_get(MDB_txn *t, ss_store *st, MDB_dbi dbi, size_t hdr,
+                     const MDB_val *dk, bool is_long, const uint8_t *key,
+                     size_t klen, MDB_val *v, char *msg)
 {
     MDB_val k = *dk;
     int rc = mdb_get(t, dbi, &k, v);
@@ -286,6 +341,12 @@ int store_marker_get(MDB_txn *t, MDB_dbi dbi, size_t hdr, const MDB_val *dk,
         return 1;
     if (rc != 0)
         return store_mdb_fail(rc, "read marker", msg);
+    if (v->mv_size < hdr + CRC_BYTES ||
+        ((const uint8_t *)v->mv_data)[0] != REC_VERSION || !store_sealed(dk, v))
+        return store_corrupt(st, dk, dbi == st->evicted ? "eviction marker"
+                                                        : "finished marker",
+                             msg);
+    v->mv_size -= CRC_BYTES; /* callers see the layout without the trailer */
     if (is_long) {
         const uint8_t *p = v->mv_data;
         size_t kl = v->mv_size >= hdr ? ss_le32_get(p + 4) : 0;
@@ -300,8 +361,8 @@ int store_evicted_get(MDB_txn *t, ss_store *st, const MDB_val *dk,
                        bool is_long, const uint8_t *key, size_t klen,
                        MDB_val *v, char *msg)
 {
-    return store_marker_get(t, st->evicted, EVICT_HDR, dk, is_long, key, klen, v,
-                      msg);
+    return store_marker_get(t, st, st->evicted, EVICT_HDR, dk, is_long, key,
+                            klen, v, msg);
 }
 
 /* Has a marker written at finished_ms expired by now_ms? */
@@ -321,8 +382,8 @@ int store_finished_get(MDB_txn *t, ss_store *st, const MDB_val *dk,
                         uint64_t now_ms, store_fin_mark *f, char *msg)
 {
     MDB_val v;
-    int rc = store_marker_get(t, st->finished, FIN_HDR, dk, is_long, key, klen, &v,
-                        msg);
+    int rc = store_marker_get(t, st, st->finished, FIN_HDR, dk, is_long, key,
+                              klen, &v, msg);
     if (rc != 0)
         return rc;
     const uint8_t *p = v.mv_data;
@@ -346,4 +407,48 @@ bool store_saver_declared(MDB_txn *t, ss_store *st, const char *saver,
     else
         *err = store_mdb_fail(rc, "read saver", msg);
     return false;
+}
+
+int store_schema_get(ss_store *st, const MDB_val *k, const MDB_val *v,
+                     ss_schema **out, char *msg)
+{
+    *out = NULL;
+    if (!store_sealed(k, v))
+        return store_corrupt(st, k, "schema", msg);
+    int rc = ss_schema_unpack(v->mv_data, v->mv_size - CRC_BYTES, out, msg);
+    if (rc < 0)
+        return store_corrupt(st, k, "schema", msg);
+    return 0;
+}
+
+int store_schema_put(MDB_txn *t, ss_store *st, const ss_schema *schema,
+                     uint64_t gen, ss_schema **copy, char *msg)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int ret = ss_schema_pack(schema, gen, &buf, &len);
+    if (ret < 0)
+        return ret;
+    uint8_t *b2 = realloc(buf, len + CRC_BYTES);
+    if (!b2) {
+        free(buf);
+        return SS_ERR_NOMEM;
+    }
+    buf = b2;
+    MDB_val k = {strlen(schema->saver), schema->saver};
+    MDB_val v = {len + CRC_BYTES, buf};
+    store_seal(&k, buf, len);
+    /* The cached schema is parsed back from the stored bytes, so it
+     * carries the generation and is exactly what a restart would load. */
+    ret = ss_schema_unpack(buf, len, copy, msg);
+    if (ret == 0) {
+        int rc = mdb_put(t, st->savers, &k, &v, 0);
+        if (rc != 0) {
+            ret = store_mdb_fail(rc, "store schema", msg);
+            ss_schema_unref(*copy);
+            *copy = NULL;
+        }
+    }
+    free(buf);
+    return ret;
 }

@@ -15,7 +15,7 @@
 static int mark_evicted(MDB_txn *t, ss_store *st, const MDB_val *k,
                         const store_rec *r, uint64_t now_ms, char *msg)
 {
-    MDB_val v = {EVICT_HDR + r->key_len, NULL};
+    MDB_val v = {EVICT_HDR + r->key_len + CRC_BYTES, NULL};
     MDB_val kk = *k;
     int rc = mdb_put(t, st->evicted, &kk, &v, MDB_RESERVE);
     if (rc != 0)
@@ -29,6 +29,7 @@ static int mark_evicted(MDB_txn *t, ss_store *st, const MDB_val *k,
     ss_le64_put(p + 24, now_ms);
     if (r->key_len)
         memcpy(p + EVICT_HDR, r->key, r->key_len);
+    store_seal(k, p, EVICT_HDR + r->key_len);
     return 0;
 }
 
@@ -74,7 +75,8 @@ static int expire_finished(MDB_txn *t, ss_store *st, uint64_t now_ms,
         const uint8_t *p = v.mv_data;
         /* A malformed marker is useless to saves (store_finished_get ignores
          * it): drop it like an expired one. */
-        if (v.mv_size < FIN_HDR || p[0] != REC_VERSION ||
+        if (v.mv_size < FIN_HDR + CRC_BYTES || p[0] != REC_VERSION ||
+            !store_sealed(&k, &v) ||
             store_fin_expired(st, ss_le64_get(p + 16), now_ms)) {
             rc = mdb_cursor_del(c, 0);
             if (rc != 0)
@@ -156,7 +158,7 @@ int ss_store_evict_idle(ss_store_txn *txn, uint64_t now_ms, size_t max,
             continue;
         }
         store_rec r;
-        if (store_rec_parse(&v, &r) == 0 && r.updated_ms <= UINT64_MAX - e.ttl &&
+        if (store_rec_parse(st, &k, &v, &r, NULL) == 0 && r.updated_ms <= UINT64_MAX - e.ttl &&
             r.updated_ms + e.ttl <= now_ms) {
             ret = mark_evicted(t, st, &k, &r, now_ms, msg);
             if (ret < 0)

@@ -15,7 +15,9 @@
 
 #include "store.h"
 
-#define REC_VERSION 1u
+#define REC_VERSION 2u    /* seqs/evicted/finished value version (format 2) */
+#define REC_VERSION_V1 1u /* format 1: no checksum (migrated on open) */
+#define CRC_BYTES 4u      /* CRC32C trailer of every value (format 2) */
 #define REC_HDR 24u      /* seqs value header */
 #define EVICT_HDR 32u    /* evicted value header */
 #define FIN_HDR 24u      /* finished value header */
@@ -65,6 +67,7 @@ struct ss_store {
     uint64_t psize;          /* LMDB page size */
     uint64_t reserve;        /* bytes of map beyond map_size (store_space.c) */
     uint64_t flushes;        /* flush commits made (writer thread) */
+    uint64_t corrupt;        /* damaged values found (atomic) */
 };
 
 struct ss_store_txn {
@@ -140,8 +143,31 @@ uint64_t store_mix64(uint64_t x);
 void store_dbkey_make(const ss_store *st, const char *saver, size_t slen,
                       const uint8_t *key, size_t klen, uint8_t *buf,
                       size_t *len, bool *is_long);
-/* Parse a seqs value; SS_ERR_STORE when malformed. r borrows from v. */
-int store_rec_parse(const MDB_val *v, store_rec *r);
+/* Checksums (format 2): every value ends with a little-endian CRC32C of
+ * the DB key followed by the value's other bytes. */
+uint32_t store_crc(const MDB_val *dk, const void *v, size_t n);
+/* Write the trailer after the first n bytes of v (n + CRC_BYTES long). */
+void store_seal(const MDB_val *dk, uint8_t *v, size_t n);
+/* Does v end with the right trailer? */
+bool store_sealed(const MDB_val *dk, const MDB_val *v);
+/* A damaged value of `what` under dk: count it, log it, fill msg naming
+ * the saver and key; returns SS_STORE_ERR_CORRUPT. */
+int store_corrupt(ss_store *st, const MDB_val *dk, const char *what,
+                  char *msg);
+/* Parse a seqs value (dk its DB key) after checking its checksum;
+ * store_corrupt's error with msg (may be NULL) when damaged. r borrows
+ * from v. */
+int store_rec_parse(ss_store *st, const MDB_val *dk, const MDB_val *v,
+                    store_rec *r, char *msg);
+/* The same without the checksum (Drop, which deletes damaged records). */
+int store_rec_parse_raw(const MDB_val *v, store_rec *r);
+/* A `savers` value (k the saver name) -> schema, checksum checked. */
+int store_schema_get(ss_store *st, const MDB_val *k, const MDB_val *v,
+                     ss_schema **out, char *msg);
+/* Store schema under generation gen (sealed); *copy gets the schema
+ * parsed back from the stored bytes (one reference). */
+int store_schema_put(MDB_txn *t, ss_store *st, const ss_schema *schema,
+                     uint64_t gen, ss_schema **copy, char *msg);
 /* Does a record found under a long DB key belong to this very key? */
 bool store_rec_key_matches(const store_rec *r, bool is_long,
                            const uint8_t *key, size_t klen);
@@ -161,10 +187,11 @@ int store_saver_check(MDB_txn *t, ss_store *st, const ss_schema *schema,
 bool store_saver_declared(MDB_txn *t, ss_store *st, const char *saver,
                           int *err, char *msg);
 /* Look up a marker in dbi (evicted or finished). Returns 0 (found, *v
- * set), 1 (none, or another long key's) or an error. */
-int store_marker_get(MDB_txn *t, MDB_dbi dbi, size_t hdr, const MDB_val *dk,
-                     bool is_long, const uint8_t *key, size_t klen,
-                     MDB_val *v, char *msg);
+ * set, its size without the checksum trailer), 1 (none, or another long
+ * key's) or an error (SS_STORE_ERR_CORRUPT when damaged). */
+int store_marker_get(MDB_txn *t, ss_store *st, MDB_dbi dbi, size_t hdr,
+                     const MDB_val *dk, bool is_long, const uint8_t *key,
+                     size_t klen, MDB_val *v, char *msg);
 int store_evicted_get(MDB_txn *t, ss_store *st, const MDB_val *dk,
                       bool is_long, const uint8_t *key, size_t klen,
                       MDB_val *v, char *msg);
@@ -198,6 +225,18 @@ bool store_space_tight(ss_store *st);
 /* Commit one tiny transaction so pages freed by the last commit become
  * reusable by the next one. */
 int store_space_flush(ss_store *st, char *msg);
+
+/* ---- file checks and format (store_format.c) ---- */
+
+/* Before mdb_env_open: refuse a 0-byte data.mdb; *fresh when there is
+ * none yet. */
+int store_file_check(const char *dir, bool *fresh, char *msg);
+/* After mdb_env_open, before any read: refuse a data.mdb shorter than
+ * (last used page + 1) * page size. */
+int store_size_check(ss_store *st, const char *dir, char *msg);
+/* Check the format version; write it into a new store, migrate format 1,
+ * refuse others. */
+int store_format_check(ss_store *st, const char *dir, char *msg);
 
 /* ---- transactions (store_txn.c) ---- */
 

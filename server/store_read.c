@@ -93,7 +93,10 @@ int ss_store_fetch(ss_store *st, const ss_schema *schema, size_t n,
         int rc = mdb_get(t, st->seqs, &dk, &v);
         store_rec r;
         if (rc == 0) {
-            if (store_rec_parse(&v, &r) < 0 || r.states_len != schema->state_bytes) {
+            ret = store_rec_parse(st, &dk, &v, &r, msg);
+            if (ret < 0)
+                goto out;
+            if (r.states_len != schema->state_bytes) {
                 char ek[96];
                 store_key_escape(keys[k].data, keys[k].len, ek, sizeof ek);
                 snprintf(msg, SS_STORE_MSG,
@@ -170,10 +173,13 @@ int ss_store_segments(ss_store *st, const char *saver, size_t n,
         MDB_val dk = {dlen, dkb}, v;
         int rc = mdb_get(t, st->seqs, &dk, &v);
         store_rec r;
-        if (rc == 0 && store_rec_parse(&v, &r) == 0 &&
-            store_rec_key_matches(&r, is_long, keys[k].data, keys[k].len))
-            next_segment[k] = r.next_segment;
-        else if (rc != 0 && rc != MDB_NOTFOUND) {
+        if (rc == 0) {
+            ret = store_rec_parse(st, &dk, &v, &r, msg);
+            if (ret < 0)
+                break;
+            if (store_rec_key_matches(&r, is_long, keys[k].data, keys[k].len))
+                next_segment[k] = r.next_segment;
+        } else if (rc != MDB_NOTFOUND) {
             ret = store_mdb_fail(rc, "read record", msg);
             break;
         }
@@ -225,7 +231,8 @@ int ss_store_stats_get(ss_store *st, const char *saver, ss_store_stats *out)
     MDB_val k, v;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
-        if (v.mv_size == COUNTS_BYTES)
+        if (k.mv_size && ((const uint8_t *)k.mv_data)[0] != 0 &&
+            v.mv_size == COUNTS_BYTES + CRC_BYTES && store_sealed(&k, &v))
             out->evicted += ss_le64_get((const uint8_t *)v.mv_data + 8);
     mdb_cursor_close(c);
 out:
@@ -299,8 +306,8 @@ int ss_store_list(ss_store *st, const char *saver, ss_bytes prefix,
         if (salen && cmp_bytes(k.mv_data, k.mv_size, sa, salen) == 0)
             continue;
         store_rec r;
-        if (store_rec_parse(&v, &r) < 0)
-            continue; /* corrupt record: skip rather than fail a listing */
+        if (store_rec_parse(st, &k, &v, &r, NULL) < 0)
+            continue; /* damaged (counted, logged): skip, not fail a listing */
         ss_bytes key;
         if (r.key_len) {
             key.data = r.key;
@@ -348,9 +355,8 @@ int ss_store_list_savers(ss_store *st, ss_store_saver_cb cb, void *arg)
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         ss_schema *s = NULL;
         uint64_t seqs = 0, ev = 0;
-        ret = ss_schema_unpack(v.mv_data, v.mv_size, &s, msg);
-        if (ret < 0)
-            goto out;
+        if (store_schema_get(st, &k, &v, &s, msg) < 0)
+            continue; /* damaged (counted, logged): skip, not fail a listing */
         ret = store_counts_get(t, st, s->saver, &seqs, &ev, msg);
         if (ret == 0)
             ret = cb(arg, s, seqs);

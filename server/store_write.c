@@ -18,8 +18,6 @@ int ss_store_declare(ss_store_txn *txn, const ss_schema *schema, bool *created,
 {
     ss_store *st = txn->st;
     MDB_txn *t = store_cur_txn(txn);
-    uint8_t *buf = NULL;
-    size_t len = 0;
     ss_schema *copy = NULL;
     int ret = 0;
     msg[0] = '\0';
@@ -28,7 +26,7 @@ int ss_store_declare(ss_store_txn *txn, const ss_schema *schema, bool *created,
     int rc = mdb_get(t, st->savers, &k, &v);
     if (rc == 0) {
         ss_schema *old = NULL;
-        ret = ss_schema_unpack(v.mv_data, v.mv_size, &old, msg);
+        ret = store_schema_get(st, &k, &v, &old, msg);
         if (ret < 0)
             return ret;
         if (!ss_schema_equal(old, schema)) {
@@ -45,24 +43,13 @@ int ss_store_declare(ss_store_txn *txn, const ss_schema *schema, bool *created,
     if (rc != MDB_NOTFOUND)
         return store_mdb_fail(rc, "read saver", msg);
     uint64_t gen = st->next_gen++;
-    ret = ss_schema_pack(schema, gen, &buf, &len);
+    ret = store_schema_put(t, st, schema, gen, &copy, msg);
     if (ret < 0)
         goto out;
-    /* The cached schema is parsed back from the stored bytes, so it
-     * carries the generation and is exactly what a restart would load. */
-    ret = ss_schema_unpack(buf, len, &copy, msg);
-    if (ret < 0)
-        goto out;
-    v.mv_data = buf;
-    v.mv_size = len;
-    rc = mdb_put(t, st->savers, &k, &v, 0);
-    if (rc != 0) {
-        ret = store_mdb_fail(rc, "store schema", msg);
-        goto out;
-    }
     /* A stale counts entry cannot exist (drop removes it); start at 0. */
-    uint8_t zero[COUNTS_BYTES] = {0};
+    uint8_t zero[COUNTS_BYTES + CRC_BYTES] = {0};
     MDB_val cv = {sizeof zero, zero};
+    store_seal(&k, zero, COUNTS_BYTES);
     rc = mdb_put(t, st->counts, &k, &cv, 0);
     if (rc != 0) {
         ret = store_mdb_fail(rc, "store counts", msg);
@@ -77,7 +64,6 @@ out:
     if (ret == SS_ERR_NOMEM && !msg[0])
         snprintf(msg, SS_STORE_MSG, "out of memory");
     ss_schema_unref(copy);
-    free(buf);
     return ret;
 }
 
@@ -135,7 +121,10 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
         return store_mdb_fail(rc, "read record", msg);
     if (found) {
         store_rec r;
-        if (store_rec_parse(&v, &r) < 0 || r.states_len != schema->state_bytes) {
+        ret = store_rec_parse(st, &dk, &v, &r, msg);
+        if (ret < 0)
+            return ret;
+        if (r.states_len != schema->state_bytes) {
             snprintf(msg, SS_STORE_MSG, "corrupt record (%zu bytes)", v.mv_size);
             return SS_ERR_STORE;
         }
@@ -199,7 +188,7 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
             /* Remember the end so a retry of this very save (reply lost)
              * reports already_applied instead of a conflict. */
             size_t fkl = is_long ? it->key.len : 0;
-            MDB_val fv = {FIN_HDR + fkl, NULL};
+            MDB_val fv = {FIN_HDR + fkl + CRC_BYTES, NULL};
             ret = store_space_check(txn, fv.mv_size, msg);
             if (ret < 0)
                 return ret;
@@ -214,11 +203,12 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
             ss_le64_put(fp + 16, now_ms);
             if (fkl)
                 memcpy(fp + FIN_HDR, it->key.data, fkl);
+            store_seal(&dk, fp, FIN_HDR + fkl);
         }
         return 0;
     }
     size_t kl = is_long ? it->key.len : 0;
-    v.mv_size = REC_HDR + kl + schema->state_bytes;
+    v.mv_size = REC_HDR + kl + schema->state_bytes + CRC_BYTES;
     v.mv_data = NULL;
     ret = store_space_check(txn, v.mv_size, msg);
     if (ret < 0)
@@ -243,6 +233,7 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
         memcpy(p, it->states[i], nb);
         p += nb;
     }
+    store_seal(&dk, v.mv_data, v.mv_size - CRC_BYTES);
     if (!found)
         (*dseqs)++;
     return 0;
@@ -373,9 +364,13 @@ int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
         MDB_val dk = {dlen, dkb}, v;
         int rc = mdb_get(t, st->seqs, &dk, &v);
         store_rec r;
-        if (rc == 0 && (!is_long || (store_rec_parse(&v, &r) == 0 &&
-                                     store_rec_key_matches(&r, true, keys[i].data,
-                                                     keys[i].len)))) {
+        /* A damaged record under this DB key is dropped too: for a long
+         * key its stored key cannot be trusted, and the DB key (prefix and
+         * 128-bit hash) matched. */
+        if (rc == 0 && (!is_long || !store_sealed(&dk, &v) ||
+                        (store_rec_parse_raw(&v, &r) == 0 &&
+                         store_rec_key_matches(&r, true, keys[i].data,
+                                               keys[i].len)))) {
             rc = mdb_del(t, st->seqs, &dk, NULL);
             if (rc != 0)
                 return store_mdb_fail(rc, "delete record", msg);
@@ -386,6 +381,8 @@ int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
         }
         rc = store_evicted_get(t, st, &dk, is_long, keys[i].data, keys[i].len, &v,
                          msg);
+        if (rc == SS_STORE_ERR_CORRUPT)
+            rc = 0; /* damaged marker: delete it */
         if (rc < 0)
             return rc;
         if (rc == 0) {
@@ -396,8 +393,10 @@ int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
         }
         /* A finished key has no data left to drop, so it is not counted;
          * its marker goes so a later save is judged afresh. */
-        rc = store_marker_get(t, st->finished, FIN_HDR, &dk, is_long, keys[i].data,
-                        keys[i].len, &v, msg);
+        rc = store_marker_get(t, st, st->finished, FIN_HDR, &dk, is_long,
+                              keys[i].data, keys[i].len, &v, msg);
+        if (rc == SS_STORE_ERR_CORRUPT)
+            rc = 0; /* damaged marker: delete it */
         if (rc < 0)
             return rc;
         if (rc == 0) {
