@@ -1,24 +1,27 @@
 /* store_codec -- keys and record codec: DB keys (long-key hash), sequence
  * records, eviction and finished markers, counters, error mapping.
  *
- * Byte layouts (all integers little-endian; see docs/store-format.md):
+ * Byte layouts, format 2 (all integers little-endian; see
+ * docs/store-format.md). Every value below is followed by a u32 CRC32C of
+ * the DB key and the value's other bytes (store_seal); version bytes are
+ * 2 (1 in format 1, migrated by store_format.c).
  *
  *   seqs key      saver bytes, 0x00, key bytes          (when it fits)
  *                 saver bytes, 0x00, key[0..P), hash16  (long keys: the DB
  *                 key is exactly maxkey bytes long, short ones are shorter;
  *                 P = maxkey - 16 - len(saver) - 1)
- *   seqs value    u8 version (1), u8 flags (0), u16 reserved (0),
+ *   seqs value    u8 version (2), u8 flags (0), u16 reserved (0),
  *                 u32 key_len (bytes of the full key that follow the header;
  *                 0 when the DB key holds the whole key),
  *                 u64 next_segment, u64 updated_ms,        -- 24 bytes
  *                 key bytes (key_len), then every state's bytes in schema
  *                 order (states[i].nbytes each, as sent on the wire).
  *   evicted key   as seqs key
- *   evicted value u8 version (1), u8 0, u16 0, u32 key_len, u64 next_segment,
+ *   evicted value u8 version (2), u8 0, u16 0, u32 key_len, u64 next_segment,
  *                 u64 updated_ms, u64 evicted_ms,          -- 32 bytes
  *                 key bytes (key_len).
  *   finished key  as seqs key
- *   finished val  u8 version (1), u8 0, u16 0, u32 key_len, u64 next_segment
+ *   finished val  u8 version (2), u8 0, u16 0, u32 key_len, u64 next_segment
  *                 (segment + 1 of the final save), u64 finished_ms, -- 24
  *                 bytes, key bytes (key_len).
  *   savers        saver name -> u64 generation + packed DeclareRequest
