@@ -348,3 +348,10 @@ bool ss_store_has_ttl_savers(ss_store *st)
     pthread_mutex_unlock(&st->cache_mu);
     return any;
 }
+
+uint64_t ss_store_last_txnid(ss_store *st)
+{
+    MDB_envinfo ei;
+    mdb_env_info(st->env, &ei);
+    return (uint64_t)ei.me_last_txnid;
+}

@@ -69,7 +69,8 @@ typedef struct ss_store_options {
 #define SS_STORE_OWN_DBS 5
 /* Largest state of one sequence (sum over a schema's states), fixed. */
 #define SS_STORE_STATE_BYTES_MAX (16u << 20)
-/* Largest key the store accepts; the server's --max-key-bytes is lower. */
+/* Largest key the store accepts (longer ones get SS_ERR_INVALID); the
+ * server clamps --max-key-bytes to it. */
 #define SS_STORE_KEY_MAX 65535u
 /* Read transactions kept for reuse (reads renew them instead of
  * allocating a reader slot each time). */
@@ -287,5 +288,9 @@ int ss_store_txn_child_end(ss_store_txn *txn, bool commit,
  * child when one is open; valid until that child or txn ends). */
 struct MDB_txn *ss_store_txn_mdb(ss_store_txn *txn);
 struct MDB_env *ss_store_env(ss_store *st);
+/* Id of the last committed write transaction (LMDB's me_last_txnid). It
+ * advances only when a commit wrote, and so synced, something: a
+ * transaction that changed nothing commits as a no-op. Any thread. */
+uint64_t ss_store_last_txnid(ss_store *st);
 
 #endif

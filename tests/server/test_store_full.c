@@ -1,6 +1,6 @@
 /* test_store_full -- a full LMDB map recovers (issue 8 item 5), and an idle
  * eviction sweep commits nothing (item 8): real store and writer thread in
- * a temp dir, 1 MiB map. */
+ * a temp dir, 1 MiB map; keys over SS_STORE_KEY_MAX are refused. */
 #include <check.h>
 #include <lmdb.h>
 #include <stdio.h>
@@ -206,6 +206,60 @@ START_TEST(test_reopen_full_then_drop)
 }
 END_TEST
 
+/* Item 8: an eviction sweep with nothing to evict commits nothing -- no
+ * LMDB write (so no fsync) and no commit counted -- with no saver
+ * holding records, with savers without a TTL and with a TTL saver whose
+ * records are all young. A save still counts one commit. */
+START_TEST(test_idle_sweep_commits_nothing)
+{
+    char msg[SS_STORE_MSG];
+    ss_writer_stats a, b;
+    for (int round = 0; round < 3; round++) {
+        if (round == 1)
+            ck_assert_int_eq(run_op(OP_SAVE, 1, msg), 0); /* saver, no TTL */
+        if (round == 2) {
+            ss_schema *ttl = fx_declared(st, "ttl", states, 1, 1000000, false);
+            ss_schema_unref(ttl);
+        }
+        ss_writer_stats_get(w, &a);
+        uint64_t txnid = ss_store_last_txnid(st);
+        for (int i = 0; i < 5; i++)
+            ck_assert_int_eq(run_op(OP_EVICT, 0, msg), 0);
+        ss_writer_stats_get(w, &b);
+        ck_assert_uint_eq(b.commits, a.commits);
+        ck_assert_uint_eq(b.empty, a.empty + 5);
+        ck_assert_uint_eq(ss_store_last_txnid(st), txnid);
+    }
+    ck_assert(ss_store_has_ttl_savers(st));
+    ss_writer_stats_get(w, &a);
+    ck_assert_int_eq(run_op(OP_SAVE, 2, msg), 0);
+    ss_writer_stats_get(w, &b);
+    ck_assert_uint_eq(b.commits, a.commits + 1);
+}
+END_TEST
+
+/* Item 8: the store refuses keys over SS_STORE_KEY_MAX bytes. */
+START_TEST(test_key_max)
+{
+    char msg[SS_STORE_MSG];
+    static uint8_t big[SS_STORE_KEY_MAX + 1];
+    static float v[DIM];
+    memset(big, 'k', sizeof big);
+    const void *sp[1] = {v};
+    ss_store_txn *t = NULL;
+    bool applied;
+    ck_assert_int_eq(ss_store_txn_begin(st, &t, msg), 0);
+    ss_save_item it = {{big, SS_STORE_KEY_MAX}, 0, false, sp};
+    ck_assert_int_eq(ss_store_save(t, schema, 1, &it, &applied, 1, msg), 0);
+    it.key.len = SS_STORE_KEY_MAX + 1;
+    ck_assert_int_eq(ss_store_save(t, schema, 1, &it, &applied, 1, msg),
+                     SS_ERR_INVALID);
+    ck_assert_msg(strstr(msg, "65535"), "msg: %s", msg);
+    ss_store_txn_abort(t);
+    ck_assert_uint_eq(SS_STORE_KEY_MAX, 65535u);
+}
+END_TEST
+
 static Suite *full_suite(void)
 {
     Suite *s = suite_create("store_full");
@@ -216,6 +270,12 @@ static Suite *full_suite(void)
     tcase_add_test(tc, test_drop_frees_after_reopen);
     tcase_add_test(tc, test_reopen_full_then_drop);
     suite_add_tcase(s, tc);
+    TCase *idle = tcase_create("idle");
+    tcase_add_checked_fixture(idle, setup, teardown);
+    tcase_set_timeout(idle, 60);
+    tcase_add_test(idle, test_idle_sweep_commits_nothing);
+    tcase_add_test(idle, test_key_max);
+    suite_add_tcase(s, idle);
     return s;
 }
 
