@@ -40,6 +40,8 @@
 #include "ss_crc32c.h"
 #include "store_internal.h"
 
+#include <xxhash.h>
+
 /* ---- small helpers ---- */
 
 uint32_t ss_le32_get(const uint8_t *p)
@@ -129,24 +131,16 @@ uint64_t store_mix64(uint64_t x)
     return x;
 }
 
-/* 128-bit hash of a long key. Lookups compare the full key stored in the
- * record, so a collision is detected (and refused), never silently merged. */
+/* 128-bit hash of a long key: XXH3-128 (libxxhash) in its canonical
+ * big-endian byte form, stable across platforms and library versions.
+ * Lookups compare the full key stored in the record, so a collision is
+ * detected (and refused), never silently merged. Format 1 used a
+ * hand-written hash; store_format.c re-keys its long keys. */
 static void key_hash(const uint8_t *p, size_t n, uint8_t out[HASH_BYTES])
 {
-    uint64_t a = 0x9e3779b97f4a7c15ull ^ n, b = 0x6a09e667f3bcc909ull + n;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w = ss_le64_get(p + i);
-        a = store_mix64(a ^ w) + 0x9e3779b97f4a7c15ull;
-        b = store_mix64(b + (w * 0xff51afd7ed558ccdull)) ^ a;
-    }
-    uint8_t tail[8] = {0};
-    memcpy(tail, p + i, n - i);
-    uint64_t w = ss_le64_get(tail);
-    a = store_mix64(a ^ w ^ 0x243f6a8885a308d3ull);
-    b = store_mix64(b + w + a);
-    ss_le64_put(out, a);
-    ss_le64_put(out + 8, b);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(p, n));
+    memcpy(out, c.digest, HASH_BYTES);
 }
 
 /* Build the DB key of (saver, key) into buf. *is_long tells whether the

@@ -8,7 +8,9 @@
  * and finished values (version byte 1 -> 2, trailer added) in commits of
  * MIGRATE_CHUNK values, which a crash may interrupt (the version byte
  * tells done values apart), then savers, counts and the format key in one
- * last commit.
+ * last commit. Format 1 hashed long keys with a hand-written function;
+ * their values carry the full key, so they are moved to the DB key of
+ * format 2's XXH3-128 hash (store_dbkey_make).
  */
 #include "store.h"
 
@@ -75,15 +77,62 @@ int store_size_check(ss_store *st, const char *dir, char *msg)
     return 0;
 }
 
-/* Rewrite up to MIGRATE_CHUNK version-1 values of dbi from *pos on
- * (0 = start). Returns 1 when dbi is done, 0 when more remain, or < 0. */
-static int migrate_chunk(ss_store *st, MDB_dbi dbi, uint8_t *pos,
+/* Move the version-1 value under long DB key ok (copied: the cursor is
+ * closed) to the DB key of format 2's hash, sealed. */
+static int move_long(MDB_txn *t, ss_store *st, MDB_dbi dbi, const MDB_val *ok,
+                     size_t hdr, char *msg)
+{
+    uint8_t nk[DBKEY_MAX];
+    MDB_val k = *ok, v;
+    int rc = mdb_get(t, dbi, &k, &v);
+    if (rc != 0)
+        return store_mdb_fail(rc, "migrate long key", msg);
+    const uint8_t *p = v.mv_data;
+    size_t kl = ss_le32_get(p + 4);
+    const uint8_t *nul = memchr(ok->mv_data, 0, ok->mv_size);
+    if (!nul || kl == 0 || v.mv_size < hdr + kl) {
+        snprintf(msg, SS_STORE_MSG, "migration: malformed long-key value");
+        return SS_ERR_STORE;
+    }
+    size_t slen = (size_t)(nul - (const uint8_t *)ok->mv_data);
+    char saver[SS_SAVER_NAME_MAX + 1];
+    if (slen > SS_SAVER_NAME_MAX) {
+        snprintf(msg, SS_STORE_MSG, "migration: saver name of %zu bytes", slen);
+        return SS_ERR_STORE;
+    }
+    memcpy(saver, ok->mv_data, slen);
+    saver[slen] = '\0';
+    size_t nlen;
+    bool is_long;
+    store_dbkey_make(st, saver, slen, p + hdr, kl, nk, &nlen, &is_long);
+    uint8_t *buf = malloc(v.mv_size + CRC_BYTES);
+    if (!buf) {
+        snprintf(msg, SS_STORE_MSG, "out of memory");
+        return SS_ERR_NOMEM;
+    }
+    memcpy(buf, p, v.mv_size);
+    buf[0] = REC_VERSION;
+    MDB_val newk = {nlen, nk}, nv = {v.mv_size + CRC_BYTES, buf};
+    store_seal(&newk, buf, v.mv_size);
+    k = *ok;
+    rc = mdb_del(t, dbi, &k, NULL);
+    if (rc == 0)
+        rc = mdb_put(t, dbi, &newk, &nv, 0);
+    free(buf);
+    return rc ? store_mdb_fail(rc, "migrate long key", msg) : 0;
+}
+
+/* Rewrite up to MIGRATE_CHUNK version-1 values of dbi (values with a
+ * hdr-byte header) from *pos on (0 = start). Returns 1 when dbi is done,
+ * 0 when more remain, or < 0. */
+static int migrate_chunk(ss_store *st, MDB_dbi dbi, size_t hdr, uint8_t *pos,
                          size_t *pos_len, char *msg)
 {
     MDB_txn *t = NULL;
     MDB_cursor *c = NULL;
     uint8_t *buf = NULL;
-    size_t cap = 0, done = 0;
+    uint8_t (*longs)[DBKEY_MAX] = NULL; /* long DB keys to move */
+    size_t cap = 0, done = 0, n_long = 0;
     int ret = 0;
     int rc = mdb_txn_begin(st->env, NULL, 0, &t);
     if (rc != 0)
@@ -99,8 +148,20 @@ static int migrate_chunk(ss_store *st, MDB_dbi dbi, uint8_t *pos,
     for (; rc == 0 && done < MIGRATE_CHUNK;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         const uint8_t *p = v.mv_data;
-        if (v.mv_size == 0 || p[0] != REC_VERSION_V1)
+        if (v.mv_size < hdr || p[0] != REC_VERSION_V1)
             continue; /* migrated by an interrupted run (or not ours) */
+        if (ss_le32_get(p + 4) != 0 && k.mv_size == st->maxkey) {
+            /* A long key: its DB key changes with the hash; moved after
+             * the scan (a cursor must not see its own inserts). */
+            if (!longs && !(longs = malloc(MIGRATE_CHUNK * sizeof *longs))) {
+                ret = SS_ERR_NOMEM;
+                snprintf(msg, SS_STORE_MSG, "out of memory");
+                goto out;
+            }
+            memcpy(longs[n_long++], k.mv_data, k.mv_size);
+            done++;
+            continue;
+        }
         if (v.mv_size + CRC_BYTES > cap) {
             size_t nc = v.mv_size + CRC_BYTES;
             uint8_t *nb = realloc(buf, nc);
@@ -137,6 +198,12 @@ static int migrate_chunk(ss_store *st, MDB_dbi dbi, uint8_t *pos,
     }
     mdb_cursor_close(c);
     c = NULL;
+    for (size_t i = 0; i < n_long; i++) {
+        MDB_val ok = {st->maxkey, longs[i]};
+        ret = move_long(t, st, dbi, &ok, hdr, msg);
+        if (ret < 0)
+            goto out;
+    }
     rc = mdb_txn_commit(t);
     t = NULL;
     if (rc != 0)
@@ -151,6 +218,7 @@ out:
     if (t)
         mdb_txn_abort(t);
     free(buf);
+    free(longs);
     return ret;
 }
 
@@ -203,12 +271,14 @@ static int migrate_v1(ss_store *st, const char *dir, char *msg)
 {
     uint8_t pos[DBKEY_MAX];
     MDB_dbi dbis[3] = {st->seqs, st->evicted, st->finished};
+    size_t hdrs[3] = {REC_HDR, EVICT_HDR, FIN_HDR};
     SS_LOG(SS_LOG_INFO, "store: migrating '%s' from format 1 to format %u "
            "(checksums)", dir, SS_STORE_FORMAT_VERSION);
     for (int i = 0; i < 3; i++) {
         size_t pos_len = 0;
         int rc;
-        while ((rc = migrate_chunk(st, dbis[i], pos, &pos_len, msg)) == 0)
+        while ((rc = migrate_chunk(st, dbis[i], hdrs[i], pos, &pos_len,
+                                   msg)) == 0)
             ;
         if (rc < 0)
             return rc;

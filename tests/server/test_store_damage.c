@@ -210,6 +210,45 @@ START_TEST(test_flipped_overflow)
 }
 END_TEST
 
+/* Format 1's hash of long keys (a copy, to build a format-1 fixture). */
+static uint64_t v1_mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return x;
+}
+
+static void v1_key_hash(const uint8_t *p, size_t n, uint8_t out[16])
+{
+    uint64_t a = 0x9e3779b97f4a7c15ull ^ n, b = 0x6a09e667f3bcc909ull + n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = ss_le64_get(p + i);
+        a = v1_mix64(a ^ w) + 0x9e3779b97f4a7c15ull;
+        b = v1_mix64(b + (w * 0xff51afd7ed558ccdull)) ^ a;
+    }
+    uint8_t tail[8] = {0};
+    memcpy(tail, p + i, n - i);
+    uint64_t w = ss_le64_get(tail);
+    a = v1_mix64(a ^ w ^ 0x243f6a8885a308d3ull);
+    b = v1_mix64(b + w + a);
+    ss_le64_put(out, a);
+    ss_le64_put(out + 8, b);
+}
+
+static int count_cb(void *arg, const ss_bytes *key, uint64_t next,
+                    uint64_t upd)
+{
+    (void)key;
+    (void)next;
+    (void)upd;
+    (*(int *)arg)++;
+    return 0;
+}
+
 /* A store written by format 1 (values without checksums) opens, is
  * migrated, and reads back exactly; a damaged record found afterwards is
  * still reported. */
@@ -264,6 +303,31 @@ START_TEST(test_migrate_v1)
     v.mv_size = sizeof fin;
     v.mv_data = fin;
     ck_assert_int_eq(mdb_put(t, finished, &fk, &v, 0), 0);
+    /* A long key (600 bytes): DB key = saver, NUL, first P bytes, hash. */
+    static uint8_t lkey[600];
+    memset(lkey, 'L', sizeof lkey);
+    size_t maxkey = (size_t)mdb_env_get_maxkeysize(env);
+    size_t pvis = maxkey - 16 - 1 - 1;
+    uint8_t ldk[512];
+    ldk[0] = 'm';
+    ldk[1] = 0;
+    memcpy(ldk + 2, lkey, pvis);
+    v1_key_hash(lkey, sizeof lkey, ldk + 2 + pvis);
+    static uint8_t lrec[24 + sizeof lkey + 16];
+    lrec[0] = 1;
+    ss_le32_put(lrec + 4, sizeof lkey);
+    ss_le64_put(lrec + 8, 9);
+    ss_le64_put(lrec + 16, 600);
+    memcpy(lrec + 24, lkey, sizeof lkey);
+    memcpy(lrec + 24 + sizeof lkey, val, sizeof val);
+    MDB_val lk = {maxkey, ldk};
+    v.mv_size = sizeof lrec;
+    v.mv_data = lrec;
+    ck_assert_int_eq(mdb_put(t, seqs, &lk, &v, 0), 0);
+    cnt[0] = 2;
+    v.mv_size = sizeof cnt;
+    v.mv_data = cnt;
+    ck_assert_int_eq(mdb_put(t, counts, &k, &v, 0), 0);
     ck_assert_int_eq(mdb_txn_commit(t), 0);
     mdb_env_close(env);
     ss_schema_unref(s);
@@ -283,9 +347,20 @@ START_TEST(test_migrate_v1)
         ck_assert_int_eq(ss_store_fetch(st, c, 1, &k3, outs, &next, &upd, msg),
                          SS_ERR_NOT_FOUND);
         ck_assert_msg(strstr(msg, "evicted"), "msg: %s", msg);
+        ss_bytes lb = {lkey, sizeof lkey};
+        memset(out, 0, sizeof out);
+        ck_assert_int_eq(ss_store_fetch(st, c, 1, &lb, outs, &next, &upd, msg), 0);
+        ck_assert_uint_eq(next, 9);
+        ck_assert(memcmp(out, val, sizeof val) == 0);
+        int listed = 0;
+        bool more = false;
+        ck_assert_int_eq(ss_store_list(st, "m", (ss_bytes){NULL, 0},
+                                       (ss_bytes){NULL, 0}, 0, count_cb,
+                                       &listed, &more), 0);
+        ck_assert_int_eq(listed, 2);
         ss_store_stats stats;
         ck_assert_int_eq(ss_store_stats_get(st, "m", &stats), 0);
-        ck_assert_uint_eq(stats.sequences, 1);
+        ck_assert_uint_eq(stats.sequences, 2);
         /* The finished marker still makes a retried final save applied. */
         ss_store_txn *tx = NULL;
         ck_assert_int_eq(ss_store_txn_begin(st, &tx, msg), 0);
