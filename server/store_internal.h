@@ -67,6 +67,8 @@ struct ss_store {
     uint64_t psize;          /* LMDB page size */
     uint64_t reserve;        /* bytes of map beyond map_size (store_space.c) */
     uint64_t flushes;        /* flush commits made (writer thread) */
+    uint64_t fp_txnid;       /* committed txn fp_pages was counted at */
+    uint64_t fp_pages;       /* reusable free pages then (writer thread) */
     uint64_t corrupt;        /* damaged values found (atomic) */
 };
 

@@ -85,8 +85,14 @@ static uint64_t used_pages(ss_store *st)
     uint64_t used = (uint64_t)ei.me_last_pgno + 1;
     if (used * st->psize + st->reserve <= st->map_size)
         return used; /* far from the limit: no freelist scan */
-    bool last_freed;
-    uint64_t fp = free_pages(st, &last_freed);
+    /* The committed state cannot change while the writer thread is in a
+     * transaction: count the freelist once per committed txn. */
+    if (st->fp_txnid != (uint64_t)ei.me_last_txnid) {
+        bool last_freed;
+        st->fp_pages = free_pages(st, &last_freed);
+        st->fp_txnid = (uint64_t)ei.me_last_txnid;
+    }
+    uint64_t fp = st->fp_pages;
     return fp < used ? used - fp : 0;
 }
 
