@@ -2,8 +2,10 @@
  *
  * The store's other modules: store_codec.c (keys and record codec),
  * store_read.c (read path), store_write.c (write path), store_evict.c
- * (eviction), store_txn.c (nested-transaction stack), store_schema.c
- * (schemas). Byte layouts: store_codec.c and docs/store-format.md.
+ * (eviction), store_txn.c (nested-transaction stack), store_space.c
+ * (a full map stays recoverable), store_format.c (file checks at open,
+ * format version and migration), store_schema.c (schemas). Byte layouts:
+ * store_codec.c and docs/store-format.md.
  */
 #include "store.h"
 

@@ -14,8 +14,9 @@
  *   counts   saver name -> {sequences, evicted since declare}
  * All state tensors of one sequence live in one record, so they are always
  * replaced together. Keys too long for an LMDB key (LMDB's limit is 511
- * bytes) are stored under their first bytes plus a 128-bit hash, with the
- * full key inside the record; lookups always compare the full key.
+ * bytes) are stored under their first bytes plus a 128-bit hash (XXH3-128),
+ * with the full key inside the record; lookups always compare the full key.
+ * Every value ends with a CRC32C checked on every read (format 2).
  *
  * Other modules may keep their own named databases in the same environment
  * (ss_store_env): the environment allows SS_STORE_MAX_DBS named databases
@@ -139,8 +140,10 @@ void ss_store_set_finished_retention(ss_store *st, uint64_t ms);
  * metric. Any thread. */
 uint64_t ss_store_corrupt_records(const ss_store *st);
 /* Does any declared saver have idle_ttl_ms > 0? (Any thread; from the
- * schema cache.) A caller may skip the eviction sweep when not, though
- * ss_store_evict_idle leaves nothing to commit then anyway. */
+ * schema cache.) Not needed to keep an idle server from syncing: a sweep
+ * with nothing to evict or expire changes nothing, so its commit writes
+ * nothing (the writer does not count it). Note ss_store_evict_idle also
+ * deletes expired finished markers of savers without a TTL. */
 bool ss_store_has_ttl_savers(ss_store *st);
 
 /* Build a schema from a DeclareRequest (validates names, dtypes, shapes,
@@ -191,8 +194,10 @@ int ss_store_segments(ss_store *st, const char *saver, size_t n,
 typedef struct ss_store_stats {
     uint64_t savers;     /* declared savers */
     uint64_t sequences;  /* sequence records (all savers, or one) */
-    uint64_t map_size;   /* configured LMDB map size */
-    uint64_t map_used;   /* bytes in use (last page * page size) */
+    uint64_t map_size;   /* configured --map-size (LMDB's map is larger
+                            by a reserve for Drop: store_space.c) */
+    uint64_t map_used;   /* bytes up to the last used page, free pages
+                            included (may pass map_size by the reserve) */
     uint64_t evicted;    /* idle evictions since each saver was declared
                             (summed over declared savers) */
 } ss_store_stats;

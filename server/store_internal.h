@@ -1,6 +1,6 @@
 /* store_internal -- private declarations shared by the store's modules
  * (store.c, store_codec.c, store_read.c, store_write.c, store_evict.c,
- * store_txn.c, store_schema.c).
+ * store_txn.c, store_space.c, store_format.c, store_schema.c).
  *
  * Not a public header: only the store's own modules include it.
  */
