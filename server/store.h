@@ -293,6 +293,12 @@ int ss_store_txn_child_end(ss_store_txn *txn, bool commit,
  * child when one is open; valid until that child or txn ends). */
 struct MDB_txn *ss_store_txn_mdb(ss_store_txn *txn);
 struct MDB_env *ss_store_env(ss_store *st);
+/* For modules writing raw through ss_store_txn_mdb: call before putting a
+ * value of `bytes` that adds data. SS_ERR_FULL with advice in msg when it
+ * would pass --map-size, so that the reserve beyond it stays for Drop
+ * (store_space.c); 0 otherwise. Writer thread, inside txn. */
+int ss_store_reserve_check(ss_store_txn *txn, size_t bytes,
+                           char msg[SS_STORE_MSG]);
 /* Id of the last committed write transaction (LMDB's me_last_txnid). It
  * advances only when a commit wrote, and so synced, something: a
  * transaction that changed nothing commits as a no-op. Any thread. */

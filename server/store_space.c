@@ -150,3 +150,9 @@ int store_space_flush(ss_store *st, char *msg)
     st->flushes++;
     return 0;
 }
+
+int ss_store_reserve_check(ss_store_txn *txn, size_t bytes,
+                           char msg[SS_STORE_MSG])
+{
+    return store_space_check(txn, bytes, msg);
+}
