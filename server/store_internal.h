@@ -80,7 +80,7 @@ struct ss_store_txn {
     store_pending *pend;                       /* cache changes to publish */
     size_t n_pend;                       /* entries in pend */
     size_t cap_pend;                     /* allocated entries */
-    uint64_t est_pages;                  /* pages saves may add (estimate) */
+    uint64_t base_pages;                 /* store tree pages at begin */
 };
 
 /* A parsed seqs record. */
@@ -214,13 +214,20 @@ void store_cache_remove(ss_store *st, const char *name);
 
 /* ---- space (store_space.c) ---- */
 
-/* Reserve for a map of map_size bytes: map_size / 16 clamped to
- * SS_STORE_RESERVE_MIN..SS_STORE_RESERVE_MAX. */
-#define SS_STORE_RESERVE_MIN (64u << 10)
-#define SS_STORE_RESERVE_MAX (64u << 20)
+/* Reserve for a map of map_size bytes: map_size / 8 clamped to
+ * SS_STORE_RESERVE_MIN..SS_STORE_RESERVE_MAX. A Drop of k keys in
+ * different leaves copies about k pages, so the minimum (128 pages of
+ * 4 KiB) lets a Drop of about 100 scattered keys through a full map. */
+#define SS_STORE_RESERVE_MIN (512u << 10)
+#define SS_STORE_RESERVE_MAX (256u << 20)
 uint64_t store_reserve_bytes(uint64_t map_size);
-/* A save is about to write a value of `bytes`: SS_ERR_FULL with advice in
- * msg when that would pass --map-size (the reserve stays for Drop). */
+/* Record the store's tree pages at the start of txn. */
+void store_space_begin(ss_store_txn *txn);
+/* Is the committed map within the reserve of --map-size? */
+bool store_space_near(ss_store *st);
+/* After a save's put (bytes 0), or before a raw put of `bytes`:
+ * SS_ERR_FULL with advice in msg when the store would pass --map-size
+ * (the reserve stays for Drop); the caller rolls the put back. */
 int store_space_check(ss_store_txn *txn, size_t bytes, char *msg);
 /* Is the map near --map-size and did the last commit free pages? */
 bool store_space_tight(ss_store *st);

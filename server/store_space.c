@@ -7,11 +7,13 @@
  * last page a Drop could therefore not commit, and the pages it freed were
  * never usable by the next Save. Two measures fix that:
  *
- * 1. Reserve. The LMDB map is opened SS_STORE_RESERVE bytes larger than
- *    --map-size, and saves are refused with SS_ERR_FULL once the pages in
- *    use (last page + 1 minus the reusable free pages, plus an estimate of
- *    what the open transaction adds) would pass --map-size. Only
- *    non-save writes (Drop, eviction, the job queue) use the reserve.
+ * 1. Reserve. The LMDB map is opened a reserve (store_reserve_bytes)
+ *    larger than --map-size, and a save is refused with SS_ERR_FULL (and
+ *    rolled back) once the pages in use would pass --map-size: the
+ *    committed last page + 1, minus the free pages reusable now, plus the
+ *    pages the open transaction added to the store's trees (exact, from
+ *    mdb_stat). Only Drop, eviction and the job queue use the reserve
+ *    (raw writers may ask ss_store_reserve_check first).
  * 2. Flush commit. After a commit that freed pages (any module's) while
  *    the map is tight, ss_store_txn_commit commits once more with one dirty page (a
  *    store-private key in `counts`), so the freed pages are reusable by the
@@ -34,7 +36,7 @@ static const char flush_key[] = "\0flush";
 
 uint64_t store_reserve_bytes(uint64_t map_size)
 {
-    uint64_t r = map_size / 16;
+    uint64_t r = map_size / 8;
     if (r < SS_STORE_RESERVE_MIN)
         r = SS_STORE_RESERVE_MIN;
     if (r > SS_STORE_RESERVE_MAX)
@@ -96,22 +98,59 @@ static uint64_t used_pages(ss_store *st)
     return fp < used ? used - fp : 0;
 }
 
+/* Tree pages (branch, leaf, overflow) of the store's databases as t
+ * sees them: what its records occupy, free pages excluded. */
+static uint64_t tree_pages(ss_store *st, MDB_txn *t)
+{
+    MDB_dbi dbis[] = {st->savers, st->seqs, st->evicted, st->counts,
+                      st->finished};
+    uint64_t n = 0;
+    for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
+        MDB_stat ms;
+        if (mdb_stat(t, dbis[i], &ms) == 0)
+            n += ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages;
+    }
+    return n;
+}
+
+void store_space_begin(ss_store_txn *txn)
+{
+    txn->base_pages = tree_pages(txn->st, txn->stack[0]);
+}
+
+bool store_space_near(ss_store *st)
+{
+    MDB_envinfo ei;
+    mdb_env_info(st->env, &ei);
+    return ((uint64_t)ei.me_last_pgno + 1) * st->psize + st->reserve >
+           st->map_size;
+}
+
 int store_space_check(ss_store_txn *txn, size_t bytes, char *msg)
 {
     ss_store *st = txn->st;
-    uint64_t pages = (bytes + st->psize - 1) / st->psize + 1;
     uint64_t soft = st->map_size / st->psize;
-    txn->est_pages += pages;
-    uint64_t used = used_pages(st);
-    if (used + txn->est_pages <= soft)
+    int64_t extra = bytes ? (int64_t)((bytes + st->psize - 1) / st->psize + 1)
+                          : 0;
+    /* Pages the open transaction added to (or removed from) the store's
+     * trees so far, exact (LMDB keeps the counts per database). */
+    int64_t delta = (int64_t)tree_pages(st, store_cur_txn(txn)) -
+                    (int64_t)txn->base_pages;
+    MDB_envinfo ei;
+    mdb_env_info(st->env, &ei);
+    int64_t grow = delta + extra > 0 ? delta + extra : 0;
+    if ((uint64_t)ei.me_last_pgno + 1 + (uint64_t)grow <= soft)
+        return 0; /* fits even without reusing a free page */
+    int64_t net = (int64_t)used_pages(st) + delta + extra;
+    if (net <= (int64_t)soft)
         return 0;
-    txn->est_pages -= pages;
     snprintf(msg, SS_STORE_MSG,
-             "LMDB map is full (--map-size %llu bytes, about %llu in use); "
+             "LMDB map is full (--map-size %llu bytes, about %llu with this "
+             "save); "
              "Drop sequences or savers (their space is reusable at once) or "
              "restart the server with a larger --map-size",
              (unsigned long long)st->map_size,
-             (unsigned long long)(used * st->psize));
+             (unsigned long long)((uint64_t)net * st->psize));
     return SS_ERR_FULL;
 }
 

@@ -34,6 +34,7 @@ int ss_store_txn_begin(ss_store *st, ss_store_txn **out, char msg[SS_STORE_MSG])
         return store_mdb_fail(rc, "begin write transaction", msg);
     }
     t->depth = 1;
+    store_space_begin(t);
     *out = t;
     return 0;
 }

@@ -189,9 +189,6 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
              * reports already_applied instead of a conflict. */
             size_t fkl = is_long ? it->key.len : 0;
             MDB_val fv = {FIN_HDR + fkl + CRC_BYTES, NULL};
-            ret = store_space_check(txn, fv.mv_size, msg);
-            if (ret < 0)
-                return ret;
             rc = mdb_put(t, st->finished, &dk, &fv, MDB_RESERVE);
             if (rc != 0)
                 return store_mdb_fail(rc, "write finished marker", msg);
@@ -204,15 +201,17 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
             if (fkl)
                 memcpy(fp + FIN_HDR, it->key.data, fkl);
             store_seal(&dk, fp, FIN_HDR + fkl);
+            /* A marker is a save's data: it may not use the reserve
+             * (ss_store_save runs final items nested, so this rolls back). */
+            ret = store_space_check(txn, 0, msg);
+            if (ret < 0)
+                return ret;
         }
         return 0;
     }
     size_t kl = is_long ? it->key.len : 0;
     v.mv_size = REC_HDR + kl + schema->state_bytes + CRC_BYTES;
     v.mv_data = NULL;
-    ret = store_space_check(txn, v.mv_size, msg);
-    if (ret < 0)
-        return ret;
     rc = mdb_put(t, st->seqs, &dk, &v, MDB_RESERVE);
     if (rc != 0)
         return store_mdb_fail(rc, "write record", msg);
@@ -234,6 +233,11 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
         p += nb;
     }
     store_seal(&dk, v.mv_data, v.mv_size - CRC_BYTES);
+    /* ss_store_save nests whenever the map is near full, so a refusal
+     * here rolls the put back. */
+    ret = store_space_check(txn, 0, msg);
+    if (ret < 0)
+        return ret;
     if (!found)
         (*dseqs)++;
     return 0;
@@ -257,8 +261,10 @@ int ss_store_save(ss_store_txn *txn, const ss_schema *schema, size_t n,
      * A single item that is neither final nor segment 0 writes only its
      * record (after every check), so it needs no child transaction; the
      * others may write twice (clear a marker and write the record; delete
-     * the record and write a finished marker) and the second can fail. */
-    if (n > 1 || items[0].final || items[0].segment == 0) {
+     * the record and write a finished marker) and the second can fail.
+     * Near a full map the space check after the put may refuse it. */
+    if (n > 1 || items[0].final || items[0].segment == 0 ||
+        store_space_near(st)) {
         ret = ss_store_txn_child_begin(txn, msg);
         if (ret < 0)
             return ret;
@@ -307,9 +313,9 @@ static int del_prefix(MDB_txn *t, MDB_dbi dbi, const uint8_t *pfx, size_t plen,
     return ret;
 }
 
-int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
-                  const ss_bytes *keys, bool all, uint64_t *dropped,
-                  char msg[SS_STORE_MSG])
+static int drop_impl(ss_store_txn *txn, const char *saver, size_t n,
+                     const ss_bytes *keys, bool all, uint64_t *dropped,
+                     char msg[SS_STORE_MSG])
 {
     ss_store *st = txn->st;
     MDB_txn *t = store_cur_txn(txn);
@@ -409,5 +415,18 @@ int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
     }
     if (dseqs)
         ret = store_counts_add(t, st, saver, dseqs, 0, msg);
+    return ret;
+}
+
+int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
+                  const ss_bytes *keys, bool all, uint64_t *dropped,
+                  char msg[SS_STORE_MSG])
+{
+    int ret = drop_impl(txn, saver, n, keys, all, dropped, msg);
+    if (ret == SS_ERR_FULL && !all)
+        snprintf(msg, SS_STORE_MSG,
+                 "drop of %zu keys: LMDB map is full even with its reserve "
+                 "for Drop; drop fewer keys per request, or restart the "
+                 "server with a larger --map-size", n);
     return ret;
 }

@@ -23,6 +23,7 @@ typedef struct test_op {
     ss_write_op op;        /* embedded writer op */
     enum op_kind kind;     /* what run does */
     int idx;               /* key index (save) / first key (drop) */
+    int stride;            /* drop: keys idx, idx+stride, ... */
     int rc;                /* result seen by done */
     char msg[SS_STORE_MSG];/* message seen by done */
     bool done;             /* done ran */
@@ -98,7 +99,8 @@ static int op_run(ss_write_op *op, ss_store_txn *txn, char msg[SS_STORE_MSG])
         static char names[DROPS][16];
         ss_bytes keys[DROPS];
         for (int i = 0; i < DROPS; i++) {
-            snprintf(names[i], sizeof names[i], "k%05d", t->idx + i);
+            snprintf(names[i], sizeof names[i], "k%05d",
+                     t->idx + i * t->stride);
             keys[i] = fx_key(names[i]);
         }
         uint64_t dropped = 0;
@@ -122,7 +124,8 @@ static void op_done(ss_write_op *op, int rc, const char *msg)
 }
 
 /* Run one op through the writer and wait for its done callback. */
-static int run_op(enum op_kind kind, int idx, char msg[SS_STORE_MSG])
+static int run_op_stride(enum op_kind kind, int idx, int stride,
+                         char msg[SS_STORE_MSG])
 {
     test_op t;
     memset(&t, 0, sizeof t);
@@ -130,12 +133,18 @@ static int run_op(enum op_kind kind, int idx, char msg[SS_STORE_MSG])
     t.op.done = op_done;
     t.kind = kind;
     t.idx = idx;
+    t.stride = stride;
     ss_writer_submit(w, &t.op);
     while (!t.done)
         uv_run(&loop, UV_RUN_ONCE);
     if (msg)
         memcpy(msg, t.msg, SS_STORE_MSG);
     return t.rc;
+}
+
+static int run_op(enum op_kind kind, int idx, char msg[SS_STORE_MSG])
+{
+    return run_op_stride(kind, idx, 1, msg);
 }
 
 /* Save k00000, k00001, ... until the map is full; returns how many fit. */
@@ -268,6 +277,24 @@ START_TEST(test_key_max)
 }
 END_TEST
 
+/* 50 keys spread over the whole map: the Drop copies about 50 leaf pages
+ * (more than 50 neighbours would) and still fits in the reserve. It frees
+ * room inside those leaves rather than whole pages, so saves of keys
+ * sorting into them -- here the dropped keys again -- succeed. */
+START_TEST(test_scattered_drop)
+{
+    char msg[SS_STORE_MSG];
+    int n = fill();
+    int stride = n / DROPS;
+    int rc = run_op_stride(OP_DROP, 0, stride, msg);
+    ck_assert_msg(rc == 0, "scattered drop: %d %s", rc, msg);
+    for (int i = 0; i < DROPS; i++) {
+        rc = run_op(OP_SAVE, i * stride, msg);
+        ck_assert_msg(rc == 0, "save of dropped key %d: %s", i * stride, msg);
+    }
+}
+END_TEST
+
 static Suite *full_suite(void)
 {
     Suite *s = suite_create("store_full");
@@ -277,6 +304,7 @@ static Suite *full_suite(void)
     tcase_add_test(tc, test_drop_frees_at_once);
     tcase_add_test(tc, test_drop_frees_after_reopen);
     tcase_add_test(tc, test_reopen_full_then_drop);
+    tcase_add_test(tc, test_scattered_drop);
     suite_add_tcase(s, tc);
     TCase *idle = tcase_create("idle");
     tcase_add_checked_fixture(idle, setup, teardown);
