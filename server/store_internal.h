@@ -81,6 +81,9 @@ struct ss_store_txn {
     size_t n_pend;                       /* entries in pend */
     size_t cap_pend;                     /* allocated entries */
     uint64_t base_pages;                 /* store tree pages at begin */
+    uint64_t bound_pages;                /* upper bound of pages saves
+                                            added (skips mdb_stat far
+                                            from full) */
 };
 
 /* A parsed seqs record. */
@@ -229,6 +232,8 @@ bool store_space_near(ss_store *st);
  * SS_ERR_FULL with advice in msg when the store would pass --map-size
  * (the reserve stays for Drop); the caller rolls the put back. */
 int store_space_check(ss_store_txn *txn, size_t bytes, char *msg);
+/* A save put a value of `bytes` in txn (for store_space_check's bound). */
+void store_space_note(ss_store_txn *txn, size_t bytes);
 /* Is the map near --map-size and did the last commit free pages? */
 bool store_space_tight(ss_store *st);
 /* Commit one tiny transaction so pages freed by the last commit become

@@ -126,18 +126,28 @@ bool store_space_near(ss_store *st)
            st->map_size;
 }
 
+/* A put of `bytes` adds at most its own pages (twice: leaves split half
+ * full) plus copies of the path to it (LMDB trees here are < 6 deep). */
+void store_space_note(ss_store_txn *txn, size_t bytes)
+{
+    txn->bound_pages += 2 * ((bytes + txn->st->psize - 1) / txn->st->psize) + 6;
+}
+
 int store_space_check(ss_store_txn *txn, size_t bytes, char *msg)
 {
     ss_store *st = txn->st;
     uint64_t soft = st->map_size / st->psize;
     int64_t extra = bytes ? (int64_t)((bytes + st->psize - 1) / st->psize + 1)
                           : 0;
+    MDB_envinfo ei;
+    mdb_env_info(st->env, &ei);
+    if ((uint64_t)ei.me_last_pgno + 1 + txn->bound_pages + (uint64_t)extra <=
+        soft)
+        return 0; /* far from full: not even the bound can reach it */
     /* Pages the open transaction added to (or removed from) the store's
      * trees so far, exact (LMDB keeps the counts per database). */
     int64_t delta = (int64_t)tree_pages(st, store_cur_txn(txn)) -
                     (int64_t)txn->base_pages;
-    MDB_envinfo ei;
-    mdb_env_info(st->env, &ei);
     int64_t grow = delta + extra > 0 ? delta + extra : 0;
     if ((uint64_t)ei.me_last_pgno + 1 + (uint64_t)grow <= soft)
         return 0; /* fits even without reusing a free page */
@@ -193,5 +203,8 @@ int store_space_flush(ss_store *st, char *msg)
 int ss_store_reserve_check(ss_store_txn *txn, size_t bytes,
                            char msg[SS_STORE_MSG])
 {
-    return store_space_check(txn, bytes, msg);
+    int ret = store_space_check(txn, bytes, msg);
+    if (ret == 0)
+        store_space_note(txn, bytes); /* the caller puts it now */
+    return ret;
 }

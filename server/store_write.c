@@ -203,6 +203,7 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
             store_seal(&dk, fp, FIN_HDR + fkl);
             /* A marker is a save's data: it may not use the reserve
              * (ss_store_save runs final items nested, so this rolls back). */
+            store_space_note(txn, fv.mv_size);
             ret = store_space_check(txn, 0, msg);
             if (ret < 0)
                 return ret;
@@ -235,6 +236,7 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
     store_seal(&dk, v.mv_data, v.mv_size - CRC_BYTES);
     /* ss_store_save nests whenever the map is near full, so a refusal
      * here rolls the put back. */
+    store_space_note(txn, v.mv_size);
     ret = store_space_check(txn, 0, msg);
     if (ret < 0)
         return ret;
