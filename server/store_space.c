@@ -15,9 +15,9 @@
  *    mdb_stat). Only Drop, eviction and the job queue use the reserve
  *    (raw writers may ask ss_store_reserve_check first).
  * 2. Flush commit. After a commit that freed pages (any module's) while
- *    the map is tight, ss_store_txn_commit commits once more with one dirty page (a
- *    store-private key in `counts`), so the freed pages are reusable by the
- *    very next transaction.
+ *    the map is tight, ss_store_txn_commit commits once more with one
+ *    dirty page (a store-private key in `counts`), so the freed pages are
+ *    reusable by the very next transaction.
  */
 #include "store.h"
 
@@ -31,7 +31,7 @@
 #include "store_internal.h"
 
 /* Key of the flush commit's page in `counts`: saver names never start
- * with NUL, and its 8-byte value is skipped by the 16-byte counts readers. */
+ * with NUL, and readers of counts skip keys that do (store-private). */
 static const char flush_key[] = "\0flush";
 
 uint64_t store_reserve_bytes(uint64_t map_size)
