@@ -157,8 +157,11 @@ int ss_store_evict_idle(ss_store_txn *txn, uint64_t now_ms, size_t max,
             rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
             continue;
         }
+        /* A damaged record is skipped quietly: it is reported (logged and
+         * counted) when a client reads it, not once per sweep. */
         store_rec r;
-        if (store_rec_parse(st, &k, &v, &r, NULL) == 0 && r.updated_ms <= UINT64_MAX - e.ttl &&
+        if (store_sealed(&k, &v) && store_rec_parse_raw(&v, &r) == 0 &&
+            r.updated_ms <= UINT64_MAX - e.ttl &&
             r.updated_ms + e.ttl <= now_ms) {
             ret = mark_evicted(t, st, &k, &r, now_ms, msg);
             if (ret < 0)
