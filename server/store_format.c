@@ -67,6 +67,19 @@ int store_size_check(ss_store *st, const char *dir, char *msg)
     mdb_env_info(st->env, &ei);
     uint64_t need = ((uint64_t)ei.me_last_pgno + 1) * st->psize;
     if ((uint64_t)sb.st_size < need) {
+        /* LMDB leaves pages it allocated and freed again unwritten, so a
+         * file may legitimately end early when every missing page is
+         * free (store_pages.c). */
+        bool free_tail = false;
+        int rc = store_tail_free(path, st->psize, (uint64_t)sb.st_size,
+                                 &free_tail);
+        if (rc == 0 && free_tail) {
+            SS_LOG(SS_LOG_INFO, "store: %s ends %llu pages before LMDB's "
+                   "last page; all of them are free (never written)", path,
+                   (unsigned long long)((need - (uint64_t)sb.st_size +
+                                         st->psize - 1) / st->psize));
+            return 0;
+        }
         snprintf(msg, SS_STORE_MSG,
                  "%.100s is truncated: %llu bytes, LMDB's last used page "
                  "needs %llu (page %llu of %llu); restore a backup", path, (unsigned long long)sb.st_size,

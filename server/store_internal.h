@@ -248,6 +248,10 @@ int store_file_check(const char *dir, bool *fresh, char *msg);
 /* After mdb_env_open, before any read: refuse a data.mdb shorter than
  * (last used page + 1) * page size. */
 int store_size_check(ss_store *st, const char *dir, char *msg);
+/* Is every page of data.mdb at path past its end (file_bytes long) on
+ * LMDB's freelist, read with pread (store_pages.c)? 0 or an error. */
+int store_tail_free(const char *path, uint64_t psize, uint64_t file_bytes,
+                    bool *free_tail);
 /* Check the format version; write it into a new store, migrate format 1,
  * refuse others. */
 int store_format_check(ss_store *st, const char *dir, char *msg);
