@@ -74,7 +74,7 @@ int store_size_check(ss_store *st, const char *dir, char *msg)
         int rc = store_tail_free(path, st->psize, (uint64_t)sb.st_size,
                                  &free_tail);
         if (rc == 0 && free_tail) {
-            SS_LOG(SS_LOG_INFO, "store: %s ends %llu pages before LMDB's "
+            SS_LOG(SS_LOG_WARN, "store: %s ends %llu pages before LMDB's "
                    "last page; all of them are free (never written)", path,
                    (unsigned long long)((need - (uint64_t)sb.st_size +
                                          st->psize - 1) / st->psize));
