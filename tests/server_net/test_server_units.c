@@ -71,6 +71,16 @@ static const argv_case argv_cases[] = {
     {{"--data", "d", "extra", NULL}, SS_ERR_INVALID},
     {{"--data", "d", "--nope", NULL}, SS_ERR_INVALID},
     {{"--data", "d", "--auth-token-file", "/nonexistent/t", NULL}, SS_ERR_IO},
+    /* issue 8: strict integers (ss_parse_u64) and keys the store accepts */
+    {{"--data", "d", "--max-keys", " -1", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-keys", " 5", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-keys", "+5", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-key-bytes", "65535", NULL}, 0},
+    {{"--data", "d", "--max-key-bytes", "65536", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-key-bytes", "1M", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-unauth-frame-bytes", "100", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--frame-timeout-ms", "0", "--max-parked-total", "7",
+      NULL}, 0},
 };
 
 START_TEST(test_argv)
