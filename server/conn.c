@@ -192,15 +192,25 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     ss_conn_unref(c);
 }
 
+/* The largest frame payload c may send now: --max-frame-bytes, or only
+ * --max-unauth-frame-bytes until Hello succeeded (with a token), so an
+ * unauthenticated peer cannot make the server buffer a big frame. */
+static size_t conn_frame_limit(const ss_conn *c)
+{
+    const ss_config *cfg = &c->srv->cfg;
+    if (c->authed || cfg->max_unauth_frame_bytes >= cfg->max_frame_bytes)
+        return cfg->max_frame_bytes;
+    return cfg->max_unauth_frame_bytes;
+}
+
 /* A whole frame (or an oversized header) waits in the read buffer, held
  * back by backpressure: a peer that half-closed still gets its answer. */
 static bool conn_has_frame(const ss_conn *c)
 {
     const uint8_t *payload;
     size_t plen, consumed;
-    return ss_frame_decode(c->rbuf, c->rlen, c->srv->cfg.max_frame_bytes,
-                           &payload, &plen, &consumed, NULL) !=
-           SS_FRAME_NEED_MORE;
+    return ss_frame_decode(c->rbuf, c->rlen, conn_frame_limit(c), &payload,
+                           &plen, &consumed, NULL) != SS_FRAME_NEED_MORE;
 }
 
 /* Output is fully written: finish a pending close or an EOF. */
@@ -328,9 +338,9 @@ static void conn_process(ss_conn *c)
             break;
         const uint8_t *payload = NULL;
         size_t plen = 0, consumed = 0, need = 0;
-        int rc = ss_frame_decode(c->rbuf + pos, c->rlen - pos,
-                                 srv->cfg.max_frame_bytes, &payload, &plen,
-                                 &consumed, &need);
+        size_t limit = conn_frame_limit(c);
+        int rc = ss_frame_decode(c->rbuf + pos, c->rlen - pos, limit,
+                                 &payload, &plen, &consumed, &need);
         if (rc == SS_FRAME_NEED_MORE) {
             if (need > c->rcap)
                 grow_to = need;
@@ -340,16 +350,25 @@ static void conn_process(ss_conn *c)
             const uint8_t *h = c->rbuf + pos;
             uint32_t n = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) |
                          ((uint32_t)h[2] << 8) | (uint32_t)h[3];
-            char msg[160];
-            snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes exceeds "
-                     "the limit of %" PRIu32 " bytes (--max-frame-bytes)", n,
-                     srv->cfg.max_frame_bytes);
-            ss_server_reject(srv, SS_REJECT_FRAME_TOO_BIG);
+            char msg[200];
+            int code = STATESAVER__V1__CODE__RESOURCE_EXHAUSTED;
+            if (!c->authed && limit < srv->cfg.max_frame_bytes) {
+                /* Nothing of it is buffered: refused at its header. */
+                snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes before "
+                         "authentication exceeds the limit of %zu bytes "
+                         "(--max-unauth-frame-bytes): send Hello with the "
+                         "token first", n, limit);
+                code = STATESAVER__V1__CODE__UNAUTHENTICATED;
+                ss_server_reject(srv, SS_REJECT_UNAUTH_FRAME);
+            } else {
+                snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes exceeds "
+                         "the limit of %zu bytes (--max-frame-bytes)", n,
+                         limit);
+                ss_server_reject(srv, SS_REJECT_FRAME_TOO_BIG);
+            }
             SS_LOG(SS_LOG_WARN, "connection %s: %s", c->peer, msg);
             pos = c->rlen;
-            ss_dispatch_send_error_close(srv, c, 0,
-                                         STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
-                                         msg);
+            ss_dispatch_send_error_close(srv, c, 0, code, msg);
             break;
         }
         pos += consumed;
@@ -359,8 +378,11 @@ static void conn_process(ss_conn *c)
         memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
         c->rlen -= pos;
     }
+    /* Authenticated now: the small pre-Hello buffer may grow back. */
+    if (grow_to == 0 && c->authed && c->rcap < SS_CONN_READ_INITIAL)
+        grow_to = SS_CONN_READ_INITIAL;
     if (grow_to > 0 && !c->closing) {
-        /* grow_to is at most header + --max-frame-bytes: checked above. */
+        /* grow_to is at most header + the frame limit: checked above. */
         uint8_t *nb = realloc(c->rbuf, grow_to);
         if (!nb) {
             ss_dispatch_send_error_close(srv, c, 0,
@@ -540,12 +562,17 @@ int ss_conn_accept(ss_server *srv, uv_stream_t *listener, bool reject)
     c->srv = srv;
     c->refs = 1;
     c->rejected = reject;
-    c->rbuf = malloc(SS_CONN_READ_INITIAL);
+    c->authed = srv->cfg.token == NULL;
+    /* Before Hello only a small frame may come: a small buffer will do. */
+    size_t cap = SS_CONN_READ_INITIAL;
+    if (SS_FRAME_HEADER + (size_t)conn_frame_limit(c) < cap)
+        cap = SS_FRAME_HEADER + conn_frame_limit(c);
+    c->rbuf = malloc(cap);
     if (!c->rbuf) {
         free(c);
         return SS_ERR_NOMEM;
     }
-    c->rcap = SS_CONN_READ_INITIAL;
+    c->rcap = cap;
     uv_tcp_init(&srv->loop, &c->tcp);
     c->tcp.data = c;
     int rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
@@ -575,7 +602,6 @@ int ss_conn_accept(ss_server *srv, uv_stream_t *listener, bool reject)
         }
     }
     c->last_active = uv_now(&srv->loop);
-    c->authed = srv->cfg.token == NULL;
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;

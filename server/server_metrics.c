@@ -62,7 +62,8 @@ static const char *const code_names[] = {
 
 static const char *const reject_names[SS_REJECT_REASONS] = {
     "frame_too_big", "bad_frame", "auth", "max_connections", "limit",
-    "response_too_big",
+    "response_too_big", "unauth_frame", "decode_budget", "frame_timeout",
+    "evicted", "parked_total", "output_total",
 };
 
 static const char *const via_names[] = {"save", "complete"};

