@@ -1,15 +1,15 @@
-/* conn -- one client connection: frame reader, reply writer, backpressure. */
+/* conn -- client connections: frame reader, reply writer, backpressure,
+ * and the set of all connections (limits, sweeps, flushing). */
 #include "conn.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "server_internal.h"
-#include "server_metrics.h"
 #include "ss_error.h"
 #include "ss_frame.h"
 #include "ss_log.h"
+#include "statesaver.pb-c.h"
 
 /* After a protocol error the reply is written, our side is shut down and
  * further input is discarded for at most this long before closing, so the
@@ -32,10 +32,28 @@ typedef struct out_write {
     size_t bytes;       /* bytes handed to uv_write */
 } out_write;
 
+struct ss_conn_set {
+    uv_loop_t *loop;          /* the server's loop */
+    const ss_config *cfg;     /* limits (borrowed) */
+    ss_conn_events ev;        /* upward events */
+    ss_conn *all;             /* every connection (list head) */
+    ss_conn *fresh_new;       /* fresh connections, newest first */
+    ss_conn *fresh_old;       /* ... and the oldest (eviction end) */
+    uint64_t n_fresh;         /* fresh connections */
+    uint64_t open;            /* admitted and not closed */
+    uint64_t accepted;        /* admitted since start */
+    uint64_t out_total;       /* output bytes of all connections */
+    ss_conn *dirty;           /* connections with output or a resume */
+    bool stopping;            /* shutdown: read nothing more */
+    uv_idle_t flush_idle;     /* keeps poll from blocking while dirty */
+    uv_check_t flush_check;   /* flushes replies once per iteration */
+    bool handles_open;        /* the two handles above are usable */
+};
+
 struct ss_conn {
     uv_tcp_t tcp;            /* the socket; tcp.data = this */
     uv_shutdown_t shut;      /* write-side shutdown while lingering */
-    ss_server *srv;          /* owning server */
+    ss_conn_set *set;        /* owning set */
     int refs;                /* socket + requests + writes + dirty list */
     bool closing;            /* uv_close called */
     bool close_pending;      /* close once output is written */
@@ -45,7 +63,9 @@ struct ss_conn {
     bool processing;         /* inside conn_process (no recursion) */
     bool authed;             /* Hello succeeded */
     bool rejected;           /* over --max-connections; not counted */
-    bool dirty;              /* on the server's dirty list */
+    bool dirty;              /* on the set's dirty list */
+    bool resume;             /* dirty: re-process buffered frames */
+    bool fresh;              /* no complete request yet (fresh list) */
     uint8_t *rbuf;           /* read buffer */
     size_t rlen;             /* bytes in rbuf */
     size_t rcap;             /* rbuf capacity */
@@ -54,17 +74,40 @@ struct ss_conn {
     uint64_t out_bytes;      /* queued + in-flight output bytes */
     unsigned writes;         /* uv_write requests in flight */
     unsigned inflight;       /* unanswered requests */
-    uint64_t last_active;    /* uv_now of the last read or write */
+    unsigned by_class[SS_CONN_CLASSES]; /* unanswered requests per class */
+    uint64_t last_active;    /* uv_now of the last whole request or answer */
+    uint64_t frame_start;    /* uv_now when the incomplete frame began, or 0 */
     uint64_t linger_start;   /* uv_now when lingering began */
-    ss_request *requests;    /* unanswered requests (dispatch's list) */
-    ss_conn *prev;           /* server list */
-    ss_conn *next;           /* server list */
-    ss_conn *dirty_next;     /* server dirty list */
+    void *data;              /* the layer above's (ss_conn_set_data) */
+    ss_conn *prev;           /* set list */
+    ss_conn *next;           /* set list */
+    ss_conn *fresh_prev;     /* fresh list (newer) */
+    ss_conn *fresh_next;     /* fresh list (older) */
+    ss_conn *dirty_next;     /* set dirty list */
     char peer[64];           /* peer address for logs */
 };
 
 static void conn_process(ss_conn *c);
 static void conn_update_reading(ss_conn *c);
+static void conn_mark_dirty(ss_conn *c);
+
+static uint64_t conn_now(const ss_conn *c)
+{
+    return uv_now(c->set->loop);
+}
+
+/* Output accounting: per connection and over the set. */
+static void out_add(ss_conn *c, uint64_t n)
+{
+    c->out_bytes += n;
+    c->set->out_total += n;
+}
+
+static void out_sub(ss_conn *c, uint64_t n)
+{
+    c->out_bytes -= n;
+    c->set->out_total -= n;
+}
 
 #define CHUNK_OF(p) ((out_chunk *)((uint8_t *)(p) - offsetof(out_chunk, data)))
 
@@ -125,9 +168,14 @@ void ss_conn_set_authed(ss_conn *c)
     c->authed = true;
 }
 
-ss_request **ss_conn_requests(ss_conn *c)
+void ss_conn_set_data(ss_conn *c, void *data)
 {
-    return &c->requests;
+    c->data = data;
+}
+
+void *ss_conn_data(const ss_conn *c)
+{
+    return c->data;
 }
 
 const char *ss_conn_peer(const ss_conn *c)
@@ -135,19 +183,62 @@ const char *ss_conn_peer(const ss_conn *c)
     return c->peer;
 }
 
-ss_conn **ss_conn_dirty_next(ss_conn *c)
-{
-    return &c->dirty_next;
-}
-
-bool *ss_conn_dirty_flag(ss_conn *c)
-{
-    return &c->dirty;
-}
-
 static bool over_output_limit(const ss_conn *c)
 {
-    return c->out_bytes > c->srv->cfg.max_output_bytes;
+    return c->out_bytes > c->set->cfg->max_output_bytes;
+}
+
+/* The cap of each request class (0 = none). */
+static unsigned class_cap(const ss_conn *c, int cls)
+{
+    switch (cls) {
+    case SS_CONN_CLASS_PARKED: return c->set->cfg->max_parked_per_conn;
+    case SS_CONN_CLASS_WRITE: return c->set->cfg->max_pending_writes_per_conn;
+    default: return 0;
+    }
+}
+
+/* A class is at its cap: read and dispatch nothing until one is answered. */
+static bool at_request_cap(const ss_conn *c)
+{
+    for (int k = 0; k < SS_CONN_CLASSES; k++) {
+        unsigned cap = class_cap(c, k);
+        if (cap && c->by_class[k] >= cap)
+            return true;
+    }
+    return false;
+}
+
+static void fresh_unlink(ss_conn *c)
+{
+    ss_conn_set *s = c->set;
+    if (!c->fresh)
+        return;
+    c->fresh = false;
+    if (c->fresh_prev)
+        c->fresh_prev->fresh_next = c->fresh_next;
+    else
+        s->fresh_new = c->fresh_next;
+    if (c->fresh_next)
+        c->fresh_next->fresh_prev = c->fresh_prev;
+    else
+        s->fresh_old = c->fresh_prev;
+    c->fresh_prev = c->fresh_next = NULL;
+    s->n_fresh--;
+}
+
+static void fresh_link(ss_conn *c)
+{
+    ss_conn_set *s = c->set;
+    c->fresh = true;
+    c->fresh_prev = NULL;
+    c->fresh_next = s->fresh_new;
+    if (s->fresh_new)
+        s->fresh_new->fresh_prev = c;
+    else
+        s->fresh_old = c;
+    s->fresh_new = c;
+    s->n_fresh++;
 }
 
 static void on_close(uv_handle_t *h)
@@ -159,7 +250,7 @@ void ss_conn_close(ss_conn *c, const char *reason)
 {
     if (c->closing)
         return;
-    ss_server *srv = c->srv;
+    ss_conn_set *s = c->set;
     c->closing = true;
     SS_LOG(SS_LOG_DEBUG, "connection %s closed: %s", c->peer, reason);
     if (c->reading) {
@@ -169,19 +260,21 @@ void ss_conn_close(ss_conn *c, const char *reason)
     if (c->prev)
         c->prev->next = c->next;
     else
-        srv->conns = c->next;
+        s->all = c->next;
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
+    fresh_unlink(c);
     if (!c->rejected)
-        srv->counters.connections--;
+        s->open--;
     /* Queued output can no longer be sent. */
     for (out_chunk *ch = c->out_head; ch; ch = ch->next)
-        c->out_bytes -= ch->len - ch->off;
+        out_sub(c, ch->len - ch->off);
     chunks_free(c->out_head);
     c->out_head = c->out_tail = NULL;
     uv_close((uv_handle_t *)&c->tcp, on_close);
-    ss_dispatch_conn_closed(c);
+    if (s->ev.closed)
+        s->ev.closed(s->ev.arg, c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -197,7 +290,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
  * unauthenticated peer cannot make the server buffer a big frame. */
 static size_t conn_frame_limit(const ss_conn *c)
 {
-    const ss_config *cfg = &c->srv->cfg;
+    const ss_config *cfg = c->set->cfg;
     if (c->authed || cfg->max_unauth_frame_bytes >= cfg->max_frame_bytes)
         return cfg->max_frame_bytes;
     return cfg->max_unauth_frame_bytes;
@@ -219,7 +312,7 @@ static void conn_maybe_finish(ss_conn *c)
     if (c->closing || c->out_head || c->writes)
         return;
     if (c->close_pending && !c->lingering) {
-        if (c->srv->shutting_down || c->eof) {
+        if (c->set->stopping || c->eof) {
             ss_conn_close(c, "closed after error reply");
             return;
         }
@@ -232,7 +325,7 @@ static void conn_maybe_finish(ss_conn *c)
         }
         ss_conn_ref(c);
         c->lingering = true;
-        c->linger_start = uv_now(&c->srv->loop);
+        c->linger_start = conn_now(c);
         c->rlen = 0;
         conn_update_reading(c);
         return;
@@ -251,7 +344,7 @@ void ss_conn_close_after_flush(ss_conn *c, const char *reason)
     c->close_pending = true;
     conn_update_reading(c);
     if (c->out_head)
-        ss_server_mark_dirty(c->srv, c);
+        conn_mark_dirty(c);
     else
         conn_maybe_finish(c);
 }
@@ -262,8 +355,8 @@ static bool conn_want_read(const ss_conn *c)
         return false;
     if (c->lingering)
         return !c->eof;
-    return !c->close_pending && !c->eof && !c->srv->shutting_down &&
-           !over_output_limit(c) && c->rcap > c->rlen;
+    return !c->close_pending && !c->eof && !c->set->stopping &&
+           !over_output_limit(c) && !at_request_cap(c) && c->rcap > c->rlen;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -281,7 +374,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->closing)
         return;
     if (nread > 0) {
-        c->last_active = uv_now(&c->srv->loop);
         if (c->lingering)
             return; /* discarded */
         c->rlen += (size_t)nread;
@@ -325,7 +417,7 @@ static void conn_update_reading(ss_conn *c)
 /* Dispatch every whole frame at the front of the read buffer. */
 static void conn_process(ss_conn *c)
 {
-    ss_server *srv = c->srv;
+    ss_conn_set *s = c->set;
     if (c->processing)
         return;
     c->processing = true;
@@ -333,8 +425,8 @@ static void conn_process(ss_conn *c)
     size_t pos = 0;
     size_t grow_to = 0;
     for (;;) {
-        if (c->closing || c->close_pending || srv->shutting_down ||
-            over_output_limit(c))
+        if (c->closing || c->close_pending || s->stopping ||
+            over_output_limit(c) || at_request_cap(c))
             break;
         const uint8_t *payload = NULL;
         size_t plen = 0, consumed = 0, need = 0;
@@ -352,32 +444,45 @@ static void conn_process(ss_conn *c)
                          ((uint32_t)h[2] << 8) | (uint32_t)h[3];
             char msg[200];
             int code = STATESAVER__V1__CODE__RESOURCE_EXHAUSTED;
-            if (!c->authed && limit < srv->cfg.max_frame_bytes) {
+            int why = SS_CONN_REFUSED_FRAME_TOO_BIG;
+            if (!c->authed && limit < s->cfg->max_frame_bytes) {
                 /* Nothing of it is buffered: refused at its header. */
                 snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes before "
                          "authentication exceeds the limit of %zu bytes "
                          "(--max-unauth-frame-bytes): send Hello with the "
                          "token first", n, limit);
                 code = STATESAVER__V1__CODE__UNAUTHENTICATED;
-                ss_server_reject(srv, SS_REJECT_UNAUTH_FRAME);
+                why = SS_CONN_REFUSED_UNAUTH_FRAME;
             } else {
                 snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes exceeds "
                          "the limit of %zu bytes (--max-frame-bytes)", n,
                          limit);
-                ss_server_reject(srv, SS_REJECT_FRAME_TOO_BIG);
             }
             SS_LOG(SS_LOG_WARN, "connection %s: %s", c->peer, msg);
             pos = c->rlen;
-            ss_dispatch_send_error_close(srv, c, 0, code, msg);
+            if (s->ev.refused)
+                s->ev.refused(s->ev.arg, (ss_conn_refusal)why);
+            s->ev.error(s->ev.arg, c, code, msg);
             break;
         }
         pos += consumed;
-        ss_dispatch_frame(srv, c, payload, plen);
+        c->last_active = conn_now(c);
+        s->ev.frame(s->ev.arg, c, payload, plen);
+        /* A first complete request while authenticated: no longer fresh. */
+        if (c->fresh && c->authed)
+            fresh_unlink(c);
     }
     if (pos > 0) {
         memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
         c->rlen -= pos;
+        c->frame_start = 0;
     }
+    /* The deadline of the incomplete frame at the front starts with its
+     * first byte here. */
+    if (c->rlen == 0)
+        c->frame_start = 0;
+    else if (c->frame_start == 0)
+        c->frame_start = conn_now(c);
     /* Authenticated now: the small pre-Hello buffer may grow back. */
     if (grow_to == 0 && c->authed && c->rcap < SS_CONN_READ_INITIAL)
         grow_to = SS_CONN_READ_INITIAL;
@@ -385,9 +490,8 @@ static void conn_process(ss_conn *c)
         /* grow_to is at most header + the frame limit: checked above. */
         uint8_t *nb = realloc(c->rbuf, grow_to);
         if (!nb) {
-            ss_dispatch_send_error_close(srv, c, 0,
-                                         STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
-                                         "out of memory for the frame");
+            s->ev.error(s->ev.arg, c, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                        "out of memory for the frame");
         } else {
             c->rbuf = nb;
             c->rcap = grow_to;
@@ -417,14 +521,23 @@ static void conn_output_progress(ss_conn *c)
     conn_maybe_finish(c);
 }
 
-void ss_conn_request_started(ss_conn *c)
+void ss_conn_request_started(ss_conn *c, ss_conn_class cls)
 {
     c->inflight++;
+    c->by_class[cls]++;
 }
 
-void ss_conn_request_done(ss_conn *c)
+void ss_conn_request_done(ss_conn *c, ss_conn_class cls)
 {
+    bool was_capped = at_request_cap(c);
     c->inflight--;
+    c->by_class[cls]--;
+    c->last_active = conn_now(c);
+    if (was_capped && !at_request_cap(c) && !c->closing) {
+        /* Resume in the flush step, not inside the answering code. */
+        c->resume = true;
+        conn_mark_dirty(c);
+    }
     if (c->eof && c->inflight == 0)
         conn_maybe_finish(c);
 }
@@ -445,8 +558,8 @@ void ss_conn_send(ss_conn *c, uint8_t *frame, size_t len)
     else
         c->out_head = ch;
     c->out_tail = ch;
-    c->out_bytes += len;
-    ss_server_mark_dirty(c->srv, c);
+    out_add(c, len);
+    conn_mark_dirty(c);
     if (over_output_limit(c))
         conn_update_reading(c);
 }
@@ -456,14 +569,13 @@ static void on_write(uv_write_t *req, int status)
     out_write *w = req->data;
     ss_conn *c = w->conn;
     chunks_free(w->chunks);
-    c->out_bytes -= w->bytes;
+    out_sub(c, w->bytes);
     c->writes--;
     free(w);
     if (status < 0) {
         if (!c->closing)
             ss_conn_close(c, uv_strerror(status));
     } else if (!c->closing) {
-        c->last_active = uv_now(&c->srv->loop);
         conn_output_progress(c);
     }
     ss_conn_unref(c);
@@ -483,7 +595,7 @@ static unsigned out_gather(const ss_conn *c, uv_buf_t *bufs, size_t *total)
     return nb;
 }
 
-void ss_conn_flush(ss_conn *c)
+static void conn_flush(ss_conn *c)
 {
     uv_buf_t bufs[SS_CONN_IOV_MAX];
     if (c->closing)
@@ -501,7 +613,7 @@ void ss_conn_flush(ss_conn *c)
                 return;
             }
             size_t left = (size_t)n;
-            c->out_bytes -= left;
+            out_sub(c, left);
             while (left > 0) {
                 out_chunk *ch = c->out_head;
                 size_t avail = ch->len - ch->off;
@@ -539,7 +651,7 @@ void ss_conn_flush(ss_conn *c)
         last->next = NULL;
         int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nb, on_write);
         if (rc < 0) {
-            c->out_bytes -= total;
+            out_sub(c, total);
             chunks_free(w->chunks);
             free(w);
             ss_conn_close(c, uv_strerror(rc));
@@ -554,15 +666,37 @@ void ss_conn_flush(ss_conn *c)
         conn_maybe_finish(c);
 }
 
-int ss_conn_accept(ss_server *srv, uv_stream_t *listener, bool reject)
+/* Close the oldest fresh connection to make room for a newcomer. */
+static void evict_oldest_fresh(ss_conn_set *s, const char *why)
 {
+    ss_conn *old = s->fresh_old;
+    SS_LOG(SS_LOG_INFO, "evicting connection %s (no complete request for %"
+           PRIu64 " ms) for a new one: %s", old->peer,
+           uv_now(s->loop) - old->last_active, why);
+    if (s->ev.refused)
+        s->ev.refused(s->ev.arg, SS_CONN_REFUSED_EVICTED);
+    ss_conn_close(old, "evicted for a new connection");
+}
+
+int ss_conn_accept(ss_conn_set *s, uv_stream_t *listener)
+{
+    const ss_config *cfg = s->cfg;
+    bool reject = false;
+    if (s->open >= cfg->max_connections) {
+        if (s->fresh_old)
+            evict_oldest_fresh(s, "--max-connections reached");
+        else
+            reject = true;
+    }
+    if (!reject && s->n_fresh >= cfg->max_unauth_conns && s->fresh_old)
+        evict_oldest_fresh(s, "--max-unauth-connections reached");
     ss_conn *c = calloc(1, sizeof *c);
     if (!c)
         return SS_ERR_NOMEM;
-    c->srv = srv;
+    c->set = s;
     c->refs = 1;
     c->rejected = reject;
-    c->authed = srv->cfg.token == NULL;
+    c->authed = cfg->token == NULL;
     /* Before Hello only a small frame may come: a small buffer will do. */
     size_t cap = SS_CONN_READ_INITIAL;
     if (SS_FRAME_HEADER + (size_t)conn_frame_limit(c) < cap)
@@ -573,7 +707,7 @@ int ss_conn_accept(ss_server *srv, uv_stream_t *listener, bool reject)
         return SS_ERR_NOMEM;
     }
     c->rcap = cap;
-    uv_tcp_init(&srv->loop, &c->tcp);
+    uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     int rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
     if (rc < 0) {
@@ -601,35 +735,158 @@ int ss_conn_accept(ss_server *srv, uv_stream_t *listener, bool reject)
             snprintf(c->peer, sizeof c->peer, "[%s]:%d", ip, port);
         }
     }
-    c->last_active = uv_now(&srv->loop);
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
+    c->last_active = uv_now(s->loop);
+    c->next = s->all;
+    if (s->all)
+        s->all->prev = c;
+    s->all = c;
     if (reject) {
-        ss_server_reject(srv, SS_REJECT_MAX_CONNECTIONS);
+        if (s->ev.refused)
+            s->ev.refused(s->ev.arg, SS_CONN_REFUSED_MAX_CONNECTIONS);
         SS_LOG(SS_LOG_WARN, "connection %s refused: %" PRIu64 " connections "
-               "open (--max-connections %u)", c->peer,
-               srv->counters.connections, srv->cfg.max_connections);
+               "open (--max-connections %u), none of them fresh", c->peer,
+               s->open, cfg->max_connections);
         char msg[128];
         snprintf(msg, sizeof msg, "too many connections (limit %u, "
-                 "--max-connections)", srv->cfg.max_connections);
-        ss_dispatch_send_error_close(srv, c, 0,
-                                     STATESAVER__V1__CODE__UNAVAILABLE, msg);
+                 "--max-connections)", cfg->max_connections);
+        s->ev.error(s->ev.arg, c, STATESAVER__V1__CODE__UNAVAILABLE, msg);
         return 0;
     }
-    srv->counters.connections++;
-    srv->counters.accepted++;
+    s->open++;
+    s->accepted++;
+    fresh_link(c);
     SS_LOG(SS_LOG_DEBUG, "connection %s accepted", c->peer);
     conn_update_reading(c);
     return 0;
 }
 
-void ss_conn_sweep_idle(ss_server *srv, uint64_t timeout_ms)
+/* ---- the set ---- */
+
+static void on_flush_idle(uv_idle_t *h)
 {
-    uint64_t now = uv_now(&srv->loop);
+    ss_conn_flush_all(h->data);
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+    ss_conn_flush_all(h->data);
+}
+
+int ss_conn_set_new(ss_conn_set **out, uv_loop_t *loop, const ss_config *cfg)
+{
+    ss_conn_set *s = calloc(1, sizeof *s);
+    if (!s)
+        return SS_ERR_NOMEM;
+    s->loop = loop;
+    s->cfg = cfg;
+    uv_idle_init(loop, &s->flush_idle);
+    uv_check_init(loop, &s->flush_check);
+    s->flush_idle.data = s->flush_check.data = s;
+    s->handles_open = true;
+    uv_check_start(&s->flush_check, on_flush_check);
+    *out = s;
+    return 0;
+}
+
+void ss_conn_set_events(ss_conn_set *s, const ss_conn_events *ev)
+{
+    s->ev = *ev;
+}
+
+void ss_conn_set_close_handles(ss_conn_set *s)
+{
+    if (!s || !s->handles_open)
+        return;
+    s->handles_open = false;
+    if (!uv_is_closing((uv_handle_t *)&s->flush_idle))
+        uv_close((uv_handle_t *)&s->flush_idle, NULL);
+    if (!uv_is_closing((uv_handle_t *)&s->flush_check))
+        uv_close((uv_handle_t *)&s->flush_check, NULL);
+}
+
+void ss_conn_set_free(ss_conn_set *s)
+{
+    free(s);
+}
+
+uint64_t ss_conn_set_open(const ss_conn_set *s)
+{
+    return s->open;
+}
+
+uint64_t ss_conn_set_accepted(const ss_conn_set *s)
+{
+    return s->accepted;
+}
+
+bool ss_conn_set_empty(const ss_conn_set *s)
+{
+    return s->all == NULL;
+}
+
+static void conn_mark_dirty(ss_conn *c)
+{
+    ss_conn_set *s = c->set;
+    if (c->dirty)
+        return;
+    c->dirty = true;
+    ss_conn_ref(c);
+    c->dirty_next = s->dirty;
+    s->dirty = c;
+    /* An active idle handle keeps the next poll from blocking, so replies
+     * queued from timer callbacks leave in this iteration too. */
+    if (s->handles_open)
+        uv_idle_start(&s->flush_idle, on_flush_idle);
+}
+
+/* Over --max-output-bytes-total: close the connections holding the most
+ * output until under it (as Redis does past client-output-buffer-limit). */
+static void enforce_output_total(ss_conn_set *s)
+{
+    while (s->out_total > s->cfg->max_output_total) {
+        ss_conn *worst = NULL;
+        for (ss_conn *c = s->all; c; c = c->next)
+            if (!c->closing && c->out_head &&
+                (!worst || c->out_bytes > worst->out_bytes))
+                worst = c;
+        if (!worst)
+            return;
+        SS_LOG(SS_LOG_WARN, "closing connection %s: %" PRIu64 " bytes of "
+               "replies unread while all connections hold %" PRIu64
+               " (--max-output-bytes-total %" PRIu64 ")", worst->peer,
+               worst->out_bytes, s->out_total, s->cfg->max_output_total);
+        if (s->ev.refused)
+            s->ev.refused(s->ev.arg, SS_CONN_REFUSED_OUTPUT_TOTAL);
+        ss_conn_close(worst, "over the total output limit");
+    }
+}
+
+void ss_conn_flush_all(ss_conn_set *s)
+{
+    enforce_output_total(s);
+    while (s->dirty) {
+        ss_conn *c = s->dirty;
+        s->dirty = c->dirty_next;
+        c->dirty_next = NULL;
+        c->dirty = false;
+        if (c->resume) {
+            c->resume = false;
+            if (!c->closing)
+                conn_output_progress(c);
+        }
+        conn_flush(c);
+        ss_conn_unref(c);
+    }
+    if (s->handles_open)
+        uv_idle_stop(&s->flush_idle);
+}
+
+void ss_conn_sweep(ss_conn_set *s, uint64_t timeout_ms)
+{
+    uint64_t now = uv_now(s->loop);
+    uint64_t frame_ms = s->cfg->frame_timeout_ms;
     ss_conn *next;
-    for (ss_conn *c = srv->conns; c; c = next) {
+    for (ss_conn *c = s->all; c; c = next) {
         next = c->next;
         if (c->closing)
             continue;
@@ -638,33 +895,45 @@ void ss_conn_sweep_idle(ss_server *srv, uint64_t timeout_ms)
                 ss_conn_close(c, "linger time over");
             continue;
         }
-        if (timeout_ms == 0 || c->inflight > 0)
+        if (frame_ms && c->frame_start && !c->close_pending &&
+            now - c->frame_start >= frame_ms && !conn_has_frame(c)) {
+            SS_LOG(SS_LOG_INFO, "closing connection %s: a frame begun %"
+                   PRIu64 " ms ago is still incomplete (%zu bytes; "
+                   "--frame-timeout-ms %" PRIu64 ")", c->peer,
+                   now - c->frame_start, c->rlen, frame_ms);
+            if (s->ev.refused)
+                s->ev.refused(s->ev.arg, SS_CONN_REFUSED_FRAME_TIMEOUT);
+            ss_conn_close(c, "frame timeout");
+            continue;
+        }
+        if (timeout_ms == 0 || c->inflight > 0 || c->out_head || c->writes)
             continue;
         if (now - c->last_active >= timeout_ms) {
-            SS_LOG(SS_LOG_INFO, "closing idle connection %s (idle %" PRIu64
-                   " ms, --idle-timeout-ms %" PRIu64 ")", c->peer,
+            SS_LOG(SS_LOG_INFO, "closing idle connection %s (no request for %"
+                   PRIu64 " ms, --idle-timeout-ms %" PRIu64 ")", c->peer,
                    now - c->last_active, timeout_ms);
             ss_conn_close(c, "idle");
         }
     }
 }
 
-void ss_conn_stop_all(ss_server *srv)
+void ss_conn_stop_all(ss_conn_set *s)
 {
-    for (ss_conn *c = srv->conns; c; c = c->next)
+    s->stopping = true;
+    for (ss_conn *c = s->all; c; c = c->next)
         conn_update_reading(c);
 }
 
-void ss_conn_close_all(ss_server *srv, bool flush)
+void ss_conn_close_all(ss_conn_set *s, bool flush)
 {
     ss_conn *next;
-    for (ss_conn *c = srv->conns; c; c = next) {
+    for (ss_conn *c = s->all; c; c = next) {
         next = c->next;
         if (flush && (c->out_head || c->writes)) {
             c->close_pending = true;
             c->lingering = false;
             conn_update_reading(c);
-            ss_server_mark_dirty(srv, c);
+            conn_mark_dirty(c);
         } else {
             ss_conn_close(c, "server shutting down");
         }

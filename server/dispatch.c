@@ -27,7 +27,15 @@ struct ss_request {
     uint64_t start_ms;           /* uv_now when decoded, for debug logs */
     uint64_t start_ns;           /* monotonic ns when decoded (metrics), or 0 */
     int body;                    /* Request body case (metrics op label) */
+    ss_conn_class cls;           /* its class for the per-connection caps */
 };
+
+/* The connection's unanswered requests: the list head is the pointer the
+ * connection keeps for us (ss_conn_data). */
+static ss_request *conn_requests(const ss_conn *c)
+{
+    return ss_conn_data(c);
+}
 
 int ss_dispatch_register(ss_server *srv, int body_case, ss_handler_fn fn)
 {
@@ -161,22 +169,24 @@ static void request_release(ss_request *req, int code)
 {
     ss_server *srv = req->srv;
     ss_conn *c = req->conn;
-    ss_request **head = ss_conn_requests(c);
     if (req->prev)
         req->prev->next = req->next;
     else
-        *head = req->next;
+        ss_conn_set_data(c, req->next);
     if (req->next)
         req->next->prev = req->prev;
+    if (req->cls == SS_CONN_CLASS_PARKED)
+        srv->parked--;
     if (ss_log_threshold >= SS_LOG_DEBUG)
         SS_LOG(SS_LOG_DEBUG, "request %" PRIu64 " from %s answered in %" PRIu64
                " ms", req->id, ss_conn_peer(c),
                uv_now(&srv->loop) - req->start_ms);
     ss_server_metrics_request(srv, req->body, code, req->start_ns);
+    ss_conn_class cls = req->cls;
     statesaver__v1__request__free_unpacked(req->msg, NULL);
     free(req);
     srv->counters.inflight--;
-    ss_conn_request_done(c);
+    ss_conn_request_done(c, cls);
     ss_conn_unref(c);
     ss_server_request_done(srv);
 }
@@ -375,6 +385,25 @@ static size_t budget_limit(const ss_config *cfg, size_t len)
     return (size_t)cfg->unpack_budget_min + extra;
 }
 
+/* Which per-connection cap a request counts against. */
+static ss_conn_class body_class(int body_case)
+{
+    switch (body_case) {
+    case STATESAVER__V1__REQUEST__BODY_FETCH:
+    case STATESAVER__V1__REQUEST__BODY_LEASE:
+    case STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT:
+        return SS_CONN_CLASS_PARKED;
+    case STATESAVER__V1__REQUEST__BODY_DECLARE:
+    case STATESAVER__V1__REQUEST__BODY_SAVE:
+    case STATESAVER__V1__REQUEST__BODY_DROP:
+    case STATESAVER__V1__REQUEST__BODY_SUBMIT:
+    case STATESAVER__V1__REQUEST__BODY_COMPLETE:
+        return SS_CONN_CLASS_WRITE;
+    default:
+        return SS_CONN_CLASS_OTHER;
+    }
+}
+
 int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
                       size_t len)
 {
@@ -422,14 +451,17 @@ int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
     req->start_ms = uv_now(&srv->loop);
     req->start_ns = ss_server_metrics_clock(srv);
     req->body = (int)msg->body_case;
-    ss_request **head = ss_conn_requests(c);
-    req->next = *head;
-    if (*head)
-        (*head)->prev = req;
-    *head = req;
+    req->cls = body_class(req->body);
+    ss_request *head = conn_requests(c);
+    req->next = head;
+    if (head)
+        head->prev = req;
+    ss_conn_set_data(c, req);
     ss_conn_ref(c);
-    ss_conn_request_started(c);
+    ss_conn_request_started(c, req->cls);
     srv->counters.inflight++;
+    if (req->cls == SS_CONN_CLASS_PARKED)
+        srv->parked++;
 
     int body = (int)msg->body_case;
     if (!ss_conn_authed(c) && body != STATESAVER__V1__REQUEST__BODY_HELLO) {
@@ -444,6 +476,15 @@ int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
         ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
                          "request %" PRIu64 " has no body (unknown or missing "
                          "request type)", req->id);
+        return 0;
+    }
+    if (req->cls == SS_CONN_CLASS_PARKED &&
+        srv->parked > srv->cfg.max_parked_total) {
+        ss_request_error(req, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                         "%" PRIu64 " Fetch, Lease and Await requests are "
+                         "waiting on this server, the limit "
+                         "(--max-parked-total); retry later",
+                         srv->cfg.max_parked_total);
         return 0;
     }
     ss_handler_fn fn = srv->handlers[body];
@@ -462,7 +503,7 @@ void ss_dispatch_conn_closed(ss_conn *c)
     /* Restart from the head after each callback: a callback answers (and
      * so unlinks) its request, which may invalidate any saved pointer. */
     for (;;) {
-        ss_request *r = *ss_conn_requests(c);
+        ss_request *r = conn_requests(c);
         while (r && !r->on_close)
             r = r->next;
         if (!r)
@@ -472,4 +513,30 @@ void ss_dispatch_conn_closed(ss_conn *c)
         r->on_close = NULL;
         fn(r, arg);
     }
+}
+
+/* ---- connection events ---- */
+
+static void ev_frame(void *arg, ss_conn *c, const uint8_t *payload, size_t len)
+{
+    ss_dispatch_frame(arg, c, payload, len);
+}
+
+static void ev_error(void *arg, ss_conn *c, int code, const char *msg)
+{
+    ss_dispatch_send_error_close(arg, c, 0, code, msg);
+}
+
+static void ev_closed(void *arg, ss_conn *c)
+{
+    (void)arg;
+    ss_dispatch_conn_closed(c);
+}
+
+void ss_dispatch_conn_events(ss_server *srv, ss_conn_events *ev)
+{
+    ev->arg = srv;
+    ev->frame = ev_frame;
+    ev->error = ev_error;
+    ev->closed = ev_closed;
 }

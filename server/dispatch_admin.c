@@ -98,7 +98,7 @@ static void h_stats(ss_request *req)
     sr.uptime_ms = ss_server_now_ms() - srv->counters.start_ms;
     sr.savers = st.savers;
     sr.sequences = st.sequences;
-    sr.connections = srv->counters.connections;
+    sr.connections = ss_server_connections(srv);
     sr.requests = srv->counters.requests;
     sr.commits = ws.commits;
     sr.committed_ops = ws.ops;

@@ -88,13 +88,14 @@ void ss_server_notify_saved(ss_server *srv, const char *saver, size_t n,
 typedef struct ss_server_counters {
     uint64_t requests;    /* requests decoded */
     uint64_t rejected;    /* refused for limits, auth or protocol */
-    uint64_t connections; /* open now */
-    uint64_t accepted;    /* accepted since start */
     uint64_t inflight;    /* requests not answered yet */
     uint64_t start_ms;    /* wall clock at start */
     uint64_t evicted;     /* sequences evicted by idle TTL since start */
     uint64_t saves_applied; /* per-key CAS saves applied by Save since start */
 } ss_server_counters;
 ss_server_counters *ss_server_counters_get(ss_server *srv);
+/* Client connections open now / admitted since start. */
+uint64_t ss_server_connections(const ss_server *srv);
+uint64_t ss_server_accepted(const ss_server *srv);
 
 #endif

@@ -29,15 +29,14 @@ struct ss_server {
     uv_timer_t sweep_timer;        /* idle connection sweep */
     uv_timer_t drain_timer;        /* shutdown steps, off the callback stack */
     uv_timer_t grace_timer;        /* force-close at shutdown after a grace */
-    uv_idle_t flush_idle;          /* keeps poll from blocking while dirty */
-    uv_check_t flush_check;        /* flushes replies once per iteration */
     bool handles_ready;            /* the handles above are initialised */
     ss_store *store;               /* LMDB store (owned) */
     ss_writer *writer;             /* writer thread (owned until stopped) */
     bool writer_stopping;          /* ss_writer_stop called */
-    ss_conn *conns;                /* open connections (list head) */
-    ss_conn *dirty;                /* connections with output to flush */
+    ss_conn_set *conns;            /* client connections (owned) */
     ss_barrier *barrier;           /* parked Fetch waits */
+    uint64_t parked;               /* parkable requests unanswered
+                                      (--max-parked-total; dispatch.c) */
     struct ss_pending_decl *pending_decls; /* Declares not yet committed */
     ss_handler_fn handlers[SS_DISPATCH_SLOTS]; /* by Request body case */
     ss_module modules[SS_SERVER_MODULES_MAX];  /* plugged-in modules */
@@ -60,6 +59,10 @@ struct ss_server {
 int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
                       size_t len);
 
+/* Fill the frame, error and closed events of the connection set (arg =
+ * srv); the caller adds `refused`. */
+void ss_dispatch_conn_events(ss_server *srv, ss_conn_events *ev);
+
 /* Send a standalone error response (no request context) on c, e.g. for
  * an oversized frame or a refused connection, then close after flush. */
 void ss_dispatch_send_error_close(ss_server *srv, ss_conn *c, uint64_t id,
@@ -79,7 +82,5 @@ void ss_dispatch_state_register(ss_server *srv);
 
 /* A request was answered; during shutdown the last one starts draining. */
 void ss_server_request_done(ss_server *srv);
-/* Mark c as having output; flushed later in this loop iteration. */
-void ss_server_mark_dirty(ss_server *srv, ss_conn *c);
 
 #endif

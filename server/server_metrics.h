@@ -43,7 +43,6 @@ typedef enum ss_reject_reason {
     SS_REJECT_FRAME_TIMEOUT,      /* frame not complete in --frame-timeout-ms */
     SS_REJECT_EVICTED,            /* not-yet-useful connection closed for a
                                      newcomer (--max-unauth-connections) */
-    SS_REJECT_PARKED_TOTAL,       /* over --max-parked-total */
     SS_REJECT_OUTPUT_TOTAL,       /* closed: over --max-output-bytes-total */
     SS_REJECT_REASONS             /* number of reasons */
 } ss_reject_reason;
