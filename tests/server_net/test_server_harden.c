@@ -25,8 +25,8 @@
 #define CODE(x) STATESAVER__V1__CODE__##x
 #define MIB (1024u * 1024u)
 
-__attribute__((unused)) static const char *const state_names[] = {"c", "h"};
-__attribute__((unused)) static const int64_t state_dims[] = {4, 2};
+static const char *const state_names[] = {"c", "h"};
+static const int64_t state_dims[] = {4, 2};
 
 /* ---- helpers ---- */
 
@@ -111,7 +111,7 @@ static void set_block(int fd)
 
 /* Raise RLIMIT_NOFILE's soft limit to want (or the hard limit); the
  * server started afterwards inherits it. */
-__attribute__((unused)) static void raise_nofile(rlim_t want)
+static void raise_nofile(rlim_t want)
 {
     struct rlimit rl;
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
@@ -252,6 +252,355 @@ START_TEST(test_unpack_budget)
 }
 END_TEST
 
+
+/* ---- item 3: slowloris, frame deadline, idle timeout ---- */
+
+#define N_SLOW 1100
+
+/* 1100 connections, half idle and half trickling a frame at 1 byte/s, on
+ * a server with the default limits (--max-connections 1024): a new
+ * client's Ping is still answered within 100 ms, again and again. */
+START_TEST(test_slowloris)
+{
+    raise_nofile(N_SLOW + 512);
+    tsrv s;
+    start_with(&s, NULL, false);
+    static int fds[N_SLOW];
+    for (int i = 0; i < N_SLOW; i++) {
+        fds[i] = tc_connect(s.port);
+        ck_assert_msg(fds[i] >= 0, "connection %d", i);
+        if (i % 2) {
+            uint8_t h[4];
+            put_u32(h, 100);
+            ck_assert_int_eq(tc_write_all(fds[i], h, 4, T_WAIT), 0);
+            set_nonblock(fds[i]);
+        }
+    }
+    uint64_t worst = 0;
+    for (int round = 0; round < 3; round++) {
+        /* One byte on every trickling connection (closed ones ignored). */
+        for (int i = 1; i < N_SLOW; i += 2)
+            (void)send(fds[i], "x", 1, MSG_NOSIGNAL);
+        usleep(300000);
+        for (int k = 0; k < 3; k++) {
+            int fd = tc_connect(s.port);
+            ck_assert_int_ge(fd, 0);
+            uint64_t t0 = tnow_ms();
+            treq *q = treq_ping(5, "hi", 2);
+            tresp *r = tc_call(fd, q, T_WAIT);
+            uint64_t dt = tnow_ms() - t0;
+            treq_free(q);
+            expect_code(r, 0, "ping beside 1100 slowloris connections");
+            tresp_free(r);
+            if (dt > worst)
+                worst = dt;
+            close(fd);
+        }
+        usleep(700000);
+    }
+    fprintf(stderr, "slowloris: slowest new-client Ping %llu ms\n",
+            (unsigned long long)worst);
+    ck_assert_msg(worst < 100, "a new client waited %llu ms",
+                  (unsigned long long)worst);
+    for (int i = 0; i < N_SLOW; i++)
+        close(fds[i]);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
+/* --frame-timeout-ms: a frame trickled a byte every 50 ms is cut off at
+ * the deadline (bytes do not extend it); the server keeps serving. */
+START_TEST(test_frame_timeout)
+{
+    static const char *const extra[] = {"--frame-timeout-ms", "300", NULL};
+    tsrv s;
+    start_with(&s, extra, false);
+    int fd = tc_connect(s.port);
+    ck_assert_int_ge(fd, 0);
+    uint8_t h[4];
+    put_u32(h, 1000);
+    ck_assert_int_eq(tc_write_all(fd, h, 4, T_WAIT), 0);
+    uint64_t t0 = tnow_ms();
+    bool closed = false;
+    while (tnow_ms() - t0 < 3000) {
+        if (send(fd, "y", 1, MSG_NOSIGNAL) < 0) {
+            closed = true;
+            break;
+        }
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 50) > 0) {
+            char b[64];
+            ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+            if (n <= 0) {
+                closed = true;
+                break;
+            }
+        }
+    }
+    uint64_t dt = tnow_ms() - t0;
+    ck_assert_msg(closed, "a trickled frame outlived its deadline");
+    ck_assert_msg(dt >= 250 && dt < 2000, "closed after %llu ms",
+                  (unsigned long long)dt);
+    close(fd);
+    ping_ok(s.port, false);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
+/* --idle-timeout-ms counts whole requests only: a connection trickling
+ * bytes of a frame (no frame deadline) is closed as idle, one sending a
+ * Ping now and then is kept. */
+START_TEST(test_idle_whole_requests)
+{
+    static const char *const extra[] = {"--idle-timeout-ms", "400",
+                                        "--frame-timeout-ms", "0", NULL};
+    tsrv s;
+    start_with(&s, extra, false);
+    int trickle = tc_connect(s.port);
+    int busy = tc_connect(s.port);
+    ck_assert_int_ge(trickle, 0);
+    ck_assert_int_ge(busy, 0);
+    uint8_t h[4];
+    put_u32(h, 1000);
+    ck_assert_int_eq(tc_write_all(trickle, h, 4, T_WAIT), 0);
+    bool trickle_closed = false;
+    uint64_t t0 = tnow_ms();
+    int id = 10;
+    while (tnow_ms() - t0 < 2000) {
+        if (!trickle_closed) {
+            if (send(trickle, "z", 1, MSG_NOSIGNAL) < 0)
+                trickle_closed = true;
+            char b[64];
+            ssize_t n = recv(trickle, b, sizeof b, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+                trickle_closed = true;
+        }
+        call_expect(busy, treq_ping((uint64_t)id++, "p", 1), 0,
+                    "ping keeping a connection active");
+        usleep(100000);
+    }
+    ck_assert_msg(trickle_closed, "bytes of an unfinished frame kept an idle "
+                  "connection open");
+    close(trickle);
+    close(busy);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
+/* ---- item 4: parked and pending caps, global output limit ---- */
+
+static void declare_ok(int fd, const char *saver)
+{
+    call_expect(fd, treq_declare(3, saver, 2, state_names, state_dims), 0,
+                "declare");
+}
+
+/* --max-parked-per-conn 8: 20 pipelined barrier Fetches (500 ms waits)
+ * and a Ping: the connection is not read while 8 wait, so the Ping comes
+ * only after the first rounds expired; every Fetch is answered. */
+START_TEST(test_parked_per_conn)
+{
+    static const char *const extra[] = {"--max-parked-per-conn", "8", NULL};
+    tsrv s;
+    start_with(&s, extra, false);
+    int fd = tc_connect(s.port);
+    ck_assert_int_ge(fd, 0);
+    declare_ok(fd, "s");
+    tbuf buf = {NULL, 0, 0};
+    const char *k = "never-saved";
+    for (int i = 0; i < 20; i++) {
+        treq *q = treq_fetch((uint64_t)(100 + i), "s", 1, &k, 3, 500);
+        tc_frame_append(&buf, q);
+        treq_free(q);
+    }
+    treq *q = treq_ping(99, "x", 1);
+    tc_frame_append(&buf, q);
+    treq_free(q);
+    uint64_t t0 = tnow_ms();
+    ck_assert_int_eq(tc_write_all(fd, buf.data, buf.len, T_WAIT), 0);
+    tbuf_free(&buf);
+    int fetches = 0;
+    uint64_t ping_at = 0;
+    for (int i = 0; i < 21; i++) {
+        tresp *r = tc_recv(fd, T_WAIT, NULL);
+        ck_assert_msg(r != NULL, "reply %d missing", i);
+        if (r->id == 99) {
+            ck_assert_int_eq(tresp_code(r), 0);
+            ping_at = tnow_ms() - t0;
+        } else {
+            ck_assert_int_eq(tresp_code(r), CODE(DEADLINE_EXCEEDED));
+            fetches++;
+        }
+        tresp_free(r);
+    }
+    ck_assert_int_eq(fetches, 20);
+    fprintf(stderr, "parked per conn: Ping answered after %llu ms\n",
+            (unsigned long long)ping_at);
+    ck_assert_msg(ping_at >= 900, "Ping answered after %llu ms: the "
+                  "connection was read past its cap",
+                  (unsigned long long)ping_at);
+    close(fd);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
+/* --max-parked-total 4: four Fetches wait on one connection; a fifth on
+ * another gets RESOURCE_EXHAUSTED at once; once they are answered it
+ * parks again. */
+START_TEST(test_parked_total)
+{
+    static const char *const extra[] = {"--max-parked-total", "4", NULL};
+    tsrv s;
+    start_with(&s, extra, false);
+    int a = tc_connect(s.port), b = tc_connect(s.port);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ge(b, 0);
+    declare_ok(a, "s");
+    const char *k = "nk";
+    for (int i = 0; i < 4; i++) {
+        treq *q = treq_fetch((uint64_t)(10 + i), "s", 1, &k, 3, 1500);
+        ck_assert_int_eq(tc_send(a, q), 0);
+        treq_free(q);
+    }
+    call_expect(a, treq_ping(20, "x", 1), 0, "ping beside parked fetches");
+    uint64_t t0 = tnow_ms();
+    treq *q = treq_fetch(30, "s", 1, &k, 3, 1500);
+    tresp *r = tc_call(b, q, T_WAIT);
+    treq_free(q);
+    expect_code(r, CODE(RESOURCE_EXHAUSTED), "fetch over --max-parked-total");
+    ck_assert_ptr_nonnull(strstr(r->status->message, "--max-parked-total"));
+    ck_assert_uint_lt(tnow_ms() - t0, 500);
+    tresp_free(r);
+    for (int i = 0; i < 4; i++) {
+        r = tc_recv(a, T_WAIT, NULL);
+        expect_code(r, CODE(DEADLINE_EXCEEDED), "parked fetch");
+        tresp_free(r);
+    }
+    q = treq_fetch(31, "s", 1, &k, 3, 100);
+    r = tc_call(b, q, T_WAIT);
+    treq_free(q);
+    expect_code(r, CODE(DEADLINE_EXCEEDED), "fetch under the cap again");
+    tresp_free(r);
+    close(a);
+    close(b);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
+/* --max-pending-writes-per-conn 1: a Ping pipelined behind a Save is read
+ * only once the Save committed, so the Save's reply comes first (without
+ * the cap the Ping overtakes the fsync). */
+START_TEST(test_pending_writes_per_conn)
+{
+    static const char *const extra[] = {"--max-pending-writes-per-conn", "1",
+                                        NULL};
+    tsrv s;
+    start_with(&s, extra, false);
+    int fd = tc_connect(s.port);
+    ck_assert_int_ge(fd, 0);
+    declare_ok(fd, "s");
+    for (int round = 0; round < 5; round++) {
+        tbuf buf = {NULL, 0, 0};
+        const char *k = "w";
+        uint64_t seg = (uint64_t)round;
+        treq *q = treq_save(40, "s", 1, &k, &seg, 2, state_dims, 1.0f);
+        tc_frame_append(&buf, q);
+        treq_free(q);
+        q = treq_ping(41, "x", 1);
+        tc_frame_append(&buf, q);
+        treq_free(q);
+        ck_assert_int_eq(tc_write_all(fd, buf.data, buf.len, T_WAIT), 0);
+        tbuf_free(&buf);
+        tresp *r = tc_recv(fd, T_WAIT, NULL);
+        ck_assert_ptr_nonnull(r);
+        ck_assert_msg(r->id == 40, "round %d: reply %llu came first", round,
+                      (unsigned long long)r->id);
+        ck_assert_int_eq(tresp_code(r), 0);
+        tresp_free(r);
+        r = tc_recv(fd, T_WAIT, NULL);
+        ck_assert_ptr_nonnull(r);
+        ck_assert_uint_eq(r->id, 41);
+        tresp_free(r);
+    }
+    close(fd);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
+#define N_HOG 8
+
+/* --max-output-bytes-total: 8 connections pipeline 512 KiB Pings and never
+ * read. Each stops being read past --max-output-bytes (4 MiB), and the
+ * server closes the biggest holders until all hold at most 12 MiB; a new
+ * client is still served. */
+START_TEST(test_output_total)
+{
+    static const char *const extra[] = {"--max-output-bytes", "4M",
+                                        "--max-output-bytes-total", "12M",
+                                        NULL};
+    tsrv s;
+    start_with(&s, extra, false);
+    int fds[N_HOG];
+    size_t sent[N_HOG];
+    tbuf req = {NULL, 0, 0};
+    static uint8_t payload[512 * 1024];
+    memset(payload, 'p', sizeof payload);
+    treq *q = treq_ping(7, payload, sizeof payload);
+    tc_frame_append(&req, q);
+    treq_free(q);
+    const size_t want = 40 * req.len;
+    for (int i = 0; i < N_HOG; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        int small = 16 * 1024;
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        close(fds[i]);
+        fds[i] = tc_connect(s.port);
+        ck_assert_int_ge(fds[i], 0);
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        set_nonblock(fds[i]);
+        sent[i] = 0;
+    }
+    uint64_t peak = 0;
+    uint64_t t0 = tnow_ms();
+    while (tnow_ms() - t0 < 4000) {
+        bool any = false;
+        for (int i = 0; i < N_HOG; i++) {
+            if (sent[i] >= want)
+                continue;
+            size_t off = sent[i] % req.len;
+            ssize_t w = send(fds[i], req.data + off, req.len - off,
+                             MSG_NOSIGNAL);
+            if (w > 0) {
+                sent[i] += (size_t)w;
+                any = true;
+            } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                sent[i] = want;
+            }
+        }
+        uint64_t r = rss_bytes(s.pid);
+        if (r > peak)
+            peak = r;
+        if (!any)
+            usleep(5000);
+    }
+    tbuf_free(&req);
+    int closed = 0;
+    for (int i = 0; i < N_HOG; i++) {
+        set_block(fds[i]);
+        /* A closed one ends (EOF or reset) once its buffered bytes are
+         * read; an open one keeps sending replies. */
+        if (tc_wait_closed(fds[i], 1500))
+            closed++;
+        close(fds[i]);
+    }
+    fprintf(stderr, "output total: %d of %d hogs closed, server peak RSS "
+            "%.1f MB\n", closed, N_HOG, (double)peak / MIB);
+    ck_assert_msg(closed >= 3, "only %d connections closed", closed);
+    ping_ok(s.port, false);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
 /* ---- item 8: flag errors of the binary ---- */
 
 /* Run the server binary with args; returns its exit status and its stderr
@@ -338,6 +687,19 @@ Suite *harden_suite(void)
     tcase_add_test(tc, test_unauth_big_frames);
     tcase_add_test(tc, test_unpack_budget);
     tcase_add_test(tc, test_flag_errors);
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("connections");
+    tcase_add_test(tc, test_slowloris);
+    tcase_add_test(tc, test_frame_timeout);
+    tcase_add_test(tc, test_idle_whole_requests);
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("caps");
+    tcase_add_test(tc, test_parked_per_conn);
+    tcase_add_test(tc, test_parked_total);
+    tcase_add_test(tc, test_pending_writes_per_conn);
+    tcase_add_test(tc, test_output_total);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
