@@ -8,6 +8,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "msg_utf8.h"
 #include "server_internal.h"
 #include "server_metrics.h"
 #include "ss_error.h"
@@ -470,6 +471,13 @@ int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
         ss_request_error_close(req, STATESAVER__V1__CODE__UNAUTHENTICATED,
                                "this server requires authentication: send "
                                "Hello with the token first");
+        return 0;
+    }
+    char field[160];
+    if (!ss_msg_utf8_check(&msg->base, field, sizeof field)) {
+        ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
+                         "%s: field %s is not valid UTF-8 (proto3 strings "
+                         "must be)", body_name(body), field);
         return 0;
     }
     if (body <= 0 || body >= SS_DISPATCH_SLOTS) {

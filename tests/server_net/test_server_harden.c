@@ -601,6 +601,96 @@ START_TEST(test_output_total)
 }
 END_TEST
 
+
+/* ---- item 7: names that are not UTF-8 ---- */
+
+#define BAD_NAME "bad\xff\xfe"
+
+static void expect_utf8_refusal(int fd, treq *q, const char *field)
+{
+    tresp *r = tc_call(fd, q, T_WAIT);
+    treq_free(q);
+    expect_code(r, CODE(INVALID_ARGUMENT), field);
+    ck_assert_msg(strstr(r->status->message, field) != NULL &&
+                  strstr(r->status->message, "UTF-8") != NULL,
+                  "message '%s' does not name %s", r->status->message, field);
+    tresp_free(r);
+}
+
+/* Every string field of every Request is checked before any handler:
+ * nothing with such a name is stored, and List stays decodable. */
+START_TEST(test_utf8_names)
+{
+    tsrv s;
+    start_with(&s, NULL, false);
+    int fd = tc_connect(s.port);
+    ck_assert_int_ge(fd, 0);
+    expect_utf8_refusal(fd, treq_declare(1, BAD_NAME, 2, state_names,
+                                         state_dims), "declare.saver");
+    static const char *const bad_states[] = {"c", "h\xc0\xaf"}; /* overlong */
+    expect_utf8_refusal(fd, treq_declare(2, "ok", 2, bad_states, state_dims),
+                        "declare.states[1].name");
+    static const char *const surrogate[] = {"\xed\xa0\x80", "h"};
+    expect_utf8_refusal(fd, treq_declare(3, "ok", 2, surrogate, state_dims),
+                        "declare.states[0].name");
+    const char *k = "k";
+    uint64_t seg = 0;
+    expect_utf8_refusal(fd, treq_save(4, BAD_NAME, 1, &k, &seg, 2, state_dims,
+                                      1.0f), "save.saver");
+    expect_utf8_refusal(fd, treq_fetch(5, BAD_NAME, 1, &k, 0, 0),
+                        "fetch.saver");
+
+    treq *q = treq_new(6);
+    Statesaver__V1__SubmitRequest sub = STATESAVER__V1__SUBMIT_REQUEST__INIT;
+    sub.saver = BAD_NAME;
+    sub.key.data = (uint8_t *)"k";
+    sub.key.len = 1;
+    q->body_case = STATESAVER__V1__REQUEST__BODY_SUBMIT;
+    q->submit = &sub;
+    tresp *r = tc_call(fd, q, T_WAIT);
+    q->submit = NULL;
+    q->body_case = STATESAVER__V1__REQUEST__BODY__NOT_SET;
+    treq_free(q);
+    expect_code(r, CODE(INVALID_ARGUMENT), "submit.saver");
+    ck_assert_ptr_nonnull(strstr(r->status->message, "submit.saver"));
+    tresp_free(r);
+
+    q = treq_new(7);
+    Statesaver__V1__LeaseRequest lease = STATESAVER__V1__LEASE_REQUEST__INIT;
+    lease.saver = "ok";
+    lease.worker = "w\x80";
+    q->body_case = STATESAVER__V1__REQUEST__BODY_LEASE;
+    q->lease = &lease;
+    r = tc_call(fd, q, T_WAIT);
+    q->lease = NULL;
+    q->body_case = STATESAVER__V1__REQUEST__BODY__NOT_SET;
+    treq_free(q);
+    expect_code(r, CODE(INVALID_ARGUMENT), "lease.worker");
+    ck_assert_ptr_nonnull(strstr(r->status->message, "lease.worker"));
+    tresp_free(r);
+
+    /* Valid multi-byte UTF-8 is fine. */
+    static const char *const good[] = {"c\xc3\xa9", "h\xf0\x9f\x98\x80"};
+    call_expect(fd, treq_declare(8, "s\xe2\x82\xac", 2, good, state_dims), 0,
+                "declare with UTF-8 names");
+
+    q = treq_new(9);
+    Statesaver__V1__ListRequest lr = STATESAVER__V1__LIST_REQUEST__INIT;
+    q->body_case = STATESAVER__V1__REQUEST__BODY_LIST;
+    q->list = &lr;
+    r = tc_call(fd, q, T_WAIT);
+    q->list = NULL;
+    q->body_case = STATESAVER__V1__REQUEST__BODY__NOT_SET;
+    treq_free(q);
+    expect_code(r, 0, "list");
+    ck_assert_uint_eq(r->list->n_savers, 1);
+    ck_assert_str_eq(r->list->savers[0]->name, "s\xe2\x82\xac");
+    tresp_free(r);
+    close(fd);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
 /* ---- item 8: flag errors of the binary ---- */
 
 /* Run the server binary with args; returns its exit status and its stderr
@@ -687,6 +777,7 @@ Suite *harden_suite(void)
     tcase_add_test(tc, test_unauth_big_frames);
     tcase_add_test(tc, test_unpack_budget);
     tcase_add_test(tc, test_flag_errors);
+    tcase_add_test(tc, test_utf8_names);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     tc = tcase_create("connections");

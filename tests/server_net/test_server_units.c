@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "msg_utf8.h"
 #include "ss_error.h"
 
 typedef struct listen_case {
@@ -236,6 +237,25 @@ END_TEST
 
 #define N(a) (int)(sizeof(a) / sizeof((a)[0]))
 
+/* Strict UTF-8: RFC 3629 forms only. */
+START_TEST(test_utf8)
+{
+    static const struct { const char *s; bool ok; } cases[] = {
+        {"", true}, {"plain", true}, {"caf\xc3\xa9", true},
+        {"\xe2\x82\xac", true}, {"\xf0\x9f\x98\x80", true},
+        {"\xf4\x8f\xbf\xbf", true},
+        {"bad\xff\xfe", false}, {"\x80", false}, {"\xc3", false},
+        {"\xc0\xaf", false}, {"\xe0\x80\xaf", false},  /* overlong */
+        {"\xed\xa0\x80", false},                       /* surrogate */
+        {"\xf4\x90\x80\x80", false},                   /* > U+10FFFF */
+        {"\xf8\x88\x80\x80\x80", false}, {"\xe2\x82", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        ck_assert_msg(ss_utf8_valid(cases[i].s, strlen(cases[i].s)) ==
+                      cases[i].ok, "case %zu", i);
+}
+END_TEST
+
 static Suite *units_suite(void)
 {
     Suite *s = suite_create("server_units");
@@ -247,6 +267,7 @@ static Suite *units_suite(void)
     tcase_add_test(tc, test_token_too_big);
     suite_add_tcase(s, tc);
     tc = tcase_create("dispatch");
+    tcase_add_test(tc, test_utf8);
     tcase_add_loop_test(tc, test_status_code, 0, N(code_cases));
     tcase_add_test(tc, test_format_key);
     suite_add_tcase(s, tc);
