@@ -461,7 +461,7 @@ static void conn_process(ss_conn *c)
             SS_LOG(SS_LOG_WARN, "connection %s: %s", c->peer, msg);
             pos = c->rlen;
             if (s->ev.refused)
-                s->ev.refused(s->ev.arg, (ss_conn_refusal)why);
+                s->ev.refused(s->ev.refused_arg, (ss_conn_refusal)why);
             s->ev.error(s->ev.arg, c, code, msg);
             break;
         }
@@ -674,7 +674,7 @@ static void evict_oldest_fresh(ss_conn_set *s, const char *why)
            PRIu64 " ms) for a new one: %s", old->peer,
            uv_now(s->loop) - old->last_active, why);
     if (s->ev.refused)
-        s->ev.refused(s->ev.arg, SS_CONN_REFUSED_EVICTED);
+        s->ev.refused(s->ev.refused_arg, SS_CONN_REFUSED_EVICTED);
     ss_conn_close(old, "evicted for a new connection");
 }
 
@@ -742,7 +742,7 @@ int ss_conn_accept(ss_conn_set *s, uv_stream_t *listener)
     s->all = c;
     if (reject) {
         if (s->ev.refused)
-            s->ev.refused(s->ev.arg, SS_CONN_REFUSED_MAX_CONNECTIONS);
+            s->ev.refused(s->ev.refused_arg, SS_CONN_REFUSED_MAX_CONNECTIONS);
         SS_LOG(SS_LOG_WARN, "connection %s refused: %" PRIu64 " connections "
                "open (--max-connections %u), none of them fresh", c->peer,
                s->open, cfg->max_connections);
@@ -856,7 +856,7 @@ static void enforce_output_total(ss_conn_set *s)
                " (--max-output-bytes-total %" PRIu64 ")", worst->peer,
                worst->out_bytes, s->out_total, s->cfg->max_output_total);
         if (s->ev.refused)
-            s->ev.refused(s->ev.arg, SS_CONN_REFUSED_OUTPUT_TOTAL);
+            s->ev.refused(s->ev.refused_arg, SS_CONN_REFUSED_OUTPUT_TOTAL);
         ss_conn_close(worst, "over the total output limit");
     }
 }
@@ -902,7 +902,7 @@ void ss_conn_sweep(ss_conn_set *s, uint64_t timeout_ms)
                    "--frame-timeout-ms %" PRIu64 ")", c->peer,
                    now - c->frame_start, c->rlen, frame_ms);
             if (s->ev.refused)
-                s->ev.refused(s->ev.arg, SS_CONN_REFUSED_FRAME_TIMEOUT);
+                s->ev.refused(s->ev.refused_arg, SS_CONN_REFUSED_FRAME_TIMEOUT);
             ss_conn_close(c, "frame timeout");
             continue;
         }

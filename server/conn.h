@@ -88,8 +88,9 @@ typedef struct ss_conn_events {
     void (*error)(void *arg, ss_conn *c, int code, const char *msg);
     /* c is closing: its parked requests must be answered now or soon. */
     void (*closed)(void *arg, ss_conn *c);
-    /* Something was refused (count it). */
+    /* Something was refused (count it); called with refused_arg. */
     void (*refused)(void *arg, ss_conn_refusal why);
+    void *refused_arg; /* for refused */
 } ss_conn_events;
 
 /* ---- the set ---- */

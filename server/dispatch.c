@@ -8,15 +8,18 @@
 #include <string.h>
 #include <uv.h>
 
+#include "commit_events.h"
+#include "conn.h"
+#include "dispatch_internal.h"
 #include "msg_utf8.h"
-#include "server_internal.h"
 #include "server_metrics.h"
 #include "ss_error.h"
 #include "ss_frame.h"
 #include "ss_log.h"
 
 struct ss_request {
-    ss_server *srv;              /* owning server */
+    ss_dispatch *d;              /* owning dispatcher */
+    ss_server *srv;              /* the server (d->srv) */
     ss_conn *conn;               /* holds a reference until answered */
     ss_request_msg *msg;         /* decoded request (owned) */
     uint64_t id;                 /* Request.id */
@@ -38,12 +41,24 @@ static ss_request *conn_requests(const ss_conn *c)
     return ss_conn_data(c);
 }
 
-int ss_dispatch_register(ss_server *srv, int body_case, ss_handler_fn fn)
+int ss_dispatch_register(ss_dispatch *d, int body_case, ss_handler_fn fn,
+                         void *ctx)
 {
     if (body_case <= 0 || body_case >= SS_DISPATCH_SLOTS)
         return SS_ERR_INVALID;
-    srv->handlers[body_case] = fn;
+    d->slots[body_case].fn = fn;
+    d->slots[body_case].ctx = ctx;
     return 0;
+}
+
+ss_dispatch *ss_request_dispatch(const ss_request *req)
+{
+    return req->d;
+}
+
+ss_conn *ss_request_conn(const ss_request *req)
+{
+    return req->conn;
 }
 
 const ss_request_msg *ss_request_message(const ss_request *req)
@@ -61,10 +76,6 @@ ss_server *ss_request_server(const ss_request *req)
     return req->srv;
 }
 
-ss_conn *ss_request_conn(const ss_request *req)
-{
-    return req->conn;
-}
 
 bool ss_request_closed(const ss_request *req)
 {
@@ -122,11 +133,12 @@ int ss_dispatch_status_code(int err)
 static void send_response(ss_server *srv, ss_conn *c, ss_response_msg *resp)
 {
     size_t size = statesaver__v1__response__get_packed_size(resp);
-    if (size > srv->cfg.max_frame_bytes) {
+    uint32_t max = ss_server_config(srv)->max_frame_bytes;
+    if (size > max) {
         char msg[160];
         snprintf(msg, sizeof msg, "response of %zu bytes exceeds the frame "
                  "limit of %" PRIu32 " bytes (--max-frame-bytes); ask for "
-                 "fewer keys", size, srv->cfg.max_frame_bytes);
+                 "fewer keys", size, max);
         Statesaver__V1__Status st = STATESAVER__V1__STATUS__INIT;
         st.code = STATESAVER__V1__CODE__RESOURCE_EXHAUSTED;
         st.message = msg;
@@ -150,8 +162,10 @@ static void send_response(ss_server *srv, ss_conn *c, ss_response_msg *resp)
     ss_conn_send(c, frame, SS_FRAME_HEADER + size);
 }
 
-void ss_dispatch_send_error_close(ss_server *srv, ss_conn *c, uint64_t id,
-                                  int code, const char *msg)
+/* A standalone error (no request context) on c, e.g. for an oversized
+ * frame or a refused connection, then close after flush. */
+static void send_error_close(ss_server *srv, ss_conn *c, uint64_t id,
+                             int code, const char *msg)
 {
     Statesaver__V1__Status st = STATESAVER__V1__STATUS__INIT;
     st.code = code;
@@ -177,16 +191,16 @@ static void request_release(ss_request *req, int code)
     if (req->next)
         req->next->prev = req->prev;
     if (req->cls == SS_CONN_CLASS_PARKED)
-        srv->parked--;
+        req->d->parked--;
     if (ss_log_threshold >= SS_LOG_DEBUG)
         SS_LOG(SS_LOG_DEBUG, "request %" PRIu64 " from %s answered in %" PRIu64
                " ms", req->id, ss_conn_peer(c),
-               uv_now(&srv->loop) - req->start_ms);
+               uv_now(ss_server_loop(srv)) - req->start_ms);
     ss_server_metrics_request(srv, req->body, code, req->start_ns);
     ss_conn_class cls = req->cls;
     statesaver__v1__request__free_unpacked(req->msg, NULL);
     free(req);
-    srv->counters.inflight--;
+    ss_server_counters_get(srv)->inflight--;
     ss_conn_request_done(c, cls);
     ss_conn_unref(c);
     ss_server_request_done(srv);
@@ -278,7 +292,7 @@ void ss_dispatch_format_key(char *buf, size_t size, const uint8_t *key,
 bool ss_request_check_key(ss_request *req, const char *what,
                           const uint8_t *key, size_t len)
 {
-    uint32_t max = req->srv->cfg.max_key_bytes;
+    uint32_t max = ss_server_config(req->srv)->max_key_bytes;
     if (len < SS_KEY_MIN) {
         ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
                          "%s is empty (keys are %u..%" PRIu32 " bytes)", what,
@@ -296,7 +310,7 @@ bool ss_request_check_key(ss_request *req, const char *what,
 
 bool ss_request_check_key_count(ss_request *req, size_t n)
 {
-    uint32_t max = req->srv->cfg.max_keys;
+    uint32_t max = ss_server_config(req->srv)->max_keys;
     if (n == 0) {
         ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
                          "no keys given");
@@ -405,12 +419,17 @@ static ss_conn_class body_class(int body_case)
     }
 }
 
-int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
-                      size_t len)
+/* Decode one frame's payload and dispatch it. Returns 0, or a negative
+ * code when the frame was refused (an error reply is queued and the
+ * connection will close after it). */
+static int dispatch_frame(ss_dispatch *d, ss_conn *c, const uint8_t *payload,
+                          size_t len)
 {
-    srv->counters.requests++;
+    ss_server *srv = d->srv;
+    const ss_config *cfg = ss_server_config(srv);
+    ss_server_counters_get(srv)->requests++;
     ss_server_metrics_bytes(srv, SS_FRAME_HEADER + len, 0);
-    unpack_budget budget = {0, budget_limit(&srv->cfg, len), false};
+    unpack_budget budget = {0, budget_limit(cfg, len), false};
     ProtobufCAllocator alloc = {budget_alloc, budget_free, &budget};
     ss_request_msg *msg = statesaver__v1__request__unpack(&alloc, len, payload);
     if (!msg && budget.over) {
@@ -421,9 +440,8 @@ int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
                  "(--unpack-budget-min + --unpack-budget-factor x frame "
                  "bytes)", len, budget.limit);
         SS_LOG(SS_LOG_WARN, "connection %s: %s", ss_conn_peer(c), text);
-        ss_dispatch_send_error_close(srv, c, 0,
-                                     STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
-                                     text);
+        send_error_close(srv, c, 0, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                         text);
         return SS_ERR_TOO_BIG;
     }
     if (!msg) {
@@ -432,24 +450,23 @@ int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
         snprintf(text, sizeof text, "malformed Request: %zu-byte frame is not "
                  "a valid statesaver.v1.Request message", len);
         SS_LOG(SS_LOG_WARN, "connection %s: %s", ss_conn_peer(c), text);
-        ss_dispatch_send_error_close(srv, c, 0,
-                                     STATESAVER__V1__CODE__INVALID_ARGUMENT,
-                                     text);
+        send_error_close(srv, c, 0, STATESAVER__V1__CODE__INVALID_ARGUMENT,
+                         text);
         return SS_ERR_PROTO;
     }
     ss_request *req = calloc(1, sizeof *req);
     if (!req) {
         statesaver__v1__request__free_unpacked(msg, NULL);
-        ss_dispatch_send_error_close(srv, c, 0,
-                                     STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
-                                     "out of memory");
+        send_error_close(srv, c, 0, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                         "out of memory");
         return SS_ERR_NOMEM;
     }
+    req->d = d;
     req->srv = srv;
     req->conn = c;
     req->msg = msg;
     req->id = msg->id;
-    req->start_ms = uv_now(&srv->loop);
+    req->start_ms = uv_now(ss_server_loop(srv));
     req->start_ns = ss_server_metrics_clock(srv);
     req->body = (int)msg->body_case;
     req->cls = body_class(req->body);
@@ -460,9 +477,9 @@ int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
     ss_conn_set_data(c, req);
     ss_conn_ref(c);
     ss_conn_request_started(c, req->cls);
-    srv->counters.inflight++;
+    ss_server_counters_get(srv)->inflight++;
     if (req->cls == SS_CONN_CLASS_PARKED)
-        srv->parked++;
+        d->parked++;
 
     int body = (int)msg->body_case;
     if (!ss_conn_authed(c) && body != STATESAVER__V1__REQUEST__BODY_HELLO) {
@@ -486,27 +503,27 @@ int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
                          "request type)", req->id);
         return 0;
     }
-    if (req->cls == SS_CONN_CLASS_PARKED &&
-        srv->parked > srv->cfg.max_parked_total) {
+    if (req->cls == SS_CONN_CLASS_PARKED && d->parked > cfg->max_parked_total) {
         ss_request_error(req, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
                          "%" PRIu64 " Fetch, Lease and Await requests are "
                          "waiting on this server, the limit "
                          "(--max-parked-total); retry later",
-                         srv->cfg.max_parked_total);
+                         cfg->max_parked_total);
         return 0;
     }
-    ss_handler_fn fn = srv->handlers[body];
+    ss_handler_fn fn = d->slots[body].fn;
     if (!fn) {
         ss_request_error(req, STATESAVER__V1__CODE__UNIMPLEMENTED,
                          "%s is not implemented by this server",
                          body_name(body));
         return 0;
     }
-    fn(req);
+    fn(req, d->slots[body].ctx);
     return 0;
 }
 
-void ss_dispatch_conn_closed(ss_conn *c)
+/* The connection is closing: run the close callbacks of its requests. */
+static void conn_closed(ss_conn *c)
 {
     /* Restart from the head after each callback: a callback answers (and
      * so unlinks) its request, which may invalidate any saved pointer. */
@@ -527,24 +544,80 @@ void ss_dispatch_conn_closed(ss_conn *c)
 
 static void ev_frame(void *arg, ss_conn *c, const uint8_t *payload, size_t len)
 {
-    ss_dispatch_frame(arg, c, payload, len);
+    dispatch_frame(arg, c, payload, len);
 }
 
 static void ev_error(void *arg, ss_conn *c, int code, const char *msg)
 {
-    ss_dispatch_send_error_close(arg, c, 0, code, msg);
+    ss_dispatch *d = arg;
+    send_error_close(d->srv, c, 0, code, msg);
 }
 
 static void ev_closed(void *arg, ss_conn *c)
 {
     (void)arg;
-    ss_dispatch_conn_closed(c);
+    conn_closed(c);
 }
 
-void ss_dispatch_conn_events(ss_server *srv, ss_conn_events *ev)
+/* ---- lifecycle ---- */
+
+/* Keys committed: re-check the Fetch waits on them. */
+static void on_commit(void *arg, const char *saver, size_t n,
+                      const ss_bytes *keys)
 {
-    ev->arg = srv;
-    ev->frame = ev_frame;
-    ev->error = ev_error;
-    ev->closed = ev_closed;
+    ss_dispatch *d = arg;
+    ss_barrier_notify(d->barrier, saver, n, keys);
+}
+
+/* Shutdown began: parked Fetches get UNAVAILABLE. */
+static void mod_shutdown(void *arg)
+{
+    ss_dispatch *d = arg;
+    ss_barrier_shutdown(d->barrier);
+}
+
+int ss_dispatch_new(ss_dispatch **out, ss_server *srv)
+{
+    *out = NULL;
+    ss_dispatch *d = calloc(1, sizeof *d);
+    if (!d)
+        return SS_ERR_NOMEM;
+    d->srv = srv;
+    d->barrier_sub = -1;
+    int rc = ss_barrier_new(&d->barrier, ss_server_loop(srv));
+    if (rc < 0)
+        goto fail;
+    rc = ss_commit_events_subscribe(ss_server_commits(srv), on_commit, d);
+    if (rc < 0)
+        goto fail;
+    d->barrier_sub = rc;
+    ss_module mod = {.name = "dispatch", .arg = d, .shutdown = mod_shutdown};
+    rc = ss_server_add_module(srv, &mod);
+    if (rc < 0)
+        goto fail;
+    ss_conn_events ev = {
+        .arg = d, .frame = ev_frame, .error = ev_error, .closed = ev_closed,
+    };
+    ss_server_set_conn_events(srv, &ev);
+    ss_dispatch_admin_register(d);
+    ss_dispatch_state_register(d);
+    *out = d;
+    rc = ss_dispatch_jobs_init(d);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "cannot start the job queue: %s", ss_strerror(rc));
+        return rc; /* *out is set: the caller frees it */
+    }
+    return 0;
+fail:
+    ss_dispatch_free(d);
+    return rc;
+}
+
+void ss_dispatch_free(ss_dispatch *d)
+{
+    if (!d)
+        return;
+    ss_commit_events_unsubscribe(ss_server_commits(d->srv), d->barrier_sub);
+    ss_barrier_free(d->barrier);
+    free(d);
 }

@@ -1,9 +1,11 @@
-/* main -- statesaver-server entry point: flags, start, run, exit status. */
+/* main -- statesaver-server entry point: flags, wiring (server core, then
+ * the request layer), start, run, exit status. */
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 
 #include "config.h"
+#include "dispatch.h"
 #include "server.h"
 #include "ss_error.h"
 #include "ss_log.h"
@@ -23,6 +25,7 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, SS_MALLOC_TRIM_THRESHOLD);
     ss_config cfg;
     ss_server *srv = NULL;
+    ss_dispatch *dispatch = NULL;
     int status = 1;
     ss_config_init(&cfg);
     ss_log_set_component("server");
@@ -37,7 +40,13 @@ int main(int argc, char **argv)
     }
     /* A peer that vanishes must cost a write error, not the process. */
     signal(SIGPIPE, SIG_IGN);
+    /* The core (store, writer, connections), then the request layer on
+     * top of it, then listening. */
     rc = ss_server_create(&srv, &cfg);
+    if (rc == 0)
+        rc = ss_dispatch_new(&dispatch, srv);
+    if (rc == 0)
+        rc = ss_server_start(srv);
     if (rc < 0) {
         fprintf(stderr, "statesaver-server: cannot start: %s\n",
                 ss_strerror(rc));
@@ -46,6 +55,7 @@ int main(int argc, char **argv)
     rc = ss_server_run(srv);
     status = rc < 0 ? 1 : 0;
 out:
+    ss_dispatch_free(dispatch);
     ss_server_free(srv);
     ss_config_clear(&cfg);
     return status;

@@ -83,14 +83,27 @@ int ss_server_add_module(ss_server *srv, const ss_module *m)
     return 0;
 }
 
-void ss_server_notify_saved(ss_server *srv, const char *saver, size_t n,
-                            const ss_bytes *keys)
+static void on_conn_refused(void *arg, ss_conn_refusal why);
+
+void ss_server_module_stats(ss_server *srv, const char *saver,
+                            Statesaver__V1__StatsResponse *out)
 {
-    if (srv->barrier)
-        ss_barrier_notify(srv->barrier, saver, n, keys);
     for (size_t i = 0; i < srv->n_modules; i++)
-        if (srv->modules[i].saved)
-            srv->modules[i].saved(srv->modules[i].arg, saver, n, keys);
+        if (srv->modules[i].stats)
+            srv->modules[i].stats(srv->modules[i].arg, saver, out);
+}
+
+ss_commit_events *ss_server_commits(ss_server *srv)
+{
+    return srv->commits;
+}
+
+void ss_server_set_conn_events(ss_server *srv, const ss_conn_events *ev)
+{
+    srv->conn_events = *ev;
+    srv->conn_events.refused = on_conn_refused;
+    srv->conn_events.refused_arg = srv;
+    ss_conn_set_events(srv->conns, &srv->conn_events);
 }
 
 /* ---- accepting ---- */
@@ -271,7 +284,6 @@ void ss_server_shutdown(ss_server *srv)
     }
     uv_timer_stop(&srv->ttl_timer);
     ss_conn_stop_all(srv->conns);
-    ss_barrier_shutdown(srv->barrier);
     for (size_t i = 0; i < srv->n_modules; i++)
         if (srv->modules[i].shutdown)
             srv->modules[i].shutdown(srv->modules[i].arg);
@@ -412,15 +424,10 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
     rc = ss_conn_set_new(&srv->conns, &srv->loop, &srv->cfg);
     if (rc < 0)
         return rc;
-    ss_conn_events ev;
-    memset(&ev, 0, sizeof ev);
-    ss_dispatch_conn_events(srv, &ev);
-    ev.refused = on_conn_refused;
-    ss_conn_set_events(srv->conns, &ev);
-
-    rc = ss_barrier_new(&srv->barrier, srv);
+    rc = ss_commit_events_new(&srv->commits);
     if (rc < 0)
         return rc;
+
     ss_store_options so = {
         .dir = srv->cfg.data_dir,
         .map_size = srv->cfg.map_size,
@@ -440,16 +447,12 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
         SS_LOG(SS_LOG_ERROR, "cannot start writer: %s", ss_strerror(rc));
         return rc;
     }
-    ss_dispatch_admin_register(srv);
-    ss_dispatch_state_register(srv);
-#ifdef SS_HAVE_JOBS
-    rc = ss_dispatch_jobs_init(srv);
-    if (rc < 0) {
-        SS_LOG(SS_LOG_ERROR, "cannot start the job queue: %s", ss_strerror(rc));
-        return rc;
-    }
-#endif
-    rc = start_listening(srv);
+    return 0;
+}
+
+int ss_server_start(ss_server *srv)
+{
+    int rc = start_listening(srv);
     if (rc < 0)
         return rc;
     uv_signal_start(&srv->sigint, on_signal, SIGINT);
@@ -521,8 +524,8 @@ void ss_server_free(ss_server *srv)
         if (srv->modules[i].free)
             srv->modules[i].free(srv->modules[i].arg);
     ss_server_metrics_free(srv);
-    ss_barrier_free(srv->barrier);
     ss_conn_set_free(srv->conns);
+    ss_commit_events_free(srv->commits);
     ss_config_clear(&srv->cfg);
     free(srv);
 }
