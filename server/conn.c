@@ -408,6 +408,10 @@ static void conn_update_reading(ss_conn *c)
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = true;
+        /* The peer could not send while we did not read: the incomplete
+         * frame's deadline starts again. */
+        if (c->frame_start)
+            c->frame_start = conn_now(c);
     } else if (!want && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
@@ -895,7 +899,7 @@ void ss_conn_sweep(ss_conn_set *s, uint64_t timeout_ms)
                 ss_conn_close(c, "linger time over");
             continue;
         }
-        if (frame_ms && c->frame_start && !c->close_pending &&
+        if (frame_ms && c->frame_start && c->reading && !c->close_pending &&
             now - c->frame_start >= frame_ms && !conn_has_frame(c)) {
             SS_LOG(SS_LOG_INFO, "closing connection %s: a frame begun %"
                    PRIu64 " ms ago is still incomplete (%zu bytes; "

@@ -131,6 +131,84 @@ static void put_u32(uint8_t *p, uint32_t n)
     p[3] = (uint8_t)n;
 }
 
+
+/* GET /metrics from the server's --metrics-listen port (written to path
+ * by --metrics-port-file); returns the malloc'd response or NULL. */
+static char *scrape(const char *path)
+{
+    int port = 0;
+    for (int i = 0; i < 200 && port == 0; i++) {
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fscanf(f, "%d", &port) != 1)
+                port = 0;
+            fclose(f);
+        }
+        if (port == 0)
+            usleep(10000);
+    }
+    if (port == 0)
+        return NULL;
+    int fd = tc_connect(port);
+    if (fd < 0)
+        return NULL;
+    const char *get = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (tc_write_all(fd, get, strlen(get), T_WAIT) < 0) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap);
+    uint64_t deadline = tnow_ms() + T_WAIT;
+    while (buf && len + 1 < cap && tnow_ms() < deadline) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t n = read(fd, buf + len, cap - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+/* A per-process path for --metrics-port-file. */
+static void mport_path(char *buf, size_t size)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(buf, size, "%s/ss-harden-mport-%d", tmp ? tmp : "/tmp",
+             (int)getpid());
+    unlink(buf);
+}
+
+static double metric_value(const char *text, const char *series);
+
+/* statesaver_rejected_total{reason=...} from a scrape, or -1. */
+static double rejected(const char *mport, const char *reason)
+{
+    char *text = scrape(mport);
+    ck_assert_ptr_nonnull(text);
+    char series[128];
+    snprintf(series, sizeof series,
+             "statesaver_rejected_total{reason=\"%s\"}", reason);
+    double v = metric_value(text, series);
+    free(text);
+    return v;
+}
+
+/* The value of the line starting with series in a scrape, or -1. */
+static double metric_value(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, series, n) == 0 && p[n] == ' ')
+            return atof(p + n + 1);
+    return -1;
+}
+
 /* ---- item 2: big frames before Hello; the decode budget ---- */
 
 #define N_BIG 20
@@ -144,7 +222,11 @@ static void put_u32(uint8_t *p, uint32_t n)
 START_TEST(test_unauth_big_frames)
 {
     tsrv s;
-    start_with(&s, NULL, true);
+    char mport[400];
+    mport_path(mport, sizeof mport);
+    const char *metrics[] = {"--metrics-listen", "127.0.0.1:0",
+                             "--metrics-port-file", mport, NULL};
+    start_with(&s, metrics, true);
     int fds[N_BIG];
     size_t sent[N_BIG];
     size_t want[N_BIG];
@@ -202,6 +284,13 @@ START_TEST(test_unauth_big_frames)
         close(fds[i]);
     }
     ping_ok(s.port, true);
+    char *text = scrape(mport);
+    unlink(mport);
+    ck_assert_ptr_nonnull(text);
+    double refused = metric_value(
+        text, "statesaver_rejected_total{reason=\"unauth_frame\"}");
+    free(text);
+    ck_assert_msg(refused == N_BIG, "unauth_frame refusals: %g", refused);
     tsrv_cleanup(&s);
 }
 END_TEST
@@ -264,7 +353,11 @@ START_TEST(test_slowloris)
 {
     raise_nofile(N_SLOW + 512);
     tsrv s;
-    start_with(&s, NULL, false);
+    char mport[400];
+    mport_path(mport, sizeof mport);
+    const char *metrics[] = {"--metrics-listen", "127.0.0.1:0",
+                             "--metrics-port-file", mport, NULL};
+    start_with(&s, metrics, false);
     static int fds[N_SLOW];
     for (int i = 0; i < N_SLOW; i++) {
         fds[i] = tc_connect(s.port);
@@ -302,6 +395,10 @@ START_TEST(test_slowloris)
             (unsigned long long)worst);
     ck_assert_msg(worst < 100, "a new client waited %llu ms",
                   (unsigned long long)worst);
+    double evicted = rejected(mport, "evicted");
+    unlink(mport);
+    fprintf(stderr, "slowloris: %g fresh connections evicted\n", evicted);
+    ck_assert_msg(evicted >= N_SLOW - 256, "evicted %g", evicted);
     for (int i = 0; i < N_SLOW; i++)
         close(fds[i]);
     tsrv_cleanup(&s);
@@ -312,7 +409,10 @@ END_TEST
  * the deadline (bytes do not extend it); the server keeps serving. */
 START_TEST(test_frame_timeout)
 {
-    static const char *const extra[] = {"--frame-timeout-ms", "300", NULL};
+    char mport[400];
+    mport_path(mport, sizeof mport);
+    const char *extra[] = {"--frame-timeout-ms", "300", "--metrics-listen",
+                           "127.0.0.1:0", "--metrics-port-file", mport, NULL};
     tsrv s;
     start_with(&s, extra, false);
     int fd = tc_connect(s.port);
@@ -343,6 +443,8 @@ START_TEST(test_frame_timeout)
                   (unsigned long long)dt);
     close(fd);
     ping_ok(s.port, false);
+    ck_assert(rejected(mport, "frame_timeout") == 1);
+    unlink(mport);
     tsrv_cleanup(&s);
 }
 END_TEST
