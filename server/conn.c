@@ -65,6 +65,7 @@ struct ss_conn {
     bool rejected;           /* over --max-connections; not counted */
     bool dirty;              /* on the set's dirty list */
     bool resume;             /* dirty: re-process buffered frames */
+    const char *close_soon;  /* dirty: close in the flush step (reason) */
     bool fresh;              /* no complete request yet (fresh list) */
     uint8_t *rbuf;           /* read buffer */
     size_t rlen;             /* bytes in rbuf */
@@ -155,7 +156,16 @@ void ss_conn_unref(ss_conn *c)
 
 bool ss_conn_closed(const ss_conn *c)
 {
-    return c->closing || c->close_pending;
+    return c->closing || c->close_pending || c->close_soon;
+}
+
+void ss_conn_close_soon(ss_conn *c, const char *reason)
+{
+    if (c->closing || c->close_soon)
+        return;
+    c->close_soon = reason;
+    conn_update_reading(c);
+    conn_mark_dirty(c);
 }
 
 bool ss_conn_authed(const ss_conn *c)
@@ -355,7 +365,7 @@ static bool conn_want_read(const ss_conn *c)
         return false;
     if (c->lingering)
         return !c->eof;
-    return !c->close_pending && !c->eof && !c->set->stopping &&
+    return !c->close_pending && !c->close_soon && !c->eof && !c->set->stopping &&
            !over_output_limit(c) && !at_request_cap(c) && c->rcap > c->rlen;
 }
 
@@ -429,7 +439,7 @@ static void conn_process(ss_conn *c)
     size_t pos = 0;
     size_t grow_to = 0;
     for (;;) {
-        if (c->closing || c->close_pending || s->stopping ||
+        if (c->closing || c->close_pending || c->close_soon || s->stopping ||
             over_output_limit(c) || at_request_cap(c))
             break;
         const uint8_t *payload = NULL;
@@ -550,7 +560,7 @@ void ss_conn_send(ss_conn *c, uint8_t *frame, size_t len)
 {
     out_chunk *ch = CHUNK_OF(frame);
     /* After the half-close nothing more can be sent. */
-    if (c->closing || c->lingering) {
+    if (c->closing || c->lingering || c->close_soon) {
         free(ch);
         return;
     }
@@ -873,6 +883,8 @@ void ss_conn_flush_all(ss_conn_set *s)
         s->dirty = c->dirty_next;
         c->dirty_next = NULL;
         c->dirty = false;
+        if (c->close_soon && !c->closing)
+            ss_conn_close(c, c->close_soon);
         if (c->resume) {
             c->resume = false;
             if (!c->closing)

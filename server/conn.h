@@ -140,8 +140,13 @@ uint8_t *ss_conn_frame_alloc(size_t len);
 void ss_conn_frame_free(uint8_t *frame);
 void ss_conn_send(ss_conn *c, uint8_t *frame, size_t len);
 
-/* Close now (queued output is dropped). reason goes to the debug log. */
+/* Close now (queued output is dropped). reason goes to the debug log.
+ * The `closed` event runs inside this call. */
 void ss_conn_close(ss_conn *c, const char *reason);
+/* Close in the next flush step, outside the caller's stack (for code that
+ * must not see the `closed` event re-enter it, e.g. while answering a
+ * request). reason must be a static string. Nothing more is read or sent. */
+void ss_conn_close_soon(ss_conn *c, const char *reason);
 /* Stop reading and dispatching; close once queued output is written. */
 void ss_conn_close_after_flush(ss_conn *c, const char *reason);
 

@@ -153,7 +153,9 @@ static void send_response(ss_server *srv, ss_conn *c, ss_response_msg *resp)
     if (!frame) {
         SS_LOG(SS_LOG_ERROR, "out of memory for a %zu-byte reply to %s", size,
                ss_conn_peer(c));
-        ss_conn_close(c, "out of memory");
+        /* Not ss_conn_close: its `closed` event would answer parked
+         * requests while the caller may be walking them. */
+        ss_conn_close_soon(c, "out of memory for a reply");
         return;
     }
     ss_frame_put_header(frame, (uint32_t)size);
