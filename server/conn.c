@@ -684,7 +684,9 @@ static void conn_flush(ss_conn *c)
 static void evict_oldest_fresh(ss_conn_set *s, const char *why)
 {
     ss_conn *old = s->fresh_old;
-    SS_LOG(SS_LOG_INFO, "evicting connection %s (no complete request for %"
+    /* Debug level: under a flood this runs per connection (the metric
+     * statesaver_rejected_total{reason="evicted"} counts them). */
+    SS_LOG(SS_LOG_DEBUG, "evicting connection %s (no complete request for %"
            PRIu64 " ms) for a new one: %s", old->peer,
            uv_now(s->loop) - old->last_active, why);
     if (s->ev.refused)

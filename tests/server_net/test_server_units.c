@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "commit_events.h"
 #include "msg_utf8.h"
 #include "ss_error.h"
 
@@ -256,6 +257,49 @@ START_TEST(test_utf8)
 }
 END_TEST
 
+/* The commit event: every subscriber but the publisher's own is called,
+ * in subscription order; unsubscribed ones are not. */
+static int g_calls[4];
+static size_t g_seen_n;
+
+static void sub_fn(void *arg, const char *saver, size_t n, const ss_bytes *keys)
+{
+    int *slot = arg;
+    (*slot)++;
+    g_seen_n = n;
+    ck_assert_str_eq(saver, "s");
+    ck_assert_uint_eq(keys[0].len, 1);
+}
+
+START_TEST(test_commit_events)
+{
+    ss_commit_events *e = NULL;
+    ck_assert_int_eq(ss_commit_events_new(&e), 0);
+    int a = ss_commit_events_subscribe(e, sub_fn, &g_calls[0]);
+    int b = ss_commit_events_subscribe(e, sub_fn, &g_calls[1]);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ge(b, 0);
+    ss_bytes k = {(const uint8_t *)"k", 1};
+    ss_commit_events_publish(e, -1, "s", 1, &k);
+    ck_assert_int_eq(g_calls[0], 1);
+    ck_assert_int_eq(g_calls[1], 1);
+    ss_commit_events_publish(e, b, "s", 1, &k); /* b published: skip it */
+    ck_assert_int_eq(g_calls[0], 2);
+    ck_assert_int_eq(g_calls[1], 1);
+    ss_commit_events_unsubscribe(e, a);
+    ss_commit_events_publish(e, -1, "s", 1, &k);
+    ck_assert_int_eq(g_calls[0], 2);
+    ck_assert_int_eq(g_calls[1], 2);
+    ck_assert_uint_eq(g_seen_n, 1);
+    for (int i = 0; i < SS_COMMIT_SUBSCRIBERS_MAX - 1; i++)
+        ck_assert_int_ge(ss_commit_events_subscribe(e, sub_fn, &g_calls[2]), 0);
+    ck_assert_int_eq(ss_commit_events_subscribe(e, sub_fn, &g_calls[2]),
+                     SS_ERR_FULL);
+    ss_commit_events_free(e);
+    ss_commit_events_free(NULL);
+}
+END_TEST
+
 static Suite *units_suite(void)
 {
     Suite *s = suite_create("server_units");
@@ -268,6 +312,7 @@ static Suite *units_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("dispatch");
     tcase_add_test(tc, test_utf8);
+    tcase_add_test(tc, test_commit_events);
     tcase_add_loop_test(tc, test_status_code, 0, N(code_cases));
     tcase_add_test(tc, test_format_key);
     suite_add_tcase(s, tc);
