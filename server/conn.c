@@ -44,6 +44,8 @@ struct ss_conn_set {
     uint64_t accepted;        /* admitted since start */
     uint64_t out_total;       /* output bytes of all connections */
     ss_conn *dirty;           /* connections with output or a resume */
+    ss_conn *later;           /* closed connections whose `closed` event
+                                 has work left (each holds a reference) */
     bool stopping;            /* shutdown: read nothing more */
     uv_idle_t flush_idle;     /* keeps poll from blocking while dirty */
     uv_check_t flush_check;   /* flushes replies once per iteration */
@@ -66,6 +68,7 @@ struct ss_conn {
     bool dirty;              /* on the set's dirty list */
     bool resume;             /* dirty: re-process buffered frames */
     const char *close_soon;  /* dirty: close in the flush step (reason) */
+    ss_conn *later_next;     /* set's later list (closed_again) */
     bool fresh;              /* no complete request yet (fresh list) */
     uint8_t *rbuf;           /* read buffer */
     size_t rlen;             /* bytes in rbuf */
@@ -91,6 +94,7 @@ struct ss_conn {
 static void conn_process(ss_conn *c);
 static void conn_update_reading(ss_conn *c);
 static void conn_mark_dirty(ss_conn *c);
+static void conn_close_event_later(ss_conn *c);
 
 static uint64_t conn_now(const ss_conn *c)
 {
@@ -283,8 +287,8 @@ void ss_conn_close(ss_conn *c, const char *reason)
     chunks_free(c->out_head);
     c->out_head = c->out_tail = NULL;
     uv_close((uv_handle_t *)&c->tcp, on_close);
-    if (s->ev.closed)
-        s->ev.closed(s->ev.arg, c);
+    if (s->ev.closed && !s->ev.closed(s->ev.arg, c))
+        conn_close_event_later(c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -877,9 +881,33 @@ static void enforce_output_total(ss_conn_set *s)
     }
 }
 
+/* Run the `closed` event again in the next flush step (a later loop
+ * iteration: the flush idle keeps the loop from blocking meanwhile). */
+static void conn_close_event_later(ss_conn *c)
+{
+    ss_conn_set *s = c->set;
+    ss_conn_ref(c);
+    c->later_next = s->later;
+    s->later = c;
+    if (s->handles_open)
+        uv_idle_start(&s->flush_idle, on_flush_idle);
+}
+
 void ss_conn_flush_all(ss_conn_set *s)
 {
     enforce_output_total(s);
+    /* Closed connections with cancellation work left: one more batch
+     * each (one that still has work goes back on the list). */
+    ss_conn *later = s->later;
+    s->later = NULL;
+    while (later) {
+        ss_conn *c = later;
+        later = c->later_next;
+        c->later_next = NULL;
+        if (!s->ev.closed(s->ev.arg, c))
+            conn_close_event_later(c);
+        ss_conn_unref(c);
+    }
     while (s->dirty) {
         ss_conn *c = s->dirty;
         s->dirty = c->dirty_next;
@@ -895,7 +923,7 @@ void ss_conn_flush_all(ss_conn_set *s)
         conn_flush(c);
         ss_conn_unref(c);
     }
-    if (s->handles_open)
+    if (s->handles_open && !s->later)
         uv_idle_stop(&s->flush_idle);
 }
 

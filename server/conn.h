@@ -86,8 +86,11 @@ typedef struct ss_conn_events {
     /* Queue a status-only reply (id 0, gRPC code, msg) on c and close it
      * after the reply is written. */
     void (*error)(void *arg, ss_conn *c, int code, const char *msg);
-    /* c is closing: its parked requests must be answered now or soon. */
-    void (*closed)(void *arg, ss_conn *c);
+    /* c is closing: its parked requests must be answered now or soon.
+     * Return false to be called again in a later loop iteration (work
+     * left), so closing a connection with very many parked requests
+     * never stalls the loop; the connection stays allocated meanwhile. */
+    bool (*closed)(void *arg, ss_conn *c);
     /* Something was refused (count it); called with refused_arg. */
     void (*refused)(void *arg, ss_conn_refusal why);
     void *refused_arg; /* for refused */

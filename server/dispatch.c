@@ -26,19 +26,46 @@ struct ss_request {
     void *data;                  /* handler's slot */
     ss_request_close_fn on_close; /* parked-request wake-up, or NULL */
     void *on_close_arg;          /* its argument */
-    ss_request *prev;            /* connection's request list */
-    ss_request *next;            /* connection's request list */
+    ss_request *prev;            /* connection's list of parked requests */
+    ss_request *next;            /* (those with on_close set) */
+    bool linked;                 /* on that list */
     uint64_t start_ms;           /* uv_now when decoded, for debug logs */
     uint64_t start_ns;           /* monotonic ns when decoded (metrics), or 0 */
     int body;                    /* Request body case (metrics op label) */
     ss_conn_class cls;           /* its class for the per-connection caps */
 };
 
-/* The connection's unanswered requests: the list head is the pointer the
- * connection keeps for us (ss_conn_data). */
-static ss_request *conn_requests(const ss_conn *c)
+/* The connection's parked requests (those with a close callback): the
+ * list head is the pointer the connection keeps for us (ss_conn_data).
+ * Only they need finding when it closes, so closing is linear in them. */
+static ss_request *conn_parked(const ss_conn *c)
 {
     return ss_conn_data(c);
+}
+
+static void parked_link(ss_request *req)
+{
+    ss_request *head = conn_parked(req->conn);
+    req->prev = NULL;
+    req->next = head;
+    if (head)
+        head->prev = req;
+    ss_conn_set_data(req->conn, req);
+    req->linked = true;
+}
+
+static void parked_unlink(ss_request *req)
+{
+    if (!req->linked)
+        return;
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        ss_conn_set_data(req->conn, req->next);
+    if (req->next)
+        req->next->prev = req->prev;
+    req->prev = req->next = NULL;
+    req->linked = false;
 }
 
 int ss_dispatch_register(ss_dispatch *d, int body_case, ss_handler_fn fn,
@@ -96,6 +123,10 @@ void ss_request_on_close(ss_request *req, ss_request_close_fn fn, void *arg)
 {
     req->on_close = fn;
     req->on_close_arg = arg;
+    if (fn && !req->linked)
+        parked_link(req);
+    else if (!fn)
+        parked_unlink(req);
 }
 
 int ss_dispatch_status_code(int err)
@@ -186,12 +217,7 @@ static void request_release(ss_request *req, int code)
 {
     ss_server *srv = req->srv;
     ss_conn *c = req->conn;
-    if (req->prev)
-        req->prev->next = req->next;
-    else
-        ss_conn_set_data(c, req->next);
-    if (req->next)
-        req->next->prev = req->prev;
+    parked_unlink(req);
     if (req->cls == SS_CONN_CLASS_PARKED)
         req->d->parked--;
     if (ss_log_threshold >= SS_LOG_DEBUG)
@@ -223,8 +249,12 @@ void ss_request_reply(ss_request *req, ss_response_msg *resp)
 static void request_verror(ss_request *req, bool close, int code,
                            const char *fmt, va_list ap)
 {
-    char msg[SS_DISPATCH_MSG_MAX];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char msg[SS_DISPATCH_MSG_MAX] = "";
+    ss_conn *c = req->conn;
+    /* A reply to a closed connection is dropped: do not format it (this
+     * runs once per parked request when a connection with many closes). */
+    if (!ss_conn_closed(c) || close || ss_log_threshold >= SS_LOG_DEBUG)
+        vsnprintf(msg, sizeof msg, fmt, ap);
     if (code == STATESAVER__V1__CODE__RESOURCE_EXHAUSTED)
         ss_server_reject(req->srv, SS_REJECT_LIMIT);
     else if (code == STATESAVER__V1__CODE__UNAUTHENTICATED)
@@ -237,7 +267,6 @@ static void request_verror(ss_request *req, bool close, int code,
     ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
     resp.id = req->id;
     resp.status = &st;
-    ss_conn *c = req->conn;
     if (!ss_conn_closed(c))
         send_response(req->srv, c, &resp);
     if (close)
@@ -472,11 +501,6 @@ static int dispatch_frame(ss_dispatch *d, ss_conn *c, const uint8_t *payload,
     req->start_ns = ss_server_metrics_clock(srv);
     req->body = (int)msg->body_case;
     req->cls = body_class(req->body);
-    ss_request *head = conn_requests(c);
-    req->next = head;
-    if (head)
-        head->prev = req;
-    ss_conn_set_data(c, req);
     ss_conn_ref(c);
     ss_conn_request_started(c, req->cls);
     ss_server_counters_get(srv)->inflight++;
@@ -524,22 +548,28 @@ static int dispatch_frame(ss_dispatch *d, ss_conn *c, const uint8_t *payload,
     return 0;
 }
 
-/* The connection is closing: run the close callbacks of its requests. */
-static void conn_closed(ss_conn *c)
+/* The connection is closing: run the close callbacks of its parked
+ * requests, at most SS_DISPATCH_CANCEL_BATCH now; true when none is left
+ * (else the connection calls again in a later loop iteration). */
+static bool conn_closed(ss_conn *c)
 {
-    /* Restart from the head after each callback: a callback answers (and
-     * so unlinks) its request, which may invalidate any saved pointer. */
-    for (;;) {
-        ss_request *r = conn_requests(c);
-        while (r && !r->on_close)
-            r = r->next;
-        if (!r)
-            break;
+    /* Take the head each time: a callback answers its request and may
+     * answer others (returned leases can wake parked ones), which unlinks
+     * them, so no saved pointer is safe; every step is O(1). */
+    ss_request *r;
+    size_t n = 0;
+    while ((r = conn_parked(c)) != NULL && n < SS_DISPATCH_CANCEL_BATCH) {
         ss_request_close_fn fn = r->on_close;
         void *arg = r->on_close_arg;
         r->on_close = NULL;
+        parked_unlink(r);
         fn(r, arg);
+        n++;
     }
+    if (n == SS_DISPATCH_CANCEL_BATCH && conn_parked(c))
+        SS_LOG(SS_LOG_DEBUG, "connection %s: %zu parked requests cancelled, "
+               "more in the next loop iteration", ss_conn_peer(c), n);
+    return conn_parked(c) == NULL;
 }
 
 /* ---- connection events ---- */
@@ -555,10 +585,10 @@ static void ev_error(void *arg, ss_conn *c, int code, const char *msg)
     send_error_close(d->srv, c, 0, code, msg);
 }
 
-static void ev_closed(void *arg, ss_conn *c)
+static bool ev_closed(void *arg, ss_conn *c)
 {
     (void)arg;
-    conn_closed(c);
+    return conn_closed(c);
 }
 
 /* ---- lifecycle ---- */

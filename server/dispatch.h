@@ -109,6 +109,9 @@ void ss_request_error_close(ss_request *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define SS_DISPATCH_MSG_MAX 512
+/* Parked requests cancelled per loop iteration when their connection
+ * closes (the rest in later iterations), so the loop never stalls long. */
+#define SS_DISPATCH_CANCEL_BATCH 4096u
 
 /* The status code for an ss_error.h code:
  *   SS_ERR_INVALID, SS_ERR_PROTO, SS_ERR_SHAPE, SS_ERR_FORMAT -> INVALID_ARGUMENT

@@ -629,6 +629,64 @@ START_TEST(test_pending_writes_per_conn)
 }
 END_TEST
 
+
+#define N_PARK 50000
+
+/* A connection with 50k parked Fetches is reset: cancelling them all is
+ * linear, so a Ping on another connection waits under 50 ms. */
+START_TEST(test_close_many_parked)
+{
+    tsrv s;
+    start_with(&s, NULL, false);
+    int a = tc_connect(s.port), b = tc_connect(s.port);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ge(b, 0);
+    declare_ok(a, "s");
+    tbuf buf = {NULL, 0, 0};
+    const char *k = "parked";
+    for (int i = 0; i < N_PARK; i++) {
+        treq *q = treq_fetch((uint64_t)(1000 + i), "s", 1, &k, 3, 60000);
+        tc_frame_append(&buf, q);
+        treq_free(q);
+    }
+    treq *q = treq_ping(7, "x", 1);
+    tc_frame_append(&buf, q);
+    treq_free(q);
+    ck_assert_int_eq(tc_write_all(a, buf.data, buf.len, T_WAIT), 0);
+    tbuf_free(&buf);
+    tresp *r = tc_recv(a, T_WAIT, NULL); /* in order: all 50k are parked */
+    expect_code(r, 0, "ping behind 50k parked fetches");
+    ck_assert_uint_eq(r->id, 7);
+    tresp_free(r);
+    uint64_t base = 0;
+    for (uint64_t t = tnow_ms(); tnow_ms() - t < 200;) {
+        uint64_t t1 = tnow_ms();
+        call_expect(b, treq_ping(9, "y", 1), 0, "ping");
+        if (tnow_ms() - t1 > base)
+            base = tnow_ms() - t1;
+    }
+    struct linger lg = {1, 0}; /* close with a reset */
+    setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(a);
+    uint64_t worst = 0;
+    uint64_t t0 = tnow_ms();
+    for (int i = 0; tnow_ms() - t0 < 400; i++) {
+        uint64_t t1 = tnow_ms();
+        call_expect(b, treq_ping((uint64_t)(10 + i), "y", 1), 0, "ping");
+        uint64_t dt = tnow_ms() - t1;
+        if (dt > worst)
+            worst = dt;
+    }
+    fprintf(stderr, "close 50k parked: slowest Ping meanwhile %llu ms "
+            "(%llu ms before the close)\n", (unsigned long long)worst,
+            (unsigned long long)base);
+    ck_assert_msg(worst < 50, "the loop stalled %llu ms",
+                  (unsigned long long)worst);
+    close(b);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
 #define N_HOG 8
 
 /* --max-output-bytes-total: 8 connections pipeline 512 KiB Pings and never
@@ -893,6 +951,7 @@ Suite *harden_suite(void)
     tcase_add_test(tc, test_parked_total);
     tcase_add_test(tc, test_pending_writes_per_conn);
     tcase_add_test(tc, test_output_total);
+    tcase_add_test(tc, test_close_many_parked);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
