@@ -171,6 +171,12 @@ static void on_ttl_timer(uv_timer_t *t)
     ss_server *srv = t->data;
     if (srv->evicting || srv->shutting_down || !srv->writer)
         return;
+    /* Nothing to evict without savers: an idle server must not commit
+     * (and fsync) once a period for nothing. */
+    ss_store_stats st;
+    memset(&st, 0, sizeof st);
+    if (ss_store_stats_get(srv->store, NULL, &st) == 0 && st.savers == 0)
+        return;
     evict_op *e = calloc(1, sizeof *e);
     if (!e)
         return;

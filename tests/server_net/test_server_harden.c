@@ -858,6 +858,47 @@ START_TEST(test_utf8_names)
 }
 END_TEST
 
+
+/* ---- item 8: an idle server does not commit ---- */
+
+static uint64_t stats_commits(int fd)
+{
+    treq *q = treq_new(50);
+    Statesaver__V1__StatsRequest sr = STATESAVER__V1__STATS_REQUEST__INIT;
+    q->body_case = STATESAVER__V1__REQUEST__BODY_STATS;
+    q->stats = &sr;
+    tresp *r = tc_call(fd, q, T_WAIT);
+    q->stats = NULL;
+    q->body_case = STATESAVER__V1__REQUEST__BODY__NOT_SET;
+    treq_free(q);
+    expect_code(r, 0, "stats");
+    uint64_t n = r->stats->commits;
+    tresp_free(r);
+    return n;
+}
+
+/* With no saver, the idle-eviction sweep (every 1000 ms by default) has
+ * nothing to do and commits nothing; once a saver exists it runs. */
+START_TEST(test_idle_no_commits)
+{
+    tsrv s;
+    start_with(&s, NULL, false);
+    int fd = tc_connect(s.port);
+    ck_assert_int_ge(fd, 0);
+    uint64_t c0 = stats_commits(fd);
+    usleep(2500000);
+    uint64_t c1 = stats_commits(fd);
+    ck_assert_msg(c1 == c0, "an idle server without savers committed %llu "
+                  "times in 2.5 s", (unsigned long long)(c1 - c0));
+    declare_ok(fd, "s");
+    uint64_t c2 = stats_commits(fd);
+    usleep(2500000);
+    ck_assert_uint_gt(stats_commits(fd), c2); /* the sweep runs again */
+    close(fd);
+    tsrv_cleanup(&s);
+}
+END_TEST
+
 /* ---- item 8: flag errors of the binary ---- */
 
 /* Run the server binary with args; returns its exit status and its stderr
@@ -959,6 +1000,7 @@ Suite *harden_suite(void)
     tcase_add_test(tc, test_pending_writes_per_conn);
     tcase_add_test(tc, test_output_total);
     tcase_add_test(tc, test_close_many_parked);
+    tcase_add_test(tc, test_idle_no_commits);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
