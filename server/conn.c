@@ -1,6 +1,7 @@
-/* conn -- client connections: frame reader, reply writer, backpressure,
- * and the set of all connections (limits, sweeps, flushing). */
+/* conn -- one client connection: frame reader, reply writer, backpressure,
+ * admission (accept, eviction of fresh connections). */
 #include "conn.h"
+#include "conn_internal.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -11,90 +12,7 @@
 #include "ss_log.h"
 #include "statesaver.pb-c.h"
 
-/* After a protocol error the reply is written, our side is shut down and
- * further input is discarded for at most this long before closing, so the
- * peer reads the error instead of a reset caused by its unread bytes. */
-#define SS_CONN_LINGER_MS 2000u
-
-/* One queued output frame; data is what ss_conn_frame_alloc returned. */
-typedef struct out_chunk {
-    struct out_chunk *next; /* queue link */
-    size_t len;             /* bytes in data */
-    size_t off;             /* bytes already written */
-    uint8_t data[];         /* the frame */
-} out_chunk;
-
-/* One uv_write in flight and the chunks it owns. */
-typedef struct out_write {
-    uv_write_t req;     /* libuv request; req.data = this */
-    ss_conn *conn;      /* holds a reference */
-    out_chunk *chunks;  /* freed in the callback */
-    size_t bytes;       /* bytes handed to uv_write */
-} out_write;
-
-struct ss_conn_set {
-    uv_loop_t *loop;          /* the server's loop */
-    const ss_config *cfg;     /* limits (borrowed) */
-    ss_conn_events ev;        /* upward events */
-    ss_conn *all;             /* every connection (list head) */
-    ss_conn *fresh_new;       /* fresh connections, newest first */
-    ss_conn *fresh_old;       /* ... and the oldest (eviction end) */
-    uint64_t n_fresh;         /* fresh connections */
-    uint64_t open;            /* admitted and not closed */
-    uint64_t accepted;        /* admitted since start */
-    uint64_t out_total;       /* output bytes of all connections */
-    ss_conn *dirty;           /* connections with output or a resume */
-    ss_conn *later;           /* closed connections whose `closed` event
-                                 has work left (each holds a reference) */
-    bool stopping;            /* shutdown: read nothing more */
-    uv_idle_t flush_idle;     /* keeps poll from blocking while dirty */
-    uv_check_t flush_check;   /* flushes replies once per iteration */
-    bool handles_open;        /* the two handles above are usable */
-};
-
-struct ss_conn {
-    uv_tcp_t tcp;            /* the socket; tcp.data = this */
-    uv_shutdown_t shut;      /* write-side shutdown while lingering */
-    ss_conn_set *set;        /* owning set */
-    int refs;                /* socket + requests + writes + dirty list */
-    bool closing;            /* uv_close called */
-    bool close_pending;      /* close once output is written */
-    bool lingering;          /* shut down, discarding input until EOF */
-    bool eof;                /* peer finished sending */
-    bool reading;            /* uv_read_start active */
-    bool processing;         /* inside conn_process (no recursion) */
-    bool authed;             /* Hello succeeded */
-    bool rejected;           /* over --max-connections; not counted */
-    bool dirty;              /* on the set's dirty list */
-    bool resume;             /* dirty: re-process buffered frames */
-    const char *close_soon;  /* dirty: close in the flush step (reason) */
-    ss_conn *later_next;     /* set's later list (closed_again) */
-    bool fresh;              /* no complete request yet (fresh list) */
-    uint8_t *rbuf;           /* read buffer */
-    size_t rlen;             /* bytes in rbuf */
-    size_t rcap;             /* rbuf capacity */
-    out_chunk *out_head;     /* frames not yet handed to the kernel */
-    out_chunk *out_tail;     /* last queued frame */
-    uint64_t out_bytes;      /* queued + in-flight output bytes */
-    unsigned writes;         /* uv_write requests in flight */
-    unsigned inflight;       /* unanswered requests */
-    unsigned by_class[SS_CONN_CLASSES]; /* unanswered requests per class */
-    uint64_t last_active;    /* uv_now of the last whole request or answer */
-    uint64_t frame_start;    /* uv_now when the incomplete frame began, or 0 */
-    uint64_t linger_start;   /* uv_now when lingering began */
-    void *data;              /* the layer above's (ss_conn_set_data) */
-    ss_conn *prev;           /* set list */
-    ss_conn *next;           /* set list */
-    ss_conn *fresh_prev;     /* fresh list (newer) */
-    ss_conn *fresh_next;     /* fresh list (older) */
-    ss_conn *dirty_next;     /* set dirty list */
-    char peer[64];           /* peer address for logs */
-};
-
 static void conn_process(ss_conn *c);
-static void conn_update_reading(ss_conn *c);
-static void conn_mark_dirty(ss_conn *c);
-static void conn_close_event_later(ss_conn *c);
 
 static uint64_t conn_now(const ss_conn *c)
 {
@@ -312,7 +230,7 @@ static size_t conn_frame_limit(const ss_conn *c)
 
 /* A whole frame (or an oversized header) waits in the read buffer, held
  * back by backpressure: a peer that half-closed still gets its answer. */
-static bool conn_has_frame(const ss_conn *c)
+bool conn_has_frame(const ss_conn *c)
 {
     const uint8_t *payload;
     size_t plen, consumed;
@@ -416,7 +334,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     ss_conn_close(c, uv_strerror((int)nread));
 }
 
-static void conn_update_reading(ss_conn *c)
+void conn_update_reading(ss_conn *c)
 {
     bool want = conn_want_read(c);
     if (want && !c->reading) {
@@ -528,7 +446,7 @@ static void conn_process(ss_conn *c)
 }
 
 /* Output shrank or a request finished: maybe read again, finish a close. */
-static void conn_output_progress(ss_conn *c)
+void conn_output_progress(ss_conn *c)
 {
     if (c->closing)
         return;
@@ -613,7 +531,7 @@ static unsigned out_gather(const ss_conn *c, uv_buf_t *bufs, size_t *total)
     return nb;
 }
 
-static void conn_flush(ss_conn *c)
+void conn_flush(ss_conn *c)
 {
     uv_buf_t bufs[SS_CONN_IOV_MAX];
     if (c->closing)
@@ -780,208 +698,3 @@ int ss_conn_accept(ss_conn_set *s, uv_stream_t *listener)
     return 0;
 }
 
-/* ---- the set ---- */
-
-static void on_flush_idle(uv_idle_t *h)
-{
-    ss_conn_flush_all(h->data);
-}
-
-static void on_flush_check(uv_check_t *h)
-{
-    ss_conn_flush_all(h->data);
-}
-
-int ss_conn_set_new(ss_conn_set **out, uv_loop_t *loop, const ss_config *cfg)
-{
-    ss_conn_set *s = calloc(1, sizeof *s);
-    if (!s)
-        return SS_ERR_NOMEM;
-    s->loop = loop;
-    s->cfg = cfg;
-    uv_idle_init(loop, &s->flush_idle);
-    uv_check_init(loop, &s->flush_check);
-    s->flush_idle.data = s->flush_check.data = s;
-    s->handles_open = true;
-    uv_check_start(&s->flush_check, on_flush_check);
-    *out = s;
-    return 0;
-}
-
-void ss_conn_set_events(ss_conn_set *s, const ss_conn_events *ev)
-{
-    s->ev = *ev;
-}
-
-void ss_conn_set_close_handles(ss_conn_set *s)
-{
-    if (!s || !s->handles_open)
-        return;
-    s->handles_open = false;
-    if (!uv_is_closing((uv_handle_t *)&s->flush_idle))
-        uv_close((uv_handle_t *)&s->flush_idle, NULL);
-    if (!uv_is_closing((uv_handle_t *)&s->flush_check))
-        uv_close((uv_handle_t *)&s->flush_check, NULL);
-}
-
-void ss_conn_set_free(ss_conn_set *s)
-{
-    free(s);
-}
-
-uint64_t ss_conn_set_open(const ss_conn_set *s)
-{
-    return s->open;
-}
-
-uint64_t ss_conn_set_accepted(const ss_conn_set *s)
-{
-    return s->accepted;
-}
-
-bool ss_conn_set_empty(const ss_conn_set *s)
-{
-    return s->all == NULL;
-}
-
-static void conn_mark_dirty(ss_conn *c)
-{
-    ss_conn_set *s = c->set;
-    if (c->dirty)
-        return;
-    c->dirty = true;
-    ss_conn_ref(c);
-    c->dirty_next = s->dirty;
-    s->dirty = c;
-    /* An active idle handle keeps the next poll from blocking, so replies
-     * queued from timer callbacks leave in this iteration too. */
-    if (s->handles_open)
-        uv_idle_start(&s->flush_idle, on_flush_idle);
-}
-
-/* Over --max-output-bytes-total: close the connections holding the most
- * output until under it (as Redis does past client-output-buffer-limit). */
-static void enforce_output_total(ss_conn_set *s)
-{
-    while (s->out_total > s->cfg->max_output_total) {
-        ss_conn *worst = NULL;
-        for (ss_conn *c = s->all; c; c = c->next)
-            if (!c->closing && c->out_head &&
-                (!worst || c->out_bytes > worst->out_bytes))
-                worst = c;
-        if (!worst)
-            return;
-        SS_LOG(SS_LOG_WARN, "closing connection %s: %" PRIu64 " bytes of "
-               "replies unread while all connections hold %" PRIu64
-               " (--max-output-bytes-total %" PRIu64 ")", worst->peer,
-               worst->out_bytes, s->out_total, s->cfg->max_output_total);
-        if (s->ev.refused)
-            s->ev.refused(s->ev.refused_arg, SS_CONN_REFUSED_OUTPUT_TOTAL);
-        ss_conn_close(worst, "over the total output limit");
-    }
-}
-
-/* Run the `closed` event again in the next flush step (a later loop
- * iteration: the flush idle keeps the loop from blocking meanwhile). */
-static void conn_close_event_later(ss_conn *c)
-{
-    ss_conn_set *s = c->set;
-    ss_conn_ref(c);
-    c->later_next = s->later;
-    s->later = c;
-    if (s->handles_open)
-        uv_idle_start(&s->flush_idle, on_flush_idle);
-}
-
-void ss_conn_flush_all(ss_conn_set *s)
-{
-    enforce_output_total(s);
-    /* Closed connections with cancellation work left: one more batch
-     * each (one that still has work goes back on the list). */
-    ss_conn *later = s->later;
-    s->later = NULL;
-    while (later) {
-        ss_conn *c = later;
-        later = c->later_next;
-        c->later_next = NULL;
-        if (!s->ev.closed(s->ev.arg, c))
-            conn_close_event_later(c);
-        ss_conn_unref(c);
-    }
-    while (s->dirty) {
-        ss_conn *c = s->dirty;
-        s->dirty = c->dirty_next;
-        c->dirty_next = NULL;
-        c->dirty = false;
-        if (c->close_soon && !c->closing)
-            ss_conn_close(c, c->close_soon);
-        if (c->resume) {
-            c->resume = false;
-            if (!c->closing)
-                conn_output_progress(c);
-        }
-        conn_flush(c);
-        ss_conn_unref(c);
-    }
-    if (s->handles_open && !s->later)
-        uv_idle_stop(&s->flush_idle);
-}
-
-void ss_conn_sweep(ss_conn_set *s, uint64_t timeout_ms)
-{
-    uint64_t now = uv_now(s->loop);
-    uint64_t frame_ms = s->cfg->frame_timeout_ms;
-    ss_conn *next;
-    for (ss_conn *c = s->all; c; c = next) {
-        next = c->next;
-        if (c->closing)
-            continue;
-        if (c->lingering) {
-            if (now - c->linger_start >= SS_CONN_LINGER_MS)
-                ss_conn_close(c, "linger time over");
-            continue;
-        }
-        if (frame_ms && c->frame_start && c->reading && !c->close_pending &&
-            now - c->frame_start >= frame_ms && !conn_has_frame(c)) {
-            SS_LOG(SS_LOG_INFO, "closing connection %s: a frame begun %"
-                   PRIu64 " ms ago is still incomplete (%zu bytes; "
-                   "--frame-timeout-ms %" PRIu64 ")", c->peer,
-                   now - c->frame_start, c->rlen, frame_ms);
-            if (s->ev.refused)
-                s->ev.refused(s->ev.refused_arg, SS_CONN_REFUSED_FRAME_TIMEOUT);
-            ss_conn_close(c, "frame timeout");
-            continue;
-        }
-        if (timeout_ms == 0 || c->inflight > 0 || c->out_head || c->writes)
-            continue;
-        if (now - c->last_active >= timeout_ms) {
-            SS_LOG(SS_LOG_INFO, "closing idle connection %s (no request for %"
-                   PRIu64 " ms, --idle-timeout-ms %" PRIu64 ")", c->peer,
-                   now - c->last_active, timeout_ms);
-            ss_conn_close(c, "idle");
-        }
-    }
-}
-
-void ss_conn_stop_all(ss_conn_set *s)
-{
-    s->stopping = true;
-    for (ss_conn *c = s->all; c; c = c->next)
-        conn_update_reading(c);
-}
-
-void ss_conn_close_all(ss_conn_set *s, bool flush)
-{
-    ss_conn *next;
-    for (ss_conn *c = s->all; c; c = next) {
-        next = c->next;
-        if (flush && (c->out_head || c->writes)) {
-            c->close_pending = true;
-            c->lingering = false;
-            conn_update_reading(c);
-            conn_mark_dirty(c);
-        } else {
-            ss_conn_close(c, "server shutting down");
-        }
-    }
-}
