@@ -280,6 +280,22 @@ out:
     return ret;
 }
 
+int ss_jobs_db_read_begin(MDB_env *env, MDB_txn **txn, char msg[SS_STORE_MSG])
+{
+    int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, txn);
+    if (rc != 0) {
+        *txn = NULL;
+        return lmdb_err(rc, "begin read", msg);
+    }
+    return 0;
+}
+
+void ss_jobs_db_read_end(MDB_txn *txn)
+{
+    if (txn)
+        mdb_txn_abort(txn);
+}
+
 int ss_jobs_db_get(MDB_txn *txn, MDB_dbi dbi, uint64_t id, ss_job_rec *rec,
                    char msg[SS_STORE_MSG])
 {

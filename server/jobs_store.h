@@ -100,6 +100,12 @@ typedef int (*ss_jobs_scan_cb)(void *arg, uint64_t id, const ss_job_rec *rec);
 int ss_jobs_db_scan(MDB_env *env, MDB_dbi dbi, ss_jobs_scan_cb cb, void *arg,
                     uint64_t *max_id, char msg[SS_STORE_MSG]);
 
+/* A read transaction for ss_jobs_db_get on the loop thread (Lease and
+ * Await replies borrow record memory until it ends). read_end accepts
+ * NULL. */
+int ss_jobs_db_read_begin(MDB_env *env, MDB_txn **txn, char msg[SS_STORE_MSG]);
+void ss_jobs_db_read_end(MDB_txn *txn);
+
 /* Record id in txn: SS_ERR_NOT_FOUND when absent; rec borrows the value
  * (valid until the transaction ends or writes). */
 int ss_jobs_db_get(MDB_txn *txn, MDB_dbi dbi, uint64_t id, ss_job_rec *rec,
