@@ -129,6 +129,8 @@ int ss_jobs_open(ss_jobs **out, ss_store *st, ss_writer *w, uv_loop_t *loop,
     j->w = w;
     j->loop = loop;
     j->opt = *opt;
+    j->frame_max = opt->max_frame_bytes ? opt->max_frame_bytes
+                                        : opt->max_reply_bytes + SS_JOBS_FRAME_FROM_REPLY;
     j->env = ss_store_env(st);
     int rc = ss_jobs_db_open(j->env, &j->dbi, msg);
     if (rc < 0)
@@ -173,6 +175,37 @@ bool jq_closing_reply(ss_jobs *j, ss_jobs_reply_fn cb, void *arg)
     return true;
 }
 
+/* The queue of the Submit's declared saver, or NULL after replying: also
+ * refuses inputs whose Lease reply (inputs + the saver's state + the
+ * envelope) could never fit the frame limit, so nothing undeliverable is
+ * queued. */
+static saverq *submit_saver(ss_jobs *j, const Statesaver__V1__SubmitRequest *req, size_t slen,
+                            const char *kbuf, ss_jobs_reply_fn cb, void *arg)
+{
+    ss_schema *schema = NULL;
+    if (jq_schema_get(j, req->saver, &schema, cb, arg) < 0)
+        return NULL;
+    ss_bytes key = {req->key.data, req->key.len};
+    size_t need = 0;
+    int rc = jq_lease_fit(j, schema, &key, req->segment, req->length, req->inputs->shape,
+                          req->inputs->data.len, &need);
+    if (rc < 0) {
+        jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT),
+                        "key %s segment %" PRIu64 ": inputs of %zu bytes plus the state of "
+                        "saver %s (%zu bytes) make a Lease reply of %zu bytes, over the frame "
+                        "limit of %zu bytes (--max-frame-bytes): submit shorter segments",
+                        kbuf, req->segment, req->inputs->data.len, req->saver,
+                        schema->state_bytes, need, j->frame_max);
+        ss_schema_unref(schema);
+        return NULL;
+    }
+    ss_schema_unref(schema);
+    saverq *sv = jq_saver_get(j, req->saver, slen);
+    if (!sv)
+        jq_reply_status(cb, arg, CODE(INTERNAL), "out of memory");
+    return sv;
+}
+
 void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
                     ss_jobs_reply_fn cb, void *arg)
 {
@@ -208,7 +241,7 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
     size_t slen = jq_saver_name_check(req->saver, cb, arg);
     if (slen == 0)
         return;
-    saverq *sv = jq_saver_declared(j, req->saver, slen, cb, arg);
+    saverq *sv = submit_saver(j, req, slen, kbuf, cb, arg);
     if (!sv)
         return;
     seq *sq = jq_seq_find(sv, req->key.data, req->key.len);

@@ -44,6 +44,12 @@
 #define SS_JOBS_MAX_BATCH_DEFAULT 4096u        /* cap on max_batch (the server passes --max-keys) */
 #define SS_JOBS_REPLY_BYTES_DEFAULT (32u * 1024u * 1024u) /* payload budget of one Lease reply */
 #define SS_JOBS_STEPS_MAX 1000000u             /* rows of a segment's inputs (fixed) */
+/* Bytes of a frame kept free beyond a reply's packed size (the frame
+ * header and the server's own margin when it checks a reply). */
+#define SS_JOBS_FRAME_MARGIN 64u
+/* With max_frame_bytes = 0 the frame limit is taken as max_reply_bytes
+ * plus this (how the server derives max_reply_bytes from the limit). */
+#define SS_JOBS_FRAME_FROM_REPLY (64u * 1024u)
 
 typedef struct ss_jobs ss_jobs; /* opaque: index, leases, timers */
 
@@ -59,6 +65,10 @@ typedef struct ss_jobs_options {
     uint32_t max_batch;        /* cap on LeaseRequest.max_batch */
     size_t max_key_bytes;      /* longest sequence key */
     size_t max_reply_bytes;    /* tensor bytes budget of one Lease reply */
+    size_t max_frame_bytes;    /* frame limit (--max-frame-bytes) a Lease reply
+                                  must fit: Submit refuses segments that could
+                                  not, Lease fails those that cannot; 0 =
+                                  max_reply_bytes + SS_JOBS_FRAME_FROM_REPLY */
     ss_jobs_saved_fn on_saved; /* may be NULL */
     void *on_saved_arg;        /* passed to on_saved */
 } ss_jobs_options;

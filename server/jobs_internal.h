@@ -187,6 +187,7 @@ struct ss_jobs {
     ss_map leases;        /* live leases by id */
     ss_heap timers;       /* leases and parked requests by deadline */
     uv_timer_t timer;     /* fires at the earliest deadline */
+    size_t frame_max;     /* frame limit a Lease reply must fit (resolved) */
     uint64_t next_id;     /* next job record id */
     uint64_t next_lease;  /* next lease id */
     uint64_t tie;         /* counter for heap ties and sequence order */
@@ -260,6 +261,14 @@ void jq_done_complete(ss_jobs *j, jobs_op *op, int rc, const char *msg);
 
 /* jobs_lease.c */
 void jq_lease_resolve(ss_jobs *j, lease *ls, job *jb);
+size_t jq_lease_envelope_size(const ss_schema *schema);
+size_t jq_lease_item_size(const Statesaver__V1__LeasedSegment *s);
+/* 0 when a Lease reply carrying this one segment (key, inputs of in_dims
+ * and in_bytes, the saver's state) fits the frame limit, else
+ * SS_ERR_TOO_BIG; *need gets the reply's bytes (with the margin). */
+int jq_lease_fit(const ss_jobs *j, const ss_schema *schema, const ss_bytes *key,
+                 uint64_t segment, uint32_t length, const int64_t in_dims[2], size_t in_bytes,
+                 size_t *need);
 void jq_expire_lease(ss_jobs *j, lease *ls);
 void jq_waiter_unlink_lease(saverq *sv, waiter *w);
 void jq_kick(ss_jobs *j, saverq *sv);

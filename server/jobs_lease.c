@@ -86,6 +86,72 @@ static void unlease(ss_jobs *j, lease *ls)
     lease_free(j, ls);
 }
 
+/* ---- reply sizes (the frame limit) ------------------------------------ */
+
+/* Bytes a Lease reply takes without its items: the Response envelope with
+ * id, OK status, lease id and deadline at their widest, the state names,
+ * and room for the lease body's length prefix to grow. */
+size_t jq_lease_envelope_size(const ss_schema *schema)
+{
+    char *names[SS_STATES_PER_SAVER_MAX];
+    for (size_t k = 0; k < schema->n_states; k++)
+        names[k] = schema->states[k].name;
+    Statesaver__V1__LeaseResponse body = STATESAVER__V1__LEASE_RESPONSE__INIT;
+    body.lease_id = UINT64_MAX;
+    body.deadline_ms = UINT64_MAX;
+    body.n_names = schema->n_states;
+    body.names = names;
+    Statesaver__V1__Status status = STATESAVER__V1__STATUS__INIT;
+    status.message = (char *)"";
+    Statesaver__V1__Response resp = STATESAVER__V1__RESPONSE__INIT;
+    resp.id = UINT64_MAX;
+    resp.status = &status;
+    resp.body_case = STATESAVER__V1__RESPONSE__BODY_LEASE;
+    resp.lease = &body;
+    return statesaver__v1__response__get_packed_size(&resp) + 5;
+}
+
+/* Bytes one item adds to a Lease reply: field tag, length prefix, body. */
+size_t jq_lease_item_size(const Statesaver__V1__LeasedSegment *s)
+{
+    return statesaver__v1__leased_segment__get_packed_size(s) + 6;
+}
+
+/* Largest reply payload a frame may carry (the limit less the margin the
+ * server keeps for the frame header). */
+static size_t frame_room(const ss_jobs *j)
+{
+    return j->frame_max > SS_JOBS_FRAME_MARGIN ? j->frame_max - SS_JOBS_FRAME_MARGIN : 0;
+}
+
+int jq_lease_fit(const ss_jobs *j, const ss_schema *schema, const ss_bytes *key,
+                 uint64_t segment, uint32_t length, const int64_t in_dims[2], size_t in_bytes,
+                 size_t *need)
+{
+    Statesaver__V1__Tensor tens[1 + SS_STATES_PER_SAVER_MAX], *tenp[SS_STATES_PER_SAVER_MAX];
+    Statesaver__V1__LeasedSegment s = STATESAVER__V1__LEASED_SEGMENT__INIT;
+    s.key.data = (uint8_t *)key->data;
+    s.key.len = key->len;
+    s.segment = segment;
+    s.length = length;
+    s.last = true;
+    s.attempts = j->opt.max_attempts;
+    /* Sizes only: the packer's size pass reads lengths, never the data. */
+    statesaver__v1__tensor__init(&tens[0]);
+    ss_tensor_borrow(&tens[0], STATESAVER__V1__DTYPE__DT_FLOAT32, in_dims, 2, NULL, in_bytes);
+    s.inputs = &tens[0];
+    s.n_states = schema->n_states;
+    s.states = tenp;
+    for (size_t k = 0; k < schema->n_states; k++) {
+        const ss_state_spec *sp = &schema->states[k];
+        statesaver__v1__tensor__init(&tens[1 + k]);
+        ss_tensor_borrow(&tens[1 + k], sp->dtype, sp->shape, sp->rank, NULL, sp->nbytes);
+        tenp[k] = &tens[1 + k];
+    }
+    *need = jq_lease_envelope_size(schema) + jq_lease_item_size(&s) + SS_JOBS_FRAME_MARGIN;
+    return *need <= j->frame_max ? 0 : SS_ERR_TOO_BIG;
+}
+
 /* Per-item scratch for building a Lease reply. */
 typedef struct lease_build {
     seq *sq;               /* sequence */
@@ -110,6 +176,7 @@ typedef struct lease_reply {
     Statesaver__V1__Tensor **tenp;        /* n * ns pointers, owned */
     char **names;          /* ns names borrowed from schema, owned array */
     lease *ls;             /* the lease being built, owned until started */
+    size_t frame_used;     /* reply bytes so far (envelope + kept items) */
 } lease_reply;
 
 /* Fail jb for good (no attempt counted) with reason; the op's done
@@ -236,27 +303,53 @@ static void fill_item(lease_reply *r, lease_build *b, const ss_job_rec *rec)
     r->segp[kept] = s;
     r->ls->items[kept].jb = b->jb;
     r->ls->items[kept].st = LI_PENDING;
-    r->kept++;
+}
+
+/* A segment whose reply alone exceeds the frame limit can never be
+ * delivered: fail it with the sizes (its later segments fail with it). */
+static void fail_undeliverable(ss_jobs *j, lease_build *b, size_t need)
+{
+    char why[SS_JOB_REASON_MAX], kbuf[96];
+    snprintf(why, sizeof why, "key %s segment %" PRIu64 " cannot be delivered: its Lease "
+             "reply would take %zu bytes (inputs %" PRId64 "x%" PRId64 " float32 and the "
+             "saver's state), over the frame limit of %zu bytes",
+             jq_fmt_key(kbuf, sizeof kbuf, b->sq->key, b->sq->key_len), b->jb->segment,
+             need, b->in_dims[0], b->in_dims[1], j->frame_max);
+    SS_LOG(SS_LOG_WARN, "jobs: %s", why);
+    fail_job(j, b->jb, why);
 }
 
 /* Step 3: read the inputs of the picked items (in r->txn) and fill the
- * reply with those that fit the budget; the others are marked skipped. */
+ * reply with those that fit the tensor budget and the frame limit; the
+ * others are marked skipped (they stay queued), except a segment that
+ * could not fit any reply, which is failed. */
 static void fill_items(ss_jobs *j, lease_reply *r)
 {
-    size_t budget = j->opt.max_reply_bytes, used = 0;
+    size_t budget = j->opt.max_reply_bytes, used = 0, room = frame_room(j);
+    r->frame_used = jq_lease_envelope_size(r->schema);
     for (size_t i = 0; i < r->n; i++) {
         ss_job_rec rec;
         char msg[SS_STORE_MSG];
-        int rc = ss_jobs_db_get(r->txn, j->dbi, r->b[i].jb->id, &rec, msg);
+        lease_build *b = &r->b[i];
+        int rc = ss_jobs_db_get(r->txn, j->dbi, b->jb->id, &rec, msg);
         size_t in_bytes = rc == 0 ? (size_t)rec.in_rows * rec.in_cols * 4u : 0;
         if (rc < 0 || (r->kept > 0 && used + in_bytes + r->schema->state_bytes > budget)) {
             if (rc < 0)
                 SS_LOG(SS_LOG_ERROR, "jobs: lease: %s", msg);
-            r->b[i].skipped = true; /* stays queued; settled after the txn */
+            b->skipped = true; /* stays queued; settled after the txn */
             continue;
         }
+        fill_item(r, b, &rec);
+        size_t item = jq_lease_item_size(&r->segs[r->kept]);
+        if (r->frame_used + item > room) {
+            b->skipped = true;
+            if (r->kept == 0 && jq_lease_envelope_size(r->schema) + item > room)
+                fail_undeliverable(j, b, r->frame_used + item + SS_JOBS_FRAME_MARGIN);
+            continue;
+        }
+        r->frame_used += item;
         used += in_bytes + r->schema->state_bytes;
-        fill_item(r, &r->b[i], &rec);
+        r->kept++;
     }
 }
 
@@ -312,7 +405,16 @@ static void deliver(ss_jobs *j, lease_reply *r, uint32_t lease_ms, ss_jobs_reply
     ss_jobs_db_read_end(r->txn);
     r->txn = NULL;
     settle_picked(j, r, true);
-    if (rc < 0) {
+    if (rc == SS_ERR_TOO_BIG && ls->n == 1) {
+        /* The server refused even one segment as too big for a frame
+         * (its limit is lower than the queue was told): never retry it. */
+        job *jb = ls->items[0].jb;
+        unlease(j, ls);
+        char why[SS_JOB_REASON_MAX];
+        snprintf(why, sizeof why, "segment %" PRIu64 " cannot be delivered: its Lease reply "
+                 "exceeds the server's frame limit", jb->segment);
+        fail_job(j, jb, why);
+    } else if (rc < 0) {
         SS_LOG(SS_LOG_INFO, "jobs: lease %" PRIu64 " undeliverable, segments requeued", ls->id);
         unlease(j, ls);
     }

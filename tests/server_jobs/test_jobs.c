@@ -1194,6 +1194,52 @@ START_TEST(test_heap_and_map)
 }
 END_TEST
 
+/* Frame limit (issue 8 item 1): Submit refuses a segment whose Lease reply
+ * could not fit; a queued segment that no longer fits (the limit shrank
+ * across a restart) is failed with a reason, its later segments with it;
+ * a batch is cut to what fits. */
+START_TEST(test_frame_limit_submit_lease)
+{
+    ck_assert_int_eq(submit("a", 0, 400, 400, false, NULL), 0); /* 4800 input bytes */
+    ck_assert_int_eq(submit("a", 1, 2, 2, true, NULL), 0);
+    ck_assert_int_eq(submit("b", 0, 150, 150, false, NULL), 0); /* 1800 bytes each */
+    ck_assert_int_eq(submit("c", 0, 150, 150, false, NULL), 0);
+    ck_assert_int_eq(submit("d", 0, 150, 150, false, NULL), 0);
+    env_close();
+    g_opt.max_frame_bytes = 4096;
+    env_open();
+    reply r = {0};
+    submit_async(&r, SAVER, "e", 0, 400, 400, false, 0.0f);
+    ck_assert(run_until(&r.got, 10000));
+    ck_assert_int_eq(code_of(&r), CODE(INVALID_ARGUMENT));
+    ck_assert_msg(strstr(msg_of(&r), "frame limit of 4096 bytes") &&
+                  strstr(msg_of(&r), "inputs of 4800 bytes"), "%s", msg_of(&r));
+    reply_clear(&r);
+    ck_assert_uint_eq(stats().queued, 5);
+    lease(&r, 10, 0, 10000); /* a/0 cannot go; b, c fit, d does not */
+    ck_assert_uint_eq(r.resp->lease->n_items, 2);
+    ck_assert_ptr_null(find_item(r.resp->lease, "a"));
+    ck_assert_int_eq(complete_lease(r.resp->lease, r.resp->lease->lease_id, NULL, NULL), 0);
+    reply_clear(&r);
+    lease(&r, 10, 0, 10000);
+    ck_assert_uint_eq(r.resp->lease->n_items, 1);
+    ck_assert_ptr_nonnull(find_item(r.resp->lease, "d"));
+    reply_clear(&r);
+    await_sync(&r, "a", 0, 5000, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    ck_assert_msg(strstr(r.resp->await_segment->reason, "frame limit of 4096 bytes"), "%s",
+                  r.resp->await_segment->reason);
+    reply_clear(&r);
+    await_sync(&r, "a", 1, 5000, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    reply_clear(&r);
+    ck_assert_uint_eq(stats().queued, 0);
+    ck_assert_uint_eq(stats().failed, 2);
+}
+END_TEST
+
 static void setup_poison(void) { setup_with(1000, 2); }
 static void setup_small(void) { setup_with(2, 3); }
 
@@ -1219,6 +1265,7 @@ static Suite *jobs_suite(void)
     tcase_add_test(tc, test_cancel_parked);
     tcase_add_test(tc, test_restart_keeps_queue);
     tcase_add_test(tc, test_close_answers_parked);
+    tcase_add_test(tc, test_frame_limit_submit_lease);
     suite_add_tcase(s, tc);
     TCase *tp = tcase_create("poison");
     tcase_add_checked_fixture(tp, setup_poison, teardown);
