@@ -18,15 +18,13 @@ void jq_on_timer(uv_timer_t *t)
             jq_expire_lease(j, (lease *)tm);
         } else if (tm->kind == T_WAIT_LEASE) {
             waiter *w = (waiter *)tm;
-            jq_waiter_unlink_lease(w->sv, w);
-            j->waiting--;
+            jq_waiter_unpark(j, w);
             jq_reply_empty_lease(w->cb, w->arg);
             free(w);
         } else {
             waiter *w = (waiter *)tm;
             job *jb = w->jb;
-            jq_waiter_unlink_await(w);
-            j->waiting--;
+            jq_waiter_unpark(j, w);
             jq_reply_status(w->cb, w->arg, CODE(DEADLINE_EXCEEDED),
                          "segment %" PRIu64 " is not done yet (%s)", jb->segment,
                          jb->state == J_LEASED ? "leased" : "queued");
@@ -436,6 +434,7 @@ void jq_maybe_finish_close(ss_jobs *j)
     ss_map_each(&j->savers, free_saver_cb, NULL);
     ss_map_free(&j->savers);
     ss_heap_free(&j->timers);
+    ss_map_free(&j->parked);
     void (*closed)(void *) = j->closed;
     void *arg = j->closed_arg;
     free(j);
@@ -469,12 +468,7 @@ void ss_jobs_close(ss_jobs *j, void (*closed)(void *arg), void *arg)
         if (tm->kind == T_LEASE)
             continue;
         waiter *w = (waiter *)tm;
-        if (tm->kind == T_WAIT_LEASE) {
-            jq_waiter_unlink_lease(w->sv, w);
-        } else {
-            jq_waiter_unlink_await(w);
-        }
-        j->waiting--;
+        jq_waiter_unpark(j, w);
         jq_reply_status(w->cb, w->arg, CODE(UNAVAILABLE), "server is shutting down");
         free(w);
     }

@@ -3,18 +3,6 @@
  */
 #include "jobs_internal.h"
 
-/* Take an Await waiter off its job's list (the job keeps its reference). */
-void jq_waiter_unlink_await(waiter *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        w->jb->awaits = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    w->prev = w->next = NULL;
-}
-
 /* ---- await ------------------------------------------------------------ */
 
 static void collect_job(ss_jobs *j, job *jb);
@@ -95,25 +83,27 @@ out:
     free(reason);
 }
 
-/* Answer every parked Await of jb (done, failed, or gone). */
+/* Answer every parked Await of jb (done, failed, or gone). Each waiter is
+ * unparked before its reply, so a reply callback that cancels another
+ * parked request (its client went away) finds a consistent list; jb is
+ * kept alive meanwhile (waking). */
 void jq_wake_awaits(ss_jobs *j, job *jb)
 {
-    waiter *w = jb->awaits;
-    jb->awaits = NULL;
-    bool collect = false;
-    while (w) {
-        waiter *next = w->next;
-        jq_timer_del(j, &w->t);
-        j->waiting--;
+    bool collect = false, was_waking = jb->waking;
+    jb->waking = true;
+    waiter *w;
+    while ((w = jb->awaits)) {
+        jq_waiter_unpark(j, w);
         if (jb->removed || jb->state < J_DONE)
             jq_reply_status(w->cb, w->arg, CODE(NOT_FOUND),
-                         "segment %" PRIu64 " is no longer queued (never stored)", jb->segment);
+                            "segment %" PRIu64 " is no longer queued (never stored)",
+                            jb->segment);
         else
             reply_await(j, jb, w->cb, w->arg);
         collect |= w->collect;
         free(w);
-        w = next;
     }
+    jb->waking = was_waking;
     if (collect && !jb->removed && jb->state >= J_DONE)
         collect_job(j, jb);
 }
@@ -183,33 +173,26 @@ void ss_jobs_await(ss_jobs *j, const Statesaver__V1__AwaitRequest *req,
     if (jb->awaits)
         jb->awaits->prev = w;
     jb->awaits = w;
-    j->waiting++;
 }
 
 bool ss_jobs_cancel(ss_jobs *j, void *arg)
 {
-    /* Every parked request has a deadline, so the timer heap lists them all;
-     * a close is rare enough for a linear scan. */
-    for (size_t i = 0; i < j->timers.n; i++) {
-        timed *tm = (timed *)j->timers.v[i];
-        if (tm->kind == T_LEASE || ((waiter *)tm)->arg != arg)
-            continue;
-        waiter *w = (waiter *)tm;
-        ss_heap_remove(&j->timers, &tm->hn);
-        job *jb = NULL;
-        if (tm->kind == T_WAIT_LEASE) {
-            jq_waiter_unlink_lease(w->sv, w);
-        } else {
-            jb = w->jb;
-            jq_waiter_unlink_await(w);
-        }
-        j->waiting--;
-        jq_reply_status(w->cb, w->arg, CODE(CANCELLED), "the client went away");
-        free(w);
-        if (jb)
-            jq_job_release(jb);
-        jq_rearm(j);
-        return true;
-    }
-    return false;
+    waiter *w = jq_waiter_find(j, arg);
+    if (!w)
+        return false;
+    job *jb = w->t.kind == T_WAIT_AWAIT ? w->jb : NULL;
+    bool was_min = ss_heap_min(&j->timers) == &w->t.hn;
+    jq_waiter_unpark(j, w);
+    Statesaver__V1__Status status = STATESAVER__V1__STATUS__INIT;
+    status.code = CODE(CANCELLED);
+    status.message = (char *)"the client went away";
+    Statesaver__V1__Response resp = STATESAVER__V1__RESPONSE__INIT;
+    resp.status = &status;
+    w->cb(w->arg, &resp);
+    free(w);
+    if (jb)
+        jq_job_release(jb);
+    if (was_min)
+        jq_rearm(j); /* else the timer still points at the same deadline */
+    return true;
 }

@@ -168,11 +168,11 @@ saverq *jq_saver_get(ss_jobs *j, const char *name, size_t len)
     return sv;
 }
 
-/* The saver name's length, or 0 after replying INVALID_ARGUMENT. */
-/* A parked request of the given kind, its timer armed for wait_ms. On
- * failure the request is answered (INTERNAL) and NULL returned. */
-waiter *jq_waiter_new(ss_jobs *j, int kind, uint32_t wait_ms, ss_jobs_reply_fn cb,
-                          void *arg)
+/* A parked request of the given kind: its timer armed for wait_ms, in the
+ * parked map, counted in waiting. The caller links it into its saver's or
+ * job's list at once. On failure the request is answered (INTERNAL) and
+ * NULL returned. */
+waiter *jq_waiter_new(ss_jobs *j, int kind, uint32_t wait_ms, ss_jobs_reply_fn cb, void *arg)
 {
     waiter *w = calloc(1, sizeof *w);
     if (!w || jq_timer_add(j, &w->t, kind, wait_ms) < 0) {
@@ -182,7 +182,61 @@ waiter *jq_waiter_new(ss_jobs *j, int kind, uint32_t wait_ms, ss_jobs_reply_fn c
     }
     w->cb = cb;
     w->arg = arg;
+    if (ss_map_insert(&j->parked, &w->pn, &w->arg, sizeof w->arg) < 0) {
+        jq_timer_del(j, &w->t);
+        free(w);
+        jq_reply_status(cb, arg, CODE(INTERNAL), "out of memory");
+        return NULL;
+    }
+    w->parked = true;
+    j->waiting++;
     return w;
+}
+
+void jq_waiter_unlink_lease(saverq *sv, waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        sv->w_head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        sv->w_tail = w->prev;
+    w->prev = w->next = NULL;
+}
+
+/* Take an Await waiter off its job's list (the job keeps its reference). */
+void jq_waiter_unlink_await(waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        w->jb->awaits = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+}
+
+/* The parked request whose reply argument is arg, or NULL. O(1). */
+waiter *jq_waiter_find(ss_jobs *j, void *arg)
+{
+    ss_map_node *n = ss_map_find(&j->parked, &arg, sizeof arg);
+    return n ? (waiter *)((char *)n - offsetof(waiter, pn)) : NULL;
+}
+
+void jq_waiter_unpark(ss_jobs *j, waiter *w)
+{
+    jq_timer_del(j, &w->t);
+    if (w->parked) {
+        ss_map_remove(&j->parked, &w->pn);
+        w->parked = false;
+    }
+    if (w->t.kind == T_WAIT_LEASE)
+        jq_waiter_unlink_lease(w->sv, w);
+    else
+        jq_waiter_unlink_await(w);
+    j->waiting--;
 }
 
 size_t jq_saver_name_check(const char *name, ss_jobs_reply_fn cb, void *arg)
@@ -327,7 +381,7 @@ void jq_job_detach(ss_jobs *j, job *jb)
 
 void jq_job_release(job *jb)
 {
-    if (jb->removed && jb->busy == 0 && jb->submits == 0 && !jb->awaits)
+    if (jb->removed && jb->busy == 0 && jb->submits == 0 && !jb->awaits && !jb->waking)
         jq_job_free(jb);
 }
 

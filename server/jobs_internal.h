@@ -68,6 +68,8 @@ typedef struct timed {
 
 struct waiter {
     timed t;                 /* deadline of the wait */
+    ss_map_node pn;          /* in jobs->parked, keyed by the bytes of arg */
+    bool parked;             /* in jobs->parked (cancel can find it) */
     ss_jobs_reply_fn cb;     /* reply */
     void *arg;               /* cb argument */
     waiter *prev, *next;     /* saver's lease waiters or job's awaits */
@@ -95,6 +97,7 @@ struct job {
     char *reason;         /* failure reason when J_FAILED (owned) */
     lease *ls;            /* lease holding it while J_LEASED and unresolved */
     waiter *awaits;       /* parked Await requests (list head) */
+    bool waking;          /* wake_awaits is answering them (keep jb) */
 };
 
 struct seq {
@@ -186,6 +189,7 @@ struct ss_jobs {
     ss_map savers;        /* saverq by name */
     ss_map leases;        /* live leases by id */
     ss_heap timers;       /* leases and parked requests by deadline */
+    ss_map parked;        /* parked requests by reply arg (O(1) cancel) */
     uv_timer_t timer;     /* fires at the earliest deadline */
     size_t frame_max;     /* frame limit a Lease reply must fit (resolved) */
     uint64_t next_id;     /* next job record id */
@@ -225,8 +229,14 @@ void jq_timer_del(ss_jobs *j, timed *t);
 void jq_job_set_state(job *jb, saverq *sv, ss_jobs *j, int state);
 saverq *jq_saver_find(ss_jobs *j, const char *name);
 saverq *jq_saver_get(ss_jobs *j, const char *name, size_t len);
-waiter *jq_waiter_new(ss_jobs *j, int kind, uint32_t wait_ms, ss_jobs_reply_fn cb,
-    void *arg);
+waiter *jq_waiter_new(ss_jobs *j, int kind, uint32_t wait_ms, ss_jobs_reply_fn cb, void *arg);
+void jq_waiter_unlink_lease(saverq *sv, waiter *w);
+void jq_waiter_unlink_await(waiter *w);
+waiter *jq_waiter_find(ss_jobs *j, void *arg);
+/* Take a parked request out of the timer heap, the parked map and its
+ * saver's or job's list (it must be linked there); the caller answers and
+ * frees it, and releases w->jb for an Await. */
+void jq_waiter_unpark(ss_jobs *j, waiter *w);
 size_t jq_saver_name_check(const char *name, ss_jobs_reply_fn cb, void *arg);
 int jq_schema_get(ss_jobs *j, const char *name, ss_schema **out, ss_jobs_reply_fn cb,
     void *arg);
@@ -270,12 +280,10 @@ int jq_lease_fit(const ss_jobs *j, const ss_schema *schema, const ss_bytes *key,
                  uint64_t segment, uint32_t length, const int64_t in_dims[2], size_t in_bytes,
                  size_t *need);
 void jq_expire_lease(ss_jobs *j, lease *ls);
-void jq_waiter_unlink_lease(saverq *sv, waiter *w);
 void jq_kick(ss_jobs *j, saverq *sv);
 int jq_reply_empty_lease(ss_jobs_reply_fn cb, void *arg);
 
 /* jobs_await.c */
-void jq_waiter_unlink_await(waiter *w);
 void jq_wake_awaits(ss_jobs *j, job *jb);
 
 /* jobs.c */

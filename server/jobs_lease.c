@@ -495,19 +495,6 @@ out:
     return ret;
 }
 
-void jq_waiter_unlink_lease(saverq *sv, waiter *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        sv->w_head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        sv->w_tail = w->prev;
-    w->prev = w->next = NULL;
-}
-
 /* Serve parked leases of sv while segments are ready. */
 void jq_kick(ss_jobs *j, saverq *sv)
 {
@@ -521,22 +508,27 @@ void jq_kick(ss_jobs *j, saverq *sv)
     do {
         j->kick_again = false;
         while (sv->w_head && ss_heap_min(&sv->ready)) {
+            /* While it is served, the waiter is off the list and the
+             * parked map (a cancel from inside its reply cannot find it)
+             * but keeps its timer, so a re-park needs no allocation. */
             waiter *w = sv->w_head;
             jq_waiter_unlink_lease(sv, w);
-            jq_timer_del(j, &w->t);
-            j->waiting--;
+            ss_map_remove(&j->parked, &w->pn);
+            w->parked = false;
             if (serve(j, sv, w->max_batch, w->lease_ms, w->worker, w->cb, w->arg)) {
+                jq_timer_del(j, &w->t);
+                j->waiting--;
                 free(w);
             } else {
-                /* Nothing was actually leasable: park it again, in front. */
+                /* Nothing was actually leasable: park it again, in front
+                 * (the map has buckets: inserting cannot fail). */
                 w->next = sv->w_head;
                 if (sv->w_head)
                     sv->w_head->prev = w;
                 else
                     sv->w_tail = w;
                 sv->w_head = w;
-                ss_heap_push(&j->timers, &w->t.hn);
-                j->waiting++;
+                w->parked = ss_map_insert(&j->parked, &w->pn, &w->arg, sizeof w->arg) == 0;
                 break;
             }
         }
@@ -591,5 +583,4 @@ void ss_jobs_lease(ss_jobs *j, const Statesaver__V1__LeaseRequest *req,
     else
         sv->w_head = w;
     sv->w_tail = w;
-    j->waiting++;
 }

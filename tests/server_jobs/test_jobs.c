@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -1240,6 +1241,62 @@ START_TEST(test_frame_limit_submit_lease)
 }
 END_TEST
 
+/* O(1) cancellation (issue 8 item 4): cancelling 50k parked Awaits and
+ * 50k parked Leases, as a closing connection does, one call each, takes
+ * well under the loop-stall bound (it used to scan the timer heap per
+ * call: quadratic). */
+#define N_CANCEL 50000
+/* Reply callback that only records (no Check assertion: each one writes
+ * to Check's pipe, which would dominate the timing): 1 for CANCELLED. */
+static int count_reply(void *arg, Statesaver__V1__Response *resp)
+{
+    *(int *)arg += resp->status && resp->status->code == CODE(CANCELLED) ? 1 : 100;
+    return 0;
+}
+
+START_TEST(test_cancel_50k_is_fast)
+{
+    ck_assert_int_eq(submit("a", 0, 2, 2, false, NULL), 0);
+    declare_saver("idle");
+    static int answered[2 * N_CANCEL]; /* reply args, one each */
+    memset(answered, 0, sizeof answered);
+    Statesaver__V1__AwaitRequest aw = STATESAVER__V1__AWAIT_REQUEST__INIT;
+    aw.saver = (char *)SAVER;
+    aw.key.data = (uint8_t *)"a";
+    aw.key.len = 1;
+    aw.wait_ms = 600000;
+    Statesaver__V1__LeaseRequest lr = STATESAVER__V1__LEASE_REQUEST__INIT;
+    lr.saver = (char *)"idle";
+    lr.max_batch = 1;
+    lr.wait_ms = 600000;
+    for (int i = 0; i < N_CANCEL; i++) {
+        ss_jobs_await(g_jobs, &aw, count_reply, &answered[i]);
+        ss_jobs_lease(g_jobs, &lr, count_reply, &answered[N_CANCEL + i]);
+    }
+    ck_assert_uint_eq(stats().waiting, 2 * N_CANCEL);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int found = 0;
+    for (int i = 0; i < 2 * N_CANCEL; i++)
+        found += ss_jobs_cancel(g_jobs, &answered[i]);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_int_eq(found, 2 * N_CANCEL);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    fprintf(stderr, "cancelled %d parked requests in %.2f ms\n", 2 * N_CANCEL, ms);
+    ck_assert_msg(ms < 50.0, "cancelling %d parked requests took %.1f ms", 2 * N_CANCEL, ms);
+    int bad = 0;
+    for (int i = 0; i < 2 * N_CANCEL; i++)
+        bad += answered[i] != 1;
+    ck_assert_int_eq(bad, 0);
+    ck_assert_uint_eq(stats().waiting, 0);
+    ck_assert(!ss_jobs_cancel(g_jobs, &answered[0]));
+    reply r;
+    lease(&r, 1, 0, 10000); /* the queue goes on */
+    ck_assert_uint_eq(r.resp->lease->n_items, 1);
+    reply_clear(&r);
+}
+END_TEST
+
 static void setup_poison(void) { setup_with(1000, 2); }
 static void setup_small(void) { setup_with(2, 3); }
 
@@ -1266,6 +1323,7 @@ static Suite *jobs_suite(void)
     tcase_add_test(tc, test_restart_keeps_queue);
     tcase_add_test(tc, test_close_answers_parked);
     tcase_add_test(tc, test_frame_limit_submit_lease);
+    tcase_add_test(tc, test_cancel_50k_is_fast);
     suite_add_tcase(s, tc);
     TCase *tp = tcase_create("poison");
     tcase_add_checked_fixture(tp, setup_poison, teardown);

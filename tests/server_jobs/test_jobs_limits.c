@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "net_helper.h"
@@ -112,7 +114,7 @@ static void lease_req(treq *q, Statesaver__V1__LeaseRequest *l, uint64_t id, uin
                       uint32_t wait_ms)
 {
     statesaver__v1__lease_request__init(l);
-    l->saver = (char *)SAVER;
+    l->saver = (char *)(wait_ms ? "idle" : SAVER);
     l->max_batch = max_batch;
     l->wait_ms = wait_ms;
     l->lease_ms = 60000;
@@ -262,6 +264,107 @@ START_TEST(test_undeliverable_segment_fails)
 }
 END_TEST
 
+/* ---- item 4: O(1) cancellation ----------------------------------------- */
+
+#define N_PARKED 50000   /* parked requests on the closing connection */
+#define STALL_MS 50.0    /* bound on the loop stall when it closes */
+#define PROBE_MS 1500    /* how long the loop is probed after the close */
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* Ping on fd; returns the reply's latency in ms. */
+static double ping_ms(int fd, uint64_t id)
+{
+    treq *q = treq_ping(id, "x", 1);
+    double t0 = now_us();
+    tresp *r = call(fd, q);
+    double ms = (now_us() - t0) / 1000.0;
+    expect_code(r, 0, "ping");
+    tresp_free(r);
+    treq_free(q);
+    return ms;
+}
+
+/* Park N_PARKED Awaits (or Leases) on a new connection, pipelined; a Ping
+ * after them on the same connection answers once all were dispatched (a
+ * parked request sends nothing). Then reset that connection and probe the
+ * loop with Pings on another one: the slowest answer must stay under
+ * STALL_MS (closing used to scan the timer heap once per request). */
+static void park_close_probe(bool leases)
+{
+    tsrv_init(&g_srv);
+    start(k_default);
+    int fd = tc_connect(g_srv.port), probe = tc_connect(g_srv.port);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_ge(probe, 0);
+    declare(fd, SAVER);
+    declare(fd, "idle");
+    tresp *r = submit(fd, 2, "w", 0, 3, 2, false); /* the awaited job, queued */
+    expect_code(r, 0, "submit");
+    tresp_free(r);
+    tbuf b = {0};
+    for (uint64_t i = 0; i < N_PARKED; i++) {
+        treq q;
+        Statesaver__V1__LeaseRequest l;
+        Statesaver__V1__AwaitRequest a;
+        if (leases)
+            lease_req(&q, &l, 1000 + i, 1, 600000);
+        else
+            await_req(&q, &a, 1000 + i, "w", 0, 600000);
+        tc_frame_append(&b, &q);
+    }
+    treq *pq = treq_ping(999, "p", 1);
+    tc_frame_append(&b, pq);
+    treq_free(pq);
+    ck_assert_int_eq(tc_write_all(fd, b.data, b.len, T_WAIT), 0);
+    tbuf_free(&b);
+    r = recv_or_dump(fd);
+    ck_assert_msg(r->id == 999, "reply %llu (status %d: %s) before the ping",
+                  (unsigned long long)r->id, tresp_code(r), msg_of(r));
+    tresp_free(r);
+    ck_assert_double_lt(ping_ms(probe, 3), 1000.0); /* the loop is idle */
+    /* Reset, not a half-close: the server keeps serving a connection whose
+     * peer only shut its side down, but drops one that is reset. */
+    struct linger lg = {1, 0};
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd);
+    double worst = 0, t0 = now_us();
+    uint64_t id = 10;
+    while ((now_us() - t0) / 1000.0 < PROBE_MS) {
+        double ms = ping_ms(probe, id++);
+        if (ms > worst)
+            worst = ms;
+    }
+    fprintf(stderr, "closing %d parked %s: slowest ping %.2f ms over %llu pings\n", N_PARKED,
+            leases ? "Leases" : "Awaits", worst, (unsigned long long)(id - 10));
+    ck_assert_msg(worst < STALL_MS, "the loop stalled %.1f ms closing %d parked %s", worst,
+                  N_PARKED, leases ? "Leases" : "Awaits");
+    /* The queue still works: the awaited job leases. */
+    r = lease(probe, 5, 1);
+    ck_assert_uint_eq(r->lease->n_items, 1);
+    tresp_free(r);
+    close(probe);
+    ck_assert_int_eq(tsrv_stop(&g_srv, SIGTERM, T_WAIT), 0);
+    tsrv_cleanup(&g_srv);
+}
+
+START_TEST(test_close_50k_parked_awaits)
+{
+    park_close_probe(false);
+}
+END_TEST
+
+START_TEST(test_close_50k_parked_leases)
+{
+    park_close_probe(true);
+}
+END_TEST
+
 static Suite *limits_suite(void)
 {
     Suite *s = suite_create("jobs_limits");
@@ -270,6 +373,11 @@ static Suite *limits_suite(void)
     tcase_add_test(tf, test_submit_refused_over_frame_limit);
     tcase_add_test(tf, test_undeliverable_segment_fails);
     suite_add_tcase(s, tf);
+    TCase *tcl = tcase_create("cancel");
+    tcase_set_timeout(tcl, 120);
+    tcase_add_test(tcl, test_close_50k_parked_awaits);
+    tcase_add_test(tcl, test_close_50k_parked_leases);
+    suite_add_tcase(s, tcl);
     return s;
 }
 
