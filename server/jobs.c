@@ -244,7 +244,9 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
         return;
     seq *sq = jq_seq_find(sv, req->key.data, req->key.len);
     job *jb = sq ? jq_seq_job(sq, req->segment) : NULL;
-    bool created_seq = false;
+    bool created_seq = false, collecting = jb && jb->collecting;
+    if (collecting)
+        jb = NULL; /* gone for clients; its delete has not committed yet */
     if (!jb) {
         if (!sq) {
             sq = jq_seq_new(j, sv, req->key.data, req->key.len, jq_wall_ms());
@@ -281,6 +283,12 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
                     why = text;
                 }
             }
+        }
+        if (!why && collecting) {
+            snprintf(text, sizeof text, "key %s: segment %" PRIu64 " is being collected; "
+                     "submit it again", kbuf, req->segment);
+            why = text;
+            code = CODE(UNAVAILABLE);
         }
         if (!why && j->n_active >= j->opt.queue_capacity) {
             snprintf(text, sizeof text, "job queue is full (capacity %" PRIu64
@@ -373,6 +381,12 @@ void ss_jobs_notify_saved(ss_jobs *j, const char *saver, size_t n, const ss_byte
     jq_rearm(j);
 }
 
+void ss_jobs_test_fault(ss_jobs *j, unsigned faults)
+{
+    j->fault_write = (faults & SS_JOBS_FAULT_WRITE) != 0;
+    j->fault_state_read = (faults & SS_JOBS_FAULT_STATE_READ) != 0;
+}
+
 void ss_jobs_stats_get(ss_jobs *j, const char *saver, ss_jobs_stats *out)
 {
     memset(out, 0, sizeof *out);
@@ -383,7 +397,7 @@ void ss_jobs_stats_get(ss_jobs *j, const char *saver, ss_jobs_stats *out)
                 continue;
             out->queued += sv->n[J_SUBMITTING] + sv->n[J_QUEUED];
             out->leased += sv->n[J_LEASED];
-            out->done_stored += sv->n[J_DONE] + sv->n[J_FAILED];
+            out->done_stored += sv->n[J_DONE] + sv->n[J_FAILED] - sv->n_collecting;
         }
     out->completed = j->completed;
     out->failed = j->failed;

@@ -122,6 +122,14 @@ typedef struct ss_jobs_stats {
 /* Counters of the whole queue (saver NULL or "") or of one saver. */
 void ss_jobs_stats_get(ss_jobs *j, const char *saver, ss_jobs_stats *out);
 
+/* Test seam (tests only; the server never calls it): make failures that
+ * are hard to cause for real happen on demand, to test the error paths.
+ * faults is a mask of SS_JOBS_FAULT_*; 0 turns them off. Checked once per
+ * writer op (at its creation) and once per state read of a Lease. */
+#define SS_JOBS_FAULT_WRITE 1u      /* writer ops fail with SS_ERR_FULL */
+#define SS_JOBS_FAULT_STATE_READ 2u /* Lease's state reads fail (SS_ERR_STORE) */
+void ss_jobs_test_fault(ss_jobs *j, unsigned faults);
+
 /* Stop: parked requests get UNAVAILABLE, new requests get UNAVAILABLE,
  * timers stop. jobs frees itself once its timer is closed and every writer
  * op it submitted has come back, then calls closed(arg) (may be NULL) on

@@ -108,10 +108,12 @@ void jq_wake_awaits(ss_jobs *j, job *jb)
         collect_job(j, jb);
 }
 
-/* Remove a done/failed job from the index and delete its record. */
+/* Delete a done/failed job's record; the job leaves the index when the
+ * delete commits (jobs_done.c), so a failed commit leaves both in place. */
 static void collect_job(ss_jobs *j, job *jb)
 {
-    seq *sq = jb->sq;
+    if (jb->collecting)
+        return;
     jobs_op *op = jq_op_new(j, OP_DELETE, 1);
     if (!op) {
         SS_LOG(SS_LOG_ERROR, "jobs: out of memory collecting a job");
@@ -121,9 +123,9 @@ static void collect_job(ss_jobs *j, job *jb)
     op->p[0].id = jb->id;
     op->p[0].kind = P_DELETE;
     jb->busy++;
-    jq_job_detach(j, jb);
+    jb->collecting = true;
+    jb->sq->sv->n_collecting++;
     jq_op_submit(j, op);
-    jq_seq_settle(j, sq);
 }
 
 void ss_jobs_await(ss_jobs *j, const Statesaver__V1__AwaitRequest *req,
@@ -144,7 +146,7 @@ void ss_jobs_await(ss_jobs *j, const Statesaver__V1__AwaitRequest *req,
     saverq *sv = jq_saver_find(j, req->saver);
     seq *sq = sv ? jq_seq_find(sv, req->key.data, req->key.len) : NULL;
     job *jb = sq ? jq_seq_job(sq, req->segment) : NULL;
-    if (!jb) {
+    if (!jb || jb->collecting) { /* a collected job is gone for readers */
         jq_reply_status(cb, arg, CODE(NOT_FOUND),
                      "no job for saver %s key %s segment %" PRIu64
                      " (never submitted, or collected)", req->saver, kbuf, req->segment);

@@ -20,6 +20,7 @@ jobs_op *jq_op_new(ss_jobs *j, int kind, size_t n)
     op->jobs = j;
     op->kind = kind;
     op->dbi = j->dbi;
+    op->fault_rc = j->fault_write ? SS_ERR_FULL : 0;
     op->now_ms = jq_wall_ms();
     op->n = n;
     return op;
@@ -117,17 +118,53 @@ void jq_finish_patches(ss_jobs *j, jobs_op *op)
         jq_job_release(op->p[i].jb);
 }
 
+/* A retry/fail/delete patch whose write did not commit: memory stays as
+ * the disk has it. A job whose lease expired is queued again with its
+ * stored attempt count (the disk never had the lease); a collected job
+ * stays in the index (its record is still there). */
+static void undo_patch(ss_jobs *j, patch *p)
+{
+    job *jb = p->jb;
+    jb->busy--;
+    if (p->kind == P_DELETE) {
+        jb->collecting = false;
+        if (!jb->removed)
+            jb->sq->sv->n_collecting--;
+    } else if (!jb->removed && jb->state == J_LEASED && !jb->ls)
+        jq_job_set_state(jb, jb->sq->sv, j, J_QUEUED);
+}
+
+/* A collect committed: the job leaves the index now. */
+static void apply_delete(ss_jobs *j, patch *p)
+{
+    job *jb = p->jb;
+    jb->busy--;
+    jb->collecting = false;
+    if (jb->removed)
+        return;
+    seq *sq = jb->sq;
+    sq->sv->n_collecting--;
+    jq_job_detach(j, jb);
+    jq_seq_settle(j, sq);
+}
+
 static void done_patches(ss_jobs *j, jobs_op *op, int rc, const char *msg)
 {
-    if (rc < 0)
-        SS_LOG(SS_LOG_ERROR, "jobs: recording %s failed: %s (applied in memory only)",
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "jobs: recording %s failed: %s (left as stored)",
                op->kind == OP_EXPIRE ? "expired leases" :
                op->kind == OP_PROPAGATE ? "failed segments" : "a collect",
                msg && *msg ? msg : ss_strerror(rc));
+        /* No propagate here: it would retry the same write at once. */
+        for (size_t i = 0; i < op->n; i++)
+            undo_patch(j, &op->p[i]);
+        jq_finish_patches(j, op);
+        return;
+    }
     for (size_t i = 0; i < op->n; i++) {
         patch *p = &op->p[i];
         if (p->kind == P_DELETE)
-            p->jb->busy--;
+            apply_delete(j, p);
         else
             jq_apply_retry_fail(j, p);
     }

@@ -98,6 +98,8 @@ struct job {
     lease *ls;            /* lease holding it while J_LEASED and unresolved */
     waiter *awaits;       /* parked Await requests (list head) */
     bool waking;          /* wake_awaits is answering them (keep jb) */
+    bool collecting;      /* a delete of its record is in flight: it
+                             leaves the index only once that commits */
 };
 
 struct seq {
@@ -119,6 +121,7 @@ struct saverq {
     ss_heap ready;        /* ready sequences, oldest first */
     waiter *w_head, *w_tail; /* parked Lease requests, FIFO */
     uint64_t n[J_NSTATES];   /* jobs per in-memory state */
+    uint64_t n_collecting;   /* done/failed jobs whose delete is in flight */
 };
 
 typedef struct lease_item {
@@ -172,6 +175,7 @@ typedef struct jobs_op {
     void *arg;            /* cb argument */
     ss_schema *schema;    /* OP_COMPLETE: reference held */
     MDB_dbi dbi;          /* jobs database */
+    int fault_rc;         /* test seam: fail the op with this (0 = run it) */
     uint64_t now_ms;      /* wall clock at creation */
     size_t n;             /* patches */
     patch *p;             /* n patches, owned */
@@ -205,6 +209,8 @@ struct ss_jobs {
     bool kicking;         /* serving parked leases (reentrancy guard) */
     bool kick_again;      /* a kick was asked for while kicking */
     bool closing;         /* ss_jobs_close called */
+    bool fault_write;     /* test seam: new writer ops fail (ss_jobs_test_fault) */
+    bool fault_state_read; /* test seam: Lease's state reads fail */
     bool timer_closed;    /* the uv timer's close callback ran */
     void (*closed)(void *arg); /* ss_jobs_close callback */
     void *closed_arg;     /* its argument */

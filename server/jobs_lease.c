@@ -196,6 +196,22 @@ static void fail_job(ss_jobs *j, job *jb, const char *reason)
     jq_op_submit(j, op);
 }
 
+/* Reading jb's state or record failed: count it as a failed attempt (the
+ * write takes jb off the ready heap until it commits, and max_attempts
+ * ends it), so a persistent read error cannot spin the lease loop. */
+static void read_failed(ss_jobs *j, job *jb, const char *what, const char *msg)
+{
+    char why[SS_JOB_REASON_MAX];
+    snprintf(why, sizeof why, "lease: reading %s: %.900s", what, msg);
+    SS_LOG(SS_LOG_ERROR, "jobs: %s", why);
+    jobs_op *op = jq_op_new(j, OP_EXPIRE, 1);
+    if (!op || jq_patch_attempt(j, &op->p[0], jb, why) < 0) {
+        jq_op_free(op);
+        return;
+    }
+    jq_op_submit(j, op);
+}
+
 /* Step 1: take up to max_batch ready sequences of sv off the ready heap and
  * fetch each one's state into r->b. Stops early on a store error. */
 static void pick_ready(ss_jobs *j, saverq *sv, lease_reply *r)
@@ -222,7 +238,11 @@ static void pick_ready(ss_jobs *j, saverq *sv, lease_reply *r)
         ss_bytes key = {sq->key, sq->key_len};
         uint64_t next = 0, upd = 0;
         char msg[SS_STORE_MSG] = "";
-        int rc = ss_store_fetch(j->st, schema, 1, &key, outs, &next, &upd, msg);
+        int rc = j->fault_state_read ? SS_ERR_STORE
+                                     : ss_store_fetch(j->st, schema, 1, &key, outs, &next,
+                                                      &upd, msg);
+        if (j->fault_state_read)
+            snprintf(msg, sizeof msg, "test fault: state read");
         if (rc == SS_ERR_NOT_FOUND) {
             /* The sequence was evicted: its state is gone for good. */
             free(state);
@@ -231,9 +251,9 @@ static void pick_ready(ss_jobs *j, saverq *sv, lease_reply *r)
         }
         if (rc < 0) {
             free(state);
+            read_failed(j, jb, "the state", msg);
             jq_seq_settle(j, sq);
-            SS_LOG(SS_LOG_ERROR, "jobs: lease: fetching state: %s", msg);
-            break;
+            continue;
         }
         if (next != sq->next) {
             /* Someone else moved the state: re-evaluate with the new value. */
@@ -335,7 +355,7 @@ static void fill_items(ss_jobs *j, lease_reply *r)
         size_t in_bytes = rc == 0 ? (size_t)rec.in_rows * rec.in_cols * 4u : 0;
         if (rc < 0 || (r->kept > 0 && used + in_bytes + r->schema->state_bytes > budget)) {
             if (rc < 0)
-                SS_LOG(SS_LOG_ERROR, "jobs: lease: %s", msg);
+                read_failed(j, b->jb, "the job record", msg);
             b->skipped = true; /* stays queued; settled after the txn */
             continue;
         }

@@ -91,6 +91,10 @@ static int patch_run(jobs_op *op, patch *p, MDB_txn *txn, ss_store_txn *stxn,
 int jq_op_run(ss_write_op *base, ss_store_txn *stxn, char msg[SS_STORE_MSG])
 {
     jobs_op *op = (jobs_op *)base;
+    if (op->fault_rc < 0) { /* test seam (set on the loop thread at op creation) */
+        snprintf(msg, SS_STORE_MSG, "jobs: test fault: write refused as if the map were full");
+        return op->fault_rc;
+    }
     MDB_txn *txn = ss_store_txn_mdb(stxn);
     for (size_t i = 0; i < op->n; i++) {
         int rc = patch_run(op, &op->p[i], txn, stxn, msg);
