@@ -107,6 +107,12 @@ static void settle_saver_cb(void *arg, ss_map_node *node)
     ss_map_each(&((saverq *)node)->seqs, settle_all_cb, arg);
 }
 
+int ss_jobs_prepare(ss_store *st, char msg[SS_STORE_MSG])
+{
+    msg[0] = 0;
+    return ss_jobs_db_create(ss_store_env(st), msg);
+}
+
 int ss_jobs_open(ss_jobs **out, ss_store *st, ss_writer *w, uv_loop_t *loop,
                  const ss_jobs_options *opt, char msg[SS_STORE_MSG])
 {
@@ -131,6 +137,13 @@ int ss_jobs_open(ss_jobs **out, ss_store *st, ss_writer *w, uv_loop_t *loop,
                                         : opt->max_reply_bytes + SS_JOBS_FRAME_FROM_REPLY;
     j->env = ss_store_env(st);
     int rc = ss_jobs_db_open(j->env, &j->dbi, msg);
+    if (rc == SS_ERR_NOT_FOUND) {
+        SS_LOG(SS_LOG_WARN, "jobs: ss_jobs_prepare was not called before the writer "
+               "started; creating the jobs database now");
+        rc = ss_jobs_db_create(j->env, msg);
+        if (rc == 0)
+            rc = ss_jobs_db_open(j->env, &j->dbi, msg);
+    }
     if (rc < 0)
         goto fail;
     uint64_t max_id = 0;

@@ -79,8 +79,16 @@ void ss_jobs_options_default(ss_jobs_options *opt);
 /* Reply callback (see the top of this file). */
 typedef int (*ss_jobs_reply_fn)(void *arg, Statesaver__V1__Response *resp);
 
+/* Create the queue's `jobs` database in the store's environment. Call once
+ * after ss_store_open and before ss_writer_start (store.h: a database is
+ * created with a write transaction of its own only while no writer runs).
+ * On error fills msg and returns a negative code. */
+int ss_jobs_prepare(ss_store *st, char msg[SS_STORE_MSG]);
+
 /* Open the queue on an open store and a started writer (both must outlive
- * jobs): opens the `jobs` database, rebuilds the index from it (every
+ * jobs): opens the `jobs` database made by ss_jobs_prepare (with a read
+ * transaction; if it is missing, it is created as before, with a warning:
+ * that fallback goes once every caller prepares), rebuilds the index from it (every
  * persisted job is queued, done or failed; leases are not persisted), and
  * starts the lease timer on loop. Call before the server accepts
  * connections. On error fills msg and returns a negative code. */

@@ -217,13 +217,14 @@ static int lmdb_err(int rc, const char *what, char msg[SS_STORE_MSG])
     return SS_ERR_STORE;
 }
 
-int ss_jobs_db_open(MDB_env *env, MDB_dbi *dbi, char msg[SS_STORE_MSG])
+int ss_jobs_db_create(MDB_env *env, char msg[SS_STORE_MSG])
 {
     MDB_txn *txn = NULL;
+    MDB_dbi dbi;
     int rc = mdb_txn_begin(env, NULL, 0, &txn);
     if (rc != 0)
         return lmdb_err(rc, "begin", msg);
-    rc = mdb_dbi_open(txn, "jobs", MDB_CREATE, dbi);
+    rc = mdb_dbi_open(txn, "jobs", MDB_CREATE, &dbi);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return lmdb_err(rc, "open database", msg);
@@ -231,6 +232,28 @@ int ss_jobs_db_open(MDB_env *env, MDB_dbi *dbi, char msg[SS_STORE_MSG])
     rc = mdb_txn_commit(txn);
     if (rc != 0)
         return lmdb_err(rc, "commit", msg);
+    return 0;
+}
+
+int ss_jobs_db_open(MDB_env *env, MDB_dbi *dbi, char msg[SS_STORE_MSG])
+{
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return lmdb_err(rc, "begin read", msg);
+    rc = mdb_dbi_open(txn, "jobs", 0, dbi);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        if (rc == MDB_NOTFOUND) {
+            snprintf(msg, SS_STORE_MSG, "jobs: the jobs database does not exist");
+            return SS_ERR_NOT_FOUND;
+        }
+        return lmdb_err(rc, "open database", msg);
+    }
+    /* Commit, not abort: an aborted transaction would close the handle. */
+    rc = mdb_txn_commit(txn);
+    if (rc != 0)
+        return lmdb_err(rc, "commit read", msg);
     return 0;
 }
 

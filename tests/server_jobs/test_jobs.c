@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <semaphore.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -208,8 +209,9 @@ static void env_open(void)
 {
     ss_store_options so = {g_dir, g_map_size ? g_map_size : 64u << 20, false, 16};
     ck_assert_int_eq(ss_store_open(&g_st, &so), 0);
-    ck_assert_int_eq(ss_writer_start(&g_w, g_st, &g_loop), 0);
     char msg[SS_STORE_MSG];
+    ck_assert_int_eq(ss_jobs_prepare(g_st, msg), 0); /* before the writer starts */
+    ck_assert_int_eq(ss_writer_start(&g_w, g_st, &g_loop), 0);
     int rc = ss_jobs_open(&g_jobs, g_st, g_w, &g_loop, &g_opt, msg);
     ck_assert_msg(rc == 0, "jobs open: %s", msg);
 }
@@ -1470,6 +1472,69 @@ START_TEST(test_reply_cancelling_another_await)
 }
 END_TEST
 
+/* The jobs database is created before the writer starts (ss_jobs_prepare)
+ * and ss_jobs_open takes no write transaction of its own (issue 8 item 8:
+ * it used to, contradicting store.h): it opens while the writer holds its
+ * transaction. */
+typedef struct block_op {
+    ss_write_op base;  /* writer view */
+    sem_t running;     /* posted when run starts (holding the write txn) */
+    sem_t release;     /* run returns once posted (or after 5 s) */
+    bool done;         /* done ran */
+} block_op;
+
+static int block_run(ss_write_op *op, ss_store_txn *txn, char msg[SS_STORE_MSG])
+{
+    block_op *b = (block_op *)op;
+    (void)txn;
+    (void)msg;
+    sem_post(&b->running);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    sem_timedwait(&b->release, &ts);
+    return 0;
+}
+
+static void block_done(ss_write_op *op, int rc, const char *msg)
+{
+    (void)rc;
+    (void)msg;
+    ((block_op *)op)->done = true;
+}
+
+START_TEST(test_open_while_writer_busy)
+{
+    env_close();
+    ss_store_options so = {g_dir, 64u << 20, false, 16};
+    ck_assert_int_eq(ss_store_open(&g_st, &so), 0);
+    char msg[SS_STORE_MSG];
+    ck_assert_int_eq(ss_jobs_prepare(g_st, msg), 0);
+    ck_assert_int_eq(ss_writer_start(&g_w, g_st, &g_loop), 0);
+    block_op b;
+    memset(&b, 0, sizeof b);
+    sem_init(&b.running, 0, 0);
+    sem_init(&b.release, 0, 0);
+    b.base.run = block_run;
+    b.base.done = block_done;
+    ss_writer_submit(g_w, &b.base);
+    sem_wait(&b.running); /* the writer is inside its write transaction */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = ss_jobs_open(&g_jobs, g_st, g_w, &g_loop, &g_opt, msg);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    sem_post(&b.release);
+    ck_assert_msg(rc == 0, "jobs open: %s", msg);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    ck_assert_msg(ms < 2000.0, "ss_jobs_open waited %.0f ms for the writer's transaction", ms);
+    ck_assert(run_until(&b.done, 10000));
+    sem_destroy(&b.running);
+    sem_destroy(&b.release);
+    ck_assert_int_eq(submit("a", 0, 2, 2, false, NULL), 0);
+    ck_assert_uint_eq(stats().queued, 1);
+}
+END_TEST
+
 static void setup_poison(void) { setup_with(1000, 2); }
 static void setup_small(void) { setup_with(2, 3); }
 
@@ -1500,6 +1565,7 @@ static Suite *jobs_suite(void)
     tcase_add_test(tc, test_map_full_index_agrees_with_disk);
     tcase_add_test(tc, test_state_read_error_is_bounded);
     tcase_add_test(tc, test_reply_cancelling_another_await);
+    tcase_add_test(tc, test_open_while_writer_busy);
     suite_add_tcase(s, tc);
     TCase *tp = tcase_create("poison");
     tcase_add_checked_fixture(tp, setup_poison, teardown);
