@@ -46,16 +46,25 @@ static void sift_down(ss_heap *h, size_t i)
     place(h, i, s);
 }
 
+int ss_heap_reserve(ss_heap *h, size_t n)
+{
+    if (n <= h->cap)
+        return 0;
+    size_t cap = h->cap ? h->cap : 16;
+    while (cap < n)
+        cap *= 2;
+    ss_heap_slot *v = realloc(h->v, cap * sizeof *v);
+    if (!v)
+        return SS_ERR_NOMEM;
+    h->v = v;
+    h->cap = cap;
+    return 0;
+}
+
 int ss_heap_push(ss_heap *h, ss_heap_node *node)
 {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 16;
-        ss_heap_slot *v = realloc(h->v, cap * sizeof *v);
-        if (!v)
-            return SS_ERR_NOMEM;
-        h->v = v;
-        h->cap = cap;
-    }
+    if (h->n == h->cap && ss_heap_reserve(h, h->n + 1) < 0)
+        return SS_ERR_NOMEM;
     ss_heap_slot s = {node->k1, node->k2, node};
     place(h, h->n, s);
     h->n++;

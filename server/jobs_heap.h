@@ -37,6 +37,9 @@ typedef struct ss_heap {
 /* Insert node (must not be in a heap). SS_ERR_NOMEM if growing fails; the
  * heap is then unchanged. */
 int ss_heap_push(ss_heap *h, ss_heap_node *node);
+/* Make room for n nodes in all, so that pushes up to n cannot fail.
+ * SS_ERR_NOMEM if growing fails (the heap is then unchanged). */
+int ss_heap_reserve(ss_heap *h, size_t n);
 /* Remove node if it is in h (no-op when node->pos == 0). */
 void ss_heap_remove(ss_heap *h, ss_heap_node *node);
 /* Smallest node or NULL when empty. */

@@ -294,7 +294,10 @@ seq *jq_seq_new(ss_jobs *j, saverq *sv, const uint8_t *key, size_t len, uint64_t
     sq->key = malloc(len ? len : 1);
     if (sq->key)
         memcpy(sq->key, key, len);
-    if (!sq->key || ss_map_insert(&sv->seqs, &sq->mn, sq->key, len) < 0) {
+    /* Room in the ready heap for every sequence, so that making one ready
+     * (seq_settle) never fails to push it. */
+    if (!sq->key || ss_heap_reserve(&sv->ready, sv->seqs.n + 1) < 0 ||
+        ss_map_insert(&sv->seqs, &sq->mn, sq->key, len) < 0) {
         free(sq->key);
         free(sq);
         return NULL;
@@ -407,8 +410,9 @@ void jq_seq_settle(ss_jobs *j, seq *sq)
     }
     bool ready = seq_ready(sq);
     if (ready && !ss_heap_contains(&sq->rn)) {
-        if (ss_heap_push(&sv->ready, &sq->rn) < 0)
-            SS_LOG(SS_LOG_ERROR, "jobs: out of memory queueing a ready sequence");
+        int rc = ss_heap_push(&sv->ready, &sq->rn); /* reserved by seq_new */
+        if (rc < 0)
+            SS_LOG(SS_LOG_ERROR, "jobs: queueing a ready sequence: %s", ss_strerror(rc));
         jq_kick(j, sv);
     } else if (!ready) {
         ss_heap_remove(&sv->ready, &sq->rn);
