@@ -16,6 +16,8 @@ void jq_on_timer(uv_timer_t *t)
         timed *tm = (timed *)hn;
         if (tm->kind == T_LEASE) {
             jq_expire_lease(j, (lease *)tm);
+        } else if (tm->kind == T_HOLD) {
+            jq_release_holds(j);
         } else if (tm->kind == T_WAIT_LEASE) {
             waiter *w = (waiter *)tm;
             jq_waiter_unpark(j, w);
@@ -456,6 +458,11 @@ void jq_maybe_finish_close(ss_jobs *j)
         return;
     /* Dead leases (expired, awaiting an op) are gone with the ops; what is
      * left is live leases and the index. */
+    for (job *jb = j->held, *next; jb; jb = next) { /* held ones out of any sequence */
+        next = jb->held_next;
+        if (jb->removed)
+            jq_job_free(jb);
+    }
     ss_map_each(&j->leases, free_lease_cb, NULL);
     ss_map_free(&j->leases);
     ss_map_each(&j->savers, free_saver_cb, NULL);
@@ -492,7 +499,7 @@ void ss_jobs_close(ss_jobs *j, void (*closed)(void *arg), void *arg)
     while ((hn = ss_heap_min(&j->timers))) {
         ss_heap_remove(&j->timers, hn);
         timed *tm = (timed *)hn;
-        if (tm->kind == T_LEASE)
+        if (tm->kind == T_LEASE || tm->kind == T_HOLD)
             continue;
         waiter *w = (waiter *)tm;
         jq_waiter_unpark(j, w);

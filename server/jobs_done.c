@@ -130,8 +130,13 @@ static void undo_patch(ss_jobs *j, patch *p)
         jb->collecting = false;
         if (!jb->removed)
             jb->sq->sv->n_collecting--;
-    } else if (!jb->removed && jb->state == J_LEASED && !jb->ls)
+    } else if (!jb->removed && jb->state == J_LEASED && !jb->ls) {
         jq_job_set_state(jb, jb->sq->sv, j, J_QUEUED);
+    } else if (!jb->removed && jb->state == J_QUEUED) {
+        /* Failing it (or counting a failed read) did not commit: try
+         * again after a hold, not at once in a loop with the writer. */
+        jq_job_hold(j, jb);
+    }
 }
 
 /* A collect committed: the job leaves the index now. */

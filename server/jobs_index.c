@@ -384,14 +384,43 @@ void jq_job_detach(ss_jobs *j, job *jb)
 
 void jq_job_release(job *jb)
 {
-    if (jb->removed && jb->busy == 0 && jb->submits == 0 && !jb->awaits && !jb->waking)
+    if (jb->removed && jb->busy == 0 && jb->submits == 0 && !jb->awaits && !jb->waking &&
+        !jb->held)
         jq_job_free(jb);
 }
 
 static bool seq_ready(const seq *sq)
 {
     job *jb = jq_seq_job(sq, sq->next);
-    return jb && jb->state == J_QUEUED && jb->busy == 0;
+    return jb && jb->state == J_QUEUED && jb->busy == 0 && !jb->held;
+}
+
+void jq_job_hold(ss_jobs *j, job *jb)
+{
+    if (jb->held || j->closing)
+        return;
+    if (!ss_heap_contains(&j->hold_t.hn) &&
+        jq_timer_add(j, &j->hold_t, T_HOLD, SS_JOBS_HOLD_MS) < 0)
+        return; /* no timer, no hold */
+    jb->held = true;
+    jb->held_next = j->held;
+    j->held = jb;
+}
+
+void jq_release_holds(ss_jobs *j)
+{
+    job *jb = j->held;
+    j->held = NULL;
+    while (jb) {
+        job *next = jb->held_next;
+        jb->held = false;
+        jb->held_next = NULL;
+        if (jb->removed)
+            jq_job_release(jb);
+        else
+            jq_seq_settle(j, jb->sq);
+        jb = next;
+    }
 }
 
 /* Bring the sequence's ready-heap membership up to date, free it when it

@@ -47,7 +47,10 @@
 /* In-memory job states; 1..4 equal SegmentState numbers. */
 enum { J_SUBMITTING = 0, J_QUEUED = 1, J_LEASED = 2, J_DONE = 3, J_FAILED = 4, J_NSTATES = 5 };
 /* Timer heap entries. */
-enum { T_LEASE = 1, T_WAIT_LEASE = 2, T_WAIT_AWAIT = 3 };
+enum { T_LEASE = 1, T_WAIT_LEASE = 2, T_WAIT_AWAIT = 3, T_HOLD = 4 };
+/* How long a queued job whose record write failed is kept from Lease (so a
+ * failing disk is retried once a second, not once per writer round). */
+#define SS_JOBS_HOLD_MS 1000u
 /* Lease item progress. */
 enum { LI_PENDING = 0, LI_BUSY = 1, LI_DONE = 2 };
 /* Writer op kinds and patch kinds. */
@@ -98,6 +101,8 @@ struct job {
     lease *ls;            /* lease holding it while J_LEASED and unresolved */
     waiter *awaits;       /* parked Await requests (list head) */
     bool waking;          /* wake_awaits is answering them (keep jb) */
+    bool held;            /* on jobs->held: not ready until the hold ends */
+    job *held_next;       /* next on jobs->held */
     bool collecting;      /* a delete of its record is in flight: it
                              leaves the index only once that commits */
 };
@@ -194,6 +199,8 @@ struct ss_jobs {
     ss_map leases;        /* live leases by id */
     ss_heap timers;       /* leases and parked requests by deadline */
     ss_map parked;        /* parked requests by reply arg (O(1) cancel) */
+    timed hold_t;         /* T_HOLD: when the held jobs become ready again */
+    job *held;            /* jobs held after a failed record write (list) */
     uv_timer_t timer;     /* fires at the earliest deadline */
     size_t frame_max;     /* frame limit a Lease reply must fit (resolved) */
     uint64_t next_id;     /* next job record id */
@@ -257,6 +264,10 @@ void jq_job_free(job *jb);
 void jq_job_detach(ss_jobs *j, job *jb);
 void jq_job_release(job *jb);
 void jq_seq_settle(ss_jobs *j, seq *sq);
+/* Keep queued jb from Lease for SS_JOBS_HOLD_MS (a write about it failed). */
+void jq_job_hold(ss_jobs *j, job *jb);
+/* The hold timer fired: the held jobs may be leased again. */
+void jq_release_holds(ss_jobs *j);
 
 /* jobs_done.c */
 void jq_op_done(ss_write_op *base, int rc, const char *msg);

@@ -1562,6 +1562,44 @@ START_TEST(test_open_while_writer_busy)
 }
 END_TEST
 
+/* A segment that cannot be delivered, while every write fails (a full
+ * map): failing it does not commit, so it is held for SS_JOBS_HOLD_MS
+ * instead of being retried in a loop with the writer for as long as a
+ * Lease is parked. */
+START_TEST(test_failed_write_does_not_spin)
+{
+    ck_assert_int_eq(submit("a", 0, 400, 400, false, NULL), 0); /* 4800 input bytes */
+    env_close();
+    g_opt.max_frame_bytes = 4096;
+    env_open();
+    ss_jobs_test_fault(g_jobs, SS_JOBS_FAULT_WRITE);
+    ss_writer_stats w0, w1;
+    ss_writer_stats_get(g_w, &w0);
+    reply pl = {0};
+    lease_async(&pl, 1, 1500, 10000); /* parked for 1.5 s */
+    ck_assert(run_until(&pl.got, 5000));
+    ck_assert_uint_eq(pl.resp->lease->n_items, 0);
+    reply_clear(&pl);
+    ss_writer_stats_get(g_w, &w1);
+    /* Each try is one writer op (it fails inside a commit that succeeds):
+     * one at once and one per hold, not one per writer round. */
+    ck_assert_msg(w1.ops - w0.ops <= 4, "%llu writer ops in 1.5 s",
+                  (unsigned long long)(w1.ops - w0.ops));
+    ck_assert_uint_eq(stats().queued, 1);
+    ck_assert_uint_eq(stats().failed, 0);
+    ss_jobs_test_fault(g_jobs, 0);
+    reply r;
+    run_for(1100); /* the hold ends: the next Lease fails it, and that commits */
+    lease(&r, 1, 0, 10000);
+    ck_assert_uint_eq(r.resp->lease->n_items, 0);
+    reply_clear(&r);
+    await_sync(&r, "a", 0, 5000, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    reply_clear(&r);
+}
+END_TEST
+
 static void setup_poison(void) { setup_with(1000, 2); }
 static void setup_small(void) { setup_with(2, 3); }
 
@@ -1593,6 +1631,7 @@ static Suite *jobs_suite(void)
     tcase_add_test(tc, test_state_read_error_is_bounded);
     tcase_add_test(tc, test_reply_cancelling_another_await);
     tcase_add_test(tc, test_open_while_writer_busy);
+    tcase_add_test(tc, test_failed_write_does_not_spin);
     suite_add_tcase(s, tc);
     TCase *tp = tcase_create("poison");
     tcase_add_checked_fixture(tp, setup_poison, teardown);
