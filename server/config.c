@@ -14,7 +14,11 @@
 #include "ss_http.h"
 #include "ss_log.h"
 #include "ss_parse.h"
+#include "ss_token.h"
 #include "store.h"
+
+/* Room for one message of the token reader. */
+#define SS_CONFIG_MSG_MAX 512
 
 void ss_config_init(ss_config *cfg)
 {
@@ -132,51 +136,24 @@ int ss_config_parse_listen(const char *arg, char host[SS_HOST_MAX], int *port)
 int ss_config_read_token(const char *path, uint8_t **token, size_t *len,
                          FILE *err)
 {
-    int rc = 0;
-    uint8_t *buf = NULL;
+    /* The one token-file rule of every program (common/ss_token.h). */
+    char msg[SS_CONFIG_MSG_MAX];
+    char *t = NULL;
     size_t n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(err, "statesaver-server: cannot open auth token file %s: %s\n",
-                path, strerror(errno));
-        rc = SS_ERR_IO;
-        goto out;
-    }
-    buf = malloc(SS_TOKEN_MAX + 1);
-    if (!buf) {
-        rc = SS_ERR_NOMEM;
-        goto out;
-    }
-    n = fread(buf, 1, SS_TOKEN_MAX + 1, f);
-    if (ferror(f)) {
-        fprintf(err, "statesaver-server: cannot read %s: %s\n", path,
-                strerror(errno));
-        rc = SS_ERR_IO;
-        goto out;
+    int rc = ss_token_read(path, &t, &n, msg, sizeof msg);
+    if (rc < 0) {
+        fprintf(err, "statesaver-server: auth token: %s\n", msg);
+        return rc;
     }
     if (n > SS_TOKEN_MAX) {
         fprintf(err, "statesaver-server: auth token file %s exceeds %u bytes\n",
                 path, SS_TOKEN_MAX);
-        rc = SS_ERR_TOO_BIG;
-        goto out;
+        ss_token_free(t, n);
+        return SS_ERR_TOO_BIG;
     }
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    if (n == 0) {
-        fprintf(err, "statesaver-server: auth token file %s is empty\n", path);
-        rc = SS_ERR_INVALID;
-        goto out;
-    }
-    *token = buf;
+    *token = (uint8_t *)t;
     *len = n;
-    buf = NULL;
-out:
-    if (buf)
-        memset(buf, 0, SS_TOKEN_MAX + 1);
-    free(buf);
-    if (f)
-        fclose(f);
-    return rc;
+    return 0;
 }
 
 /* A numeric flag: ss_parse_u64's strict decimal, optionally followed by

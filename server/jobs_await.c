@@ -142,7 +142,7 @@ void ss_jobs_await(ss_jobs *j, const Statesaver__V1__AwaitRequest *req,
         return;
     }
     char kbuf[96];
-    jq_fmt_key(kbuf, sizeof kbuf, req->key.data, req->key.len);
+    ss_keyfmt(kbuf, sizeof kbuf, req->key.data, req->key.len);
     saverq *sv = jq_saver_find(j, req->saver);
     seq *sq = sv ? jq_seq_find(sv, req->key.data, req->key.len) : NULL;
     job *jb = sq ? jq_seq_job(sq, req->segment) : NULL;

@@ -38,6 +38,7 @@
 #include "jobs_map.h"
 #include "jobs_store.h"
 #include "ss_error.h"
+#include "ss_keyfmt.h"
 #include "ss_log.h"
 
 
@@ -229,7 +230,6 @@ struct ss_jobs {
 
 /* jobs_index.c */
 uint64_t jq_wall_ms(void);
-const char *jq_fmt_key(char *buf, size_t size, const uint8_t *key, size_t len);
 int jq_reply_status(ss_jobs_reply_fn cb, void *arg, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int jq_err_code(int rc);

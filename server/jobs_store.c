@@ -150,8 +150,14 @@ int ss_job_rec_decode(const uint8_t *buf, size_t len, ss_job_rec *rec)
     rec->segment = get64(buf + 40);
     rec->submit_ms = get64(buf + 48);
     rec->done_ms = get64(buf + 56);
-    uint64_t in = (uint64_t)rec->in_rows * rec->in_cols * 4u;
-    uint64_t out = (uint64_t)rec->out_rows * rec->out_cols * 4u;
+    /* Element counts fit in 64 bits ((2^32-1)^2); bound each by the
+     * record's length before scaling, so the sum below cannot wrap. */
+    uint64_t in_e = (uint64_t)rec->in_rows * rec->in_cols;
+    uint64_t out_e = (uint64_t)rec->out_rows * rec->out_cols;
+    if (in_e > len / 4 || out_e > len / 4)
+        return SS_ERR_FORMAT;
+    uint64_t in = in_e * 4u;
+    uint64_t out = out_e * 4u;
     uint64_t need = SS_JOB_REC_HEADER + (uint64_t)rec->saver.len + rec->key.len +
                     rec->reason.len + in + out;
     if (need > len || rec->length > rec->in_rows)

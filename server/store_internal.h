@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ss_keyfmt.h"
 #include "store.h"
 
 #define REC_VERSION 2u    /* seqs/evicted/finished value version (format 2) */
@@ -135,9 +136,6 @@ void ss_le32_put(uint8_t *p, uint32_t v);
 /* Map an LMDB error to ours with a message naming `what` into msg
  * (SS_STORE_MSG bytes). */
 int store_mdb_fail(int rc, const char *what, char *msg);
-/* Printable form of a key for messages: ASCII as is, the rest as \xHH,
- * cut with "..." when longer than the buffer allows. */
-void store_key_escape(const uint8_t *k, size_t n, char *out, size_t size);
 /* ms since the epoch as 2026-01-02T03:04:05.678Z. */
 void store_fmt_time(uint64_t ms, char *out, size_t size);
 /* 64-bit finaliser (splitmix64), also used by the schema cache. */

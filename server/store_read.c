@@ -58,7 +58,7 @@ static void evicted_msg(const MDB_val *v, const uint8_t *key, size_t klen,
                         char *msg)
 {
     char ek[96], when[40] = "unknown time";
-    store_key_escape(key, klen, ek, sizeof ek);
+    ss_keyfmt(ek, sizeof ek, key, klen);
     if (v->mv_size >= EVICT_HDR)
         store_fmt_time(ss_le64_get((const uint8_t *)v->mv_data + 24), when,
                  sizeof when);
@@ -98,7 +98,7 @@ int ss_store_fetch(ss_store *st, const ss_schema *schema, size_t n,
                 goto out;
             if (r.states_len != schema->state_bytes) {
                 char ek[96];
-                store_key_escape(keys[k].data, keys[k].len, ek, sizeof ek);
+                ss_keyfmt(ek, sizeof ek, keys[k].data, keys[k].len);
                 snprintf(msg, SS_STORE_MSG,
                          "corrupt record for key '%s' (%zu state bytes, schema "
                          "has %zu)", ek, v.mv_size, schema->state_bytes);

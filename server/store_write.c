@@ -71,7 +71,7 @@ static int conflict(const ss_save_item *it, uint64_t found, const MDB_val *ev,
                     const store_fin_mark *fin, char *msg)
 {
     char ek[96], when[40];
-    store_key_escape(it->key.data, it->key.len, ek, sizeof ek);
+    ss_keyfmt(ek, sizeof ek, it->key.data, it->key.len);
     if (fin) {
         store_fmt_time(fin->finished_ms, when, sizeof when);
         snprintf(msg, SS_STORE_MSG,
@@ -130,7 +130,7 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
         }
         if (!store_rec_key_matches(&r, is_long, it->key.data, it->key.len)) {
             char ek[96];
-            store_key_escape(it->key.data, it->key.len, ek, sizeof ek);
+            ss_keyfmt(ek, sizeof ek, it->key.data, it->key.len);
             snprintf(msg, SS_STORE_MSG,
                      "key '%s' collides with another long key's hash", ek);
             return SS_ERR_CONFLICT;
