@@ -215,16 +215,13 @@ int ss_job_rec_final_next(const ss_job_rec *rec, size_t *pos, ss_job_tensor *t)
     return 1;
 }
 
-/* LMDB error -> SS_ERR_* with a message: the same mapping as the store's
- * (store.c mdb_fail: map, transaction or reader table full -> SS_ERR_FULL,
- * anything else SS_ERR_STORE). To be replaced by the store's own function
- * once store.h exports it. */
+/* LMDB error -> SS_ERR_* with a message: the store's one mapping
+ * (ss_store_lmdb_error), the operation named as the queue's. */
 static int lmdb_err(int rc, const char *what, char msg[SS_STORE_MSG])
 {
-    snprintf(msg, SS_STORE_MSG, "jobs: %s: %s", what, mdb_strerror(rc));
-    if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == MDB_READERS_FULL)
-        return SS_ERR_FULL;
-    return SS_ERR_STORE;
+    char w[128];
+    snprintf(w, sizeof w, "jobs: %s", what);
+    return ss_store_lmdb_error(rc, w, msg);
 }
 
 int ss_jobs_db_create(MDB_env *env, char msg[SS_STORE_MSG])

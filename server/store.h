@@ -304,4 +304,10 @@ int ss_store_reserve_check(ss_store_txn *txn, size_t bytes,
  * transaction that changed nothing commits as a no-op. Any thread. */
 uint64_t ss_store_last_txnid(ss_store *st);
 
+/* The store's one LMDB error mapping, for modules that keep their own
+ * databases in the env (the job queue): MDB_MAP_FULL, MDB_TXN_FULL and
+ * MDB_READERS_FULL -> SS_ERR_FULL with advice, anything else
+ * SS_ERR_STORE; the message names `what`. */
+int ss_store_lmdb_error(int rc, const char *what, char msg[SS_STORE_MSG]);
+
 #endif

@@ -83,6 +83,11 @@ int store_mdb_fail(int rc, const char *what, char *msg)
     return SS_ERR_STORE;
 }
 
+int ss_store_lmdb_error(int rc, const char *what, char msg[SS_STORE_MSG])
+{
+    return store_mdb_fail(rc, what, msg);
+}
+
 void store_fmt_time(uint64_t ms, char *out, size_t size)
 {
     time_t sec = (time_t)(ms / 1000);
