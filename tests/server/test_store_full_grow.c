@@ -3,7 +3,7 @@
  * what --map-size 1M --max-map-size 8M does) accepts saves well past 1 MiB;
  * at 8 MiB saves get SS_ERR_FULL naming --max-map-size while fetches and
  * drops work, and a save after a drop succeeds without a reopen. Real store
- * and writer thread in a temp dir. */
+ * and writer thread in a temp dir. Also the server flag --max-map-size. */
 #include <check.h>
 #include <lmdb.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "config.h"
 #include "ss_log.h"
 #include "store_fixture.h"
 #include "writer.h"
@@ -276,6 +277,58 @@ START_TEST(test_no_growth)
 }
 END_TEST
 
+/* --max-map-size: default 4 x --map-size, explicit, at least --map-size. */
+static int parse(const char *a1, const char *v1, const char *a2, const char *v2,
+                 ss_config *cfg)
+{
+    char *argv[8];
+    int argc = 0;
+    argv[argc++] = (char *)"statesaver-server";
+    argv[argc++] = (char *)"--data";
+    argv[argc++] = (char *)"d";
+    if (a1) {
+        argv[argc++] = (char *)(uintptr_t)a1;
+        argv[argc++] = (char *)(uintptr_t)v1;
+    }
+    if (a2) {
+        argv[argc++] = (char *)(uintptr_t)a2;
+        argv[argc++] = (char *)(uintptr_t)v2;
+    }
+    argv[argc] = NULL;
+    ss_config_init(cfg);
+    FILE *null = fopen("/dev/null", "w");
+    int rc = ss_config_parse(cfg, argc, argv, null, null);
+    fclose(null);
+    return rc;
+}
+
+START_TEST(test_flag)
+{
+    ss_config cfg;
+    ck_assert_int_eq(parse(NULL, NULL, NULL, NULL, &cfg), 0);
+    ck_assert_uint_eq(cfg.max_map_size, SS_STORE_MAP_GROWTH_DEFAULT * cfg.map_size);
+    ck_assert_uint_eq(cfg.max_map_size, 16ull << 30);
+    ss_config_clear(&cfg);
+    ck_assert_int_eq(parse("--map-size", "1M", NULL, NULL, &cfg), 0);
+    ck_assert_uint_eq(cfg.max_map_size, 4u << 20);
+    ss_config_clear(&cfg);
+    ck_assert_int_eq(parse("--map-size", "1M", "--max-map-size", "8M", &cfg), 0);
+    ck_assert_uint_eq(cfg.map_size, 1u << 20);
+    ck_assert_uint_eq(cfg.max_map_size, 8u << 20);
+    ss_config_clear(&cfg);
+    ck_assert_int_eq(parse("--map-size", "2M", "--max-map-size", "2M", &cfg), 0);
+    ck_assert_uint_eq(cfg.max_map_size, 2u << 20); /* no growth */
+    ss_config_clear(&cfg);
+    ck_assert_int_eq(parse("--map-size", "2M", "--max-map-size", "1M", &cfg),
+                     SS_ERR_INVALID);
+    ss_config_clear(&cfg);
+    ck_assert_int_eq(parse("--max-map-size", "512k", NULL, NULL, &cfg), SS_ERR_INVALID);
+    ss_config_clear(&cfg);
+    ck_assert_int_eq(parse("--max-map-size", "-1", NULL, NULL, &cfg), SS_ERR_INVALID);
+    ss_config_clear(&cfg);
+}
+END_TEST
+
 static Suite *grow_suite(void)
 {
     Suite *s = suite_create("store_full_grow");
@@ -286,6 +339,9 @@ static Suite *grow_suite(void)
     tcase_add_test(tc, test_full_at_max);
     tcase_add_test(tc, test_no_growth);
     suite_add_tcase(s, tc);
+    TCase *flag = tcase_create("flag");
+    tcase_add_test(flag, test_flag);
+    suite_add_tcase(s, flag);
     return s;
 }
 
