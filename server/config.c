@@ -234,7 +234,10 @@ static void usage(FILE *f)
         "  --max-parked-total N     Fetch waits, Leases and Awaits unanswered over\n"
         "                           all connections; past it RESOURCE_EXHAUSTED\n"
         "                           (default %u)\n"
-        "  --map-size N             LMDB map size in bytes (default %llu)\n"
+        "  --map-size N             LMDB map size in bytes at start (default %llu)\n"
+        "  --max-map-size N         the map grows at run time up to this; writes\n"
+        "                           past it get RESOURCE_EXHAUSTED (default\n"
+        "                           " SS_STORE_MAP_GROWTH_STR " x --map-size)\n"
         "  --auth-token-file FILE   require Hello with this shared secret\n"
         "  --ttl-interval-ms N      how often idle sequences are evicted;\n"
         "                           0 = never (default %u)\n"
@@ -283,6 +286,7 @@ enum {
     OPT_MAX_OUTPUT,
     OPT_IDLE,
     OPT_MAP_SIZE,
+    OPT_MAX_MAP_SIZE,
     OPT_TOKEN,
     OPT_TTL,
     OPT_LOG,
@@ -320,6 +324,7 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         {"max-output-bytes", required_argument, NULL, OPT_MAX_OUTPUT},
         {"idle-timeout-ms", required_argument, NULL, OPT_IDLE},
         {"map-size", required_argument, NULL, OPT_MAP_SIZE},
+        {"max-map-size", required_argument, NULL, OPT_MAX_MAP_SIZE},
         {"auth-token-file", required_argument, NULL, OPT_TOKEN},
         {"ttl-interval-ms", required_argument, NULL, OPT_TTL},
         {"log-level", required_argument, NULL, OPT_LOG},
@@ -397,6 +402,8 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
                  idle_timeout_ms, uint64_t)
         NUM_FLAG(OPT_MAP_SIZE, "--map-size", 1u << 20, UINT64_MAX / 2,
                  map_size, uint64_t)
+        NUM_FLAG(OPT_MAX_MAP_SIZE, "--max-map-size", 1u << 20, UINT64_MAX / 2,
+                 max_map_size, uint64_t)
         NUM_FLAG(OPT_TTL, "--ttl-interval-ms", 0u, UINT32_MAX,
                  ttl_interval_ms, uint64_t)
         NUM_FLAG(OPT_QUEUE_CAPACITY, "--queue-capacity", 1u, UINT64_MAX / 2,
@@ -486,6 +493,16 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
     }
     if (!cfg->data_dir) {
         fprintf(err, "statesaver-server: --data DIR is required (see --help)\n");
+        return SS_ERR_INVALID;
+    }
+    if (cfg->max_map_size == 0)
+        cfg->max_map_size = cfg->map_size > UINT64_MAX / 2 / SS_STORE_MAP_GROWTH_DEFAULT
+                                ? UINT64_MAX / 2
+                                : cfg->map_size * SS_STORE_MAP_GROWTH_DEFAULT;
+    if (cfg->max_map_size < cfg->map_size) {
+        fprintf(err, "statesaver-server: --max-map-size %llu is below --map-size "
+                "%llu\n", (unsigned long long)cfg->max_map_size,
+                (unsigned long long)cfg->map_size);
         return SS_ERR_INVALID;
     }
     if (cfg->metrics_port_file && !cfg->metrics_listen) {

@@ -83,6 +83,7 @@ struct waiter {
     char worker[WORKER_NAME_MAX]; /* T_WAIT_LEASE, for logs */
     job *jb;                 /* T_WAIT_AWAIT: awaited job */
     bool collect;            /* T_WAIT_AWAIT */
+    bool without_tensors;    /* T_WAIT_AWAIT: reply without outputs */
 };
 
 struct job {
@@ -301,7 +302,9 @@ void jq_kick(ss_jobs *j, saverq *sv);
 int jq_reply_empty_lease(ss_jobs_reply_fn cb, void *arg);
 
 /* jobs_await.c */
-void jq_wake_awaits(ss_jobs *j, job *jb);
+/* mem: the committed P_DONE patch of jb to answer from, or NULL (read
+ * the record). */
+void jq_wake_awaits(ss_jobs *j, job *jb, const patch *mem);
 
 /* jobs.c */
 void jq_on_timer(uv_timer_t *t);

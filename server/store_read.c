@@ -205,7 +205,8 @@ int ss_store_stats_get(ss_store *st, const char *saver, ss_store_stats *out)
     }
     out->savers = ms.ms_entries;
     mdb_env_info(st->env, &ei);
-    out->map_size = st->map_size; /* configured; LMDB's adds the reserve */
+    /* Current (grows up to --max-map-size); LMDB's adds the reserve. */
+    out->map_size = __atomic_load_n(&st->map_size, __ATOMIC_RELAXED);
     out->map_used = ((uint64_t)ei.me_last_pgno + 1) * ms.ms_psize;
     if (saver && saver[0]) {
         if (!store_saver_declared(t, st, saver, &ret, msg)) {
