@@ -441,10 +441,11 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
         .sync = srv->cfg.sync,
         .max_readers = SS_MAX_READERS,
     };
-    rc = ss_store_open(&srv->store, &so);
+    char smsg[SS_STORE_MSG] = "";
+    rc = ss_store_open_growing(&srv->store, &so, srv->cfg.max_map_size, smsg);
     if (rc < 0) {
         SS_LOG(SS_LOG_ERROR, "cannot open store in %s: %s", srv->cfg.data_dir,
-               ss_strerror(rc));
+               smsg[0] ? smsg : ss_strerror(rc));
         return rc;
     }
     /* Before the writer starts: its thread reads the value unlocked. */

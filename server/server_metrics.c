@@ -170,7 +170,7 @@ static int register_all(ss_srv_metrics *m)
          "Sequences evicted by idle TTL since start.",
          NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
         {&m->map_size, SS_METRIC_GAUGE, "statesaver_lmdb_map_size_bytes",
-         "Configured LMDB map size (--map-size).",
+         "Current LMDB map size: starts at --map-size, grows up to --max-map-size.",
          NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
         {&m->map_used, SS_METRIC_GAUGE, "statesaver_lmdb_map_used_bytes",
          "Bytes of the LMDB map in use (last page times page size).",

@@ -65,7 +65,7 @@ int store_mdb_fail(int rc, const char *what, char *msg)
         snprintf(msg, SS_STORE_MSG,
                  "%s: LMDB map is full; Drop sequences or savers (their "
                  "space is reusable at once) or restart the server with a "
-                 "larger --map-size", what);
+                 "larger --max-map-size", what);
         return SS_ERR_FULL;
     }
     if (rc == MDB_TXN_FULL) {

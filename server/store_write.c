@@ -429,6 +429,6 @@ int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
         snprintf(msg, SS_STORE_MSG,
                  "drop of %zu keys: LMDB map is full even with its reserve "
                  "for Drop; drop fewer keys per request, or restart the "
-                 "server with a larger --map-size", n);
+                 "server with a larger --max-map-size", n);
     return ret;
 }
