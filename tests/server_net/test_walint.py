@@ -347,14 +347,27 @@ def main():
     root = tempfile.mkdtemp(prefix="ss-walint-")
     tmp = os.path.join(root, "tmp")
     os.makedirs(tmp)
+    def run(name, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:  # a scenario that breaks is a failure, not a skip
+            check(False, "%s: raised %r" % (name, e))
+            return None
+
     try:
-        srv, acked = scenario_replay(root, tmp)
-        scenario_torn(srv, tmp, acked)
-        scenario_corrupt(root, tmp)
-        scenario_fsync(root, tmp)
-        scenario_lost(root, tmp)
-        srv, acked = scenario_sync_off(root, tmp)
-        scenario_wal_off(srv, tmp, acked)
+        r = run("replay", scenario_replay, root, tmp)
+        if r:
+            run("torn-tail", scenario_torn, r[0], tmp, r[1])
+        else:
+            check(False, "torn-tail: not run (replay failed)")
+        run("corrupt", scenario_corrupt, root, tmp)
+        run("fsync-fail", scenario_fsync, root, tmp)
+        run("lost-data", scenario_lost, root, tmp)
+        r = run("sync-off", scenario_sync_off, root, tmp)
+        if r:
+            run("wal-off", scenario_wal_off, r[0], tmp, r[1])
+        else:
+            check(False, "wal-off: not run (sync-off failed)")
     finally:
         for p in PROCS:
             if p.poll() is None:
