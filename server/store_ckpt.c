@@ -68,6 +68,15 @@ int store_ckpt_restore(const char *dir, char *msg)
     if (fd < 0)
         return 0; /* no checkpoint of an unsynced store */
     struct stat sb;
+    char wal[4096];
+    snprintf(wal, sizeof wal, "%s/wal", dir);
+    if (stat(wal, &sb) != 0) {
+        /* Without the log that replays what followed, going back would
+         * lose it: keep LMDB's newest state. */
+        SS_LOG(SS_LOG_WARN, "store: %s exists but %s does not: not going "
+               "back to the checkpoint", path, wal);
+        goto out;
+    }
     uint8_t hdr[CKPT_HDR];
     if (fstat(fd, &sb) != 0 || read_full(fd, hdr, CKPT_HDR, 0) != 0 ||
         memcmp(hdr, CKPT_MAGIC, 8) != 0)
