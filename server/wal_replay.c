@@ -124,7 +124,8 @@ static int list_segments(ss_wal *w, seg_file **out, size_t *nout, char *msg,
             f->hdr = 0; /* a recycled spare: stale header */
         n++;
     }
-    qsort(v, n, sizeof *v, cmp_seq);
+    if (n > 1)
+        qsort(v, n, sizeof *v, cmp_seq);
 done:
     closedir(d);
     if (rc != 0) {
