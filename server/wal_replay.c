@@ -499,10 +499,11 @@ int ss_wal_open(ss_wal **out, const ss_wal_options *o, uint64_t after_lsn,
         w->hdr_pending = false;
         uint64_t fsize = files[fi].fsize;
         if (fsize < cur->size) {
-            /* A shortened last segment: restore its full, written size. */
+            /* A shortened last segment: restore its full, written size
+             * (made durable by the next sync; until then a crash leaves it
+             * as short as it was). */
             int e = wal_zero_range(fd, fsize, cur->size);
-            if (e == 0 && fdatasync(fd) != 0)
-                e = -errno;
+            w->fd_dirty = true;
             if (e != 0) {
                 snprintf(msg, msgsz, "wal: cannot extend %s/%s: %s", w->dir,
                          name, strerror(-e));
