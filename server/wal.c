@@ -84,6 +84,9 @@ static int wal_write_buffer(ss_wal *w)
             run += (size_t)z;
         }
         if (run == 0) {
+            if (w->fd >= 0 && w->hdr_pending)
+                return wal_fail(w, "wal: internal error: a record does not fit "
+                                "in a new segment");
             uint64_t z = wal_rec_size(wal_get32(w->buf + pos + 4));
             uint64_t size = w->seg_bytes;
             if (WAL_SEG_HDR + z > size)
@@ -225,8 +228,6 @@ int ss_wal_checkpoint(ss_wal *w, uint64_t lsn)
         return SS_ERR_INVALID;
     if (w->failed[0])
         return SS_ERR_IO;
-    if (lsn > w->durable_lsn)
-        lsn = w->durable_lsn;
     return wal_recycle(w, lsn, false);
 }
 

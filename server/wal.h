@@ -112,7 +112,9 @@ int ss_wal_flush(ss_wal *w);
  * are all <= lsn (never the one being written) are recycled: renamed to a
  * future segment name for reuse (up to SS_WAL_SPARES kept), deleted beyond
  * that or when their size is not the configured one. The directory is
- * fsynced. SS_ERR_IO when the log has failed or a rename/unlink fails. */
+ * fsynced. lsn may be past the durable LSN (LMDB synced after a flush):
+ * a segment that is not the current one was synced when it was left.
+ * SS_ERR_IO when the log has failed or a rename/unlink fails. */
 int ss_wal_checkpoint(ss_wal *w, uint64_t lsn);
 
 /* Make sure SS_WAL_SPARES zero-filled spare segments exist, so that moving
@@ -134,7 +136,9 @@ uint64_t ss_wal_durable_lsn(const ss_wal *w); /* last synced LSN */
 uint64_t ss_wal_bytes_since(const ss_wal *w, uint64_t lsn);
 const char *ss_wal_failed(const ss_wal *w); /* NULL, or why the log failed */
 uint64_t ss_wal_syncs(const ss_wal *w);     /* ss_wal_sync calls that wrote */
-void ss_wal_free(ss_wal *w);                /* closes; accepts NULL */
+/* Closes the files and frees w; accepts NULL. Records appended but not
+ * written (ss_wal_flush/ss_wal_sync) are dropped: sync first. */
+void ss_wal_free(ss_wal *w);
 
 /* Test hook: SS_WAL_FAIL_SYNC_AFTER=N in the environment (read at open)
  * makes the (N+1)-th ss_wal_sync that has something to sync fail with EIO

@@ -124,7 +124,8 @@ static int list_segments(ss_wal *w, seg_file **out, size_t *nout, char *msg,
             f->hdr = 0; /* a recycled spare: stale header */
         n++;
     }
-    qsort(v, n, sizeof *v, cmp_seq);
+    if (n > 1)
+        qsort(v, n, sizeof *v, cmp_seq);
 done:
     closedir(d);
     if (rc != 0) {
@@ -498,10 +499,11 @@ int ss_wal_open(ss_wal **out, const ss_wal_options *o, uint64_t after_lsn,
         w->hdr_pending = false;
         uint64_t fsize = files[fi].fsize;
         if (fsize < cur->size) {
-            /* A shortened last segment: restore its full, written size. */
+            /* A shortened last segment: restore its full, written size
+             * (made durable by the next sync; until then a crash leaves it
+             * as short as it was). */
             int e = wal_zero_range(fd, fsize, cur->size);
-            if (e == 0 && fdatasync(fd) != 0)
-                e = -errno;
+            w->fd_dirty = true;
             if (e != 0) {
                 snprintf(msg, msgsz, "wal: cannot extend %s/%s: %s", w->dir,
                          name, strerror(-e));

@@ -271,6 +271,15 @@ static void roundtrip(ss_wal_sync_method m)
     seglist l;
     list_segs(&l);
     ck_assert_uint_ge(l.n, 4); /* ~240 KiB of records in 64 KiB segments */
+    for (size_t k = 0; k < l.n; k++) {
+        /* Preallocated: writing never changed a segment's size. */
+        char p[256];
+        struct stat sb;
+        seg_path(p, sizeof p, l.name[k]);
+        ck_assert_int_eq(stat(p, &sb), 0);
+        ck_assert_int_eq(sb.st_size, SEG);
+        ck_assert_int_ge(sb.st_blocks * 512, SEG);
+    }
 
     w = open_ok(m, 0, g, &st);
     ck_assert_uint_eq(g->n, 300);
@@ -521,25 +530,43 @@ START_TEST(test_torn_tail_in_segment)
 }
 END_TEST
 
+/* Simulated placement: does record i start a new segment, given the
+ * records before it? (SEG - 64 usable bytes per segment.) */
+static bool starts_segment(uint64_t i)
+{
+    uint64_t pos = 0, use = SEG - 64;
+    bool fresh = true;
+    for (uint64_t k = 0; k <= i; k++) {
+        uint64_t z = 32 + ((rec_len(k) + 7) & ~(uint64_t)7);
+        fresh = k == 0;
+        if (pos % use + z > use) {
+            pos += use - pos % use;
+            fresh = true;
+        }
+        pos += z;
+    }
+    return fresh;
+}
+
 /* The last group starts a new segment (its header is part of the group). */
 START_TEST(test_torn_tail_new_segment)
 {
-    /* Find a body size whose next group crosses into a new segment. */
-    static uint64_t lsns[400];
     size_t body = 0;
-    for (size_t b = 30; b < 200 && body == 0; b++) {
-        uint64_t pos = 0;
-        for (uint64_t i = 0; i < b; i++) {
-            uint64_t z = 32 + ((rec_len(i) + 7) & ~(size_t)7);
-            if ((pos % (SEG - 64)) + z > SEG - 64)
-                pos += (SEG - 64) - pos % (SEG - 64);
-            pos += z;
-        }
-        (void)lsns;
-        uint64_t z = 32 + ((rec_len(b) + 7) & ~(size_t)7);
-        if ((pos % (SEG - 64)) + z > SEG - 64)
+    for (size_t b = 30; b < 300 && body == 0; b++)
+        if (starts_segment(b))
             body = b;
-    }
+    ck_assert_uint_gt(body, 0);
+    torn_every_offset(body, 4);
+}
+END_TEST
+
+/* The last group begins in one segment and ends in the next. */
+START_TEST(test_torn_tail_across_segments)
+{
+    size_t body = 0;
+    for (size_t b = 30; b < 300 && body == 0; b++)
+        if (!starts_segment(b) && (starts_segment(b + 1) || starts_segment(b + 2)))
+            body = b;
     ck_assert_uint_gt(body, 0);
     torn_every_offset(body, 4);
 }
@@ -548,8 +575,8 @@ END_TEST
 /* ---- mid-log corruption ---------------------------------------------------- */
 
 /* Flip one byte of record `victim`; return its segment and offset. */
-static void flip_record(const uint64_t *lsns, size_t victim, char *seg_out,
-                        uint64_t *off_out)
+static void flip_record(const uint64_t *lsns, size_t victim, bool zero_page,
+                        char *seg_out, uint64_t *off_out)
 {
     seglist l;
     list_segs(&l);
@@ -568,10 +595,17 @@ static void flip_record(const uint64_t *lsns, size_t victim, char *seg_out,
         seg_path(p, sizeof p, l.name[i]);
         int fd = open(p, O_RDWR);
         ck_assert_int_ge(fd, 0);
-        uint8_t b;
-        ck_assert_int_eq(pread(fd, &b, 1, (off_t)(off + 40)), 1);
-        b ^= 0x01;
-        ck_assert_int_eq(pwrite(fd, &b, 1, (off_t)(off + 40)), 1);
+        if (zero_page) {
+            /* A lost page: 512 zero bytes from the record's start. */
+            static const uint8_t zeros[512];
+            ck_assert_int_eq(pwrite(fd, zeros, sizeof zeros, (off_t)off),
+                             (ssize_t)sizeof zeros);
+        } else {
+            uint8_t b;
+            ck_assert_int_eq(pread(fd, &b, 1, (off_t)(off + 40)), 1);
+            b ^= 0x01;
+            ck_assert_int_eq(pwrite(fd, &b, 1, (off_t)(off + 40)), 1);
+        }
         close(fd);
         strcpy(seg_out, l.name[i]);
         *off_out = off;
@@ -580,7 +614,7 @@ static void flip_record(const uint64_t *lsns, size_t victim, char *seg_out,
     ck_abort_msg("record %zu not found", victim);
 }
 
-static void corrupt_middle(size_t victim)
+static void corrupt_middle(size_t victim, bool zero_page)
 {
     static uint64_t lsns[300];
     got *g = calloc(1, sizeof *g);
@@ -589,7 +623,7 @@ static void corrupt_middle(size_t victim)
     ss_wal_free(w);
     char seg[32];
     uint64_t off;
-    flip_record(lsns, victim, seg, &off);
+    flip_record(lsns, victim, zero_page, seg, &off);
 
     ss_wal_options o = opts(SS_WAL_SYNC_FDATASYNC);
     char msg[512], want[256];
@@ -631,14 +665,14 @@ static void corrupt_middle(size_t victim)
 /* A record in an early segment (later segments follow). */
 START_TEST(test_corrupt_middle_segment)
 {
-    corrupt_middle(20);
+    corrupt_middle(20, _i == 1);
 }
 END_TEST
 
 /* A record in the last segment with synced groups after it. */
 START_TEST(test_corrupt_last_segment)
 {
-    corrupt_middle(280);
+    corrupt_middle(280, _i == 1);
 }
 END_TEST
 
@@ -817,8 +851,9 @@ static Suite *wal_suite(void)
     tcase_add_test(tc, test_after_lsn);
     tcase_add_test(tc, test_torn_tail_in_segment);
     tcase_add_test(tc, test_torn_tail_new_segment);
-    tcase_add_test(tc, test_corrupt_middle_segment);
-    tcase_add_test(tc, test_corrupt_last_segment);
+    tcase_add_test(tc, test_torn_tail_across_segments);
+    tcase_add_loop_test(tc, test_corrupt_middle_segment, 0, 2);
+    tcase_add_loop_test(tc, test_corrupt_last_segment, 0, 2);
     tcase_add_test(tc, test_missing_segment);
     tcase_add_loop_test(tc, test_sticky_failure, 0, 2);
     tcase_add_test(tc, test_marker);
