@@ -341,5 +341,9 @@ int ss_store_checkpoint(ss_store *st, bool pin, char msg[SS_STORE_MSG]);
 /* Pin the current snapshot (if none is pinned) until the next checkpoint:
  * for replay, which commits unsynced on top of the restored checkpoint. */
 int ss_store_pin(ss_store *st, char msg[SS_STORE_MSG]);
+/* Did a commit free pages near a full map that the pin keeps from reuse?
+ * Then checkpoint before the next write (a Drop's space is reusable at
+ * once). Writer thread. */
+bool ss_store_checkpoint_wanted(const ss_store *st);
 
 #endif

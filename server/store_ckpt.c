@@ -227,5 +227,11 @@ int ss_store_checkpoint(ss_store *st, bool pin, char msg[SS_STORE_MSG])
     if (st->pin)
         mdb_txn_abort(st->pin);
     st->pin = t;
+    st->ckpt_wanted = false;
     return 0;
+}
+
+bool ss_store_checkpoint_wanted(const ss_store *st)
+{
+    return st->ckpt_wanted;
 }

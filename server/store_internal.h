@@ -77,6 +77,8 @@ struct ss_store {
     ss_walrec_buf log;       /* ops of the open writer transaction */
     char *dir;               /* data directory (owned; store_ckpt.c) */
     MDB_txn *pin;            /* read txn on the last checkpoint, or NULL */
+    bool ckpt_wanted;        /* a commit freed pages the pin holds while
+                                the map is near full (writer thread) */
 };
 
 struct ss_store_txn {

@@ -88,6 +88,9 @@ int ss_store_txn_commit(ss_store_txn *t, char msg[SS_STORE_MSG])
      * commit above intact: log it, the next freeing commit retries. */
     if (store_space_tight(st)) {
         char m2[SS_STORE_MSG];
+        /* A pinned checkpoint (store_ckpt.c) holds those pages: ask the
+         * writer to checkpoint, which moves the pin on. */
+        st->ckpt_wanted = st->pin != NULL;
         if (store_space_flush(st, m2) < 0)
             SS_LOG(SS_LOG_WARN, "store: %s", m2);
     }

@@ -315,7 +315,7 @@ static void wal_checkpoint(ss_writer *w, bool force)
     }
     bool due = ss_wal_bytes_since(w->wal.wal, ckpt) >= w->wal.checkpoint_bytes ||
                now - w->last_ckpt_ns >= w->wal.checkpoint_interval_ms * 1000000ull;
-    if (!force && !due && !w->ckpt_now)
+    if (!force && !due && !w->ckpt_now && !ss_store_checkpoint_wanted(w->st))
         return;
     w->ckpt_now = false;
     char msg[SS_STORE_MSG];

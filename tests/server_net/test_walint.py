@@ -23,6 +23,8 @@ directory under a temporary directory, driven by the real `statesaver` CLI:
   sync-off    --sync off: acknowledged saves survive SIGTERM and SIGKILL.
   wal-off     --wal off on a directory that had a log, then the log on
               again: nothing goes back in time.
+  full        --map-size 1M fills: RESOURCE_EXHAUSTED, reads and a Drop
+              work, writing resumes without a restart.
 
 Every wait is bounded; every process started is killed at the end.
 """
@@ -343,6 +345,39 @@ def scenario_wal_off(srv, tmp, acked):
     srv.stop()
 
 
+def scenario_full(root, tmp):
+    """A map that fills with the log on: RESOURCE_EXHAUSTED, reads work, and
+    the first save after a Drop succeeds without a restart (the commit that
+    freed pages near a full map has the writer checkpoint, which moves the
+    snapshot pin on, so the dropped pages are reusable at once)."""
+    srv = Server(root, "full")
+    check(srv.start("--map-size", "1M"), "full: server starts with --map-size 1M")
+    rc, _ = srv.cli("declare", "big", "--state", "h:float32:8192")
+    check(rc == 0, "full: declare a 32 KiB state")
+    path = os.path.join(tmp, "big.npy")
+    np.save(path, np.arange(8192, dtype=np.float32))
+    saved, full_text = [], ""
+    for i in range(200):
+        rc, text = srv.cli("save", "big", "b%d" % i, "--segment", "0", "--state", "h=" + path)
+        if rc != 0:
+            full_text = text
+            break
+        saved.append("b%d" % i)
+    check(saved and "RESOURCE_EXHAUSTED" in full_text,
+          "full: %d saves then RESOURCE_EXHAUSTED (%s)" % (len(saved), full_text.strip()[:160]))
+    rc, _ = srv.cli("fetch", "big", saved[0])
+    check(rc == 0, "full: reads work when full")
+    rc, text = srv.cli("drop", "big", *saved[:len(saved) // 2])
+    check(rc == 0, "full: drop works when full (%s)" % text.strip()[:120])
+    rc, text = srv.cli("save", "big", "again", "--segment", "0", "--state", "h=" + path)
+    check(rc == 0, "full: the next save after the drop succeeds (%s)" % text.strip()[:160])
+    check(srv.stop() == 0, "full: clean stop")
+    check(srv.start("--map-size", "1M"), "full: restarts")
+    rc, text = srv.cli("fetch", "big", "again", saved[-1])
+    check(rc == 0 and "next_segment=1" in text, "full: data after the restart")
+    srv.stop()
+
+
 def main():
     root = tempfile.mkdtemp(prefix="ss-walint-")
     tmp = os.path.join(root, "tmp")
@@ -363,6 +398,7 @@ def main():
         run("corrupt", scenario_corrupt, root, tmp)
         run("fsync-fail", scenario_fsync, root, tmp)
         run("lost-data", scenario_lost, root, tmp)
+        run("full", scenario_full, root, tmp)
         r = run("sync-off", scenario_sync_off, root, tmp)
         if r:
             run("wal-off", scenario_wal_off, r[0], tmp, r[1])
