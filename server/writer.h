@@ -45,11 +45,13 @@ struct ss_write_op {
 
 typedef struct ss_writer_stats {
     uint64_t commits;       /* write transactions committed that wrote
-                               something (each one synced) */
+                               something (each one synced, or with the log
+                               each one's log records synced) */
     uint64_t ops;           /* ops run in groups that committed (written
                                or not) */
     uint64_t max_batch;     /* largest group so far */
-    uint64_t commit_ns;     /* total time in mdb_txn_commit (fsync) */
+    uint64_t commit_ns;     /* total time making groups durable: the log's
+                               append and sync plus mdb_txn_commit */
     uint64_t empty;         /* groups that changed nothing: LMDB wrote and
                                synced nothing, not counted in commits */
     uint64_t wal_records;   /* log records appended */
