@@ -16,6 +16,8 @@
 #include "ss_parse.h"
 #include "ss_token.h"
 #include "store.h"
+#include "wal.h"
+#include "writer.h"
 
 /* Room for one message of the token reader. */
 #define SS_CONFIG_MSG_MAX 512
@@ -42,6 +44,12 @@ void ss_config_init(ss_config *cfg)
     cfg->max_output_total = SS_OUTBUF_TOTAL_MAX_DEFAULT;
     cfg->max_unauth_frame_bytes = SS_UNAUTH_FRAME_MAX_DEFAULT;
     cfg->unpack_budget_min = SS_UNPACK_BUDGET_MIN_DEFAULT;
+    cfg->wal = true;
+    cfg->wal_segment_bytes = SS_WAL_SEGMENT_BYTES_DEFAULT;
+    cfg->wal_sync_method = SS_WAL_SYNC_FDATASYNC;
+    cfg->checkpoint_bytes = SS_CHECKPOINT_BYTES_DEFAULT;
+    cfg->checkpoint_interval_ms = SS_CHECKPOINT_INTERVAL_MS_DEFAULT;
+    cfg->sync_interval_ms = SS_SYNC_INTERVAL_MS_DEFAULT;
     cfg->unpack_budget_factor = SS_UNPACK_BUDGET_FACTOR_DEFAULT;
     cfg->frame_timeout_ms = SS_FRAME_TIMEOUT_MS_DEFAULT;
     cfg->max_unauth_conns = SS_MAX_UNAUTH_CONN_DEFAULT;
@@ -198,7 +206,20 @@ static void usage(FILE *f)
         "                           IPv6 as [::1]:7450; a host name is\n"
         "                           resolved once; port 0 = ephemeral)\n"
         "  --data DIR               LMDB directory (required; created if missing)\n"
-        "  --sync on|off            fsync every commit (default on)\n"
+        "  --sync on|off            a write is answered once durable (default\n"
+        "                           on); off: once written, synced every\n"
+        "                           --sync-interval-ms and at shutdown\n"
+        "  --wal on|off             write-ahead log in DATA/wal (default on;\n"
+        "                           off: every LMDB commit is synced)\n"
+        "  --wal-segment-bytes N    log segment file size (default %llu)\n"
+        "  --wal-sync-method M      fdatasync or odsync (default fdatasync)\n"
+        "  --checkpoint-bytes N     checkpoint after N bytes of log (default %llu)\n"
+        "  --checkpoint-interval-ms N\n"
+        "                           ... or N ms after the last one (default %u)\n"
+        "  --sync-interval-ms N     log sync period with --sync off (default %u)\n"
+        "  --wal-truncate-corrupt   start even if the log is corrupt in the\n"
+        "                           middle, dropping everything after the damage\n"
+        "                           (operator decision; logged loudly)\n"
         "  --max-frame-bytes N      largest frame payload (default %u)\n"
         "  --max-keys N             keys per request (default %u)\n"
         "  --max-key-bytes N        bytes in a sequence key (default %u)\n"
@@ -261,7 +282,11 @@ static void usage(FILE *f)
         "  --help, --version\n"
         "\n"
         "Sizes accept k, M, G suffixes (powers of 1024).\n",
-        SS_PROTOCOL_VERSION, SS_LISTEN_DEFAULT, SS_FRAME_MAX_DEFAULT,
+        SS_PROTOCOL_VERSION, SS_LISTEN_DEFAULT,
+        (unsigned long long)SS_WAL_SEGMENT_BYTES_DEFAULT,
+        (unsigned long long)SS_CHECKPOINT_BYTES_DEFAULT,
+        SS_CHECKPOINT_INTERVAL_MS_DEFAULT, SS_SYNC_INTERVAL_MS_DEFAULT,
+        SS_FRAME_MAX_DEFAULT,
         SS_KEYS_PER_REQUEST_DEFAULT, SS_KEY_MAX_DEFAULT,
         SS_MAX_CONNECTIONS_DEFAULT, SS_OUTBUF_MAX_DEFAULT,
         (unsigned long long)SS_OUTBUF_TOTAL_MAX_DEFAULT,
@@ -306,6 +331,13 @@ enum {
     OPT_MAX_PARKED_CONN,
     OPT_MAX_PENDING_WRITES,
     OPT_MAX_PARKED_TOTAL,
+    OPT_WAL,
+    OPT_WAL_SEGMENT,
+    OPT_WAL_SYNC_METHOD,
+    OPT_CHECKPOINT_BYTES,
+    OPT_CHECKPOINT_INTERVAL,
+    OPT_SYNC_INTERVAL,
+    OPT_WAL_TRUNCATE,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -344,6 +376,13 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         {"max-parked-per-conn", required_argument, NULL, OPT_MAX_PARKED_CONN},
         {"max-pending-writes-per-conn", required_argument, NULL, OPT_MAX_PENDING_WRITES},
         {"max-parked-total", required_argument, NULL, OPT_MAX_PARKED_TOTAL},
+        {"wal", required_argument, NULL, OPT_WAL},
+        {"wal-segment-bytes", required_argument, NULL, OPT_WAL_SEGMENT},
+        {"wal-sync-method", required_argument, NULL, OPT_WAL_SYNC_METHOD},
+        {"checkpoint-bytes", required_argument, NULL, OPT_CHECKPOINT_BYTES},
+        {"checkpoint-interval-ms", required_argument, NULL, OPT_CHECKPOINT_INTERVAL},
+        {"sync-interval-ms", required_argument, NULL, OPT_SYNC_INTERVAL},
+        {"wal-truncate-corrupt", no_argument, NULL, OPT_WAL_TRUNCATE},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -433,7 +472,40 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
                  UINT32_MAX, max_pending_writes_per_conn, uint32_t)
         NUM_FLAG(OPT_MAX_PARKED_TOTAL, "--max-parked-total", 1u,
                  UINT64_MAX / 2, max_parked_total, uint64_t)
+        NUM_FLAG(OPT_WAL_SEGMENT, "--wal-segment-bytes", SS_WAL_SEGMENT_BYTES_MIN,
+                 SS_WAL_SEGMENT_BYTES_MAX, wal_segment_bytes, uint64_t)
+        NUM_FLAG(OPT_CHECKPOINT_BYTES, "--checkpoint-bytes", 1u, UINT64_MAX / 2,
+                 checkpoint_bytes, uint64_t)
+        NUM_FLAG(OPT_CHECKPOINT_INTERVAL, "--checkpoint-interval-ms", 1u,
+                 UINT32_MAX, checkpoint_interval_ms, uint64_t)
+        NUM_FLAG(OPT_SYNC_INTERVAL, "--sync-interval-ms", 1u, UINT32_MAX,
+                 sync_interval_ms, uint64_t)
 #undef NUM_FLAG
+        case OPT_WAL:
+            if (strcmp(optarg, "on") == 0)
+                cfg->wal = true;
+            else if (strcmp(optarg, "off") == 0)
+                cfg->wal = false;
+            else {
+                fprintf(err, "statesaver-server: --wal takes on or off, not "
+                        "'%s'\n", optarg);
+                return SS_ERR_INVALID;
+            }
+            break;
+        case OPT_WAL_SYNC_METHOD:
+            if (strcmp(optarg, "fdatasync") == 0)
+                cfg->wal_sync_method = SS_WAL_SYNC_FDATASYNC;
+            else if (strcmp(optarg, "odsync") == 0)
+                cfg->wal_sync_method = SS_WAL_SYNC_ODSYNC;
+            else {
+                fprintf(err, "statesaver-server: --wal-sync-method takes "
+                        "fdatasync or odsync, not '%s'\n", optarg);
+                return SS_ERR_INVALID;
+            }
+            break;
+        case OPT_WAL_TRUNCATE:
+            cfg->wal_truncate_corrupt = true;
+            break;
         case OPT_TOKEN:
             token_file = optarg;
             break;

@@ -57,6 +57,14 @@ typedef struct ss_config {
     uint32_t max_parked_per_conn; /* --max-parked-per-conn */
     uint32_t max_pending_writes_per_conn; /* --max-pending-writes-per-conn */
     uint64_t max_parked_total;  /* --max-parked-total */
+    /* write-ahead log (docs/wal.md) */
+    bool wal;                   /* --wal on|off (default on) */
+    uint64_t wal_segment_bytes; /* --wal-segment-bytes */
+    int wal_sync_method;        /* --wal-sync-method: ss_wal_sync_method */
+    uint64_t checkpoint_bytes;  /* --checkpoint-bytes of log between checkpoints */
+    uint64_t checkpoint_interval_ms; /* --checkpoint-interval-ms */
+    uint64_t sync_interval_ms;  /* --sync-interval-ms (--sync off) */
+    bool wal_truncate_corrupt;  /* --wal-truncate-corrupt (operator flag) */
 } ss_config;
 
 /* Fill the defaults. */

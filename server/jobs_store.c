@@ -364,10 +364,17 @@ int ss_jobs_db_put(MDB_txn *txn, MDB_dbi dbi, uint64_t id, const ss_job_rec *rec
     id_key(id, kb);
     MDB_val k = {sizeof kb, kb}, v = {n, buf};
     int rc = mdb_put(txn, dbi, &k, &v, 0);
-    free(buf);
-    if (rc != 0)
+    if (rc != 0) {
+        free(buf);
         return lmdb_err(rc, "put", msg);
-    return 0;
+    }
+    /* The write-ahead log's copy of the write (no-op when it is off). */
+    int ret = ss_store_log_put(txn, "jobs", &k, &v);
+    free(buf);
+    if (ret < 0)
+        snprintf(msg, SS_STORE_MSG, "job %llu: cannot log the write: %s",
+                 (unsigned long long)id, ss_strerror(ret));
+    return ret;
 }
 
 int ss_jobs_db_del(MDB_txn *txn, MDB_dbi dbi, uint64_t id, char msg[SS_STORE_MSG])
@@ -376,7 +383,13 @@ int ss_jobs_db_del(MDB_txn *txn, MDB_dbi dbi, uint64_t id, char msg[SS_STORE_MSG
     id_key(id, kb);
     MDB_val k = {sizeof kb, kb};
     int rc = mdb_del(txn, dbi, &k, NULL);
-    if (rc != 0 && rc != MDB_NOTFOUND)
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
         return lmdb_err(rc, "delete", msg);
-    return 0;
+    int ret = ss_store_log_del(txn, "jobs", &k);
+    if (ret < 0)
+        snprintf(msg, SS_STORE_MSG, "job %llu: cannot log the delete: %s",
+                 (unsigned long long)id, ss_strerror(ret));
+    return ret;
 }

@@ -16,6 +16,7 @@
 #include "server_metrics.h"
 #include "ss_error.h"
 #include "ss_log.h"
+#include "recovery.h"
 
 /* Idle-connection sweep period bounds (the sweep also ends lingering
  * closes and, during shutdown, checks whether everything is closed). */
@@ -435,10 +436,12 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
     if (rc < 0)
         return rc;
 
+    /* With the write-ahead log, LMDB commits are not synced: the log is
+     * (docs/wal.md); checkpoints sync LMDB. */
     ss_store_options so = {
         .dir = srv->cfg.data_dir,
         .map_size = srv->cfg.map_size,
-        .sync = srv->cfg.sync,
+        .sync = srv->cfg.wal ? false : srv->cfg.sync,
         .max_readers = SS_MAX_READERS,
     };
     char smsg[SS_STORE_MSG] = "";
@@ -448,17 +451,44 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
                smsg[0] ? smsg : ss_strerror(rc));
         return rc;
     }
+    ss_wal_options wo = {
+        .dir = NULL, /* DATA/wal, filled by ss_recovery */
+        .segment_bytes = srv->cfg.wal_segment_bytes,
+        .sync = (ss_wal_sync_method)srv->cfg.wal_sync_method,
+        .truncate_corrupt = srv->cfg.wal_truncate_corrupt,
+    };
+    if (wo.truncate_corrupt)
+        SS_LOG(SS_LOG_WARN, "--wal-truncate-corrupt: a log damaged in the "
+               "middle will be CUT at the damage, losing every write after it");
+    ss_recovery rec;
+    char msg[SS_STORE_MSG];
+    rc = ss_recovery_run(&srv->store, &so, &wo, srv->cfg.wal, &rec, msg);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "cannot start: write-ahead log in %s/wal: %s",
+               srv->cfg.data_dir, msg);
+        return rc;
+    }
     /* Before the writer starts: its thread reads the value unlocked. */
     ss_store_set_finished_retention(srv->store, srv->cfg.finished_retention_ms);
     /* Named databases are created before the writer owns the env
      * (store.h); the job queue's is one of them. */
-    char msg[SS_STORE_MSG];
     rc = ss_jobs_prepare(srv->store, msg);
     if (rc < 0) {
         SS_LOG(SS_LOG_ERROR, "cannot prepare the job queue's database: %s", msg);
         return rc;
     }
-    rc = ss_writer_start(&srv->writer, srv->store, &srv->loop);
+    ss_writer_wal ww = {
+        .wal = rec.wal,
+        .sync = srv->cfg.sync,
+        .sync_interval_ms = srv->cfg.sync_interval_ms,
+        .checkpoint_bytes = srv->cfg.checkpoint_bytes,
+        .checkpoint_interval_ms = srv->cfg.checkpoint_interval_ms,
+        .applied_lsn = rec.applied_lsn,
+        .checkpoint_lsn = rec.applied_lsn,
+    };
+    if (rec.wal)
+        ss_store_log_enable(srv->store, true);
+    rc = ss_writer_start_wal(&srv->writer, srv->store, &srv->loop, &ww);
     if (rc < 0) {
         SS_LOG(SS_LOG_ERROR, "cannot start writer: %s", ss_strerror(rc));
         return rc;

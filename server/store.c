@@ -219,14 +219,22 @@ int ss_store_open_growing(ss_store **out, const ss_store_options *opt,
     }
     /* A 0-byte data.mdb would be taken by LMDB for a new store. */
     ret = store_file_check(opt->dir, &fresh, msg);
+    if (ret == 0)
+        ret = store_ckpt_restore(opt->dir, msg); /* log on: store_ckpt.c */
     if (ret < 0)
         goto out;
+    if (!(st->dir = strdup(opt->dir))) {
+        ret = SS_ERR_NOMEM;
+        goto out;
+    }
     rc = mdb_env_create(&st->env);
     if (rc == 0)
         rc = mdb_env_set_maxdbs(st->env, SS_STORE_MAX_DBS);
     if (rc == 0)
         rc = mdb_env_set_mapsize(st->env,
                                  (size_t)(st->max_map_size + st->reserve));
+    if (rc == 0)
+        rc = mdb_env_set_userctx(st->env, st); /* store_log.c */
     if (rc == 0 && opt->max_readers)
         rc = mdb_env_set_maxreaders(st->env, opt->max_readers);
     if (rc == 0)
@@ -317,6 +325,8 @@ void ss_store_close(ss_store *st)
         return;
     for (size_t i = 0; i < st->n_pool; i++)
         mdb_txn_abort(st->pool[i]);
+    if (st->pin)
+        mdb_txn_abort(st->pin);
     if (st->env)
         mdb_env_close(st->env);
     if (st->buckets) {
@@ -335,6 +345,8 @@ void ss_store_close(ss_store *st)
         close(st->lock_fd);
     pthread_mutex_destroy(&st->pool_mu);
     pthread_mutex_destroy(&st->cache_mu);
+    ss_walrec_buf_free(&st->log);
+    free(st->dir);
     free(st);
 }
 

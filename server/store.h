@@ -324,4 +324,46 @@ uint64_t ss_store_last_txnid(ss_store *st);
  * SS_ERR_STORE; the message names `what`. */
 int ss_store_lmdb_error(int rc, const char *what, char msg[SS_STORE_MSG]);
 
+/* ---- write-ahead log (store_log.c; wal_records.h has the op format) ----
+ * With logging on, every put and delete a writer transaction (begun with
+ * ss_store_txn_begin) makes is also encoded as an op into a buffer the
+ * writer appends to the log before committing; a nested transaction that
+ * rolls back drops its ops. Writes outside writer transactions (open,
+ * migration, the space flush commit) are not logged. Writer thread only,
+ * except enable (before the writer starts). */
+void ss_store_log_enable(ss_store *st, bool on);
+/* For modules writing raw through ss_store_txn_mdb (the job queue): log a
+ * put/delete just made in database `db` (its mdb_dbi_open name). 0, or
+ * SS_ERR_NOMEM / SS_ERR_TOO_BIG (fail the op: it cannot be logged). A
+ * no-op outside a writer transaction or with logging off. */
+struct MDB_val;
+int ss_store_log_put(struct MDB_txn *t, const char *db, const struct MDB_val *k,
+                     const struct MDB_val *v);
+int ss_store_log_del(struct MDB_txn *t, const char *db, const struct MDB_val *k);
+/* The ops logged in txn so far (borrowed, valid until txn ends or writes). */
+void ss_store_txn_log(ss_store_txn *txn, const uint8_t **ops, size_t *len,
+                      size_t *n_ops);
+/* Record, in txn (not logged), that the log is applied up to lsn. */
+int ss_store_txn_set_applied(ss_store_txn *txn, uint64_t lsn,
+                             char msg[SS_STORE_MSG]);
+/* The applied LSN of the last committed transaction (0 = none). */
+int ss_store_applied_lsn(ss_store *st, uint64_t *lsn, char msg[SS_STORE_MSG]);
+/* Apply an OPS record body (after its header) in txn, unlogged (replay). */
+int ss_store_replay_ops(ss_store_txn *txn, const uint8_t *body, size_t len,
+                        char msg[SS_STORE_MSG]);
+/* Checkpoint (store_ckpt.c): everything committed is on disk
+ * (mdb_env_sync, forced); with pin (the log is on: commits unsynced) the
+ * meta pages are saved to DIR/checkpoint.meta and the snapshot is kept
+ * from page reuse until the next checkpoint, and ss_store_open goes back to
+ * it (the log replays the rest); without pin that file is removed (synced
+ * commits follow). Writer thread (or before the writer starts). */
+int ss_store_checkpoint(ss_store *st, bool pin, char msg[SS_STORE_MSG]);
+/* Pin the current snapshot (if none is pinned) until the next checkpoint:
+ * for replay, which commits unsynced on top of the restored checkpoint. */
+int ss_store_pin(ss_store *st, char msg[SS_STORE_MSG]);
+/* Did a commit free pages near a full map that the pin keeps from reuse?
+ * Then checkpoint before the next write (a Drop's space is reusable at
+ * once). Writer thread. */
+bool ss_store_checkpoint_wanted(const ss_store *st);
+
 #endif

@@ -264,7 +264,7 @@ int store_counts_add(MDB_txn *t, ss_store *st, const char *saver,
     ss_le64_put(buf + 8, ev);
     MDB_val k = {strlen(saver), (void *)(uintptr_t)saver}, v = {sizeof buf, buf};
     store_seal(&k, buf, COUNTS_BYTES);
-    rc = mdb_put(t, st->counts, &k, &v, 0);
+    rc = store_put(t, st->counts, &k, &v);
     return rc ? store_mdb_fail(rc, "write counts", msg) : 0;
 }
 
@@ -417,7 +417,7 @@ int store_schema_put(MDB_txn *t, ss_store *st, const ss_schema *schema,
      * carries the generation and is exactly what a restart would load. */
     ret = ss_schema_unpack(buf, len, copy, msg);
     if (ret == 0) {
-        int rc = mdb_put(t, st->savers, &k, &v, 0);
+        int rc = store_put(t, st->savers, &k, &v);
         if (rc != 0) {
             ret = store_mdb_fail(rc, "store schema", msg);
             ss_schema_unref(*copy);

@@ -30,6 +30,10 @@ static int mark_evicted(MDB_txn *t, ss_store *st, const MDB_val *k,
     if (r->key_len)
         memcpy(p + EVICT_HDR, r->key, r->key_len);
     store_seal(k, p, EVICT_HDR + r->key_len);
+    if (store_log_put(t, st->evicted, &kk, &v) < 0) {
+        snprintf(msg, SS_STORE_MSG, "out of memory logging an eviction");
+        return SS_ERR_NOMEM;
+    }
     return 0;
 }
 
@@ -78,7 +82,7 @@ static int expire_finished(MDB_txn *t, ss_store *st, uint64_t now_ms,
         if (v.mv_size < FIN_HDR + CRC_BYTES || p[0] != REC_VERSION ||
             !store_sealed(&k, &v) ||
             store_fin_expired(st, ss_le64_get(p + 16), now_ms)) {
-            rc = mdb_cursor_del(c, 0);
+            rc = store_cursor_del(c);
             if (rc != 0)
                 break;
             (*expired)++;
@@ -166,7 +170,7 @@ int ss_store_evict_idle(ss_store_txn *txn, uint64_t now_ms, size_t max,
             ret = mark_evicted(t, st, &k, &r, now_ms, msg);
             if (ret < 0)
                 goto out;
-            rc = mdb_cursor_del(c, 0);
+            rc = store_cursor_del(c);
             if (rc != 0)
                 break;
             e.count++;

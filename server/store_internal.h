@@ -15,6 +15,7 @@
 
 #include "ss_keyfmt.h"
 #include "store.h"
+#include "wal_records.h"
 
 #define REC_VERSION 2u    /* seqs/evicted/finished value version (format 2) */
 #define REC_VERSION_V1 1u /* format 1: no checksum (migrated on open) */
@@ -75,6 +76,14 @@ struct ss_store {
     uint64_t fp_txnid;       /* committed txn fp_pages was counted at */
     uint64_t fp_pages;       /* reusable free pages then (writer thread) */
     uint64_t corrupt;        /* damaged values found (atomic) */
+    /* write-ahead log (store_log.c; writer thread) */
+    bool log_on;             /* log the writer transactions' ops */
+    bool log_active;         /* a writer transaction is open */
+    ss_walrec_buf log;       /* ops of the open writer transaction */
+    char *dir;               /* data directory (owned; store_ckpt.c) */
+    MDB_txn *pin;            /* read txn on the last checkpoint, or NULL */
+    bool ckpt_wanted;        /* a commit freed pages the pin holds while
+                                the map is near full (writer thread) */
 };
 
 struct ss_store_txn {
@@ -82,6 +91,8 @@ struct ss_store_txn {
     MDB_txn *stack[SS_STORE_TXN_DEPTH + 2]; /* [0] top, then children */
     size_t depth;                        /* entries in stack */
     size_t marks[SS_STORE_TXN_DEPTH + 2];/* n_pending at each child begin */
+    size_t log_len[SS_STORE_TXN_DEPTH + 2]; /* log bytes at child begin */
+    size_t log_ops[SS_STORE_TXN_DEPTH + 2]; /* log ops at child begin */
     store_pending *pend;                       /* cache changes to publish */
     size_t n_pend;                       /* entries in pend */
     size_t cap_pend;                     /* allocated entries */
@@ -262,6 +273,21 @@ int store_tail_free(const char *path, uint64_t psize, uint64_t file_bytes,
 /* Check the format version; write it into a new store, migrate format 1,
  * refuse others. */
 int store_format_check(ss_store *st, const char *dir, char *msg);
+
+/* ---- write-ahead log hooks (store_log.c) ---- */
+
+/* mdb_put (flags 0) / mdb_del / mdb_cursor_del that also log the op in
+ * the open writer transaction (when the log is on). LMDB codes; ENOMEM
+ * when the op could not be logged (the caller fails the op). */
+int store_put(MDB_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *v);
+int store_del(MDB_txn *t, MDB_dbi dbi, MDB_val *k);
+int store_cursor_del(MDB_cursor *c);
+/* Log a put done with MDB_RESERVE, once v's bytes are filled in. */
+int store_log_put(MDB_txn *t, MDB_dbi dbi, const MDB_val *k, const MDB_val *v);
+
+/* Before mdb_env_open: put back the meta pages of the last checkpoint
+ * (store_ckpt.c) when DIR/checkpoint.meta exists. 0 or an error. */
+int store_ckpt_restore(const char *dir, char *msg);
 
 /* ---- transactions (store_txn.c) ---- */
 

@@ -34,6 +34,8 @@ int ss_store_txn_begin(ss_store *st, ss_store_txn **out, char msg[SS_STORE_MSG])
         return store_mdb_fail(rc, "begin write transaction", msg);
     }
     t->depth = 1;
+    st->log.len = st->log.n_ops = 0;
+    st->log_active = true;
     store_space_begin(t);
     *out = t;
     return 0;
@@ -58,6 +60,7 @@ void ss_store_txn_abort(ss_store_txn *t)
     if (!t)
         return;
     /* Aborting the top transaction aborts its children too. */
+    t->st->log_active = false;
     mdb_txn_abort(t->stack[0]);
     txn_free(t);
 }
@@ -65,6 +68,7 @@ void ss_store_txn_abort(ss_store_txn *t)
 int ss_store_txn_commit(ss_store_txn *t, char msg[SS_STORE_MSG])
 {
     int ret = 0;
+    t->st->log_active = false;
     if (t->depth != 1) {
         snprintf(msg, SS_STORE_MSG, "commit with %zu child transactions open",
                  t->depth - 1);
@@ -84,6 +88,9 @@ int ss_store_txn_commit(ss_store_txn *t, char msg[SS_STORE_MSG])
      * commit above intact: log it, the next freeing commit retries. */
     if (store_space_tight(st)) {
         char m2[SS_STORE_MSG];
+        /* A pinned checkpoint (store_ckpt.c) holds those pages: ask the
+         * writer to checkpoint, which moves the pin on. */
+        st->ckpt_wanted = st->pin != NULL;
         if (store_space_flush(st, m2) < 0)
             SS_LOG(SS_LOG_WARN, "store: %s", m2);
     }
@@ -115,6 +122,8 @@ int ss_store_txn_child_begin(ss_store_txn *t, char msg[SS_STORE_MSG])
     if (rc != 0)
         return store_mdb_fail(rc, "begin nested transaction", msg);
     t->marks[t->depth] = t->n_pend;
+    t->log_len[t->depth] = t->st->log.len;
+    t->log_ops[t->depth] = t->st->log.n_ops;
     t->stack[t->depth++] = child;
     return 0;
 }
@@ -139,6 +148,8 @@ int ss_store_txn_child_end(ss_store_txn *t, bool commit, char msg[SS_STORE_MSG])
         for (size_t i = mark; i < t->n_pend; i++)
             pend_release(&t->pend[i]);
         t->n_pend = mark;
+        ss_walrec_truncate(&t->st->log, t->log_len[t->depth],
+                           t->log_ops[t->depth]);
     }
     return ret;
 }

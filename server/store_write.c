@@ -50,7 +50,7 @@ int ss_store_declare(ss_store_txn *txn, const ss_schema *schema, bool *created,
     uint8_t zero[COUNTS_BYTES + CRC_BYTES] = {0};
     MDB_val cv = {sizeof zero, zero};
     store_seal(&k, zero, COUNTS_BYTES);
-    rc = mdb_put(t, st->counts, &k, &cv, 0);
+    rc = store_put(t, st->counts, &k, &cv);
     if (rc != 0) {
         ret = store_mdb_fail(rc, "store counts", msg);
         goto out;
@@ -172,16 +172,16 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
         /* Segment 0 of a key without a record: (re)start. Clear any
          * eviction marker so fetch no longer reports NOT_FOUND, and any
          * finished marker so the new sequence's saves are judged alone. */
-        rc = mdb_del(t, st->evicted, &dk, NULL);
+        rc = store_del(t, st->evicted, &dk);
         if (rc != 0 && rc != MDB_NOTFOUND)
             return store_mdb_fail(rc, "clear eviction marker", msg);
-        rc = mdb_del(t, st->finished, &dk, NULL);
+        rc = store_del(t, st->finished, &dk);
         if (rc != 0 && rc != MDB_NOTFOUND)
             return store_mdb_fail(rc, "clear finished marker", msg);
     }
     if (it->final && !schema->keep_final) {
         if (found) {
-            rc = mdb_del(t, st->seqs, &dk, NULL);
+            rc = store_del(t, st->seqs, &dk);
             if (rc != 0)
                 return store_mdb_fail(rc, "delete final record", msg);
             (*dseqs)--;
@@ -201,6 +201,10 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
             if (fkl)
                 memcpy(fp + FIN_HDR, it->key.data, fkl);
             store_seal(&dk, fp, FIN_HDR + fkl);
+            if (store_log_put(t, st->finished, &dk, &fv) < 0) {
+                snprintf(msg, SS_STORE_MSG, "out of memory logging a save");
+                return SS_ERR_NOMEM;
+            }
             /* A marker is a save's data: it may not use the reserve
              * (ss_store_save runs final items nested, so this rolls back). */
             store_space_note(txn, fv.mv_size);
@@ -234,6 +238,10 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
         p += nb;
     }
     store_seal(&dk, v.mv_data, v.mv_size - CRC_BYTES);
+    if (store_log_put(t, st->seqs, &dk, &v) < 0) {
+        snprintf(msg, SS_STORE_MSG, "out of memory logging a save");
+        return SS_ERR_NOMEM;
+    }
     /* ss_store_save nests whenever the map is near full, so a refusal
      * here rolls the put back. */
     store_space_note(txn, v.mv_size);
@@ -304,7 +312,7 @@ static int del_prefix(MDB_txn *t, MDB_dbi dbi, const uint8_t *pfx, size_t plen,
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size < plen || memcmp(k.mv_data, pfx, plen) != 0)
             break;
-        rc = mdb_cursor_del(c, 0);
+        rc = store_cursor_del(c);
         if (rc != 0)
             break;
         (*count)++;
@@ -345,9 +353,9 @@ static int drop_impl(ss_store_txn *txn, const char *saver, size_t n,
         if (ret < 0)
             return ret;
         MDB_val k = {slen, (void *)(uintptr_t)saver};
-        int rc = mdb_del(t, st->savers, &k, NULL);
+        int rc = store_del(t, st->savers, &k);
         if (rc == 0)
-            rc = mdb_del(t, st->counts, &k, NULL);
+            rc = store_del(t, st->counts, &k);
         if (rc != 0 && rc != MDB_NOTFOUND)
             return store_mdb_fail(rc, "drop saver", msg);
         ret = store_pend_push(txn, NULL, saver);
@@ -379,7 +387,7 @@ static int drop_impl(ss_store_txn *txn, const char *saver, size_t n,
                         (store_rec_parse_raw(&v, &r) == 0 &&
                          store_rec_key_matches(&r, true, keys[i].data,
                                                keys[i].len)))) {
-            rc = mdb_del(t, st->seqs, &dk, NULL);
+            rc = store_del(t, st->seqs, &dk);
             if (rc != 0)
                 return store_mdb_fail(rc, "delete record", msg);
             dseqs--;
@@ -394,7 +402,7 @@ static int drop_impl(ss_store_txn *txn, const char *saver, size_t n,
         if (rc < 0)
             return rc;
         if (rc == 0) {
-            rc = mdb_del(t, st->evicted, &dk, NULL);
+            rc = store_del(t, st->evicted, &dk);
             if (rc != 0)
                 return store_mdb_fail(rc, "delete eviction marker", msg);
             hit = true;
@@ -408,7 +416,7 @@ static int drop_impl(ss_store_txn *txn, const char *saver, size_t n,
         if (rc < 0)
             return rc;
         if (rc == 0) {
-            rc = mdb_del(t, st->finished, &dk, NULL);
+            rc = store_del(t, st->finished, &dk);
             if (rc != 0)
                 return store_mdb_fail(rc, "delete finished marker", msg);
         }

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "store.h"
+#include "wal.h"
 
 typedef struct ss_writer ss_writer; /* opaque: thread, queues, uv_async */
 
@@ -44,18 +45,63 @@ struct ss_write_op {
 
 typedef struct ss_writer_stats {
     uint64_t commits;       /* write transactions committed that wrote
-                               something (each one synced) */
+                               something (each one synced, or with the log
+                               each one's log records synced) */
     uint64_t ops;           /* ops run in groups that committed (written
                                or not) */
     uint64_t max_batch;     /* largest group so far */
-    uint64_t commit_ns;     /* total time in mdb_txn_commit (fsync) */
+    uint64_t commit_ns;     /* total time making groups durable: the log's
+                               append and sync plus mdb_txn_commit */
     uint64_t empty;         /* groups that changed nothing: LMDB wrote and
                                synced nothing, not counted in commits */
+    uint64_t wal_records;   /* log records appended */
+    uint64_t wal_bytes;     /* log payload bytes appended */
+    uint64_t checkpoints;   /* checkpoints made (LMDB synced, log recycled) */
+    uint64_t applied_lsn;   /* LSN of the last group committed to LMDB */
+    uint64_t checkpoint_lsn;/* LSN of the last checkpoint */
+    bool wal_failed;        /* the log failed: writes refused until restart */
 } ss_writer_stats;
+
+/* Defaults of the log-related flags (server/config.c). */
+#define SS_CHECKPOINT_BYTES_DEFAULT (256ull << 20) /* --checkpoint-bytes */
+#define SS_CHECKPOINT_INTERVAL_MS_DEFAULT 30000u   /* --checkpoint-interval-ms */
+#define SS_SYNC_INTERVAL_MS_DEFAULT 1000u          /* --sync-interval-ms */
+/* Ops of one log record at most this many bytes (a larger op is one
+ * record alone); a group is one or more records (wal_records.h). */
+#define SS_WRITER_RECORD_BYTES (4u << 20)
+
+/* The write-ahead log path (docs/wal.md). With a log, each group runs in
+ * one LMDB transaction (env opened without sync), its ops are appended to
+ * the log, the applied LSN is written in the same transaction, the log is
+ * synced (sync) or flushed (sync off: synced every sync_interval_ms), the
+ * transaction committed, and only then are the ops answered. A failed log
+ * write or sync refuses every later write with UNAVAILABLE until restart
+ * (never retried); reads are unaffected. Checkpoints (LMDB synced, older
+ * log segments recycled) happen on the writer thread by log size and time,
+ * and once at stop. */
+typedef struct ss_writer_wal {
+    ss_wal *wal;                 /* the opened (replayed) log; owned by the
+                                    writer from ss_writer_start_wal on (also
+                                    when it fails), freed when it stops */
+    bool sync;                   /* --sync on: sync the log per group */
+    uint64_t sync_interval_ms;   /* --sync off: sync the log this often */
+    uint64_t checkpoint_bytes;   /* checkpoint after this much log */
+    uint64_t checkpoint_interval_ms; /* ... or this long after the last one */
+    uint64_t applied_lsn;        /* applied LSN of the store at start */
+    uint64_t checkpoint_lsn;     /* LSN of the last checkpoint at start */
+} ss_writer_wal;
+
+/* The UNAVAILABLE status for writes after a log failure. */
+#define SS_WRITER_ERR_WAL SS_ERR_STATUS(14)
 
 /* Start the thread. Completions are delivered on loop. The store must
  * stay open until stopped has been called. */
 int ss_writer_start(ss_writer **out, ss_store *st, uv_loop_t *loop);
+/* The same with the write-ahead log (o NULL or o->wal NULL: without). */
+int ss_writer_start_wal(ss_writer **out, ss_store *st, uv_loop_t *loop,
+                        const ss_writer_wal *o);
+/* Why the log failed ("" when it has not), copied into msg. Any thread. */
+void ss_writer_wal_failed(ss_writer *w, char msg[SS_STORE_MSG]);
 /* Queue op (loop thread). The op must stay alive until done runs. Ops are
  * run and their done callbacks called in submission order. An op submitted
  * after the thread has stopped gets done(op, SS_ERR_CLOSED, ...) -- called
