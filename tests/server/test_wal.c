@@ -692,12 +692,39 @@ START_TEST(test_missing_segment)
     char msg[512];
     ck_assert_int_eq(ss_wal_open(&w, &o, 0, NULL, NULL, NULL, msg, sizeof msg),
                      SS_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(msg, "is missing"));
     ck_assert_ptr_nonnull(strstr(msg, l.name[0]));
+    ck_assert_ptr_nonnull(strstr(msg, l.name[1]));
     ck_assert_ptr_nonnull(strstr(msg, l.name[2]));
     /* A checkpoint past the hole does not need the first segment, but the
      * log still has a hole after it: refused as well. */
     ck_assert_int_eq(ss_wal_open(&w, &o, 1, NULL, NULL, NULL, msg, sizeof msg),
                      SS_ERR_FORMAT);
+}
+END_TEST
+
+/* A damaged header of a middle segment: refused, naming that segment. */
+START_TEST(test_corrupt_segment_header)
+{
+    ss_wal *w = open_ok(SS_WAL_SYNC_FDATASYNC, 0, NULL, NULL);
+    append_groups(w, 0, 300, 5, NULL);
+    ss_wal_free(w);
+    seglist l;
+    list_segs(&l);
+    ck_assert_uint_ge(l.n, 3);
+    char p[256], want[300];
+    seg_path(p, sizeof p, l.name[1]);
+    int fd = open(p, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    uint8_t b = 0xee;
+    ck_assert_int_eq(pwrite(fd, &b, 1, 27), 1); /* inside the start LSN */
+    close(fd);
+    ss_wal_options o = opts(SS_WAL_SYNC_FDATASYNC);
+    char msg[512];
+    ck_assert_int_eq(ss_wal_open(&w, &o, 0, NULL, NULL, NULL, msg, sizeof msg),
+                     SS_ERR_FORMAT);
+    snprintf(want, sizeof want, "corrupt segment header in %s at offset 0", p);
+    ck_assert_msg(strstr(msg, want) != NULL, "message '%s' lacks '%s'", msg, want);
 }
 END_TEST
 
@@ -924,6 +951,7 @@ static Suite *wal_suite(void)
     tcase_add_loop_test(tc, test_corrupt_middle_segment, 0, 2);
     tcase_add_loop_test(tc, test_corrupt_last_segment, 0, 2);
     tcase_add_test(tc, test_missing_segment);
+    tcase_add_test(tc, test_corrupt_segment_header);
     tcase_add_test(tc, test_torn_leftovers_not_replayed);
     tcase_add_test(tc, test_segment_size_change);
     tcase_add_loop_test(tc, test_sticky_failure, 0, 2);
