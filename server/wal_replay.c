@@ -417,10 +417,25 @@ int ss_wal_open(ss_wal **out, const ss_wal_options *o, uint64_t after_lsn,
         unmap_seg(&m);
         if (ev >= 0) {
             wal_seg_name(ename, files[evf].seq);
-            snprintf(msg, msgsz, "wal: corrupt record in %s/%s at offset %" PRIu64
-                     " (after LSN %" PRIu64 "; valid records written later follow "
-                     "in %s at offset %" PRId64 ")", w->dir, name, end_pos, s,
-                     ename, ev);
+            bool next_here = fi + 1 < nfiles && files[fi + 1].seq == f->seq + 1;
+            char nname[WAL_NAME_MAX];
+            wal_seg_name(nname, f->seq + 1);
+            if (evf == fi || (next_here && files[fi + 1].hdr == 1))
+                snprintf(msg, msgsz, "wal: corrupt record in %s/%s at offset "
+                         "%" PRIu64 " (after LSN %" PRIu64 "; valid records "
+                         "written later follow in %s at offset %" PRId64 ")",
+                         w->dir, name, end_pos, s, ename, ev);
+            else if (next_here)
+                snprintf(msg, msgsz, "wal: corrupt segment header in %s/%s at "
+                         "offset 0 (the log ends in %s at offset %" PRIu64
+                         ", after LSN %" PRIu64 "; valid records written later "
+                         "follow in %s at offset %" PRId64 ")", w->dir, nname,
+                         name, end_pos, s, ename, ev);
+            else
+                snprintf(msg, msgsz, "wal: segment %s/%s is missing (the log "
+                         "ends in %s at offset %" PRIu64 ", after LSN %" PRIu64
+                         ", and continues in %s)", w->dir, nname, name, end_pos,
+                         s, ename);
             if (!o->truncate_corrupt) {
                 rc = SS_ERR_FORMAT;
                 goto fail;

@@ -692,12 +692,108 @@ START_TEST(test_missing_segment)
     char msg[512];
     ck_assert_int_eq(ss_wal_open(&w, &o, 0, NULL, NULL, NULL, msg, sizeof msg),
                      SS_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(msg, "is missing"));
     ck_assert_ptr_nonnull(strstr(msg, l.name[0]));
+    ck_assert_ptr_nonnull(strstr(msg, l.name[1]));
     ck_assert_ptr_nonnull(strstr(msg, l.name[2]));
     /* A checkpoint past the hole does not need the first segment, but the
      * log still has a hole after it: refused as well. */
     ck_assert_int_eq(ss_wal_open(&w, &o, 1, NULL, NULL, NULL, msg, sizeof msg),
                      SS_ERR_FORMAT);
+}
+END_TEST
+
+/* A damaged header of a middle segment: refused, naming that segment. */
+START_TEST(test_corrupt_segment_header)
+{
+    ss_wal *w = open_ok(SS_WAL_SYNC_FDATASYNC, 0, NULL, NULL);
+    append_groups(w, 0, 300, 5, NULL);
+    ss_wal_free(w);
+    seglist l;
+    list_segs(&l);
+    ck_assert_uint_ge(l.n, 3);
+    char p[256], want[300];
+    seg_path(p, sizeof p, l.name[1]);
+    int fd = open(p, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    uint8_t b = 0xee;
+    ck_assert_int_eq(pwrite(fd, &b, 1, 27), 1); /* inside the start LSN */
+    close(fd);
+    ss_wal_options o = opts(SS_WAL_SYNC_FDATASYNC);
+    char msg[512];
+    ck_assert_int_eq(ss_wal_open(&w, &o, 0, NULL, NULL, NULL, msg, sizeof msg),
+                     SS_ERR_FORMAT);
+    snprintf(want, sizeof want, "corrupt segment header in %s at offset 0", p);
+    ck_assert_msg(strstr(msg, want) != NULL, "message '%s' lacks '%s'", msg, want);
+}
+END_TEST
+
+/* A hole in the last (unacknowledged) group is a torn tail even with
+ * valid records of that group after it; once the log continues over the
+ * hole with a record of the same size, those leftovers (whose LSNs now
+ * fit) are not replayed: the previous-CRC chain stops them. */
+START_TEST(test_torn_leftovers_not_replayed)
+{
+    static uint64_t lsns[100];
+    ss_wal *w = open_ok(SS_WAL_SYNC_FDATASYNC, 0, NULL, NULL);
+    append_groups(w, 0, 30, 10, lsns);
+    append_groups(w, 30, 38, 8, lsns); /* the last group */
+    ss_wal_free(w);
+    char seg[32];
+    uint64_t off;
+    flip_record(lsns, 33, false, seg, &off);
+    got *g = calloc(1, sizeof *g);
+    ss_wal_replay_stats st;
+    w = open_ok(SS_WAL_SYNC_FDATASYNC, 0, g, &st);
+    ck_assert_uint_eq(g->n, 33);
+    ck_assert(st.torn_tail);
+    ck_assert_uint_eq(rec_len(33 + 1500), rec_len(33));
+    uint64_t l = append_rec(w, 33 + 1500);
+    ck_assert_uint_eq(l, lsns[33]); /* same size, same place */
+    ck_assert_int_eq(ss_wal_sync(w), 0);
+    ss_wal_free(w);
+    w = open_ok(SS_WAL_SYNC_FDATASYNC, 0, g, &st);
+    ck_assert_uint_eq(g->n, 34);
+    ck_assert_uint_eq(g->idx[33], 33 + 1500);
+    ss_wal_free(w);
+    free(g);
+}
+END_TEST
+
+/* Another --wal-segment-bytes: old segments keep their size until they
+ * are recycled, which deletes them (spares all have the new size). */
+START_TEST(test_segment_size_change)
+{
+    static uint64_t lsns[400];
+    ss_wal *w = open_ok(SS_WAL_SYNC_FDATASYNC, 0, NULL, NULL);
+    append_groups(w, 0, 200, 10, lsns);
+    ss_wal_free(w);
+    ss_wal_options o = opts(SS_WAL_SYNC_FDATASYNC);
+    o.segment_bytes = 2 * SEG;
+    char msg[512];
+    got *g = calloc(1, sizeof *g);
+    g->stop_at = -1;
+    ck_assert_int_eq(ss_wal_open(&w, &o, 0, collect, g, NULL, msg, sizeof msg), 0);
+    ck_assert_uint_eq(g->n, 200);
+    append_groups(w, 200, 400, 10, lsns);
+    ck_assert_int_eq(ss_wal_checkpoint(w, lsns[390]), 0);
+    ss_wal_free(w);
+    seglist l;
+    list_segs(&l);
+    for (size_t k = 0; k < l.n; k++) {
+        char p[256];
+        struct stat sb;
+        seg_path(p, sizeof p, l.name[k]);
+        ck_assert_int_eq(stat(p, &sb), 0);
+        ck_assert_int_eq(sb.st_size, 2 * SEG);
+    }
+    g->n = 0;
+    ck_assert_int_eq(ss_wal_open(&w, &o, lsns[390], collect, g, NULL, msg,
+                                 sizeof msg), 0);
+    ck_assert_uint_eq(g->n, 9);
+    ck_assert_uint_eq(g->idx[8], 399);
+    ss_wal_free(w);
+    free(g);
 }
 END_TEST
 
@@ -855,6 +951,9 @@ static Suite *wal_suite(void)
     tcase_add_loop_test(tc, test_corrupt_middle_segment, 0, 2);
     tcase_add_loop_test(tc, test_corrupt_last_segment, 0, 2);
     tcase_add_test(tc, test_missing_segment);
+    tcase_add_test(tc, test_corrupt_segment_header);
+    tcase_add_test(tc, test_torn_leftovers_not_replayed);
+    tcase_add_test(tc, test_segment_size_change);
     tcase_add_loop_test(tc, test_sticky_failure, 0, 2);
     tcase_add_test(tc, test_marker);
     tcase_add_test(tc, test_too_big);
