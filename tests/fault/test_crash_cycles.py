@@ -198,9 +198,10 @@ class Procs:
                 p.join()
 
 
-def kill_cycle(srv, procs, rng, d, data, port, sig=signal.SIGKILL, extra=()):
+def kill_cycle(srv, procs, rng, d, data, port, sig=signal.SIGKILL, extra=(), between=None):
     """Let the load run 50-400 ms, kill the server with sig, wait until every
-    client noticed, restart. Returns (new server, load reports, problems)."""
+    client noticed, call between() (server down), restart. Returns (new
+    server, load reports, problems)."""
     ok, up = procs.wait("up")
     problems = [] if ok else ["clients not up: %s" % up]
     time.sleep(rng.uniform(KILL_MIN_S, KILL_MAX_S))
@@ -211,6 +212,8 @@ def kill_cycle(srv, procs, rng, d, data, port, sig=signal.SIGKILL, extra=()):
     ok, down = procs.wait("down")
     if not ok:
         problems.append("client reports: %s" % down)
+    if between is not None:
+        between()
     return tf.start_server(d, data, port, extra), down, problems
 
 
@@ -262,6 +265,26 @@ def verify_cas(addr_port, keys, paths, durable=True):
     return bad, sum(stored.values()), lost
 
 
+def snapshot(data, snap):
+    """A copy of the data directory of a killed server: a crash image."""
+    return lambda: shutil.copytree(data, snap)
+
+
+def checker_sanity(srv, d, data, port, snap, verify, label):
+    """The checks must see lost writes: put back the crash image taken
+    mid-run (as if every later write were lost) and verify again; it must
+    report problems. Returns the server (stopped)."""
+    tf.stop(srv)
+    shutil.rmtree(data)
+    shutil.copytree(snap, data)
+    srv = tf.start_server(d, data, port)
+    bad = verify()
+    tf.check(len(bad) > 0, "%s: the checks catch lost writes: with the data directory put "
+             "back to a mid-run crash image they report %d problems (%s)" %
+             (label, len(bad), (bad or ["none"])[0][:160]))
+    return srv
+
+
 def cas_setup(d, port):
     """Declare the saver; start the CAS client processes (waiting for "run").
     Returns (Procs, every key, every record file)."""
@@ -290,9 +313,12 @@ def test_cas(tmp):
     t0 = time.monotonic()
     all_bad, acks, cycles = [], 0, 0
     try:
+        snap = os.path.join(d, "snapshot")
         for cycle in range(CAS_CYCLES):
             procs.run()
-            srv, down, problems = kill_cycle(srv, procs, rng, d, data, port)
+            srv, down, problems = kill_cycle(
+                srv, procs, rng, d, data, port,
+                between=snapshot(data, snap) if cycle == CAS_CYCLES // 2 else None)
             bad, total, _ = verify_cas(port, keys, paths)
             acks += sum(m[1] for m in down if m[0] == "down")
             cycles += 1
@@ -312,6 +338,10 @@ def test_cas(tmp):
              "%s: every cycle ran under load (%d of %d cycles, %d acknowledged requests)" %
              (label, cycles, CAS_CYCLES, acks))
     tf.check(tf.stop(srv) == 0, "%s: the last server stops cleanly" % label)
+    if os.path.isdir(snap):
+        srv = checker_sanity(srv, d, data, port, snap,
+                             lambda: verify_cas(port, keys, paths)[0], label)
+        tf.stop(srv)
 
 
 # ---- scenario 2: Submit/Complete traffic -----------------------------------
@@ -453,13 +483,16 @@ def test_jobs(tmp):
     both = Procs()
     both.procs, both.conns = subs.procs + wrk.procs, subs.conns + wrk.conns
     rng = random.Random(7)
+    snap = os.path.join(d, "snapshot")
     checked, all_bad, cycles, total = {}, [], 0, 0
     loaded_sub = loaded_wrk = 0
     t0 = time.monotonic()
     try:
         for cycle in range(JOB_CYCLES):
             both.run()
-            srv, down, problems = kill_cycle(srv, both, rng, d, data, port)
+            srv, down, problems = kill_cycle(
+                srv, both, rng, d, data, port,
+                between=snapshot(data, snap) if cycle == JOB_CYCLES // 2 else None)
             bad, total = verify_jobs(port, keys, ref, (sub_path, tail_path), wrk_path, checked)
             cycles += 1
             loaded_sub += down[0][0] == "down" and down[0][1] > 0
@@ -513,6 +546,10 @@ def test_jobs(tmp):
     finally:
         both.stop()
     tf.check(tf.stop(srv) == 0, "%s: the last server stops cleanly" % label)
+    if os.path.isdir(snap):
+        srv = checker_sanity(srv, d, data, port, snap, lambda: verify_jobs(
+            port, keys, ref, (sub_path, tail_path), wrk_path, {})[0], label)
+        tf.stop(srv)
 
 
 def main():
