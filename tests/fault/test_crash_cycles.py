@@ -15,8 +15,9 @@ same data directory nothing acknowledged is lost and nothing is half-applied.
         (k, next_segment - 1) (or the initial zeros), and the request in flight
         at the kill was applied to all of its keys or to none.
   jobs  JOB_CYCLES (50) cycles of the same kill under Submit/Complete traffic:
-        a submitter process submits segments of JOB_KEYS sequences (inputs
-        derived from (key, segment)), a Python worker process leases and
+        a submitter process keeps JOB_KEYS sequences JOB_WINDOW segments ahead
+        of their stored state (inputs derived from (key, segment), so there
+        is work whatever the server's speed), a Python worker process leases and
         completes them with a deterministic, non-idempotent step
         (s = s/2 + x[t]); both record attempts and acknowledgements. After each
         restart, for every key: acked completes <= next_segment <= attempted
@@ -25,7 +26,9 @@ same data directory nothing acknowledged is lost and nothing is half-applied.
         completed segment's outputs (Await without collect) equal the offline
         outputs, and every acknowledged Submit still exists. At the end the
         queue drains, every sequence equals the offline unroll, and the last
-        server life counts saves_applied == completed.
+        server life counts saves_applied == completed. Both scenarios then put
+        back a crash image taken mid-run and check that the checks report the
+        lost writes (the checks can fail).
 
 Behaviour only (no file layout is assumed): passes on the LMDB store and on
 a store with a write-ahead log. Run: python3 test_crash_cycles.py PB2_DIR
@@ -57,8 +60,9 @@ CAS_CLIENTS = 4
 KEYS_PER_CLIENT = 6
 A_N, B_N = 256, 16           # float32 elements of the two CAS states
 JOB_KEYS = 16
-JOB_SEGS = 200               # segments per job sequence submitted under kills
-JOB_TAIL = 8                 # more per sequence submitted for the last life
+JOB_WINDOW = 6               # submitted segments per sequence ahead of its state
+JOB_SEGS_MAX = 100000        # bound on the segments of one sequence
+DRAIN_LOAD_S = 0.3           # traffic in the last life before submitting stops
 T, D = 4, 8                  # rows per segment, state/input width
 KILL_MIN_S, KILL_MAX_S = 0.05, 0.4
 MSG_TIMEOUT = 15             # seconds to wait for a client process's report
@@ -347,26 +351,36 @@ def test_cas(tmp):
 # ---- scenario 2: Submit/Complete traffic -----------------------------------
 
 def submitter(conn, port, keys, path):
+    """Keeps every sequence JOB_WINDOW segments ahead of its stored state,
+    so the worker always has work whatever the server's speed, until the
+    parent sends "finish"; then reports ("idle", n) and stays connected."""
     rec = open(path, "a")
 
     def body(c, n):
-        acked = {}
+        nxt = {}
         for l in rec_lines(path):
             if l[0] == "S":
-                acked[l[1]] = max(acked.get(l[1], -1), int(l[2]))
-        for seg in range(JOB_SEGS):
-            for k in keys:
-                if seg <= acked.get(k.decode(), -1):
-                    continue
-                x, length = job_inputs(k, seg)
-                rec.write("A %s %d\n" % (k.decode(), seg))
-                rec.flush()
-                again = c.submit("jobs", k, seg, x, length=length)
-                rec.write("S %s %d %d\n" % (k.decode(), seg, int(again)))
-                rec.flush()
-                n[0] += 1
+                nxt[l[1]] = max(nxt.get(l[1], 0), int(l[2]) + 1)
+        while not (conn.poll() and conn.recv() == "finish"):
+            f = c.fetch("jobs", keys)
+            sent = 0
+            for k, ns in zip(keys, f.next_segment):
+                name = k.decode()
+                while nxt.get(name, 0) < min(int(ns) + JOB_WINDOW, JOB_SEGS_MAX):
+                    seg = nxt.get(name, 0)
+                    x, length = job_inputs(k, seg)
+                    rec.write("A %s %d\n" % (name, seg))
+                    rec.flush()
+                    again = c.submit("jobs", k, seg, x, length=length)
+                    rec.write("S %s %d %d\n" % (name, seg, int(again)))
+                    rec.flush()
+                    nxt[name] = seg + 1
+                    n[0] += 1
+                    sent += 1
+            if not sent:
+                time.sleep(0.005)  # pacing only: wait for the worker
         conn.send(("idle", n[0]))
-        while True:  # everything submitted: stay connected until the kill
+        while True:  # nothing more to submit: stay connected until the kill
             c.ping()
             time.sleep(0.02)
 
@@ -397,19 +411,25 @@ def job_worker(conn, port, path):
     client_loop(conn, port, body)
 
 
-def offline(keys):
-    """Per key: outputs of each segment and the state after n segments."""
-    ref = {}
-    for k in keys:
-        s = np.zeros(D, np.float32)
-        outs, states = [], [s]
-        for seg in range(JOB_SEGS + JOB_TAIL):
-            x, length = job_inputs(k, seg)
-            o, s = job_step(x, length, s)
-            outs.append(o)
-            states.append(s)
-        ref[k.decode()] = (outs, states)
-    return ref
+class Offline:
+    """The offline unroll of every key, extended on demand: outs[seg] and
+    states[n] (the state after n segments)."""
+
+    def __init__(self, keys):
+        self.keys = keys
+        self.ref = {k.decode(): ([], [np.zeros(D, np.float32)]) for k in keys}
+
+    def upto(self, n):
+        for k in self.keys:
+            outs, states = self.ref[k.decode()]
+            while len(outs) < n:
+                x, length = job_inputs(k, len(outs))
+                o, s = job_step(x, length, states[-1])
+                outs.append(o)
+                states.append(s)
+
+    def __getitem__(self, name):
+        return self.ref[name]
 
 
 def verify_jobs(port, keys, ref, sub_paths, wrk_path, checked):
@@ -426,6 +446,7 @@ def verify_jobs(port, keys, ref, sub_paths, wrk_path, checked):
     bad, total = [], 0
     with Client("127.0.0.1", port, timeout=10) as c:
         f = c.fetch("jobs", keys)
+        ref.upto(int(max(f.next_segment)))
         for i, k in enumerate(keys):
             name = k.decode()
             ns = int(f.next_segment[i])
@@ -474,9 +495,8 @@ def test_jobs(tmp):
     keys = [b"seq%02d" % i for i in range(JOB_KEYS)]
     with Client("127.0.0.1", port, timeout=10) as c:
         c.declare("jobs", [("s", (D,))])
-    ref = offline(keys)
+    ref = Offline(keys)
     sub_path, wrk_path = os.path.join(d, "submit.rec"), os.path.join(d, "worker.rec")
-    tail_path = os.path.join(d, "tail.rec")
     subs, wrk = Procs(), Procs()
     subs.add(submitter, port, keys, sub_path)
     wrk.add(job_worker, port, wrk_path)
@@ -493,7 +513,7 @@ def test_jobs(tmp):
             srv, down, problems = kill_cycle(
                 srv, both, rng, d, data, port,
                 between=snapshot(data, snap) if cycle == JOB_CYCLES // 2 else None)
-            bad, total = verify_jobs(port, keys, ref, (sub_path, tail_path), wrk_path, checked)
+            bad, total = verify_jobs(port, keys, ref, (sub_path,), wrk_path, checked)
             cycles += 1
             loaded_sub += down[0][0] == "down" and down[0][1] > 0
             loaded_wrk += down[1][0] == "down" and down[1][1] > 0
@@ -501,46 +521,50 @@ def test_jobs(tmp):
                 all_bad.append("cycle %d: %s" % (cycle, "; ".join(problems + bad)[:600]))
                 if len(all_bad) >= 3:
                     break
-        tf.check(cycles == JOB_CYCLES and loaded_wrk >= cycles * 3 // 4,
+        tf.check(cycles == JOB_CYCLES and min(loaded_wrk, loaded_sub) >= cycles * 3 // 4,
                  "%s: the kills hit live traffic: Completes acknowledged in %d and Submits in "
                  "%d of %d cycles" % (label, loaded_wrk, loaded_sub, cycles))
-        n_sub = sum(1 for l in rec_lines(sub_path) if l[0] == "S")  # before the tail
+        n_sub = sum(1 for l in rec_lines(sub_path) if l[0] == "S")
         n_done = sum(1 for l in rec_lines(wrk_path) if l[0] == "C")
         tf.check(not all_bad, "%s: %d kill -9 cycles, %d Submits and %d Completes "
                  "acknowledged, %d segments stored: every completed segment's outputs and "
                  "state intact, none applied twice, no acknowledged Submit lost (%.1f s)%s" %
                  (label, cycles, n_sub, n_done, total, time.monotonic() - t0,
                   "".join("\n     " + b for b in all_bad)))
-        # Drain: JOB_TAIL more segments per sequence, the last life runs to
-        # the end without a kill.
-        with Client("127.0.0.1", port, timeout=10) as c, open(tail_path, "a") as rec:
-            for seg in range(JOB_SEGS, JOB_SEGS + JOB_TAIL):
-                for k in keys:
-                    x, length = job_inputs(k, seg)
-                    again = c.submit("jobs", k, seg, x, length=length)
-                    rec.write("S %s %d %d\n" % (k.decode(), seg, int(again)))
+        # Drain: a last life with traffic, then submitting stops and it runs
+        # to the end without a kill.
         both.run()
+        both.wait("up")
+        time.sleep(DRAIN_LOAD_S)
+        subs.conns[0].send("finish")
+        idle = subs.conns[0].poll(MSG_TIMEOUT) and subs.conns[0].recv()
+        want = {}
+        for l in rec_lines(sub_path):
+            if l[0] == "S":
+                want[l[1]] = max(want.get(l[1], 0), int(l[2]) + 1)
+        n_want = sum(want.values())
 
         def drained():
             with Client("127.0.0.1", port, timeout=10) as c:
-                if any(int(n) < JOB_SEGS + JOB_TAIL for n in c.fetch("jobs", keys).next_segment):
+                f = c.fetch("jobs", keys)
+                if any(int(n) < want.get(k.decode(), 0) for k, n in zip(keys, f.next_segment)):
                     return None
                 s = c.stats()
                 return s if s.get("queued") == 0 and s.get("leased") == 0 else None
-        st = tf.wait_for(drained, 90, 0.05)
+        st = tf.wait_for(drained, 90, 0.05) if idle and idle[0] == "idle" else None
         srv.send_signal(signal.SIGKILL)
         srv.wait(10)
         both.wait("down")
         srv = tf.start_server(d, data, port)
         checked.clear()
-        bad, total = verify_jobs(port, keys, ref, (sub_path, tail_path), wrk_path, checked)
-        tf.check(st is not None and not bad and total == JOB_KEYS * (JOB_SEGS + JOB_TAIL) and
+        bad, total = verify_jobs(port, keys, ref, (sub_path,), wrk_path, checked)
+        tf.check(st is not None and not bad and total == n_want and
                  st.get("completed", 0) > 0 and st.get("failed") == 0 and
                  st.get("saves_applied") == st.get("completed"),
                  "%s: drained after the last kill: %d of %d segments stored, all outputs and "
                  "states equal the offline unroll; last life saves_applied %s == completed "
                  "%s, failed %s%s" %
-                 (label, total, JOB_KEYS * (JOB_SEGS + JOB_TAIL), (st or {}).get("saves_applied"),
+                 (label, total, n_want, (st or {}).get("saves_applied"),
                   (st or {}).get("completed"), (st or {}).get("failed"),
                   "".join("\n     " + b for b in bad[:5])))
     finally:
@@ -548,7 +572,7 @@ def test_jobs(tmp):
     tf.check(tf.stop(srv) == 0, "%s: the last server stops cleanly" % label)
     if os.path.isdir(snap):
         srv = checker_sanity(srv, d, data, port, snap, lambda: verify_jobs(
-            port, keys, ref, (sub_path, tail_path), wrk_path, {})[0], label)
+            port, keys, ref, (sub_path,), wrk_path, {})[0], label)
         tf.stop(srv)
 
 
