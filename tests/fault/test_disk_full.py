@@ -11,6 +11,9 @@
         UNAVAILABLE (a failed write: restart required) it is restarted, else
         writes must resume without a restart. Then a restart on the same
         directory: every acknowledged save is intact.
+  ext4  The same on a 16 MiB loop-mounted ext4 image (mkfs.ext4 -m 0), where
+        a full disk can also surface at fdatasync (delayed allocation), not
+        only at write.
   map   A server with a small --map-size (and --max-map-size when the server
         has it) on a disk with room: saves of 64 KiB states until
         RESOURCE_EXHAUSTED; reads return the acknowledged data, Drops work,
@@ -18,8 +21,8 @@
         everything acknowledged is intact.
 
 Behaviour only: passes on the LMDB store and on a store with a write-ahead
-log. Run: python3 test_disk_full.py PB2_DIR [disk|map]. Bounded; every
-process started is killed and the tmpfs unmounted.
+log. Run: python3 test_disk_full.py PB2_DIR [disk|ext4|map]. Bounded; every
+process started is killed and the file systems unmounted.
 """
 import errno
 import hashlib
@@ -46,6 +49,7 @@ TMPFS_SIZE = "8m"
 MAX_SAVES = 2000             # bound on the fill loops
 MAP_SIZE = 2 << 20           # --map-size of the full-map scenario
 SMALL_WAL = 1 << 20          # --wal-segment-bytes when the server has a log
+EXT4_BYTES = 16 << 20        # the loop-mounted ext4 image
 
 
 def content(key, seg):
@@ -131,16 +135,37 @@ def restart(d, data, port, srv, label, extra):
     return tf.start_server(d, data, port, extra)
 
 
-def test_disk(tmp):
-    label = "disk"
+def mount_small(label, d, mnt):
+    """Mount the small file system of scenario label on mnt; False (and a
+    failed check saying why) if that is impossible: never a skip."""
+    if label == "disk":
+        what = "an %s tmpfs" % TMPFS_SIZE
+        cmds = [["mount", "-t", "tmpfs", "-o", "size=" + TMPFS_SIZE, "tmpfs", mnt]]
+    else:
+        img = os.path.join(d, "fs.img")
+        what = "a %d MiB loop-mounted ext4 image" % (EXT4_BYTES >> 20)
+        with open(img, "wb") as f:
+            f.truncate(EXT4_BYTES)
+        cmds = [["mkfs.ext4", "-q", "-F", "-m", "0", img], ["mount", "-o", "loop", img, mnt]]
+    for cmd in cmds:
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            err = r.stderr.strip() if r.returncode else ""
+        except OSError as e:
+            err = str(e)
+        if err or r.returncode:
+            break
+    return tf.check(not err and r.returncode == 0,
+                    "%s: %s mounted for the data directory (the test needs root, mount(8)%s; "
+                    "%s)" % (label, what, "" if label == "disk" else ", mkfs.ext4 and loop "
+                             "devices", err or "ok"))
+
+
+def test_disk(tmp, label="disk"):
     d = os.path.join(tmp, label)
     mnt = os.path.join(d, "mnt")
     os.makedirs(mnt)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + TMPFS_SIZE, "tmpfs", mnt],
-                       capture_output=True, text=True, timeout=20)
-    if not tf.check(r.returncode == 0, "%s: an %s tmpfs mounted for the data directory "
-                    "(the test needs root and mount(8); %s)" %
-                    (label, TMPFS_SIZE, (r.stderr or "ok").strip())):
+    if not mount_small(label, d, mnt):
         return
     srv = None
     try:
@@ -224,7 +249,8 @@ def test_disk(tmp):
             srv.kill()
             srv.wait()
         r = subprocess.run(["umount", mnt], capture_output=True, text=True, timeout=20)
-        tf.check(r.returncode == 0, "%s: tmpfs unmounted (%s)" % (label, r.stderr.strip()))
+        tf.check(r.returncode == 0, "%s: file system unmounted (%s)" %
+                 (label, r.stderr.strip()))
 
 
 def test_map(tmp):
@@ -286,7 +312,8 @@ def main():
     only = sys.argv[1:]
     tmp = tempfile.mkdtemp(prefix="ss-diskfull-")
     try:
-        for name, fn in (("disk", test_disk), ("map", test_map)):
+        for name, fn in (("disk", test_disk), ("ext4", lambda t: test_disk(t, "ext4")),
+                         ("map", test_map)):
             if only and name not in only:
                 continue
             t0 = time.monotonic()
