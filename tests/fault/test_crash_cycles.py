@@ -476,9 +476,8 @@ def verify_jobs(port, keys, ref, sub_paths, wrk_path, checked):
                     r = c.await_segment("jobs", k, seg, wait_ms=0, collect=False)
                     bad.append("%s segment %d: %s before segment %d was stored" %
                                (name, seg, r.state, seg - 1))
-                except errors.DeadlineExceeded as e:  # queued or leased: present
-                    if "queued" not in e.message and "leased" not in e.message:
-                        bad.append("%s segment %d: %s" % (name, seg, e.message))
+                except errors.DeadlineExceeded:  # not done yet (queued or leased): present
+                    pass
                 except errors.StatesaverError as e:
                     bad.append("%s segment %d acknowledged by Submit but %s" % (name, seg, e))
                     break
