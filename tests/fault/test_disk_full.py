@@ -8,7 +8,8 @@
         failure must be RESOURCE_EXHAUSTED or UNAVAILABLE with a reason; the
         server must stay up and keep answering reads with exactly the
         acknowledged data. The ballast is deleted; if the server said
-        UNAVAILABLE (a failed write: restart required) it is restarted, else
+        UNAVAILABLE (a failed write: restart required, which its reason must
+        say) it is restarted, else
         writes must resume without a restart. Then a restart on the same
         directory: every acknowledged save is intact.
   ext4  The same on a 16 MiB loop-mounted ext4 image (mkfs.ext4 -m 0), where
@@ -209,6 +210,9 @@ def test_disk(tmp, label="disk"):
             restart_required = isinstance(err, errors.Unavailable) and \
                 not isinstance(err, errors.ProtocolError)
             if restart_required:
+                tf.check("restart" in err.message.lower(),
+                         "%s: the UNAVAILABLE reason tells the operator a restart is needed "
+                         "(%s)" % (label, err.message))
                 try:
                     book2 = Book("big")
                     book2.save(c, b"after-fail", 0)
