@@ -9,8 +9,7 @@
         server must stay up and keep answering reads with exactly the
         acknowledged data. The ballast is deleted; if the server said
         UNAVAILABLE (a failed write: restart required, which its reason must
-        say) it is restarted, else
-        writes must resume without a restart. Then a restart on the same
+        say) it is restarted, else writes must resume without a restart. Then a restart on the same
         directory: every acknowledged save is intact.
   ext4  The same on a 16 MiB loop-mounted ext4 image (mkfs.ext4 -m 0), where
         a full disk can also surface at fdatasync (delayed allocation), not
