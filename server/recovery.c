@@ -240,9 +240,10 @@ int ss_recovery_run(ss_store **stp, const ss_store_options *so,
            c.orphans ? "; an unfinished group was dropped" : "", c.applied);
     if (rs.records > 0) {
         /* Reload the schema cache and generations from the replayed data. */
+        uint64_t max_map = ss_store_max_map_size(*stp);
         ss_store_close(*stp);
         *stp = NULL;
-        ret = ss_store_open_msg(stp, so, msg);
+        ret = ss_store_open_growing(stp, so, max_map, msg);
         if (ret == 0)
             ret = ss_store_checkpoint(*stp, keep, msg); /* pin again */
         if (ret < 0)

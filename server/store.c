@@ -171,6 +171,11 @@ int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
     return ss_store_open_growing(out, opt, 0, msg);
 }
 
+uint64_t ss_store_max_map_size(const ss_store *st)
+{
+    return st->max_map_size;
+}
+
 int ss_store_open_growing(ss_store **out, const ss_store_options *opt,
                           uint64_t max_map_size, char msg[SS_STORE_MSG])
 {

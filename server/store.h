@@ -139,6 +139,9 @@ int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
  * ss_store_set_finished_retention. */
 int ss_store_open_growing(ss_store **out, const ss_store_options *opt,
                           uint64_t max_map_size, char msg[SS_STORE_MSG]);
+/* The --max-map-size st was opened with (its map_size when it does not
+ * grow), so a caller that reopens the store keeps the same growth. */
+uint64_t ss_store_max_map_size(const ss_store *st);
 /* Closes the environment. Accepts NULL. No other call may be in flight. */
 void ss_store_close(ss_store *st);
 /* How long (ms) a final save that deleted its record stays retryable as
