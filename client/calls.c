@@ -610,6 +610,14 @@ int ss_client_stats(ss_client *c, const char *saver, ss_server_stats *out)
     out->failed = st->failed;
     out->expired_leases = st->expired_leases;
     out->saves_applied = st->saves_applied;
+    out->wal_records = st->wal_records;
+    out->wal_bytes = st->wal_bytes;
+    out->checkpoints = st->checkpoints;
+    out->applied_lsn = st->applied_lsn;
+    out->checkpoint_lsn = st->checkpoint_lsn;
+    out->wal_failed = st->wal_failed ? 1 : 0;
+    snprintf(out->wal_failure, sizeof out->wal_failure, "%s",
+             st->wal_failure ? st->wal_failure : "");
     ss_client_response_free(r);
     return 0;
 }

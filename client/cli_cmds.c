@@ -813,12 +813,17 @@ int cli_cmd_stats(const cli_ctx *ctx, int argc, char **argv)
         {"rejected", s.rejected}, {"queued", s.queued},
         {"leased", s.leased}, {"completed", s.completed},
         {"failed", s.failed}, {"expired_leases", s.expired_leases},
-        {"saves_applied", s.saves_applied},
+        {"saves_applied", s.saves_applied}, {"wal_records", s.wal_records},
+        {"wal_bytes", s.wal_bytes}, {"checkpoints", s.checkpoints},
+        {"applied_lsn", s.applied_lsn}, {"checkpoint_lsn", s.checkpoint_lsn},
+        {"wal_failed", s.wal_failed},
     };
     size_t nrows = sizeof rows / sizeof rows[0];
     if (!json) {
         for (size_t i = 0; i < nrows; i++)
             printf("%-16s %llu\n", rows[i].name, (unsigned long long)rows[i].value);
+        if (s.wal_failure[0])
+            printf("%-16s %s\n", "wal_failure", s.wal_failure);
         return CLI_EXIT_OK;
     }
     cJSON *obj = cJSON_CreateObject();
@@ -830,6 +835,8 @@ int cli_cmd_stats(const cli_ctx *ctx, int argc, char **argv)
         cJSON_AddStringToObject(obj, "saver", saver);
     for (size_t i = 0; i < nrows; i++)
         cJSON_AddNumberToObject(obj, rows[i].name, (double)rows[i].value);
+    if (s.wal_failure[0])
+        cJSON_AddStringToObject(obj, "wal_failure", s.wal_failure);
     char *text = cJSON_PrintUnformatted(obj);
     cJSON_Delete(obj);
     if (!text) {

@@ -220,6 +220,9 @@ const char *ss_list_result_saver_state(const ss_list_result *r, size_t i,
                                        const int64_t **shape, size_t *rank);
 void ss_list_result_free(ss_list_result *r); /* accepts NULL */
 
+/* Longest failure reason kept in ss_server_stats (longer ones are cut). */
+#define SS_STATS_REASON_MAX 256
+
 /* Server counters (StatsResponse); plain values, nothing to free. */
 typedef struct ss_server_stats {
     uint64_t uptime_ms;      /* since the server started */
@@ -239,6 +242,13 @@ typedef struct ss_server_stats {
     uint64_t failed;         /* job segments failed */
     uint64_t expired_leases; /* leases that passed their deadline */
     uint64_t saves_applied;  /* CAS saves applied */
+    uint64_t wal_records;    /* write-ahead log records appended */
+    uint64_t wal_bytes;      /* write-ahead log payload bytes appended */
+    uint64_t checkpoints;    /* checkpoints (LMDB synced, log recycled) */
+    uint64_t applied_lsn;    /* log position LMDB has applied */
+    uint64_t checkpoint_lsn; /* log position of the last checkpoint */
+    uint64_t wal_failed;     /* 1: the log failed, writes refused until restart */
+    char wal_failure[SS_STATS_REASON_MAX]; /* why (NUL-terminated), or "" */
 } ss_server_stats;
 
 /* Stats of the whole server (saver NULL or "") or one saver. */

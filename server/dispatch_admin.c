@@ -108,6 +108,16 @@ static void h_stats(ss_request *req, void *ctx)
     sr.map_used = st.map_used;
     sr.rejected = ss_server_counters_get(srv)->rejected;
     sr.saves_applied = ss_server_counters_get(srv)->saves_applied;
+    sr.wal_records = ws.wal_records;
+    sr.wal_bytes = ws.wal_bytes;
+    sr.checkpoints = ws.checkpoints;
+    sr.applied_lsn = ws.applied_lsn;
+    sr.checkpoint_lsn = ws.checkpoint_lsn;
+    sr.wal_failed = ws.wal_failed;
+    char why[SS_STORE_MSG] = "";
+    if (ws.wal_failed)
+        ss_writer_wal_failed(ss_server_writer(srv), why);
+    sr.wal_failure = why;
     ss_server_module_stats(srv, saver ? saver : "", &sr);
     ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
     resp.body_case = STATESAVER__V1__RESPONSE__BODY_STATS;

@@ -102,6 +102,10 @@ typedef struct ss_srv_metrics {
     ss_metric *map_size;         /* gauge */
     ss_metric *map_used;         /* gauge */
     ss_metric *corrupt;          /* counter: records failing their CRC32C */
+    ss_metric *wal_failed;       /* gauge: 1 once the log failed */
+    ss_metric *wal_bytes;        /* counter: log payload bytes appended */
+    ss_metric *wal_records;      /* counter: log records appended */
+    ss_metric *checkpoints;      /* counter: checkpoints made */
     ss_metric *queued;           /* gauge */
     ss_metric *leased;           /* gauge */
     ss_metric *completed;        /* counter */
@@ -178,6 +182,19 @@ static int register_all(ss_srv_metrics *m)
         {&m->corrupt, SS_METRIC_COUNTER, "statesaver_store_corrupt_records_total",
          "Stored records whose checksum did not match when read (each read "
          "answered with an error naming the key, never with the data).",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->wal_failed, SS_METRIC_GAUGE, "statesaver_wal_failed",
+         "1 once a write or fsync of the write-ahead log failed: writes are "
+         "refused (UNAVAILABLE) until a restart, reads keep working.",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->wal_bytes, SS_METRIC_COUNTER, "statesaver_wal_bytes_total",
+         "Payload bytes appended to the write-ahead log since start.",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->wal_records, SS_METRIC_COUNTER, "statesaver_wal_records_total",
+         "Records appended to the write-ahead log since start.",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->checkpoints, SS_METRIC_COUNTER, "statesaver_checkpoints_total",
+         "Checkpoints since start (LMDB synced, older log segments recycled).",
          NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
         {&m->commit_ops, SS_METRIC_HISTOGRAM, "statesaver_commit_batch_ops",
          "Write operations per LMDB group commit.",
@@ -256,6 +273,15 @@ static void collect_on_loop(ss_srv_metrics *m)
             ss_metric_set_u64(m->map_used, 0, st.map_used);
         }
         ss_metric_set_u64(m->corrupt, 0, ss_store_corrupt_records(srv->store));
+    }
+    if (srv->writer) {
+        ss_writer_stats ws;
+        memset(&ws, 0, sizeof ws);
+        ss_writer_stats_get(srv->writer, &ws);
+        ss_metric_set_u64(m->wal_failed, 0, ws.wal_failed ? 1 : 0);
+        ss_metric_set_u64(m->wal_bytes, 0, ws.wal_bytes);
+        ss_metric_set_u64(m->wal_records, 0, ws.wal_records);
+        ss_metric_set_u64(m->checkpoints, 0, ws.checkpoints);
     }
     /* The job queue reports through its module stats hook, the same
      * numbers as the Stats request. */

@@ -121,6 +121,34 @@ END_TEST
 START_TEST(crc32c_vectors) { crc_vectors(); }
 END_TEST
 
+/* Whatever path ss_crc32c takes (the 3-lane hardware loops at 3 x 8192
+ * and 3 x 256 bytes, single words, bytes) equals the table path, at every
+ * length around the lane boundaries and at unaligned starts. */
+START_TEST(crc32c_paths_agree)
+{
+    size_t cap = 3 * 8192 * 2 + 3 * 256 * 2 + 64;
+    uint8_t *buf = malloc(cap);
+    ck_assert_ptr_nonnull(buf);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < cap; i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (uint8_t)(x >> 16);
+    }
+    static const size_t lens[] = {0, 1, 7, 8, 9, 255, 256, 767, 768, 769, 1000, 4096,
+                                  4100, 8191, 24575, 24576, 24577, 24576 + 768,
+                                  24576 + 769, 49152, 49152 + 1536 + 63};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+        for (size_t off = 0; off < 8; off += 3) {
+            size_t n = lens[li];
+            if (off + n > cap)
+                continue;
+            ck_assert_msg(ss_crc32c(7, buf + off, n) == ss_crc32c_portable(7, buf + off, n),
+                          "length %zu offset %zu", n, off);
+        }
+    free(buf);
+}
+END_TEST
+
 /* Write n bytes to a new temporary file; returns its path (static). */
 static const char *token_file(const void *data, size_t n)
 {
@@ -237,6 +265,7 @@ int main(void)
     tcase_add_test(tc, parse_u64_refuses_everything_else);
     tcase_add_test(tc, parse_double_strict);
     tcase_add_test(tc, crc32c_vectors);
+    tcase_add_test(tc, crc32c_paths_agree);
     tcase_add_test(tc, backoff_bounded_jittered_exponential);
     tcase_add_test(tc, token_file_rules);
     tcase_add_test(tc, keyfmt_printable_form);

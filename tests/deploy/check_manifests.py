@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """check_manifests -- consistency checks of deploy/: Dockerfile, compose.yaml
 and the Kubernetes manifests.
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """image_client -- host-side checks for deploy/test-image.sh, through the
 Python client (client/python) against a server running from the image.
 

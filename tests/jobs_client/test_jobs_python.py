@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """test_jobs_python -- the Python client's collect without tensors
 (AwaitRequest.without_tensors, issue 9 item 4) against the real server:
 await_segment(without_tensors=True) reports the state without outputs and

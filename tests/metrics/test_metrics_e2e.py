@@ -457,7 +457,9 @@ def body(tmp):
                 "statesaver_leases_expired_total", "statesaver_segments_failed_total",
                 "statesaver_segments_completed_total", "statesaver_evicted_total",
                 "statesaver_received_bytes_total", "statesaver_build_info",
-                "statesaver_store_corrupt_records_total"):
+                "statesaver_store_corrupt_records_total", "statesaver_wal_failed",
+                "statesaver_wal_bytes_total", "statesaver_wal_records_total",
+                "statesaver_checkpoints_total"):
         check(fam in before, "server exposes %s" % fam)
     check(before.get("statesaver_request_duration_seconds", {}).get("type") == "histogram",
           "request_duration_seconds is a histogram")
@@ -549,6 +551,9 @@ def body(tmp):
     check(value(after, "statesaver_sequences") >= 1, "sequences gauge counts k1 (%s)"
           % value(after, "statesaver_sequences"))
     check(value(after, "statesaver_lmdb_map_used_bytes") > 0, "map used > 0")
+    check(value(after, "statesaver_wal_failed") == 0, "the log has not failed")
+    check(value(after, "statesaver_wal_records_total") > 0,
+          "saves went through the log (%s records)" % value(after, "statesaver_wal_records_total"))
     check(value(after, "statesaver_store_corrupt_records_total") == 0,
           "no record failed its checksum (%s)"
           % value(after, "statesaver_store_corrupt_records_total"))

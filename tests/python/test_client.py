@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """test_client -- the Python client (client/python/statesaver) against the
 real statesaver-server on 127.0.0.1 with a temp LMDB dir.
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """test_map_growth -- the real server's LMDB map grows at run time.
 
 `statesaver-server --map-size 1M --max-map-size 8M`: saves go well past

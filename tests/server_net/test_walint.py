@@ -29,6 +29,7 @@ directory under a temporary directory, driven by the real `statesaver` CLI:
 Every wait is bounded; every process started is killed at the end.
 """
 import glob
+import json
 import os
 import shutil
 import signal
@@ -277,6 +278,10 @@ def scenario_fsync(root, tmp):
     check(rc != 0 and "UNAVAILABLE" in text, "fsync-fail: drops refused too")
     expect_keys(srv, tmp, dict(acked, f4=0), "fsync-fail: reads keep working")
     check("write-ahead log failed" in srv.log(), "fsync-fail: logged")
+    rc, text = srv.cli("stats", "--json")
+    st = json.loads(text) if rc == 0 else {}
+    check(st.get("wal_failed") == 1 and "Input/output error" in st.get("wal_failure", ""),
+          "fsync-fail: Stats says the log failed and why (%s)" % text.strip())
     srv.stop()
     check(srv.start(), "fsync-fail: restart")
     expect_keys(srv, tmp, acked, "fsync-fail: after restart")

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """check_structure -- the tree's structural rules, checked on every test run.
 
 1. No #include cycle among the modules of server/ (and of client/, worker/,
