@@ -27,7 +27,7 @@ void ss_cell_basic(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
             continue;
         }
         float *restrict gr = g + (size_t)b * (size_t)H;
-        float *restrict hr = h + (size_t)b * (size_t)H;
+        float *restrict hr = h + (size_t)b * (size_t)a->ld;
         for (int k = 0; k < H; k++)
             gr[k] += bias[k];
         ss_vmath_act(a->act, gr, (size_t)H);
@@ -60,8 +60,8 @@ void ss_cell_lstm(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
         float *restrict gj = gi + Hs;
         float *restrict gf = gi + 2 * Hs;
         float *restrict go = gi + 3 * Hs;
-        float *restrict cr = c + (size_t)b * Hs;
-        float *restrict hr = h + (size_t)b * Hs;
+        float *restrict cr = c + (size_t)b * (size_t)a->ld;
+        float *restrict hr = h + (size_t)b * (size_t)a->ld;
         for (int k = 0; k < H; k++) {
             gi[k] += bi[k];
             gj[k] += bj[k];
@@ -108,11 +108,12 @@ void ss_cell_gru_gates(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
         if (!row_active(mk, b))
             continue;
         float *restrict gr = g + (size_t)b * 3 * Hs;
-        const float *restrict hr = h + (size_t)b * Hs;
-        float *restrict rhr = rh + (size_t)b * Hs;
+        const float *restrict hr = h + (size_t)b * (size_t)a->ld;
+        float *restrict rhr = rh + (size_t)b * (size_t)a->ld;
         for (size_t k = 0; k < 2 * Hs; k++)
             gr[k] += bias[k];
-        ss_vmath_sigmoid(gr, 2 * Hs);
+        ss_vmath_sigmoid(gr, Hs);
+        ss_vmath_sigmoid(gr + Hs, Hs);
         for (size_t k = 0; k < Hs; k++)
             rhr[k] = gr[k] * hr[k];
     }
@@ -130,7 +131,7 @@ void ss_cell_gru_cand(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
         }
         const float *restrict u = g + (size_t)b * 3 * Hs + Hs;
         float *restrict cand = g + (size_t)b * 3 * Hs + 2 * Hs;
-        float *restrict hr = h + (size_t)b * Hs;
+        float *restrict hr = h + (size_t)b * (size_t)a->ld;
         for (size_t k = 0; k < Hs; k++)
             cand[k] += bc[k];
         ss_vmath_act(a->act, cand, Hs);
@@ -154,10 +155,11 @@ void ss_cell_gru_ra(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
         }
         float *restrict gr = g + (size_t)b * 3 * Hs;
         const float *restrict rr = rec + (size_t)b * 3 * Hs;
-        float *restrict hr = h + (size_t)b * Hs;
+        float *restrict hr = h + (size_t)b * (size_t)a->ld;
         for (size_t k = 0; k < 2 * Hs; k++)
             gr[k] = (gr[k] + bx[k]) + (rr[k] + bh[k]);
-        ss_vmath_sigmoid(gr, 2 * Hs);
+        ss_vmath_sigmoid(gr, Hs);
+        ss_vmath_sigmoid(gr + Hs, Hs);
         const float *restrict z = gr;
         const float *restrict r = gr + Hs;
         float *restrict n = gr + 2 * Hs;

@@ -17,6 +17,12 @@
  *
  * The micro-kernel is picked from ss_vmath_isa() when the weight is packed
  * (avx512, avx2 or a portable C one); a packed weight keeps that choice.
+ * ss_pgemm_pack_bf16 packs the weight as bfloat16 instead (rounded to
+ * nearest even): the left operand is then rounded to bfloat16 per call and
+ * the products run on AVX512_BF16 (vdpbf16ps: pairs of k, fp32
+ * accumulation); C stays fp32. Every element is still summed in one fixed
+ * order whatever the rows, so the bit-for-bit property above holds for
+ * bf16 too.
  * Thread-safe: a packed weight is read-only; each thread passes its own
  * scratch buffer.
  */
@@ -25,21 +31,31 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+/* Micro-kernel of a bfloat16 weight (beyond the ss_isa values). */
+#define SS_PGEMM_BF16 16
 
 /* A weight [K, N] packed into panels of nr columns (opaque layout). */
 typedef struct ss_pgemm_w {
     int K;                  /* rows of the weight */
     int N;                  /* columns of the weight */
-    int isa;                /* micro-kernel chosen at packing time */
+    int isa;                /* micro-kernel chosen at packing time (ss_isa or SS_PGEMM_BF16) */
     int mr;                 /* rows of C per micro-kernel call */
-    int nr;                 /* columns per panel */
-    float *data;            /* owned: ceil(N/nr) panels of [K][nr], 64-byte aligned */
+    int nr;                 /* columns per full panel */
+    int nv;                 /* columns of the kernel's vector (the tail panel's
+                             * width is rounded up to it) */
+    float *data;            /* owned fp32: panels of [K][nr] (tail [K][tail width]), 64-byte aligned */
+    uint16_t *bdata;        /* owned bf16: panels of [ceil(K/2)][width][2], 64-byte aligned */
 } ss_pgemm_w;
 
 /* Pack W (row-major, leading dimension ldw) into *pw. Returns 0,
  * SS_ERR_INVALID for bad sizes or SS_ERR_NOMEM. Free with
  * ss_pgemm_w_free. */
 int ss_pgemm_pack(ss_pgemm_w *pw, const float *W, int K, int N, int ldw);
+/* The same as bfloat16 panels for the AVX512_BF16 kernel. The caller
+ * checks ss_vmath_has_bf16() first; SS_ERR_INVALID without it. */
+int ss_pgemm_pack_bf16(ss_pgemm_w *pw, const float *W, int K, int N, int ldw);
 /* Release the packed data (accepts an all-zero struct); zeroes *pw. */
 void ss_pgemm_w_free(ss_pgemm_w *pw);
 

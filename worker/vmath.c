@@ -3,6 +3,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ss_error.h"
@@ -47,6 +48,15 @@ ss_isa ss_vmath_isa_id(void)
 const char *ss_vmath_isa(void)
 {
     return isa_names[isa()];
+}
+
+bool ss_vmath_has_bf16(void)
+{
+    const char *off = getenv(SS_CPU_NO_BF16_ENV);
+    if (off && *off && strcmp(off, "0") != 0)
+        return false;
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
 
 int ss_vmath_set_isa(const char *name)

@@ -1,0 +1,183 @@
+/* pgemm_bf16 -- bfloat16 weights, AVX512_BF16 products, fp32 accumulation
+ * (see pgemm_bf16.h and pgemm.h).
+ *
+ * Micro-kernel 8 x 48 like the fp32 one (24 zmm accumulators), but each
+ * vdpbf16ps consumes two k at once: per k pair, 3 weight vectors of 16
+ * columns x 2 k, and for each of the 8 rows one broadcast bf16 pair. That
+ * is twice the fp32 kernel's multiply-adds per instruction and half its
+ * weight bytes, which is the point. Tail panels use 1 or 2 vectors.
+ */
+#include "pgemm_bf16.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ss_error.h"
+#include "vmath.h"
+
+#define MR_BF 8
+#define NV_BF 3
+#define NR_BF (16 * NV_BF)
+
+#define BF16_TARGET "avx512bf16,avx512f,avx512bw,avx512vl"
+
+uint16_t ss_bf16_from_float(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float ss_bf16_to_float(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+int ss_pgemm_pack_bf16(ss_pgemm_w *pw, const float *W, int K, int N, int ldw)
+{
+    memset(pw, 0, sizeof *pw);
+    if (!W || K < 1 || N < 1 || ldw < N || !ss_vmath_has_bf16())
+        return SS_ERR_INVALID;
+    const size_t kp = ((size_t)K + 1) / 2;
+    size_t panels = ((size_t)N + NR_BF - 1) / NR_BF;
+    size_t per = kp * NR_BF * 2; /* uint16 per full panel */
+    if (panels > SIZE_MAX / sizeof(uint16_t) / per)
+        return SS_ERR_NOMEM;
+    size_t bytes = (panels * per * sizeof(uint16_t) + 63) & ~(size_t)63;
+    uint16_t *d = aligned_alloc(64, bytes);
+    if (!d)
+        return SS_ERR_NOMEM;
+    memset(d, 0, bytes);
+    for (size_t p = 0; p < panels; p++) {
+        size_t c0 = p * NR_BF;
+        size_t nc = (size_t)N - c0 < NR_BF ? (size_t)N - c0 : NR_BF;
+        size_t w = (nc + 15) / 16 * 16;
+        uint16_t *dst = d + p * per;
+        for (size_t k = 0; k < (size_t)K; k++)
+            for (size_t j = 0; j < nc; j++)
+                dst[((k / 2) * w + j) * 2 + (k & 1)] =
+                    ss_bf16_from_float(W[k * (size_t)ldw + c0 + j]);
+    }
+    *pw = (ss_pgemm_w){.K = K, .N = N, .isa = SS_PGEMM_BF16, .mr = MR_BF, .nr = NR_BF,
+                       .nv = 16, .bdata = d};
+    return 0;
+}
+
+/* Rows [r0, r0 + 8) of [A1 | A2] as bf16 pairs [kp][8]; rows >= M are
+ * zero. tmp holds K + 1 bf16 (one row). */
+static void pack_tile_bf16(uint32_t *dst, int r0, int M, const float *A1, int lda1, int K1,
+                           const float *A2, int lda2, int K, uint16_t *tmp)
+{
+    const int kp = (K + 1) / 2;
+    for (int r = 0; r < MR_BF; r++) {
+        int row = r0 + r;
+        if (row >= M) {
+            for (int k = 0; k < kp; k++)
+                dst[(size_t)k * MR_BF + (size_t)r] = 0;
+            continue;
+        }
+        const float *a1 = A1 + (size_t)row * (size_t)lda1;
+        for (int k = 0; k < K1; k++)
+            tmp[k] = ss_bf16_from_float(a1[k]);
+        if (K > K1) {
+            const float *a2 = A2 + (size_t)row * (size_t)lda2;
+            for (int k = K1; k < K; k++)
+                tmp[k] = ss_bf16_from_float(a2[k - K1]);
+        }
+        tmp[K] = 0;
+        for (int k = 0; k < kp; k++)
+            dst[(size_t)k * MR_BF + (size_t)r] =
+                (uint32_t)tmp[2 * k] | ((uint32_t)tmp[2 * k + 1] << 16);
+    }
+}
+
+__attribute__((target(BF16_TARGET), always_inline)) static inline void
+kernel_bf16_n(const int nvec, int kp, const uint32_t *restrict a, const uint16_t *restrict w,
+              float *c, int ldc, int rows, int nc, bool acc)
+{
+    __m512 r[MR_BF][NV_BF];
+    const int ws = 32 * nvec; /* uint16 per k pair */
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_BF; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nvec; j++)
+            r[i][j] = _mm512_setzero_ps();
+    for (int k = 0; k < kp; k++) {
+        __m512bh wv[NV_BF];
+#pragma GCC unroll 4
+        for (int j = 0; j < nvec; j++)
+            wv[j] = (__m512bh)_mm512_load_si512((const void *)(w + 32 * j));
+#pragma GCC unroll 32
+        for (int i = 0; i < MR_BF; i++) {
+            __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i]);
+#pragma GCC unroll 4
+            for (int j = 0; j < nvec; j++)
+                r[i][j] = _mm512_dpbf16_ps(r[i][j], av, wv[j]);
+        }
+        a += MR_BF;
+        w += ws;
+    }
+    __mmask16 m[NV_BF];
+#pragma GCC unroll 4
+    for (int j = 0; j < nvec; j++) {
+        int n = nc - 16 * j;
+        m[j] = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+    }
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_BF; i++) {
+        if (i >= rows)
+            break;
+        float *cr = c + (size_t)i * (size_t)ldc;
+#pragma GCC unroll 4
+        for (int j = 0; j < nvec; j++) {
+            __m512 v = r[i][j];
+            if (acc)
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m[j], cr + 16 * j));
+            _mm512_mask_storeu_ps(cr + 16 * j, m[j], v);
+        }
+    }
+}
+
+__attribute__((target(BF16_TARGET))) static void kernel_bf16(int nvec, int kp, const uint32_t *a,
+                                                             const uint16_t *w, float *c,
+                                                             int ldc, int rows, int nc, bool acc)
+{
+    switch (nvec) {
+    case 1: kernel_bf16_n(1, kp, a, w, c, ldc, rows, nc, acc); break;
+    case 2: kernel_bf16_n(2, kp, a, w, c, ldc, rows, nc, acc); break;
+    default: kernel_bf16_n(3, kp, a, w, c, ldc, rows, nc, acc); break;
+    }
+}
+
+void ss_pgemm_bf16_run(const ss_pgemm_w *pw, int M, const float *A1, int lda1, int K1,
+                       const float *A2, int lda2, float *C, int ldc, bool accumulate,
+                       float *scratch)
+{
+    const int K = pw->K, kp = (K + 1) / 2;
+    const int tiles = (M + MR_BF - 1) / MR_BF;
+    const size_t tsz = (size_t)kp * MR_BF, psz = (size_t)kp * NR_BF * 2;
+    /* The scratch was sized for fp32 tiles (ss_pgemm_scratch_floats): the
+     * bf16 tiles take about half, the row buffer goes after them. */
+    uint32_t *ap = (uint32_t *)(void *)scratch;
+    uint16_t *tmp = (uint16_t *)(void *)(ap + (size_t)tiles * tsz);
+    for (int t = 0; t < tiles; t++)
+        pack_tile_bf16(ap + (size_t)t * tsz, t * MR_BF, M, A1, lda1, K1, A2, lda2, K, tmp);
+    const int panels = (pw->N + NR_BF - 1) / NR_BF;
+    for (int p = 0; p < panels; p++) {
+        const uint16_t *w = pw->bdata + (size_t)p * psz;
+        const int nc = pw->N - p * NR_BF < NR_BF ? pw->N - p * NR_BF : NR_BF;
+        const int nvec = (nc + 15) / 16;
+        for (int t = 0; t < tiles; t++) {
+            float *c = C + (size_t)t * MR_BF * (size_t)ldc + (size_t)p * NR_BF;
+            const int rows = M - t * MR_BF < MR_BF ? M - t * MR_BF : MR_BF;
+            kernel_bf16(nvec, kp, ap + (size_t)t * tsz, w, c, ldc, rows, nc, accumulate);
+        }
+    }
+}
