@@ -384,6 +384,9 @@ int ss_unroll_new_prec(ss_unroll **out, const ss_model *m, ss_precision p, doubl
 {
     ss_unroll *u = NULL;
     double err = 0.0;
+    if (!out)
+        return SS_ERR_INVALID;
+    *out = NULL;
     if (check_err)
         *check_err = 0.0;
     int rc = workspace_new(&u, m, p);

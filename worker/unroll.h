@@ -57,7 +57,7 @@ const char *ss_precision_unsupported(ss_precision p);
  * inputs uniform in [-1, 1], zero initial state) is within
  * |bf16 - fp32| <= SS_UNROLL_BF16_TOL * max(1, |fp32|).
  * docs/worker.md gives the errors measured per cell. */
-#define SS_UNROLL_BF16_TOL 0.05
+#define SS_UNROLL_BF16_TOL 0.02
 #define SS_UNROLL_CHECK_T 8
 #define SS_UNROLL_CHECK_B 3
 
