@@ -98,9 +98,9 @@ void ss_pgemm_w_free(ss_pgemm_w *pw)
 size_t ss_pgemm_scratch_floats(const ss_pgemm_w *pw, int M)
 {
     size_t tiles = ((size_t)(M > 0 ? M : 1) + (size_t)pw->mr - 1) / (size_t)pw->mr;
-    /* bf16 tiles hold ceil(K/2) pairs per row (fewer than K floats) and
-     * one row of K + 1 bf16 after them: the K + 16 extra floats. */
-    return tiles * (size_t)pw->mr * (size_t)pw->K + (size_t)pw->K + 16;
+    /* bf16 tiles: fp32 with K rounded up to even (the K + 1), or bf16
+     * pairs (fewer) and one row of K + 1 bf16 after them (the K + 16). */
+    return tiles * (size_t)pw->mr * ((size_t)pw->K + 1) + (size_t)pw->K + 16;
 }
 
 /* Pack rows [r0, r0 + mr) of [A1 | A2] as [K][mr]; rows >= M are zero. */
@@ -271,6 +271,10 @@ void ss_pgemm(const ss_pgemm_w *pw, int M, const float *A1, int lda1, int K1,
         return;
     if (pw->isa == SS_PGEMM_BF16) {
         ss_pgemm_bf16_run(pw, M, A1, lda1, K1, A2, lda2, C, ldc, accumulate, scratch);
+        return;
+    }
+    if (pw->isa == SS_PGEMM_BF16W) {
+        ss_pgemm_bf16w_run(pw, M, A1, lda1, K1, A2, lda2, C, ldc, accumulate, scratch);
         return;
     }
     const int K = pw->K, mr = pw->mr, nr = pw->nr;

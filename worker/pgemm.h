@@ -18,9 +18,10 @@
  * The micro-kernel is picked from ss_vmath_isa() when the weight is packed
  * (avx512, avx2 or a portable C one); a packed weight keeps that choice.
  * ss_pgemm_pack_bf16 packs the weight as bfloat16 instead (rounded to
- * nearest even): the left operand is then rounded to bfloat16 per call and
- * the products run on AVX512_BF16 (vdpbf16ps: pairs of k, fp32
- * accumulation); C stays fp32. Every element is still summed in one fixed
+ * nearest even), half the bytes; the products widen it back in registers
+ * and use fp32 FMA on the fp32 left operand (or, switched in
+ * pgemm_bf16.h, round the left operand to bf16 and use AVX512_BF16
+ * vdpbf16ps); accumulation and C stay fp32. Every element is still summed in one fixed
  * order whatever the rows, so the bit-for-bit property above holds for
  * bf16 too.
  * Thread-safe: a packed weight is read-only; each thread passes its own
@@ -33,8 +34,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Micro-kernel of a bfloat16 weight (beyond the ss_isa values). */
+/* Micro-kernels of a bfloat16 weight (beyond the ss_isa values): vdpbf16ps
+ * on bf16 pairs, or the weight widened to fp32 and FMA (pgemm_bf16.c). */
 #define SS_PGEMM_BF16 16
+#define SS_PGEMM_BF16W 17
 
 /* A weight [K, N] packed into panels of nr columns (opaque layout). */
 typedef struct ss_pgemm_w {

@@ -1,11 +1,21 @@
-/* pgemm_bf16 -- bfloat16 weights, AVX512_BF16 products, fp32 accumulation
- * (see pgemm_bf16.h and pgemm.h).
+/* pgemm_bf16 -- bfloat16 weights, fp32 accumulation (see pgemm_bf16.h
+ * and pgemm.h).
  *
- * Micro-kernel 8 x 48 like the fp32 one (24 zmm accumulators), but each
- * vdpbf16ps consumes two k at once: per k pair, 3 weight vectors of 16
- * columns x 2 k, and for each of the 8 rows one broadcast bf16 pair. That
- * is twice the fp32 kernel's multiply-adds per instruction and half its
- * weight bytes, which is the point. Tail panels use 1 or 2 vectors.
+ * Two micro-kernels over the same packed weight, both 8 x 48 (24 zmm
+ * accumulators; tail panels 1 or 2 vectors):
+ *  - "fma" (the default): each 64-byte load holds 16 columns x 2 k of
+ *    bf16; a shift and a mask widen them to two fp32 vectors (exact), and
+ *    fp32 FMAs multiply them by the fp32 left operand. Half the weight
+ *    bytes of the fp32 kernel at the fp32 kernel's FMA rate.
+ *  - "dpbf16": the left operand is rounded to bf16 pairs as well and
+ *    vdpbf16ps multiplies two k per instruction (what oneDNN's bf16 does).
+ * Measured on this Zen 4 (docs/benchmarks.md, Compute): vdpbf16ps zmm
+ * delivers about half the flops of fp32 FMA (56-77 against 114-140 GFLOP/s
+ * in the kernel), so "dpbf16" loses to fp32 whenever the weight is in
+ * cache, while "fma" is 0.8x fp32 in cache and 1.6-2.6x fp32 when the
+ * weight streams from L3 (small batches). Hence the default; "dpbf16"
+ * stays selectable (ss_pgemm_bf16_set_dpbf16, bench --bf16-kernel) for
+ * CPUs where vdpbf16ps is fast.
  */
 #include "pgemm_bf16.h"
 
@@ -21,6 +31,14 @@
 #define NR_BF (16 * NV_BF)
 
 #define BF16_TARGET "avx512bf16,avx512f,avx512bw,avx512vl"
+
+/* Kernel chosen at packing time (see the top comment). */
+static bool use_dpbf16 = false;
+
+void ss_pgemm_bf16_set_dpbf16(bool on)
+{
+    use_dpbf16 = on;
+}
 
 uint16_t ss_bf16_from_float(float f)
 {
@@ -65,7 +83,8 @@ int ss_pgemm_pack_bf16(ss_pgemm_w *pw, const float *W, int K, int N, int ldw)
                 dst[((k / 2) * w + j) * 2 + (k & 1)] =
                     ss_bf16_from_float(W[k * (size_t)ldw + c0 + j]);
     }
-    *pw = (ss_pgemm_w){.K = K, .N = N, .isa = SS_PGEMM_BF16, .mr = MR_BF, .nr = NR_BF,
+    *pw = (ss_pgemm_w){.K = K, .N = N, .isa = use_dpbf16 ? SS_PGEMM_BF16 : SS_PGEMM_BF16W,
+                       .mr = MR_BF, .nr = NR_BF,
                        .nv = 16, .bdata = d};
     return 0;
 }
@@ -119,7 +138,7 @@ kernel_bf16_n(const int nvec, int kp, const uint32_t *restrict a, const uint16_t
             __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i]);
 #pragma GCC unroll 4
             for (int j = 0; j < nvec; j++)
-                r[i][j] = _mm512_dpbf16_ps(r[i][j], av, wv[j]);
+                r[i][j] = _mm512_dpbf16_ps(r[i][j], wv[j], av);
         }
         a += MR_BF;
         w += ws;
@@ -153,6 +172,117 @@ __attribute__((target(BF16_TARGET))) static void kernel_bf16(int nvec, int kp, c
     case 1: kernel_bf16_n(1, kp, a, w, c, ldc, rows, nc, acc); break;
     case 2: kernel_bf16_n(2, kp, a, w, c, ldc, rows, nc, acc); break;
     default: kernel_bf16_n(3, kp, a, w, c, ldc, rows, nc, acc); break;
+    }
+}
+
+/* The "fma" kernel: bf16 weights widened in registers, fp32 FMA with
+ * a [2*kp][8] fp32. */
+__attribute__((target(BF16_TARGET), always_inline)) static inline void
+kernel_w16_n(const int nvec, int kp, const float *restrict a, const uint16_t *restrict w,
+             float *c, int ldc, int rows, int nc, bool acc)
+{
+    __m512 r[MR_BF][NV_BF];
+    const int ws = 32 * nvec;
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_BF; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nvec; j++)
+            r[i][j] = _mm512_setzero_ps();
+    for (int k = 0; k < kp; k++) {
+        __m512 we[NV_BF], wo[NV_BF];
+#pragma GCC unroll 4
+        for (int j = 0; j < nvec; j++) {
+            __m512i v = _mm512_load_si512((const void *)(w + 32 * j));
+            we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+            wo[j] = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+        }
+#pragma GCC unroll 32
+        for (int i = 0; i < MR_BF; i++) {
+            __m512 ae = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 4
+            for (int j = 0; j < nvec; j++)
+                r[i][j] = _mm512_fmadd_ps(ae, we[j], r[i][j]);
+        }
+#pragma GCC unroll 32
+        for (int i = 0; i < MR_BF; i++) {
+            __m512 ao = _mm512_set1_ps(a[MR_BF + i]);
+#pragma GCC unroll 4
+            for (int j = 0; j < nvec; j++)
+                r[i][j] = _mm512_fmadd_ps(ao, wo[j], r[i][j]);
+        }
+        a += 2 * MR_BF;
+        w += ws;
+    }
+    __mmask16 m[NV_BF];
+#pragma GCC unroll 4
+    for (int j = 0; j < nvec; j++) {
+        int n = nc - 16 * j;
+        m[j] = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+    }
+#pragma GCC unroll 32
+    for (int i = 0; i < MR_BF; i++) {
+        if (i >= rows)
+            break;
+        float *cr = c + (size_t)i * (size_t)ldc;
+#pragma GCC unroll 4
+        for (int j = 0; j < nvec; j++) {
+            __m512 v = r[i][j];
+            if (acc)
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m[j], cr + 16 * j));
+            _mm512_mask_storeu_ps(cr + 16 * j, m[j], v);
+        }
+    }
+}
+
+__attribute__((target(BF16_TARGET))) static void kernel_w16(int nvec, int kp, const float *a,
+                                                            const uint16_t *w, float *c,
+                                                            int ldc, int rows, int nc, bool acc)
+{
+    switch (nvec) {
+    case 1: kernel_w16_n(1, kp, a, w, c, ldc, rows, nc, acc); break;
+    case 2: kernel_w16_n(2, kp, a, w, c, ldc, rows, nc, acc); break;
+    default: kernel_w16_n(3, kp, a, w, c, ldc, rows, nc, acc); break;
+    }
+}
+
+/* Rows [r0, r0 + 8) of [A1 | A2] as fp32 [2*kp][8]; rows >= M and the
+ * pad k are zero. */
+static void pack_tile_f32(float *dst, int r0, int M, const float *A1, int lda1, int K1,
+                          const float *A2, int lda2, int K)
+{
+    const int kk = (K + 1) / 2 * 2;
+    for (int r = 0; r < MR_BF; r++) {
+        int row = r0 + r;
+        for (int k = 0; k < kk; k++) {
+            float v = 0.0f;
+            if (row < M && k < K)
+                v = k < K1 ? A1[(size_t)row * (size_t)lda1 + (size_t)k]
+                           : A2[(size_t)row * (size_t)lda2 + (size_t)(k - K1)];
+            dst[(size_t)k * MR_BF + (size_t)r] = v;
+        }
+    }
+}
+
+void ss_pgemm_bf16w_run(const ss_pgemm_w *pw, int M, const float *A1, int lda1, int K1,
+                        const float *A2, int lda2, float *C, int ldc, bool accumulate,
+                        float *scratch)
+{
+    const int K = pw->K, kp = (K + 1) / 2;
+    const int tiles = (M + MR_BF - 1) / MR_BF;
+    const size_t tsz = (size_t)kp * 2 * MR_BF, psz = (size_t)kp * NR_BF * 2;
+    for (int t = 0; t < tiles; t++)
+        pack_tile_f32(scratch + (size_t)t * tsz, t * MR_BF, M, A1, lda1, K1, A2, lda2, K);
+    const int panels = (pw->N + NR_BF - 1) / NR_BF;
+    for (int p = 0; p < panels; p++) {
+        const uint16_t *w = pw->bdata + (size_t)p * psz;
+        const int nc = pw->N - p * NR_BF < NR_BF ? pw->N - p * NR_BF : NR_BF;
+        const int nvec = (nc + 15) / 16;
+        for (int t = 0; t < tiles; t++) {
+            float *c = C + (size_t)t * MR_BF * (size_t)ldc + (size_t)p * NR_BF;
+            const int rows = M - t * MR_BF < MR_BF ? M - t * MR_BF : MR_BF;
+            kernel_w16(nvec, kp, scratch + (size_t)t * tsz, w, c, ldc, rows, nc, accumulate);
+        }
     }
 }
 

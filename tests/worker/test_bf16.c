@@ -1,8 +1,9 @@
 /* test_bf16 -- Check suite for --precision bf16 (bfloat16 weights and
  * products on AVX512_BF16, fp32 accumulation).
  *
- * On a CPU with AVX512_BF16: the bf16 pgemm equals a double-precision
- * product of the bf16-rounded operands; every golden case (torch, float64)
+ * On a CPU with AVX512_BF16, for both bf16 kernels (widen + FMA, the
+ * default; vdpbf16ps): the bf16 pgemm equals a double-precision product of
+ * the bf16-rounded operands; every golden case (torch, float64)
  * run in bf16 is within SS_UNROLL_BF16_TOL; 10,000 random steps per cell
  * against our fp32 unroll stay within it too (the worst absolute and
  * relative differences are printed: docs/worker.md quotes them); threads
@@ -74,8 +75,13 @@ static float lcg(uint64_t *s)
     return (float)((*s >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
 }
 
+/* The two bf16 kernels (pgemm_bf16.c): _i % 2 == 1 is vdpbf16ps. */
+static const char *const kernels[] = {"fma", "dpbf16"};
+
 START_TEST(test_pgemm_bf16)
 {
+    const bool dp = _i == 1;
+    ss_pgemm_bf16_set_dpbf16(dp);
     if (!cpu_bf16()) {
         ss_pgemm_w pw;
         float w[4] = {1, 2, 3, 4};
@@ -101,7 +107,7 @@ START_TEST(test_pgemm_bf16)
             const int N = Ns[ni];
             ss_pgemm_w pw;
             ck_assert_int_eq(ss_pgemm_pack_bf16(&pw, W, K, N, ldw), 0);
-            ck_assert_int_eq(pw.isa, SS_PGEMM_BF16);
+            ck_assert_int_eq(pw.isa, dp ? SS_PGEMM_BF16 : SS_PGEMM_BF16W);
             float *scr = aligned_alloc(64, (ss_pgemm_scratch_floats(&pw, 17) * 4 + 63) / 64 * 64);
             for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
                 const int M = Ms[mi];
@@ -114,15 +120,16 @@ START_TEST(test_pgemm_bf16)
                             double ref = acc ? 0.25 : 0.0, mag = 0.0;
                             for (int k = 0; k < K; k++) {
                                 float a = k < K1 ? A1[r * lda1 + k] : A2[r * lda2 + k - K1];
-                                double ab = ss_bf16_to_float(ss_bf16_from_float(a));
+                                /* dpbf16 rounds the left operand too. */
+                                double ab = dp ? ss_bf16_to_float(ss_bf16_from_float(a)) : a;
                                 double wb = ss_bf16_to_float(ss_bf16_from_float(W[k * ldw + j]));
                                 ref += ab * wb;
                                 mag += fabs(ab * wb);
                             }
                             double got = C[r * ldc + j];
                             ck_assert_msg(fabs(got - ref) <= 1e-6 * (mag + 1.0),
-                                          "M=%d N=%d K=%d acc=%d [%d,%d]: %g vs %g", M, N, K,
-                                          acc, r, j, got, ref);
+                                          "%s M=%d N=%d K=%d acc=%d [%d,%d]: %g vs %g",
+                                          kernels[_i], M, N, K, acc, r, j, got, ref);
                         }
                         /* Columns past N are untouched. */
                         ck_assert(C[r * ldc + N] == 0.25f);
@@ -141,15 +148,19 @@ START_TEST(test_pgemm_bf16)
     free(A2);
     free(W);
     free(C);
+    ss_pgemm_bf16_set_dpbf16(false);
 }
 END_TEST
 
 /* Worst errors over all golden cases, printed at the end. */
-static double golden_rel[N_GOLDEN], golden_abs[N_GOLDEN];
+static double golden_rel[2][N_GOLDEN], golden_abs[2][N_GOLDEN];
 
+/* _i = kernel * N_GOLDEN + case. */
 START_TEST(test_golden_bf16)
 {
-    const char *c = golden_cases[_i];
+    const char *c = golden_cases[_i % N_GOLDEN];
+    const int kern = _i / (int)N_GOLDEN;
+    ss_pgemm_bf16_set_dpbf16(kern == 1);
     char path[1024], err[512];
     const char *root = getenv("SS_SOURCE_ROOT");
     snprintf(path, sizeof path, "%s/tests/worker/golden/%s/model.safetensors",
@@ -195,10 +206,10 @@ START_TEST(test_golden_bf16)
     errs(out, want->data, n_out, &rel, &ab);
     for (size_t i = 0; i < m->n_states; i++)
         errs(sout[i], sw[i]->data, sw[i]->count, &rel, &ab);
-    golden_rel[_i] = rel;
-    golden_abs[_i] = ab;
-    ck_assert_msg(rel <= SS_UNROLL_BF16_TOL, "%s: bf16 off by %g (bound %g)", c, rel,
-                  SS_UNROLL_BF16_TOL);
+    golden_rel[kern][_i % N_GOLDEN] = rel;
+    golden_abs[kern][_i % N_GOLDEN] = ab;
+    ck_assert_msg(rel <= SS_UNROLL_BF16_TOL, "%s (%s): bf16 off by %g (bound %g)", c,
+                  kernels[kern], rel, SS_UNROLL_BF16_TOL);
     /* Threads and splits: the same bits in bf16 too. */
     for (int th = 2; th <= 3; th++) {
         ck_assert_int_eq(ss_unroll_set_threads(u, th), 0);
@@ -225,6 +236,7 @@ START_TEST(test_golden_bf16)
     ss_npy_free(len);
     ss_npy_free(x);
     ss_model_free(m);
+    ss_pgemm_bf16_set_dpbf16(false);
 }
 END_TEST
 
@@ -249,9 +261,12 @@ static const struct rnd_case rnd_cases[] = {
 /* Random model I=64, H=128, weights uniform in +-1/sqrt(I+H) (training's
  * scale, gates out of saturation); T = 1000 steps of B = 10 rows, inputs
  * uniform in [-1, 1]. */
+/* _i = kernel * N_RND + case. */
 START_TEST(test_random_steps)
 {
-    const struct rnd_case *rc = &rnd_cases[_i];
+    const struct rnd_case *rc = &rnd_cases[_i % N_RND];
+    const int kern = _i / (int)N_RND;
+    ss_pgemm_bf16_set_dpbf16(kern == 1);
     if (!cpu_bf16())
         return; /* test_refused covers this CPU */
     const int I = 64, H = 128, P = rc->all ? 96 : H, T = 1000, B = 10;
@@ -265,7 +280,7 @@ START_TEST(test_random_steps)
     m.state_sizes = sizes;
     const size_t n_w = (size_t)(I + P + H) * 4 * H * 2 + 8 * H + (size_t)H * P;
     float *w = malloc(n_w * sizeof(float)), *p = w;
-    uint64_t seed = 1000 + (uint64_t)_i;
+    uint64_t seed = 1000 + (uint64_t)(_i % N_RND);
     const float sc = 1.0f / sqrtf((float)(I + H));
     for (size_t i = 0; i < n_w; i++)
         w[i] = sc * lcg(&seed);
@@ -309,8 +324,8 @@ START_TEST(test_random_steps)
     ck_assert_int_eq(ss_unroll_run(u16, T, B, x, NULL, NULL, y16, NULL), 0);
     double rel = 0.0, ab = 0.0;
     errs(y16, y32, (size_t)T * B * P, &rel, &ab);
-    printf("bf16 vs fp32, %s, I=%d H=%d, %d steps x %d rows: worst abs %.3g, worst rel %.3g\n",
-           rc->name, I, H, T, B, ab, rel);
+    printf("bf16 (%s) vs fp32, %s, I=%d H=%d, %d steps x %d rows: worst abs %.3g, "
+           "worst rel %.3g\n", kernels[kern], rc->name, I, H, T, B, ab, rel);
     ck_assert_msg(rel <= SS_UNROLL_BF16_TOL, "%s: %g", rc->name, rel);
     ss_unroll_free(u32);
     ss_unroll_free(u16);
@@ -318,6 +333,7 @@ START_TEST(test_random_steps)
     free(y32);
     free(y16);
     free(w);
+    ss_pgemm_bf16_set_dpbf16(false);
 }
 END_TEST
 
@@ -364,9 +380,9 @@ static Suite *bf16_suite(void)
     TCase *tc = tcase_create("bf16");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_refused);
-    tcase_add_test(tc, test_pgemm_bf16);
-    tcase_add_loop_test(tc, test_golden_bf16, 0, (int)N_GOLDEN);
-    tcase_add_loop_test(tc, test_random_steps, 0, (int)N_RND);
+    tcase_add_loop_test(tc, test_pgemm_bf16, 0, 2);
+    tcase_add_loop_test(tc, test_golden_bf16, 0, 2 * (int)N_GOLDEN);
+    tcase_add_loop_test(tc, test_random_steps, 0, 2 * (int)N_RND);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -378,9 +394,10 @@ int main(void)
     srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
-    for (size_t i = 0; i < N_GOLDEN; i++)
-        printf("bf16 vs golden (float64 torch), %s: worst abs %.3g, worst rel %.3g\n",
-               golden_cases[i], golden_abs[i], golden_rel[i]);
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; i < N_GOLDEN; i++)
+            printf("bf16 (%s) vs golden (float64 torch), %s: worst abs %.3g, worst rel %.3g\n",
+                   kernels[k], golden_cases[i], golden_abs[k][i], golden_rel[k][i]);
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
