@@ -55,7 +55,7 @@ typedef struct bench_opts {
     bool json;              /* --json */
     ss_precision prec;      /* --precision */
     ss_unroll_split split;  /* --split */
-    bool dpbf16;            /* --bf16-kernel dpbf16 */
+    ss_bf16_kernel bf16k;   /* --bf16-kernel */
 } bench_opts;
 
 /* Model weights owned by the benchmark (the ss_model points into them). */
@@ -72,13 +72,14 @@ static void usage(FILE *f)
             "         --num-units H --batch B --steps T [--layers L] [--reset-after]\n"
             "         [--activation tanh|relu] [--repeat N] [--threads N]\n"
             "         [--max-mb MB] [--precision fp32|bf16] [--split auto|rows|units]\n"
-            "         [--bf16-kernel fma|dpbf16] [--json]\n"
+            "         [--bf16-kernel auto|fma|dpbf16|amx] [--json]\n"
             "Times one unroll of T steps (all lengths = T) against an in-process sgemm\n"
             "of the same flop count; prints medians (and the fastest run). --threads sets\n"
             "the unroll's threads and OpenBLAS's for the sgemm (default: online cores).\n"
             "--precision bf16 runs the unroll on bfloat16 weights (AVX512_BF16 only; the\n"
-            "sgemm stays fp32); --bf16-kernel picks its products: fma (default: weights\n"
-            "widened to fp32 in registers) or dpbf16 (vdpbf16ps on bf16 activations).\n"
+            "sgemm stays fp32); --bf16-kernel picks its products: amx (tiles, the\n"
+            "default where the CPU has AMX-BF16), fma (weights widened to fp32 in\n"
+            "registers, the default elsewhere) or dpbf16 (vdpbf16ps).\n"
             "--split forces how threads share the work (default: chosen per batch).\n"
             "--max-mb caps the memory allocated (default %d).\n",
             SS_BENCH_DEFAULT_MAX_MB);
@@ -169,10 +170,17 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
             }
             break;
         case O_BFK:
-            if (!strcmp(optarg, "fma") || !strcmp(optarg, "dpbf16")) {
-                o->dpbf16 = !strcmp(optarg, "dpbf16");
-            } else {
-                fprintf(stderr, "bench: --bf16-kernel must be fma or dpbf16, got '%s'\n", optarg);
+            if (!strcmp(optarg, "auto"))
+                o->bf16k = SS_BF16_KERNEL_AUTO;
+            else if (!strcmp(optarg, "fma"))
+                o->bf16k = SS_BF16_KERNEL_FMA;
+            else if (!strcmp(optarg, "dpbf16"))
+                o->bf16k = SS_BF16_KERNEL_DPBF16;
+            else if (!strcmp(optarg, "amx"))
+                o->bf16k = SS_BF16_KERNEL_AMX;
+            else {
+                fprintf(stderr, "bench: --bf16-kernel must be auto, fma, dpbf16 or amx, got '%s'\n",
+                        optarg);
                 rc = SS_ERR_INVALID;
             }
             break;
@@ -391,7 +399,7 @@ int ss_bench_main(int argc, char **argv)
         lengths[b] = o.steps;
     openblas_set_num_threads(o.threads);
     double check_err = 0.0;
-    ss_pgemm_bf16_set_dpbf16(o.dpbf16);
+    ss_pgemm_bf16_set_kernel(o.bf16k);
     rc = ss_unroll_new_prec(&u, &bm.m, o.prec, &check_err);
     if (!rc)
         rc = ss_unroll_set_threads(u, o.threads);
@@ -415,6 +423,7 @@ int ss_bench_main(int argc, char **argv)
     }
     double t_unroll = median(times, o.repeat), t_min = times[0]; /* sorted by median() */
     const char *split = ss_unroll_last_split(u) == SS_UNROLL_SPLIT_UNITS ? "units" : "rows";
+    const char *kernel = ss_unroll_kernel(u);
     for (int r = 0; r < SS_BENCH_WARMUP + o.repeat; r++) {
         double t0 = now_s();
         ref_sgemm(&o, ra, rb, rc_);
@@ -442,7 +451,7 @@ int ss_bench_main(int argc, char **argv)
         cJSON_AddNumberToObject(j, "ms_min", t_min * 1e3);
         cJSON_AddStringToObject(j, "precision", ss_precision_name(o.prec));
         cJSON_AddStringToObject(j, "split", split);
-        cJSON_AddStringToObject(j, "bf16_kernel", o.dpbf16 ? "dpbf16" : "fma");
+        cJSON_AddStringToObject(j, "kernel", kernel);
         cJSON_AddNumberToObject(j, "selfcheck_err", check_err);
         cJSON_AddNumberToObject(j, "gflops", gf);
         cJSON_AddNumberToObject(j, "sgemm_gflops", gf_ref);
@@ -460,12 +469,12 @@ int ss_bench_main(int argc, char **argv)
         printf("%s\n", s);
         cJSON_free(s);
     } else {
-        printf("%s%s I=%d H=%d B=%d T=%d L=%d threads=%d %s split=%s: %.3f ms/chunk "
+        printf("%s%s I=%d H=%d B=%d T=%d L=%d threads=%d %s (%s) split=%s: %.3f ms/chunk "
                "(min %.3f), %.1f GFLOP/s; sgemm %.1f GFLOP/s; ratio %.3f (median of %d; "
                "blas %s, vmath %s)\n",
                cells[o.cell], o.reset_after ? "(reset_after)" : "", o.input_size,
                o.num_units, o.batch, o.steps, o.layers, o.threads, ss_precision_name(o.prec),
-               split, t_unroll * 1e3, t_min * 1e3, gf, gf_ref, gf / gf_ref, o.repeat,
+               kernel, split, t_unroll * 1e3, t_min * 1e3, gf, gf_ref, gf / gf_ref, o.repeat,
                openblas_get_corename(), ss_vmath_isa());
     }
     status = 0;

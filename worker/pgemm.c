@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgemm_amx.h"
 #include "pgemm_bf16.h"
 #include "ss_error.h"
 #include "vmath.h"
@@ -100,7 +101,9 @@ size_t ss_pgemm_scratch_floats(const ss_pgemm_w *pw, int M)
     size_t tiles = ((size_t)(M > 0 ? M : 1) + (size_t)pw->mr - 1) / (size_t)pw->mr;
     /* bf16 tiles: fp32 with K rounded up to even (the K + 1), or bf16
      * pairs (fewer) and one row of K + 1 bf16 after them (the K + 16). */
-    return tiles * (size_t)pw->mr * ((size_t)pw->K + 1) + (size_t)pw->K + 16;
+    size_t f = tiles * (size_t)pw->mr * ((size_t)pw->K + 1) + (size_t)pw->K + 16;
+    size_t amx = ss_pgemm_amx_scratch_floats(M, pw->K);
+    return f > amx ? f : amx;
 }
 
 /* Pack rows [r0, r0 + mr) of [A1 | A2] as [K][mr]; rows >= M are zero. */
@@ -271,6 +274,10 @@ void ss_pgemm(const ss_pgemm_w *pw, int M, const float *A1, int lda1, int K1,
         return;
     if (pw->isa == SS_PGEMM_BF16) {
         ss_pgemm_bf16_run(pw, M, A1, lda1, K1, A2, lda2, C, ldc, accumulate, scratch);
+        return;
+    }
+    if (pw->isa == SS_PGEMM_BF16_AMX) {
+        ss_pgemm_amx_run(pw, M, A1, lda1, K1, A2, lda2, C, ldc, accumulate, scratch);
         return;
     }
     if (pw->isa == SS_PGEMM_BF16W) {

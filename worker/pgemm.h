@@ -38,6 +38,7 @@
  * on bf16 pairs, or the weight widened to fp32 and FMA (pgemm_bf16.c). */
 #define SS_PGEMM_BF16 16
 #define SS_PGEMM_BF16W 17
+#define SS_PGEMM_BF16_AMX 18
 
 /* A weight [K, N] packed into panels of nr columns (opaque layout). */
 typedef struct ss_pgemm_w {

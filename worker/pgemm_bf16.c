@@ -1,21 +1,22 @@
 /* pgemm_bf16 -- bfloat16 weights, fp32 accumulation (see pgemm_bf16.h
  * and pgemm.h).
  *
- * Two micro-kernels over the same packed weight, both 8 x 48 (24 zmm
- * accumulators; tail panels 1 or 2 vectors):
+ * On CPUs with AMX-BF16 the products run on the tile unit (pgemm_amx.c,
+ * the default there). Elsewhere, two micro-kernels over the same packed
+ * weight, both 8 x 48 (24 zmm accumulators; tail panels 1 or 2 vectors):
  *  - "fma" (the default): each 64-byte load holds 16 columns x 2 k of
  *    bf16; a shift and a mask widen them to two fp32 vectors (exact), and
  *    fp32 FMAs multiply them by the fp32 left operand. Half the weight
  *    bytes of the fp32 kernel at the fp32 kernel's FMA rate.
  *  - "dpbf16": the left operand is rounded to bf16 pairs as well and
  *    vdpbf16ps multiplies two k per instruction (what oneDNN's bf16 does).
- * Measured on this Zen 4 (docs/benchmarks.md, Compute): vdpbf16ps zmm
- * delivers about half the flops of fp32 FMA (56-77 against 114-140 GFLOP/s
- * in the kernel), so "dpbf16" loses to fp32 whenever the weight is in
- * cache, while "fma" is 0.8x fp32 in cache and 1.6-2.6x fp32 when the
- * weight streams from L3 (small batches). Hence the default; "dpbf16"
- * stays selectable (ss_pgemm_bf16_set_dpbf16, bench --bf16-kernel) for
- * CPUs where vdpbf16ps is fast.
+ * Measured on this machine (docs/benchmarks.md, Compute): vdpbf16ps zmm
+ * delivers about half the flops of fp32 FMA (54-73 against 110-150
+ * GFLOP/s in the kernel), so "dpbf16" loses to fp32 whenever the weight is
+ * in cache, while "fma" is 0.8x fp32 in cache and 1.5-1.8x fp32 when the
+ * weight streams from L3 (small batches). Hence "fma" is the default
+ * without AMX; every kernel stays selectable (ss_pgemm_bf16_set_kernel,
+ * bench --bf16-kernel).
  */
 #include "pgemm_bf16.h"
 
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgemm_amx.h"
 #include "ss_error.h"
 #include "vmath.h"
 
@@ -33,11 +35,26 @@
 #define BF16_TARGET "avx512bf16,avx512f,avx512bw,avx512vl"
 
 /* Kernel chosen at packing time (see the top comment). */
-static bool use_dpbf16 = false;
+static ss_bf16_kernel kernel_choice = SS_BF16_KERNEL_AUTO;
 
-void ss_pgemm_bf16_set_dpbf16(bool on)
+void ss_pgemm_bf16_set_kernel(ss_bf16_kernel k)
 {
-    use_dpbf16 = on;
+    kernel_choice = k;
+}
+
+const char *ss_pgemm_bf16_kernel_name(int isa)
+{
+    switch (isa) {
+    case SS_PGEMM_BF16: return "dpbf16";
+    case SS_PGEMM_BF16W: return "fma";
+    case SS_PGEMM_BF16_AMX: return "amx";
+    default: return "fp32";
+    }
+}
+
+size_t ss_pgemm_bf16_kpad(int K)
+{
+    return (((size_t)K + 1) / 2 + 15) / 16 * 16;
 }
 
 uint16_t ss_bf16_from_float(float f)
@@ -63,7 +80,19 @@ int ss_pgemm_pack_bf16(ss_pgemm_w *pw, const float *W, int K, int N, int ldw)
     memset(pw, 0, sizeof *pw);
     if (!W || K < 1 || N < 1 || ldw < N || !ss_vmath_has_bf16())
         return SS_ERR_INVALID;
-    const size_t kp = ((size_t)K + 1) / 2;
+    int isa;
+    switch (kernel_choice) {
+    case SS_BF16_KERNEL_FMA: isa = SS_PGEMM_BF16W; break;
+    case SS_BF16_KERNEL_DPBF16: isa = SS_PGEMM_BF16; break;
+    case SS_BF16_KERNEL_AMX:
+        if (!ss_pgemm_amx_available())
+            return SS_ERR_INVALID;
+        isa = SS_PGEMM_BF16_AMX;
+        break;
+    default: isa = ss_pgemm_amx_available() ? SS_PGEMM_BF16_AMX : SS_PGEMM_BF16W; break;
+    }
+    /* Rows padded to 16 pairs (the AMX tile), zero. */
+    const size_t kp = ss_pgemm_bf16_kpad(K);
     size_t panels = ((size_t)N + NR_BF - 1) / NR_BF;
     size_t per = kp * NR_BF * 2; /* uint16 per full panel */
     if (panels > SIZE_MAX / sizeof(uint16_t) / per)
@@ -83,8 +112,7 @@ int ss_pgemm_pack_bf16(ss_pgemm_w *pw, const float *W, int K, int N, int ldw)
                 dst[((k / 2) * w + j) * 2 + (k & 1)] =
                     ss_bf16_from_float(W[k * (size_t)ldw + c0 + j]);
     }
-    *pw = (ss_pgemm_w){.K = K, .N = N, .isa = use_dpbf16 ? SS_PGEMM_BF16 : SS_PGEMM_BF16W,
-                       .mr = MR_BF, .nr = NR_BF,
+    *pw = (ss_pgemm_w){.K = K, .N = N, .isa = isa, .mr = MR_BF, .nr = NR_BF,
                        .nv = 16, .bdata = d};
     return 0;
 }
@@ -164,6 +192,66 @@ kernel_bf16_n(const int nvec, int kp, const uint32_t *restrict a, const uint16_t
     }
 }
 
+/* The full 8 x 48 panel in assembly: GCC does not fold the broadcast pair
+ * into vdpbf16ps's embedded-broadcast operand ({1to16}); with a separate
+ * vpbroadcastd per row the kernel ran at a quarter of the instruction's
+ * rate on Zen 4. a: [kp][8] pairs, w: [kp][48][2]. */
+#define DP_ROW(i, r0, r1, r2)                                      \
+    "vdpbf16ps " #i "*4(%[a])%{1to16%}, %%zmm0, %%zmm" #r0 "\n\t"  \
+    "vdpbf16ps " #i "*4(%[a])%{1to16%}, %%zmm1, %%zmm" #r1 "\n\t"  \
+    "vdpbf16ps " #i "*4(%[a])%{1to16%}, %%zmm2, %%zmm" #r2 "\n\t"
+#define ST_ROW(i, r0, r1, r2)                               \
+    "vmovups %%zmm" #r0 ", " #i "*192(%[o])\n\t"          \
+    "vmovups %%zmm" #r1 ", " #i "*192+64(%[o])\n\t"       \
+    "vmovups %%zmm" #r2 ", " #i "*192+128(%[o])\n\t"
+
+__attribute__((target(BF16_TARGET))) static void kernel_bf16_full(long kp, const uint32_t *a,
+                                                                  const uint16_t *w, float *c,
+                                                                  int ldc, int rows, bool acc)
+{
+    float blk[MR_BF * NR_BF] __attribute__((aligned(64)));
+    __asm__ volatile(
+        "vpxord %%zmm3, %%zmm3, %%zmm3\n\t"
+        "vmovaps %%zmm3, %%zmm4\n\t vmovaps %%zmm3, %%zmm5\n\t vmovaps %%zmm3, %%zmm6\n\t"
+        "vmovaps %%zmm3, %%zmm7\n\t vmovaps %%zmm3, %%zmm8\n\t vmovaps %%zmm3, %%zmm9\n\t"
+        "vmovaps %%zmm3, %%zmm10\n\t vmovaps %%zmm3, %%zmm11\n\t vmovaps %%zmm3, %%zmm12\n\t"
+        "vmovaps %%zmm3, %%zmm13\n\t vmovaps %%zmm3, %%zmm14\n\t vmovaps %%zmm3, %%zmm15\n\t"
+        "vmovaps %%zmm3, %%zmm16\n\t vmovaps %%zmm3, %%zmm17\n\t vmovaps %%zmm3, %%zmm18\n\t"
+        "vmovaps %%zmm3, %%zmm19\n\t vmovaps %%zmm3, %%zmm20\n\t vmovaps %%zmm3, %%zmm21\n\t"
+        "vmovaps %%zmm3, %%zmm22\n\t vmovaps %%zmm3, %%zmm23\n\t vmovaps %%zmm3, %%zmm24\n\t"
+        "vmovaps %%zmm3, %%zmm25\n\t vmovaps %%zmm3, %%zmm26\n\t"
+        "test %[n], %[n]\n\t"
+        "jz 2f\n\t"
+        "1:\n\t"
+        "vmovdqa64 (%[w]), %%zmm0\n\t"
+        "vmovdqa64 64(%[w]), %%zmm1\n\t"
+        "vmovdqa64 128(%[w]), %%zmm2\n\t"
+        DP_ROW(0, 3, 4, 5) DP_ROW(1, 6, 7, 8) DP_ROW(2, 9, 10, 11) DP_ROW(3, 12, 13, 14)
+        DP_ROW(4, 15, 16, 17) DP_ROW(5, 18, 19, 20) DP_ROW(6, 21, 22, 23) DP_ROW(7, 24, 25, 26)
+        "add $32, %[a]\n\t"
+        "add $192, %[w]\n\t"
+        "dec %[n]\n\t"
+        "jnz 1b\n\t"
+        "2:\n\t"
+        ST_ROW(0, 3, 4, 5) ST_ROW(1, 6, 7, 8) ST_ROW(2, 9, 10, 11) ST_ROW(3, 12, 13, 14)
+        ST_ROW(4, 15, 16, 17) ST_ROW(5, 18, 19, 20) ST_ROW(6, 21, 22, 23) ST_ROW(7, 24, 25, 26)
+        : [a] "+r"(a), [w] "+r"(w), [n] "+r"(kp)
+        : [o] "r"(blk)
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
+          "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "memory",
+          "cc");
+    for (int i = 0; i < MR_BF && i < rows; i++) {
+        float *cr = c + (size_t)i * (size_t)ldc;
+        for (int j = 0; j < NV_BF; j++) {
+            __m512 v = _mm512_load_ps(blk + i * NR_BF + 16 * j);
+            if (acc)
+                v = _mm512_add_ps(v, _mm512_loadu_ps(cr + 16 * j));
+            _mm512_storeu_ps(cr + 16 * j, v);
+        }
+    }
+}
+
 __attribute__((target(BF16_TARGET))) static void kernel_bf16(int nvec, int kp, const uint32_t *a,
                                                              const uint16_t *w, float *c,
                                                              int ldc, int rows, int nc, bool acc)
@@ -171,7 +259,12 @@ __attribute__((target(BF16_TARGET))) static void kernel_bf16(int nvec, int kp, c
     switch (nvec) {
     case 1: kernel_bf16_n(1, kp, a, w, c, ldc, rows, nc, acc); break;
     case 2: kernel_bf16_n(2, kp, a, w, c, ldc, rows, nc, acc); break;
-    default: kernel_bf16_n(3, kp, a, w, c, ldc, rows, nc, acc); break;
+    default:
+        if (nc == NR_BF)
+            kernel_bf16_full(kp, a, w, c, ldc, rows, acc);
+        else
+            kernel_bf16_n(3, kp, a, w, c, ldc, rows, nc, acc);
+        break;
     }
 }
 
@@ -270,7 +363,7 @@ void ss_pgemm_bf16w_run(const ss_pgemm_w *pw, int M, const float *A1, int lda1, 
 {
     const int K = pw->K, kp = (K + 1) / 2;
     const int tiles = (M + MR_BF - 1) / MR_BF;
-    const size_t tsz = (size_t)kp * 2 * MR_BF, psz = (size_t)kp * NR_BF * 2;
+    const size_t tsz = (size_t)kp * 2 * MR_BF, psz = ss_pgemm_bf16_kpad(K) * NR_BF * 2;
     for (int t = 0; t < tiles; t++)
         pack_tile_f32(scratch + (size_t)t * tsz, t * MR_BF, M, A1, lda1, K1, A2, lda2, K);
     const int panels = (pw->N + NR_BF - 1) / NR_BF;
@@ -292,7 +385,7 @@ void ss_pgemm_bf16_run(const ss_pgemm_w *pw, int M, const float *A1, int lda1, i
 {
     const int K = pw->K, kp = (K + 1) / 2;
     const int tiles = (M + MR_BF - 1) / MR_BF;
-    const size_t tsz = (size_t)kp * MR_BF, psz = (size_t)kp * NR_BF * 2;
+    const size_t tsz = (size_t)kp * MR_BF, psz = ss_pgemm_bf16_kpad(K) * NR_BF * 2;
     /* The scratch was sized for fp32 tiles (ss_pgemm_scratch_floats): the
      * bf16 tiles take about half, the row buffer goes after them. */
     uint32_t *ap = (uint32_t *)(void *)scratch;

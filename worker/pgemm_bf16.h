@@ -11,6 +11,7 @@
 #define SS_PGEMM_BF16_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "pgemm.h"
@@ -20,10 +21,21 @@ uint16_t ss_bf16_from_float(float f);
 /* Exact widening. */
 float ss_bf16_to_float(uint16_t b);
 
-/* Pack later bf16 weights for the vdpbf16ps kernel (true) or the
- * widen-and-FMA kernel (false, the default). Not thread-safe: set before
- * packing (tests, bench). */
-void ss_pgemm_bf16_set_dpbf16(bool on);
+/* bf16 kernels (pgemm_bf16.c, pgemm_amx.c). */
+typedef enum ss_bf16_kernel {
+    SS_BF16_KERNEL_AUTO = 0, /* amx where available, else fma (default) */
+    SS_BF16_KERNEL_FMA = 1,  /* weight widened to fp32, FMA */
+    SS_BF16_KERNEL_DPBF16 = 2, /* vdpbf16ps on bf16 pairs */
+    SS_BF16_KERNEL_AMX = 3,  /* TDPBF16PS tiles (packing fails without AMX) */
+} ss_bf16_kernel;
+
+/* The kernel later ss_pgemm_pack_bf16 calls pick. Not thread-safe: set
+ * before packing (tests, bench). */
+void ss_pgemm_bf16_set_kernel(ss_bf16_kernel k);
+/* "fma", "dpbf16", "amx" for a packed weight's isa ("fp32" otherwise). */
+const char *ss_pgemm_bf16_kernel_name(int isa);
+/* Pairs of k per panel row block (ceil(K/2) rounded up to 16). */
+size_t ss_pgemm_bf16_kpad(int K);
 
 /* ss_pgemm for pw->isa == SS_PGEMM_BF16 (same arguments). */
 void ss_pgemm_bf16_run(const ss_pgemm_w *pw, int M, const float *A1, int lda1, int K1,

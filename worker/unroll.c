@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgemm_bf16.h"
 #include "ss_error.h"
 #include "unroll_int.h"
 #include "vmath.h"
@@ -410,6 +411,12 @@ int ss_unroll_new_prec(ss_unroll **out, const ss_model *m, ss_precision p, doubl
 ss_precision ss_unroll_precision(const ss_unroll *u)
 {
     return u->prec;
+}
+
+const char *ss_unroll_kernel(const ss_unroll *u)
+{
+    const unroll_slice *sl = &u->layers[0].sl[0];
+    return ss_pgemm_bf16_kernel_name(sl->w.bdata ? sl->w.isa : sl->wp.isa);
 }
 
 static void part_free(unroll_part *p)

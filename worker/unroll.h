@@ -71,6 +71,9 @@ int ss_unroll_new(ss_unroll **out, const ss_model *m);
 int ss_unroll_new_prec(ss_unroll **out, const ss_model *m, ss_precision p, double *check_err);
 /* Precision of the workspace. */
 ss_precision ss_unroll_precision(const ss_unroll *u);
+/* The micro-kernel its products run on, for reports: "fp32" or the bf16
+ * kernel ("amx", "fma" or "dpbf16"). Static string. */
+const char *ss_unroll_kernel(const ss_unroll *u);
 void ss_unroll_free(ss_unroll *u); /* accepts NULL; joins the workers */
 
 /* Run each ss_unroll_run on n threads: the caller plus n-1 workers,

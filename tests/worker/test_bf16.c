@@ -1,8 +1,8 @@
 /* test_bf16 -- Check suite for --precision bf16 (bfloat16 weights and
  * products on AVX512_BF16, fp32 accumulation).
  *
- * On a CPU with AVX512_BF16, for both bf16 kernels (widen + FMA, the
- * default; vdpbf16ps): the bf16 pgemm equals a double-precision product of
+ * On a CPU with AVX512_BF16, for every bf16 kernel (AMX tiles where the
+ * CPU has them; widen + FMA; vdpbf16ps): the bf16 pgemm equals a double-precision product of
  * the bf16-rounded operands; every golden case (torch, float64)
  * run in bf16 is within SS_UNROLL_BF16_TOL; 10,000 random steps per cell
  * against our fp32 unroll stay within it too (the worst absolute and
@@ -21,6 +21,7 @@
 #include "model.h"
 #include "npy.h"
 #include "pgemm.h"
+#include "pgemm_amx.h"
 #include "pgemm_bf16.h"
 #include "ss_error.h"
 #include "unroll.h"
@@ -75,31 +76,51 @@ static float lcg(uint64_t *s)
     return (float)((*s >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
 }
 
-/* The two bf16 kernels (pgemm_bf16.c): _i % 2 == 1 is vdpbf16ps. */
-static const char *const kernels[] = {"fma", "dpbf16"};
+/* The bf16 kernels (pgemm_bf16.c, pgemm_amx.c), by loop index. */
+static const char *const kernels[] = {"fma", "dpbf16", "amx"};
+#define N_KERNELS 3
+static const ss_bf16_kernel kernel_ids[N_KERNELS] = {SS_BF16_KERNEL_FMA, SS_BF16_KERNEL_DPBF16,
+                                                     SS_BF16_KERNEL_AMX};
+static const int kernel_isas[N_KERNELS] = {SS_PGEMM_BF16W, SS_PGEMM_BF16, SS_PGEMM_BF16_AMX};
+
+/* Select kernel k; false when this CPU lacks it (amx), and then packing
+ * must refuse it. */
+static bool use_kernel(int k)
+{
+    ss_pgemm_bf16_set_kernel(kernel_ids[k]);
+    if (kernel_ids[k] == SS_BF16_KERNEL_AMX && !ss_pgemm_amx_available()) {
+        float w[4] = {1, 2, 3, 4};
+        ss_pgemm_w pw;
+        ck_assert_int_eq(ss_pgemm_pack_bf16(&pw, w, 2, 2, 2), SS_ERR_INVALID);
+        ss_pgemm_bf16_set_kernel(SS_BF16_KERNEL_AUTO);
+        return false;
+    }
+    return true;
+}
 
 START_TEST(test_pgemm_bf16)
 {
-    const bool dp = _i == 1;
-    ss_pgemm_bf16_set_dpbf16(dp);
+    const bool dp = _i != 0; /* dpbf16 and amx round the left operand too */
     if (!cpu_bf16()) {
         ss_pgemm_w pw;
         float w[4] = {1, 2, 3, 4};
         ck_assert_int_eq(ss_pgemm_pack_bf16(&pw, w, 2, 2, 2), SS_ERR_INVALID);
         return;
     }
-    static const int Ms[] = {1, 3, 8, 9, 17};
+    if (!use_kernel(_i))
+        return;
+    static const int Ms[] = {1, 3, 8, 9, 17, 33};
     static const int Ns[] = {1, 16, 17, 33, 48, 49, 100};
-    static const int Ks[][2] = {{13, 0}, {13, 19}, {12, 20}, {1, 0}};
+    static const int Ks[][2] = {{13, 0}, {13, 19}, {12, 20}, {1, 0}, {40, 35}};
     uint64_t seed = 3;
     const int lda1 = 40, lda2 = 41, ldc = 101, ldw = 100;
-    float *A1 = malloc(17 * lda1 * sizeof(float)), *A2 = malloc(17 * lda2 * sizeof(float));
-    float *W = malloc(40 * ldw * sizeof(float)), *C = malloc(17 * ldc * sizeof(float));
-    for (int i = 0; i < 17 * lda1; i++)
+    float *A1 = malloc(33 * lda1 * sizeof(float)), *A2 = malloc(33 * lda2 * sizeof(float));
+    float *W = malloc(80 * ldw * sizeof(float)), *C = malloc(33 * ldc * sizeof(float));
+    for (int i = 0; i < 33 * lda1; i++)
         A1[i] = lcg(&seed);
-    for (int i = 0; i < 17 * lda2; i++)
+    for (int i = 0; i < 33 * lda2; i++)
         A2[i] = lcg(&seed);
-    for (int i = 0; i < 40 * ldw; i++)
+    for (int i = 0; i < 80 * ldw; i++)
         W[i] = lcg(&seed);
     for (size_t kk = 0; kk < sizeof Ks / sizeof Ks[0]; kk++) {
         const int K1 = Ks[kk][0], K2 = Ks[kk][1], K = K1 + K2;
@@ -107,12 +128,12 @@ START_TEST(test_pgemm_bf16)
             const int N = Ns[ni];
             ss_pgemm_w pw;
             ck_assert_int_eq(ss_pgemm_pack_bf16(&pw, W, K, N, ldw), 0);
-            ck_assert_int_eq(pw.isa, dp ? SS_PGEMM_BF16 : SS_PGEMM_BF16W);
-            float *scr = aligned_alloc(64, (ss_pgemm_scratch_floats(&pw, 17) * 4 + 63) / 64 * 64);
+            ck_assert_int_eq(pw.isa, kernel_isas[_i]);
+            float *scr = aligned_alloc(64, (ss_pgemm_scratch_floats(&pw, 33) * 4 + 63) / 64 * 64);
             for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
                 const int M = Ms[mi];
                 for (int acc = 0; acc < 2; acc++) {
-                    for (int i = 0; i < 17 * ldc; i++)
+                    for (int i = 0; i < 33 * ldc; i++)
                         C[i] = 0.25f;
                     ss_pgemm(&pw, M, A1, lda1, K1, K2 ? A2 : NULL, lda2, C, ldc, acc, scr);
                     for (int r = 0; r < M; r++) {
@@ -148,19 +169,20 @@ START_TEST(test_pgemm_bf16)
     free(A2);
     free(W);
     free(C);
-    ss_pgemm_bf16_set_dpbf16(false);
+    ss_pgemm_bf16_set_kernel(SS_BF16_KERNEL_AUTO);
 }
 END_TEST
 
 /* Worst errors over all golden cases, printed at the end. */
-static double golden_rel[2][N_GOLDEN], golden_abs[2][N_GOLDEN];
+static double golden_rel[N_KERNELS][N_GOLDEN], golden_abs[N_KERNELS][N_GOLDEN];
 
 /* _i = kernel * N_GOLDEN + case. */
 START_TEST(test_golden_bf16)
 {
     const char *c = golden_cases[_i % N_GOLDEN];
     const int kern = _i / (int)N_GOLDEN;
-    ss_pgemm_bf16_set_dpbf16(kern == 1);
+    if (cpu_bf16() && !use_kernel(kern))
+        return;
     char path[1024], err[512];
     const char *root = getenv("SS_SOURCE_ROOT");
     snprintf(path, sizeof path, "%s/tests/worker/golden/%s/model.safetensors",
@@ -236,7 +258,7 @@ START_TEST(test_golden_bf16)
     ss_npy_free(len);
     ss_npy_free(x);
     ss_model_free(m);
-    ss_pgemm_bf16_set_dpbf16(false);
+    ss_pgemm_bf16_set_kernel(SS_BF16_KERNEL_AUTO);
 }
 END_TEST
 
@@ -266,9 +288,10 @@ START_TEST(test_random_steps)
 {
     const struct rnd_case *rc = &rnd_cases[_i % N_RND];
     const int kern = _i / (int)N_RND;
-    ss_pgemm_bf16_set_dpbf16(kern == 1);
     if (!cpu_bf16())
         return; /* test_refused covers this CPU */
+    if (!use_kernel(kern))
+        return;
     const int I = 64, H = 128, P = rc->all ? 96 : H, T = 1000, B = 10;
     ss_model m = {.cell = rc->cell, .input_size = I, .num_units = H, .num_layers = 1,
                   .activation = SS_ACT_TANH, .forget_bias = 1.0f,
@@ -333,7 +356,7 @@ START_TEST(test_random_steps)
     free(y32);
     free(y16);
     free(w);
-    ss_pgemm_bf16_set_dpbf16(false);
+    ss_pgemm_bf16_set_kernel(SS_BF16_KERNEL_AUTO);
 }
 END_TEST
 
@@ -380,9 +403,9 @@ static Suite *bf16_suite(void)
     TCase *tc = tcase_create("bf16");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_refused);
-    tcase_add_loop_test(tc, test_pgemm_bf16, 0, 2);
-    tcase_add_loop_test(tc, test_golden_bf16, 0, 2 * (int)N_GOLDEN);
-    tcase_add_loop_test(tc, test_random_steps, 0, 2 * (int)N_RND);
+    tcase_add_loop_test(tc, test_pgemm_bf16, 0, N_KERNELS);
+    tcase_add_loop_test(tc, test_golden_bf16, 0, N_KERNELS * (int)N_GOLDEN);
+    tcase_add_loop_test(tc, test_random_steps, 0, N_KERNELS * (int)N_RND);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -394,7 +417,7 @@ int main(void)
     srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < N_KERNELS; k++)
         for (size_t i = 0; i < N_GOLDEN; i++)
             printf("bf16 (%s) vs golden (float64 torch), %s: worst abs %.3g, worst rel %.3g\n",
                    kernels[k], golden_cases[i], golden_abs[k][i], golden_rel[k][i]);
