@@ -397,7 +397,9 @@ int ss_bench_main(int argc, char **argv)
     }
     for (int b = 0; b < o.batch; b++)
         lengths[b] = o.steps;
-    openblas_set_num_threads(o.threads);
+    /* OpenBLAS gets its threads only for the reference, after the unroll
+     * is timed: its idle threads would otherwise compete with ours. */
+    openblas_set_num_threads(1);
     double check_err = 0.0;
     ss_pgemm_bf16_set_kernel(o.bf16k);
     rc = ss_unroll_new_prec(&u, &bm.m, o.prec, &check_err);
@@ -424,6 +426,7 @@ int ss_bench_main(int argc, char **argv)
     double t_unroll = median(times, o.repeat), t_min = times[0]; /* sorted by median() */
     const char *split = ss_unroll_last_split(u) == SS_UNROLL_SPLIT_UNITS ? "units" : "rows";
     const char *kernel = ss_unroll_kernel(u);
+    openblas_set_num_threads(o.threads);
     for (int r = 0; r < SS_BENCH_WARMUP + o.repeat; r++) {
         double t0 = now_s();
         ref_sgemm(&o, ra, rb, rc_);
