@@ -12,6 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ss_parse.h"
+#include "ss_tensor.h"
+#include "ss_token.h"
+
 static const char usage_text[] =
     "usage: statesaver [--server HOST:PORT] [--token-file F] [--timeout-ms N]\n"
     "                  COMMAND [ARGS...]\n"
@@ -72,17 +76,46 @@ int cli_fail(ss_client *c, const char *what, int rc)
     return CLI_EXIT_FAIL;
 }
 
-int cli_parse_u64(const char *s, unsigned long long max, unsigned long long *out)
+/* .npy element types and the wire's, side by side. */
+static const struct {
+    ss_npy_dtype npy; /* common/ss_npy */
+    int wire;         /* enum ss_dtype */
+} npy_dtypes[] = {
+    {SS_NPY_F32, SS_DTYPE_FLOAT32},
+    {SS_NPY_F64, SS_DTYPE_FLOAT64},
+    {SS_NPY_I32, SS_DTYPE_INT32},
+    {SS_NPY_I64, SS_DTYPE_INT64},
+};
+
+int cli_npy_dtype(const ss_npy *a)
 {
-    char *end;
-    if (!s || *s < '0' || *s > '9')
-        return SS_ERR_INVALID;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end != '\0' || v > max)
-        return SS_ERR_INVALID;
-    *out = v;
+    for (size_t i = 0; a && i < sizeof npy_dtypes / sizeof npy_dtypes[0]; i++)
+        if (npy_dtypes[i].npy == a->dtype)
+            return npy_dtypes[i].wire;
     return 0;
+}
+
+int cli_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
+{
+    *out = NULL;
+    return ss_npy_read_max(path, CLI_NPY_MAX_BYTES, out, err, errsz);
+}
+
+int cli_npy_write(const char *path, int dtype, const int64_t *shape, size_t rank,
+                  const void *data, size_t nbytes, char *err, size_t errsz)
+{
+    size_t i = 0;
+    while (i < sizeof npy_dtypes / sizeof npy_dtypes[0] && npy_dtypes[i].wire != dtype)
+        i++;
+    uint64_t count = 0;
+    size_t es = ss_dtype_size(dtype);
+    if (i == sizeof npy_dtypes / sizeof npy_dtypes[0] || rank > SS_NPY_MAX_DIMS ||
+        ss_shape_count(shape, rank, SIZE_MAX / (es ? es : 1), &count) < 0 ||
+        count * es != nbytes) {
+        snprintf(err, errsz, "%s: bad dtype or shape for %zu bytes", path, nbytes);
+        return SS_ERR_INVALID;
+    }
+    return ss_npy_write(path, npy_dtypes[i].npy, (int)rank, shape, data, err, errsz);
 }
 
 int cli_connect(const cli_ctx *ctx, ss_client **out)
@@ -104,32 +137,14 @@ int cli_connect(const cli_ctx *ctx, ss_client **out)
     return CLI_EXIT_OK;
 }
 
-/* Read the token file; a trailing newline is not part of the token. */
+/* Read --token-file (common/ss_token: one rule for every program). */
 static int read_token(const char *path, cli_ctx *ctx)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        cli_error("%s: %s", path, strerror(errno));
+    char err[1024];
+    if (ss_token_read(path, &ctx->token, &ctx->token_len, err, sizeof err) < 0) {
+        cli_error("%s", err);
         return CLI_EXIT_FAIL;
     }
-    char *buf = malloc(CLI_TOKEN_MAX + 1);
-    if (!buf) {
-        fclose(fp);
-        cli_error("out of memory");
-        return CLI_EXIT_FAIL;
-    }
-    size_t n = fread(buf, 1, CLI_TOKEN_MAX + 1, fp);
-    fclose(fp);
-    if (n > CLI_TOKEN_MAX) {
-        free(buf);
-        cli_error("%s: token longer than %u bytes", path, CLI_TOKEN_MAX);
-        return CLI_EXIT_FAIL;
-    }
-    /* Same rule as the server's --auth-token-file: trailing CR/LF only. */
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    ctx->token = buf;
-    ctx->token_len = n;
     return CLI_EXIT_OK;
 }
 
@@ -156,7 +171,7 @@ int main(int argc, char **argv)
     };
     cli_ctx ctx = {.server = NULL, .timeout_ms = SS_CLIENT_TIMEOUT_MS_DEFAULT};
     const char *token_file = NULL;
-    unsigned long long v;
+    uint64_t v;
     int c, status;
 
     opterr = 0;
@@ -166,7 +181,7 @@ int main(int argc, char **argv)
         case 's': ctx.server = optarg; break;
         case 't': token_file = optarg; break;
         case 'T':
-            if (cli_parse_u64(optarg, 86400000ull, &v) < 0 || v == 0)
+            if (ss_parse_u64(optarg, 0, 86400000ull, &v) < 0 || v == 0)
                 return cli_usage(NULL, "--timeout-ms wants a positive number of ms");
             ctx.timeout_ms = (int)v;
             break;
@@ -193,7 +208,7 @@ int main(int argc, char **argv)
         char **sub_argv = argv + optind;
         optind = 0; /* re-initialise getopt for the command's own options */
         status = commands[i].fn(&ctx, sub_argc, sub_argv);
-        free(ctx.token);
+        ss_token_free(ctx.token, ctx.token_len);
         return status;
     }
     return cli_usage(NULL, "unknown command '%s'", cmd);

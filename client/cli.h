@@ -7,7 +7,9 @@
 #define SS_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include "ss_npy.h"
 #include "statesaver.h"
 
 #define CLI_EXIT_OK 0
@@ -15,8 +17,6 @@
 #define CLI_EXIT_USAGE 2
 /* Default server when neither --server nor STATESAVER_SERVER is given. */
 #define CLI_DEFAULT_SERVER "127.0.0.1:7450"
-/* Largest token file accepted (bytes). */
-#define CLI_TOKEN_MAX 4096u
 
 /* Global options, shared by every command. */
 typedef struct cli_ctx {
@@ -40,8 +40,18 @@ int cli_fail(ss_client *c, const char *what, int rc);
 /* Connect (and say Hello with the token); prints the error itself. */
 int cli_connect(const cli_ctx *ctx, ss_client **out);
 
-/* Parse a non-negative decimal integer with an upper bound. */
-int cli_parse_u64(const char *s, unsigned long long max, unsigned long long *out);
+/* Largest .npy data the CLI reads (bytes); matches the default frame limit. */
+#define CLI_NPY_MAX_BYTES (64u * 1024u * 1024u)
+
+/* The wire dtype (SS_DTYPE_*) of an array read by ss_npy (0 if none). */
+int cli_npy_dtype(const ss_npy *a);
+/* Read path with common/ss_npy, at most CLI_NPY_MAX_BYTES of data. */
+int cli_npy_read(const char *path, ss_npy **out, char *err, size_t errsz);
+/* Write nbytes of data of wire dtype with shape [rank] (atomically, with
+ * fsync, through ss_npy); a size that does not match the shape, or a
+ * dtype .npy cannot hold, is SS_ERR_INVALID with nothing written. */
+int cli_npy_write(const char *path, int dtype, const int64_t *shape, size_t rank,
+                  const void *data, size_t nbytes, char *err, size_t errsz);
 
 /* Commands: argv[0] is the command name; return the exit status. */
 int cli_cmd_ping(const cli_ctx *ctx, int argc, char **argv);

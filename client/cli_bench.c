@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "ss_parse.h"
 #include "ss_frame.h"
 #include "ss_limits.h"
 #include "ss_tensor.h"
@@ -662,8 +663,8 @@ int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    unsigned long long clients = BENCH_CLIENTS_DEFAULT, requests = BENCH_REQUESTS_DEFAULT,
-                       batch = 1, state_bytes = BENCH_STATE_BYTES_DEFAULT, keys = 0;
+    uint64_t clients = BENCH_CLIENTS_DEFAULT, requests = BENCH_REQUESTS_DEFAULT,
+             batch = 1, state_bytes = BENCH_STATE_BYTES_DEFAULT, keys = 0;
     bool json = false, keep = false, is_save = false;
     char saver_buf[64];
     const char *saver = NULL;
@@ -681,26 +682,26 @@ int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv)
                 return cli_usage("bench", "--op wants fetch or save");
             break;
         case 'c':
-            if (cli_parse_u64(optarg, BENCH_CLIENTS_MAX, &clients) < 0 || !clients)
+            if (ss_parse_u64(optarg, 0, BENCH_CLIENTS_MAX, &clients) < 0 || !clients)
                 return cli_usage("bench", "--clients wants 1..%d", BENCH_CLIENTS_MAX);
             break;
         case 'n':
-            if (cli_parse_u64(optarg, BENCH_REQUESTS_MAX, &requests) < 0 || !requests)
+            if (ss_parse_u64(optarg, 0, BENCH_REQUESTS_MAX, &requests) < 0 || !requests)
                 return cli_usage("bench", "--requests wants 1..%llu", BENCH_REQUESTS_MAX);
             break;
         case 'b':
-            if (cli_parse_u64(optarg, SS_KEYS_PER_REQUEST_DEFAULT, &batch) < 0 || !batch)
+            if (ss_parse_u64(optarg, 0, SS_KEYS_PER_REQUEST_DEFAULT, &batch) < 0 || !batch)
                 return cli_usage("bench", "--batch wants 1..%u",
                                  SS_KEYS_PER_REQUEST_DEFAULT);
             break;
         case 's':
-            if (cli_parse_u64(optarg, 16u << 20, &state_bytes) < 0 || !state_bytes ||
+            if (ss_parse_u64(optarg, 0, 16u << 20, &state_bytes) < 0 || !state_bytes ||
                 state_bytes % 4)
                 return cli_usage("bench", "--state-bytes wants a multiple of 4 "
                                           "up to 16 MiB");
             break;
         case 'k':
-            if (cli_parse_u64(optarg, 100000000ull, &keys) < 0 || !keys)
+            if (ss_parse_u64(optarg, 0, 100000000ull, &keys) < 0 || !keys)
                 return cli_usage("bench", "--keys wants 1..100000000");
             break;
         case 'S': saver = optarg; break;
@@ -715,7 +716,7 @@ int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv)
         keys = BENCH_KEYS_DEFAULT > clients * batch ? BENCH_KEYS_DEFAULT : clients * batch;
     if (is_save && keys < clients * batch)
         return cli_usage("bench", "--op save needs --keys >= clients * batch (%llu)",
-                         clients * batch);
+                         (unsigned long long)(clients * batch));
     if (batch * state_bytes > SS_FRAME_MAX_DEFAULT / 2)
         return cli_usage("bench", "batch * state-bytes exceeds the frame limit");
     if (!saver) {

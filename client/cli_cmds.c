@@ -12,7 +12,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "npy_io.h"
+#include "ss_parse.h"
+#include "ss_keyfmt.h"
+#include "ss_npy.h"
 #include "ss_limits.h"
 #include "ss_tensor.h"
 
@@ -23,16 +25,19 @@
 /* Page size when `ls` pages through a listing. */
 #define CLI_LS_PAGE SS_LIST_LIMIT_DEFAULT
 
-/* Print a key with non-printable bytes escaped as \xNN. */
+/* Print a key in its printable form (common/ss_keyfmt: \xNN escapes). */
 static void print_key(FILE *fp, const void *data, size_t len)
 {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
-            fputc(p[i], fp);
-        else
-            fprintf(fp, "\\x%02x", p[i]);
+    char small[256];
+    size_t need = ss_keyfmt_size(len);
+    char *buf = need <= sizeof small ? small : malloc(need);
+    if (!buf) { /* out of memory: the truncated form still says which key */
+        fputs(ss_keyfmt(small, sizeof small, data, len), fp);
+        return;
     }
+    fputs(ss_keyfmt(buf, need, data, len), fp);
+    if (buf != small)
+        free(buf);
 }
 
 /* Standard handling of a command's --help and unknown options. */
@@ -54,13 +59,13 @@ int cli_cmd_ping(const cli_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"count", required_argument, NULL, 'c'}, CLI_HELP_OPT, {NULL, 0, NULL, 0}};
-    unsigned long long count = 1;
+    uint64_t count = 1;
     ss_client *c = NULL;
     int o, status;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (o == 'h')
             return help(ping_usage);
-        if (o == 'c' && cli_parse_u64(optarg, 1000000, &count) == 0 && count > 0)
+        if (o == 'c' && ss_parse_u64(optarg, 0, 1000000, &count) == 0 && count > 0)
             continue;
         return cli_usage("ping", "bad option '%s'", argv[optind - 1]);
     }
@@ -68,7 +73,7 @@ int cli_cmd_ping(const cli_ctx *ctx, int argc, char **argv)
         return cli_usage("ping", "unexpected argument '%s'", argv[optind]);
     if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
         return status;
-    for (unsigned long long i = 0; i < count; i++) {
+    for (uint64_t i = 0; i < count; i++) {
         struct timespec a, b;
         uint64_t server_ms = 0;
         clock_gettime(CLOCK_MONOTONIC, &a);
@@ -103,7 +108,7 @@ typedef struct cli_state {
     int dtype;                         /* enum ss_dtype */
     int64_t shape[SS_TENSOR_MAX_RANK]; /* per-sequence shape */
     size_t rank;                       /* dims used */
-    npy_io_array initial;              /* --initial value, data NULL if none */
+    ss_npy *initial;                   /* --initial value (owned), NULL if none */
 } cli_state;
 
 /* Parse "NAME:DTYPE:DIMxDIM"; NAME may itself contain ':'. */
@@ -132,27 +137,29 @@ static int parse_state_spec(const char *arg, cli_state *s)
     s->rank = 0;
     const char *p = dims + 1;
     for (;;) {
-        char *end;
-        if (*p < '0' || *p > '9' || s->rank == SS_TENSOR_MAX_RANK - 1)
+        char dim[24];
+        size_t dl = strcspn(p, "x");
+        uint64_t v;
+        if (dl == 0 || dl >= sizeof dim || s->rank == SS_TENSOR_MAX_RANK - 1)
             return SS_ERR_INVALID;
-        long long v = strtoll(p, &end, 10);
-        if (v <= 0 || v > (1ll << 31))
+        memcpy(dim, p, dl);
+        dim[dl] = '\0';
+        if (ss_parse_u64(dim, 1, 1ull << 31, &v) < 0)
             return SS_ERR_INVALID;
-        s->shape[s->rank++] = v;
-        if (*end == '\0')
+        s->shape[s->rank++] = (int64_t)v;
+        if (p[dl] == '\0')
             return 0;
-        if (*end != 'x')
-            return SS_ERR_INVALID;
-        p = end + 1;
+        p += dl + 1; /* past the 'x' */
     }
 }
 
 /* Does an npy array have exactly shape, or [1] + shape? */
-static int shape_fits(const npy_io_array *a, const int64_t *shape, size_t rank)
+static int shape_fits(const ss_npy *a, const int64_t *shape, size_t rank)
 {
-    if (a->rank == rank && memcmp(a->shape, shape, rank * sizeof *shape) == 0)
+    size_t ar = (size_t)a->ndim;
+    if (ar == rank && memcmp(a->shape, shape, rank * sizeof *shape) == 0)
         return 1;
-    return a->rank == rank + 1 && a->shape[0] == 1 &&
+    return ar == rank + 1 && a->shape[0] == 1 &&
            memcmp(a->shape + 1, shape, rank * sizeof *shape) == 0;
 }
 
@@ -168,7 +175,7 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
     cli_state *st = calloc(CLI_STATES_MAX, sizeof *st);
     const char *initial[CLI_STATES_MAX];
     size_t n = 0, n_init = 0;
-    unsigned long long ttl = 0;
+    uint64_t ttl = 0;
     bool keep_final = false, created = false;
     ss_state_def defs[CLI_STATES_MAX];
     ss_client *c = NULL;
@@ -206,7 +213,7 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
             initial[n_init++] = optarg;
             break;
         case 't':
-            if (cli_parse_u64(optarg, UINT64_MAX, &ttl) < 0) {
+            if (ss_parse_u64(optarg, 0, UINT64_MAX, &ttl) < 0) {
                 status = cli_usage("declare", "bad --ttl-ms '%s'", optarg);
                 goto out;
             }
@@ -239,19 +246,21 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
             status = cli_usage("declare", "--initial '%s' names no --state", initial[i]);
             goto out;
         }
-        if (npy_io_read(eq + 1, &st[j].initial, err, sizeof err) < 0) {
+        ss_npy_free(st[j].initial); /* the last --initial for a state wins */
+        st[j].initial = NULL;
+        if (cli_npy_read(eq + 1, &st[j].initial, err, sizeof err) < 0) {
             cli_error("%s", err);
             status = CLI_EXIT_FAIL;
             goto out;
         }
-        if (st[j].initial.dtype != st[j].dtype ||
-            !shape_fits(&st[j].initial, st[j].shape, st[j].rank)) {
+        if (cli_npy_dtype(st[j].initial) != st[j].dtype ||
+            !shape_fits(st[j].initial, st[j].shape, st[j].rank)) {
             char want[128], got[128];
             ss_shape_format(st[j].shape, st[j].rank, want, sizeof want);
-            ss_shape_format(st[j].initial.shape, st[j].initial.rank, got, sizeof got);
+            ss_shape_format(st[j].initial->shape, (size_t)st[j].initial->ndim, got, sizeof got);
             cli_error("%s: state '%s' wants %s %s, file has %s %s", eq + 1, st[j].name,
                       ss_dtype_name(st[j].dtype), want,
-                      ss_dtype_name(st[j].initial.dtype), got);
+                      ss_npy_dtype_name(st[j].initial->dtype), got);
             status = CLI_EXIT_FAIL;
             goto out;
         }
@@ -261,8 +270,8 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
         defs[i].dtype = st[i].dtype;
         defs[i].shape = st[i].shape;
         defs[i].rank = st[i].rank;
-        defs[i].initial = st[i].initial.data;
-        defs[i].initial_bytes = st[i].initial.nbytes;
+        defs[i].initial = st[i].initial ? st[i].initial->data : NULL;
+        defs[i].initial_bytes = st[i].initial ? st[i].initial->nbytes : 0;
     }
     if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
         goto out;
@@ -276,7 +285,7 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
 out:
     ss_client_close(c);
     for (size_t i = 0; i < CLI_STATES_MAX; i++)
-        npy_io_array_clear(&st[i].initial);
+        ss_npy_free(st[i].initial);
     free(st);
     return status;
 }
@@ -325,7 +334,7 @@ int cli_cmd_fetch(const cli_ctx *ctx, int argc, char **argv)
         CLI_HELP_OPT,
         {NULL, 0, NULL, 0}};
     const char *out_dir = NULL;
-    unsigned long long min_seg = 0, wait_ms = 0;
+    uint64_t min_seg = 0, wait_ms = 0;
     ss_fetch_result *r = NULL;
     ss_client *c = NULL;
     ss_key *keys = NULL;
@@ -336,11 +345,11 @@ int cli_cmd_fetch(const cli_ctx *ctx, int argc, char **argv)
         case 'h': return help(fetch_usage);
         case 'o': out_dir = optarg; break;
         case 'm':
-            if (cli_parse_u64(optarg, UINT64_MAX, &min_seg) < 0)
+            if (ss_parse_u64(optarg, 0, UINT64_MAX, &min_seg) < 0)
                 return cli_usage("fetch", "bad --min-segment '%s'", optarg);
             break;
         case 'w':
-            if (cli_parse_u64(optarg, SS_WAIT_MS_MAX, &wait_ms) < 0)
+            if (ss_parse_u64(optarg, 0, SS_WAIT_MS_MAX, &wait_ms) < 0)
                 return cli_usage("fetch", "bad --wait-ms '%s' (0..%u)", optarg,
                                  SS_WAIT_MS_MAX);
             break;
@@ -388,8 +397,8 @@ int cli_cmd_fetch(const cli_ctx *ctx, int argc, char **argv)
             if (out_dir) {
                 char path[4096], err[1024];
                 out_path(path, sizeof path, out_dir, names[k], sname);
-                if (npy_io_write(path, dtype, shape, rank, row, nbytes, err,
-                                 sizeof err) < 0) {
+                if (cli_npy_write(path, dtype, shape, rank, row, nbytes, err,
+                                  sizeof err) < 0) {
                     cli_error("%s", err);
                     status = CLI_EXIT_FAIL;
                     goto out;
@@ -473,9 +482,9 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
         {NULL, 0, NULL, 0}};
     const char *files[CLI_STATES_MAX];
     size_t n_files = 0;
-    unsigned long long segment = 0;
+    uint64_t segment = 0;
     bool have_segment = false, final = false, applied = false;
-    npy_io_array *arrays = NULL;
+    ss_npy **arrays = NULL;        /* per schema state: the file read (owned) */
     ss_state_data data[CLI_STATES_MAX];
     ss_list_result *schema = NULL;
     ss_client *c = NULL;
@@ -487,7 +496,7 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
         switch (o) {
         case 'h': return help(save_usage);
         case 's':
-            if (cli_parse_u64(optarg, UINT64_MAX - 1, &segment) < 0)
+            if (ss_parse_u64(optarg, 0, UINT64_MAX - 1, &segment) < 0)
                 return cli_usage("save", "bad --segment '%s'", optarg);
             have_segment = true;
             break;
@@ -531,11 +540,11 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
             cli_error("saver '%s' has no state '%.*s'", saver, (int)nlen, files[f]);
             goto out;
         }
-        if (arrays[j].data) {
+        if (arrays[j]) {
             cli_error("state '%.*s' given twice", (int)nlen, files[f]);
             goto out;
         }
-        if (npy_io_read(files[f] + nlen + 1, &arrays[j], err, sizeof err) < 0) {
+        if (cli_npy_read(files[f] + nlen + 1, &arrays[j], err, sizeof err) < 0) {
             cli_error("%s", err);
             goto out;
         }
@@ -545,23 +554,23 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
         const int64_t *shape;
         size_t rank;
         const char *sn = ss_list_result_saver_state(schema, row, j, &dtype, &shape, &rank);
-        if (!arrays[j].data) {
+        if (!arrays[j]) {
             cli_error("missing --state %s=FILE.npy (every state of '%s' is saved together)",
                       sn, saver);
             goto out;
         }
-        if (arrays[j].dtype != dtype || !shape_fits(&arrays[j], shape, rank)) {
+        if (cli_npy_dtype(arrays[j]) != dtype || !shape_fits(arrays[j], shape, rank)) {
             char want[128], got[128];
             ss_shape_format(shape, rank, want, sizeof want);
-            ss_shape_format(arrays[j].shape, arrays[j].rank, got, sizeof got);
+            ss_shape_format(arrays[j]->shape, (size_t)arrays[j]->ndim, got, sizeof got);
             cli_error("state '%s' wants %s %s, file has %s %s", sn, ss_dtype_name(dtype),
-                      want, ss_dtype_name(arrays[j].dtype), got);
+                      want, ss_npy_dtype_name(arrays[j]->dtype), got);
             goto out;
         }
         data[j].dtype = dtype;
         data[j].shape = shape;
         data[j].rank = rank;
-        data[j].data = arrays[j].data;
+        data[j].data = arrays[j]->data;
     }
     ss_key k = {key, strlen(key)};
     uint64_t seg = segment;
@@ -571,15 +580,16 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
         goto out;
     }
     if (applied)
-        printf("%s: segment %llu was already applied\n", key, segment);
+        printf("%s: segment %llu was already applied\n", key, (unsigned long long)segment);
     else
-        printf("%s: saved segment %llu%s\n", key, segment, final ? " (final)" : "");
+        printf("%s: saved segment %llu%s\n", key, (unsigned long long)segment,
+               final ? " (final)" : "");
     status = CLI_EXIT_OK;
 out:
     ss_list_result_free(schema);
     ss_client_close(c);
     for (size_t j = 0; arrays && j < CLI_STATES_MAX; j++)
-        npy_io_array_clear(&arrays[j]);
+        ss_npy_free(arrays[j]);
     free(arrays);
     return status;
 }
@@ -619,7 +629,7 @@ int cli_cmd_ls(const cli_ctx *ctx, int argc, char **argv)
         CLI_HELP_OPT,
         {NULL, 0, NULL, 0}};
     const char *prefix = NULL;
-    unsigned long long limit = UINT64_MAX;
+    uint64_t limit = UINT64_MAX;
     ss_list_result *page = NULL;
     ss_client *c = NULL;
     uint8_t *last = NULL;
@@ -630,7 +640,7 @@ int cli_cmd_ls(const cli_ctx *ctx, int argc, char **argv)
         case 'h': return help(ls_usage);
         case 'p': prefix = optarg; break;
         case 'l':
-            if (cli_parse_u64(optarg, UINT64_MAX, &limit) < 0 || limit == 0)
+            if (ss_parse_u64(optarg, 0, UINT64_MAX, &limit) < 0 || limit == 0)
                 return cli_usage("ls", "bad --limit '%s'", optarg);
             break;
         default: return cli_usage("ls", "bad option '%s'", argv[optind - 1]);

@@ -34,7 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "npy_io.h"
+#include "ss_backoff.h"
+#include "ss_parse.h"
+#include "ss_npy.h"
 #include "ss_limits.h"
 #include "ss_tensor.h"
 #include "statesaver_jobs.h"
@@ -56,7 +58,7 @@
  * this many segments (or the window, if larger), and the sequences written
  * in a round are collected before the next round starts. */
 #define SUBMIT_ROUND_REFS 512u
-/* Backoff between reconnect attempts (ms). */
+/* Backoff between reconnect attempts (ms; common/ss_backoff, jittered). */
 #define SUBMIT_BACKOFF_MIN_MS 100u
 #define SUBMIT_BACKOFF_MAX_MS 5000u
 
@@ -92,7 +94,7 @@ static const char submit_usage[] =
 typedef struct seq {
     char *key;            /* file name without .npy (owned) */
     char *path;           /* input file path (owned) */
-    npy_io_array in;      /* float32 [length, input_size] */
+    ss_npy *in;           /* float32 [length, input_size] (owned), NULL once queued */
     uint64_t length;      /* steps */
     uint64_t n_segments;  /* segments it is cut into */
     uint64_t first_ref;   /* index of its segment 0 in run.queued */
@@ -244,7 +246,7 @@ static void free_run(run *r)
         seq *q = &r->seqs[i];
         free(q->key);
         free(q->path);
-        npy_io_array_clear(&q->in);
+        ss_npy_free(q->in);
         free(q->out);
         ss_await_result_free(q->fin);
         free(q->reason);
@@ -320,29 +322,29 @@ static int load_inputs(run *r, const char *dir)
     for (size_t i = 0; i < r->n; i++) {
         seq *q = &r->seqs[i];
         char err[1024];
-        if (npy_io_read(q->path, &q->in, err, sizeof err) < 0) {
+        if (cli_npy_read(q->path, &q->in, err, sizeof err) < 0) {
             cli_error("%s", err);
             status = CLI_EXIT_USAGE;
             goto out;
         }
         char shp[96];
-        ss_shape_format(q->in.shape, q->in.rank, shp, sizeof shp);
-        if (q->in.dtype != SS_DTYPE_FLOAT32 || q->in.rank != 2 || q->in.shape[0] < 1 ||
-            q->in.shape[1] < 1 || q->in.shape[1] > UINT32_MAX) {
+        ss_shape_format(q->in->shape, (size_t)q->in->ndim, shp, sizeof shp);
+        if (q->in->dtype != SS_NPY_F32 || q->in->ndim != 2 || q->in->shape[0] < 1 ||
+            q->in->shape[1] < 1 || q->in->shape[1] > UINT32_MAX) {
             cli_error("%s: expected float32 [length, input_size] with length >= 1, "
-                      "found %s %s", q->path, ss_dtype_name(q->in.dtype), shp);
+                      "found %s %s", q->path, ss_npy_dtype_name(q->in->dtype), shp);
             status = CLI_EXIT_USAGE;
             goto out;
         }
         if (i == 0)
-            r->input_size = (uint32_t)q->in.shape[1];
-        if (q->in.shape[1] != (int64_t)r->input_size) {
+            r->input_size = (uint32_t)q->in->shape[1];
+        if (q->in->shape[1] != (int64_t)r->input_size) {
             cli_error("%s: expected float32 [length, %u] like %s, found %s", q->path,
                       r->input_size, r->seqs[0].path, shp);
             status = CLI_EXIT_USAGE;
             goto out;
         }
-        q->length = (uint64_t)q->in.shape[0];
+        q->length = (uint64_t)q->in->shape[0];
         q->n_segments = ss_jobs_segments(q->length, r->T);
         q->first_ref = r->segs_total;
         r->total_steps += q->length;
@@ -395,8 +397,8 @@ static int write_sequence(run *r, seq *q)
         cli_error("%s/%s.npy: path too long", r->out_dir, q->key);
         return CLI_EXIT_FAIL;
     }
-    if (npy_io_write(path, SS_DTYPE_FLOAT32, shape, 2, q->out,
-                     (size_t)q->length * q->out_cols * sizeof(float), err, sizeof err) < 0) {
+    if (cli_npy_write(path, SS_DTYPE_FLOAT32, shape, 2, q->out,
+                      (size_t)q->length * q->out_cols * sizeof(float), err, sizeof err) < 0) {
         cli_error("%s", err);
         return CLI_EXIT_FAIL;
     }
@@ -415,7 +417,7 @@ static int write_sequence(run *r, seq *q)
         for (char *p = path + strlen(r->out_dir) + 1 + strlen(q->key); *p; p++)
             if (*p == '/')
                 *p = '_';
-        if (npy_io_write(path, dtype, fshape, rank, data, nbytes, err, sizeof err) < 0) {
+        if (cli_npy_write(path, dtype, fshape, rank, data, nbytes, err, sizeof err) < 0) {
             cli_error("%s", err);
             return CLI_EXIT_FAIL;
         }
@@ -521,7 +523,7 @@ static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_m
 {
     ss_client_options o;
     char err[1024] = "";
-    uint32_t backoff = SUBMIT_BACKOFF_MIN_MS;
+    ss_backoff backoff;
     int64_t give_up = now_ms() + (int64_t)retry_ms;
     unsigned attempts = 0;
 
@@ -543,12 +545,14 @@ static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_m
     o.token = ctx->token;
     o.token_len = ctx->token_len;
     o.client_name = "statesaver-cli/" SS_VERSION;
+    ss_backoff_init(&backoff, SUBMIT_BACKOFF_MIN_MS, SUBMIT_BACKOFF_MAX_MS, 0);
     for (;;) {
         int64_t left = give_up - now_ms();
         if (left <= 0)
             break;
         struct timespec ts;
-        uint32_t nap = (int64_t)backoff < left ? backoff : (uint32_t)left;
+        uint32_t wait = ss_backoff_next(&backoff); /* jittered, doubling */
+        uint32_t nap = (int64_t)wait < left ? wait : (uint32_t)left;
         ts.tv_sec = nap / 1000;
         ts.tv_nsec = (long)(nap % 1000) * 1000000L;
         nanosleep(&ts, NULL);
@@ -560,7 +564,6 @@ static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_m
             return CLI_EXIT_OK;
         }
         *c = NULL;
-        backoff = backoff * 2 > SUBMIT_BACKOFF_MAX_MS ? SUBMIT_BACKOFF_MAX_MS : backoff * 2;
     }
     cli_error("%s: could not reconnect to %s within %llu ms (%u attempts): %s", r->phase,
               ctx->server, (unsigned long long)retry_ms, attempts, err);
@@ -738,8 +741,8 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     };
     run r = {.status = CLI_EXIT_OK, .phase = "submit"};
     const char *in_dir = NULL;
-    unsigned long long v, wait_ms = SUBMIT_WAIT_MS_DEFAULT, max_wait = 0, T = 0;
-    unsigned long long retry_ms = SUBMIT_RETRY_MS_DEFAULT;
+    uint64_t v, wait_ms = SUBMIT_WAIT_MS_DEFAULT, max_wait = 0, T = 0;
+    uint64_t retry_ms = SUBMIT_RETRY_MS_DEFAULT;
     ss_jobs_pipeline pipe = {.window = 0};
     ss_sequence_in *ins = NULL;
     ss_client *c = NULL;
@@ -752,24 +755,24 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
         case 'i': in_dir = optarg; break;
         case 'o': r.out_dir = optarg; break;
         case 'T':
-            if (cli_parse_u64(optarg, SS_JOBS_NUM_UNROLL_MAX, &T) < 0 || T == 0)
+            if (ss_parse_u64(optarg, 0, SS_JOBS_NUM_UNROLL_MAX, &T) < 0 || T == 0)
                 return cli_usage("submit", "--num-unroll wants 1..%u", SS_JOBS_NUM_UNROLL_MAX);
             break;
         case 'w':
-            if (cli_parse_u64(optarg, SS_WAIT_MS_MAX, &wait_ms) < 0)
+            if (ss_parse_u64(optarg, 0, SS_WAIT_MS_MAX, &wait_ms) < 0)
                 return cli_usage("submit", "--wait-ms wants 0..%u", SS_WAIT_MS_MAX);
             break;
         case 'm':
-            if (cli_parse_u64(optarg, 86400000ull * 365, &max_wait) < 0)
+            if (ss_parse_u64(optarg, 0, 86400000ull * 365, &max_wait) < 0)
                 return cli_usage("submit", "--max-wait-ms wants a number of ms");
             break;
         case 'W':
-            if (cli_parse_u64(optarg, SS_JOBS_WINDOW_MAX, &v) < 0 || v == 0)
+            if (ss_parse_u64(optarg, 0, SS_JOBS_WINDOW_MAX, &v) < 0 || v == 0)
                 return cli_usage("submit", "--window wants 1..%u", SS_JOBS_WINDOW_MAX);
             pipe.window = (uint32_t)v;
             break;
         case 'R':
-            if (cli_parse_u64(optarg, 86400000ull, &retry_ms) < 0)
+            if (ss_parse_u64(optarg, 0, 86400000ull, &retry_ms) < 0)
                 return cli_usage("submit", "--retry-ms wants 0..86400000");
             break;
         case 'j': json = true; break;
@@ -806,7 +809,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     for (size_t i = 0; i < r.n; i++) {
         ins[i].key.data = r.seqs[i].key;
         ins[i].key.len = strlen(r.seqs[i].key);
-        ins[i].data = r.seqs[i].in.data;
+        ins[i].data = r.seqs[i].in->data;
         ins[i].length = r.seqs[i].length;
     }
     if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
@@ -818,7 +821,8 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     /* Input data is no longer needed once every segment is queued. */
     size_t n_refs = 0;
     for (size_t i = 0; i < r.n; i++) {
-        npy_io_array_clear(&r.seqs[i].in);
+        ss_npy_free(r.seqs[i].in);
+        r.seqs[i].in = NULL;
         r.seqs[i].first_await = n_refs;
         bool gap = false;
         for (uint64_t s = 0; s < r.seqs[i].n_segments; s++) {

@@ -1,7 +1,9 @@
-/* atomic_file -- temporary file + rename, so targets are written whole or not at all. */
+/* atomic_file -- temporary file + fsync + rename + fsync of the directory,
+ * so targets are written whole or not at all, and durably. */
 #include "atomic_file.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -63,6 +65,26 @@ FILE *ss_afile_stream(ss_afile *af)
     return af->fp;
 }
 
+/* fsync the directory holding path. 0 or -1 with errno set. */
+static int sync_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (dir == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
 int ss_afile_commit(ss_afile *af, char *err, size_t errsz)
 {
     int rc = SS_ERR_IO;
@@ -70,6 +92,13 @@ int ss_afile_commit(ss_afile *af, char *err, size_t errsz)
     af->fp = NULL;
     if (ferror(fp)) {
         ss_fileio_err(err, errsz, "%s: write failed", af->path);
+        fclose(fp);
+        goto out;
+    }
+    /* The data is on disk before the name points at it; a failed fsync
+     * is not retried (the page cache may have dropped the pages). */
+    if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
+        ss_fileio_err(err, errsz, "%s: write failed: %s", af->path, strerror(errno));
         fclose(fp);
         goto out;
     }
@@ -87,6 +116,12 @@ int ss_afile_commit(ss_afile *af, char *err, size_t errsz)
     }
     free(af->tmp);
     af->tmp = NULL;
+    /* The rename is durable once the directory is synced. */
+    if (sync_dir(af->path) != 0) {
+        ss_fileio_err(err, errsz, "%s: cannot sync its directory: %s", af->path,
+                      strerror(errno));
+        goto out;
+    }
     rc = 0;
 out:
     ss_afile_abort(af);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "ss_error.h"
+#include "ss_parse.h"
 #include "ss_log.h"
 
 #define PROM_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -59,10 +60,8 @@ int ss_http_parse_listen(const char *listen, void *sa, unsigned *salen,
         port = colon + 1;
     }
     host[hlen] = '\0';
-    char *end = NULL;
-    errno = 0;
-    long p = strtol(port, &end, 10);
-    if (!*port || errno || *end || p < 0 || p > 65535)
+    uint64_t p; /* strict: " 80" and "+80" are refused too */
+    if (ss_parse_u64(port, 0, 65535, &p) < 0)
         goto bad;
     struct addrinfo hints, *ai = NULL;
     memset(&hints, 0, sizeof hints);

@@ -5,13 +5,12 @@
 #include <string.h>
 #include <uv.h>
 
-#include "server_internal.h"
 #include "ss_error.h"
 #include "ss_log.h"
 
 #define BARRIER_BUCKETS_INITIAL 64u
 
-typedef struct waiter waiter;
+typedef struct ss_barrier_waiter waiter;
 
 /* One (saver, key) a waiter waits on: a node of a hash bucket chain. */
 typedef struct bentry {
@@ -23,7 +22,7 @@ typedef struct bentry {
     waiter *w;           /* owner */
 } bentry;
 
-struct waiter {
+struct ss_barrier_waiter {
     ss_barrier *b;             /* owning barrier */
     ss_request *req;           /* the parked request */
     const char *saver;         /* borrowed from the request */
@@ -41,7 +40,7 @@ struct waiter {
 };
 
 struct ss_barrier {
-    ss_server *srv;   /* owning server */
+    uv_loop_t *loop;  /* timers run here */
     bentry **buckets; /* hash table */
     size_t nbuckets;  /* power of two */
     size_t nentries;  /* entries in the table */
@@ -66,7 +65,7 @@ static uint64_t hash_key(const char *saver, const uint8_t *key, size_t len)
     return h;
 }
 
-int ss_barrier_new(ss_barrier **out, ss_server *srv)
+int ss_barrier_new(ss_barrier **out, uv_loop_t *loop)
 {
     ss_barrier *b = calloc(1, sizeof *b);
     if (!b)
@@ -77,7 +76,7 @@ int ss_barrier_new(ss_barrier **out, ss_server *srv)
         return SS_ERR_NOMEM;
     }
     b->nbuckets = BARRIER_BUCKETS_INITIAL;
-    b->srv = srv;
+    b->loop = loop;
     *out = b;
     return 0;
 }
@@ -163,7 +162,6 @@ static void waiter_unlink(waiter *w)
     if (w->next)
         w->next->prev = w->prev;
     b->count--;
-    ss_request_on_close(w->req, NULL, NULL);
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, on_timer_close);
 }
@@ -182,16 +180,16 @@ static void on_timeout(uv_timer_t *t)
     waiter_wake(t->data, SS_BARRIER_TIMEOUT);
 }
 
-static void on_conn_closed(ss_request *req, void *arg)
+void ss_barrier_cancel(ss_barrier_waiter *w)
 {
-    (void)req;
-    waiter_wake(arg, SS_BARRIER_CLOSED);
+    if (w->linked)
+        waiter_wake(w, SS_BARRIER_CLOSED);
 }
 
 int ss_barrier_park(ss_barrier *b, ss_request *req, const char *saver,
                     size_t n, const ss_bytes *keys, uint64_t timeout_ms,
                     ss_barrier_ready_fn ready, ss_barrier_wake_fn wake,
-                    void *arg)
+                    void *arg, ss_barrier_waiter **out)
 {
     if (n == 0 || n > SIZE_MAX / sizeof(bentry) - 1)
         return SS_ERR_INVALID;
@@ -206,7 +204,7 @@ int ss_barrier_park(ss_barrier *b, ss_request *req, const char *saver,
     w->arg = arg;
     w->n = n;
     w->entries = (bentry *)(w + 1);
-    uv_timer_init(ss_server_loop(b->srv), &w->timer);
+    uv_timer_init(b->loop, &w->timer);
     w->timer.data = w;
     for (size_t i = 0; i < n; i++) {
         bentry *e = &w->entries[i];
@@ -223,8 +221,8 @@ int ss_barrier_park(ss_barrier *b, ss_request *req, const char *saver,
     b->count++;
     w->linked = true;
     uv_timer_start(&w->timer, on_timeout, timeout_ms, 0);
-    ss_request_on_close(req, on_conn_closed, w);
     maybe_grow(b);
+    *out = w;
     return 0;
 }
 

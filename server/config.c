@@ -13,6 +13,7 @@
 #include "ss_frame.h"
 #include "ss_http.h"
 #include "ss_log.h"
+#include "ss_parse.h"
 #include "store.h"
 
 void ss_config_init(ss_config *cfg)
@@ -34,6 +35,15 @@ void ss_config_init(ss_config *cfg)
     cfg->max_attempts = SS_JOBS_MAX_ATTEMPTS_DEFAULT;
     cfg->lease_ms = SS_JOBS_LEASE_MS_DEFAULT;
     cfg->finished_retention_ms = SS_STORE_FINISHED_RETENTION_MS_DEFAULT;
+    cfg->max_output_total = SS_OUTBUF_TOTAL_MAX_DEFAULT;
+    cfg->max_unauth_frame_bytes = SS_UNAUTH_FRAME_MAX_DEFAULT;
+    cfg->unpack_budget_min = SS_UNPACK_BUDGET_MIN_DEFAULT;
+    cfg->unpack_budget_factor = SS_UNPACK_BUDGET_FACTOR_DEFAULT;
+    cfg->frame_timeout_ms = SS_FRAME_TIMEOUT_MS_DEFAULT;
+    cfg->max_unauth_conns = SS_MAX_UNAUTH_CONN_DEFAULT;
+    cfg->max_parked_per_conn = SS_MAX_PARKED_PER_CONN_DEFAULT;
+    cfg->max_pending_writes_per_conn = SS_MAX_PENDING_WRITES_PER_CONN_DEFAULT;
+    cfg->max_parked_total = SS_MAX_PARKED_TOTAL_DEFAULT;
 }
 
 void ss_config_clear(ss_config *cfg)
@@ -169,32 +179,33 @@ out:
     return rc;
 }
 
-static int parse_u64(const char *arg, uint64_t min, uint64_t max, uint64_t *out)
+/* A numeric flag: ss_parse_u64's strict decimal, optionally followed by
+ * one size suffix k, M or G (powers of 1024), within [min, max]. */
+static int parse_flag_u64(const char *arg, uint64_t min, uint64_t max,
+                          uint64_t *out)
 {
-    char *end = NULL;
-    if (!arg || !*arg || arg[0] == '-')
+    char digits[32];
+    uint64_t mul = 1;
+    size_t len = arg ? strlen(arg) : 0;
+    if (len == 0 || len >= sizeof digits)
         return SS_ERR_INVALID;
-    errno = 0;
-    unsigned long long v = strtoull(arg, &end, 10);
-    if (errno || !end || end == arg)
-        return SS_ERR_INVALID;
-    /* Size suffixes for byte limits: k, M, G (powers of 1024). */
-    unsigned long long mul = 1;
-    if (*end == 'k' || *end == 'K')
-        mul = 1ull << 10;
-    else if (*end == 'm' || *end == 'M')
-        mul = 1ull << 20;
-    else if (*end == 'g' || *end == 'G')
-        mul = 1ull << 30;
-    else if (*end)
-        return SS_ERR_INVALID;
-    if (mul > 1 && end[1])
-        return SS_ERR_INVALID;
-    if (v > UINT64_MAX / mul)
-        return SS_ERR_INVALID;
+    switch (arg[len - 1]) {
+    case 'k': case 'K': mul = 1ull << 10; break;
+    case 'm': case 'M': mul = 1ull << 20; break;
+    case 'g': case 'G': mul = 1ull << 30; break;
+    default: break;
+    }
+    if (mul > 1)
+        len--;
+    memcpy(digits, arg, len);
+    digits[len] = '\0';
+    uint64_t v = 0;
+    int rc = ss_parse_u64(digits, 0, UINT64_MAX / mul, &v);
+    if (rc < 0)
+        return rc;
     v *= mul;
     if (v < min || v > max)
-        return SS_ERR_INVALID;
+        return SS_ERR_TOO_BIG;
     *out = v;
     return 0;
 }
@@ -217,7 +228,34 @@ static void usage(FILE *f)
         "  --max-connections N      open connections (default %u)\n"
         "  --max-output-bytes N     buffered replies per connection before the\n"
         "                           server stops reading from it (default %u)\n"
-        "  --idle-timeout-ms N      close connections idle this long; 0 = never\n"
+        "  --max-output-bytes-total N\n"
+        "                           buffered replies over all connections; past\n"
+        "                           it the connection holding the most is closed\n"
+        "                           (default %llu)\n"
+        "  --idle-timeout-ms N      close connections with no whole request for\n"
+        "                           this long; 0 = never (default %u)\n"
+        "  --frame-timeout-ms N     a started frame must be complete within this,\n"
+        "                           or the connection is closed; 0 = never\n"
+        "                           (default %u)\n"
+        "  --max-unauth-connections N\n"
+        "                           connections without a first complete request\n"
+        "                           (and Hello, with a token); past it, or at\n"
+        "                           --max-connections, the oldest such one is\n"
+        "                           closed for a newcomer (default %u)\n"
+        "  --max-unauth-frame-bytes N\n"
+        "                           largest frame before Hello succeeded, with\n"
+        "                           --auth-token-file (default %u)\n"
+        "  --unpack-budget-min N    --unpack-budget-factor N\n"
+        "                           memory one request may take to decode: MIN\n"
+        "                           plus FACTOR x its frame bytes (defaults %u, %u)\n"
+        "  --max-parked-per-conn N  unanswered Fetch waits, Leases and Awaits of\n"
+        "                           one connection before it is not read until\n"
+        "                           one is answered (default %u)\n"
+        "  --max-pending-writes-per-conn N\n"
+        "                           the same for Declare, Save, Drop, Submit and\n"
+        "                           Complete waiting for the writer (default %u)\n"
+        "  --max-parked-total N     Fetch waits, Leases and Awaits unanswered over\n"
+        "                           all connections; past it RESOURCE_EXHAUSTED\n"
         "                           (default %u)\n"
         "  --map-size N             LMDB map size in bytes (default %llu)\n"
         "  --auth-token-file FILE   require Hello with this shared secret\n"
@@ -246,7 +284,12 @@ static void usage(FILE *f)
         SS_PROTOCOL_VERSION, SS_LISTEN_DEFAULT, SS_FRAME_MAX_DEFAULT,
         SS_KEYS_PER_REQUEST_DEFAULT, SS_KEY_MAX_DEFAULT,
         SS_MAX_CONNECTIONS_DEFAULT, SS_OUTBUF_MAX_DEFAULT,
-        SS_IDLE_CONN_MS_DEFAULT, (unsigned long long)SS_MAP_SIZE_DEFAULT,
+        (unsigned long long)SS_OUTBUF_TOTAL_MAX_DEFAULT,
+        SS_IDLE_CONN_MS_DEFAULT, SS_FRAME_TIMEOUT_MS_DEFAULT,
+        SS_MAX_UNAUTH_CONN_DEFAULT, SS_UNAUTH_FRAME_MAX_DEFAULT,
+        SS_UNPACK_BUDGET_MIN_DEFAULT, SS_UNPACK_BUDGET_FACTOR_DEFAULT,
+        SS_MAX_PARKED_PER_CONN_DEFAULT, SS_MAX_PENDING_WRITES_PER_CONN_DEFAULT,
+        SS_MAX_PARKED_TOTAL_DEFAULT, (unsigned long long)SS_MAP_SIZE_DEFAULT,
         SS_TTL_INTERVAL_MS_DEFAULT, SS_JOBS_QUEUE_CAPACITY_DEFAULT,
         SS_JOBS_MAX_ATTEMPTS_DEFAULT, SS_JOBS_LEASE_MS_DEFAULT, SS_JOBS_LEASE_MS_MAX,
         SS_STORE_FINISHED_RETENTION_MS_DEFAULT);
@@ -273,6 +316,15 @@ enum {
     OPT_FIN_RETENTION,
     OPT_METRICS_LISTEN,
     OPT_METRICS_PORT_FILE,
+    OPT_MAX_OUTPUT_TOTAL,
+    OPT_MAX_UNAUTH_FRAME,
+    OPT_UNPACK_MIN,
+    OPT_UNPACK_FACTOR,
+    OPT_FRAME_TIMEOUT,
+    OPT_MAX_UNAUTH_CONN,
+    OPT_MAX_PARKED_CONN,
+    OPT_MAX_PENDING_WRITES,
+    OPT_MAX_PARKED_TOTAL,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -301,6 +353,15 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         {"finished-retention-ms", required_argument, NULL, OPT_FIN_RETENTION},
         {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
         {"metrics-port-file", required_argument, NULL, OPT_METRICS_PORT_FILE},
+        {"max-output-bytes-total", required_argument, NULL, OPT_MAX_OUTPUT_TOTAL},
+        {"max-unauth-frame-bytes", required_argument, NULL, OPT_MAX_UNAUTH_FRAME},
+        {"unpack-budget-min", required_argument, NULL, OPT_UNPACK_MIN},
+        {"unpack-budget-factor", required_argument, NULL, OPT_UNPACK_FACTOR},
+        {"frame-timeout-ms", required_argument, NULL, OPT_FRAME_TIMEOUT},
+        {"max-unauth-connections", required_argument, NULL, OPT_MAX_UNAUTH_CONN},
+        {"max-parked-per-conn", required_argument, NULL, OPT_MAX_PARKED_CONN},
+        {"max-pending-writes-per-conn", required_argument, NULL, OPT_MAX_PENDING_WRITES},
+        {"max-parked-total", required_argument, NULL, OPT_MAX_PARKED_TOTAL},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -338,7 +399,7 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
             break;
 #define NUM_FLAG(OPT, FLAG, MIN, MAX, FIELD, TYPE)                             \
         case OPT:                                                              \
-            if (parse_u64(optarg, (MIN), (MAX), &v) < 0) {                     \
+            if (parse_flag_u64(optarg, (MIN), (MAX), &v) < 0) {                     \
                 fprintf(err, "statesaver-server: bad " FLAG " '%s' (want an "  \
                         "integer in %llu..%llu)\n", optarg,                    \
                         (unsigned long long)(MIN), (unsigned long long)(MAX)); \
@@ -349,7 +410,7 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         NUM_FLAG(OPT_MAX_FRAME, "--max-frame-bytes", 64u, UINT32_MAX - SS_FRAME_HEADER,
                  max_frame_bytes, uint32_t)
         NUM_FLAG(OPT_MAX_KEYS, "--max-keys", 1u, 1u << 24, max_keys, uint32_t)
-        NUM_FLAG(OPT_MAX_KEY_BYTES, "--max-key-bytes", 1u, 1u << 20,
+        NUM_FLAG(OPT_MAX_KEY_BYTES, "--max-key-bytes", 1u, SS_STORE_KEY_MAX,
                  max_key_bytes, uint32_t)
         NUM_FLAG(OPT_MAX_CONN, "--max-connections", 1u, 1u << 20,
                  max_connections, uint32_t)
@@ -369,6 +430,25 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
                  lease_ms, uint32_t)
         NUM_FLAG(OPT_FIN_RETENTION, "--finished-retention-ms", 1u,
                  UINT64_MAX / 2, finished_retention_ms, uint64_t)
+        NUM_FLAG(OPT_MAX_OUTPUT_TOTAL, "--max-output-bytes-total", 1u,
+                 UINT64_MAX, max_output_total, uint64_t)
+        NUM_FLAG(OPT_MAX_UNAUTH_FRAME, "--max-unauth-frame-bytes",
+                 SS_UNAUTH_FRAME_MIN, UINT32_MAX - SS_FRAME_HEADER,
+                 max_unauth_frame_bytes, uint32_t)
+        NUM_FLAG(OPT_UNPACK_MIN, "--unpack-budget-min", 64u * 1024u,
+                 UINT64_MAX / 2, unpack_budget_min, uint64_t)
+        NUM_FLAG(OPT_UNPACK_FACTOR, "--unpack-budget-factor", 1u, 1000u,
+                 unpack_budget_factor, uint32_t)
+        NUM_FLAG(OPT_FRAME_TIMEOUT, "--frame-timeout-ms", 0u, UINT32_MAX,
+                 frame_timeout_ms, uint64_t)
+        NUM_FLAG(OPT_MAX_UNAUTH_CONN, "--max-unauth-connections", 1u, 1u << 20,
+                 max_unauth_conns, uint32_t)
+        NUM_FLAG(OPT_MAX_PARKED_CONN, "--max-parked-per-conn", 1u, UINT32_MAX,
+                 max_parked_per_conn, uint32_t)
+        NUM_FLAG(OPT_MAX_PENDING_WRITES, "--max-pending-writes-per-conn", 1u,
+                 UINT32_MAX, max_pending_writes_per_conn, uint32_t)
+        NUM_FLAG(OPT_MAX_PARKED_TOTAL, "--max-parked-total", 1u,
+                 UINT64_MAX / 2, max_parked_total, uint64_t)
 #undef NUM_FLAG
         case OPT_TOKEN:
             token_file = optarg;

@@ -19,6 +19,8 @@
 #define SS_TOKEN_MAX 4096u                 /* bytes in an auth token file */
 #define SS_MAX_READERS 126u                /* LMDB reader slots */
 #define SS_HOST_MAX 256u                   /* bytes in --listen's host */
+/* Smallest --max-unauth-frame-bytes: a Hello with the largest token. */
+#define SS_UNAUTH_FRAME_MIN (SS_TOKEN_MAX + 256u)
 
 typedef struct ss_config {
     char host[SS_HOST_MAX];     /* listen address literal (IPv4 or IPv6) */
@@ -44,6 +46,15 @@ typedef struct ss_config {
                                        final save stays retryable */
     char *metrics_listen;       /* --metrics-listen HOST:PORT (owned) or NULL */
     char *metrics_port_file;    /* --metrics-port-file (owned) or NULL */
+    uint64_t max_output_total;  /* --max-output-bytes-total, all connections */
+    uint32_t max_unauth_frame_bytes; /* --max-unauth-frame-bytes before Hello */
+    uint64_t unpack_budget_min; /* --unpack-budget-min: decode bytes floor */
+    uint32_t unpack_budget_factor; /* --unpack-budget-factor: per payload byte */
+    uint64_t frame_timeout_ms;  /* --frame-timeout-ms; 0 = no deadline */
+    uint32_t max_unauth_conns;  /* --max-unauth-connections */
+    uint32_t max_parked_per_conn; /* --max-parked-per-conn */
+    uint32_t max_pending_writes_per_conn; /* --max-pending-writes-per-conn */
+    uint64_t max_parked_total;  /* --max-parked-total */
 } ss_config;
 
 /* Fill the defaults. */

@@ -1,70 +1,36 @@
-/* conn -- one client connection: frame reader, reply writer, backpressure. */
+/* conn -- one client connection: frame reader, reply writer, backpressure,
+ * admission (accept, eviction of fresh connections). */
 #include "conn.h"
+#include "conn_internal.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "server_internal.h"
-#include "server_metrics.h"
 #include "ss_error.h"
 #include "ss_frame.h"
 #include "ss_log.h"
-
-/* After a protocol error the reply is written, our side is shut down and
- * further input is discarded for at most this long before closing, so the
- * peer reads the error instead of a reset caused by its unread bytes. */
-#define SS_CONN_LINGER_MS 2000u
-
-/* One queued output frame; data is what ss_conn_frame_alloc returned. */
-typedef struct out_chunk {
-    struct out_chunk *next; /* queue link */
-    size_t len;             /* bytes in data */
-    size_t off;             /* bytes already written */
-    uint8_t data[];         /* the frame */
-} out_chunk;
-
-/* One uv_write in flight and the chunks it owns. */
-typedef struct out_write {
-    uv_write_t req;     /* libuv request; req.data = this */
-    ss_conn *conn;      /* holds a reference */
-    out_chunk *chunks;  /* freed in the callback */
-    size_t bytes;       /* bytes handed to uv_write */
-} out_write;
-
-struct ss_conn {
-    uv_tcp_t tcp;            /* the socket; tcp.data = this */
-    uv_shutdown_t shut;      /* write-side shutdown while lingering */
-    ss_server *srv;          /* owning server */
-    int refs;                /* socket + requests + writes + dirty list */
-    bool closing;            /* uv_close called */
-    bool close_pending;      /* close once output is written */
-    bool lingering;          /* shut down, discarding input until EOF */
-    bool eof;                /* peer finished sending */
-    bool reading;            /* uv_read_start active */
-    bool processing;         /* inside conn_process (no recursion) */
-    bool authed;             /* Hello succeeded */
-    bool rejected;           /* over --max-connections; not counted */
-    bool dirty;              /* on the server's dirty list */
-    uint8_t *rbuf;           /* read buffer */
-    size_t rlen;             /* bytes in rbuf */
-    size_t rcap;             /* rbuf capacity */
-    out_chunk *out_head;     /* frames not yet handed to the kernel */
-    out_chunk *out_tail;     /* last queued frame */
-    uint64_t out_bytes;      /* queued + in-flight output bytes */
-    unsigned writes;         /* uv_write requests in flight */
-    unsigned inflight;       /* unanswered requests */
-    uint64_t last_active;    /* uv_now of the last read or write */
-    uint64_t linger_start;   /* uv_now when lingering began */
-    ss_request *requests;    /* unanswered requests (dispatch's list) */
-    ss_conn *prev;           /* server list */
-    ss_conn *next;           /* server list */
-    ss_conn *dirty_next;     /* server dirty list */
-    char peer[64];           /* peer address for logs */
-};
+#include "statesaver.pb-c.h"
 
 static void conn_process(ss_conn *c);
-static void conn_update_reading(ss_conn *c);
+
+static uint64_t conn_now(const ss_conn *c)
+{
+    return uv_now(c->set->loop);
+}
+
+/* Output accounting: per connection and over the set. */
+static void out_add(ss_conn *c, uint64_t n)
+{
+    c->out_bytes += n;
+    c->set->out_total += n;
+}
+
+static void out_sub(ss_conn *c, uint64_t n)
+{
+    c->out_bytes -= n;
+    c->set->out_total -= n;
+}
 
 #define CHUNK_OF(p) ((out_chunk *)((uint8_t *)(p) - offsetof(out_chunk, data)))
 
@@ -112,7 +78,16 @@ void ss_conn_unref(ss_conn *c)
 
 bool ss_conn_closed(const ss_conn *c)
 {
-    return c->closing || c->close_pending;
+    return c->closing || c->close_pending || c->close_soon;
+}
+
+void ss_conn_close_soon(ss_conn *c, const char *reason)
+{
+    if (c->closing || c->close_soon)
+        return;
+    c->close_soon = reason;
+    conn_update_reading(c);
+    conn_mark_dirty(c);
 }
 
 bool ss_conn_authed(const ss_conn *c)
@@ -125,9 +100,14 @@ void ss_conn_set_authed(ss_conn *c)
     c->authed = true;
 }
 
-ss_request **ss_conn_requests(ss_conn *c)
+void ss_conn_set_data(ss_conn *c, void *data)
 {
-    return &c->requests;
+    c->data = data;
+}
+
+void *ss_conn_data(const ss_conn *c)
+{
+    return c->data;
 }
 
 const char *ss_conn_peer(const ss_conn *c)
@@ -135,19 +115,62 @@ const char *ss_conn_peer(const ss_conn *c)
     return c->peer;
 }
 
-ss_conn **ss_conn_dirty_next(ss_conn *c)
-{
-    return &c->dirty_next;
-}
-
-bool *ss_conn_dirty_flag(ss_conn *c)
-{
-    return &c->dirty;
-}
-
 static bool over_output_limit(const ss_conn *c)
 {
-    return c->out_bytes > c->srv->cfg.max_output_bytes;
+    return c->out_bytes > c->set->cfg->max_output_bytes;
+}
+
+/* The cap of each request class (0 = none). */
+static unsigned class_cap(const ss_conn *c, int cls)
+{
+    switch (cls) {
+    case SS_CONN_CLASS_PARKED: return c->set->cfg->max_parked_per_conn;
+    case SS_CONN_CLASS_WRITE: return c->set->cfg->max_pending_writes_per_conn;
+    default: return 0;
+    }
+}
+
+/* A class is at its cap: read and dispatch nothing until one is answered. */
+static bool at_request_cap(const ss_conn *c)
+{
+    for (int k = 0; k < SS_CONN_CLASSES; k++) {
+        unsigned cap = class_cap(c, k);
+        if (cap && c->by_class[k] >= cap)
+            return true;
+    }
+    return false;
+}
+
+static void fresh_unlink(ss_conn *c)
+{
+    ss_conn_set *s = c->set;
+    if (!c->fresh)
+        return;
+    c->fresh = false;
+    if (c->fresh_prev)
+        c->fresh_prev->fresh_next = c->fresh_next;
+    else
+        s->fresh_new = c->fresh_next;
+    if (c->fresh_next)
+        c->fresh_next->fresh_prev = c->fresh_prev;
+    else
+        s->fresh_old = c->fresh_prev;
+    c->fresh_prev = c->fresh_next = NULL;
+    s->n_fresh--;
+}
+
+static void fresh_link(ss_conn *c)
+{
+    ss_conn_set *s = c->set;
+    c->fresh = true;
+    c->fresh_prev = NULL;
+    c->fresh_next = s->fresh_new;
+    if (s->fresh_new)
+        s->fresh_new->fresh_prev = c;
+    else
+        s->fresh_old = c;
+    s->fresh_new = c;
+    s->n_fresh++;
 }
 
 static void on_close(uv_handle_t *h)
@@ -159,7 +182,7 @@ void ss_conn_close(ss_conn *c, const char *reason)
 {
     if (c->closing)
         return;
-    ss_server *srv = c->srv;
+    ss_conn_set *s = c->set;
     c->closing = true;
     SS_LOG(SS_LOG_DEBUG, "connection %s closed: %s", c->peer, reason);
     if (c->reading) {
@@ -169,19 +192,21 @@ void ss_conn_close(ss_conn *c, const char *reason)
     if (c->prev)
         c->prev->next = c->next;
     else
-        srv->conns = c->next;
+        s->all = c->next;
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
+    fresh_unlink(c);
     if (!c->rejected)
-        srv->counters.connections--;
+        s->open--;
     /* Queued output can no longer be sent. */
     for (out_chunk *ch = c->out_head; ch; ch = ch->next)
-        c->out_bytes -= ch->len - ch->off;
+        out_sub(c, ch->len - ch->off);
     chunks_free(c->out_head);
     c->out_head = c->out_tail = NULL;
     uv_close((uv_handle_t *)&c->tcp, on_close);
-    ss_dispatch_conn_closed(c);
+    if (s->ev.closed && !s->ev.closed(s->ev.arg, c))
+        conn_close_event_later(c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -192,15 +217,25 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     ss_conn_unref(c);
 }
 
+/* The largest frame payload c may send now: --max-frame-bytes, or only
+ * --max-unauth-frame-bytes until Hello succeeded (with a token), so an
+ * unauthenticated peer cannot make the server buffer a big frame. */
+static size_t conn_frame_limit(const ss_conn *c)
+{
+    const ss_config *cfg = c->set->cfg;
+    if (c->authed || cfg->max_unauth_frame_bytes >= cfg->max_frame_bytes)
+        return cfg->max_frame_bytes;
+    return cfg->max_unauth_frame_bytes;
+}
+
 /* A whole frame (or an oversized header) waits in the read buffer, held
  * back by backpressure: a peer that half-closed still gets its answer. */
-static bool conn_has_frame(const ss_conn *c)
+bool conn_has_frame(const ss_conn *c)
 {
     const uint8_t *payload;
     size_t plen, consumed;
-    return ss_frame_decode(c->rbuf, c->rlen, c->srv->cfg.max_frame_bytes,
-                           &payload, &plen, &consumed, NULL) !=
-           SS_FRAME_NEED_MORE;
+    return ss_frame_decode(c->rbuf, c->rlen, conn_frame_limit(c), &payload,
+                           &plen, &consumed, NULL) != SS_FRAME_NEED_MORE;
 }
 
 /* Output is fully written: finish a pending close or an EOF. */
@@ -209,7 +244,7 @@ static void conn_maybe_finish(ss_conn *c)
     if (c->closing || c->out_head || c->writes)
         return;
     if (c->close_pending && !c->lingering) {
-        if (c->srv->shutting_down || c->eof) {
+        if (c->set->stopping || c->eof) {
             ss_conn_close(c, "closed after error reply");
             return;
         }
@@ -222,7 +257,7 @@ static void conn_maybe_finish(ss_conn *c)
         }
         ss_conn_ref(c);
         c->lingering = true;
-        c->linger_start = uv_now(&c->srv->loop);
+        c->linger_start = conn_now(c);
         c->rlen = 0;
         conn_update_reading(c);
         return;
@@ -241,7 +276,7 @@ void ss_conn_close_after_flush(ss_conn *c, const char *reason)
     c->close_pending = true;
     conn_update_reading(c);
     if (c->out_head)
-        ss_server_mark_dirty(c->srv, c);
+        conn_mark_dirty(c);
     else
         conn_maybe_finish(c);
 }
@@ -252,8 +287,8 @@ static bool conn_want_read(const ss_conn *c)
         return false;
     if (c->lingering)
         return !c->eof;
-    return !c->close_pending && !c->eof && !c->srv->shutting_down &&
-           !over_output_limit(c) && c->rcap > c->rlen;
+    return !c->close_pending && !c->close_soon && !c->eof && !c->set->stopping &&
+           !over_output_limit(c) && !at_request_cap(c) && c->rcap > c->rlen;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -271,7 +306,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->closing)
         return;
     if (nread > 0) {
-        c->last_active = uv_now(&c->srv->loop);
         if (c->lingering)
             return; /* discarded */
         c->rlen += (size_t)nread;
@@ -300,12 +334,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     ss_conn_close(c, uv_strerror((int)nread));
 }
 
-static void conn_update_reading(ss_conn *c)
+void conn_update_reading(ss_conn *c)
 {
     bool want = conn_want_read(c);
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = true;
+        /* The peer could not send while we did not read: the incomplete
+         * frame's deadline starts again. */
+        if (c->frame_start)
+            c->frame_start = conn_now(c);
     } else if (!want && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
@@ -315,7 +353,7 @@ static void conn_update_reading(ss_conn *c)
 /* Dispatch every whole frame at the front of the read buffer. */
 static void conn_process(ss_conn *c)
 {
-    ss_server *srv = c->srv;
+    ss_conn_set *s = c->set;
     if (c->processing)
         return;
     c->processing = true;
@@ -323,14 +361,14 @@ static void conn_process(ss_conn *c)
     size_t pos = 0;
     size_t grow_to = 0;
     for (;;) {
-        if (c->closing || c->close_pending || srv->shutting_down ||
-            over_output_limit(c))
+        if (c->closing || c->close_pending || c->close_soon || s->stopping ||
+            over_output_limit(c) || at_request_cap(c))
             break;
         const uint8_t *payload = NULL;
         size_t plen = 0, consumed = 0, need = 0;
-        int rc = ss_frame_decode(c->rbuf + pos, c->rlen - pos,
-                                 srv->cfg.max_frame_bytes, &payload, &plen,
-                                 &consumed, &need);
+        size_t limit = conn_frame_limit(c);
+        int rc = ss_frame_decode(c->rbuf + pos, c->rlen - pos, limit,
+                                 &payload, &plen, &consumed, &need);
         if (rc == SS_FRAME_NEED_MORE) {
             if (need > c->rcap)
                 grow_to = need;
@@ -340,32 +378,56 @@ static void conn_process(ss_conn *c)
             const uint8_t *h = c->rbuf + pos;
             uint32_t n = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) |
                          ((uint32_t)h[2] << 8) | (uint32_t)h[3];
-            char msg[160];
-            snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes exceeds "
-                     "the limit of %" PRIu32 " bytes (--max-frame-bytes)", n,
-                     srv->cfg.max_frame_bytes);
-            ss_server_reject(srv, SS_REJECT_FRAME_TOO_BIG);
+            char msg[200];
+            int code = STATESAVER__V1__CODE__RESOURCE_EXHAUSTED;
+            int why = SS_CONN_REFUSED_FRAME_TOO_BIG;
+            if (!c->authed && limit < s->cfg->max_frame_bytes) {
+                /* Nothing of it is buffered: refused at its header. */
+                snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes before "
+                         "authentication exceeds the limit of %zu bytes "
+                         "(--max-unauth-frame-bytes): send Hello with the "
+                         "token first", n, limit);
+                code = STATESAVER__V1__CODE__UNAUTHENTICATED;
+                why = SS_CONN_REFUSED_UNAUTH_FRAME;
+            } else {
+                snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes exceeds "
+                         "the limit of %zu bytes (--max-frame-bytes)", n,
+                         limit);
+            }
             SS_LOG(SS_LOG_WARN, "connection %s: %s", c->peer, msg);
             pos = c->rlen;
-            ss_dispatch_send_error_close(srv, c, 0,
-                                         STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
-                                         msg);
+            if (s->ev.refused)
+                s->ev.refused(s->ev.refused_arg, (ss_conn_refusal)why);
+            s->ev.error(s->ev.arg, c, code, msg);
             break;
         }
         pos += consumed;
-        ss_dispatch_frame(srv, c, payload, plen);
+        c->last_active = conn_now(c);
+        s->ev.frame(s->ev.arg, c, payload, plen);
+        /* A first complete request while authenticated: no longer fresh. */
+        if (c->fresh && c->authed)
+            fresh_unlink(c);
     }
     if (pos > 0) {
         memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
         c->rlen -= pos;
+        c->frame_start = 0;
     }
+    /* The deadline of the incomplete frame at the front starts with its
+     * first byte here. */
+    if (c->rlen == 0)
+        c->frame_start = 0;
+    else if (c->frame_start == 0)
+        c->frame_start = conn_now(c);
+    /* Authenticated now: the small pre-Hello buffer may grow back. */
+    if (grow_to == 0 && c->authed && c->rcap < SS_CONN_READ_INITIAL)
+        grow_to = SS_CONN_READ_INITIAL;
     if (grow_to > 0 && !c->closing) {
-        /* grow_to is at most header + --max-frame-bytes: checked above. */
+        /* grow_to is at most header + the frame limit: checked above. */
         uint8_t *nb = realloc(c->rbuf, grow_to);
         if (!nb) {
-            ss_dispatch_send_error_close(srv, c, 0,
-                                         STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
-                                         "out of memory for the frame");
+            s->ev.error(s->ev.arg, c, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
+                        "out of memory for the frame");
         } else {
             c->rbuf = nb;
             c->rcap = grow_to;
@@ -384,7 +446,7 @@ static void conn_process(ss_conn *c)
 }
 
 /* Output shrank or a request finished: maybe read again, finish a close. */
-static void conn_output_progress(ss_conn *c)
+void conn_output_progress(ss_conn *c)
 {
     if (c->closing)
         return;
@@ -395,14 +457,23 @@ static void conn_output_progress(ss_conn *c)
     conn_maybe_finish(c);
 }
 
-void ss_conn_request_started(ss_conn *c)
+void ss_conn_request_started(ss_conn *c, ss_conn_class cls)
 {
     c->inflight++;
+    c->by_class[cls]++;
 }
 
-void ss_conn_request_done(ss_conn *c)
+void ss_conn_request_done(ss_conn *c, ss_conn_class cls)
 {
+    bool was_capped = at_request_cap(c);
     c->inflight--;
+    c->by_class[cls]--;
+    c->last_active = conn_now(c);
+    if (was_capped && !at_request_cap(c) && !c->closing) {
+        /* Resume in the flush step, not inside the answering code. */
+        c->resume = true;
+        conn_mark_dirty(c);
+    }
     if (c->eof && c->inflight == 0)
         conn_maybe_finish(c);
 }
@@ -411,7 +482,7 @@ void ss_conn_send(ss_conn *c, uint8_t *frame, size_t len)
 {
     out_chunk *ch = CHUNK_OF(frame);
     /* After the half-close nothing more can be sent. */
-    if (c->closing || c->lingering) {
+    if (c->closing || c->lingering || c->close_soon) {
         free(ch);
         return;
     }
@@ -423,8 +494,8 @@ void ss_conn_send(ss_conn *c, uint8_t *frame, size_t len)
     else
         c->out_head = ch;
     c->out_tail = ch;
-    c->out_bytes += len;
-    ss_server_mark_dirty(c->srv, c);
+    out_add(c, len);
+    conn_mark_dirty(c);
     if (over_output_limit(c))
         conn_update_reading(c);
 }
@@ -434,14 +505,13 @@ static void on_write(uv_write_t *req, int status)
     out_write *w = req->data;
     ss_conn *c = w->conn;
     chunks_free(w->chunks);
-    c->out_bytes -= w->bytes;
+    out_sub(c, w->bytes);
     c->writes--;
     free(w);
     if (status < 0) {
         if (!c->closing)
             ss_conn_close(c, uv_strerror(status));
     } else if (!c->closing) {
-        c->last_active = uv_now(&c->srv->loop);
         conn_output_progress(c);
     }
     ss_conn_unref(c);
@@ -461,7 +531,7 @@ static unsigned out_gather(const ss_conn *c, uv_buf_t *bufs, size_t *total)
     return nb;
 }
 
-void ss_conn_flush(ss_conn *c)
+void conn_flush(ss_conn *c)
 {
     uv_buf_t bufs[SS_CONN_IOV_MAX];
     if (c->closing)
@@ -479,7 +549,7 @@ void ss_conn_flush(ss_conn *c)
                 return;
             }
             size_t left = (size_t)n;
-            c->out_bytes -= left;
+            out_sub(c, left);
             while (left > 0) {
                 out_chunk *ch = c->out_head;
                 size_t avail = ch->len - ch->off;
@@ -517,7 +587,7 @@ void ss_conn_flush(ss_conn *c)
         last->next = NULL;
         int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nb, on_write);
         if (rc < 0) {
-            c->out_bytes -= total;
+            out_sub(c, total);
             chunks_free(w->chunks);
             free(w);
             ss_conn_close(c, uv_strerror(rc));
@@ -532,21 +602,50 @@ void ss_conn_flush(ss_conn *c)
         conn_maybe_finish(c);
 }
 
-int ss_conn_accept(ss_server *srv, uv_stream_t *listener, bool reject)
+/* Close the oldest fresh connection to make room for a newcomer. */
+static void evict_oldest_fresh(ss_conn_set *s, const char *why)
 {
+    ss_conn *old = s->fresh_old;
+    /* Debug level: under a flood this runs per connection (the metric
+     * statesaver_rejected_total{reason="evicted"} counts them). */
+    SS_LOG(SS_LOG_DEBUG, "evicting connection %s (no complete request for %"
+           PRIu64 " ms) for a new one: %s", old->peer,
+           uv_now(s->loop) - old->last_active, why);
+    if (s->ev.refused)
+        s->ev.refused(s->ev.refused_arg, SS_CONN_REFUSED_EVICTED);
+    ss_conn_close(old, "evicted for a new connection");
+}
+
+int ss_conn_accept(ss_conn_set *s, uv_stream_t *listener)
+{
+    const ss_config *cfg = s->cfg;
+    bool reject = false;
+    if (s->open >= cfg->max_connections) {
+        if (s->fresh_old)
+            evict_oldest_fresh(s, "--max-connections reached");
+        else
+            reject = true;
+    }
+    if (!reject && s->n_fresh >= cfg->max_unauth_conns && s->fresh_old)
+        evict_oldest_fresh(s, "--max-unauth-connections reached");
     ss_conn *c = calloc(1, sizeof *c);
     if (!c)
         return SS_ERR_NOMEM;
-    c->srv = srv;
+    c->set = s;
     c->refs = 1;
     c->rejected = reject;
-    c->rbuf = malloc(SS_CONN_READ_INITIAL);
+    c->authed = cfg->token == NULL;
+    /* Before Hello only a small frame may come: a small buffer will do. */
+    size_t cap = SS_CONN_READ_INITIAL;
+    if (SS_FRAME_HEADER + (size_t)conn_frame_limit(c) < cap)
+        cap = SS_FRAME_HEADER + conn_frame_limit(c);
+    c->rbuf = malloc(cap);
     if (!c->rbuf) {
         free(c);
         return SS_ERR_NOMEM;
     }
-    c->rcap = SS_CONN_READ_INITIAL;
-    uv_tcp_init(&srv->loop, &c->tcp);
+    c->rcap = cap;
+    uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     int rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
     if (rc < 0) {
@@ -574,73 +673,28 @@ int ss_conn_accept(ss_server *srv, uv_stream_t *listener, bool reject)
             snprintf(c->peer, sizeof c->peer, "[%s]:%d", ip, port);
         }
     }
-    c->last_active = uv_now(&srv->loop);
-    c->authed = srv->cfg.token == NULL;
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
+    c->last_active = uv_now(s->loop);
+    c->next = s->all;
+    if (s->all)
+        s->all->prev = c;
+    s->all = c;
     if (reject) {
-        ss_server_reject(srv, SS_REJECT_MAX_CONNECTIONS);
+        if (s->ev.refused)
+            s->ev.refused(s->ev.refused_arg, SS_CONN_REFUSED_MAX_CONNECTIONS);
         SS_LOG(SS_LOG_WARN, "connection %s refused: %" PRIu64 " connections "
-               "open (--max-connections %u)", c->peer,
-               srv->counters.connections, srv->cfg.max_connections);
+               "open (--max-connections %u), none of them fresh", c->peer,
+               s->open, cfg->max_connections);
         char msg[128];
         snprintf(msg, sizeof msg, "too many connections (limit %u, "
-                 "--max-connections)", srv->cfg.max_connections);
-        ss_dispatch_send_error_close(srv, c, 0,
-                                     STATESAVER__V1__CODE__UNAVAILABLE, msg);
+                 "--max-connections)", cfg->max_connections);
+        s->ev.error(s->ev.arg, c, STATESAVER__V1__CODE__UNAVAILABLE, msg);
         return 0;
     }
-    srv->counters.connections++;
-    srv->counters.accepted++;
+    s->open++;
+    s->accepted++;
+    fresh_link(c);
     SS_LOG(SS_LOG_DEBUG, "connection %s accepted", c->peer);
     conn_update_reading(c);
     return 0;
 }
 
-void ss_conn_sweep_idle(ss_server *srv, uint64_t timeout_ms)
-{
-    uint64_t now = uv_now(&srv->loop);
-    ss_conn *next;
-    for (ss_conn *c = srv->conns; c; c = next) {
-        next = c->next;
-        if (c->closing)
-            continue;
-        if (c->lingering) {
-            if (now - c->linger_start >= SS_CONN_LINGER_MS)
-                ss_conn_close(c, "linger time over");
-            continue;
-        }
-        if (timeout_ms == 0 || c->inflight > 0)
-            continue;
-        if (now - c->last_active >= timeout_ms) {
-            SS_LOG(SS_LOG_INFO, "closing idle connection %s (idle %" PRIu64
-                   " ms, --idle-timeout-ms %" PRIu64 ")", c->peer,
-                   now - c->last_active, timeout_ms);
-            ss_conn_close(c, "idle");
-        }
-    }
-}
-
-void ss_conn_stop_all(ss_server *srv)
-{
-    for (ss_conn *c = srv->conns; c; c = c->next)
-        conn_update_reading(c);
-}
-
-void ss_conn_close_all(ss_server *srv, bool flush)
-{
-    ss_conn *next;
-    for (ss_conn *c = srv->conns; c; c = next) {
-        next = c->next;
-        if (flush && (c->out_head || c->writes)) {
-            c->close_pending = true;
-            c->lingering = false;
-            conn_update_reading(c);
-            ss_server_mark_dirty(srv, c);
-        } else {
-            ss_conn_close(c, "server shutting down");
-        }
-    }
-}

@@ -1,4 +1,10 @@
-/* dispatch -- request contexts, the handler table and reply helpers.
+/* dispatch -- request contexts, the handler table and reply helpers: the
+ * request layer above the server core (server.h) and its connections.
+ *
+ * ss_dispatch_new() installs itself on a created server: it receives the
+ * connections' frames (ss_conn_events), owns the handler table, the Fetch
+ * barrier and the job queue glue, and registers server modules for their
+ * shutdown and stats hooks. The server core never calls into it.
  *
  * Every decoded Request becomes an ss_request and goes to the handler
  * registered for its body case. A handler answers exactly once, either
@@ -15,9 +21,9 @@
  * reply is silently dropped (ss_request_closed() tells a handler early, and
  * ss_request_on_close() lets a parked request be woken when that happens).
  *
- * Job handlers (Submit, Lease, Complete, Await) live in dispatch_jobs.c and
- * register themselves from ss_dispatch_jobs_init(); until that file exists
- * those four answer UNIMPLEMENTED.
+ * Handlers: Hello, Ping, Stats in dispatch_admin.c; Declare, Fetch, Save,
+ * Drop, List in dispatch_state.c; Submit, Lease, Complete, Await in
+ * dispatch_jobs.c (glue to jobs.h).
  */
 #ifndef SS_DISPATCH_H
 #define SS_DISPATCH_H
@@ -29,21 +35,33 @@
 #include "server.h"
 #include "statesaver.pb-c.h"
 
-typedef struct ss_request ss_request; /* opaque: one request in flight */
+typedef struct ss_request ss_request;   /* opaque: one request in flight */
+typedef struct ss_dispatch ss_dispatch; /* opaque: handlers and their state */
 
 typedef Statesaver__V1__Request ss_request_msg;
 typedef Statesaver__V1__Response ss_response_msg;
 
-/* A handler. It owns req until it answers it (see above). */
-typedef void (*ss_handler_fn)(ss_request *req);
+/* A handler. It owns req until it answers it (see above); ctx is what
+ * was given to ss_dispatch_register. */
+typedef void (*ss_handler_fn)(ss_request *req, void *ctx);
 
 /* Highest body case number + 1 (Request.body field numbers are < 32). */
 #define SS_DISPATCH_SLOTS 32
 
-/* Register fn for a Request body case (STATESAVER__V1__REQUEST__BODY_*),
- * replacing any earlier handler. Returns SS_ERR_INVALID for a case outside
- * the table. Call before the server starts accepting. */
-int ss_dispatch_register(ss_server *srv, int body_case, ss_handler_fn fn);
+/* Install the request layer on srv (after ss_server_create, before
+ * ss_server_start): the built-in handlers, the barrier, the job queue.
+ * Returns 0 or a negative code (logged). */
+int ss_dispatch_new(ss_dispatch **out, ss_server *srv);
+/* After ss_server_run returned (or a failed start), before
+ * ss_server_free. Accepts NULL. */
+void ss_dispatch_free(ss_dispatch *d);
+
+/* Register fn (with ctx) for a Request body case
+ * (STATESAVER__V1__REQUEST__BODY_*), replacing any earlier handler.
+ * Returns SS_ERR_INVALID for a case outside the table. Call before the
+ * server starts accepting. */
+int ss_dispatch_register(ss_dispatch *d, int body_case, ss_handler_fn fn,
+                         void *ctx);
 
 /* ---- the request ---- */
 
@@ -91,6 +109,9 @@ void ss_request_error_close(ss_request *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define SS_DISPATCH_MSG_MAX 512
+/* Parked requests cancelled per loop iteration when their connection
+ * closes (the rest in later iterations), so the loop never stalls long. */
+#define SS_DISPATCH_CANCEL_BATCH 4096u
 
 /* The status code for an ss_error.h code:
  *   SS_ERR_INVALID, SS_ERR_PROTO, SS_ERR_SHAPE, SS_ERR_FORMAT -> INVALID_ARGUMENT
@@ -123,9 +144,5 @@ bool ss_request_check_saver_name(ss_request *req, const char *saver);
 #define SS_DISPATCH_KEY_SHOW 64
 void ss_dispatch_format_key(char *buf, size_t size, const uint8_t *key,
                             size_t len);
-
-/* Implemented by dispatch_jobs.c (when present): register the job
- * handlers and an ss_module for the job queue. Called once at start. */
-int ss_dispatch_jobs_init(ss_server *srv);
 
 #endif

@@ -6,15 +6,19 @@
  * stays parked inside the queue (wait_ms) holding its connection
  * reference, exactly like a barrier wait. The queue is also a server
  * module: its shutdown hook answers parked requests, its stats hook fills
- * the queue fields of Stats, its saved hook learns about Save/Drop commits.
+ * the queue fields of Stats. It subscribes to the commit events (Save/Drop
+ * commits move next_segment) and publishes its own Complete commits there
+ * (skipping its own subscription). The handlers reach the queue through
+ * their registration context, so there is no global.
  */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "commit_events.h"
 #include "dispatch.h"
+#include "dispatch_internal.h"
 #include "jobs.h"
-#include "server_internal.h"
 #include "server_metrics.h"
 #include "ss_error.h"
 #include "ss_log.h"
@@ -29,11 +33,8 @@ typedef struct jobs_mod {
     ss_jobs *jobs;      /* the queue; NULL once closed */
     bool closing;       /* ss_jobs_close called */
     bool free_pending;  /* the free hook ran before the queue finished closing */
-    bool notifying;     /* inside our own on_saved (skip the echo) */
+    int sub;            /* commit-events subscription, or -1 */
 } jobs_mod;
-
-/* One server per process: the handlers find the queue here. */
-static jobs_mod *g_mod;
 
 static int reply_fn(void *arg, Statesaver__V1__Response *resp)
 {
@@ -63,19 +64,19 @@ static int reply_fn(void *arg, Statesaver__V1__Response *resp)
     return gone ? SS_ERR_CLOSED : 0;
 }
 
-static ss_jobs *jobs_of(ss_request *req)
+static ss_jobs *jobs_of(ss_request *req, jobs_mod *m)
 {
-    if (!g_mod || !g_mod->jobs || g_mod->srv != ss_request_server(req)) {
+    if (!m->jobs) {
         ss_request_error(req, STATESAVER__V1__CODE__UNAVAILABLE,
                          "the job queue is not running");
         return NULL;
     }
-    return g_mod->jobs;
+    return m->jobs;
 }
 
-static void h_submit(ss_request *req)
+static void h_submit(ss_request *req, void *ctx)
 {
-    ss_jobs *j = jobs_of(req);
+    ss_jobs *j = jobs_of(req, ctx);
     if (j)
         ss_jobs_submit(j, ss_request_message(req)->submit, reply_fn, req);
 }
@@ -84,50 +85,50 @@ static void h_submit(ss_request *req)
  * request that is not parked is answered by its own path. */
 static void on_request_closed(ss_request *req, void *arg)
 {
-    (void)arg;
-    if (g_mod && g_mod->jobs)
-        ss_jobs_cancel(g_mod->jobs, req);
+    jobs_mod *m = arg;
+    if (m->jobs)
+        ss_jobs_cancel(m->jobs, req);
 }
 
-static void h_lease(ss_request *req)
+static void h_lease(ss_request *req, void *ctx)
 {
-    ss_jobs *j = jobs_of(req);
+    ss_jobs *j = jobs_of(req, ctx);
     if (!j)
         return;
     /* Registered first: the request may be gone once ss_jobs_lease returns. */
-    ss_request_on_close(req, on_request_closed, NULL);
+    ss_request_on_close(req, on_request_closed, ctx);
     ss_jobs_lease(j, ss_request_message(req)->lease, reply_fn, req);
 }
 
-static void h_complete(ss_request *req)
+static void h_complete(ss_request *req, void *ctx)
 {
-    ss_jobs *j = jobs_of(req);
+    ss_jobs *j = jobs_of(req, ctx);
     if (j)
         ss_jobs_complete(j, ss_request_message(req)->complete, reply_fn, req);
 }
 
-static void h_await(ss_request *req)
+static void h_await(ss_request *req, void *ctx)
 {
-    ss_jobs *j = jobs_of(req);
+    ss_jobs *j = jobs_of(req, ctx);
     if (!j)
         return;
-    ss_request_on_close(req, on_request_closed, NULL);
+    ss_request_on_close(req, on_request_closed, ctx);
     ss_jobs_await(j, ss_request_message(req)->await_segment, reply_fn, req);
 }
 
-/* Complete committed state saves: wake Fetch barriers (and other modules). */
+/* A Complete committed state saves: publish them (Fetch barriers wake);
+ * the queue knows already, so its own subscription is skipped. */
 static void on_saved(void *arg, const char *saver, size_t n, const ss_bytes *keys)
 {
     jobs_mod *m = arg;
-    m->notifying = true;
-    ss_server_notify_saved(m->srv, saver, n, keys);
-    m->notifying = false;
+    ss_commit_events_publish(ss_server_commits(m->srv), m->sub, saver, n, keys);
 }
 
-static void mod_saved(void *arg, const char *saver, size_t n, const ss_bytes *keys)
+/* Someone else's commit (Save, Drop): re-read those keys' next_segment. */
+static void on_commit(void *arg, const char *saver, size_t n, const ss_bytes *keys)
 {
     jobs_mod *m = arg;
-    if (m->jobs && !m->notifying)
+    if (m->jobs)
         ss_jobs_notify_saved(m->jobs, saver, n, keys);
 }
 
@@ -150,11 +151,8 @@ static void on_closed(void *arg)
 {
     jobs_mod *m = arg;
     m->jobs = NULL;
-    if (m->free_pending) {
-        if (g_mod == m)
-            g_mod = NULL;
+    if (m->free_pending)
         free(m);
-    }
 }
 
 static void mod_shutdown(void *arg)
@@ -172,22 +170,24 @@ static void mod_free(void *arg)
 {
     jobs_mod *m = arg;
     mod_shutdown(m);
+    ss_commit_events_unsubscribe(ss_server_commits(m->srv), m->sub);
+    m->sub = -1;
     if (m->jobs) {
         m->free_pending = true;
         return;
     }
-    if (g_mod == m)
-        g_mod = NULL;
     free(m);
 }
 
-int ss_dispatch_jobs_init(ss_server *srv)
+int ss_dispatch_jobs_init(ss_dispatch *d)
 {
+    ss_server *srv = d->srv;
     const ss_config *cfg = ss_server_config(srv);
     jobs_mod *m = calloc(1, sizeof *m);
     if (!m)
         return SS_ERR_NOMEM;
     m->srv = srv;
+    m->sub = -1;
     ss_jobs_options opt;
     ss_jobs_options_default(&opt);
     opt.queue_capacity = cfg->queue_capacity;
@@ -212,7 +212,6 @@ int ss_dispatch_jobs_init(ss_server *srv)
         .name = "jobs",
         .arg = m,
         .shutdown = mod_shutdown,
-        .saved = mod_saved,
         .stats = mod_stats,
         .free = mod_free,
     };
@@ -223,10 +222,17 @@ int ss_dispatch_jobs_init(ss_server *srv)
         ss_jobs_close(m->jobs, on_closed, m);
         return rc;
     }
-    g_mod = m;
-    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_SUBMIT, h_submit);
-    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_LEASE, h_lease);
-    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_COMPLETE, h_complete);
-    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT, h_await);
+    /* Subscribed after the barrier, so a Save wakes Fetches first, as
+     * before. The module's free hook unsubscribes. */
+    m->sub = ss_commit_events_subscribe(ss_server_commits(srv), on_commit, m);
+    if (m->sub < 0) {
+        SS_LOG(SS_LOG_ERROR, "job queue: cannot subscribe to commits: %s",
+               ss_strerror(m->sub));
+        return m->sub; /* the module's free hook closes the queue */
+    }
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_SUBMIT, h_submit, m);
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_LEASE, h_lease, m);
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_COMPLETE, h_complete, m);
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT, h_await, m);
     return 0;
 }

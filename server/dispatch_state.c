@@ -4,8 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "commit_events.h"
 #include "dispatch.h"
-#include "server_internal.h"
+#include "dispatch_internal.h"
 #include "ss_error.h"
 #include "ss_log.h"
 #include "ss_tensor.h"
@@ -66,20 +67,20 @@ typedef struct ss_pending_decl {
     ss_schema *schema;            /* one reference */
 } ss_pending_decl;
 
-static ss_pending_decl *pending_add(ss_server *srv, ss_schema *schema)
+static ss_pending_decl *pending_add(ss_dispatch *dp, ss_schema *schema)
 {
     ss_pending_decl *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->schema = ss_schema_ref(schema);
-    p->next = srv->pending_decls;
-    srv->pending_decls = p;
+    p->next = dp->pending_decls;
+    dp->pending_decls = p;
     return p;
 }
 
-static void pending_remove(ss_server *srv, ss_pending_decl *p)
+static void pending_remove(ss_dispatch *dp, ss_pending_decl *p)
 {
-    for (ss_pending_decl **pp = &srv->pending_decls; *pp; pp = &(*pp)->next)
+    for (ss_pending_decl **pp = &dp->pending_decls; *pp; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;
             break;
@@ -88,9 +89,9 @@ static void pending_remove(ss_server *srv, ss_pending_decl *p)
     free(p);
 }
 
-static ss_schema *pending_find(ss_server *srv, const char *saver)
+static ss_schema *pending_find(ss_dispatch *dp, const char *saver)
 {
-    for (ss_pending_decl *p = srv->pending_decls; p; p = p->next)
+    for (ss_pending_decl *p = dp->pending_decls; p; p = p->next)
         if (strcmp(p->schema->saver, saver) == 0)
             return ss_schema_ref(p->schema);
     return NULL;
@@ -105,9 +106,9 @@ static ss_schema *lookup_saver_for(ss_request *req, const char *saver,
     if (!ss_request_check_saver_name(req, saver))
         return NULL;
     ss_schema *schema = NULL;
-    int rc = ss_store_schema(srv->store, saver, &schema);
+    int rc = ss_store_schema(ss_server_store(srv), saver, &schema);
     if (rc == SS_ERR_NOT_FOUND && for_write &&
-        (schema = pending_find(srv, saver)) != NULL)
+        (schema = pending_find(ss_request_dispatch(req), saver)) != NULL)
         return schema;
     if (rc == SS_ERR_NOT_FOUND) {
         ss_request_error(req, STATESAVER__V1__CODE__NOT_FOUND,
@@ -164,7 +165,7 @@ static void declare_done(ss_write_op *op, int rc, const char *msg)
     ss_request *req = d->req;
     const ss_schema *s = d->schema;
     if (d->pending)
-        pending_remove(ss_request_server(req), d->pending);
+        pending_remove(ss_request_dispatch(req), d->pending);
     if (rc == SS_ERR_CONFLICT) {
         ss_request_error(req, STATESAVER__V1__CODE__ALREADY_EXISTS, "%s",
                          msg && *msg ? msg : "saver exists with another schema");
@@ -198,7 +199,7 @@ static void declare_done(ss_write_op *op, int rc, const char *msg)
     free(d);
 }
 
-static void h_declare(ss_request *req)
+static void h_declare(ss_request *req, void *ctx)
 {
     ss_server *srv = ss_request_server(req);
     const Statesaver__V1__DeclareRequest *body = ss_request_message(req)->declare;
@@ -221,8 +222,8 @@ static void h_declare(ss_request *req)
     d->op.done = declare_done;
     d->req = req;
     d->schema = schema;
-    d->pending = pending_add(srv, schema); /* NULL (no memory): just slower */
-    ss_writer_submit(srv->writer, &d->op);
+    d->pending = pending_add(ss_request_dispatch(req), schema); /* NULL (no memory): just slower */
+    ss_writer_submit(ss_server_writer(srv), &d->op);
 }
 
 /* ---- Fetch ---- */
@@ -234,6 +235,7 @@ typedef struct fetch_ctx {
     uint64_t min_segment;  /* barrier target */
     uint64_t wait_ms;      /* capped wait */
     uint64_t *segs;        /* scratch for barrier checks (n) */
+    ss_barrier_waiter *waiter; /* while parked */
 } fetch_ctx;
 
 static void fetch_ctx_free(fetch_ctx *f)
@@ -274,7 +276,7 @@ static void fetch_reply(ss_request *req, fetch_ctx *f)
             goto out;
         }
     }
-    rc = ss_store_fetch(srv->store, s, n, f->keys, (void *const *)bufs, next,
+    rc = ss_store_fetch(ss_server_store(srv), s, n, f->keys, (void *const *)bufs, next,
                         updated, msg);
     if (rc < 0)
         goto out;
@@ -320,7 +322,7 @@ out:
 /* Index of the first key below the target, n if none; <0 on error. */
 static long fetch_lagging(ss_server *srv, const char *saver, fetch_ctx *f)
 {
-    int rc = ss_store_segments(srv->store, saver, f->n, f->keys, f->segs);
+    int rc = ss_store_segments(ss_server_store(srv), saver, f->n, f->keys, f->segs);
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < f->n; i++)
@@ -341,6 +343,7 @@ static bool fetch_ready(ss_request *req, void *arg)
 static void fetch_wake(ss_request *req, ss_barrier_event ev, void *arg)
 {
     fetch_ctx *f = arg;
+    ss_request_on_close(req, NULL, NULL);
     switch (ev) {
     case SS_BARRIER_READY:
         fetch_reply(req, f);
@@ -378,7 +381,14 @@ static void fetch_wake(ss_request *req, ss_barrier_event ev, void *arg)
     fetch_ctx_free(f);
 }
 
-static void h_fetch(ss_request *req)
+/* The connection of a parked Fetch closed: stop waiting now. */
+static void fetch_on_close(ss_request *req, void *arg)
+{
+    (void)req;
+    ss_barrier_cancel(((fetch_ctx *)arg)->waiter);
+}
+
+static void h_fetch(ss_request *req, void *ctx)
 {
     ss_server *srv = ss_request_server(req);
     const Statesaver__V1__FetchRequest *body = ss_request_message(req)->fetch;
@@ -407,23 +417,25 @@ static void h_fetch(ss_request *req)
     }
     size_t total;
     if (__builtin_mul_overflow(n, f->schema->state_bytes, &total) ||
-        total > srv->cfg.max_frame_bytes) {
+        total > ss_server_config(srv)->max_frame_bytes) {
         ss_request_error(req, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
                          "fetching %zu keys of %zu bytes each exceeds the "
                          "frame limit of %" PRIu32 " bytes (--max-frame-bytes)",
-                         n, f->schema->state_bytes, srv->cfg.max_frame_bytes);
+                         n, f->schema->state_bytes, ss_server_config(srv)->max_frame_bytes);
         fetch_ctx_free(f);
         return;
     }
     if (f->wait_ms > 0 && f->min_segment > 0) {
         long lag = fetch_lagging(srv, body->saver, f);
         if (lag >= 0 && (size_t)lag < n) {
-            int rc = ss_barrier_park(srv->barrier, req, body->saver, n,
-                                     f->keys, f->wait_ms, fetch_ready,
-                                     fetch_wake, f);
+            int rc = ss_barrier_park(ss_request_dispatch(req)->barrier, req,
+                                     body->saver, n, f->keys, f->wait_ms,
+                                     fetch_ready, fetch_wake, f, &f->waiter);
             if (rc < 0) {
                 fetch_ctx_free(f);
                 ss_request_fail(req, rc, NULL);
+            } else {
+                ss_request_on_close(req, fetch_on_close, f);
             }
             return;
         }
@@ -472,9 +484,10 @@ static void save_done(ss_write_op *op, int rc, const char *msg)
     if (rc < 0) {
         ss_request_fail(req, rc, msg);
     } else {
-        ss_server_notify_saved(srv, s->schema->saver, s->n, s->keys);
+        ss_commit_events_publish(ss_server_commits(srv), -1, s->schema->saver,
+                                 s->n, s->keys);
         for (size_t k = 0; k < s->n; k++)
-            srv->counters.saves_applied += !s->applied[k];
+            ss_server_counters_get(srv)->saves_applied += !s->applied[k];
         /* protobuf_c_boolean is an int, not a bool: convert. */
         protobuf_c_boolean *flags = calloc(s->n, sizeof *flags);
         if (!flags) {
@@ -542,7 +555,7 @@ static bool check_state_tensor(ss_request *req, size_t i,
     return true;
 }
 
-static void h_save(ss_request *req)
+static void h_save(ss_request *req, void *ctx)
 {
     ss_server *srv = ss_request_server(req);
     const Statesaver__V1__SaveRequest *body = ss_request_message(req)->save;
@@ -572,7 +585,7 @@ static void h_save(ss_request *req)
     }
     size_t total;
     if (__builtin_mul_overflow(n, sc->state_bytes, &total) ||
-        total > srv->cfg.max_frame_bytes) {
+        total > ss_server_config(srv)->max_frame_bytes) {
         ss_request_error(req, STATESAVER__V1__CODE__RESOURCE_EXHAUSTED,
                          "%zu keys of %zu bytes each exceed the frame limit",
                          n, sc->state_bytes);
@@ -615,7 +628,7 @@ static void h_save(ss_request *req)
     s->op.done = save_done;
     s->req = req;
     s->now_ms = ss_server_now_ms();
-    ss_writer_submit(srv->writer, &s->op);
+    ss_writer_submit(ss_server_writer(srv), &s->op);
     return;
 fail:
     save_op_free(s);
@@ -650,10 +663,10 @@ static void drop_done(ss_write_op *op, int rc, const char *msg)
             SS_LOG(SS_LOG_INFO, "dropped saver '%s' (%" PRIu64 " sequences)",
                    d->saver, d->dropped);
         else if (d->dropped > 0)
-            /* next_segment went back to 0: modules (the job queue) may
-             * have segment 0 of these keys ready again. */
-            ss_server_notify_saved(ss_request_server(d->req), d->saver, d->n,
-                                   d->keys);
+            /* next_segment went back to 0: the job queue may have
+             * segment 0 of these keys ready again. */
+            ss_commit_events_publish(ss_server_commits(ss_request_server(d->req)),
+                                     -1, d->saver, d->n, d->keys);
         Statesaver__V1__DropResponse dr = STATESAVER__V1__DROP_RESPONSE__INIT;
         dr.dropped = d->dropped;
         ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
@@ -665,7 +678,7 @@ static void drop_done(ss_write_op *op, int rc, const char *msg)
     free(d);
 }
 
-static void h_drop(ss_request *req)
+static void h_drop(ss_request *req, void *ctx)
 {
     ss_server *srv = ss_request_server(req);
     const Statesaver__V1__DropRequest *body = ss_request_message(req)->drop;
@@ -700,7 +713,7 @@ static void h_drop(ss_request *req)
     d->saver = body->saver;
     d->n = n;
     d->all = body->all;
-    ss_writer_submit(srv->writer, &d->op);
+    ss_writer_submit(ss_server_writer(srv), &d->op);
 }
 
 /* ---- List ---- */
@@ -800,7 +813,7 @@ static int list_saver_cb(void *arg, const ss_schema *schema, uint64_t sequences)
     return 0;
 }
 
-static void h_list(ss_request *req)
+static void h_list(ss_request *req, void *ctx)
 {
     ss_server *srv = ss_request_server(req);
     const Statesaver__V1__ListRequest *body = ss_request_message(req)->list;
@@ -808,8 +821,8 @@ static void h_list(ss_request *req)
     memset(&l, 0, sizeof l);
     l.limit = body->limit ? body->limit : SS_LIST_LIMIT_DEFAULT;
     /* A page never holds more entries than a request may carry keys. */
-    if (l.limit > srv->cfg.max_keys)
-        l.limit = srv->cfg.max_keys;
+    if (l.limit > ss_server_config(srv)->max_keys)
+        l.limit = ss_server_config(srv)->max_keys;
     Statesaver__V1__ListResponse lr = STATESAVER__V1__LIST_RESPONSE__INIT;
     int rc;
     if (body->saver && *body->saver) {
@@ -817,12 +830,12 @@ static void h_list(ss_request *req)
         if (!schema)
             return;
         ss_schema_unref(schema);
-        if (body->prefix.len > srv->cfg.max_key_bytes ||
-            body->start_after.len > srv->cfg.max_key_bytes) {
+        if (body->prefix.len > ss_server_config(srv)->max_key_bytes ||
+            body->start_after.len > ss_server_config(srv)->max_key_bytes) {
             ss_request_error(req, STATESAVER__V1__CODE__INVALID_ARGUMENT,
                              "prefix or start_after longer than a key may be "
                              "(--max-key-bytes %" PRIu32 ")",
-                             srv->cfg.max_key_bytes);
+                             ss_server_config(srv)->max_key_bytes);
             return;
         }
         l.seqs = calloc(l.limit, sizeof *l.seqs);
@@ -834,7 +847,7 @@ static void h_list(ss_request *req)
         ss_bytes prefix = {body->prefix.data, body->prefix.len};
         ss_bytes after = {body->start_after.data, body->start_after.len};
         bool more = false;
-        rc = ss_store_list(srv->store, body->saver, prefix, after, l.limit,
+        rc = ss_store_list(ss_server_store(srv), body->saver, prefix, after, l.limit,
                            list_seq_cb, &l, &more);
         if (rc == 0 && l.err)
             rc = l.err;
@@ -854,7 +867,7 @@ static void h_list(ss_request *req)
         }
         l.prefix = body->prefix;
         l.start_after = body->start_after;
-        rc = ss_store_list_savers(srv->store, list_saver_cb, &l);
+        rc = ss_store_list_savers(ss_server_store(srv), list_saver_cb, &l);
         if (rc == 0 && l.err)
             rc = l.err;
         if (rc < 0)
@@ -873,11 +886,11 @@ out:
     list_ctx_clear(&l);
 }
 
-void ss_dispatch_state_register(ss_server *srv)
+void ss_dispatch_state_register(ss_dispatch *d)
 {
-    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_DECLARE, h_declare);
-    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_FETCH, h_fetch);
-    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_SAVE, h_save);
-    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_DROP, h_drop);
-    ss_dispatch_register(srv, STATESAVER__V1__REQUEST__BODY_LIST, h_list);
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_DECLARE, h_declare, NULL);
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_FETCH, h_fetch, NULL);
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_SAVE, h_save, NULL);
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_DROP, h_drop, NULL);
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_LIST, h_list, NULL);
 }

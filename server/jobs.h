@@ -44,6 +44,12 @@
 #define SS_JOBS_MAX_BATCH_DEFAULT 4096u        /* cap on max_batch (the server passes --max-keys) */
 #define SS_JOBS_REPLY_BYTES_DEFAULT (32u * 1024u * 1024u) /* payload budget of one Lease reply */
 #define SS_JOBS_STEPS_MAX 1000000u             /* rows of a segment's inputs (fixed) */
+/* Bytes of a frame kept free beyond a reply's packed size (the frame
+ * header and the server's own margin when it checks a reply). */
+#define SS_JOBS_FRAME_MARGIN 64u
+/* With max_frame_bytes = 0 the frame limit is taken as max_reply_bytes
+ * plus this (how the server derives max_reply_bytes from the limit). */
+#define SS_JOBS_FRAME_FROM_REPLY (64u * 1024u)
 
 typedef struct ss_jobs ss_jobs; /* opaque: index, leases, timers */
 
@@ -59,6 +65,10 @@ typedef struct ss_jobs_options {
     uint32_t max_batch;        /* cap on LeaseRequest.max_batch */
     size_t max_key_bytes;      /* longest sequence key */
     size_t max_reply_bytes;    /* tensor bytes budget of one Lease reply */
+    size_t max_frame_bytes;    /* frame limit (--max-frame-bytes) a Lease reply
+                                  must fit: Submit refuses segments that could
+                                  not, Lease fails those that cannot; 0 =
+                                  max_reply_bytes + SS_JOBS_FRAME_FROM_REPLY */
     ss_jobs_saved_fn on_saved; /* may be NULL */
     void *on_saved_arg;        /* passed to on_saved */
 } ss_jobs_options;
@@ -69,8 +79,16 @@ void ss_jobs_options_default(ss_jobs_options *opt);
 /* Reply callback (see the top of this file). */
 typedef int (*ss_jobs_reply_fn)(void *arg, Statesaver__V1__Response *resp);
 
+/* Create the queue's `jobs` database in the store's environment. Call once
+ * after ss_store_open and before ss_writer_start (store.h: a database is
+ * created with a write transaction of its own only while no writer runs).
+ * On error fills msg and returns a negative code. */
+int ss_jobs_prepare(ss_store *st, char msg[SS_STORE_MSG]);
+
 /* Open the queue on an open store and a started writer (both must outlive
- * jobs): opens the `jobs` database, rebuilds the index from it (every
+ * jobs): opens the `jobs` database made by ss_jobs_prepare (with a read
+ * transaction; if it is missing, it is created as before, with a warning:
+ * that fallback goes once every caller prepares), rebuilds the index from it (every
  * persisted job is queued, done or failed; leases are not persisted), and
  * starts the lease timer on loop. Call before the server accepts
  * connections. On error fills msg and returns a negative code. */
@@ -111,6 +129,14 @@ typedef struct ss_jobs_stats {
 
 /* Counters of the whole queue (saver NULL or "") or of one saver. */
 void ss_jobs_stats_get(ss_jobs *j, const char *saver, ss_jobs_stats *out);
+
+/* Test seam (tests only; the server never calls it): make failures that
+ * are hard to cause for real happen on demand, to test the error paths.
+ * faults is a mask of SS_JOBS_FAULT_*; 0 turns them off. Checked once per
+ * writer op (at its creation) and once per state read of a Lease. */
+#define SS_JOBS_FAULT_WRITE 1u      /* writer ops fail with SS_ERR_FULL */
+#define SS_JOBS_FAULT_STATE_READ 2u /* Lease's state reads fail (SS_ERR_STORE) */
+void ss_jobs_test_fault(ss_jobs *j, unsigned faults);
 
 /* Stop: parked requests get UNAVAILABLE, new requests get UNAVAILABLE,
  * timers stop. jobs frees itself once its timer is closed and every writer

@@ -5,58 +5,68 @@
 
 #include "ss_error.h"
 
-static bool less(const ss_heap_node *a, const ss_heap_node *b)
+static bool less(const ss_heap_slot *a, const ss_heap_slot *b)
 {
     return a->k1 < b->k1 || (a->k1 == b->k1 && a->k2 < b->k2);
 }
 
-static void place(ss_heap *h, size_t i, ss_heap_node *node)
+static void place(ss_heap *h, size_t i, ss_heap_slot s)
 {
-    h->v[i] = node;
-    node->pos = i + 1;
+    h->v[i] = s;
+    s.node->pos = i + 1;
 }
 
 static void sift_up(ss_heap *h, size_t i)
 {
-    ss_heap_node *node = h->v[i];
+    ss_heap_slot s = h->v[i];
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!less(node, h->v[p]))
+        if (!less(&s, &h->v[p]))
             break;
         place(h, i, h->v[p]);
         i = p;
     }
-    place(h, i, node);
+    place(h, i, s);
 }
 
 static void sift_down(ss_heap *h, size_t i)
 {
-    ss_heap_node *node = h->v[i];
+    ss_heap_slot s = h->v[i];
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= h->n)
             break;
-        if (c + 1 < h->n && less(h->v[c + 1], h->v[c]))
+        if (c + 1 < h->n && less(&h->v[c + 1], &h->v[c]))
             c++;
-        if (!less(h->v[c], node))
+        if (!less(&h->v[c], &s))
             break;
         place(h, i, h->v[c]);
         i = c;
     }
-    place(h, i, node);
+    place(h, i, s);
+}
+
+int ss_heap_reserve(ss_heap *h, size_t n)
+{
+    if (n <= h->cap)
+        return 0;
+    size_t cap = h->cap ? h->cap : 16;
+    while (cap < n)
+        cap *= 2;
+    ss_heap_slot *v = realloc(h->v, cap * sizeof *v);
+    if (!v)
+        return SS_ERR_NOMEM;
+    h->v = v;
+    h->cap = cap;
+    return 0;
 }
 
 int ss_heap_push(ss_heap *h, ss_heap_node *node)
 {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 16;
-        ss_heap_node **v = realloc(h->v, cap * sizeof *v);
-        if (!v)
-            return SS_ERR_NOMEM;
-        h->v = v;
-        h->cap = cap;
-    }
-    place(h, h->n, node);
+    if (h->n == h->cap && ss_heap_reserve(h, h->n + 1) < 0)
+        return SS_ERR_NOMEM;
+    ss_heap_slot s = {node->k1, node->k2, node};
+    place(h, h->n, s);
     h->n++;
     sift_up(h, h->n - 1);
     return 0;
@@ -71,9 +81,9 @@ void ss_heap_remove(ss_heap *h, ss_heap_node *node)
     h->n--;
     if (i == h->n)
         return;
-    ss_heap_node *last = h->v[h->n];
+    ss_heap_slot last = h->v[h->n];
     place(h, i, last);
-    if (i > 0 && less(last, h->v[(i - 1) / 2]))
+    if (i > 0 && less(&last, &h->v[(i - 1) / 2]))
         sift_up(h, i);
     else
         sift_down(h, i);
@@ -81,7 +91,7 @@ void ss_heap_remove(ss_heap *h, ss_heap_node *node)
 
 ss_heap_node *ss_heap_min(const ss_heap *h)
 {
-    return h->n ? h->v[0] : NULL;
+    return h->n ? h->v[0].node : NULL;
 }
 
 void ss_heap_free(ss_heap *h)

@@ -209,21 +209,26 @@ int ss_job_rec_final_next(const ss_job_rec *rec, size_t *pos, ss_job_tensor *t)
     return 1;
 }
 
+/* LMDB error -> SS_ERR_* with a message: the same mapping as the store's
+ * (store.c mdb_fail: map, transaction or reader table full -> SS_ERR_FULL,
+ * anything else SS_ERR_STORE). To be replaced by the store's own function
+ * once store.h exports it. */
 static int lmdb_err(int rc, const char *what, char msg[SS_STORE_MSG])
 {
     snprintf(msg, SS_STORE_MSG, "jobs: %s: %s", what, mdb_strerror(rc));
-    if (rc == MDB_MAP_FULL)
+    if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == MDB_READERS_FULL)
         return SS_ERR_FULL;
     return SS_ERR_STORE;
 }
 
-int ss_jobs_db_open(MDB_env *env, MDB_dbi *dbi, char msg[SS_STORE_MSG])
+int ss_jobs_db_create(MDB_env *env, char msg[SS_STORE_MSG])
 {
     MDB_txn *txn = NULL;
+    MDB_dbi dbi;
     int rc = mdb_txn_begin(env, NULL, 0, &txn);
     if (rc != 0)
         return lmdb_err(rc, "begin", msg);
-    rc = mdb_dbi_open(txn, "jobs", MDB_CREATE, dbi);
+    rc = mdb_dbi_open(txn, "jobs", MDB_CREATE, &dbi);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return lmdb_err(rc, "open database", msg);
@@ -231,6 +236,28 @@ int ss_jobs_db_open(MDB_env *env, MDB_dbi *dbi, char msg[SS_STORE_MSG])
     rc = mdb_txn_commit(txn);
     if (rc != 0)
         return lmdb_err(rc, "commit", msg);
+    return 0;
+}
+
+int ss_jobs_db_open(MDB_env *env, MDB_dbi *dbi, char msg[SS_STORE_MSG])
+{
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return lmdb_err(rc, "begin read", msg);
+    rc = mdb_dbi_open(txn, "jobs", 0, dbi);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        if (rc == MDB_NOTFOUND) {
+            snprintf(msg, SS_STORE_MSG, "jobs: the jobs database does not exist");
+            return SS_ERR_NOT_FOUND;
+        }
+        return lmdb_err(rc, "open database", msg);
+    }
+    /* Commit, not abort: an aborted transaction would close the handle. */
+    rc = mdb_txn_commit(txn);
+    if (rc != 0)
+        return lmdb_err(rc, "commit read", msg);
     return 0;
 }
 
@@ -278,6 +305,22 @@ out:
         mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return ret;
+}
+
+int ss_jobs_db_read_begin(MDB_env *env, MDB_txn **txn, char msg[SS_STORE_MSG])
+{
+    int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, txn);
+    if (rc != 0) {
+        *txn = NULL;
+        return lmdb_err(rc, "begin read", msg);
+    }
+    return 0;
+}
+
+void ss_jobs_db_read_end(MDB_txn *txn)
+{
+    if (txn)
+        mdb_txn_abort(txn);
 }
 
 int ss_jobs_db_get(MDB_txn *txn, MDB_dbi dbi, uint64_t id, ss_job_rec *rec,

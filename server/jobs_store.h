@@ -17,8 +17,9 @@
  *   out_rows*out_cols), n_final * {u16 name_len u8 dtype u8 rank
  *   i64 dims[rank] u64 nbytes, name, data}
  *
- * Threads: decode/encode are pure. ss_jobs_db_open and ss_jobs_db_scan run
- * on the opening thread before any op; get/put/del run in the writer's
+ * Threads: decode/encode are pure. ss_jobs_db_create runs before the
+ * writer starts; ss_jobs_db_open and ss_jobs_db_scan on the opening thread
+ * before any op; get/put/del run in the writer's
  * transaction (writer thread) or, for get, in a read transaction.
  */
 #ifndef SS_JOBS_STORE_H
@@ -89,8 +90,13 @@ int ss_job_rec_decode(const uint8_t *buf, size_t len, ss_job_rec *rec);
  * (borrowing the record) and returns 1, or 0 at the end, or SS_ERR_FORMAT. */
 int ss_job_rec_final_next(const ss_job_rec *rec, size_t *pos, ss_job_tensor *t);
 
-/* Open (create) the `jobs` database with a short write transaction of its
- * own. Call before the writer thread gets any op touching it. */
+/* Create the `jobs` database if missing, with a short write transaction of
+ * its own: call before ss_writer_start, as store.h requires of any module
+ * keeping a database in the store's environment. */
+int ss_jobs_db_create(MDB_env *env, char msg[SS_STORE_MSG]);
+/* Open the existing `jobs` database with a read-only transaction (no write
+ * transaction: safe while the writer runs). SS_ERR_NOT_FOUND if it was
+ * never created. */
 int ss_jobs_db_open(MDB_env *env, MDB_dbi *dbi, char msg[SS_STORE_MSG]);
 
 /* Read every record in id order (one read transaction); cb gets borrowed
@@ -99,6 +105,12 @@ int ss_jobs_db_open(MDB_env *env, MDB_dbi *dbi, char msg[SS_STORE_MSG]);
 typedef int (*ss_jobs_scan_cb)(void *arg, uint64_t id, const ss_job_rec *rec);
 int ss_jobs_db_scan(MDB_env *env, MDB_dbi dbi, ss_jobs_scan_cb cb, void *arg,
                     uint64_t *max_id, char msg[SS_STORE_MSG]);
+
+/* A read transaction for ss_jobs_db_get on the loop thread (Lease and
+ * Await replies borrow record memory until it ends). read_end accepts
+ * NULL. */
+int ss_jobs_db_read_begin(MDB_env *env, MDB_txn **txn, char msg[SS_STORE_MSG]);
+void ss_jobs_db_read_end(MDB_txn *txn);
 
 /* Record id in txn: SS_ERR_NOT_FOUND when absent; rec borrows the value
  * (valid until the transaction ends or writes). */

@@ -65,6 +65,16 @@ ss_server_counters *ss_server_counters_get(ss_server *srv)
     return &srv->counters;
 }
 
+uint64_t ss_server_connections(const ss_server *srv)
+{
+    return srv->conns ? ss_conn_set_open(srv->conns) : 0;
+}
+
+uint64_t ss_server_accepted(const ss_server *srv)
+{
+    return srv->conns ? ss_conn_set_accepted(srv->conns) : 0;
+}
+
 int ss_server_add_module(ss_server *srv, const ss_module *m)
 {
     if (srv->n_modules >= SS_SERVER_MODULES_MAX)
@@ -73,60 +83,45 @@ int ss_server_add_module(ss_server *srv, const ss_module *m)
     return 0;
 }
 
-void ss_server_notify_saved(ss_server *srv, const char *saver, size_t n,
-                            const ss_bytes *keys)
+static void on_conn_refused(void *arg, ss_conn_refusal why);
+
+void ss_server_module_stats(ss_server *srv, const char *saver,
+                            Statesaver__V1__StatsResponse *out)
 {
-    if (srv->barrier)
-        ss_barrier_notify(srv->barrier, saver, n, keys);
     for (size_t i = 0; i < srv->n_modules; i++)
-        if (srv->modules[i].saved)
-            srv->modules[i].saved(srv->modules[i].arg, saver, n, keys);
+        if (srv->modules[i].stats)
+            srv->modules[i].stats(srv->modules[i].arg, saver, out);
 }
 
-/* ---- reply flushing: once per loop iteration ---- */
-
-static void flush_all(ss_server *srv);
-
-static void on_flush_idle(uv_idle_t *h)
+ss_commit_events *ss_server_commits(ss_server *srv)
 {
-    flush_all(h->data);
+    return srv->commits;
 }
 
-static void flush_all(ss_server *srv)
+void ss_server_set_conn_events(ss_server *srv, const ss_conn_events *ev)
 {
-    while (srv->dirty) {
-        ss_conn *c = srv->dirty;
-        srv->dirty = *ss_conn_dirty_next(c);
-        *ss_conn_dirty_next(c) = NULL;
-        *ss_conn_dirty_flag(c) = false;
-        ss_conn_flush(c);
-        ss_conn_unref(c);
-    }
-    if (srv->handles_ready && !srv->finished)
-        uv_idle_stop(&srv->flush_idle);
-}
-
-void ss_server_mark_dirty(ss_server *srv, ss_conn *c)
-{
-    bool *flag = ss_conn_dirty_flag(c);
-    if (*flag)
-        return;
-    *flag = true;
-    ss_conn_ref(c);
-    *ss_conn_dirty_next(c) = srv->dirty;
-    srv->dirty = c;
-    /* An active idle handle keeps the next poll from blocking, so replies
-     * queued from timer callbacks leave in this iteration too. */
-    if (srv->handles_ready && !srv->finished)
-        uv_idle_start(&srv->flush_idle, on_flush_idle);
-}
-
-static void on_flush_check(uv_check_t *h)
-{
-    flush_all(h->data);
+    srv->conn_events = *ev;
+    srv->conn_events.refused = on_conn_refused;
+    srv->conn_events.refused_arg = srv;
+    ss_conn_set_events(srv->conns, &srv->conn_events);
 }
 
 /* ---- accepting ---- */
+
+/* The connection set's refusals, as reject counters and metrics. */
+static void on_conn_refused(void *arg, ss_conn_refusal why)
+{
+    static const ss_reject_reason map[] = {
+        [SS_CONN_REFUSED_FRAME_TOO_BIG] = SS_REJECT_FRAME_TOO_BIG,
+        [SS_CONN_REFUSED_UNAUTH_FRAME] = SS_REJECT_UNAUTH_FRAME,
+        [SS_CONN_REFUSED_MAX_CONNECTIONS] = SS_REJECT_MAX_CONNECTIONS,
+        [SS_CONN_REFUSED_FRAME_TIMEOUT] = SS_REJECT_FRAME_TIMEOUT,
+        [SS_CONN_REFUSED_EVICTED] = SS_REJECT_EVICTED,
+        [SS_CONN_REFUSED_OUTPUT_TOTAL] = SS_REJECT_OUTPUT_TOTAL,
+    };
+    if ((size_t)why < sizeof map / sizeof map[0])
+        ss_server_reject(arg, map[why]);
+}
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -137,8 +132,7 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     if (srv->shutting_down)
         return;
-    bool reject = srv->counters.connections >= srv->cfg.max_connections;
-    ss_conn_accept(srv, listener, reject);
+    ss_conn_accept(srv->conns, listener);
 }
 
 /* ---- idle sequence eviction ---- */
@@ -177,6 +171,12 @@ static void on_ttl_timer(uv_timer_t *t)
     ss_server *srv = t->data;
     if (srv->evicting || srv->shutting_down || !srv->writer)
         return;
+    /* Nothing to evict without savers: an idle server must not commit
+     * (and fsync) once a period for nothing. */
+    ss_store_stats st;
+    memset(&st, 0, sizeof st);
+    if (ss_store_stats_get(srv->store, NULL, &st) == 0 && st.savers == 0)
+        return;
     evict_op *e = calloc(1, sizeof *e);
     if (!e)
         return;
@@ -200,9 +200,10 @@ static void close_handle(uv_handle_t *h)
  * connection is left; the loop then ends. */
 static void maybe_finish(ss_server *srv)
 {
-    if (srv->finished || !srv->draining_done || srv->writer || srv->conns)
+    if (srv->finished || !srv->draining_done || srv->writer ||
+        !ss_conn_set_empty(srv->conns))
         return;
-    flush_all(srv);
+    ss_conn_flush_all(srv->conns);
     srv->finished = true;
     ss_server_metrics_stop(srv);
     close_handle((uv_handle_t *)&srv->sigint);
@@ -211,8 +212,7 @@ static void maybe_finish(ss_server *srv)
     close_handle((uv_handle_t *)&srv->sweep_timer);
     close_handle((uv_handle_t *)&srv->drain_timer);
     close_handle((uv_handle_t *)&srv->grace_timer);
-    close_handle((uv_handle_t *)&srv->flush_idle);
-    close_handle((uv_handle_t *)&srv->flush_check);
+    ss_conn_set_close_handles(srv->conns);
     /* Closing the signal handles restored the default action: a repeated
      * SIGTERM in the last instants must not turn a clean exit into death
      * by signal. */
@@ -243,7 +243,7 @@ static void on_drain(uv_timer_t *t)
         return;
     srv->draining_done = true;
     SS_LOG(SS_LOG_INFO, "requests drained; closing connections");
-    ss_conn_close_all(srv, true);
+    ss_conn_close_all(srv->conns, true);
     if (srv->writer && !srv->writer_stopping) {
         srv->writer_stopping = true;
         ss_writer_stop(srv->writer, on_writer_stopped, srv);
@@ -256,7 +256,7 @@ static void on_grace(uv_timer_t *t)
     SS_LOG(SS_LOG_WARN, "shutdown grace of %u ms over: %" PRIu64 " requests "
            "still in flight; closing connections", SS_SHUTDOWN_GRACE_MS,
            srv->counters.inflight);
-    ss_conn_close_all(srv, false);
+    ss_conn_close_all(srv->conns, false);
     if (!srv->draining_done)
         on_drain(&srv->drain_timer);
 }
@@ -271,7 +271,7 @@ void ss_server_request_done(ss_server *srv)
 static void on_sweep(uv_timer_t *t)
 {
     ss_server *srv = t->data;
-    ss_conn_sweep_idle(srv, srv->shutting_down ? 0 : srv->cfg.idle_timeout_ms);
+    ss_conn_sweep(srv->conns, srv->shutting_down ? 0 : srv->cfg.idle_timeout_ms);
     if (srv->shutting_down)
         maybe_finish(srv);
 }
@@ -283,14 +283,13 @@ void ss_server_shutdown(ss_server *srv)
     srv->shutting_down = true;
     SS_LOG(SS_LOG_INFO, "shutting down: %" PRIu64 " requests in flight, %"
            PRIu64 " connections", srv->counters.inflight,
-           srv->counters.connections);
+           ss_conn_set_open(srv->conns));
     if (srv->listening) {
         uv_close((uv_handle_t *)&srv->listener, NULL);
         srv->listening = false;
     }
     uv_timer_stop(&srv->ttl_timer);
-    ss_conn_stop_all(srv);
-    ss_barrier_shutdown(srv->barrier);
+    ss_conn_stop_all(srv->conns);
     for (size_t i = 0; i < srv->n_modules; i++)
         if (srv->modules[i].shutdown)
             srv->modules[i].shutdown(srv->modules[i].arg);
@@ -305,7 +304,7 @@ static void on_signal(uv_signal_t *h, int signum)
     ss_server *srv = h->data;
     if (srv->shutting_down) {
         SS_LOG(SS_LOG_WARN, "signal %d again: closing connections now", signum);
-        ss_conn_close_all(srv, false);
+        ss_conn_close_all(srv->conns, false);
         return;
     }
     SS_LOG(SS_LOG_INFO, "signal %d: graceful shutdown", signum);
@@ -422,20 +421,19 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
     uv_timer_init(&srv->loop, &srv->sweep_timer);
     uv_timer_init(&srv->loop, &srv->drain_timer);
     uv_timer_init(&srv->loop, &srv->grace_timer);
-    uv_idle_init(&srv->loop, &srv->flush_idle);
-    uv_check_init(&srv->loop, &srv->flush_check);
     uv_signal_init(&srv->loop, &srv->sigint);
     uv_signal_init(&srv->loop, &srv->sigterm);
     srv->ttl_timer.data = srv->sweep_timer.data = srv;
     srv->drain_timer.data = srv->grace_timer.data = srv;
-    srv->flush_idle.data = srv->flush_check.data = srv;
     srv->sigint.data = srv->sigterm.data = srv;
     srv->handles_ready = true;
-    uv_check_start(&srv->flush_check, on_flush_check);
-
-    rc = ss_barrier_new(&srv->barrier, srv);
+    rc = ss_conn_set_new(&srv->conns, &srv->loop, &srv->cfg);
     if (rc < 0)
         return rc;
+    rc = ss_commit_events_new(&srv->commits);
+    if (rc < 0)
+        return rc;
+
     ss_store_options so = {
         .dir = srv->cfg.data_dir,
         .map_size = srv->cfg.map_size,
@@ -455,21 +453,21 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
         SS_LOG(SS_LOG_ERROR, "cannot start writer: %s", ss_strerror(rc));
         return rc;
     }
-    ss_dispatch_admin_register(srv);
-    ss_dispatch_state_register(srv);
-#ifdef SS_HAVE_JOBS
-    rc = ss_dispatch_jobs_init(srv);
-    if (rc < 0) {
-        SS_LOG(SS_LOG_ERROR, "cannot start the job queue: %s", ss_strerror(rc));
-        return rc;
-    }
-#endif
-    rc = start_listening(srv);
+    return 0;
+}
+
+int ss_server_start(ss_server *srv)
+{
+    int rc = start_listening(srv);
     if (rc < 0)
         return rc;
     uv_signal_start(&srv->sigint, on_signal, SIGINT);
     uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    /* Often enough for the idle timeout and the frame deadline. */
     uint64_t sweep = srv->cfg.idle_timeout_ms / 4;
+    uint64_t fsweep = srv->cfg.frame_timeout_ms / 4;
+    if (fsweep > 0 && (sweep == 0 || fsweep < sweep))
+        sweep = fsweep;
     if (sweep > SS_SWEEP_MS_MAX || sweep == 0)
         sweep = SS_SWEEP_MS_MAX;
     if (sweep < SS_SWEEP_MS_MIN)
@@ -532,7 +530,8 @@ void ss_server_free(ss_server *srv)
         if (srv->modules[i].free)
             srv->modules[i].free(srv->modules[i].arg);
     ss_server_metrics_free(srv);
-    ss_barrier_free(srv->barrier);
+    ss_conn_set_free(srv->conns);
+    ss_commit_events_free(srv->commits);
     ss_config_clear(&srv->cfg);
     free(srv);
 }

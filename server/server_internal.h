@@ -1,7 +1,5 @@
-/* server_internal -- state shared by the server's own modules.
- *
- * Not a public header: only server.c, conn.c, dispatch*.c and barrier.c
- * include it. Other modules use server.h and dispatch.h.
+/* server_internal -- state shared by the server core's own files
+ * (server.c, server_metrics.c). Everything else uses server.h.
  */
 #ifndef SS_SERVER_INTERNAL_H
 #define SS_SERVER_INTERNAL_H
@@ -11,9 +9,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "barrier.h"
+#include "commit_events.h"
 #include "conn.h"
-#include "dispatch.h"
 #include "server.h"
 
 struct ss_server {
@@ -29,17 +26,13 @@ struct ss_server {
     uv_timer_t sweep_timer;        /* idle connection sweep */
     uv_timer_t drain_timer;        /* shutdown steps, off the callback stack */
     uv_timer_t grace_timer;        /* force-close at shutdown after a grace */
-    uv_idle_t flush_idle;          /* keeps poll from blocking while dirty */
-    uv_check_t flush_check;        /* flushes replies once per iteration */
     bool handles_ready;            /* the handles above are initialised */
     ss_store *store;               /* LMDB store (owned) */
     ss_writer *writer;             /* writer thread (owned until stopped) */
     bool writer_stopping;          /* ss_writer_stop called */
-    ss_conn *conns;                /* open connections (list head) */
-    ss_conn *dirty;                /* connections with output to flush */
-    ss_barrier *barrier;           /* parked Fetch waits */
-    struct ss_pending_decl *pending_decls; /* Declares not yet committed */
-    ss_handler_fn handlers[SS_DISPATCH_SLOTS]; /* by Request body case */
+    ss_conn_set *conns;            /* client connections (owned) */
+    ss_conn_events conn_events;    /* the request layer's, plus ours */
+    ss_commit_events *commits;     /* "keys committed" event (owned) */
     ss_module modules[SS_SERVER_MODULES_MAX];  /* plugged-in modules */
     size_t n_modules;              /* modules in use */
     ss_server_counters counters;   /* Stats counters */
@@ -51,35 +44,5 @@ struct ss_server {
     struct ss_srv_metrics *metrics; /* --metrics-listen state, or NULL
                                        (server_metrics.c) */
 };
-
-/* ---- dispatch.c ---- */
-
-/* Decode one frame's payload and dispatch it. Returns 0, or SS_ERR_PROTO
- * when the frame was malformed (an error reply is queued and the
- * connection will close after it). */
-int ss_dispatch_frame(ss_server *srv, ss_conn *c, const uint8_t *payload,
-                      size_t len);
-
-/* Send a standalone error response (no request context) on c, e.g. for
- * an oversized frame or a refused connection, then close after flush. */
-void ss_dispatch_send_error_close(ss_server *srv, ss_conn *c, uint64_t id,
-                                  int code, const char *msg);
-
-/* The connection is closing: run the close callbacks of its requests. */
-void ss_dispatch_conn_closed(ss_conn *c);
-
-/* The connection a request arrived on. */
-ss_conn *ss_request_conn(const ss_request *req);
-
-/* Register the built-in handlers (dispatch_admin.c, dispatch_state.c). */
-void ss_dispatch_admin_register(ss_server *srv);
-void ss_dispatch_state_register(ss_server *srv);
-
-/* ---- server.c ---- */
-
-/* A request was answered; during shutdown the last one starts draining. */
-void ss_server_request_done(ss_server *srv);
-/* Mark c as having output; flushed later in this loop iteration. */
-void ss_server_mark_dirty(ss_server *srv, ss_conn *c);
 
 #endif

@@ -62,7 +62,8 @@ static const char *const code_names[] = {
 
 static const char *const reject_names[SS_REJECT_REASONS] = {
     "frame_too_big", "bad_frame", "auth", "max_connections", "limit",
-    "response_too_big",
+    "response_too_big", "unauth_frame", "decode_budget", "frame_timeout",
+    "evicted", "output_total",
 };
 
 static const char *const via_names[] = {"save", "complete"};
@@ -235,8 +236,8 @@ static void collect_on_loop(ss_srv_metrics *m)
 {
     ss_server *srv = m->srv;
     const ss_server_counters *c = &srv->counters;
-    ss_metric_set_u64(m->connections, 0, c->connections);
-    ss_metric_set_u64(m->connections_total, 0, c->accepted);
+    ss_metric_set_u64(m->connections, 0, ss_server_connections(srv));
+    ss_metric_set_u64(m->connections_total, 0, ss_server_accepted(srv));
     ss_metric_set_u64(m->inflight, 0, c->inflight);
     ss_metric_set_u64(m->evicted, 0, c->evicted);
     ss_metric_set_u64(m->saves_applied, 0, c->saves_applied);

@@ -36,6 +36,14 @@ typedef enum ss_reject_reason {
     SS_REJECT_MAX_CONNECTIONS,    /* over --max-connections */
     SS_REJECT_LIMIT,              /* RESOURCE_EXHAUSTED: keys, queue, ... */
     SS_REJECT_RESPONSE_TOO_BIG,   /* reply above the frame limit */
+    SS_REJECT_UNAUTH_FRAME,       /* frame above --max-unauth-frame-bytes
+                                     before Hello */
+    SS_REJECT_DECODE_BUDGET,      /* Request needs more memory to decode
+                                     than its --unpack-budget-* allows */
+    SS_REJECT_FRAME_TIMEOUT,      /* frame not complete in --frame-timeout-ms */
+    SS_REJECT_EVICTED,            /* not-yet-useful connection closed for a
+                                     newcomer (--max-unauth-connections) */
+    SS_REJECT_OUTPUT_TOTAL,       /* closed: over --max-output-bytes-total */
     SS_REJECT_REASONS             /* number of reasons */
 } ss_reject_reason;
 

@@ -14,8 +14,9 @@
  *   counts   saver name -> {sequences, evicted since declare}
  * All state tensors of one sequence live in one record, so they are always
  * replaced together. Keys too long for an LMDB key (LMDB's limit is 511
- * bytes) are stored under their first bytes plus a 128-bit hash, with the
- * full key inside the record; lookups always compare the full key.
+ * bytes) are stored under their first bytes plus a 128-bit hash (XXH3-128),
+ * with the full key inside the record; lookups always compare the full key.
+ * Every value ends with a CRC32C checked on every read (format 2).
  *
  * Other modules may keep their own named databases in the same environment
  * (ss_store_env): the environment allows SS_STORE_MAX_DBS named databases
@@ -43,6 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ss_error.h"
 #include "ss_limits.h"
 #include "ss_tensor.h"
 
@@ -68,7 +70,8 @@ typedef struct ss_store_options {
 #define SS_STORE_OWN_DBS 5
 /* Largest state of one sequence (sum over a schema's states), fixed. */
 #define SS_STORE_STATE_BYTES_MAX (16u << 20)
-/* Largest key the store accepts; the server's --max-key-bytes is lower. */
+/* Largest key the store accepts (longer ones get SS_ERR_INVALID); the
+ * server clamps --max-key-bytes to it. */
 #define SS_STORE_KEY_MAX 65535u
 /* Read transactions kept for reuse (reads renew them instead of
  * allocating a reader slot each time). */
@@ -108,7 +111,21 @@ typedef struct ss_bytes {
     size_t len;          /* bytes */
 } ss_bytes;
 
+/* On-disk format written by this code (docs/store-format.md). Format 1
+ * (no checksums) is migrated on open; a newer one is refused. */
+#define SS_STORE_FORMAT_VERSION 2u
+
+/* A damaged stored value (checksum mismatch): an alias of SS_ERR_STORE,
+ * reported to clients as INTERNAL; the message names the saver and key. */
+#define SS_STORE_ERR_CORRUPT SS_ERR_STORE
+
+/* Open (or create) the store in opt->dir. Refuses, with a message naming
+ * the file, a data.mdb of 0 bytes (a lost store, not a new one: a new
+ * directory has no data.mdb) or shorter than LMDB's last used page. */
 int ss_store_open(ss_store **out, const ss_store_options *opt);
+/* The same, also returning the error message (logged by both). */
+int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
+                      char msg[SS_STORE_MSG]);
 /* Closes the environment. Accepts NULL. No other call may be in flight. */
 void ss_store_close(ss_store *st);
 /* How long (ms) a final save that deleted its record stays retryable as
@@ -118,6 +135,16 @@ void ss_store_close(ss_store *st);
  * ss_store_options field so that positional initializers of the options
  * elsewhere keep compiling under -Wmissing-field-initializers. */
 void ss_store_set_finished_retention(ss_store *st, uint64_t ms);
+
+/* Damaged values (checksum mismatch) found by reads since open, for a
+ * metric. Any thread. */
+uint64_t ss_store_corrupt_records(const ss_store *st);
+/* Does any declared saver have idle_ttl_ms > 0? (Any thread; from the
+ * schema cache.) Not needed to keep an idle server from syncing: a sweep
+ * with nothing to evict or expire changes nothing, so its commit writes
+ * nothing (the writer does not count it). Note ss_store_evict_idle also
+ * deletes expired finished markers of savers without a TTL. */
+bool ss_store_has_ttl_savers(ss_store *st);
 
 /* Build a schema from a DeclareRequest (validates names, dtypes, shapes,
  * initial tensors). On error returns a negative code and fills msg. The
@@ -167,8 +194,10 @@ int ss_store_segments(ss_store *st, const char *saver, size_t n,
 typedef struct ss_store_stats {
     uint64_t savers;     /* declared savers */
     uint64_t sequences;  /* sequence records (all savers, or one) */
-    uint64_t map_size;   /* configured LMDB map size */
-    uint64_t map_used;   /* bytes in use (last page * page size) */
+    uint64_t map_size;   /* configured --map-size (LMDB's map is larger
+                            by a reserve for Drop: store_space.c) */
+    uint64_t map_used;   /* bytes up to the last used page, free pages
+                            included (may pass map_size by the reserve) */
     uint64_t evicted;    /* idle evictions since each saver was declared
                             (summed over declared savers) */
 } ss_store_stats;
@@ -264,5 +293,15 @@ int ss_store_txn_child_end(ss_store_txn *txn, bool commit,
  * child when one is open; valid until that child or txn ends). */
 struct MDB_txn *ss_store_txn_mdb(ss_store_txn *txn);
 struct MDB_env *ss_store_env(ss_store *st);
+/* For modules writing raw through ss_store_txn_mdb: call before putting a
+ * value of `bytes` that adds data. SS_ERR_FULL with advice in msg when it
+ * would pass --map-size, so that the reserve beyond it stays for Drop
+ * (store_space.c); 0 otherwise. Writer thread, inside txn. */
+int ss_store_reserve_check(ss_store_txn *txn, size_t bytes,
+                           char msg[SS_STORE_MSG]);
+/* Id of the last committed write transaction (LMDB's me_last_txnid). It
+ * advances only when a commit wrote, and so synced, something: a
+ * transaction that changed nothing commits as a no-op. Any thread. */
+uint64_t ss_store_last_txnid(ss_store *st);
 
 #endif

@@ -52,6 +52,7 @@ static void run_group(ss_writer *w, ss_write_op *group, size_t n)
 {
     ss_store_txn *txn = NULL;
     char msg[SS_STORE_MSG] = "";
+    uint64_t txnid = ss_store_last_txnid(w->st);
     int rc = ss_store_txn_begin(w->st, &txn, msg);
     if (rc < 0) {
         for (ss_write_op *op = group; op; op = op->next) {
@@ -93,9 +94,17 @@ static void run_group(ss_writer *w, ss_write_op *group, size_t n)
         }
         return;
     }
+    /* A group that changed nothing (an idle eviction sweep, failed ops)
+     * commits as a no-op in LMDB: no page, no meta, no sync. */
+    bool wrote = ss_store_last_txnid(w->st) != txnid;
     pthread_mutex_lock(&w->mu);
-    w->stats.commits++;
     w->stats.ops += n;
+    if (!wrote) {
+        w->stats.empty++;
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
+    w->stats.commits++;
     if (n > w->stats.max_batch)
         w->stats.max_batch = n;
     w->stats.commit_ns += dt;

@@ -43,10 +43,14 @@ struct ss_write_op {
 };
 
 typedef struct ss_writer_stats {
-    uint64_t commits;       /* write transactions committed */
-    uint64_t ops;           /* ops run in them */
+    uint64_t commits;       /* write transactions committed that wrote
+                               something (each one synced) */
+    uint64_t ops;           /* ops run in groups that committed (written
+                               or not) */
     uint64_t max_batch;     /* largest group so far */
     uint64_t commit_ns;     /* total time in mdb_txn_commit (fsync) */
+    uint64_t empty;         /* groups that changed nothing: LMDB wrote and
+                               synced nothing, not counted in commits */
 } ss_writer_stats;
 
 /* Start the thread. Completions are delivered on loop. The store must
@@ -65,7 +69,8 @@ void ss_writer_submit(ss_writer *w, ss_write_op *op);
 void ss_writer_stop(ss_writer *w, void (*stopped)(void *arg), void *arg);
 void ss_writer_stats_get(ss_writer *w, ss_writer_stats *out);
 
-/* Called on the writer thread after each successful group commit with the
+/* Called on the writer thread after each successful group commit that
+ * wrote something (not after an empty group, e.g. an idle sweep) with the
  * number of ops in it and the time spent in the commit (fsync), e.g. for
  * metrics. Must be quick and thread-safe. A call may still be running
  * when a replacement (NULL removes it) returns, so arg must stay valid

@@ -29,6 +29,7 @@
 #include "ss_error.h"
 #include "unroll.h"
 #include "vmath.h"
+#include "ss_parse.h"
 
 /* Largest accepted dimension (input size, units, batch, steps). */
 #define SS_BENCH_MAX_DIM 65536
@@ -85,11 +86,11 @@ static void usage(FILE *f)
             SS_BENCH_DEFAULT_MAX_MB);
 }
 
+/* Parse a decimal in [lo, hi], lo >= 0 (strict: common/ss_parse). */
 static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
 {
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) {
+    uint64_t v;
+    if (lo < 0 || ss_parse_u64(s, (uint64_t)lo, (uint64_t)hi, &v) < 0) {
         fprintf(stderr, "bench: %s must be an integer in [%d, %d], got '%s'\n", flag, lo, hi, s);
         return SS_ERR_INVALID;
     }

@@ -4,6 +4,7 @@
 #include "model.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "ss_error.h"
 #include "ss_limits.h"
 #include "ss_log.h"
+#include "ss_parse.h"
 
 /* Largest num_units / input_size / num_proj accepted: keeps every product
  * such as 4H and in+P far inside int. */
@@ -38,11 +40,8 @@ static int meta_int(const ss_st_file *f, const char *path, const char *key, int 
         *out = def;
         return 0;
     }
-    char *end = NULL;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (v[0] == '\0' || *end != '\0' || errno != 0 || n < lo || n > hi ||
-        v[0] == ' ' || v[0] == '+') {
+    uint64_t n = 0;
+    if (lo < 0 || ss_parse_u64(v, (uint64_t)lo, (uint64_t)hi, &n) < 0) {
         ss_fileio_err(err, errsz, "%s: __metadata__ '%s' = \"%.40s\": expected an integer in [%d, %d]",
                       path, key, v, lo, hi);
         return SS_ERR_FORMAT;
@@ -58,15 +57,13 @@ static int meta_float(const ss_st_file *f, const char *path, const char *key,
     *present = v != NULL;
     if (v == NULL)
         return 0;
-    char *end = NULL;
-    errno = 0;
-    float x = strtof(v, &end);
-    if (v[0] == '\0' || *end != '\0' || errno != 0 || !isfinite(x) || v[0] == ' ') {
+    double d = 0;
+    if (ss_parse_double(v, &d) < 0 || fabs(d) > FLT_MAX) {
         ss_fileio_err(err, errsz, "%s: __metadata__ '%s' = \"%.40s\": expected a finite number",
                       path, key, v);
         return SS_ERR_FORMAT;
     }
-    *out = x;
+    *out = (float)d;
     return 0;
 }
 

@@ -23,7 +23,6 @@
 #define SS_SERVE_LOG_EVERY_DEFAULT 100u   /* --log-every: batches per log line */
 #define SS_SERVE_BACKOFF_MIN_MS 100u      /* reconnect backoff, first wait */
 #define SS_SERVE_BACKOFF_MAX_MS 5000u     /* reconnect backoff, longest wait */
-#define SS_SERVE_TOKEN_MAX 4096u          /* bytes of a --token-file */
 #define SS_SERVE_DEFAULT_SERVER "127.0.0.1:7450"
 
 /* Entry point; argv[0] is "serve". Returns the process exit status. */

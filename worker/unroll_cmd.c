@@ -16,10 +16,11 @@
 #include <unistd.h>
 
 #include "model.h"
-#include "npy.h"
+#include "ss_npy.h"
 #include "ss_error.h"
 #include "ss_log.h"
 #include "unroll.h"
+#include "ss_parse.h"
 
 #define ERRSZ 1024
 
@@ -199,9 +200,8 @@ static int parse_args(int argc, char **argv, unroll_opts *o, int *exit_now)
             rc = add_pair(&o->finals, &o->n_finals, "--final-state", optarg);
             break;
         case OPT_THREADS: {
-            char *end = NULL;
-            long v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < 1 || v > SS_UNROLL_MAX_THREADS) {
+            uint64_t v = 0;
+            if (ss_parse_u64(optarg, 1, SS_UNROLL_MAX_THREADS, &v) < 0) {
                 fprintf(stderr, "unroll: --threads must be an integer in [1, %d], got '%s'\n",
                         SS_UNROLL_MAX_THREADS, optarg);
                 rc = SS_ERR_INVALID;

@@ -86,6 +86,15 @@ run 2 "$CLI" ls a b
 run 2 "$CLI" bench --op nope
 run 2 "$CLI" bench --state-bytes 5
 run 2 "$CLI" ping --nope
+# Numbers are strict (common/ss_parse): no sign, no white space, no suffix.
+run 2 "$CLI" --timeout-ms " 5" ping
+run 2 "$CLI" --timeout-ms "+5" ping
+run 2 "$CLI" ping --count " 2"
+run 2 "$CLI" declare rnn --state "h:float32:4x 3"
+run 2 "$CLI" declare rnn --state "h:float32:4x+3"
+run 2 "$CLI" declare rnn --state "h:float32:4x"
+run 2 "$CLI" declare rnn --state h:float32:4 --ttl-ms " -1"
+run 2 "$CLI" submit rnn --inputs . --outputs . --num-unroll " 4"
 
 # ---- ping, address forms
 run 0 "$CLI" ping; contains out PONG
@@ -145,6 +154,45 @@ run 1 "$CLI" save rnn seq/1 --segment 1 --state "h=$TMP/h.npy"; contains err "mi
 run 1 "$CLI" save rnn seq/1 --segment 1 --state "h=$TMP/missing.npy" --state "c=$TMP/c.npy"
 contains err missing.npy
 run 1 "$CLI" save nosaver k --segment 0 --state "h=$TMP/h.npy"; contains err "not declared"
+# Malformed .npy headers the CLI used to read by substring matching: each is
+# refused naming the file and the fault, nothing saved (common/ss_npy).
+"$PY" - "$TMP" <<'PYEOF' || fail "could not write the malformed .npy files"
+import sys
+d = sys.argv[1]
+def npy(name, header, nbytes):
+    h = header.encode() + b" " * ((64 - (10 + len(header) + 1) % 64) % 64) + b"\n"
+    with open(f"{d}/{name}.npy", "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h + b"\0" * nbytes)
+npy("commas", "{'descr': '<f4', 'fortran_order': False, 'shape': (,,2 3), }", 24)
+npy("extrakey", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': 1}", 24)
+npy("inval", "{'note': \"'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)\"}", 24)
+PYEOF
+run 1 "$CLI" save rnn seq/9 --segment 0 --state "h=$TMP/h.npy" --state "c=$TMP/commas.npy"
+contains err commas.npy; contains err "shape is not a tuple"
+run 1 "$CLI" save rnn seq/9 --segment 0 --state "h=$TMP/h.npy" --state "c=$TMP/extrakey.npy"
+contains err extrakey.npy; contains err "header keys"
+run 1 "$CLI" save rnn seq/9 --segment 0 --state "h=$TMP/h.npy" --state "c=$TMP/inval.npy"
+contains err inval.npy; contains err "header keys"
+run 0 "$CLI" fetch rnn seq/9; contains out "next_segment=0"
+# fetch --out replaces files atomically: nothing but the .npy files is left.
+run 0 "$CLI" fetch rnn seq/1 --out "$TMP/fetched"
+[ "$(ls -A "$TMP/fetched" | grep -vc '\.npy$')" -eq 0 ] || fail "fetch --out left other files"
+# No fixed "<path>.tmp": a directory of that name does not stop the write.
+mkdir -p "$TMP/fixedtmp/seq_1.h.npy.tmp"
+run 0 "$CLI" fetch rnn seq/1 --out "$TMP/fixedtmp"
+[ -f "$TMP/fixedtmp/seq_1.h.npy" ] || fail "fetch --out did not write past a <path>.tmp directory"
+# float64 states round trip through save and fetch --out.
+run 0 "$CLI" declare rnn64 --state h:float64:4
+"$PY" -c "import numpy as np, sys; np.save(sys.argv[1], np.array([1/3, -2.5, 1e-300, 7], dtype=np.float64))" "$TMP/h64.npy"
+run 0 "$CLI" save rnn64 k --segment 0 --state "h=$TMP/h64.npy"
+mkdir "$TMP/f64out"
+run 0 "$CLI" fetch rnn64 k --out "$TMP/f64out"
+"$PY" - "$TMP" <<'PYEOF' || fail "float64 state changed in a save/fetch round trip"
+import sys, numpy as np
+d = sys.argv[1]
+a = np.load(f"{d}/h64.npy"); b = np.load(f"{d}/f64out/k.h.npy")
+assert b.dtype == np.float64 and np.array_equal(a, b), (a, b)
+PYEOF
 run 0 "$CLI" save rnn seq/2 --segment 0 --state "h=$TMP/h.npy" --state "c=$TMP/c.npy" --final
 contains out final
 run 0 "$CLI" fetch rnn seq/2; contains out "next_segment=0"
@@ -228,6 +276,17 @@ run 1 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/wrong" ping
 contains err UNAUTHENTICATED
 run 1 "$CLI" --server "127.0.0.1:$APORT" ping; contains err UNAUTHENTICATED
 run 1 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/nonexistent" ping
+contains err nonexistent
+# Token files (common/ss_token): one trailing line ending is stripped; an
+# empty file is refused before connecting, naming the file.
+printf 'tok-123\r\n' >"$TMP/token-crlf"
+run 0 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/token-crlf" ping
+: >"$TMP/token-empty"
+run 1 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/token-empty" ping
+contains err token-empty; contains err empty
+printf '\n' >"$TMP/token-nl"
+run 1 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/token-nl" ping
+contains err empty
 run 0 "$CLI" --server "127.0.0.1:$APORT" --token-file "$TMP/token" bench --clients 2 \
   --requests 20 --keys 4 --json
 check_bench fetch 20

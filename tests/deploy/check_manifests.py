@@ -6,7 +6,7 @@ Parses every file (YAML with python3-yaml, the Dockerfile with a small
 instruction parser) and checks what an operator relies on: stages and
 install-deps modes, the non-root user, the /data volume, port 7450
 everywhere, image names, probes, resources, volumes and claims, the model
-ConfigMap (byte-identical to deploy/make-model.py's output), selectors, and
+ConfigMap (byte-identical to scripts/make-model.py's output), selectors, and
 that every program a manifest runs is installed in the image; the metrics
 ports (9450 server, 9451 worker), the HTTP probes on /healthz and /readyz,
 the Prometheus scrape annotations, and that the Grafana dashboard
@@ -338,12 +338,12 @@ def check_k8s(docs, src, err, flags):
     else:
         blob = base64.b64decode((cm.get("binaryData") or {}).get("model.safetensors", ""))
         spec = importlib.util.spec_from_file_location(
-            "make_model", os.path.join(src, "deploy", "make-model.py"))
+            "make_model", os.path.join(src, "scripts", "make-model.py"))
         mm = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mm)
         if blob != mm.model_bytes():
-            err("k8s: ConfigMap model differs from deploy/make-model.py "
-                "(regenerate: deploy/make-model.py --configmap deploy/k8s/model-configmap.yaml)")
+            err("k8s: ConfigMap model differs from scripts/make-model.py "
+                "(regenerate: scripts/make-model.py --configmap deploy/k8s/model-configmap.yaml)")
 
 
 def check_metrics_pod(where, w, env_name, port, err):

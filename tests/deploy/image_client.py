@@ -31,7 +31,7 @@ def main(argv):
     if cmd == "demo":
         # statesaver-demo's outputs, and its inputs (the same bytes as the
         # image's, from make-model.py) time-major for the unroll.
-        sys.path.insert(0, os.path.join(os.environ.get("SS_SOURCE_ROOT", "."), "deploy"))
+        sys.path.insert(0, os.path.join(os.environ.get("SS_SOURCE_ROOT", "."), "scripts"))
         import importlib
         mm = importlib.import_module("make-model")
         tmp = os.path.join(path, "demo-in.npy")

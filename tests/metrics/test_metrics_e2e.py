@@ -41,7 +41,7 @@ BUILD_ROOT = os.environ.get("SS_BUILD_ROOT") or os.path.join(SOURCE_ROOT, "build
 SERVER = os.path.join(BUILD_ROOT, "server", "statesaver-server")
 WORKER = os.path.join(BUILD_ROOT, "worker", "statesaver-worker")
 CLI = os.path.join(BUILD_ROOT, "client", "statesaver")
-MAKE_MODEL = os.path.join(SOURCE_ROOT, "deploy", "make-model.py")
+MAKE_MODEL = os.path.join(SOURCE_ROOT, "scripts", "make-model.py")
 PY = "/usr/bin/python3"
 CMD_TIMEOUT = 60
 
@@ -416,8 +416,8 @@ def main():
 
 def body(tmp):
     model = os.path.join(tmp, "model.safetensors")
-    r = run([PY, MAKE_MODEL, model])
-    if not check(r.returncode == 0, "model written by deploy/make-model.py"):
+    r = run([PY, MAKE_MODEL, model, "--preset", "image"])
+    if not check(r.returncode == 0, "model written by scripts/make-model.py --preset image"):
         print(r.stderr)
         return
     # Bad flags are refused before anything starts.

@@ -18,7 +18,7 @@ SOURCE_ROOT = os.environ.get("SS_SOURCE_ROOT") or os.path.abspath(
 BUILD_ROOT = os.environ.get("SS_BUILD_ROOT") or os.path.join(SOURCE_ROOT, "build")
 SERVER = os.path.join(BUILD_ROOT, "server", "statesaver-server")
 WORKER = os.path.join(BUILD_ROOT, "worker", "statesaver-worker")
-MAKE_MODEL = os.path.join(SOURCE_ROOT, "deploy", "make-model.py")
+MAKE_MODEL = os.path.join(SOURCE_ROOT, "scripts", "make-model.py")
 
 
 def setup_path(argv):

@@ -390,7 +390,8 @@ class JobApiTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="ss-pyjobapi-")
         self.model = os.path.join(self.tmp, "model.safetensors")
-        subprocess.run([sys.executable, harness.MAKE_MODEL, self.model], check=True)
+        subprocess.run([sys.executable, harness.MAKE_MODEL, self.model, "--preset", "image"],
+                       check=True)
         self.w, self.meta = read_safetensors(self.model)
         self.c = Client(SERVER.address, timeout=30)
         self.saver = "py-jobapi-" + self.id().rsplit(".", 1)[-1]
@@ -490,7 +491,8 @@ class JobTest(unittest.TestCase):
     def test_chunked_jobs_equal_whole_sequence_unroll(self):
         tmp = tempfile.mkdtemp(prefix="ss-pyjobs-")
         model = os.path.join(tmp, "model.safetensors")
-        subprocess.run([sys.executable, harness.MAKE_MODEL, model], check=True)
+        subprocess.run([sys.executable, harness.MAKE_MODEL, model, "--preset", "image"],
+                       check=True)
         weights, meta = read_safetensors(model)
         in_size, units = int(meta["input_size"]), int(meta["num_units"])
         saver = "py-jobs"

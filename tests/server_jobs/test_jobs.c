@@ -5,7 +5,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <semaphore.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -17,6 +19,29 @@
 #include "store.h"
 #include "writer.h"
 
+/* Sanitizer builds run several times slower: time bounds scale by this
+ * (still far below the seconds a quadratic close took). */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZER_SLOWDOWN 10.0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZER_SLOWDOWN 10.0
+#endif
+#endif
+#ifndef SANITIZER_SLOWDOWN
+#define SANITIZER_SLOWDOWN 1.0
+#endif
+/* Under valgrind, time bounds scale by 50 more. */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifdef RUNNING_ON_VALGRIND
+#define TIME_FACTOR (SANITIZER_SLOWDOWN * (RUNNING_ON_VALGRIND ? 50.0 : 1.0))
+#else
+#define TIME_FACTOR SANITIZER_SLOWDOWN
+#endif
 #define CODE(x) STATESAVER__V1__CODE__##x
 #define SAVER "lm"
 #define NSTATE 2   /* the saver's one state "h" is float32 [NSTATE] */
@@ -33,6 +58,7 @@ static ss_jobs *g_jobs;       /* queue under test */
 static ss_jobs_options g_opt; /* its options */
 static int g_saved_calls;     /* on_saved callbacks seen */
 static size_t g_saved_keys;   /* keys in them */
+static uint64_t g_map_size;   /* LMDB map size of the next env_open */
 
 static void on_saved(void *arg, const char *saver, size_t n, const ss_bytes *keys)
 {
@@ -204,10 +230,11 @@ static void external_save(const char *key, uint64_t seg, float v)
 
 static void env_open(void)
 {
-    ss_store_options so = {g_dir, 64u << 20, false, 16};
+    ss_store_options so = {g_dir, g_map_size ? g_map_size : 64u << 20, false, 16};
     ck_assert_int_eq(ss_store_open(&g_st, &so), 0);
-    ck_assert_int_eq(ss_writer_start(&g_w, g_st, &g_loop), 0);
     char msg[SS_STORE_MSG];
+    ck_assert_int_eq(ss_jobs_prepare(g_st, msg), 0); /* before the writer starts */
+    ck_assert_int_eq(ss_writer_start(&g_w, g_st, &g_loop), 0);
     int rc = ss_jobs_open(&g_jobs, g_st, g_w, &g_loop, &g_opt, msg);
     ck_assert_msg(rc == 0, "jobs open: %s", msg);
 }
@@ -236,6 +263,7 @@ static void setup_with(uint64_t capacity, uint32_t max_attempts)
     ck_assert_ptr_nonnull(mkdtemp(g_dir));
     ck_assert_int_eq(uv_loop_init(&g_loop), 0);
     ss_jobs_options_default(&g_opt);
+    g_map_size = 0;
     g_opt.queue_capacity = capacity;
     g_opt.max_attempts = max_attempts;
     g_opt.on_saved = on_saved;
@@ -1194,6 +1222,384 @@ START_TEST(test_heap_and_map)
 }
 END_TEST
 
+/* Frame limit (issue 8 item 1): Submit refuses a segment whose Lease reply
+ * could not fit; a queued segment that no longer fits (the limit shrank
+ * across a restart) is failed with a reason, its later segments with it;
+ * a batch is cut to what fits. */
+START_TEST(test_frame_limit_submit_lease)
+{
+    ck_assert_int_eq(submit("a", 0, 400, 400, false, NULL), 0); /* 4800 input bytes */
+    ck_assert_int_eq(submit("a", 1, 2, 2, true, NULL), 0);
+    ck_assert_int_eq(submit("b", 0, 150, 150, false, NULL), 0); /* 1800 bytes each */
+    ck_assert_int_eq(submit("c", 0, 150, 150, false, NULL), 0);
+    ck_assert_int_eq(submit("d", 0, 150, 150, false, NULL), 0);
+    env_close();
+    g_opt.max_frame_bytes = 4096;
+    env_open();
+    reply r = {0};
+    submit_async(&r, SAVER, "e", 0, 400, 400, false, 0.0f);
+    ck_assert(run_until(&r.got, 10000));
+    ck_assert_int_eq(code_of(&r), CODE(INVALID_ARGUMENT));
+    ck_assert_msg(strstr(msg_of(&r), "frame limit of 4096 bytes") &&
+                  strstr(msg_of(&r), "inputs of 4800 bytes"), "%s", msg_of(&r));
+    reply_clear(&r);
+    ck_assert_uint_eq(stats().queued, 5);
+    lease(&r, 10, 0, 10000); /* a/0 cannot go; b, c fit, d does not */
+    ck_assert_uint_eq(r.resp->lease->n_items, 2);
+    ck_assert_ptr_null(find_item(r.resp->lease, "a"));
+    ck_assert_int_eq(complete_lease(r.resp->lease, r.resp->lease->lease_id, NULL, NULL), 0);
+    reply_clear(&r);
+    lease(&r, 10, 0, 10000);
+    ck_assert_uint_eq(r.resp->lease->n_items, 1);
+    ck_assert_ptr_nonnull(find_item(r.resp->lease, "d"));
+    reply_clear(&r);
+    await_sync(&r, "a", 0, 5000, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    ck_assert_msg(strstr(r.resp->await_segment->reason, "frame limit of 4096 bytes"), "%s",
+                  r.resp->await_segment->reason);
+    reply_clear(&r);
+    await_sync(&r, "a", 1, 5000, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    reply_clear(&r);
+    ck_assert_uint_eq(stats().queued, 0);
+    ck_assert_uint_eq(stats().failed, 2);
+}
+END_TEST
+
+/* O(1) cancellation (issue 8 item 4): cancelling 50k parked Awaits and
+ * 50k parked Leases, as a closing connection does, one call each, takes
+ * well under the loop-stall bound (it used to scan the timer heap per
+ * call: quadratic). */
+#define N_CANCEL 50000
+/* Reply callback that only records (no Check assertion: each one writes
+ * to Check's pipe, which would dominate the timing): 1 for CANCELLED. */
+static int count_reply(void *arg, Statesaver__V1__Response *resp)
+{
+    *(int *)arg += resp->status && resp->status->code == CODE(CANCELLED) ? 1 : 100;
+    return 0;
+}
+
+START_TEST(test_cancel_50k_is_fast)
+{
+    ck_assert_int_eq(submit("a", 0, 2, 2, false, NULL), 0);
+    declare_saver("idle");
+    static int answered[2 * N_CANCEL]; /* reply args, one each */
+    memset(answered, 0, sizeof answered);
+    Statesaver__V1__AwaitRequest aw = STATESAVER__V1__AWAIT_REQUEST__INIT;
+    aw.saver = (char *)SAVER;
+    aw.key.data = (uint8_t *)"a";
+    aw.key.len = 1;
+    aw.wait_ms = 600000;
+    Statesaver__V1__LeaseRequest lr = STATESAVER__V1__LEASE_REQUEST__INIT;
+    lr.saver = (char *)"idle";
+    lr.max_batch = 1;
+    lr.wait_ms = 600000;
+    for (int i = 0; i < N_CANCEL; i++) {
+        ss_jobs_await(g_jobs, &aw, count_reply, &answered[i]);
+        ss_jobs_lease(g_jobs, &lr, count_reply, &answered[N_CANCEL + i]);
+    }
+    ck_assert_uint_eq(stats().waiting, 2 * N_CANCEL);
+    /* CPU time of this thread (the loop's), so a busy machine does not
+     * count; the quadratic scan took seconds of it. */
+    for (int kind = 0; kind < 2; kind++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+        int found = 0;
+        for (int i = kind * N_CANCEL; i < (kind + 1) * N_CANCEL; i++)
+            found += ss_jobs_cancel(g_jobs, &answered[i]);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+        ck_assert_int_eq(found, N_CANCEL);
+        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+                    (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        fprintf(stderr, "cancelled %d parked %s in %.2f ms of CPU\n", N_CANCEL,
+                kind ? "Leases" : "Awaits", ms);
+        ck_assert_msg(ms < 50.0 * TIME_FACTOR, "cancelling %d parked requests took %.1f ms",
+                      N_CANCEL, ms);
+    }
+    int bad = 0;
+    for (int i = 0; i < 2 * N_CANCEL; i++)
+        bad += answered[i] != 1;
+    ck_assert_int_eq(bad, 0);
+    ck_assert_uint_eq(stats().waiting, 0);
+    ck_assert(!ss_jobs_cancel(g_jobs, &answered[0]));
+    reply r;
+    lease(&r, 1, 0, 10000); /* the queue goes on */
+    ck_assert_uint_eq(r.resp->lease->n_items, 1);
+    reply_clear(&r);
+}
+END_TEST
+
+/* A full map (issue 8 item 5): Submit and Complete whose commits fail
+ * with MAP_FULL, then a lease expiry and a collect whose writes fail
+ * (MAP_FULL may leave room for those small writes, so the test seam makes
+ * them fail), leave the index as the disk has it: Stats, Lease and Await
+ * agree before and after a restart. */
+START_TEST(test_map_full_index_agrees_with_disk)
+{
+    env_close();
+    g_map_size = 1u << 20;
+    env_open();
+    /* d/0 done (to collect later), k/0 queued (to lease), then fill. */
+    ck_assert_int_eq(submit("d", 0, 2, 2, false, NULL), 0);
+    reply r;
+    lease(&r, 1, 0, 10000);
+    ck_assert_int_eq(complete_lease(r.resp->lease, r.resp->lease->lease_id, NULL, NULL), 0);
+    reply_clear(&r);
+    ck_assert_int_eq(submit("k", 0, 2, 2, false, NULL), 0);
+    uint64_t ok = 1;
+    int code = 0;
+    char key[32];
+    for (int i = 0; i < 2000 && code == 0; i++) { /* big records, then small ones */
+        snprintf(key, sizeof key, "fill-%d", i);
+        code = submit(key, 0, 1000, 1000, false, NULL);
+        ok += code == 0;
+    }
+    ck_assert_int_eq(code, CODE(RESOURCE_EXHAUSTED));
+    code = 0;
+    for (int i = 0; i < 20000 && code == 0; i++) {
+        snprintf(key, sizeof key, "small-%d", i);
+        code = submit(key, 0, 1, 1, false, NULL);
+        ok += code == 0;
+    }
+    ck_assert_int_eq(code, CODE(RESOURCE_EXHAUSTED)); /* the failed Submit */
+    ck_assert_uint_eq(stats().queued, ok);
+    ck_assert_uint_eq(stats().done_stored, 1);
+    /* Complete fails: the item stays leased, nothing is done. */
+    lease(&r, 1, 0, 200);
+    ck_assert_uint_eq(r.resp->lease->n_items, 1);
+    ck_assert_int_eq(r.resp->lease->items[0]->key.data[0], 'k');
+    ck_assert_int_eq(complete_lease(r.resp->lease, r.resp->lease->lease_id, NULL, NULL),
+                     CODE(RESOURCE_EXHAUSTED));
+    reply_clear(&r);
+    ck_assert_uint_eq(stats().leased, 1);
+    ck_assert_uint_eq(stats().completed, 1);
+    /* The lease expires; recording the attempt fails: queued again with
+     * the stored attempt count (0), not a count only memory knows. */
+    ss_jobs_test_fault(g_jobs, SS_JOBS_FAULT_WRITE);
+    run_for(600);
+    ck_assert_uint_eq(stats().leased, 0);
+    ck_assert_uint_eq(stats().queued, ok);
+    await_sync(&r, "k", 0, 0, false);
+    ck_assert_int_eq(code_of(&r), CODE(DEADLINE_EXCEEDED));
+    reply_clear(&r);
+    lease(&r, 1, 0, 10000);
+    ck_assert_int_eq(r.resp->lease->items[0]->key.data[0], 'k');
+    ck_assert_uint_eq(r.resp->lease->items[0]->attempts, 0);
+    reply_clear(&r);
+    /* Collecting d/0 fails: its record stays, and so does the job. */
+    await_sync(&r, "d", 0, 0, true);
+    ck_assert_int_eq(code_of(&r), 0);
+    reply_clear(&r);
+    run_for(100);
+    ck_assert_uint_eq(stats().done_stored, 1);
+    await_sync(&r, "d", 0, 0, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_DONE);
+    reply_clear(&r);
+    /* The disk says the same after a restart. */
+    env_close();
+    env_open();
+    ck_assert_uint_eq(stats().queued, ok);
+    ck_assert_uint_eq(stats().done_stored, 1);
+    lease(&r, 1, 0, 10000);
+    ck_assert_int_eq(r.resp->lease->items[0]->key.data[0], 'k');
+    ck_assert_uint_eq(r.resp->lease->items[0]->attempts, 0);
+    reply_clear(&r);
+    await_sync(&r, "d", 0, 0, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    reply_clear(&r);
+}
+END_TEST
+
+/* A persistent state-read error (issue 8 item 8) used to make serve()
+ * spin through kick_again; now each failed read counts an attempt, so the
+ * segment fails after max_attempts and the loop stays responsive. */
+START_TEST(test_state_read_error_is_bounded)
+{
+    reply pl = {0};
+    lease_async(&pl, 1, 400, 10000); /* parked: served by kick */
+    ck_assert_int_eq(submit("a", 1, 2, 2, true, NULL), 0); /* not ready before a/0 */
+    ss_jobs_test_fault(g_jobs, SS_JOBS_FAULT_STATE_READ);
+    ck_assert_int_eq(submit("a", 0, 2, 2, false, NULL), 0);
+    reply r;
+    await_sync(&r, "a", 0, 5000, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    ck_assert_uint_eq(r.resp->await_segment->attempts, 3);
+    ck_assert_msg(strstr(r.resp->await_segment->reason, "reading the state"), "%s",
+                  r.resp->await_segment->reason);
+    reply_clear(&r);
+    await_sync(&r, "a", 1, 5000, false); /* fails with it */
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    reply_clear(&r);
+    /* The parked Lease was served and re-parked by kick (nothing leasable):
+     * it kept its timer (the re-park used to push it back into the heap
+     * unchecked) and ends empty at its deadline. */
+    ck_assert(run_until(&pl.got, 5000));
+    ck_assert_uint_eq(pl.resp->lease->n_items, 0);
+    reply_clear(&pl);
+    ss_jobs_test_fault(g_jobs, 0);
+    ck_assert_int_eq(submit("b", 0, 2, 2, false, NULL), 0);
+    lease(&r, 1, 0, 10000);
+    ck_assert_uint_eq(r.resp->lease->n_items, 1);
+    reply_clear(&r);
+}
+END_TEST
+
+/* A reply that makes another parked Await go away (a failed send closes
+ * the connection, which cancels its other parked requests) while
+ * wake_awaits answers the list: each is answered exactly once, nothing is
+ * used after it is freed (issue 8 item 8). */
+typedef struct cancel_other {
+    reply r;       /* this reply */
+    void *victim;  /* cancel the request with this arg from the callback */
+} cancel_other;
+
+static int cancel_other_cb(void *arg, Statesaver__V1__Response *resp)
+{
+    cancel_other *c = arg;
+    int rc = capture(&c->r, resp);
+    if (c->victim)
+        ss_jobs_cancel(g_jobs, c->victim);
+    return rc;
+}
+
+START_TEST(test_reply_cancelling_another_await)
+{
+    ck_assert_int_eq(submit("a", 0, 2, 2, false, NULL), 0);
+    cancel_other c[3];
+    memset(c, 0, sizeof c);
+    Statesaver__V1__AwaitRequest req = STATESAVER__V1__AWAIT_REQUEST__INIT;
+    req.saver = (char *)SAVER;
+    req.key.data = (uint8_t *)"a";
+    req.key.len = 1;
+    req.wait_ms = 5000;
+    /* Parked in this order; the list answers the last first. Each reply
+     * cancels the one answered after it. */
+    for (int i = 0; i < 3; i++)
+        ss_jobs_await(g_jobs, &req, cancel_other_cb, &c[i]);
+    c[2].victim = &c[1];
+    c[1].victim = &c[0];
+    ck_assert_uint_eq(stats().waiting, 3);
+    reply r;
+    lease(&r, 1, 0, 10000);
+    ck_assert_int_eq(complete_lease(r.resp->lease, r.resp->lease->lease_id, NULL, NULL), 0);
+    reply_clear(&r);
+    run_for(50);
+    for (int i = 0; i < 3; i++)
+        ck_assert(c[i].r.got);
+    ck_assert_int_eq(code_of(&c[2].r), 0);
+    ck_assert_int_eq(code_of(&c[1].r), CODE(CANCELLED));
+    ck_assert_int_eq(code_of(&c[0].r), CODE(CANCELLED)); /* by c[1]'s CANCELLED reply */
+    ck_assert_uint_eq(stats().waiting, 0);
+    for (int i = 0; i < 3; i++)
+        reply_clear(&c[i].r);
+}
+END_TEST
+
+/* The jobs database is created before the writer starts (ss_jobs_prepare)
+ * and ss_jobs_open takes no write transaction of its own (issue 8 item 8:
+ * it used to, contradicting store.h): it opens while the writer holds its
+ * transaction. */
+typedef struct block_op {
+    ss_write_op base;  /* writer view */
+    sem_t running;     /* posted when run starts (holding the write txn) */
+    sem_t release;     /* run returns once posted (or after 5 s) */
+    bool done;         /* done ran */
+} block_op;
+
+static int block_run(ss_write_op *op, ss_store_txn *txn, char msg[SS_STORE_MSG])
+{
+    block_op *b = (block_op *)op;
+    (void)txn;
+    (void)msg;
+    sem_post(&b->running);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    sem_timedwait(&b->release, &ts);
+    return 0;
+}
+
+static void block_done(ss_write_op *op, int rc, const char *msg)
+{
+    (void)rc;
+    (void)msg;
+    ((block_op *)op)->done = true;
+}
+
+START_TEST(test_open_while_writer_busy)
+{
+    env_close();
+    ss_store_options so = {g_dir, 64u << 20, false, 16};
+    ck_assert_int_eq(ss_store_open(&g_st, &so), 0);
+    char msg[SS_STORE_MSG];
+    ck_assert_int_eq(ss_jobs_prepare(g_st, msg), 0);
+    ck_assert_int_eq(ss_writer_start(&g_w, g_st, &g_loop), 0);
+    block_op b;
+    memset(&b, 0, sizeof b);
+    sem_init(&b.running, 0, 0);
+    sem_init(&b.release, 0, 0);
+    b.base.run = block_run;
+    b.base.done = block_done;
+    ss_writer_submit(g_w, &b.base);
+    sem_wait(&b.running); /* the writer is inside its write transaction */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = ss_jobs_open(&g_jobs, g_st, g_w, &g_loop, &g_opt, msg);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    sem_post(&b.release);
+    ck_assert_msg(rc == 0, "jobs open: %s", msg);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    ck_assert_msg(ms < 2000.0, "ss_jobs_open waited %.0f ms for the writer's transaction", ms);
+    ck_assert(run_until(&b.done, 10000));
+    sem_destroy(&b.running);
+    sem_destroy(&b.release);
+    ck_assert_int_eq(submit("a", 0, 2, 2, false, NULL), 0);
+    ck_assert_uint_eq(stats().queued, 1);
+}
+END_TEST
+
+/* A segment that cannot be delivered, while every write fails (a full
+ * map): failing it does not commit, so it is held for SS_JOBS_HOLD_MS
+ * instead of being retried in a loop with the writer for as long as a
+ * Lease is parked. */
+START_TEST(test_failed_write_does_not_spin)
+{
+    ck_assert_int_eq(submit("a", 0, 400, 400, false, NULL), 0); /* 4800 input bytes */
+    env_close();
+    g_opt.max_frame_bytes = 4096;
+    env_open();
+    ss_jobs_test_fault(g_jobs, SS_JOBS_FAULT_WRITE);
+    ss_writer_stats w0, w1;
+    ss_writer_stats_get(g_w, &w0);
+    reply pl = {0};
+    lease_async(&pl, 1, 1500, 10000); /* parked for 1.5 s */
+    ck_assert(run_until(&pl.got, 5000));
+    ck_assert_uint_eq(pl.resp->lease->n_items, 0);
+    reply_clear(&pl);
+    ss_writer_stats_get(g_w, &w1);
+    /* Each try is one writer op (it fails inside a commit that succeeds):
+     * one at once and one per hold, not one per writer round. */
+    ck_assert_msg(w1.ops - w0.ops <= 4, "%llu writer ops in 1.5 s",
+                  (unsigned long long)(w1.ops - w0.ops));
+    ck_assert_uint_eq(stats().queued, 1);
+    ck_assert_uint_eq(stats().failed, 0);
+    ss_jobs_test_fault(g_jobs, 0);
+    reply r;
+    run_for(1100); /* the hold ends: the next Lease fails it, and that commits */
+    lease(&r, 1, 0, 10000);
+    ck_assert_uint_eq(r.resp->lease->n_items, 0);
+    reply_clear(&r);
+    await_sync(&r, "a", 0, 5000, false);
+    ck_assert_int_eq(code_of(&r), 0);
+    ck_assert_int_eq(r.resp->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    reply_clear(&r);
+}
+END_TEST
+
 static void setup_poison(void) { setup_with(1000, 2); }
 static void setup_small(void) { setup_with(2, 3); }
 
@@ -1219,6 +1625,13 @@ static Suite *jobs_suite(void)
     tcase_add_test(tc, test_cancel_parked);
     tcase_add_test(tc, test_restart_keeps_queue);
     tcase_add_test(tc, test_close_answers_parked);
+    tcase_add_test(tc, test_frame_limit_submit_lease);
+    tcase_add_test(tc, test_cancel_50k_is_fast);
+    tcase_add_test(tc, test_map_full_index_agrees_with_disk);
+    tcase_add_test(tc, test_state_read_error_is_bounded);
+    tcase_add_test(tc, test_reply_cancelling_another_await);
+    tcase_add_test(tc, test_open_while_writer_busy);
+    tcase_add_test(tc, test_failed_write_does_not_spin);
     suite_add_tcase(s, tc);
     TCase *tp = tcase_create("poison");
     tcase_add_checked_fixture(tp, setup_poison, teardown);

@@ -8,6 +8,8 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "commit_events.h"
+#include "msg_utf8.h"
 #include "ss_error.h"
 
 typedef struct listen_case {
@@ -71,6 +73,16 @@ static const argv_case argv_cases[] = {
     {{"--data", "d", "extra", NULL}, SS_ERR_INVALID},
     {{"--data", "d", "--nope", NULL}, SS_ERR_INVALID},
     {{"--data", "d", "--auth-token-file", "/nonexistent/t", NULL}, SS_ERR_IO},
+    /* issue 8: strict integers (ss_parse_u64) and keys the store accepts */
+    {{"--data", "d", "--max-keys", " -1", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-keys", " 5", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-keys", "+5", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-key-bytes", "65535", NULL}, 0},
+    {{"--data", "d", "--max-key-bytes", "65536", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-key-bytes", "1M", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--max-unauth-frame-bytes", "100", NULL}, SS_ERR_INVALID},
+    {{"--data", "d", "--frame-timeout-ms", "0", "--max-parked-total", "7",
+      NULL}, 0},
 };
 
 START_TEST(test_argv)
@@ -226,6 +238,68 @@ END_TEST
 
 #define N(a) (int)(sizeof(a) / sizeof((a)[0]))
 
+/* Strict UTF-8: RFC 3629 forms only. */
+START_TEST(test_utf8)
+{
+    static const struct { const char *s; bool ok; } cases[] = {
+        {"", true}, {"plain", true}, {"caf\xc3\xa9", true},
+        {"\xe2\x82\xac", true}, {"\xf0\x9f\x98\x80", true},
+        {"\xf4\x8f\xbf\xbf", true},
+        {"bad\xff\xfe", false}, {"\x80", false}, {"\xc3", false},
+        {"\xc0\xaf", false}, {"\xe0\x80\xaf", false},  /* overlong */
+        {"\xed\xa0\x80", false},                       /* surrogate */
+        {"\xf4\x90\x80\x80", false},                   /* > U+10FFFF */
+        {"\xf8\x88\x80\x80\x80", false}, {"\xe2\x82", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        ck_assert_msg(ss_utf8_valid(cases[i].s, strlen(cases[i].s)) ==
+                      cases[i].ok, "case %zu", i);
+}
+END_TEST
+
+/* The commit event: every subscriber but the publisher's own is called,
+ * in subscription order; unsubscribed ones are not. */
+static int g_calls[4];
+static size_t g_seen_n;
+
+static void sub_fn(void *arg, const char *saver, size_t n, const ss_bytes *keys)
+{
+    int *slot = arg;
+    (*slot)++;
+    g_seen_n = n;
+    ck_assert_str_eq(saver, "s");
+    ck_assert_uint_eq(keys[0].len, 1);
+}
+
+START_TEST(test_commit_events)
+{
+    ss_commit_events *e = NULL;
+    ck_assert_int_eq(ss_commit_events_new(&e), 0);
+    int a = ss_commit_events_subscribe(e, sub_fn, &g_calls[0]);
+    int b = ss_commit_events_subscribe(e, sub_fn, &g_calls[1]);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ge(b, 0);
+    ss_bytes k = {(const uint8_t *)"k", 1};
+    ss_commit_events_publish(e, -1, "s", 1, &k);
+    ck_assert_int_eq(g_calls[0], 1);
+    ck_assert_int_eq(g_calls[1], 1);
+    ss_commit_events_publish(e, b, "s", 1, &k); /* b published: skip it */
+    ck_assert_int_eq(g_calls[0], 2);
+    ck_assert_int_eq(g_calls[1], 1);
+    ss_commit_events_unsubscribe(e, a);
+    ss_commit_events_publish(e, -1, "s", 1, &k);
+    ck_assert_int_eq(g_calls[0], 2);
+    ck_assert_int_eq(g_calls[1], 2);
+    ck_assert_uint_eq(g_seen_n, 1);
+    for (int i = 0; i < SS_COMMIT_SUBSCRIBERS_MAX - 1; i++)
+        ck_assert_int_ge(ss_commit_events_subscribe(e, sub_fn, &g_calls[2]), 0);
+    ck_assert_int_eq(ss_commit_events_subscribe(e, sub_fn, &g_calls[2]),
+                     SS_ERR_FULL);
+    ss_commit_events_free(e);
+    ss_commit_events_free(NULL);
+}
+END_TEST
+
 static Suite *units_suite(void)
 {
     Suite *s = suite_create("server_units");
@@ -237,6 +311,8 @@ static Suite *units_suite(void)
     tcase_add_test(tc, test_token_too_big);
     suite_add_tcase(s, tc);
     tc = tcase_create("dispatch");
+    tcase_add_test(tc, test_utf8);
+    tcase_add_test(tc, test_commit_events);
     tcase_add_loop_test(tc, test_status_code, 0, N(code_cases));
     tcase_add_test(tc, test_format_key);
     suite_add_tcase(s, tc);

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "model.h"
-#include "npy.h"
+#include "ss_npy.h"
 #include "pgemm.h"
 #include "pgemm_amx.h"
 #include "pgemm_bf16.h"

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "model.h"
-#include "npy.h"
+#include "ss_npy.h"
 #include "pgemm.h"
 #include "ss_error.h"
 #include "unroll.h"

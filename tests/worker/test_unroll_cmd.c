@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "npy.h"
+#include "ss_npy.h"
 #include "safetensors.h"
 #include "ss_error.h"
 

@@ -1,9 +1,18 @@
-/* npy -- read and write NumPy .npy arrays (float32, int32, int64; C order,
- * little-endian; format versions 1.0, 2.0 and 3.0 read, 1.0 written).
+/* ss_npy -- read and write NumPy .npy arrays (float32, float64, int32,
+ * int64; C order, little-endian; format versions 1.0, 2.0 and 3.0 read, 1.0
+ * written). The one .npy library of the worker and the CLI.
+ *
+ * The reader parses the header dict: exactly the keys 'descr',
+ * 'fortran_order' and 'shape', each once, in any order; a shape is a tuple
+ * of non-negative integers ("(3,)", "(2, 3)", "()"), so "(,,3 4)", "(3)"
+ * and "[3]" are refused; the header is at most SS_NPY_MAX_HEADER bytes.
+ * The writer goes through atomic_file: a temporary name beside the target,
+ * fsync, rename, fsync of the directory.
  */
 #ifndef SS_NPY_H
 #define SS_NPY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +26,7 @@ typedef enum ss_npy_dtype {
     SS_NPY_F32 = 0, /* '<f4' */
     SS_NPY_I32 = 1, /* '<i4' */
     SS_NPY_I64 = 2, /* '<i8' */
+    SS_NPY_F64 = 3, /* '<f8' */
 } ss_npy_dtype;
 
 /* An array read from a file. Owns its data; free with ss_npy_free. */
@@ -25,6 +35,7 @@ typedef struct ss_npy {
     int ndim;                         /* rank, 0..SS_NPY_MAX_DIMS */
     int64_t shape[SS_NPY_MAX_DIMS];   /* dimensions */
     size_t count;                     /* elements: prod(shape) */
+    size_t nbytes;                    /* bytes of data: count * element size */
     void *data;                       /* count elements, C order, 64-byte aligned */
 } ss_npy;
 
@@ -34,9 +45,28 @@ typedef struct ss_npy {
  * what the shape needs. On error returns SS_ERR_IO, SS_ERR_FORMAT or
  * SS_ERR_NOMEM and writes a message naming the file into err. */
 int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz);
+/* The same, refusing (SS_ERR_TOO_BIG, before allocating) arrays of more
+ * than max_bytes data bytes. */
+int ss_npy_read_max(const char *path, uint64_t max_bytes, ss_npy **out, char *err,
+                    size_t errsz);
+
+/* The header dict, parsed. */
+typedef struct ss_npy_header {
+    char descr[32];                 /* the 'descr' string (truncated to fit) */
+    bool fortran_order;             /* the 'fortran_order' value */
+    int ndim;                       /* entries of shape */
+    int64_t shape[SS_NPY_MAX_DIMS]; /* the 'shape' tuple */
+} ss_npy_header;
+
+/* Parse len bytes of header text (the dict and its padding, not NUL
+ * terminated). Returns 0, or SS_ERR_FORMAT with a static reason in *why.
+ * Exposed for tests and fuzzing; ss_npy_read uses it. */
+int ss_npy_parse_header(const char *text, size_t len, ss_npy_header *out, const char **why);
+/* Element size of d in bytes (0 for an unknown type). */
+size_t ss_npy_dtype_size(ss_npy_dtype d);
 void ss_npy_free(ss_npy *a); /* accepts NULL */
 
-/* "float32", "int32", "int64". */
+/* "float32", "int32", "int64", "float64". */
 const char *ss_npy_dtype_name(ss_npy_dtype d);
 /* Writes "[2, 3, 4]" (or "[]" for a scalar) into buf; returns buf. */
 char *ss_npy_shape_str(int ndim, const int64_t *shape, char *buf, size_t bufsz);

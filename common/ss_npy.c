@@ -1,9 +1,10 @@
-/* npy -- NumPy .npy reader (v1/v2/v3 headers) and v1 writer.
+/* ss_npy -- NumPy .npy reader (v1/v2/v3 headers) and v1 writer.
  *
  * Hand-written: Debian has no C library for the .npy format; the header is
- * a small Python dict literal with three fixed keys.
+ * a small Python dict literal with three fixed keys, parsed here by a
+ * small recursive-descent reader (no substring matching).
  */
-#include "npy.h"
+#include "ss_npy.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -33,7 +34,13 @@ static const struct {
     [SS_NPY_F32] = {"<f4", 4, "float32"},
     [SS_NPY_I32] = {"<i4", 4, "int32"},
     [SS_NPY_I64] = {"<i8", 8, "int64"},
+    [SS_NPY_F64] = {"<f8", 8, "float64"},
 };
+
+size_t ss_npy_dtype_size(ss_npy_dtype d)
+{
+    return (unsigned)d < sizeof npy_types / sizeof npy_types[0] ? npy_types[d].size : 0;
+}
 
 const char *ss_npy_dtype_name(ss_npy_dtype d)
 {
@@ -81,7 +88,7 @@ static bool npy_lit(struct npy_cur *c, const char *s)
     return true;
 }
 
-/* A quoted Python string without escapes; copies at most outsz-1 bytes. */
+/* A quoted Python string without escapes, shorter than outsz bytes. */
 static bool npy_str(struct npy_cur *c, char *out, size_t outsz)
 {
     if (c->p >= c->end || (*c->p != '\'' && *c->p != '"'))
@@ -91,8 +98,9 @@ static bool npy_str(struct npy_cur *c, char *out, size_t outsz)
     while (c->p < c->end && *c->p != q) {
         if (*c->p == '\\')
             return false;
-        if (n + 1 < outsz)
-            out[n++] = *c->p;
+        if (n + 1 >= outsz)
+            return false; /* longer than any key or dtype we know */
+        out[n++] = *c->p;
         c->p++;
     }
     if (c->p >= c->end)
@@ -135,7 +143,8 @@ static bool npy_shape(struct npy_cur *c, int *ndim, int64_t *shape, const char *
         npy_ws(c);
         if (npy_lit(c, ","))
             continue;
-        if (npy_lit(c, ")"))
+        /* "(3)" is an integer in Python, not a tuple. */
+        if (n > 1 && npy_lit(c, ")"))
             break;
         return false;
     }
@@ -143,11 +152,15 @@ static bool npy_shape(struct npy_cur *c, int *ndim, int64_t *shape, const char *
     return true;
 }
 
-/* Parse the header dict into dtype/fortran/shape; message into why. */
-static int npy_parse_header(const char *h, size_t len, char *descr, size_t descrsz,
-                            bool *fortran, int *ndim, int64_t *shape, const char **why)
+int ss_npy_parse_header(const char *h, size_t len, ss_npy_header *out, const char **why)
 {
     struct npy_cur c = {h, h + len};
+    char *descr = out->descr;
+    size_t descrsz = sizeof out->descr;
+    bool *fortran = &out->fortran_order;
+    int *ndim = &out->ndim;
+    int64_t *shape = out->shape;
+    memset(out, 0, sizeof *out);
     bool got_descr = false, got_fortran = false, got_shape = false;
     *why = "header is not a Python dict literal";
     npy_ws(&c);
@@ -230,6 +243,12 @@ static int npy_read_all(int fd, void *buf, size_t len, off_t off)
 
 int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
 {
+    return ss_npy_read_max(path, UINT64_MAX, out, err, errsz);
+}
+
+int ss_npy_read_max(const char *path, uint64_t max_bytes, ss_npy **out, char *err,
+                    size_t errsz)
+{
     int rc = SS_ERR_NOMEM;
     char *hdr = NULL;
     int fd = -1;
@@ -289,15 +308,17 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
         rc = SS_ERR_IO;
         goto out;
     }
-    char descr[32] = "";
-    bool fortran = false;
+    ss_npy_header h;
     const char *why = NULL;
-    if (npy_parse_header(hdr, hlen, descr, sizeof descr, &fortran, &a->ndim, a->shape,
-                         &why) != 0) {
+    if (ss_npy_parse_header(hdr, hlen, &h, &why) != 0) {
         ss_fileio_err(err, errsz, "%s: bad .npy header: %s", path, why);
         rc = SS_ERR_FORMAT;
         goto out;
     }
+    const char *descr = h.descr;
+    bool fortran = h.fortran_order;
+    a->ndim = h.ndim;
+    memcpy(a->shape, h.shape, sizeof a->shape);
     char shs[256];
     ss_npy_shape_str(a->ndim, a->shape, shs, sizeof shs);
     if (fortran) {
@@ -319,8 +340,8 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
                           path, descr, shs, descr + 1);
         else
             ss_fileio_err(err, errsz,
-                          "%s: unsupported dtype '%s' (shape %s; expected float32 '<f4', int32 "
-                          "'<i4' or int64 '<i8')", path, descr, shs);
+                          "%s: unsupported dtype '%s' (shape %s; expected float32 '<f4', float64 "
+                          "'<f8', int32 '<i4' or int64 '<i8')", path, descr, shs);
         rc = SS_ERR_FORMAT;
         goto out;
     }
@@ -332,6 +353,13 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
     if (overflow || nbytes > SIZE_MAX) {
         ss_fileio_err(err, errsz, "%s: shape %s is too large", path, shs);
         rc = SS_ERR_FORMAT;
+        goto out;
+    }
+    if (nbytes > max_bytes) {
+        ss_fileio_err(err, errsz, "%s: shape %s of %s is %" PRIu64 " bytes, more than the "
+                      "limit of %" PRIu64, path, shs, npy_types[a->dtype].name, nbytes,
+                      max_bytes);
+        rc = SS_ERR_TOO_BIG;
         goto out;
     }
     uint64_t have = size - hstart - hlen;
@@ -354,6 +382,7 @@ int ss_npy_read(const char *path, ss_npy **out, char *err, size_t errsz)
         goto out;
     }
     a->count = (size_t)count;
+    a->nbytes = (size_t)nbytes;
     *out = a;
     a = NULL;
     rc = 0;

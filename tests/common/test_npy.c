@@ -1,4 +1,8 @@
-/* test_npy -- Check suite for the .npy reader and writer (worker/npy.c). */
+/* test_npy -- Check suite for the one .npy library (common/ss_npy.c), used
+ * by the worker and the CLI: malformed headers each refused with a message
+ * naming the file and the fault, headers NumPy writes accepted, round
+ * trips of every dtype (float64 included), files written by NumPy itself,
+ * the size cap, and atomic writes that leave no temporary behind. */
 #include <check.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -7,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "npy.h"
+#include "ss_npy.h"
 #include "ss_error.h"
 
 static char tmpdir[256];
@@ -102,8 +106,8 @@ static const struct bad_case bad_cases[] = {
      "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24, -1, "fortran_order"},
     {"big-endian", MAGIC, 1, 0,
      "{'descr': '>f4', 'fortran_order': False, 'shape': (3,), }", 12, -1, "big-endian"},
-    {"unsupported dtype f8", MAGIC, 1, 0,
-     "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", 24, -1, "unsupported dtype '<f8'"},
+    {"unsupported dtype f2", MAGIC, 1, 0,
+     "{'descr': '<f2', 'fortran_order': False, 'shape': (3,), }", 6, -1, "unsupported dtype '<f2'"},
     {"unsupported dtype u1", MAGIC, 1, 0,
      "{'descr': '|u1', 'fortran_order': False, 'shape': (3,), }", 3, -1, "unsupported dtype"},
     {"structured dtype", MAGIC, 1, 0,
@@ -135,6 +139,40 @@ static const struct bad_case bad_cases[] = {
     {"text after dict", MAGIC, 1, 0, D_F4_3 " junk", 12, -1, "after the header"},
     {"fortran_order not bool", MAGIC, 1, 0,
      "{'descr': '<f4', 'fortran_order': 0, 'shape': (3,), }", 12, -1, "fortran_order"},
+    {"shape (,,3 4)", MAGIC, 1, 0,
+     "{'descr': '<f4', 'fortran_order': False, 'shape': (,,3 4), }", 48, -1, "shape is not a tuple"},
+    {"shape (3 4)", MAGIC, 1, 0,
+     "{'descr': '<f4', 'fortran_order': False, 'shape': (3 4), }", 48, -1, "shape is not a tuple"},
+    {"shape (3) is an int", MAGIC, 1, 0,
+     "{'descr': '<f4', 'fortran_order': False, 'shape': (3), }", 12, -1, "shape is not a tuple"},
+    {"shape (3,,)", MAGIC, 1, 0,
+     "{'descr': '<f4', 'fortran_order': False, 'shape': (3,,), }", 12, -1, "shape is not a tuple"},
+    {"shape (,)", MAGIC, 1, 0,
+     "{'descr': '<f4', 'fortran_order': False, 'shape': (,), }", 4, -1, "shape is not a tuple"},
+    {"shape unterminated", MAGIC, 1, 0,
+     "{'descr': '<f4', 'fortran_order': False, 'shape': (3,", 12, -1, "shape is not a tuple"},
+    {"shape of 33 dims", MAGIC, 1, 0,
+     "{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,"
+     "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1), }", 4, -1, "too many dimensions"},
+    {"key that contains 'descr'", MAGIC, 1, 0,
+     "{'xdescr': '<f4', 'fortran_order': False, 'shape': (3,), }", 12, -1, "header keys"},
+    {"keys only inside a value", MAGIC, 1, 0,
+     "{'note': \"'descr': '<f4', 'fortran_order': False, 'shape': (3,)\"}", 12, -1,
+     "header keys"},
+    {"extra key holding a shape", MAGIC, 1, 0,
+     "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'x': \"'shape': (9,)\"}", 12, -1,
+     "header keys"},
+    {"descr not quoted", MAGIC, 1, 0,
+     "{'descr': <f4, 'fortran_order': False, 'shape': (3,), }", 12, -1, "'descr' is not a string"},
+    {"descr too long", MAGIC, 1, 0,
+     "{'descr': '<f4aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'fortran_order': False, "
+     "'shape': (3,), }", 12, -1, "'descr' is not a string"},
+    {"Falsey", MAGIC, 1, 0,
+     "{'descr': '<f4', 'fortran_order': Falsey, 'shape': (3,), }", 12, -1, "dict"},
+    {"unquoted key", MAGIC, 1, 0,
+     "{descr: '<f4', 'fortran_order': False, 'shape': (3,), }", 12, -1, "dict"},
+    {"escape in a key", MAGIC, 1, 0,
+     "{'des\\cr': '<f4', 'fortran_order': False, 'shape': (3,), }", 12, -1, "dict"},
     {"header length past end", MAGIC, 1, 0, D_F4_3, 0, 60000, "truncated .npy header"},
     {"v2 header over limit", MAGIC, 2, 0, D_F4_3, 12, 1L << 24, "exceeds the limit"},
 };
@@ -234,16 +272,19 @@ START_TEST(test_npy_roundtrip)
     float f[24];
     int32_t i4[24];
     int64_t i8[24];
+    double f8[24];
     for (int k = 0; k < 24; k++) {
+        f8[k] = (double)k * 1e-300 + 1.0 / 3.0;
         f[k] = (float)k * 0.5f - 3.25f;
         i4[k] = k * 1000003 - 7;
         i8[k] = (int64_t)k * 1000000000007LL - 5;
     }
-    const void *datas[] = {f, i4, i8};
-    size_t sizes[] = {4, 4, 8};
+    const void *datas[] = {f, i4, i8, f8};
+    size_t sizes[] = {4, 4, 8, 8};
     static const int64_t shapes[][3] = {{2, 3, 4}, {24, 0, 0}, {0, 7, 0}, {0, 0, 0}};
     static const int ndims[] = {3, 1, 2, 0};
-    for (int dt = 0; dt < 3; dt++) {
+    ck_assert_int_eq(SS_NPY_F64, 3);
+    for (int dt = 0; dt < 4; dt++) {
         for (int s = 0; s < 4; s++) {
             char path[512], err[512] = "";
             snprintf(path, sizeof path, "%s/rt.npy", tmpdir);
@@ -261,6 +302,8 @@ START_TEST(test_npy_roundtrip)
                 count *= (size_t)shapes[s][d];
             }
             ck_assert_uint_eq(a->count, count);
+            ck_assert_uint_eq(a->nbytes, count * sizes[dt]);
+            ck_assert_uint_eq(ss_npy_dtype_size((ss_npy_dtype)dt), sizes[dt]);
             /* NumPy aligns the data to 64 bytes. */
             ck_assert_int_eq((st.st_size - (off_t)(count * sizes[dt])) % 64, 0);
             ck_assert_int_eq(memcmp(a->data, datas[dt], count * sizes[dt]), 0);
@@ -303,6 +346,89 @@ START_TEST(test_npy_write_failure_leaves_nothing)
 }
 END_TEST
 
+/* Files written by NumPy itself (v1 and v2 headers, float64 too); our
+ * files read back by NumPy. */
+START_TEST(test_npy_numpy_interop)
+{
+    char cmd[2048], path[512], err[512];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -c \"import numpy as np, numpy.lib.format as f; "
+             "a = np.arange(6, dtype=np.float32).reshape(2, 3); np.save('%s/np1.npy', a); "
+             "fp = open('%s/np2.npy', 'wb'); f.write_array(fp, a.astype(np.int64), "
+             "version=(2, 0)); fp.close(); np.save('%s/np3.npy', a.astype(np.float64) / 3)\"",
+             tmpdir, tmpdir, tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+    ss_npy *a = NULL;
+    snprintf(path, sizeof path, "%s/np1.npy", tmpdir);
+    ck_assert_msg(ss_npy_read(path, &a, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(a->dtype, SS_NPY_F32);
+    ck_assert_int_eq(a->ndim, 2);
+    ck_assert_int_eq(a->shape[0], 2);
+    ck_assert_int_eq(a->shape[1], 3);
+    ck_assert_float_eq(((float *)a->data)[5], 5.0f);
+    ss_npy_free(a);
+    snprintf(path, sizeof path, "%s/np2.npy", tmpdir);
+    ck_assert_msg(ss_npy_read(path, &a, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(a->dtype, SS_NPY_I64);
+    ck_assert_int_eq(((int64_t *)a->data)[4], 4);
+    ss_npy_free(a);
+    snprintf(path, sizeof path, "%s/np3.npy", tmpdir);
+    ck_assert_msg(ss_npy_read(path, &a, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(a->dtype, SS_NPY_F64);
+    ck_assert_double_eq(((double *)a->data)[4], 4.0 / 3.0);
+    /* Written back by us, read by NumPy: same values, same dtype. */
+    snprintf(path, sizeof path, "%s/ours.npy", tmpdir);
+    ck_assert_int_eq(ss_npy_write(path, SS_NPY_F64, a->ndim, a->shape, a->data, err,
+                                  sizeof err), 0);
+    ss_npy_free(a);
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -c \"import numpy as np, sys; b = np.load('%s/ours.npy'); "
+             "sys.exit(0 if b.dtype == np.float64 and b.shape == (2, 3) and "
+             "np.array_equal(b, np.arange(6).reshape(2, 3) / 3) else 1)\"", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* ss_npy_read_max refuses oversized arrays before allocating. */
+START_TEST(test_npy_read_max)
+{
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/big.npy", tmpdir);
+    write_raw(path, MAGIC, 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 4), }",
+              64, -1);
+    ss_npy *a = NULL;
+    ck_assert_int_eq(ss_npy_read_max(path, 63, &a, err, sizeof err), SS_ERR_TOO_BIG);
+    ck_assert_ptr_null(a);
+    ck_assert_ptr_nonnull(strstr(err, path));
+    ck_assert_ptr_nonnull(strstr(err, "limit of 63"));
+    ck_assert_int_eq(ss_npy_read_max(path, 64, &a, err, sizeof err), 0);
+    ck_assert_uint_eq(a->nbytes, 64);
+    ss_npy_free(a);
+    /* A shape far beyond the file: refused by the cap, nothing allocated. */
+    write_raw(path, MAGIC, 1, 0,
+              "{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000), }", 0, -1);
+    ck_assert_int_eq(ss_npy_read_max(path, 64u << 20, &a, err, sizeof err), SS_ERR_TOO_BIG);
+}
+END_TEST
+
+/* The header parser alone (what a fuzzer drives). */
+START_TEST(test_npy_parse_header)
+{
+    ss_npy_header h;
+    const char *why = NULL;
+    const char *ok = "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 0, 5), }   \n";
+    ck_assert_int_eq(ss_npy_parse_header(ok, strlen(ok), &h, &why), 0);
+    ck_assert_str_eq(h.descr, "<f8");
+    ck_assert(h.fortran_order);
+    ck_assert_int_eq(h.ndim, 3);
+    ck_assert_int_eq(h.shape[2], 5);
+    /* Not NUL-terminated: the length bounds the parse. */
+    ck_assert_int_eq(ss_npy_parse_header(ok, 20, &h, &why), SS_ERR_FORMAT);
+    ck_assert_int_eq(ss_npy_parse_header("", 0, &h, &why), SS_ERR_FORMAT);
+    ck_assert_ptr_nonnull(why);
+}
+END_TEST
+
 START_TEST(test_npy_shape_str)
 {
     char buf[64];
@@ -326,6 +452,9 @@ static Suite *npy_suite(void)
     tcase_add_test(tc, test_npy_roundtrip);
     tcase_add_test(tc, test_npy_write_failure_leaves_nothing);
     tcase_add_test(tc, test_npy_shape_str);
+    tcase_add_test(tc, test_npy_numpy_interop);
+    tcase_add_test(tc, test_npy_read_max);
+    tcase_add_test(tc, test_npy_parse_header);
     suite_add_tcase(s, tc);
     return s;
 }
