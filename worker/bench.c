@@ -54,6 +54,7 @@ typedef struct bench_opts {
     int threads;            /* --threads */
     long max_mb;            /* --max-mb: allocation cap */
     bool json;              /* --json */
+    bool no_sgemm;          /* --no-sgemm: skip the reference */
     ss_precision prec;      /* --precision */
     ss_unroll_split split;  /* --split */
     ss_bf16_kernel bf16k;   /* --bf16-kernel */
@@ -73,7 +74,7 @@ static void usage(FILE *f)
             "         --num-units H --batch B --steps T [--layers L] [--reset-after]\n"
             "         [--activation tanh|relu] [--repeat N] [--threads N]\n"
             "         [--max-mb MB] [--precision fp32|bf16] [--split auto|rows|units]\n"
-            "         [--bf16-kernel auto|fma|dpbf16|amx] [--json]\n"
+            "         [--bf16-kernel auto|fma|dpbf16|amx] [--no-sgemm] [--json]\n"
             "Times one unroll of T steps (all lengths = T) against an in-process sgemm\n"
             "of the same flop count; prints medians (and the fastest run). --threads sets\n"
             "the unroll's threads and OpenBLAS's for the sgemm (default: online cores).\n"
@@ -82,6 +83,7 @@ static void usage(FILE *f)
             "default where the CPU has AMX-BF16), fma (weights widened to fp32 in\n"
             "registers, the default elsewhere) or dpbf16 (vdpbf16ps).\n"
             "--split forces how threads share the work (default: chosen per batch).\n"
+            "--no-sgemm skips the reference sgemm (no ratio is reported).\n"
             "--max-mb caps the memory allocated (default %d).\n",
             SS_BENCH_DEFAULT_MAX_MB);
 }
@@ -101,7 +103,7 @@ static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
 static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
 {
     enum { O_CELL = 256, O_IN, O_UNITS, O_BATCH, O_STEPS, O_LAYERS, O_RA, O_ACT,
-           O_REPEAT, O_THREADS, O_MAXMB, O_JSON, O_HELP, O_PREC, O_SPLIT, O_BFK };
+           O_REPEAT, O_THREADS, O_MAXMB, O_JSON, O_HELP, O_PREC, O_SPLIT, O_BFK, O_NOSGEMM };
     static const struct option longopts[] = {
         {"cell", required_argument, NULL, O_CELL},
         {"input-size", required_argument, NULL, O_IN},
@@ -118,6 +120,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
         {"precision", required_argument, NULL, O_PREC},
         {"split", required_argument, NULL, O_SPLIT},
         {"bf16-kernel", required_argument, NULL, O_BFK},
+        {"no-sgemm", no_argument, NULL, O_NOSGEMM},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -170,6 +173,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
                 rc = SS_ERR_INVALID;
             }
             break;
+        case O_NOSGEMM: o->no_sgemm = true; break;
         case O_BFK:
             if (!strcmp(optarg, "auto"))
                 o->bf16k = SS_BF16_KERNEL_AUTO;
@@ -427,14 +431,17 @@ int ss_bench_main(int argc, char **argv)
     double t_unroll = median(times, o.repeat), t_min = times[0]; /* sorted by median() */
     const char *split = ss_unroll_last_split(u) == SS_UNROLL_SPLIT_UNITS ? "units" : "rows";
     const char *kernel = ss_unroll_kernel(u);
-    openblas_set_num_threads(o.threads);
-    for (int r = 0; r < SS_BENCH_WARMUP + o.repeat; r++) {
-        double t0 = now_s();
-        ref_sgemm(&o, ra, rb, rc_);
-        if (r >= SS_BENCH_WARMUP)
-            times[r - SS_BENCH_WARMUP] = now_s() - t0;
+    double t_ref = NAN;
+    if (!o.no_sgemm) {
+        openblas_set_num_threads(o.threads);
+        for (int r = 0; r < SS_BENCH_WARMUP + o.repeat; r++) {
+            double t0 = now_s();
+            ref_sgemm(&o, ra, rb, rc_);
+            if (r >= SS_BENCH_WARMUP)
+                times[r - SS_BENCH_WARMUP] = now_s() - t0;
+        }
+        t_ref = median(times, o.repeat);
     }
-    double t_ref = median(times, o.repeat);
     double flops = ss_unroll_flops(&bm.m, o.steps, o.batch);
     double gf = flops / t_unroll * 1e-9, gf_ref = flops / t_ref * 1e-9;
     static const char *const cells[] = {"basic_rnn", "lstm", "gru"};
@@ -458,8 +465,10 @@ int ss_bench_main(int argc, char **argv)
         cJSON_AddStringToObject(j, "kernel", kernel);
         cJSON_AddNumberToObject(j, "selfcheck_err", check_err);
         cJSON_AddNumberToObject(j, "gflops", gf);
-        cJSON_AddNumberToObject(j, "sgemm_gflops", gf_ref);
-        cJSON_AddNumberToObject(j, "ratio", gf / gf_ref);
+        if (!o.no_sgemm) {
+            cJSON_AddNumberToObject(j, "sgemm_gflops", gf_ref);
+            cJSON_AddNumberToObject(j, "ratio", gf / gf_ref);
+        }
         cJSON_AddBoolToObject(j, "reset_after", o.reset_after);
         cJSON_AddNumberToObject(j, "repeat", o.repeat);
         cJSON_AddStringToObject(j, "blas_core", openblas_get_corename());

@@ -71,7 +71,7 @@ def main():
                         cmd = pin + [worker, "bench", "--cell", cell] + \
                             (["--reset-after"] if cell == "gru" else []) + base + \
                             ["--repeat", str(rep), "--threads", str(th), "--precision", prec,
-                             "--json"]
+                             "--no-sgemm", "--json"]
                         jobs.append((("ours", prec), cmd))
                     if have_dnnl:
                         for dt in ("f32", "bf16"):
