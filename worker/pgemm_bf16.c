@@ -112,7 +112,9 @@ int ss_pgemm_pack_bf16(ss_pgemm_w *pw, const float *W, int K, int N, int ldw)
                 dst[((k / 2) * w + j) * 2 + (k & 1)] =
                     ss_bf16_from_float(W[k * (size_t)ldw + c0 + j]);
     }
-    *pw = (ss_pgemm_w){.K = K, .N = N, .isa = isa, .mr = MR_BF, .nr = NR_BF,
+    /* mr: rows per kernel call, which the unroll's split rule pads to (AMX: 16). */
+    *pw = (ss_pgemm_w){.K = K, .N = N, .isa = isa, .mr = isa == SS_PGEMM_BF16_AMX ? 16 : MR_BF,
+                       .nr = NR_BF,
                        .nv = 16, .bdata = d};
     return 0;
 }
