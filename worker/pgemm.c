@@ -106,10 +106,56 @@ size_t ss_pgemm_scratch_floats(const ss_pgemm_w *pw, int M)
     return f > amx ? f : amx;
 }
 
+/* dst[k][r] = p[r][k] for 8 rows and k < n: 8 x 8 blocks transposed in
+ * registers (unpack, shuffle, lane permute), the tail one by one. */
+__attribute__((target("avx2"))) static void transpose8(float *dst, const float *const p[8], int n)
+{
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 r0 = _mm256_loadu_ps(p[0] + k), r1 = _mm256_loadu_ps(p[1] + k);
+        __m256 r2 = _mm256_loadu_ps(p[2] + k), r3 = _mm256_loadu_ps(p[3] + k);
+        __m256 r4 = _mm256_loadu_ps(p[4] + k), r5 = _mm256_loadu_ps(p[5] + k);
+        __m256 r6 = _mm256_loadu_ps(p[6] + k), r7 = _mm256_loadu_ps(p[7] + k);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+        __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+        __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+        __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+        float *d = dst + (size_t)k * 8;
+        _mm256_storeu_ps(d + 0, _mm256_permute2f128_ps(s0, s4, 0x20));
+        _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(s1, s5, 0x20));
+        _mm256_storeu_ps(d + 16, _mm256_permute2f128_ps(s2, s6, 0x20));
+        _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(s3, s7, 0x20));
+        _mm256_storeu_ps(d + 32, _mm256_permute2f128_ps(s0, s4, 0x31));
+        _mm256_storeu_ps(d + 40, _mm256_permute2f128_ps(s1, s5, 0x31));
+        _mm256_storeu_ps(d + 48, _mm256_permute2f128_ps(s2, s6, 0x31));
+        _mm256_storeu_ps(d + 56, _mm256_permute2f128_ps(s3, s7, 0x31));
+    }
+    for (; k < n; k++)
+        for (int r = 0; r < 8; r++)
+            dst[(size_t)k * 8 + (size_t)r] = p[r][k];
+}
+
 /* Pack rows [r0, r0 + mr) of [A1 | A2] as [K][mr]; rows >= M are zero. */
 static void pack_tile(float *dst, int mr, int r0, int M, const float *A1, int lda1, int K1,
                       const float *A2, int lda2, int K2)
 {
+    if (mr == 8 && r0 + 8 <= M) {
+        /* A full tile of the avx512 kernel (the CPU has AVX2 then). */
+        const float *p[8];
+        for (int r = 0; r < 8; r++)
+            p[r] = A1 + (size_t)(r0 + r) * (size_t)lda1;
+        transpose8(dst, p, K1);
+        if (K2 > 0) {
+            for (int r = 0; r < 8; r++)
+                p[r] = A2 + (size_t)(r0 + r) * (size_t)lda2;
+            transpose8(dst + (size_t)K1 * 8, p, K2);
+        }
+        return;
+    }
     for (int r = 0; r < mr; r++) {
         int row = r0 + r;
         if (row >= M) {
