@@ -17,7 +17,7 @@
  *
  * The micro-kernel is picked from ss_vmath_isa() when the weight is packed
  * (avx512, avx2 or a portable C one); a packed weight keeps that choice.
- * ss_pgemm_pack_bf16 packs the weight as bfloat16 instead (rounded to
+ * ss_pgemm_pack_bf16 (pgemm_bf16.h) packs the weight as bfloat16 instead (rounded to
  * nearest even), half the bytes; the products widen it back in registers
  * and use fp32 FMA on the fp32 left operand (or, switched in
  * pgemm_bf16.h, round the left operand to bf16 and use AVX512_BF16
@@ -34,32 +34,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Micro-kernels of a bfloat16 weight (beyond the ss_isa values): vdpbf16ps
- * on bf16 pairs, or the weight widened to fp32 and FMA (pgemm_bf16.c). */
-#define SS_PGEMM_BF16 16
-#define SS_PGEMM_BF16W 17
-#define SS_PGEMM_BF16_AMX 18
+#include "pgemm_w.h"
 
-/* A weight [K, N] packed into panels of nr columns (opaque layout). */
-typedef struct ss_pgemm_w {
-    int K;                  /* rows of the weight */
-    int N;                  /* columns of the weight */
-    int isa;                /* micro-kernel chosen at packing time (ss_isa or SS_PGEMM_BF16) */
-    int mr;                 /* rows of C per micro-kernel call */
-    int nr;                 /* columns per full panel */
-    int nv;                 /* columns of the kernel's vector (the tail panel's
-                             * width is rounded up to it) */
-    float *data;            /* owned fp32: panels of [K][nr] (tail [K][tail width]), 64-byte aligned */
-    uint16_t *bdata;        /* owned bf16: panels of [ceil(K/2)][width][2], 64-byte aligned */
-} ss_pgemm_w;
 
 /* Pack W (row-major, leading dimension ldw) into *pw. Returns 0,
  * SS_ERR_INVALID for bad sizes or SS_ERR_NOMEM. Free with
  * ss_pgemm_w_free. */
 int ss_pgemm_pack(ss_pgemm_w *pw, const float *W, int K, int N, int ldw);
-/* The same as bfloat16 panels for the AVX512_BF16 kernel. The caller
- * checks ss_vmath_has_bf16() first; SS_ERR_INVALID without it. */
-int ss_pgemm_pack_bf16(ss_pgemm_w *pw, const float *W, int K, int N, int ldw);
 /* Release the packed data (accepts an all-zero struct); zeroes *pw. */
 void ss_pgemm_w_free(ss_pgemm_w *pw);
 

@@ -20,7 +20,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "pgemm_bf16.h"
 
 #define AMX_TARGET "amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16,avx512vl"
 #define ARCH_REQ_XCOMP_PERM 0x1023

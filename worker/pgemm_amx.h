@@ -13,7 +13,9 @@
 
 #include <stdbool.h>
 
-#include "pgemm.h"
+#include <stddef.h>
+
+#include "pgemm_w.h"
 
 /* Whether AMX-BF16 is usable: the CPU has it and Linux granted this
  * process the tile state (arch_prctl ARCH_REQ_XCOMP_PERM, asked once). */

@@ -52,10 +52,6 @@ const char *ss_pgemm_bf16_kernel_name(int isa)
     }
 }
 
-size_t ss_pgemm_bf16_kpad(int K)
-{
-    return (((size_t)K + 1) / 2 + 15) / 16 * 16;
-}
 
 uint16_t ss_bf16_from_float(float f)
 {

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pgemm.h"
+#include "pgemm_w.h"
 
 /* Round to nearest even (NaN stays a quiet NaN). */
 uint16_t ss_bf16_from_float(float f);
@@ -34,8 +34,11 @@ typedef enum ss_bf16_kernel {
 void ss_pgemm_bf16_set_kernel(ss_bf16_kernel k);
 /* "fma", "dpbf16", "amx" for a packed weight's isa ("fp32" otherwise). */
 const char *ss_pgemm_bf16_kernel_name(int isa);
-/* Pairs of k per panel row block (ceil(K/2) rounded up to 16). */
-size_t ss_pgemm_bf16_kpad(int K);
+/* Pack W [K, N] (leading dimension ldw) as bfloat16 panels for the kernel
+ * chosen by ss_pgemm_bf16_set_kernel. Returns 0, SS_ERR_INVALID for bad
+ * sizes, a CPU without AVX512_BF16 (ss_vmath_has_bf16) or AMX asked for
+ * where it is absent, or SS_ERR_NOMEM. Free with ss_pgemm_w_free. */
+int ss_pgemm_pack_bf16(ss_pgemm_w *pw, const float *W, int K, int N, int ldw);
 
 /* ss_pgemm for pw->isa == SS_PGEMM_BF16 (same arguments). */
 void ss_pgemm_bf16_run(const ss_pgemm_w *pw, int M, const float *A1, int lda1, int K1,

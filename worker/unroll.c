@@ -1,6 +1,6 @@
 /* unroll -- TensorFlow static_rnn over one segment (see unroll.h): the
  * API, weight packing into unit slices, buffers, threads and the bf16
- * self-check. The step loop is unroll_step.c; the layout unroll_int.h.
+ * self-check. The step loop is unroll_step.c; the layout unroll_internal.h.
  *
  * Each layer runs over all computed steps before the next layer starts
  * (equivalent to MultiRNNCell inside static_rnn, because layer l+1 at step
@@ -29,7 +29,7 @@
 
 #include "pgemm_bf16.h"
 #include "ss_error.h"
-#include "unroll_int.h"
+#include "unroll_internal.h"
 #include "vmath.h"
 
 int ss_precision_parse(const char *s, ss_precision *out)

@@ -1,4 +1,4 @@
-/* unroll_step -- the step loop of the static unroll (see unroll_int.h).
+/* unroll_step -- the step loop of the static unroll (see unroll_internal.h).
  *
  * Per step and layer, for the part's rows and slices:
  *   1. the products of every slice: [x_t | h] . W_s (gru reset_after:
@@ -15,7 +15,7 @@
  */
 #include <string.h>
 
-#include "unroll_int.h"
+#include "unroll_internal.h"
 
 static inline void sync(ss_unroll *u)
 {

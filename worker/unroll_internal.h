@@ -1,4 +1,4 @@
-/* unroll_int -- the unroll workspace's internals, shared by unroll.c (API,
+/* unroll_internal -- the unroll workspace's internals, shared by unroll.c (API,
  * packing, buffers, threads) and unroll_step.c (the step loop). Not for
  * other modules.
  *
@@ -9,8 +9,8 @@
  * a block of batch rows and a range of slices: all slices for its rows
  * (split by rows) or one slice for all rows (split by units).
  */
-#ifndef SS_UNROLL_INT_H
-#define SS_UNROLL_INT_H
+#ifndef SS_UNROLL_INTERNAL_H
+#define SS_UNROLL_INTERNAL_H
 
 #include <pthread.h>
 #include <stdbool.h>
