@@ -17,8 +17,10 @@
  * Results are awaited WITHOUT collecting; a sequence's segments are
  * collected (deleted on the server) only after its files are written, so
  * a crash of the server between its delete and the reply cannot lose a
- * result. A segment this command collected is never awaited again (its
- * sequence is written), and collecting one already gone is fine.
+ * result. The collect asks for no tensors (ss_client_collect_many sets
+ * AwaitRequest.without_tensors), so each segment's outputs cross the
+ * network once. A segment this command collected is never awaited again
+ * (its sequence is written), and collecting one already gone is fine.
  */
 #include "cli.h"
 

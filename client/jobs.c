@@ -430,8 +430,11 @@ void ss_await_result_free(ss_await_result *r)
     free(r);
 }
 
-/* Take ownership of a response with an await body and check it. */
-static int await_wrap(ss_client *c, ss_resp *resp, ss_await_result **out)
+/* Take ownership of a response with an await body and check it;
+ * without_tensors: it was asked for without them, so a done segment may
+ * come without outputs (a server older than the flag sends them). */
+static int await_wrap(ss_client *c, ss_resp *resp, bool without_tensors,
+                      ss_await_result **out)
 {
     ss_await_result *res = NULL;
     int rc;
@@ -465,7 +468,8 @@ static int await_wrap(ss_client *c, ss_resp *resp, ss_await_result **out)
         rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
         goto out;
     }
-    if (a->state == STATESAVER__V1__SEGMENT_STATE__SEG_DONE) {
+    if (a->state == STATESAVER__V1__SEGMENT_STATE__SEG_DONE &&
+        !(without_tensors && !a->outputs)) {
         const tensor_t *o = a->outputs;
         if (!is_f32_matrix(o) || a->length > o->shape[0]) {
             rc = ss_client_fail(c, SS_ERR_PROTO, "await reply: outputs are malformed");
@@ -492,7 +496,8 @@ out:
 }
 
 static void build_await(Statesaver__V1__AwaitRequest *a, ss_req *req, const char *saver,
-                        const ss_key *key, uint64_t segment, uint32_t wait_ms, bool collect)
+                        const ss_key *key, uint64_t segment, uint32_t wait_ms, bool collect,
+                        bool without_tensors)
 {
     Statesaver__V1__AwaitRequest a0 = STATESAVER__V1__AWAIT_REQUEST__INIT;
     ss_req r0 = STATESAVER__V1__REQUEST__INIT;
@@ -503,6 +508,7 @@ static void build_await(Statesaver__V1__AwaitRequest *a, ss_req *req, const char
     a->segment = segment;
     a->wait_ms = wait_ms;
     a->collect = collect;
+    a->without_tensors = without_tensors;
     req->body_case = STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT;
     req->await_segment = a;
 }
@@ -519,11 +525,11 @@ int ss_client_await(ss_client *c, const char *saver, const ss_key *key,
                              "await: saver or key missing");
     if (rc < 0)
         return rc;
-    build_await(&a, &req, saver, key, segment, wait_ms, collect);
+    build_await(&a, &req, saver, key, segment, wait_ms, collect, false);
     rc = ss_client_call(c, &req, wait_ms, &r);
     if (rc < 0)
         return rc;
-    return await_wrap(c, r, out);
+    return await_wrap(c, r, false, out);
 }
 
 int ss_await_result_state(const ss_await_result *r)
@@ -588,9 +594,12 @@ const void *ss_await_result_final(const ss_await_result *r, size_t i, int *dtype
     return t->data.data;
 }
 
-int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *refs,
-                         size_t n, uint32_t wait_ms, uint64_t total_ms, bool collect,
-                         const ss_jobs_pipeline *pipe, ss_await_fn cb, void *arg)
+/* ss_client_await_many; without_tensors asks for replies without the
+ * outputs and final states. */
+static int await_many(ss_client *c, const char *saver, const ss_segment_ref *refs,
+                      size_t n, uint32_t wait_ms, uint64_t total_ms, bool collect,
+                      bool without_tensors, const ss_jobs_pipeline *pipe, ss_await_fn cb,
+                      void *arg)
 {
     uint32_t window = pipe && pipe->window ? pipe->window : SS_JOBS_WINDOW_DEFAULT;
     inflight *ring = NULL;
@@ -626,7 +635,8 @@ int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *
             t_count--;
             Statesaver__V1__AwaitRequest a;
             ss_req req;
-            build_await(&a, &req, saver, &refs[i].key, refs[i].segment, wait_ms, collect);
+            build_await(&a, &req, saver, &refs[i].key, refs[i].segment, wait_ms, collect,
+                        without_tensors);
             inflight *f = &ring[(head + count) % window];
             f->index = i;
             rc = ss_client_send(c, &req, &f->id);
@@ -642,7 +652,7 @@ int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *
         head = (head + 1) % window;
         count--;
         if (got == 0)
-            got = await_wrap(c, r, &res);
+            got = await_wrap(c, r, without_tensors, &res);
         if (got == SS_ERR_STATUS(STATESAVER__V1__CODE__DEADLINE_EXCEEDED) &&
             mono_ms() < give_up) {
             todo[(t_head + t_count) % n] = i; /* not done yet: ask again */
@@ -664,7 +674,7 @@ int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *
                 if (gg < 0 && !SS_IS_STATUS_ERR(gg))
                     continue; /* never received: stays unreported */
                 if (gg == 0)
-                    gg = await_wrap(c, gr, &gres);
+                    gg = await_wrap(c, gr, without_tensors, &gres);
                 if (gg == SS_ERR_STATUS(STATESAVER__V1__CODE__DEADLINE_EXCEEDED))
                     continue; /* not done yet: the caller asks again */
                 if (cb(arg, g->index, gg, gres, gg < 0 ? ss_client_last_error(c) : "") != 0)
@@ -683,6 +693,13 @@ out:
     free(todo);
     free(ring);
     return rc;
+}
+
+int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *refs,
+                         size_t n, uint32_t wait_ms, uint64_t total_ms, bool collect,
+                         const ss_jobs_pipeline *pipe, ss_await_fn cb, void *arg)
+{
+    return await_many(c, saver, refs, n, wait_ms, total_ms, collect, false, pipe, cb, arg);
 }
 
 /* ---- collect -------------------------------------------------------------- */
@@ -710,6 +727,7 @@ int ss_client_collect_many(ss_client *c, const char *saver, const ss_segment_ref
 {
     collect_ctx x = {.cb = cb, .arg = arg};
     /* wait_ms 0 and total_ms 1: a segment that is not done is reported at
-     * once (DEADLINE_EXCEEDED), never waited for. */
-    return ss_client_await_many(c, saver, refs, n, 0, 1, true, pipe, collect_one, &x);
+     * once (DEADLINE_EXCEEDED), never waited for. Without tensors: the
+     * caller has the outputs already, the server does not send them again. */
+    return await_many(c, saver, refs, n, 0, 1, true, true, pipe, collect_one, &x);
 }

@@ -200,8 +200,10 @@ int ss_client_await_many(ss_client *c, const char *saver, const ss_segment_ref *
 typedef void (*ss_collect_fn)(void *arg, size_t index, int rc, const char *message);
 
 /* Collect n done or failed segments whose results the caller already has
- * (awaited with collect = false and stored): Await with collect = true and
- * wait_ms 0, pipelined (pipe may be NULL), results dropped. This is the
+ * (awaited with collect = false and stored): Await with collect = true,
+ * without_tensors = true (the server retires the outputs without sending
+ * them again; a server older than that flag sends them and they are
+ * dropped) and wait_ms 0, pipelined (pipe may be NULL). This is the
  * acknowledgement that makes the server delete a result only after the
  * client holds it, so a crash between the two loses nothing. A segment
  * already collected counts as collected, so the call may be repeated after

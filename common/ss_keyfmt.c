@@ -6,7 +6,7 @@
 
 static int plain(uint8_t c)
 {
-    return c >= 0x20 && c < 0x7f && c != '\\';
+    return c >= 0x20 && c < 0x7f && c != '\\' && c != '\'';
 }
 
 size_t ss_keyfmt_size(size_t len)

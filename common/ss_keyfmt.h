@@ -1,5 +1,6 @@
 /* ss_keyfmt -- the printable form of a binary key (sequence keys are
- * bytes), for messages and CLI output: printable ASCII as is, '\' and
+ * bytes), for messages and CLI output: printable ASCII as is; '\', the
+ * quote ' (messages quote keys) and
  * every other byte as \xNN. The same form everywhere, so a key in a log
  * line can be matched with `statesaver ls` output.
  */

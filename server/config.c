@@ -14,7 +14,11 @@
 #include "ss_http.h"
 #include "ss_log.h"
 #include "ss_parse.h"
+#include "ss_token.h"
 #include "store.h"
+
+/* Room for one message of the token reader. */
+#define SS_CONFIG_MSG_MAX 512
 
 void ss_config_init(ss_config *cfg)
 {
@@ -132,51 +136,24 @@ int ss_config_parse_listen(const char *arg, char host[SS_HOST_MAX], int *port)
 int ss_config_read_token(const char *path, uint8_t **token, size_t *len,
                          FILE *err)
 {
-    int rc = 0;
-    uint8_t *buf = NULL;
+    /* The one token-file rule of every program (common/ss_token.h). */
+    char msg[SS_CONFIG_MSG_MAX];
+    char *t = NULL;
     size_t n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(err, "statesaver-server: cannot open auth token file %s: %s\n",
-                path, strerror(errno));
-        rc = SS_ERR_IO;
-        goto out;
-    }
-    buf = malloc(SS_TOKEN_MAX + 1);
-    if (!buf) {
-        rc = SS_ERR_NOMEM;
-        goto out;
-    }
-    n = fread(buf, 1, SS_TOKEN_MAX + 1, f);
-    if (ferror(f)) {
-        fprintf(err, "statesaver-server: cannot read %s: %s\n", path,
-                strerror(errno));
-        rc = SS_ERR_IO;
-        goto out;
+    int rc = ss_token_read(path, &t, &n, msg, sizeof msg);
+    if (rc < 0) {
+        fprintf(err, "statesaver-server: auth token: %s\n", msg);
+        return rc;
     }
     if (n > SS_TOKEN_MAX) {
         fprintf(err, "statesaver-server: auth token file %s exceeds %u bytes\n",
                 path, SS_TOKEN_MAX);
-        rc = SS_ERR_TOO_BIG;
-        goto out;
+        ss_token_free(t, n);
+        return SS_ERR_TOO_BIG;
     }
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    if (n == 0) {
-        fprintf(err, "statesaver-server: auth token file %s is empty\n", path);
-        rc = SS_ERR_INVALID;
-        goto out;
-    }
-    *token = buf;
+    *token = (uint8_t *)t;
     *len = n;
-    buf = NULL;
-out:
-    if (buf)
-        memset(buf, 0, SS_TOKEN_MAX + 1);
-    free(buf);
-    if (f)
-        fclose(f);
-    return rc;
+    return 0;
 }
 
 /* A numeric flag: ss_parse_u64's strict decimal, optionally followed by
@@ -257,7 +234,10 @@ static void usage(FILE *f)
         "  --max-parked-total N     Fetch waits, Leases and Awaits unanswered over\n"
         "                           all connections; past it RESOURCE_EXHAUSTED\n"
         "                           (default %u)\n"
-        "  --map-size N             LMDB map size in bytes (default %llu)\n"
+        "  --map-size N             LMDB map size in bytes at start (default %llu)\n"
+        "  --max-map-size N         the map grows at run time up to this; writes\n"
+        "                           past it get RESOURCE_EXHAUSTED (default\n"
+        "                           " SS_STORE_MAP_GROWTH_STR " x --map-size)\n"
         "  --auth-token-file FILE   require Hello with this shared secret\n"
         "  --ttl-interval-ms N      how often idle sequences are evicted;\n"
         "                           0 = never (default %u)\n"
@@ -306,6 +286,7 @@ enum {
     OPT_MAX_OUTPUT,
     OPT_IDLE,
     OPT_MAP_SIZE,
+    OPT_MAX_MAP_SIZE,
     OPT_TOKEN,
     OPT_TTL,
     OPT_LOG,
@@ -343,6 +324,7 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         {"max-output-bytes", required_argument, NULL, OPT_MAX_OUTPUT},
         {"idle-timeout-ms", required_argument, NULL, OPT_IDLE},
         {"map-size", required_argument, NULL, OPT_MAP_SIZE},
+        {"max-map-size", required_argument, NULL, OPT_MAX_MAP_SIZE},
         {"auth-token-file", required_argument, NULL, OPT_TOKEN},
         {"ttl-interval-ms", required_argument, NULL, OPT_TTL},
         {"log-level", required_argument, NULL, OPT_LOG},
@@ -420,6 +402,8 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
                  idle_timeout_ms, uint64_t)
         NUM_FLAG(OPT_MAP_SIZE, "--map-size", 1u << 20, UINT64_MAX / 2,
                  map_size, uint64_t)
+        NUM_FLAG(OPT_MAX_MAP_SIZE, "--max-map-size", 1u << 20, UINT64_MAX / 2,
+                 max_map_size, uint64_t)
         NUM_FLAG(OPT_TTL, "--ttl-interval-ms", 0u, UINT32_MAX,
                  ttl_interval_ms, uint64_t)
         NUM_FLAG(OPT_QUEUE_CAPACITY, "--queue-capacity", 1u, UINT64_MAX / 2,
@@ -509,6 +493,16 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
     }
     if (!cfg->data_dir) {
         fprintf(err, "statesaver-server: --data DIR is required (see --help)\n");
+        return SS_ERR_INVALID;
+    }
+    if (cfg->max_map_size == 0)
+        cfg->max_map_size = cfg->map_size > UINT64_MAX / 2 / SS_STORE_MAP_GROWTH_DEFAULT
+                                ? UINT64_MAX / 2
+                                : cfg->map_size * SS_STORE_MAP_GROWTH_DEFAULT;
+    if (cfg->max_map_size < cfg->map_size) {
+        fprintf(err, "statesaver-server: --max-map-size %llu is below --map-size "
+                "%llu\n", (unsigned long long)cfg->max_map_size,
+                (unsigned long long)cfg->map_size);
         return SS_ERR_INVALID;
     }
     if (cfg->metrics_port_file && !cfg->metrics_listen) {

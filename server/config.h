@@ -33,7 +33,9 @@ typedef struct ss_config {
     uint32_t max_connections;   /* --max-connections */
     uint64_t max_output_bytes;  /* --max-output-bytes per connection */
     uint64_t idle_timeout_ms;   /* --idle-timeout-ms; 0 = never */
-    uint64_t map_size;          /* --map-size bytes */
+    uint64_t map_size;          /* --map-size bytes (initial map) */
+    uint64_t max_map_size;      /* --max-map-size bytes (0 before parsing:
+                                   SS_STORE_MAP_GROWTH_DEFAULT x map_size) */
     uint8_t *token;             /* auth token (owned) or NULL */
     size_t token_len;           /* bytes in token */
     uint64_t ttl_interval_ms;   /* --ttl-interval-ms; 0 = no eviction */

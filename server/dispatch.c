@@ -296,30 +296,6 @@ void ss_request_fail(ss_request *req, int err, const char *msg)
                      msg && *msg ? msg : ss_strerror(err));
 }
 
-void ss_dispatch_format_key(char *buf, size_t size, const uint8_t *key,
-                            size_t len)
-{
-    bool printable = true;
-    for (size_t i = 0; i < len; i++)
-        if (key[i] < 0x20 || key[i] > 0x7e || key[i] == '\'') {
-            printable = false;
-            break;
-        }
-    if (size == 0)
-        return;
-    size_t show = len > SS_DISPATCH_KEY_SHOW ? SS_DISPATCH_KEY_SHOW : len;
-    if (printable) {
-        snprintf(buf, size, "'%.*s'%s", (int)show, (const char *)key,
-                 show < len ? "..." : "");
-        return;
-    }
-    size_t o = (size_t)snprintf(buf, size, "0x");
-    for (size_t i = 0; i < show && o + 3 < size; i++)
-        o += (size_t)snprintf(buf + o, size - o, "%02x", key[i]);
-    if (show < len && o + 4 < size)
-        snprintf(buf + o, size - o, "...");
-}
-
 bool ss_request_check_key(ss_request *req, const char *what,
                           const uint8_t *key, size_t len)
 {

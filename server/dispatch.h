@@ -138,11 +138,7 @@ bool ss_request_check_key_count(ss_request *req, size_t n);
 /* Check a saver name (1..SS_SAVER_NAME_MAX bytes). Same contract. */
 bool ss_request_check_saver_name(ss_request *req, const char *saver);
 
-/* Format a key for messages: printable ASCII as 'key', anything else as
- * 0x-hex; at most SS_DISPATCH_KEY_SHOW bytes shown, then "...". buf is
- * always NUL-terminated. */
+/* Most key bytes shown in a message (common/ss_keyfmt.h gives the form). */
 #define SS_DISPATCH_KEY_SHOW 64
-void ss_dispatch_format_key(char *buf, size_t size, const uint8_t *key,
-                            size_t len);
 
 #endif

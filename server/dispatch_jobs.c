@@ -198,6 +198,7 @@ int ss_dispatch_jobs_init(ss_dispatch *d)
     opt.max_reply_bytes = cfg->max_frame_bytes > 2 * SS_JOBS_REPLY_SLACK
                               ? cfg->max_frame_bytes - SS_JOBS_REPLY_SLACK
                               : cfg->max_frame_bytes / 2;
+    opt.max_frame_bytes = cfg->max_frame_bytes;
     opt.on_saved = on_saved;
     opt.on_saved_arg = m;
     char msg[SS_STORE_MSG];

@@ -8,6 +8,7 @@
 #include "dispatch.h"
 #include "dispatch_internal.h"
 #include "ss_error.h"
+#include "ss_keyfmt.h"
 #include "ss_log.h"
 #include "ss_tensor.h"
 
@@ -359,9 +360,8 @@ static void fetch_wake(ss_request *req, ss_barrier_event ev, void *arg)
         if (lag < 0) {
             ss_request_fail(req, (int)lag, NULL);
         } else {
-            char key[2 * SS_DISPATCH_KEY_SHOW + 8];
-            ss_dispatch_format_key(key, sizeof key, f->keys[lag].data,
-                                   f->keys[lag].len);
+            char key[4 * SS_DISPATCH_KEY_SHOW + 8];
+            ss_keyfmt(key, sizeof key, f->keys[lag].data, f->keys[lag].len);
             ss_request_error(req, STATESAVER__V1__CODE__DEADLINE_EXCEEDED,
                              "waited %" PRIu64 " ms: key %s is at segment %"
                              PRIu64 ", waiting for %" PRIu64, f->wait_ms, key,

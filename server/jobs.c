@@ -231,7 +231,7 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
                      SS_KEY_MIN, j->opt.max_key_bytes, req->key.len);
         return;
     }
-    jq_fmt_key(kbuf, sizeof kbuf, req->key.data, req->key.len);
+    ss_keyfmt(kbuf, sizeof kbuf, req->key.data, req->key.len);
     if (!in || in->dtype != STATESAVER__V1__DTYPE__DT_FLOAT32 || in->n_shape != 2 ||
         in->shape[0] < 1 || in->shape[1] < 1 || in->shape[0] > (int64_t)SS_JOBS_STEPS_MAX ||
         ss_tensor_check(in) < 0) {

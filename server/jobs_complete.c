@@ -215,7 +215,7 @@ static int validate_items(const lease *ls, const Statesaver__V1__CompleteRequest
     for (size_t i = 0; i < req->n_items; i++) {
         const Statesaver__V1__CompletedSegment *it = req->items[i];
         char kbuf[96];
-        jq_fmt_key(kbuf, sizeof kbuf, it->key.data, it->key.len);
+        ss_keyfmt(kbuf, sizeof kbuf, it->key.data, it->key.len);
         size_t k = find_item(ls, it, kbuf, cb, arg);
         if (k == ls->n)
             return SS_ERR_INVALID;

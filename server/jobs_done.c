@@ -92,7 +92,7 @@ static void done_submit(ss_jobs *j, jobs_op *op, int rc, const char *msg)
     if (jb->state == J_SUBMITTING && jb->submits == 0) {
         /* Never written: forget it; parked awaits learn it does not exist. */
         jq_job_detach(j, jb);
-        jq_wake_awaits(j, jb);
+        jq_wake_awaits(j, jb, NULL);
         jq_job_release(jb);
     } else {
         jq_propagate(j, sq);
@@ -105,9 +105,13 @@ static void done_submit(ss_jobs *j, jobs_op *op, int rc, const char *msg)
 void jq_finish_patches(ss_jobs *j, jobs_op *op)
 {
     for (size_t i = 0; i < op->n; i++) {
-        job *jb = op->p[i].jb;
+        const patch *p = &op->p[i];
+        job *jb = p->jb;
+        /* A Complete's outputs are answered from the op's own copy. */
+        const patch *mem = op->kind == OP_COMPLETE && p->kind == P_DONE &&
+                           !p->conflict ? p : NULL;
         if (!jb->removed && jb->state >= J_DONE && jb->awaits)
-            jq_wake_awaits(j, jb); /* may collect: jb can be removed after */
+            jq_wake_awaits(j, jb, mem); /* may collect: jb can be removed after */
     }
     for (size_t i = 0; i < op->n; i++) {
         job *jb = op->p[i].jb;

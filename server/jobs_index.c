@@ -21,26 +21,6 @@ static uint64_t mono_ms(ss_jobs *j)
     return uv_now(j->loop);
 }
 
-/* Printable, truncated form of a key for messages. */
-const char *jq_fmt_key(char *buf, size_t size, const uint8_t *key, size_t len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (o + 4 + 4 >= size) { /* room for "\\xNN" or "..." and the NUL */
-            memcpy(buf + o, "...", 3);
-            o += 3;
-            break;
-        }
-        uint8_t c = key[i];
-        if (c >= 0x20 && c < 0x7f && c != '\\')
-            buf[o++] = (char)c;
-        else
-            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
-    }
-    buf[o] = 0;
-    return buf;
-}
-
 int jq_reply_status(ss_jobs_reply_fn cb, void *arg, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int jq_reply_status(ss_jobs_reply_fn cb, void *arg, int code, const char *fmt, ...)

@@ -38,6 +38,7 @@
 #include "jobs_map.h"
 #include "jobs_store.h"
 #include "ss_error.h"
+#include "ss_keyfmt.h"
 #include "ss_log.h"
 
 
@@ -82,6 +83,7 @@ struct waiter {
     char worker[WORKER_NAME_MAX]; /* T_WAIT_LEASE, for logs */
     job *jb;                 /* T_WAIT_AWAIT: awaited job */
     bool collect;            /* T_WAIT_AWAIT */
+    bool without_tensors;    /* T_WAIT_AWAIT: reply without outputs */
 };
 
 struct job {
@@ -229,7 +231,6 @@ struct ss_jobs {
 
 /* jobs_index.c */
 uint64_t jq_wall_ms(void);
-const char *jq_fmt_key(char *buf, size_t size, const uint8_t *key, size_t len);
 int jq_reply_status(ss_jobs_reply_fn cb, void *arg, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int jq_err_code(int rc);
@@ -301,7 +302,9 @@ void jq_kick(ss_jobs *j, saverq *sv);
 int jq_reply_empty_lease(ss_jobs_reply_fn cb, void *arg);
 
 /* jobs_await.c */
-void jq_wake_awaits(ss_jobs *j, job *jb);
+/* mem: the committed P_DONE patch of jb to answer from, or NULL (read
+ * the record). */
+void jq_wake_awaits(ss_jobs *j, job *jb, const patch *mem);
 
 /* jobs.c */
 void jq_on_timer(uv_timer_t *t);

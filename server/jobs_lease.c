@@ -333,7 +333,7 @@ static void fail_undeliverable(ss_jobs *j, lease_build *b, size_t need)
     snprintf(why, sizeof why, "key %s segment %" PRIu64 " cannot be delivered: its Lease "
              "reply would take %zu bytes (inputs %" PRId64 "x%" PRId64 " float32 and the "
              "saver's state), over the frame limit of %zu bytes",
-             jq_fmt_key(kbuf, sizeof kbuf, b->sq->key, b->sq->key_len), b->jb->segment,
+             ss_keyfmt(kbuf, sizeof kbuf, b->sq->key, b->sq->key_len), b->jb->segment,
              need, b->in_dims[0], b->in_dims[1], j->frame_max);
     SS_LOG(SS_LOG_WARN, "jobs: %s", why);
     fail_job(j, b->jb, why);

@@ -150,8 +150,14 @@ int ss_job_rec_decode(const uint8_t *buf, size_t len, ss_job_rec *rec)
     rec->segment = get64(buf + 40);
     rec->submit_ms = get64(buf + 48);
     rec->done_ms = get64(buf + 56);
-    uint64_t in = (uint64_t)rec->in_rows * rec->in_cols * 4u;
-    uint64_t out = (uint64_t)rec->out_rows * rec->out_cols * 4u;
+    /* Element counts fit in 64 bits ((2^32-1)^2); bound each by the
+     * record's length before scaling, so the sum below cannot wrap. */
+    uint64_t in_e = (uint64_t)rec->in_rows * rec->in_cols;
+    uint64_t out_e = (uint64_t)rec->out_rows * rec->out_cols;
+    if (in_e > len / 4 || out_e > len / 4)
+        return SS_ERR_FORMAT;
+    uint64_t in = in_e * 4u;
+    uint64_t out = out_e * 4u;
     uint64_t need = SS_JOB_REC_HEADER + (uint64_t)rec->saver.len + rec->key.len +
                     rec->reason.len + in + out;
     if (need > len || rec->length > rec->in_rows)
@@ -209,16 +215,13 @@ int ss_job_rec_final_next(const ss_job_rec *rec, size_t *pos, ss_job_tensor *t)
     return 1;
 }
 
-/* LMDB error -> SS_ERR_* with a message: the same mapping as the store's
- * (store.c mdb_fail: map, transaction or reader table full -> SS_ERR_FULL,
- * anything else SS_ERR_STORE). To be replaced by the store's own function
- * once store.h exports it. */
+/* LMDB error -> SS_ERR_* with a message: the store's one mapping
+ * (ss_store_lmdb_error), the operation named as the queue's. */
 static int lmdb_err(int rc, const char *what, char msg[SS_STORE_MSG])
 {
-    snprintf(msg, SS_STORE_MSG, "jobs: %s: %s", what, mdb_strerror(rc));
-    if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == MDB_READERS_FULL)
-        return SS_ERR_FULL;
-    return SS_ERR_STORE;
+    char w[128];
+    snprintf(w, sizeof w, "jobs: %s", what);
+    return ss_store_lmdb_error(rc, w, msg);
 }
 
 int ss_jobs_db_create(MDB_env *env, char msg[SS_STORE_MSG])

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jobs.h"
 #include "server_internal.h"
 #include "server_metrics.h"
 #include "ss_error.h"
@@ -440,14 +441,23 @@ int ss_server_create(ss_server **out, const ss_config *cfg)
         .sync = srv->cfg.sync,
         .max_readers = SS_MAX_READERS,
     };
-    rc = ss_store_open(&srv->store, &so);
+    char smsg[SS_STORE_MSG] = "";
+    rc = ss_store_open_growing(&srv->store, &so, srv->cfg.max_map_size, smsg);
     if (rc < 0) {
         SS_LOG(SS_LOG_ERROR, "cannot open store in %s: %s", srv->cfg.data_dir,
-               ss_strerror(rc));
+               smsg[0] ? smsg : ss_strerror(rc));
         return rc;
     }
     /* Before the writer starts: its thread reads the value unlocked. */
     ss_store_set_finished_retention(srv->store, srv->cfg.finished_retention_ms);
+    /* Named databases are created before the writer owns the env
+     * (store.h); the job queue's is one of them. */
+    char msg[SS_STORE_MSG];
+    rc = ss_jobs_prepare(srv->store, msg);
+    if (rc < 0) {
+        SS_LOG(SS_LOG_ERROR, "cannot prepare the job queue's database: %s", msg);
+        return rc;
+    }
     rc = ss_writer_start(&srv->writer, srv->store, &srv->loop);
     if (rc < 0) {
         SS_LOG(SS_LOG_ERROR, "cannot start writer: %s", ss_strerror(rc));

@@ -101,6 +101,7 @@ typedef struct ss_srv_metrics {
     ss_metric *sequences;        /* gauge */
     ss_metric *map_size;         /* gauge */
     ss_metric *map_used;         /* gauge */
+    ss_metric *corrupt;          /* counter: records failing their CRC32C */
     ss_metric *queued;           /* gauge */
     ss_metric *leased;           /* gauge */
     ss_metric *completed;        /* counter */
@@ -169,10 +170,14 @@ static int register_all(ss_srv_metrics *m)
          "Sequences evicted by idle TTL since start.",
          NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
         {&m->map_size, SS_METRIC_GAUGE, "statesaver_lmdb_map_size_bytes",
-         "Configured LMDB map size (--map-size).",
+         "Current LMDB map size: starts at --map-size, grows up to --max-map-size.",
          NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
         {&m->map_used, SS_METRIC_GAUGE, "statesaver_lmdb_map_used_bytes",
          "Bytes of the LMDB map in use (last page times page size).",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->corrupt, SS_METRIC_COUNTER, "statesaver_store_corrupt_records_total",
+         "Stored records whose checksum did not match when read (each read "
+         "answered with an error naming the key, never with the data).",
          NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
         {&m->commit_ops, SS_METRIC_HISTOGRAM, "statesaver_commit_batch_ops",
          "Write operations per LMDB group commit.",
@@ -250,6 +255,7 @@ static void collect_on_loop(ss_srv_metrics *m)
             ss_metric_set_u64(m->map_size, 0, st.map_size);
             ss_metric_set_u64(m->map_used, 0, st.map_used);
         }
+        ss_metric_set_u64(m->corrupt, 0, ss_store_corrupt_records(srv->store));
     }
     /* The job queue reports through its module stats hook, the same
      * numbers as the Stats request. */

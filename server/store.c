@@ -168,6 +168,12 @@ int ss_store_open(ss_store **out, const ss_store_options *opt)
 int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
                       char msg[SS_STORE_MSG])
 {
+    return ss_store_open_growing(out, opt, 0, msg);
+}
+
+int ss_store_open_growing(ss_store **out, const ss_store_options *opt,
+                          uint64_t max_map_size, char msg[SS_STORE_MSG])
+{
     char path[4096];
     bool fresh = false;
     MDB_txn *t = NULL;
@@ -180,8 +186,12 @@ int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
     st->lock_fd = -1;
     st->next_gen = 1;
     st->map_size = opt->map_size ? opt->map_size : SS_MAP_SIZE_DEFAULT;
+    /* The whole --max-map-size is mapped now (address space only; the
+     * file grows with use); map_size is the soft limit (store_space.c). */
+    st->max_map_size = max_map_size > st->map_size ? max_map_size
+                                                   : st->map_size;
     st->fin_retention = SS_STORE_FINISHED_RETENTION_MS_DEFAULT;
-    st->reserve = store_reserve_bytes(st->map_size);
+    st->reserve = store_reserve_bytes(st->max_map_size);
     pthread_mutex_init(&st->pool_mu, NULL);
     pthread_mutex_init(&st->cache_mu, NULL);
     st->n_buckets = 64;
@@ -215,7 +225,8 @@ int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
     if (rc == 0)
         rc = mdb_env_set_maxdbs(st->env, SS_STORE_MAX_DBS);
     if (rc == 0)
-        rc = mdb_env_set_mapsize(st->env, (size_t)(st->map_size + st->reserve));
+        rc = mdb_env_set_mapsize(st->env,
+                                 (size_t)(st->max_map_size + st->reserve));
     if (rc == 0 && opt->max_readers)
         rc = mdb_env_set_maxreaders(st->env, opt->max_readers);
     if (rc == 0)
@@ -244,6 +255,7 @@ int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
     ret = store_size_check(st, opt->dir, msg);
     if (ret < 0)
         goto out;
+    store_space_open(st);
     if (st->maxkey < MAXKEY_MIN || st->maxkey > DBKEY_MAX) {
         snprintf(msg, SS_STORE_MSG, "LMDB max key size %zu not in %u..%u",
                  st->maxkey, MAXKEY_MIN, DBKEY_MAX);
@@ -282,9 +294,10 @@ int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
         goto out;
     mdb_txn_abort(t);
     t = NULL;
-    SS_LOG(SS_LOG_INFO, "store: opened '%s' (%zu savers, map %llu bytes, sync %s)",
+    SS_LOG(SS_LOG_INFO, "store: opened '%s' (%zu savers, map %llu bytes, "
+           "growing up to %llu, sync %s)",
            opt->dir, st->n_cached, (unsigned long long)st->map_size,
-           opt->sync ? "on" : "off");
+           (unsigned long long)st->max_map_size, opt->sync ? "on" : "off");
 out:
     if (t)
         mdb_txn_abort(t);

@@ -56,10 +56,15 @@ typedef struct ss_store_txn ss_store_txn; /* opaque: one write transaction */
 
 typedef struct ss_store_options {
     const char *dir;       /* LMDB directory; created if missing */
-    uint64_t map_size;     /* LMDB map size in bytes */
+    uint64_t map_size;     /* LMDB map size in bytes (at open, when it
+                              grows: ss_store_open_growing) */
     bool sync;             /* false: MDB_NOSYNC (acks may be lost on crash) */
     unsigned max_readers;  /* LMDB reader slots (0 = LMDB default, 126) */
 } ss_store_options;
+
+/* Server default of --max-map-size: this many times --map-size. */
+#define SS_STORE_MAP_GROWTH_DEFAULT 4
+#define SS_STORE_MAP_GROWTH_STR "4" /* the same, for usage text */
 
 /* Finished markers older than this are ignored by saves and deleted by
  * ss_store_evict_idle (server flag --finished-retention-ms). */
@@ -126,6 +131,14 @@ int ss_store_open(ss_store **out, const ss_store_options *opt);
 /* The same, also returning the error message (logged by both). */
 int ss_store_open_msg(ss_store **out, const ss_store_options *opt,
                       char msg[SS_STORE_MSG]);
+/* ss_store_open_msg with a map that grows at run time from opt->map_size
+ * up to max_map_size (0 or less than opt->map_size: no growth), which
+ * --max-map-size sets. The address space of all of it (plus the reserve)
+ * is mapped at open; the file grows with use (store_space.c). A function
+ * rather than an ss_store_options field for the reason given at
+ * ss_store_set_finished_retention. */
+int ss_store_open_growing(ss_store **out, const ss_store_options *opt,
+                          uint64_t max_map_size, char msg[SS_STORE_MSG]);
 /* Closes the environment. Accepts NULL. No other call may be in flight. */
 void ss_store_close(ss_store *st);
 /* How long (ms) a final save that deleted its record stays retryable as
@@ -194,8 +207,9 @@ int ss_store_segments(ss_store *st, const char *saver, size_t n,
 typedef struct ss_store_stats {
     uint64_t savers;     /* declared savers */
     uint64_t sequences;  /* sequence records (all savers, or one) */
-    uint64_t map_size;   /* configured --map-size (LMDB's map is larger
-                            by a reserve for Drop: store_space.c) */
+    uint64_t map_size;   /* current map size: --map-size, grown at run
+                            time up to --max-map-size (LMDB's map is
+                            larger by a reserve for Drop: store_space.c) */
     uint64_t map_used;   /* bytes up to the last used page, free pages
                             included (may pass map_size by the reserve) */
     uint64_t evicted;    /* idle evictions since each saver was declared
@@ -303,5 +317,11 @@ int ss_store_reserve_check(ss_store_txn *txn, size_t bytes,
  * advances only when a commit wrote, and so synced, something: a
  * transaction that changed nothing commits as a no-op. Any thread. */
 uint64_t ss_store_last_txnid(ss_store *st);
+
+/* The store's one LMDB error mapping, for modules that keep their own
+ * databases in the env (the job queue): MDB_MAP_FULL, MDB_TXN_FULL and
+ * MDB_READERS_FULL -> SS_ERR_FULL with advice, anything else
+ * SS_ERR_STORE; the message names `what`. */
+int ss_store_lmdb_error(int rc, const char *what, char msg[SS_STORE_MSG]);
 
 #endif

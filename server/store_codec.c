@@ -65,7 +65,7 @@ int store_mdb_fail(int rc, const char *what, char *msg)
         snprintf(msg, SS_STORE_MSG,
                  "%s: LMDB map is full; Drop sequences or savers (their "
                  "space is reusable at once) or restart the server with a "
-                 "larger --map-size", what);
+                 "larger --max-map-size", what);
         return SS_ERR_FULL;
     }
     if (rc == MDB_TXN_FULL) {
@@ -83,31 +83,9 @@ int store_mdb_fail(int rc, const char *what, char *msg)
     return SS_ERR_STORE;
 }
 
-/* Printable form of a key for messages: ASCII as is, the rest as \xHH,
- * cut with "..." when longer than the buffer allows. */
-void store_key_escape(const uint8_t *k, size_t n, char *out, size_t size)
+int ss_store_lmdb_error(int rc, const char *what, char msg[SS_STORE_MSG])
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = k[i];
-        bool plain = c >= 0x20 && c < 0x7f && c != '\\' && c != '\'';
-        size_t need = plain ? 1 : 4;
-        if (o + need + 4 > size) {
-            memcpy(out + o, "...", 3);
-            o += 3;
-            break;
-        }
-        if (plain) {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '\\';
-            out[o++] = 'x';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        }
-    }
-    out[o] = '\0';
+    return store_mdb_fail(rc, what, msg);
 }
 
 void store_fmt_time(uint64_t ms, char *out, size_t size)
@@ -193,9 +171,9 @@ int store_corrupt(ss_store *st, const MDB_val *dk, const char *what,
     const uint8_t *nul = memchr(p, 0, dk->mv_size);
     size_t slen = nul ? (size_t)(nul - p) : dk->mv_size;
     __atomic_fetch_add(&st->corrupt, 1, __ATOMIC_RELAXED);
-    store_key_escape(p, slen, saver, sizeof saver);
+    ss_keyfmt(saver, sizeof saver, p, slen);
     if (nul) {
-        store_key_escape(nul + 1, dk->mv_size - slen - 1, ek, sizeof ek);
+        ss_keyfmt(ek, sizeof ek, nul + 1, dk->mv_size - slen - 1);
         snprintf(msg, SS_STORE_MSG,
                  "damaged %s of saver '%s' key '%s' (checksum mismatch); "
                  "Drop the key to clear it", what, saver, ek);

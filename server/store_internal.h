@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ss_keyfmt.h"
 #include "store.h"
 
 #define REC_VERSION 2u    /* seqs/evicted/finished value version (format 2) */
@@ -50,7 +51,10 @@ struct ss_store {
     uint64_t fin_retention;  /* ms a finished marker counts */
     size_t maxkey;           /* mdb_env_get_maxkeysize */
     int lock_fd;             /* flock'ed file keeping other servers out */
-    uint64_t map_size;       /* configured map size */
+    uint64_t map_size;       /* current map size, the soft limit: starts
+                                at --map-size, raised by the writer thread
+                                (atomic store; read with atomic loads) */
+    uint64_t max_map_size;   /* --max-map-size: saves stop here */
     pthread_mutex_t pool_mu; /* guards pool */
     MDB_txn *pool[SS_STORE_READ_POOL]; /* reset read transactions */
     size_t n_pool;           /* entries in pool */
@@ -65,7 +69,8 @@ struct ss_store {
     uint8_t fin_pos[DBKEY_MAX]; /* where the finished-marker scan resumes */
     size_t fin_pos_len;      /* 0 = from the start */
     uint64_t psize;          /* LMDB page size */
-    uint64_t reserve;        /* bytes of map beyond map_size (store_space.c) */
+    uint64_t reserve;        /* bytes of map beyond max_map_size
+                                (store_space.c) */
     uint64_t flushes;        /* flush commits made (writer thread) */
     uint64_t fp_txnid;       /* committed txn fp_pages was counted at */
     uint64_t fp_pages;       /* reusable free pages then (writer thread) */
@@ -135,9 +140,6 @@ void ss_le32_put(uint8_t *p, uint32_t v);
 /* Map an LMDB error to ours with a message naming `what` into msg
  * (SS_STORE_MSG bytes). */
 int store_mdb_fail(int rc, const char *what, char *msg);
-/* Printable form of a key for messages: ASCII as is, the rest as \xHH,
- * cut with "..." when longer than the buffer allows. */
-void store_key_escape(const uint8_t *k, size_t n, char *out, size_t size);
 /* ms since the epoch as 2026-01-02T03:04:05.678Z. */
 void store_fmt_time(uint64_t ms, char *out, size_t size);
 /* 64-bit finaliser (splitmix64), also used by the schema cache. */
@@ -224,17 +226,22 @@ void store_cache_remove(ss_store *st, const char *name);
 #define SS_STORE_RESERVE_MIN (512u << 10)
 #define SS_STORE_RESERVE_MAX (256u << 20)
 uint64_t store_reserve_bytes(uint64_t map_size);
+/* At open, once psize is known: the soft limit covers the pages the file
+ * already uses (a map that grew before a restart stays grown). */
+void store_space_open(ss_store *st);
 /* Record the store's tree pages at the start of txn. */
 void store_space_begin(ss_store_txn *txn);
-/* Is the committed map within the reserve of --map-size? */
+/* Is the committed map within the reserve of --max-map-size? */
 bool store_space_near(ss_store *st);
 /* After a save's put (bytes 0), or before a raw put of `bytes`:
- * SS_ERR_FULL with advice in msg when the store would pass --map-size
- * (the reserve stays for Drop); the caller rolls the put back. */
+ * SS_ERR_FULL with advice in msg when the store would pass
+ * --max-map-size (the reserve stays for Drop); the caller rolls the put
+ * back. Past the soft limit (map_size) but within it: the soft limit is
+ * raised (doubled, clamped) and the put stays. */
 int store_space_check(ss_store_txn *txn, size_t bytes, char *msg);
 /* A save put a value of `bytes` in txn (for store_space_check's bound). */
 void store_space_note(ss_store_txn *txn, size_t bytes);
-/* Is the map near --map-size and did the last commit free pages? */
+/* Is the map near --max-map-size and did the last commit free pages? */
 bool store_space_tight(ss_store *st);
 /* Commit one tiny transaction so pages freed by the last commit become
  * reusable by the next one. */

@@ -58,7 +58,7 @@ static void evicted_msg(const MDB_val *v, const uint8_t *key, size_t klen,
                         char *msg)
 {
     char ek[96], when[40] = "unknown time";
-    store_key_escape(key, klen, ek, sizeof ek);
+    ss_keyfmt(ek, sizeof ek, key, klen);
     if (v->mv_size >= EVICT_HDR)
         store_fmt_time(ss_le64_get((const uint8_t *)v->mv_data + 24), when,
                  sizeof when);
@@ -98,7 +98,7 @@ int ss_store_fetch(ss_store *st, const ss_schema *schema, size_t n,
                 goto out;
             if (r.states_len != schema->state_bytes) {
                 char ek[96];
-                store_key_escape(keys[k].data, keys[k].len, ek, sizeof ek);
+                ss_keyfmt(ek, sizeof ek, keys[k].data, keys[k].len);
                 snprintf(msg, SS_STORE_MSG,
                          "corrupt record for key '%s' (%zu state bytes, schema "
                          "has %zu)", ek, v.mv_size, schema->state_bytes);
@@ -205,7 +205,8 @@ int ss_store_stats_get(ss_store *st, const char *saver, ss_store_stats *out)
     }
     out->savers = ms.ms_entries;
     mdb_env_info(st->env, &ei);
-    out->map_size = st->map_size; /* configured; LMDB's adds the reserve */
+    /* Current (grows up to --max-map-size); LMDB's adds the reserve. */
+    out->map_size = __atomic_load_n(&st->map_size, __ATOMIC_RELAXED);
     out->map_used = ((uint64_t)ei.me_last_pgno + 1) * ms.ms_psize;
     if (saver && saver[0]) {
         if (!store_saver_declared(t, st, saver, &ret, msg)) {

@@ -1,4 +1,4 @@
-/* store_space -- keeps a full map recoverable.
+/* store_space -- keeps a full map recoverable, and grows the map.
  *
  * LMDB reuses the pages a transaction frees only from the second commit
  * after it (the previous snapshot must stay intact), and committing a
@@ -8,16 +8,26 @@
  * never usable by the next Save. Two measures fix that:
  *
  * 1. Reserve. The LMDB map is opened a reserve (store_reserve_bytes)
- *    larger than --map-size, and a save is refused with SS_ERR_FULL (and
- *    rolled back) once the pages in use would pass --map-size: the
- *    committed last page + 1, minus the free pages reusable now, plus the
- *    pages the open transaction added to the store's trees (exact, from
- *    mdb_stat). Only Drop, eviction and the job queue use the reserve
+ *    larger than --max-map-size, and a save is refused with SS_ERR_FULL
+ *    (and rolled back) once the pages in use would pass --max-map-size:
+ *    the committed last page + 1, minus the free pages reusable now, plus
+ *    the pages the open transaction added to the store's trees (exact,
+ *    from mdb_stat). Only Drop, eviction and the job queue use the reserve
  *    (raw writers may ask ss_store_reserve_check first).
  * 2. Flush commit. After a commit that freed pages (any module's) while
  *    the map is tight, ss_store_txn_commit commits once more with one
  *    dirty page (a store-private key in `counts`), so the freed pages are
  *    reusable by the very next transaction.
+ *
+ * Growth. mdb_env_set_mapsize may only run while no transaction is open
+ * in the process (readers included), so the map is never resized: the
+ * whole --max-map-size (plus the reserve) is mapped at open -- address
+ * space only, the file grows with use -- and map_size, the current size
+ * that Stats and the metrics report, is a soft limit starting at
+ * --map-size. A save that would pass it raises it (doubling, clamped to
+ * --max-map-size, logged); only --max-map-size refuses saves. A Drop
+ * frees room there at once, so writes resume without a restart
+ * (docs/decisions.md, "LMDB map growth").
  */
 #include "store.h"
 
@@ -85,7 +95,7 @@ static uint64_t used_pages(ss_store *st)
     MDB_envinfo ei;
     mdb_env_info(st->env, &ei);
     uint64_t used = (uint64_t)ei.me_last_pgno + 1;
-    if (used * st->psize + st->reserve <= st->map_size)
+    if (used * st->psize + st->reserve <= st->max_map_size)
         return used; /* far from the limit: no freelist scan */
     /* The committed state cannot change while the writer thread is in a
      * transaction: count the freelist once per committed txn. */
@@ -123,7 +133,34 @@ bool store_space_near(ss_store *st)
     MDB_envinfo ei;
     mdb_env_info(st->env, &ei);
     return ((uint64_t)ei.me_last_pgno + 1) * st->psize + st->reserve >
-           st->map_size;
+           st->max_map_size;
+}
+
+/* Raise the soft limit so that `pages` fit: double it until they do,
+ * clamped to --max-map-size. Writer thread (or open); Stats reads it with
+ * an atomic load. */
+static void grow_to(ss_store *st, uint64_t pages)
+{
+    uint64_t cur = st->map_size, next = cur;
+    uint64_t want = pages > st->max_map_size / st->psize ? st->max_map_size
+                                                         : pages * st->psize;
+    while (next < want)
+        next = next > st->max_map_size / 2 ? st->max_map_size : next * 2;
+    if (next > st->max_map_size)
+        next = st->max_map_size;
+    if (next <= cur)
+        return;
+    __atomic_store_n(&st->map_size, next, __ATOMIC_RELAXED);
+    SS_LOG(SS_LOG_INFO, "store: LMDB map grew from %llu to %llu bytes "
+           "(--max-map-size %llu)", (unsigned long long)cur,
+           (unsigned long long)next, (unsigned long long)st->max_map_size);
+}
+
+void store_space_open(ss_store *st)
+{
+    MDB_envinfo ei;
+    mdb_env_info(st->env, &ei);
+    grow_to(st, (uint64_t)ei.me_last_pgno + 1);
 }
 
 /* A put of `bytes` adds at most its own pages (twice: leaves split half
@@ -137,29 +174,37 @@ int store_space_check(ss_store_txn *txn, size_t bytes, char *msg)
 {
     ss_store *st = txn->st;
     uint64_t soft = st->map_size / st->psize;
+    uint64_t hard = st->max_map_size / st->psize;
     int64_t extra = bytes ? (int64_t)((bytes + st->psize - 1) / st->psize + 1)
                           : 0;
     MDB_envinfo ei;
     mdb_env_info(st->env, &ei);
-    if ((uint64_t)ei.me_last_pgno + 1 + txn->bound_pages + (uint64_t)extra <=
-        soft)
+    uint64_t top = (uint64_t)ei.me_last_pgno + 1;
+    if (top + txn->bound_pages + (uint64_t)extra <= soft)
         return 0; /* far from full: not even the bound can reach it */
     /* Pages the open transaction added to (or removed from) the store's
      * trees so far, exact (LMDB keeps the counts per database). */
     int64_t delta = (int64_t)tree_pages(st, store_cur_txn(txn)) -
                     (int64_t)txn->base_pages;
     int64_t grow = delta + extra > 0 ? delta + extra : 0;
-    if ((uint64_t)ei.me_last_pgno + 1 + (uint64_t)grow <= soft)
+    if (top + (uint64_t)grow <= soft)
         return 0; /* fits even without reusing a free page */
-    int64_t net = (int64_t)used_pages(st) + delta + extra;
-    if (net <= (int64_t)soft)
+    if (top + (uint64_t)grow <= hard) {
+        grow_to(st, top + (uint64_t)grow); /* the map grows */
         return 0;
+    }
+    int64_t net = (int64_t)used_pages(st) + delta + extra;
+    if (net <= (int64_t)hard) {
+        grow_to(st, hard); /* at its largest, reusing free pages */
+        return 0;
+    }
     snprintf(msg, SS_STORE_MSG,
-             "LMDB map is full (--map-size %llu bytes, about %llu with this "
-             "save); "
+             "LMDB map is full (--max-map-size %llu bytes, about %llu with "
+             "this save); "
              "Drop sequences or savers (their space is reusable at once) or "
-             "restart the server with a larger --map-size",
-             (unsigned long long)st->map_size,
+             "restart the server with a larger --max-map-size (and "
+             "--map-size)",
+             (unsigned long long)st->max_map_size,
              (unsigned long long)((uint64_t)net * st->psize));
     return SS_ERR_FULL;
 }
@@ -169,7 +214,7 @@ bool store_space_tight(ss_store *st)
     MDB_envinfo ei;
     mdb_env_info(st->env, &ei);
     if (((uint64_t)ei.me_last_pgno + 1) * st->psize + st->reserve <=
-        st->map_size)
+        st->max_map_size)
         return false;
     bool last_freed;
     free_pages(st, &last_freed);

@@ -71,7 +71,7 @@ static int conflict(const ss_save_item *it, uint64_t found, const MDB_val *ev,
                     const store_fin_mark *fin, char *msg)
 {
     char ek[96], when[40];
-    store_key_escape(it->key.data, it->key.len, ek, sizeof ek);
+    ss_keyfmt(ek, sizeof ek, it->key.data, it->key.len);
     if (fin) {
         store_fmt_time(fin->finished_ms, when, sizeof when);
         snprintf(msg, SS_STORE_MSG,
@@ -130,7 +130,7 @@ static int save_one(ss_store_txn *txn, MDB_txn *t, const ss_schema *schema,
         }
         if (!store_rec_key_matches(&r, is_long, it->key.data, it->key.len)) {
             char ek[96];
-            store_key_escape(it->key.data, it->key.len, ek, sizeof ek);
+            ss_keyfmt(ek, sizeof ek, it->key.data, it->key.len);
             snprintf(msg, SS_STORE_MSG,
                      "key '%s' collides with another long key's hash", ek);
             return SS_ERR_CONFLICT;
@@ -429,6 +429,6 @@ int ss_store_drop(ss_store_txn *txn, const char *saver, size_t n,
         snprintf(msg, SS_STORE_MSG,
                  "drop of %zu keys: LMDB map is full even with its reserve "
                  "for Drop; drop fewer keys per request, or restart the "
-                 "server with a larger --map-size", n);
+                 "server with a larger --max-map-size", n);
     return ret;
 }

@@ -5,7 +5,9 @@
  * attempts up to the poison limit; expired leases; bad arguments refused
  * before anything is sent; Complete split into send and receive with a
  * Lease in between; await without collect, then collect (acknowledge),
- * repeated collects and collects of unknown or unfinished segments.
+ * repeated collects and collects of unknown or unfinished segments;
+ * parked Awaits answered when the Complete commits, and Awaits and
+ * collects without tensors (AwaitRequest.without_tensors).
  */
 #include <check.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "ss_testserver.h"
+#include "statesaver.pb-c.h"
 #include "statesaver_jobs.h"
 
 #define TEST_TIMEOUT_MS 10000
@@ -467,6 +470,174 @@ START_TEST(test_submit_undeclared)
 }
 END_TEST
 
+/* A raw Await (the library's typed calls do not expose without_tensors
+ * except through ss_client_collect_many): send it, or send and receive. */
+static int await_send(const char *saver, const ss_key *k, uint64_t segment, uint32_t wait_ms,
+                      bool collect, bool without_tensors, uint64_t *id)
+{
+    Statesaver__V1__AwaitRequest a = STATESAVER__V1__AWAIT_REQUEST__INIT;
+    Statesaver__V1__Request req = STATESAVER__V1__REQUEST__INIT;
+    a.saver = (char *)(uintptr_t)saver;
+    a.key.data = (uint8_t *)(uintptr_t)k->data;
+    a.key.len = k->len;
+    a.segment = segment;
+    a.wait_ms = wait_ms;
+    a.collect = collect;
+    a.without_tensors = without_tensors;
+    req.body_case = STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT;
+    req.await_segment = &a;
+    return ss_client_send(c, &req, id);
+}
+
+static int await_raw(const char *saver, const ss_key *k, uint64_t segment, bool collect,
+                     bool without_tensors, Statesaver__V1__Response **resp)
+{
+    uint64_t id = 0;
+    *resp = NULL;
+    int rc = await_send(saver, k, segment, 0, collect, without_tensors, &id);
+    return rc < 0 ? rc : ss_client_recv(c, id, TEST_TIMEOUT_MS, resp);
+}
+
+/* Lease the one ready segment of saver and complete it with outputs
+ * 3 * inputs + segment and states derived from the segment. */
+static void work_one(const char *saver, uint64_t segment, float *sa, float *sb)
+{
+    enum { T = 4, IN = 2 };
+    ss_lease *l = lease_one(saver, 0);
+    ss_lease_item it;
+    ck_assert_int_eq(ss_lease_item_get(l, 0, &it), 0);
+    ck_assert_uint_eq(it.segment, segment);
+    float out[T * IN];
+    for (int i = 0; i < T * IN; i++)
+        out[i] = 3.0f * it.inputs[i] + (float)segment;
+    for (int i = 0; i < 3; i++)
+        sa[i] = (float)segment * 7.0f + (float)i;
+    sb[0] = -1.0f - (float)segment;
+    sb[1] = 0.25f;
+    const float *states[] = {sa, sb};
+    ss_complete_item ci = {.item = 0, .outputs = out, .out_cols = IN, .states = states};
+    ck_assert_msg(ss_client_complete(c, l, &ci, 1, NULL) == 0, "complete: %s",
+                  ss_client_last_error(c));
+    ss_lease_free(l);
+}
+
+/* Issue 9 item 4. Awaits parked before the Complete arrives are answered
+ * from its outputs in memory: exact outputs and final states, and one
+ * asked without tensors has none. Then AwaitRequest.without_tensors:
+ * without collect the outputs stay (a normal Await still gets them); with
+ * collect they are retired (a second Await: NOT_FOUND) and the reply has
+ * state, length and last but no tensors. */
+START_TEST(test_parked_and_without_tensors)
+{
+    enum { LEN = 6, IN = 2, T = 4 };
+    float x[LEN * IN];
+    for (int i = 0; i < LEN * IN; i++)
+        x[i] = (float)i * 0.5f - 1.0f;
+    ss_key k = KEY("wt-1");
+    declare("wt");
+    ck_assert_int_eq(ss_client_submit_sequence(c, "wt", &k, x, LEN, IN, T, NULL), 0);
+    uint64_t id_full[2], id_bare = 0;
+    for (uint64_t s = 0; s < 2; s++)
+        ck_assert_int_eq(await_send("wt", &k, s, 5000, false, false, &id_full[s]), 0);
+    ck_assert_int_eq(await_send("wt", &k, 1, 5000, false, true, &id_bare), 0);
+    float sa[3], sb[2];
+    work_one("wt", 0, sa, sb);
+    work_one("wt", 1, sa, sb);
+    for (uint64_t s = 0; s < 2; s++) {
+        Statesaver__V1__Response *r = NULL;
+        ck_assert_int_eq(ss_client_recv(c, id_full[s], TEST_TIMEOUT_MS, &r), 0);
+        const Statesaver__V1__AwaitResponse *a = r->await_segment;
+        ck_assert_ptr_nonnull(a);
+        ck_assert_int_eq(a->state, STATESAVER__V1__SEGMENT_STATE__SEG_DONE);
+        ck_assert_uint_eq(a->length, s == 0 ? T : LEN - T);
+        ck_assert(a->last == (s == 1));
+        ck_assert_ptr_nonnull(a->outputs);
+        ck_assert_uint_eq(a->outputs->n_shape, 2);
+        ck_assert_int_eq(a->outputs->shape[0], T);
+        ck_assert_int_eq(a->outputs->shape[1], IN);
+        ck_assert_uint_eq(a->outputs->data.len, T * IN * sizeof(float));
+        float o[T * IN];
+        memcpy(o, a->outputs->data.data, sizeof o);
+        for (int i = 0; i < T * IN; i++) {
+            size_t row = (size_t)s * T + (size_t)i / IN;
+            float in = row < LEN ? x[(size_t)s * T * IN + (size_t)i] : 0.0f;
+            ck_assert_float_eq(o[i], 3.0f * in + (float)s);
+        }
+        ck_assert_uint_eq(a->n_final_states, s == 1 ? 2 : 0);
+        if (s == 1) {
+            ck_assert_str_eq(a->names[0], "a");
+            ck_assert_str_eq(a->names[1], "b");
+            ck_assert_uint_eq(a->final_states[0]->data.len, sizeof sa);
+            ck_assert(memcmp(a->final_states[0]->data.data, sa, sizeof sa) == 0);
+            ck_assert(memcmp(a->final_states[1]->data.data, sb, sizeof sb) == 0);
+        }
+        ss_client_response_free(r);
+    }
+    Statesaver__V1__Response *r = NULL;
+    ck_assert_int_eq(ss_client_recv(c, id_bare, TEST_TIMEOUT_MS, &r), 0);
+    ck_assert_int_eq(r->await_segment->state, STATESAVER__V1__SEGMENT_STATE__SEG_DONE);
+    ck_assert_ptr_null(r->await_segment->outputs);
+    ck_assert_uint_eq(r->await_segment->n_final_states, 0);
+    ck_assert_uint_eq(r->await_segment->n_names, 0);
+    ck_assert_uint_eq(r->await_segment->length, LEN - T);
+    ck_assert(r->await_segment->last);
+    ss_client_response_free(r);
+
+    /* Without tensors, without collect: the outputs stay. */
+    ck_assert_int_eq(await_raw("wt", &k, 1, false, true, &r), 0);
+    ck_assert_ptr_null(r->await_segment->outputs);
+    ss_client_response_free(r);
+    ss_await_result *res = NULL;
+    ck_assert_int_eq(ss_client_await(c, "wt", &k, 1, 0, false, &res), 0);
+    ck_assert_uint_eq(ss_await_result_finals(res), 2);
+    ck_assert(memcmp(ss_await_result_final(res, 0, NULL, NULL, NULL, NULL), sa,
+                     sizeof sa) == 0);
+    ck_assert_ptr_nonnull(ss_await_result_outputs(res, NULL, NULL));
+    ss_await_result_free(res);
+
+    /* Collect without tensors: retired, and the reply carries none. */
+    for (uint64_t s = 0; s < 2; s++) {
+        ck_assert_int_eq(await_raw("wt", &k, s, true, true, &r), 0);
+        const Statesaver__V1__AwaitResponse *a = r->await_segment;
+        ck_assert_int_eq(a->state, STATESAVER__V1__SEGMENT_STATE__SEG_DONE);
+        ck_assert_ptr_null(a->outputs);
+        ck_assert_uint_eq(a->n_final_states, 0);
+        ck_assert_uint_eq(a->length, s == 0 ? T : LEN - T);
+        ck_assert(a->last == (s == 1));
+        ss_client_response_free(r);
+        ck_assert_int_eq(await_raw("wt", &k, s, false, false, &r),
+                         SS_ERR_STATUS(ST_NOT_FOUND));
+        ck_assert_int_eq(await_raw("wt", &k, s, true, true, &r),
+                         SS_ERR_STATUS(ST_NOT_FOUND));
+    }
+}
+END_TEST
+
+/* A failed segment collected without tensors still says why. */
+START_TEST(test_without_tensors_failed)
+{
+    float x[8] = {0};
+    ss_key k = KEY("wt-bad");
+    declare("wtbad");
+    ck_assert_int_eq(ss_client_submit_sequence(c, "wtbad", &k, x, 4, 1, 4, NULL), 0);
+    for (int a = 0; a < SERVER_MAX_ATTEMPTS; a++) {
+        ss_lease *l = lease_one("wtbad", 0);
+        ss_complete_item ci = {.item = 0, .error = "model blew up"};
+        ck_assert_int_eq(ss_client_complete(c, l, &ci, 1, NULL), 0);
+        ss_lease_free(l);
+    }
+    Statesaver__V1__Response *r = NULL;
+    ck_assert_int_eq(await_raw("wtbad", &k, 0, true, true, &r), 0);
+    const Statesaver__V1__AwaitResponse *a = r->await_segment;
+    ck_assert_int_eq(a->state, STATESAVER__V1__SEGMENT_STATE__SEG_FAILED);
+    ck_assert_ptr_nonnull(strstr(a->reason, "model blew up"));
+    ck_assert_uint_eq(a->attempts, SERVER_MAX_ATTEMPTS);
+    ck_assert_ptr_null(a->outputs);
+    ss_client_response_free(r);
+    ck_assert_int_eq(await_raw("wtbad", &k, 0, false, false, &r), SS_ERR_STATUS(ST_NOT_FOUND));
+}
+END_TEST
+
 static Suite *jobs_client_suite(void)
 {
     Suite *s = suite_create("jobs_client");
@@ -480,6 +651,8 @@ static Suite *jobs_client_suite(void)
     tcase_add_test(tc, test_poison);
     tcase_add_test(tc, test_lease_expired);
     tcase_add_test(tc, test_submit_undeclared);
+    tcase_add_test(tc, test_parked_and_without_tensors);
+    tcase_add_test(tc, test_without_tensors_failed);
     tcase_add_loop_test(tc, test_submit_bad, 0, sizeof bad_submits / sizeof bad_submits[0]);
     suite_add_tcase(s, tc);
     return s;

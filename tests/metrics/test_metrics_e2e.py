@@ -456,7 +456,8 @@ def body(tmp):
                 "statesaver_queue_leased", "statesaver_leases_total",
                 "statesaver_leases_expired_total", "statesaver_segments_failed_total",
                 "statesaver_segments_completed_total", "statesaver_evicted_total",
-                "statesaver_received_bytes_total", "statesaver_build_info"):
+                "statesaver_received_bytes_total", "statesaver_build_info",
+                "statesaver_store_corrupt_records_total"):
         check(fam in before, "server exposes %s" % fam)
     check(before.get("statesaver_request_duration_seconds", {}).get("type") == "histogram",
           "request_duration_seconds is a histogram")
@@ -548,6 +549,9 @@ def body(tmp):
     check(value(after, "statesaver_sequences") >= 1, "sequences gauge counts k1 (%s)"
           % value(after, "statesaver_sequences"))
     check(value(after, "statesaver_lmdb_map_used_bytes") > 0, "map used > 0")
+    check(value(after, "statesaver_store_corrupt_records_total") == 0,
+          "no record failed its checksum (%s)"
+          % value(after, "statesaver_store_corrupt_records_total"))
     check(value(after, "statesaver_connections") >= 1,
           "connections gauge counts the worker (%s)" % value(after, "statesaver_connections"))
     check(value(after, "statesaver_queue_queued") == 0 and

@@ -1174,6 +1174,25 @@ START_TEST(test_record_roundtrip_and_corruption)
     buf[0] = SS_JOB_REC_VERSION;
     buf[1] = 2; /* leased is never persisted */
     ck_assert_int_eq(ss_job_rec_decode(buf, n, &back), SS_ERR_FORMAT);
+    buf[1] = SS_JOB_QUEUED;
+    /* Row x column counts whose byte size wraps 64 bits (found by the
+     * jobrec fuzzer: the length check passed and the pointer ran off). */
+    static const uint32_t huge[][2] = {{0xFFFFFFFFu, 0xFFFFFFFFu},
+                                       {0x40000000u, 0x40000000u},
+                                       {0x80000000u, 0x80000000u}};
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        for (int field = 12; field <= 20; field += 8) { /* inputs, outputs */
+            uint8_t save[8];
+            memcpy(save, buf + field, 8);
+            for (int b = 0; b < 4; b++) {
+                buf[field + b] = (uint8_t)(huge[i][0] >> (8 * b));
+                buf[field + 4 + b] = (uint8_t)(huge[i][1] >> (8 * b));
+            }
+            ck_assert_int_eq(ss_job_rec_decode(buf, n, &back), SS_ERR_FORMAT);
+            memcpy(buf + field, save, 8);
+        }
+    }
+    ck_assert_int_eq(ss_job_rec_decode(buf, n, &back), 0);
     free(buf);
 }
 END_TEST

@@ -3,7 +3,9 @@
 
 1. No #include cycle among the modules of server/ (and of client/, worker/,
    common/, proto/): a module is a .c file with its .h of the same name; a
-   private header NAME_internal.h belongs to module NAME.
+   private header NAME_internal.h belongs to module NAME, and so does every
+   file NAME_*.c that includes it (the module's own files, split by role).
+   Only files named NAME or NAME_* may include NAME_internal.h.
 2. No production C file (outside tests/) over MAX_LINES lines.
 3. Every production C/H file starts with a head comment "name -- purpose".
 
@@ -63,11 +65,30 @@ def main():
         if not os.path.isdir(path):
             continue
         files = sorted(f for f in os.listdir(path) if f.endswith((".c", ".h")))
-        local = {module_of(f) for f in files}
-        graph = {m: set() for m in local}
+        texts = {}
         for f in files:
             with open(os.path.join(path, f), encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
+                texts[f] = fh.read()
+        owner = {}
+        for f in files:
+            stem = os.path.splitext(f)[0]
+            owner[f] = module_of(f)
+            for inc in INCLUDE.findall(texts[f]):
+                if not inc.endswith("_internal.h") or inc not in texts:
+                    continue
+                mod = inc[: -len("_internal.h")]
+                if stem == mod or stem.startswith(mod + "_") or stem == mod + "_internal":
+                    owner[f] = mod
+                else:
+                    failures.append("%s/%s includes %s, the private header of another module"
+                                    % (d, f, inc))
+        for f in files:  # a header belongs where its .c file belongs
+            if f.endswith(".h") and f[:-2] + ".c" in owner:
+                owner[f] = owner[f[:-2] + ".c"]
+        local = set(owner.values())
+        graph = {m: set() for m in local}
+        for f in files:
+            text = texts[f]
             n_lines = text.count("\n")
             if f.endswith(".c") and n_lines > MAX_LINES:
                 failures.append("%s/%s: %d lines (limit %d): split it by role"
@@ -76,9 +97,9 @@ def main():
             name = os.path.splitext(f)[0]
             if not re.match(r"/\*\s*" + re.escape(name) + r"\s+--\s+\S", head):
                 failures.append("%s/%s: no '/* %s -- purpose' head comment" % (d, f, name))
-            me = module_of(f)
+            me = owner[f]
             for inc in INCLUDE.findall(text):
-                other = module_of(inc)
+                other = owner.get(inc, module_of(inc))
                 if other in local and other != me and os.path.exists(os.path.join(path, inc)):
                     graph[me].add(other)
         cycle = find_cycle(graph)

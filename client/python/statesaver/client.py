@@ -386,17 +386,31 @@ class Client:
                         last=last and s == n - 1)
         return n
 
-    def await_segment(self, saver, key, segment, wait_ms=10000, collect=False):
+    def await_segment(self, saver, key, segment, wait_ms=10000, collect=False,
+                      without_tensors=False):
         """Outputs of one submitted segment, waiting up to wait_ms. Returns a
-        SegmentResult (state may still be QUEUED/LEASED if time ran out)."""
+        SegmentResult (state may still be QUEUED/LEASED if time ran out).
+        without_tensors: the reply has no outputs or final states (None and
+        {}), e.g. to collect a segment whose outputs are stored already."""
         r = self.call("await_segment", pb.AwaitRequest(saver=saver, key=_key(key),
                                                        segment=segment, wait_ms=wait_ms,
-                                                       collect=collect), wait_ms=wait_ms)
+                                                       collect=collect,
+                                                       without_tensors=without_tensors),
+                      wait_ms=wait_ms)
         state = pb.SegmentState.Name(r.state)[4:] if r.state in pb.SegmentState.values() else "UNKNOWN"
         outputs = from_tensor(r.outputs) if r.HasField("outputs") else None
         finals = collections.OrderedDict(
             (n, from_tensor(t)) for n, t in zip(r.names, r.final_states))
         return SegmentResult(state, outputs, r.length, r.last, finals, r.reason, r.attempts)
+
+    def collect_segment(self, saver, key, segment):
+        """Retire a done or failed segment whose outputs the caller already
+        holds (from await_segment with collect=False): the server deletes
+        them without sending them again. Returns the SegmentResult (no
+        tensors); raises NotFound if it was collected already, DeadlineExceeded
+        if it is not done yet."""
+        return self.await_segment(saver, key, segment, wait_ms=0, collect=True,
+                                  without_tensors=True)
 
     def await_sequence(self, saver, key, n_segments, start_segment=0, timeout=60.0,
                        collect=True):
