@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pgemm_bf16.h"
 #include "ss_error.h"
 #include "unroll.h"
 #include "vmath.h"
@@ -53,6 +54,10 @@ typedef struct bench_opts {
     int threads;            /* --threads */
     long max_mb;            /* --max-mb: allocation cap */
     bool json;              /* --json */
+    bool no_sgemm;          /* --no-sgemm: skip the reference */
+    ss_precision prec;      /* --precision */
+    ss_unroll_split split;  /* --split */
+    ss_bf16_kernel bf16k;   /* --bf16-kernel */
 } bench_opts;
 
 /* Model weights owned by the benchmark (the ss_model points into them). */
@@ -68,11 +73,18 @@ static void usage(FILE *f)
             "usage: statesaver-worker bench --cell lstm|gru|basic_rnn --input-size I\n"
             "         --num-units H --batch B --steps T [--layers L] [--reset-after]\n"
             "         [--activation tanh|relu] [--repeat N] [--threads N]\n"
-            "         [--max-mb MB] [--json]\n"
+            "         [--max-mb MB] [--precision fp32|bf16] [--split auto|rows|units]\n"
+            "         [--bf16-kernel auto|fma|dpbf16|amx] [--no-sgemm] [--json]\n"
             "Times one unroll of T steps (all lengths = T) against an in-process sgemm\n"
-            "of the same flop count; prints medians. --threads sets the unroll's threads\n"
-            "and OpenBLAS's for the sgemm (default: online cores). --max-mb caps the\n"
-            "memory allocated (default %d).\n",
+            "of the same flop count; prints medians (and the fastest run). --threads sets\n"
+            "the unroll's threads and OpenBLAS's for the sgemm (default: online cores).\n"
+            "--precision bf16 runs the unroll on bfloat16 weights (AVX512_BF16 only; the\n"
+            "sgemm stays fp32); --bf16-kernel picks its products: amx (tiles, the\n"
+            "default where the CPU has AMX-BF16), fma (weights widened to fp32 in\n"
+            "registers, the default elsewhere) or dpbf16 (vdpbf16ps).\n"
+            "--split forces how threads share the work (default: chosen per batch).\n"
+            "--no-sgemm skips the reference sgemm (no ratio is reported).\n"
+            "--max-mb caps the memory allocated (default %d).\n",
             SS_BENCH_DEFAULT_MAX_MB);
 }
 
@@ -91,7 +103,7 @@ static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
 static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
 {
     enum { O_CELL = 256, O_IN, O_UNITS, O_BATCH, O_STEPS, O_LAYERS, O_RA, O_ACT,
-           O_REPEAT, O_THREADS, O_MAXMB, O_JSON, O_HELP };
+           O_REPEAT, O_THREADS, O_MAXMB, O_JSON, O_HELP, O_PREC, O_SPLIT, O_BFK, O_NOSGEMM };
     static const struct option longopts[] = {
         {"cell", required_argument, NULL, O_CELL},
         {"input-size", required_argument, NULL, O_IN},
@@ -105,6 +117,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
         {"threads", required_argument, NULL, O_THREADS},
         {"max-mb", required_argument, NULL, O_MAXMB},
         {"json", no_argument, NULL, O_JSON},
+        {"precision", required_argument, NULL, O_PREC},
+        {"split", required_argument, NULL, O_SPLIT},
+        {"bf16-kernel", required_argument, NULL, O_BFK},
+        {"no-sgemm", no_argument, NULL, O_NOSGEMM},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -151,6 +167,40 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
         case O_THREADS: rc = parse_int("--threads", optarg, 1, 1024, &o->threads); break;
         case O_MAXMB: rc = parse_int("--max-mb", optarg, 1, 1 << 30, &mb); o->max_mb = mb; break;
         case O_JSON: o->json = true; break;
+        case O_PREC:
+            if (ss_precision_parse(optarg, &o->prec)) {
+                fprintf(stderr, "bench: --precision must be fp32 or bf16, got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
+            break;
+        case O_NOSGEMM: o->no_sgemm = true; break;
+        case O_BFK:
+            if (!strcmp(optarg, "auto"))
+                o->bf16k = SS_BF16_KERNEL_AUTO;
+            else if (!strcmp(optarg, "fma"))
+                o->bf16k = SS_BF16_KERNEL_FMA;
+            else if (!strcmp(optarg, "dpbf16"))
+                o->bf16k = SS_BF16_KERNEL_DPBF16;
+            else if (!strcmp(optarg, "amx"))
+                o->bf16k = SS_BF16_KERNEL_AMX;
+            else {
+                fprintf(stderr, "bench: --bf16-kernel must be auto, fma, dpbf16 or amx, got '%s'\n",
+                        optarg);
+                rc = SS_ERR_INVALID;
+            }
+            break;
+        case O_SPLIT:
+            if (!strcmp(optarg, "auto"))
+                o->split = SS_UNROLL_SPLIT_AUTO;
+            else if (!strcmp(optarg, "rows"))
+                o->split = SS_UNROLL_SPLIT_ROWS;
+            else if (!strcmp(optarg, "units"))
+                o->split = SS_UNROLL_SPLIT_UNITS;
+            else {
+                fprintf(stderr, "bench: --split must be auto, rows or units, got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
+            break;
         case O_HELP: *help = true; return 0;
         default:
             fprintf(stderr, "bench: unknown or incomplete option '%s'\n", argv[optind - 1]);
@@ -169,6 +219,11 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
     }
     if (o->reset_after && o->cell != SS_CELL_GRU) {
         fprintf(stderr, "bench: --reset-after applies to --cell gru only\n");
+        return SS_ERR_INVALID;
+    }
+    const char *why = ss_precision_unsupported(o->prec);
+    if (why) {
+        fprintf(stderr, "bench: %s\n", why);
         return SS_ERR_INVALID;
     }
     return 0;
@@ -347,10 +402,16 @@ int ss_bench_main(int argc, char **argv)
     }
     for (int b = 0; b < o.batch; b++)
         lengths[b] = o.steps;
-    openblas_set_num_threads(o.threads);
-    rc = ss_unroll_new(&u, &bm.m);
+    /* OpenBLAS gets its threads only for the reference, after the unroll
+     * is timed: its idle threads would otherwise compete with ours. */
+    openblas_set_num_threads(1);
+    double check_err = 0.0;
+    ss_pgemm_bf16_set_kernel(o.bf16k);
+    rc = ss_unroll_new_prec(&u, &bm.m, o.prec, &check_err);
     if (!rc)
         rc = ss_unroll_set_threads(u, o.threads);
+    if (!rc)
+        ss_unroll_set_split(u, o.split);
     if (rc) {
         fprintf(stderr, "bench: ss_unroll_new/set_threads: %s\n", ss_strerror(rc));
         free(lengths);
@@ -367,14 +428,20 @@ int ss_bench_main(int argc, char **argv)
         fprintf(stderr, "bench: ss_unroll_run: %s\n", ss_strerror(rc));
         goto out;
     }
-    double t_unroll = median(times, o.repeat);
-    for (int r = 0; r < SS_BENCH_WARMUP + o.repeat; r++) {
-        double t0 = now_s();
-        ref_sgemm(&o, ra, rb, rc_);
-        if (r >= SS_BENCH_WARMUP)
-            times[r - SS_BENCH_WARMUP] = now_s() - t0;
+    double t_unroll = median(times, o.repeat), t_min = times[0]; /* sorted by median() */
+    const char *split = ss_unroll_last_split(u) == SS_UNROLL_SPLIT_UNITS ? "units" : "rows";
+    const char *kernel = ss_unroll_kernel(u);
+    double t_ref = NAN;
+    if (!o.no_sgemm) {
+        openblas_set_num_threads(o.threads);
+        for (int r = 0; r < SS_BENCH_WARMUP + o.repeat; r++) {
+            double t0 = now_s();
+            ref_sgemm(&o, ra, rb, rc_);
+            if (r >= SS_BENCH_WARMUP)
+                times[r - SS_BENCH_WARMUP] = now_s() - t0;
+        }
+        t_ref = median(times, o.repeat);
     }
-    double t_ref = median(times, o.repeat);
     double flops = ss_unroll_flops(&bm.m, o.steps, o.batch);
     double gf = flops / t_unroll * 1e-9, gf_ref = flops / t_ref * 1e-9;
     static const char *const cells[] = {"basic_rnn", "lstm", "gru"};
@@ -392,9 +459,16 @@ int ss_bench_main(int argc, char **argv)
         cJSON_AddNumberToObject(j, "layers", o.layers);
         cJSON_AddNumberToObject(j, "threads", o.threads);
         cJSON_AddNumberToObject(j, "ms_per_chunk", t_unroll * 1e3);
+        cJSON_AddNumberToObject(j, "ms_min", t_min * 1e3);
+        cJSON_AddStringToObject(j, "precision", ss_precision_name(o.prec));
+        cJSON_AddStringToObject(j, "split", split);
+        cJSON_AddStringToObject(j, "kernel", kernel);
+        cJSON_AddNumberToObject(j, "selfcheck_err", check_err);
         cJSON_AddNumberToObject(j, "gflops", gf);
-        cJSON_AddNumberToObject(j, "sgemm_gflops", gf_ref);
-        cJSON_AddNumberToObject(j, "ratio", gf / gf_ref);
+        if (!o.no_sgemm) {
+            cJSON_AddNumberToObject(j, "sgemm_gflops", gf_ref);
+            cJSON_AddNumberToObject(j, "ratio", gf / gf_ref);
+        }
         cJSON_AddBoolToObject(j, "reset_after", o.reset_after);
         cJSON_AddNumberToObject(j, "repeat", o.repeat);
         cJSON_AddStringToObject(j, "blas_core", openblas_get_corename());
@@ -408,11 +482,13 @@ int ss_bench_main(int argc, char **argv)
         printf("%s\n", s);
         cJSON_free(s);
     } else {
-        printf("%s%s I=%d H=%d B=%d T=%d L=%d threads=%d: %.3f ms/chunk, %.1f GFLOP/s; "
-               "sgemm %.1f GFLOP/s; ratio %.3f (median of %d; blas %s, vmath %s)\n",
+        printf("%s%s I=%d H=%d B=%d T=%d L=%d threads=%d %s (%s) split=%s: %.3f ms/chunk "
+               "(min %.3f), %.1f GFLOP/s; sgemm %.1f GFLOP/s; ratio %.3f (median of %d; "
+               "blas %s, vmath %s)\n",
                cells[o.cell], o.reset_after ? "(reset_after)" : "", o.input_size,
-               o.num_units, o.batch, o.steps, o.layers, o.threads, t_unroll * 1e3, gf,
-               gf_ref, gf / gf_ref, o.repeat, openblas_get_corename(), ss_vmath_isa());
+               o.num_units, o.batch, o.steps, o.layers, o.threads, ss_precision_name(o.prec),
+               kernel, split, t_unroll * 1e3, t_min * 1e3, gf, gf_ref, gf / gf_ref, o.repeat,
+               openblas_get_corename(), ss_vmath_isa());
     }
     status = 0;
 out:

@@ -5,6 +5,15 @@
 
 #include "vmath.h"
 
+/* The gate math's element-wise loops are vectorized for the widest ISA
+ * the CPU has (function clones picked at load time). Contraction into FMA
+ * is off so that every clone, and the vector body and its scalar tail,
+ * compute each element the same way: the result of a unit does not depend
+ * on the clone or on where its slice starts. */
+#define CELL_FN                                                                 \
+    __attribute__((target_clones("avx512f", "avx2", "default"),                 \
+                   optimize("tree-vectorize", "fp-contract=off")))
+
 static inline bool row_active(ss_cell_mask mk, int b)
 {
     return mk.lengths == NULL || mk.t < mk.lengths[b];
@@ -16,7 +25,7 @@ static inline void zero_row(float *out, int ldo, int b, int n)
         memset(out + (size_t)b * (size_t)ldo, 0, (size_t)n * sizeof(float));
 }
 
-void ss_cell_basic(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
+CELL_FN void ss_cell_basic(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
                    float *h, float *out, int ldo)
 {
     const int H = a->H;
@@ -27,7 +36,7 @@ void ss_cell_basic(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
             continue;
         }
         float *restrict gr = g + (size_t)b * (size_t)H;
-        float *restrict hr = h + (size_t)b * (size_t)H;
+        float *restrict hr = h + (size_t)b * (size_t)a->ld;
         for (int k = 0; k < H; k++)
             gr[k] += bias[k];
         ss_vmath_act(a->act, gr, (size_t)H);
@@ -37,7 +46,7 @@ void ss_cell_basic(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
     }
 }
 
-void ss_cell_lstm(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
+CELL_FN void ss_cell_lstm(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
                   float *c, float *h, float *out, int ldo)
 {
     const int H = a->H;
@@ -60,19 +69,22 @@ void ss_cell_lstm(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
         float *restrict gj = gi + Hs;
         float *restrict gf = gi + 2 * Hs;
         float *restrict go = gi + 3 * Hs;
-        float *restrict cr = c + (size_t)b * Hs;
-        float *restrict hr = h + (size_t)b * Hs;
-        for (int k = 0; k < H; k++) {
+        float *restrict cr = c + (size_t)b * (size_t)a->ld;
+        float *restrict hr = h + (size_t)b * (size_t)a->ld;
+        /* One loop per gate: each vectorizes on its own. */
+        for (int k = 0; k < H; k++)
             gi[k] += bi[k];
+        for (int k = 0; k < H; k++)
             gj[k] += bj[k];
+        for (int k = 0; k < H; k++)
             gf[k] = (gf[k] + bf[k]) + fb;
+        for (int k = 0; k < H; k++)
             go[k] += bo[k];
-        }
         if (peep) {
-            for (int k = 0; k < H; k++) {
+            for (int k = 0; k < H; k++)
                 gi[k] += wi[k] * cr[k];
+            for (int k = 0; k < H; k++)
                 gf[k] += wf[k] * cr[k];
-            }
         }
         ss_vmath_sigmoid(gi, Hs);
         ss_vmath_act(a->act, gj, Hs);
@@ -99,7 +111,7 @@ void ss_cell_lstm(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
     }
 }
 
-void ss_cell_gru_gates(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
+CELL_FN void ss_cell_gru_gates(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
                        const float *h, float *rh)
 {
     const size_t Hs = (size_t)a->H;
@@ -108,17 +120,18 @@ void ss_cell_gru_gates(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
         if (!row_active(mk, b))
             continue;
         float *restrict gr = g + (size_t)b * 3 * Hs;
-        const float *restrict hr = h + (size_t)b * Hs;
-        float *restrict rhr = rh + (size_t)b * Hs;
+        const float *restrict hr = h + (size_t)b * (size_t)a->ld;
+        float *restrict rhr = rh + (size_t)b * (size_t)a->ld;
         for (size_t k = 0; k < 2 * Hs; k++)
             gr[k] += bias[k];
-        ss_vmath_sigmoid(gr, 2 * Hs);
+        ss_vmath_sigmoid(gr, Hs);
+        ss_vmath_sigmoid(gr + Hs, Hs);
         for (size_t k = 0; k < Hs; k++)
             rhr[k] = gr[k] * hr[k];
     }
 }
 
-void ss_cell_gru_cand(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
+CELL_FN void ss_cell_gru_cand(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
                       float *h, float *out, int ldo)
 {
     const size_t Hs = (size_t)a->H;
@@ -130,7 +143,7 @@ void ss_cell_gru_cand(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
         }
         const float *restrict u = g + (size_t)b * 3 * Hs + Hs;
         float *restrict cand = g + (size_t)b * 3 * Hs + 2 * Hs;
-        float *restrict hr = h + (size_t)b * Hs;
+        float *restrict hr = h + (size_t)b * (size_t)a->ld;
         for (size_t k = 0; k < Hs; k++)
             cand[k] += bc[k];
         ss_vmath_act(a->act, cand, Hs);
@@ -141,7 +154,7 @@ void ss_cell_gru_cand(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
     }
 }
 
-void ss_cell_gru_ra(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
+CELL_FN void ss_cell_gru_ra(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
                     const float *rec, float *h, float *out, int ldo)
 {
     const size_t Hs = (size_t)a->H;
@@ -154,10 +167,11 @@ void ss_cell_gru_ra(const ss_cell_args *a, int B, ss_cell_mask mk, float *g,
         }
         float *restrict gr = g + (size_t)b * 3 * Hs;
         const float *restrict rr = rec + (size_t)b * 3 * Hs;
-        float *restrict hr = h + (size_t)b * Hs;
+        float *restrict hr = h + (size_t)b * (size_t)a->ld;
         for (size_t k = 0; k < 2 * Hs; k++)
             gr[k] = (gr[k] + bx[k]) + (rr[k] + bh[k]);
-        ss_vmath_sigmoid(gr, 2 * Hs);
+        ss_vmath_sigmoid(gr, Hs);
+        ss_vmath_sigmoid(gr + Hs, Hs);
         const float *restrict z = gr;
         const float *restrict r = gr + Hs;
         float *restrict n = gr + 2 * Hs;

@@ -17,6 +17,13 @@
  *
  * The micro-kernel is picked from ss_vmath_isa() when the weight is packed
  * (avx512, avx2 or a portable C one); a packed weight keeps that choice.
+ * ss_pgemm_pack_bf16 (pgemm_bf16.h) packs the weight as bfloat16 instead (rounded to
+ * nearest even), half the bytes; the products widen it back in registers
+ * and use fp32 FMA on the fp32 left operand (or, switched in
+ * pgemm_bf16.h, round the left operand to bf16 and use AVX512_BF16
+ * vdpbf16ps); accumulation and C stay fp32. Every element is still summed in one fixed
+ * order whatever the rows, so the bit-for-bit property above holds for
+ * bf16 too.
  * Thread-safe: a packed weight is read-only; each thread passes its own
  * scratch buffer.
  */
@@ -25,16 +32,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
-/* A weight [K, N] packed into panels of nr columns (opaque layout). */
-typedef struct ss_pgemm_w {
-    int K;                  /* rows of the weight */
-    int N;                  /* columns of the weight */
-    int isa;                /* micro-kernel chosen at packing time */
-    int mr;                 /* rows of C per micro-kernel call */
-    int nr;                 /* columns per panel */
-    float *data;            /* owned: ceil(N/nr) panels of [K][nr], 64-byte aligned */
-} ss_pgemm_w;
+#include "pgemm_w.h"
+
 
 /* Pack W (row-major, leading dimension ldw) into *pw. Returns 0,
  * SS_ERR_INVALID for bad sizes or SS_ERR_NOMEM. Free with

@@ -458,10 +458,19 @@ int ss_serve_main(int argc, char **argv)
         goto out;
     }
     status = SS_SERVE_EXIT_FAIL;
-    if ((rc = ss_unroll_new(&w.u, w.m)) < 0) {
-        fprintf(stderr, "serve: %s\n", ss_strerror(rc));
+    double check_err = 0.0;
+    if ((rc = ss_unroll_new_prec(&w.u, w.m, w.o.precision, &check_err)) < 0) {
+        if (rc == SS_ERR_INTERNAL)
+            fprintf(stderr, "serve: %s: bf16 self-check failed: worst difference from fp32 %g "
+                    "exceeds the bound %g; refusing to serve in bf16\n", w.o.model, check_err,
+                    SS_UNROLL_BF16_TOL);
+        else
+            fprintf(stderr, "serve: %s\n", ss_strerror(rc));
         goto out;
     }
+    if (w.o.precision == SS_PRECISION_BF16)
+        SS_LOG(SS_LOG_INFO, "serve: precision bf16 (%s kernel), self-check worst difference %.3g "
+               "(bound %g)", ss_unroll_kernel(w.u), check_err, SS_UNROLL_BF16_TOL);
     if (w.o.threads > 0) {
         openblas_set_num_threads(w.o.threads);
     } else if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("OMP_NUM_THREADS")) {

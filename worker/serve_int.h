@@ -37,6 +37,7 @@ typedef struct serve_opts {
     uint32_t timeout_ms;    /* --timeout-ms */
     uint64_t ttl_ms;        /* --ttl-ms: idle_ttl of the declared saver */
     int threads;            /* --threads, 0 = default */
+    ss_precision precision; /* --precision */
     uint64_t max_batches;   /* --max-batches, 0 = no limit */
     uint64_t log_every;     /* --log-every */
     const char *stats_json; /* --stats-json FILE, or NULL */

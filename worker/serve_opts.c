@@ -12,6 +12,7 @@
 #include "serve_int.h"
 #include "ss_error.h"
 #include "ss_log.h"
+#include "unroll.h"
 #include "unroll_cmd.h"
 #include "ss_parse.h"
 
@@ -20,7 +21,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: statesaver-worker serve --model M.safetensors --saver NAME\n"
             "         [--server HOST:PORT] [--batch N] [--lease-ms MS] [--wait-ms MS]\n"
-            "         [--ttl-ms MS] [--threads N] [--token-file F] [--timeout-ms MS]\n"
+            "         [--ttl-ms MS] [--threads N] [--precision P] [--token-file F]\n"
+            "         [--timeout-ms MS]\n"
             "         [--max-batches N] [--log-every N] [--log-level LEVEL]\n"
             "         [--stats-json FILE] [--metrics-listen HOST:PORT]\n"
             "         [--metrics-port-file FILE]\n"
@@ -35,9 +37,13 @@ static void usage(FILE *f)
             "  --wait-ms MS         how long a lease waits for work on the server\n"
             "                       (default %u)\n"
             "  --ttl-ms MS          idle_ttl when declaring the saver (default 0: never)\n"
-            "  --threads N          unroll threads, splitting the batch rows (default:\n"
-            "                       OPENBLAS_NUM_THREADS or\n"
+            "  --threads N          unroll threads, splitting the batch rows or the\n"
+            "                       units (default: OPENBLAS_NUM_THREADS or\n"
             "                       OMP_NUM_THREADS if set, else %d)\n"
+            "  --precision P        fp32 (default) or bf16: bfloat16 weights and\n"
+            "                       products, fp32 accumulation, states and outputs;\n"
+            "                       needs AVX512_BF16 (exit 2 without); self-checked\n"
+            "                       against fp32 at load (see docs/worker.md)\n"
             "  --token-file F       file holding the server's auth token\n"
             "  --timeout-ms MS      per-call timeout (default %u)\n"
             "  --max-batches N      exit after N non-empty leases (default: never)\n"
@@ -80,7 +86,7 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
 {
     enum { OPT_LEASE = 1000, OPT_WAIT, OPT_TTL, OPT_THREADS, OPT_TOKEN, OPT_TIMEOUT,
            OPT_MAXB, OPT_LOGEVERY, OPT_LOG, OPT_STATS, OPT_MLISTEN, OPT_MPORT, OPT_HELP,
-           OPT_VERSION };
+           OPT_VERSION, OPT_PRECISION };
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"model", required_argument, NULL, 'm'},
@@ -90,6 +96,7 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         {"wait-ms", required_argument, NULL, OPT_WAIT},
         {"ttl-ms", required_argument, NULL, OPT_TTL},
         {"threads", required_argument, NULL, OPT_THREADS},
+        {"precision", required_argument, NULL, OPT_PRECISION},
         {"token-file", required_argument, NULL, OPT_TOKEN},
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
         {"max-batches", required_argument, NULL, OPT_MAXB},
@@ -129,6 +136,12 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         case OPT_THREADS:
             rc = parse_u64("--threads", optarg, 1, SS_UNROLL_MAX_THREADS, &v);
             o->threads = (int)v;
+            break;
+        case OPT_PRECISION:
+            if (ss_precision_parse(optarg, &o->precision) != 0) {
+                fprintf(stderr, "serve: --precision must be fp32 or bf16, got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
             break;
         case OPT_TOKEN: o->token_file = optarg; break;
         case OPT_STATS: o->stats_json = optarg; break;
@@ -174,6 +187,12 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
     if (!o->model || !o->saver || !o->saver[0]) {
         fprintf(stderr, "serve: --model and --saver are required\n");
         goto usage_error;
+    }
+    const char *why = ss_precision_unsupported(o->precision);
+    if (why) {
+        fprintf(stderr, "serve: %s\n", why);
+        *exit_now = SS_SERVE_EXIT_USAGE;
+        return SS_ERR_INVALID;
     }
     if (!o->server || !o->server[0])
         o->server = getenv("STATESAVER_SERVER");

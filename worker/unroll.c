@@ -1,95 +1,68 @@
-/* unroll -- TensorFlow static_rnn over one segment (see unroll.h).
+/* unroll -- TensorFlow static_rnn over one segment (see unroll.h): the
+ * API, weight packing into unit slices, buffers, threads and the bf16
+ * self-check. The step loop is unroll_step.c; the layout unroll_internal.h.
  *
  * Each layer runs over all computed steps before the next layer starts
  * (equivalent to MultiRNNCell inside static_rnn, because layer l+1 at step
- * t only needs layer l's output at step t). Per step and layer:
- *   1. one product [x_t | h] . W with the whole TF kernel [in+R, G*H]
- *      (pgemm.c: the weight was packed once by ss_unroll_new, so nothing
- *      is re-packed per step); gru reset_after=false needs a second one,
- *      [x_t | r*h] . W_c, gru reset_after=true multiplies x_t and h
- *      separately because r scales h . R; an lstm projection adds m . W_p;
- *   2. the fused gate math (cell.c) adds the bias, applies the
- *      nonlinearities and masks rows past their length.
+ * t only needs layer l's output at step t).
  *
- * Threads: batch rows are independent in an RNN, so the batch is cut into
- * one contiguous block of rows per thread and every thread runs the whole
- * unroll (all layers, all steps, products and gate math) on its block. No
- * synchronisation happens inside the step loop, only at the start and end
- * of ss_unroll_run. The caller's thread runs block 0; the others run on
- * persistent workers started by ss_unroll_set_threads. Every element of a
- * product is summed in the same order whatever the block (pgemm.h), so the
- * result does not depend on the thread count, bit for bit.
+ * Threads: the caller runs part 0, persistent workers the others; a run
+ * starts and ends at two spin barriers (no mutex anywhere). Split by rows,
+ * each thread runs its contiguous block of batch rows through every slice
+ * of every layer and step with no synchronisation inside; split by units,
+ * each thread runs one unit slice for all rows and the threads meet at a
+ * barrier twice per step (oneDNN's split for small batches). The choice
+ * is made per call: the split that pads fewer rows into the
+ * micro-kernel's tiles for the same columns; ties go to rows. Every
+ * element of a product is one dot product summed in k order, and slices
+ * cut the gate blocks at multiples of 16 units, so neither the thread
+ * count nor the split changes a bit of the result.
  */
 #include "unroll.h"
 
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cell.h"
-#include "pgemm.h"
+#include "pgemm_bf16.h"
 #include "ss_error.h"
+#include "unroll_internal.h"
+#include "vmath.h"
 
-/* Per-layer weights, packed once by ss_unroll_new. */
-typedef struct unroll_layer {
-    int in;                 /* input width of the layer */
-    int rw;                 /* width of the recurrent input h (P or H) */
-    ss_pgemm_w w;           /* basic, lstm: kernel [in+R, G*H]; gru: gates kernel
-                             * [in+H, 2H]; gru reset_after: kernel [in, 3H] */
-    ss_pgemm_w w2;          /* gru: candidate kernel [in+H, H]; gru reset_after:
-                             * recurrent kernel [H, 3H]; else unused */
-    ss_pgemm_w wp;          /* lstm num_proj: projection [H, P]; else unused */
-    float *bias_packed;     /* owned: gru reset_after=false [3H] (r, u, c), else NULL */
-    ss_cell_args args;      /* constants for the gate math */
-} unroll_layer;
+int ss_precision_parse(const char *s, ss_precision *out)
+{
+    if (s && !strcmp(s, "fp32")) {
+        *out = SS_PRECISION_FP32;
+        return 0;
+    }
+    if (s && !strcmp(s, "bf16")) {
+        *out = SS_PRECISION_BF16;
+        return 0;
+    }
+    return SS_ERR_INVALID;
+}
 
-/* Per-thread scratch and the rows the thread works on in the current run. */
-typedef struct unroll_part {
-    int b0;                 /* first batch row of the block */
-    int nb;                 /* rows in the block (0: nothing to do) */
-    size_t cap;             /* rows the buffers below hold */
-    float *ap;              /* pgemm scratch for cap rows */
-    float *g;               /* [cap, gw] pre-activations of one step */
-    float *aux;             /* [cap, 3H]: gru r*h or h.R, lstm m before projection */
-    float *proj;            /* lstm num_proj: [cap, P] */
-} unroll_part;
+const char *ss_precision_name(ss_precision p)
+{
+    return p == SS_PRECISION_BF16 ? "bf16" : "fp32";
+}
 
-/* Arguments of the ss_unroll_run in progress, read by every thread. */
-typedef struct unroll_call {
-    int teff;               /* steps computed */
-    int B;                  /* batch rows */
-    const float *inputs;    /* [T, B, input_size] */
-    const int32_t *lengths; /* [B] or NULL */
-    float *outputs;         /* [T, B, P] or NULL */
-} unroll_call;
-
-struct ss_unroll {
-    const ss_model *m;      /* borrowed; outlives the workspace */
-    int H;                  /* num_units */
-    int P;                  /* output width of every layer (num_proj or H) */
-    int gw;                 /* columns of the pre-activation buffer (G*H) */
-    int L;                  /* number of layers */
-    int n_states;           /* states in the flattened TF order */
-    int state_w[2 * SS_MODEL_MAX_LAYERS]; /* width of each state */
-    unroll_layer layers[SS_MODEL_MAX_LAYERS]; /* L used */
-    size_t ybuf_cap;        /* T*B rows ybuf can hold */
-    float *ybuf;            /* [ybuf_cap, P] outputs of inner layers */
-    size_t b_cap;           /* batch rows the state buffer holds */
-    float *state;           /* states packed in order, each [B, width] */
-    int threads;            /* parts per run: the caller plus threads-1 workers */
-    unroll_part *parts;     /* owned: [threads] */
-    pthread_t *workers;     /* owned: [threads-1], running while threads > 1 */
-    pthread_mutex_t mu;     /* guards gen, pending, quit */
-    pthread_cond_t go;      /* signalled when gen changes or quit is set */
-    pthread_cond_t done;    /* signalled when pending drops to 0 */
-    unsigned long gen;      /* run counter: workers start a part when it changes */
-    int pending;            /* workers still running the current run */
-    bool quit;              /* workers exit */
-    bool sync_init;         /* mu, go, done are initialised */
-    unroll_call call;       /* the run in progress */
-};
+const char *ss_precision_unsupported(ss_precision p)
+{
+    if (p != SS_PRECISION_BF16)
+        return NULL;
+    if (ss_vmath_has_bf16())
+        return NULL;
+    const char *off = getenv(SS_CPU_NO_BF16_ENV);
+    if (off && *off && strcmp(off, "0") != 0)
+        return "--precision bf16 needs AVX512_BF16, reported absent (" SS_CPU_NO_BF16_ENV
+               " is set); use --precision fp32";
+    return "--precision bf16 needs a CPU with AVX512_BF16 (vdpbf16ps), which this one "
+           "lacks; use --precision fp32";
+}
 
 static int gates_of(const ss_model *m)
 {
@@ -138,63 +111,157 @@ static int check_model(const ss_model *m)
     return 0;
 }
 
-static int prepare_layer(ss_unroll *u, int l)
+/* Pack columns {g*blk + c0 + j : g < G, j < nc} of W [K, ldw] (gate
+ * blocks of blk columns) as one [K, G*nc] weight. */
+static int pack_cols(ss_precision prec, ss_pgemm_w *pw, const float *W, int K, int ldw, int G,
+                     int blk, int c0, int nc)
+{
+    const size_t w = (size_t)G * (size_t)nc;
+    float *tmp = malloc((size_t)K * w * sizeof(float));
+    if (!tmp)
+        return SS_ERR_NOMEM;
+    for (size_t k = 0; k < (size_t)K; k++)
+        for (int g = 0; g < G; g++)
+            memcpy(tmp + k * w + (size_t)g * (size_t)nc,
+                   W + k * (size_t)ldw + (size_t)g * (size_t)blk + (size_t)c0,
+                   (size_t)nc * sizeof(float));
+    int rc = prec == SS_PRECISION_BF16 ? ss_pgemm_pack_bf16(pw, tmp, K, (int)w, (int)w)
+                                       : ss_pgemm_pack(pw, tmp, K, (int)w, (int)w);
+    free(tmp);
+    return rc;
+}
+
+static void slice_free(unroll_slice *sl)
+{
+    ss_pgemm_w_free(&sl->w);
+    ss_pgemm_w_free(&sl->w2);
+    ss_pgemm_w_free(&sl->wp);
+    free(sl->bias);
+    memset(sl, 0, sizeof *sl);
+}
+
+static void slices_free(unroll_slice *sl, int S)
+{
+    if (!sl)
+        return;
+    for (int s = 0; s < S; s++)
+        slice_free(&sl[s]);
+    free(sl);
+}
+
+/* Copy nu floats of each of G blocks (stride blk, from c0) into dst. */
+static void gather(float *dst, const float *src, int G, int blk, int c0, int nu)
+{
+    for (int g = 0; g < G; g++)
+        memcpy(dst + (size_t)g * (size_t)nu, src + (size_t)g * (size_t)blk + (size_t)c0,
+               (size_t)nu * sizeof(float));
+}
+
+/* Pack slice sl (units [sl->u0, +nu), projection columns [p0, +np)) of
+ * layer l. */
+static int pack_slice(const ss_unroll *u, int l, unroll_slice *sl)
 {
     const ss_model *m = u->m;
     const ss_layer *ly = &m->layers[l];
-    unroll_layer *ul = &u->layers[l];
-    const int H = u->H, in = ly->in;
+    const int H = u->H, in = ly->in, u0 = sl->u0, nu = sl->nu;
+    const int rw = m->cell == SS_CELL_LSTM ? u->P : H;
     int rc = 0;
-    ul->in = in;
-    ul->rw = m->cell == SS_CELL_LSTM ? u->P : H;
-    ul->args.H = H;
-    ul->args.act = m->activation;
-    ul->args.bias = ly->bias;
-    ul->args.forget_bias = m->forget_bias;
-    ul->args.has_clip = m->cell == SS_CELL_LSTM && m->has_cell_clip;
-    ul->args.clip = m->cell_clip;
+    sl->args = (ss_cell_args){.H = nu, .ld = H, .act = m->activation,
+                              .forget_bias = m->forget_bias,
+                              .has_clip = m->cell == SS_CELL_LSTM && m->has_cell_clip,
+                              .clip = m->cell_clip};
     if (m->cell == SS_CELL_LSTM && m->use_peepholes) {
-        ul->args.w_i_diag = ly->w_i_diag;
-        ul->args.w_f_diag = ly->w_f_diag;
-        ul->args.w_o_diag = ly->w_o_diag;
+        sl->args.w_i_diag = ly->w_i_diag + u0;
+        sl->args.w_f_diag = ly->w_f_diag + u0;
+        sl->args.w_o_diag = ly->w_o_diag + u0;
     }
+    if (sl->np > 0)
+        rc = pack_cols(u->prec, &sl->wp, ly->proj, H, u->P, 1, u->P, sl->p0, sl->np);
+    if (rc || nu == 0)
+        return rc;
+    sl->bias = malloc(6 * (size_t)nu * sizeof(float));
+    if (!sl->bias)
+        return SS_ERR_NOMEM;
+    sl->args.bias = sl->bias;
     switch (m->cell) {
     case SS_CELL_BASIC_RNN:
     case SS_CELL_LSTM:
-        rc = ss_pgemm_pack(&ul->w, ly->kernel, in + ul->rw, u->gw, u->gw);
-        if (!rc && m->num_proj > 0)
-            rc = ss_pgemm_pack(&ul->wp, ly->proj, H, u->P, u->P);
+        gather(sl->bias, ly->bias, u->G, H, u0, nu);
+        rc = pack_cols(u->prec, &sl->w, ly->kernel, in + rw, u->G * H, u->G, H, u0, nu);
         break;
     case SS_CELL_GRU:
         if (m->reset_after) {
-            rc = ss_pgemm_pack(&ul->w, ly->kernel, in, 3 * H, 3 * H);
+            gather(sl->bias, ly->bias, 3, H, u0, nu);
+            gather(sl->bias + 3 * (size_t)nu, ly->bias + 3 * (size_t)H, 3, H, u0, nu);
+            rc = pack_cols(u->prec, &sl->w, ly->kernel, in, 3 * H, 3, H, u0, nu);
             if (!rc)
-                rc = ss_pgemm_pack(&ul->w2, ly->recurrent_kernel, H, 3 * H, 3 * H);
+                rc = pack_cols(u->prec, &sl->w2, ly->recurrent_kernel, H, 3 * H, 3, H, u0, nu);
             break;
         }
-        rc = ss_pgemm_pack(&ul->w, ly->kernel, in + H, 2 * H, 2 * H);
+        gather(sl->bias, ly->bias, 2, H, u0, nu);
+        gather(sl->bias + 2 * (size_t)nu, ly->cand_bias, 1, H, u0, nu);
+        rc = pack_cols(u->prec, &sl->w, ly->kernel, in + H, 2 * H, 2, H, u0, nu);
         if (!rc)
-            rc = ss_pgemm_pack(&ul->w2, ly->cand_kernel, in + H, H, H);
-        if (rc)
-            break;
-        ul->bias_packed = malloc(3 * (size_t)H * sizeof(float));
-        if (!ul->bias_packed)
-            return SS_ERR_NOMEM;
-        memcpy(ul->bias_packed, ly->bias, 2 * (size_t)H * sizeof(float));
-        memcpy(ul->bias_packed + 2 * (size_t)H, ly->cand_bias, (size_t)H * sizeof(float));
-        ul->args.bias = ul->bias_packed;
+            rc = pack_cols(u->prec, &sl->w2, ly->cand_kernel, in + H, H, 1, H, u0, nu);
         break;
     }
     return rc;
 }
 
-int ss_unroll_new(ss_unroll **out, const ss_model *m)
+/* Start and width of part s of n over w columns (multiples of the slice
+ * alignment, the last one takes the rest). */
+static void cut(int w, int n, int s, int *c0, int *nc)
+{
+    int q = (w + n - 1) / n;
+    q = (q + SS_UNROLL_SLICE_ALIGN - 1) / SS_UNROLL_SLICE_ALIGN * SS_UNROLL_SLICE_ALIGN;
+    long a = (long)q * s;
+    *c0 = a < w ? (int)a : w;
+    *nc = w - *c0 < q ? w - *c0 : q;
+}
+
+/* Cut every layer into S slices (packed anew); on failure the old slices
+ * stay. */
+static int reslice(ss_unroll *u, int S)
+{
+    unroll_slice *ns[SS_MODEL_MAX_LAYERS] = {0};
+    int rc = 0;
+    for (int l = 0; l < u->L && !rc; l++) {
+        ns[l] = calloc((size_t)S, sizeof(*ns[l]));
+        if (!ns[l]) {
+            rc = SS_ERR_NOMEM;
+            break;
+        }
+        for (int s = 0; s < S && !rc; s++) {
+            cut(u->H, S, s, &ns[l][s].u0, &ns[l][s].nu);
+            if (u->m->num_proj > 0)
+                cut(u->P, S, s, &ns[l][s].p0, &ns[l][s].np);
+            rc = pack_slice(u, l, &ns[l][s]);
+        }
+    }
+    for (int l = 0; l < u->L; l++) {
+        if (rc) {
+            slices_free(ns[l], S);
+        } else {
+            slices_free(u->layers[l].sl, u->S);
+            u->layers[l].sl = ns[l];
+        }
+    }
+    if (!rc)
+        u->S = S;
+    return rc;
+}
+
+static int workspace_new(ss_unroll **out, const ss_model *m, ss_precision prec)
 {
     int rc = 0;
     ss_unroll *u = NULL;
     if (!out || !m)
         return SS_ERR_INVALID;
     *out = NULL;
+    if (prec != SS_PRECISION_FP32 && prec != SS_PRECISION_BF16)
+        return SS_ERR_INVALID;
+    if (ss_precision_unsupported(prec))
+        return SS_ERR_INVALID;
     rc = check_model(m);
     if (rc)
         goto out;
@@ -204,12 +271,15 @@ int ss_unroll_new(ss_unroll **out, const ss_model *m)
         goto out;
     }
     u->m = m;
+    u->prec = prec;
     u->H = m->num_units;
     u->P = m->output_size;
-    u->gw = gates_of(m) * m->num_units;
+    u->G = gates_of(m);
     u->L = m->num_layers;
     u->n_states = (int)m->n_states;
     for (int l = 0; l < u->L; l++) {
+        u->layers[l].in = m->layers[l].in;
+        u->layers[l].rw = m->cell == SS_CELL_LSTM ? u->P : u->H;
         if (m->cell == SS_CELL_LSTM) {
             u->state_w[2 * l] = u->H;
             u->state_w[2 * l + 1] = u->P;
@@ -225,22 +295,128 @@ int ss_unroll_new(ss_unroll **out, const ss_model *m)
             }
         }
     }
-    for (int l = 0; l < u->L; l++) {
-        rc = prepare_layer(u, l);
-        if (rc)
-            goto out;
-    }
     u->parts = calloc(1, sizeof(*u->parts));
     if (!u->parts) {
         rc = SS_ERR_NOMEM;
         goto out;
     }
     u->threads = 1;
+    u->last = SS_UNROLL_SPLIT_ROWS;
+    ss_barrier_init(&u->start, 1);
+    ss_barrier_init(&u->end, 1);
+    ss_barrier_init(&u->step, 1);
+    rc = reslice(u, 1);
+    if (rc)
+        goto out;
     *out = u;
     u = NULL;
 out:
     ss_unroll_free(u);
     return rc;
+}
+
+int ss_unroll_new(ss_unroll **out, const ss_model *m)
+{
+    return workspace_new(out, m, SS_PRECISION_FP32);
+}
+
+static float check_rnd(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*s >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
+}
+
+static double worst(const float *got, const float *want, size_t n)
+{
+    double w = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - (double)want[i]) / fmax(1.0, fabs((double)want[i]));
+        if (!(e <= w)) /* NaN counts as the worst */
+            w = isnan(e) ? INFINITY : e;
+    }
+    return w;
+}
+
+/* Run u and an fp32 workspace of the same model over one fixed random
+ * segment; *err = the worst relative difference of outputs and states. */
+static int self_check(ss_unroll *u, double *err)
+{
+    const ss_model *m = u->m;
+    const int T = SS_UNROLL_CHECK_T, B = SS_UNROLL_CHECK_B;
+    ss_unroll *ref = NULL;
+    float *buf = NULL;
+    int rc = ss_unroll_new(&ref, m);
+    if (rc)
+        goto out;
+    size_t n_x = (size_t)T * B * (size_t)m->input_size, n_y = (size_t)T * B * (size_t)u->P;
+    size_t n_s = 0;
+    for (int i = 0; i < u->n_states; i++)
+        n_s += (size_t)B * (size_t)u->state_w[i];
+    buf = malloc((n_x + 2 * n_y + 2 * n_s) * sizeof(float));
+    if (!buf) {
+        rc = SS_ERR_NOMEM;
+        goto out;
+    }
+    float *x = buf, *y1 = x + n_x, *y2 = y1 + n_y, *s1 = y2 + n_y, *s2 = s1 + n_s;
+    float *so1[2 * SS_MODEL_MAX_LAYERS], *so2[2 * SS_MODEL_MAX_LAYERS];
+    size_t off = 0;
+    for (int i = 0; i < u->n_states; i++) {
+        so1[i] = s1 + off;
+        so2[i] = s2 + off;
+        off += (size_t)B * (size_t)u->state_w[i];
+    }
+    uint64_t seed = 0x5e1fc4ec;
+    for (size_t i = 0; i < n_x; i++)
+        x[i] = check_rnd(&seed);
+    rc = ss_unroll_run(ref, T, B, x, NULL, NULL, y1, so1);
+    if (!rc)
+        rc = ss_unroll_run(u, T, B, x, NULL, NULL, y2, so2);
+    if (rc)
+        goto out;
+    double w = worst(y2, y1, n_y), ws = worst(s2, s1, n_s);
+    *err = w > ws ? w : ws;
+out:
+    free(buf);
+    ss_unroll_free(ref);
+    return rc;
+}
+
+int ss_unroll_new_prec(ss_unroll **out, const ss_model *m, ss_precision p, double *check_err)
+{
+    ss_unroll *u = NULL;
+    double err = 0.0;
+    if (!out)
+        return SS_ERR_INVALID;
+    *out = NULL;
+    if (check_err)
+        *check_err = 0.0;
+    int rc = workspace_new(&u, m, p);
+    if (rc)
+        return rc;
+    if (p == SS_PRECISION_BF16) {
+        rc = self_check(u, &err);
+        if (!rc && !(err <= SS_UNROLL_BF16_TOL))
+            rc = SS_ERR_INTERNAL;
+        if (check_err)
+            *check_err = err;
+        if (rc) {
+            ss_unroll_free(u);
+            return rc;
+        }
+    }
+    *out = u;
+    return 0;
+}
+
+ss_precision ss_unroll_precision(const ss_unroll *u)
+{
+    return u->prec;
+}
+
+const char *ss_unroll_kernel(const ss_unroll *u)
+{
+    const unroll_slice *sl = &u->layers[0].sl[0];
+    return ss_pgemm_bf16_kernel_name(sl->w.bdata ? sl->w.isa : sl->wp.isa);
 }
 
 static void part_free(unroll_part *p)
@@ -252,15 +428,15 @@ static void part_free(unroll_part *p)
     memset(p, 0, sizeof *p);
 }
 
-/* Stop and join every worker; parts beyond the first are released. */
-static void stop_workers(ss_unroll *u)
+/* Stop and join the first `started` workers of a barrier set up for
+ * u->threads; parts beyond the first are released. */
+static void stop_workers(ss_unroll *u, int started)
 {
     if (u->threads > 1) {
-        pthread_mutex_lock(&u->mu);
         u->quit = true;
-        pthread_cond_broadcast(&u->go);
-        pthread_mutex_unlock(&u->mu);
-        for (int i = 0; i < u->threads - 1; i++)
+        /* Stand in for the workers that never started. */
+        ss_barrier_wait_as(&u->start, u->threads - started);
+        for (int i = 0; i < started; i++)
             pthread_join(u->workers[i], NULL);
         u->quit = false;
         for (int i = 1; i < u->threads; i++)
@@ -269,6 +445,9 @@ static void stop_workers(ss_unroll *u)
     free(u->workers);
     u->workers = NULL;
     u->threads = 1;
+    ss_barrier_init(&u->start, 1);
+    ss_barrier_init(&u->end, 1);
+    ss_barrier_init(&u->step, 1);
 }
 
 void ss_unroll_free(ss_unroll *u)
@@ -276,23 +455,16 @@ void ss_unroll_free(ss_unroll *u)
     if (!u)
         return;
     if (u->parts) {
-        stop_workers(u);
+        stop_workers(u, u->threads - 1);
         part_free(&u->parts[0]);
         free(u->parts);
     }
-    if (u->sync_init) {
-        pthread_cond_destroy(&u->done);
-        pthread_cond_destroy(&u->go);
-        pthread_mutex_destroy(&u->mu);
-    }
-    for (int l = 0; l < SS_MODEL_MAX_LAYERS; l++) {
-        ss_pgemm_w_free(&u->layers[l].w);
-        ss_pgemm_w_free(&u->layers[l].w2);
-        ss_pgemm_w_free(&u->layers[l].wp);
-        free(u->layers[l].bias_packed);
-    }
+    for (int l = 0; l < SS_MODEL_MAX_LAYERS; l++)
+        slices_free(u->layers[l].sl, u->S);
+    free(u->mbuf);
     free(u->state);
-    free(u->ybuf);
+    free(u->ybuf[0]);
+    free(u->ybuf[1]);
     free(u);
 }
 
@@ -331,17 +503,19 @@ static size_t ap_floats(const ss_unroll *u, size_t rows)
 {
     size_t mx = 0;
     for (int l = 0; l < u->L; l++) {
-        const unroll_layer *ul = &u->layers[l];
-        const ss_pgemm_w *ws[3] = {&ul->w, &ul->w2, &ul->wp};
-        for (int i = 0; i < 3; i++) {
-            if (!ws[i]->data)
-                continue;
-            size_t f = ss_pgemm_scratch_floats(ws[i], (int)rows);
-            if (f > mx)
-                mx = f;
+        for (int s = 0; s < u->S; s++) {
+            const unroll_slice *sl = &u->layers[l].sl[s];
+            const ss_pgemm_w *ws[3] = {&sl->w, &sl->w2, &sl->wp};
+            for (int i = 0; i < 3; i++) {
+                if (!ws[i]->data && !ws[i]->bdata)
+                    continue;
+                size_t f = ss_pgemm_scratch_floats(ws[i], (int)rows);
+                if (f > mx)
+                    mx = f;
+            }
         }
     }
-    return mx;
+    return mx ? mx : 16;
 }
 
 static int part_grow(ss_unroll *u, unroll_part *p, size_t rows)
@@ -353,7 +527,7 @@ static int part_grow(ss_unroll *u, unroll_part *p, size_t rows)
     size_t c;
     int rc;
     c = p->cap;
-    rc = grow(&p->g, &c, rows, (size_t)u->gw);
+    rc = grow(&p->g, &c, rows, (size_t)u->G * (size_t)u->H);
     c = p->cap;
     if (!rc)
         rc = grow(&p->aux, &c, rows, 3 * (size_t)u->H);
@@ -370,15 +544,53 @@ static int part_grow(ss_unroll *u, unroll_part *p, size_t rows)
     return rc;
 }
 
-/* Cut B rows into the parts: contiguous blocks, sizes differing by <= 1. */
-static void split_rows(ss_unroll *u, int B)
+/* Padded columns of slice s of layer 0's main product (the split's cost). */
+static long slice_cols(const ss_unroll *u, int s)
 {
-    const int n = u->threads, base = B / n, extra = B % n;
+    long w = (long)u->G * u->layers[0].sl[s].nu;
+    return (w + 15) / 16 * 16;
+}
+
+/* Whether a run of B rows goes by units (see the top comment). */
+static bool choose_units(const ss_unroll *u, int B)
+{
+    const int n = u->threads;
+    if (n == 1 || u->S != n || u->split == SS_UNROLL_SPLIT_ROWS)
+        return false;
+    if (u->split == SS_UNROLL_SPLIT_UNITS)
+        return true;
+    const long mr = u->layers[0].sl[0].w.mr > 0 ? u->layers[0].sl[0].w.mr : 8;
+    long per = (B + n - 1) / n, sum = 0, mx = 0;
+    for (int s = 0; s < u->S; s++) {
+        long c = slice_cols(u, s);
+        sum += c;
+        mx = c > mx ? c : mx;
+    }
+    long cost_rows = (per + mr - 1) / mr * mr * sum;
+    long cost_units = ((long)B + mr - 1) / mr * mr * mx;
+    return cost_units < cost_rows;
+}
+
+/* Give the parts their rows and slices for a run of B rows. */
+static void assign_parts(ss_unroll *u, int B, bool units)
+{
+    const int n = u->threads;
+    if (units) {
+        for (int i = 0; i < n; i++)
+            u->parts[i] = (unroll_part){.b0 = 0, .nb = B, .s0 = i, .s1 = i + 1,
+                                        .cap = u->parts[i].cap, .ap = u->parts[i].ap,
+                                        .g = u->parts[i].g, .aux = u->parts[i].aux,
+                                        .proj = u->parts[i].proj};
+        return;
+    }
+    const int base = B / n, extra = B % n;
     int b0 = 0;
     for (int i = 0; i < n; i++) {
         int nb = base + (i < extra ? 1 : 0);
         u->parts[i].b0 = b0;
         u->parts[i].nb = nb;
+        u->parts[i].s0 = 0;
+        u->parts[i].s1 = u->S;
         b0 += nb;
     }
 }
@@ -388,16 +600,19 @@ static int ensure(ss_unroll *u, size_t rows, int B, bool need_ybuf)
 {
     int rc = 0;
     if (need_ybuf)
-        rc = grow(&u->ybuf, &u->ybuf_cap, rows ? rows : 1, (size_t)u->P);
+        rc = grow(&u->ybuf[0], &u->ybuf_cap[0], rows ? rows : 1, (size_t)u->P);
+    if (!rc && need_ybuf && u->L > 1)
+        rc = grow(&u->ybuf[1], &u->ybuf_cap[1], rows ? rows : 1, (size_t)u->P);
     if (!rc && (size_t)B > u->b_cap)
         rc = grow(&u->state, &u->b_cap, (size_t)B, state_floats(u, 1));
+    if (!rc && (size_t)B > u->m_cap)
+        rc = grow(&u->mbuf, &u->m_cap, (size_t)B, (size_t)u->H);
     for (int i = 0; !rc && i < u->threads; i++)
         rc = part_grow(u, &u->parts[i], (size_t)(u->parts[i].nb > 0 ? u->parts[i].nb : 1));
     return rc;
 }
 
-/* State i of the workspace for a batch of B rows (states packed in order). */
-static float *state_ptr(ss_unroll *u, int i, int B)
+float *ss_unroll_state_ptr(ss_unroll *u, int i, int B)
 {
     size_t off = 0;
     for (int k = 0; k < i; k++)
@@ -405,98 +620,10 @@ static float *state_ptr(ss_unroll *u, int i, int B)
     return u->state + off;
 }
 
-/* Layer l over steps [0, teff) for rows [b0, b0+nb) of the batch:
- * x [teff, B, in] in, y [teff, B, P] out (row stride B between steps). */
-static void run_layer(ss_unroll *u, unroll_part *pt, int l, int teff, int B, const float *x,
-                      const int32_t *lengths, float *y)
-{
-    const ss_model *m = u->m;
-    const unroll_layer *ul = &u->layers[l];
-    const int H = u->H, P = u->P, gw = u->gw, in = ul->in, nb = pt->nb, b0 = pt->b0;
-    float *c = NULL, *h;
-    if (m->cell == SS_CELL_LSTM) {
-        c = state_ptr(u, 2 * l, B) + (size_t)b0 * (size_t)H;
-        h = state_ptr(u, 2 * l + 1, B) + (size_t)b0 * (size_t)P;
-    } else {
-        h = state_ptr(u, l, B) + (size_t)b0 * (size_t)H;
-    }
-    const int32_t *len = lengths ? lengths + b0 : NULL;
-    /* Steps past this block's longest row only output zeros. */
-    int tp = teff;
-    if (len) {
-        tp = 0;
-        for (int b = 0; b < nb; b++)
-            tp = len[b] > tp ? len[b] : tp;
-    }
-    float *g = pt->g, *aux = pt->aux, *ap = pt->ap;
-    for (int t = 0; t < teff; t++) {
-        const float *xt = x + ((size_t)t * (size_t)B + (size_t)b0) * (size_t)in;
-        float *yt = y + ((size_t)t * (size_t)B + (size_t)b0) * (size_t)P;
-        if (t >= tp) {
-            memset(yt, 0, (size_t)nb * (size_t)P * sizeof(float));
-            continue;
-        }
-        ss_cell_mask mk = {len, t};
-        switch (m->cell) {
-        case SS_CELL_BASIC_RNN:
-            ss_pgemm(&ul->w, nb, xt, in, in, h, H, g, gw, false, ap);
-            ss_cell_basic(&ul->args, nb, mk, g, h, yt, P);
-            break;
-        case SS_CELL_LSTM:
-            ss_pgemm(&ul->w, nb, xt, in, in, h, P, g, gw, false, ap);
-            if (m->num_proj == 0) {
-                ss_cell_lstm(&ul->args, nb, mk, g, c, h, yt, P);
-                break;
-            }
-            ss_cell_lstm(&ul->args, nb, mk, g, c, aux, NULL, 0);
-            ss_pgemm(&ul->wp, nb, aux, H, H, NULL, 0, pt->proj, P, false, ap);
-            for (int b = 0; b < nb; b++) {
-                float *yr = yt + (size_t)b * (size_t)P;
-                if (len && t >= len[b]) {
-                    memset(yr, 0, (size_t)P * sizeof(float));
-                    continue;
-                }
-                memcpy(h + (size_t)b * (size_t)P, pt->proj + (size_t)b * (size_t)P,
-                       (size_t)P * sizeof(float));
-                memcpy(yr, pt->proj + (size_t)b * (size_t)P, (size_t)P * sizeof(float));
-            }
-            break;
-        case SS_CELL_GRU:
-            if (m->reset_after) {
-                ss_pgemm(&ul->w, nb, xt, in, in, NULL, 0, g, gw, false, ap);
-                ss_pgemm(&ul->w2, nb, h, H, H, NULL, 0, aux, gw, false, ap);
-                ss_cell_gru_ra(&ul->args, nb, mk, g, aux, h, yt, P);
-                break;
-            }
-            ss_pgemm(&ul->w, nb, xt, in, in, h, H, g, gw, false, ap);
-            ss_cell_gru_gates(&ul->args, nb, mk, g, h, aux);
-            ss_pgemm(&ul->w2, nb, xt, in, in, aux, H, g + 2 * (size_t)H, gw, false, ap);
-            ss_cell_gru_cand(&ul->args, nb, mk, g, h, yt, P);
-            break;
-        }
-    }
-}
-
-/* Every layer for one block of rows (one thread's share of a run). */
-static void run_part(ss_unroll *u, int idx)
-{
-    unroll_part *pt = &u->parts[idx];
-    const unroll_call *c = &u->call;
-    if (pt->nb == 0)
-        return;
-    const float *x = c->inputs;
-    for (int l = 0; l < u->L; l++) {
-        float *y = (l == u->L - 1 && c->outputs) ? c->outputs : u->ybuf;
-        run_layer(u, pt, l, c->teff, c->B, x, c->lengths, y);
-        x = u->ybuf;
-    }
-}
-
 /* Worker thread: runs part `idx` of every run until quit. */
 typedef struct worker_arg {
     ss_unroll *u;           /* the workspace */
     int idx;                /* part index, >= 1 */
-    unsigned long gen;      /* u->gen when started: runs after it are new */
 } worker_arg;
 
 static void *worker_main(void *arg)
@@ -504,49 +631,31 @@ static void *worker_main(void *arg)
     worker_arg wa = *(worker_arg *)arg;
     free(arg);
     ss_unroll *u = wa.u;
-    /* Not u->gen read here: a run may already have started. */
-    unsigned long seen = wa.gen;
-    pthread_mutex_lock(&u->mu);
     for (;;) {
-        while (u->gen == seen && !u->quit)
-            pthread_cond_wait(&u->go, &u->mu);
+        ss_barrier_wait(&u->start);
         if (u->quit)
             break;
-        seen = u->gen;
-        pthread_mutex_unlock(&u->mu);
-        run_part(u, wa.idx);
-        pthread_mutex_lock(&u->mu);
-        if (--u->pending == 0)
-            pthread_cond_signal(&u->done);
+        ss_unroll_run_part(u, wa.idx);
+        ss_barrier_wait(&u->end);
     }
-    pthread_mutex_unlock(&u->mu);
     return NULL;
 }
 
 int ss_unroll_set_threads(ss_unroll *u, int n)
 {
-    int rc = 0;
+    int rc = 0, started = 0;
     if (!u || n < 1 || n > SS_UNROLL_THREADS_MAX)
         return SS_ERR_INVALID;
-    if (n == u->threads)
+    if (n == u->threads && n == u->S)
         return 0;
-    stop_workers(u);
+    stop_workers(u, u->threads - 1);
+    if (n != u->S) {
+        rc = reslice(u, n);
+        if (rc)
+            return rc;
+    }
     if (n == 1)
         return 0;
-    if (!u->sync_init) {
-        if (pthread_mutex_init(&u->mu, NULL))
-            return SS_ERR_NOMEM;
-        if (pthread_cond_init(&u->go, NULL)) {
-            pthread_mutex_destroy(&u->mu);
-            return SS_ERR_NOMEM;
-        }
-        if (pthread_cond_init(&u->done, NULL)) {
-            pthread_cond_destroy(&u->go);
-            pthread_mutex_destroy(&u->mu);
-            return SS_ERR_NOMEM;
-        }
-        u->sync_init = true;
-    }
     unroll_part *parts = realloc(u->parts, (size_t)n * sizeof(*parts));
     if (!parts)
         return SS_ERR_NOMEM;
@@ -555,30 +664,44 @@ int ss_unroll_set_threads(ss_unroll *u, int n)
     u->workers = calloc((size_t)n - 1, sizeof(*u->workers));
     if (!u->workers)
         return SS_ERR_NOMEM;
+    ss_barrier_init(&u->start, n);
+    ss_barrier_init(&u->end, n);
+    ss_barrier_init(&u->step, n);
+    u->threads = n;
     for (int i = 1; i < n; i++) {
         worker_arg *wa = malloc(sizeof(*wa));
         if (!wa) {
             rc = SS_ERR_NOMEM;
             goto out;
         }
-        *wa = (worker_arg){u, i, u->gen};
+        *wa = (worker_arg){u, i};
         if (pthread_create(&u->workers[i - 1], NULL, worker_main, wa)) {
             free(wa);
             rc = SS_ERR_NOMEM;
             goto out;
         }
-        /* Counted as soon as it runs, so stop_workers joins exactly these. */
-        u->threads = i + 1;
+        started = i;
     }
 out:
     if (rc)
-        stop_workers(u);
+        stop_workers(u, started);
     return rc;
 }
 
 int ss_unroll_threads(const ss_unroll *u)
 {
     return u ? u->threads : 0;
+}
+
+void ss_unroll_set_split(ss_unroll *u, ss_unroll_split s)
+{
+    if (u)
+        u->split = s;
+}
+
+ss_unroll_split ss_unroll_last_split(const ss_unroll *u)
+{
+    return u ? u->last : SS_UNROLL_SPLIT_ROWS;
 }
 
 int ss_unroll_run(ss_unroll *u, int T, int B, const float *inputs,
@@ -601,35 +724,25 @@ int ss_unroll_run(ss_unroll *u, int T, int B, const float *inputs,
     }
     size_t rows = (size_t)teff * (size_t)B;
     bool need_ybuf = u->L > 1 || !outputs;
-    split_rows(u, B);
+    bool units = choose_units(u, B);
+    assign_parts(u, B, units);
     int rc = ensure(u, rows, B, need_ybuf);
     if (rc)
         return rc;
     for (int i = 0; i < u->n_states; i++) {
         size_t n = (size_t)B * (size_t)u->state_w[i];
-        float *s = state_ptr(u, i, B);
+        float *s = ss_unroll_state_ptr(u, i, B);
         if (states_in && states_in[i])
             memcpy(s, states_in[i], n * sizeof(float));
         else
             memset(s, 0, n * sizeof(float));
     }
     if (rows > 0) {
-        u->call = (unroll_call){teff, B, inputs, lengths, outputs};
-        int busy = u->threads > B ? B : u->threads;
-        if (busy > 1) {
-            pthread_mutex_lock(&u->mu);
-            u->pending = u->threads - 1;
-            u->gen++;
-            pthread_cond_broadcast(&u->go);
-            pthread_mutex_unlock(&u->mu);
-        }
-        run_part(u, 0);
-        if (busy > 1) {
-            pthread_mutex_lock(&u->mu);
-            while (u->pending > 0)
-                pthread_cond_wait(&u->done, &u->mu);
-            pthread_mutex_unlock(&u->mu);
-        }
+        u->call = (unroll_call){teff, B, inputs, lengths, outputs, units};
+        u->last = units ? SS_UNROLL_SPLIT_UNITS : SS_UNROLL_SPLIT_ROWS;
+        ss_barrier_wait(&u->start);
+        ss_unroll_run_part(u, 0);
+        ss_barrier_wait(&u->end);
     }
     if (outputs && teff < T)
         memset(outputs + rows * (size_t)u->P, 0,
@@ -637,7 +750,7 @@ int ss_unroll_run(ss_unroll *u, int T, int B, const float *inputs,
     if (states_out) {
         for (int i = 0; i < u->n_states; i++) {
             if (states_out[i])
-                memcpy(states_out[i], state_ptr(u, i, B),
+                memcpy(states_out[i], ss_unroll_state_ptr(u, i, B),
                        (size_t)B * (size_t)u->state_w[i] * sizeof(float));
         }
     }

@@ -43,6 +43,7 @@ typedef struct unroll_opts {
     named_path *finals;       /* --final-state pairs */
     size_t n_finals;          /* count */
     int threads;              /* --threads, or 0 for the default */
+    ss_precision precision;   /* --precision */
 } unroll_opts;
 
 static void usage(FILE *f)
@@ -50,7 +51,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: statesaver-worker unroll --model M.safetensors --inputs X.npy\n"
             "         [--lengths L.npy] [--state NAME=IN.npy]... [--outputs O.npy]\n"
-            "         [--final-state NAME=OUT.npy]... [--threads N] [--log-level LEVEL]\n"
+            "         [--final-state NAME=OUT.npy]... [--threads N] [--precision P]\n"
+            "         [--log-level LEVEL]\n"
             "\n"
             "Runs tf.compat.v1.nn.static_rnn over one segment, offline.\n"
             "  --model PATH         safetensors model (see docs/worker.md)\n"
@@ -61,9 +63,13 @@ static void usage(FILE *f)
             "                       states not given start at zeros\n"
             "  --outputs PATH       write float32 [T, B, output_size]\n"
             "  --final-state NAME=PATH  write the final state NAME, float32 [B, size]\n"
-            "  --threads N          unroll threads, splitting the batch rows (default:\n"
-            "                       OPENBLAS_NUM_THREADS or\n"
+            "  --threads N          unroll threads, splitting the batch rows or the\n"
+            "                       units (default: OPENBLAS_NUM_THREADS or\n"
             "                       OMP_NUM_THREADS if set, else %d)\n"
+            "  --precision P        fp32 (default) or bf16: bfloat16 weights and\n"
+            "                       products, fp32 accumulation, states and outputs;\n"
+            "                       needs AVX512_BF16 (exit 2 without); self-checked\n"
+            "                       against fp32 at load (see docs/worker.md)\n"
             "  --log-level LEVEL    error, warn, info (default) or debug\n"
             "  --help, --version\n"
             "Exit status: 0 success, 2 bad arguments or input files (nothing is\n"
@@ -170,7 +176,8 @@ static int read_npy(const char *path, const char *expect, ss_npy **out)
 
 static int parse_args(int argc, char **argv, unroll_opts *o, int *exit_now)
 {
-    enum { OPT_STATE = 1000, OPT_FINAL, OPT_THREADS, OPT_LOG, OPT_HELP, OPT_VERSION };
+    enum { OPT_STATE = 1000, OPT_FINAL, OPT_THREADS, OPT_LOG, OPT_HELP, OPT_VERSION,
+           OPT_PRECISION };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},
         {"inputs", required_argument, NULL, 'i'},
@@ -179,6 +186,7 @@ static int parse_args(int argc, char **argv, unroll_opts *o, int *exit_now)
         {"state", required_argument, NULL, OPT_STATE},
         {"final-state", required_argument, NULL, OPT_FINAL},
         {"threads", required_argument, NULL, OPT_THREADS},
+        {"precision", required_argument, NULL, OPT_PRECISION},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -209,6 +217,12 @@ static int parse_args(int argc, char **argv, unroll_opts *o, int *exit_now)
             o->threads = (int)v;
             break;
         }
+        case OPT_PRECISION:
+            if (ss_precision_parse(optarg, &o->precision) != 0) {
+                fprintf(stderr, "unroll: --precision must be fp32 or bf16, got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
+            break;
         case OPT_LOG: {
             int lvl = ss_log_parse_level(optarg);
             if (lvl < 0) {
@@ -250,6 +264,12 @@ static int parse_args(int argc, char **argv, unroll_opts *o, int *exit_now)
     if (o->model == NULL || o->inputs == NULL) {
         fprintf(stderr, "unroll: --model and --inputs are required\n");
         goto usage_error;
+    }
+    const char *why = ss_precision_unsupported(o->precision);
+    if (why != NULL) {
+        fprintf(stderr, "unroll: %s\n", why);
+        *exit_now = SS_UNROLL_EXIT_USAGE;
+        return SS_ERR_INVALID;
     }
     /* Two outputs on one path would silently keep only the last rename. */
     for (size_t i = 0; i < o->n_finals; i++) {
@@ -420,7 +440,14 @@ int ss_unroll_cmd_main(int argc, char **argv)
             goto nomem;
     }
     set_threads(o.threads);
-    rc = ss_unroll_new(&u, m);
+    double check_err = 0.0;
+    rc = ss_unroll_new_prec(&u, m, o.precision, &check_err);
+    if (rc == SS_ERR_INTERNAL) {
+        fprintf(stderr, "unroll: %s: bf16 self-check failed: worst difference from fp32 %g "
+                "exceeds the bound %g; refusing to run in bf16\n", o.model, check_err,
+                SS_UNROLL_BF16_TOL);
+        goto out;
+    }
     /* The unroll runs on its own threads (not OpenBLAS's): the same count. */
     if (rc == 0)
         rc = ss_unroll_set_threads(u, o.threads > 0 ? o.threads : openblas_get_num_threads());

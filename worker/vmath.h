@@ -10,6 +10,7 @@
 #ifndef SS_VMATH_H
 #define SS_VMATH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "model.h"
@@ -31,6 +32,15 @@ ss_isa ss_vmath_isa_id(void);
 
 /* Name of the variant in use ("avx512", "avx2" or "sse"), for reports. */
 const char *ss_vmath_isa(void);
+
+/* Environment variable that makes ss_vmath_has_bf16() report false
+ * whatever the CPU (set to a non-empty value other than "0"), so that
+ * tests cover the refusal on any machine. */
+#define SS_CPU_NO_BF16_ENV "SS_CPU_NO_BF16"
+
+/* Whether the CPU has AVX512_BF16 (with AVX512F/BW/VL) for the bfloat16
+ * products, and SS_CPU_NO_BF16 is not set. */
+bool ss_vmath_has_bf16(void);
 
 /* Force a variant by name (tests cover every variant the CPU runs), or
  * NULL for the default, the widest supported. SS_ERR_INVALID for an

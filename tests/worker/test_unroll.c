@@ -519,6 +519,130 @@ START_TEST(test_threads)
 }
 END_TEST
 
+/* Every cell for the split tests: odd H (every vector tail), H = 20 (with
+ * 3 threads the third slice is empty), stacks, lstm with all options. */
+static const struct chunk_case split_cases[] = {
+    {"basic_rnn", SS_CELL_BASIC_RNN, 19, 37, 1, false, false, false, 0, {0}},
+    {"lstm", SS_CELL_LSTM, 19, 37, 1, false, false, false, 0, {0}},
+    {"lstm peep clip proj 2 layers", SS_CELL_LSTM, 19, 37, 2, false, true, true, 13, {0}},
+    {"lstm peep clip proj H=20", SS_CELL_LSTM, 7, 20, 1, false, true, true, 33, {0}},
+    {"gru", SS_CELL_GRU, 19, 37, 1, false, false, false, 0, {0}},
+    {"gru 2 layers H=20", SS_CELL_GRU, 19, 20, 2, false, false, false, 0, {0}},
+    {"gru reset_after", SS_CELL_GRU, 19, 37, 1, true, false, false, 0, {0}},
+    {"gru reset_after 2 layers", SS_CELL_GRU, 19, 37, 2, true, false, false, 0, {0}},
+};
+#define N_SPLIT_CASES (sizeof split_cases / sizeof split_cases[0])
+
+/* _i = split case * 3 + isa: for B = 1, 3, 8, 64, with and without
+ * lengths, 2 and 3 threads split by rows, by units and as chosen give the
+ * 1-thread result bit for bit (outputs and final states). */
+START_TEST(test_split_bit_identical)
+{
+    const struct chunk_case *cc = &split_cases[_i / 3];
+    if (ss_vmath_set_isa(isas[_i % 3]) != 0)
+        return; /* CPU lacks this variant */
+    static const int Bs[] = {1, 3, 8, 64};
+    static const ss_unroll_split splits[] = {SS_UNROLL_SPLIT_ROWS, SS_UNROLL_SPLIT_UNITS,
+                                             SS_UNROLL_SPLIT_AUTO};
+    test_model tm;
+    make_model(&tm, cc->cell, cc->I, cc->H, cc->L, cc->reset_after, cc->peep, cc->clip,
+               cc->proj, 500 + (uint64_t)_i);
+    const ss_model *m = &tm.m;
+    const int T = 6, Bmax = 64, I = cc->I, P = m->output_size;
+    uint64_t seed = 17;
+    float *x = malloc((size_t)T * Bmax * I * sizeof(float));
+    for (size_t i = 0; i < (size_t)T * Bmax * I; i++)
+        x[i] = 2.0f * lcg(&seed);
+    int32_t len[64];
+    for (int b = 0; b < Bmax; b++)
+        len[b] = (int32_t)((b * 5 + 2) % (T + 1));
+    size_t nst = m->n_states, n_y = (size_t)T * Bmax * P;
+    float *s0[2 * SS_MODEL_MAX_LAYERS], *s1[2 * SS_MODEL_MAX_LAYERS], *sn[2 * SS_MODEL_MAX_LAYERS];
+    for (size_t i = 0; i < nst; i++) {
+        size_t n = (size_t)Bmax * m->state_sizes[i];
+        s0[i] = malloc(n * sizeof(float));
+        s1[i] = malloc(n * sizeof(float));
+        sn[i] = malloc(n * sizeof(float));
+        for (size_t k = 0; k < n; k++)
+            s0[i][k] = lcg(&seed);
+    }
+    float *y1 = malloc(n_y * sizeof(float)), *yn = malloc(n_y * sizeof(float));
+    ss_unroll *one = NULL, *u2 = NULL, *u3 = NULL;
+    ck_assert_int_eq(ss_unroll_new(&one, m), 0);
+    ck_assert_int_eq(ss_unroll_new(&u2, m), 0);
+    ck_assert_int_eq(ss_unroll_new(&u3, m), 0);
+    ck_assert_int_eq(ss_unroll_set_threads(u2, 2), 0);
+    ck_assert_int_eq(ss_unroll_set_threads(u3, 3), 0);
+    ss_unroll *multi[2] = {u2, u3};
+    bool saw_units = false;
+    for (size_t bi = 0; bi < sizeof Bs / sizeof Bs[0]; bi++) {
+        const int B = Bs[bi];
+        for (int with_len = 0; with_len < 2; with_len++) {
+            const int32_t *l = with_len ? len : NULL;
+            ck_assert_int_eq(ss_unroll_run(one, T, B, x, l, (const float *const *)s0, y1, s1), 0);
+            for (int k = 0; k < 2; k++) {
+                for (size_t sp = 0; sp < 3; sp++) {
+                    ss_unroll_set_split(multi[k], splits[sp]);
+                    memset(yn, 0xff, n_y * sizeof(float));
+                    ck_assert_int_eq(ss_unroll_run(multi[k], T, B, x, l,
+                                                   (const float *const *)s0, yn, sn), 0);
+                    if (splits[sp] != SS_UNROLL_SPLIT_AUTO)
+                        ck_assert_int_eq(ss_unroll_last_split(multi[k]), splits[sp]);
+                    saw_units |= ss_unroll_last_split(multi[k]) == SS_UNROLL_SPLIT_UNITS;
+                    ck_assert_msg(memcmp(y1, yn, (size_t)T * B * P * sizeof(float)) == 0,
+                                  "%s (%s) B=%d threads=%d split=%zu lengths=%d: outputs differ",
+                                  cc->name, isas[_i % 3], B, k + 2, sp, with_len);
+                    for (size_t i = 0; i < nst; i++)
+                        ck_assert_msg(memcmp(s1[i], sn[i], (size_t)B * m->state_sizes[i] *
+                                                               sizeof(float)) == 0,
+                                      "%s B=%d threads=%d split=%zu: state %zu differs",
+                                      cc->name, B, k + 2, sp, i);
+                }
+            }
+        }
+    }
+    ck_assert(saw_units);
+    ss_unroll_free(one);
+    ss_unroll_free(u2);
+    ss_unroll_free(u3);
+    for (size_t i = 0; i < nst; i++) {
+        free(s0[i]);
+        free(s1[i]);
+        free(sn[i]);
+    }
+    free(y1);
+    free(yn);
+    free(x);
+    free(tm.w);
+    ck_assert_int_eq(ss_vmath_set_isa(NULL), 0);
+}
+END_TEST
+
+/* Auto split: a small batch on 2 threads goes by units, a large one by
+ * rows (the cost rule of unroll.c). */
+START_TEST(test_split_choice)
+{
+    test_model tm;
+    make_model(&tm, SS_CELL_LSTM, 32, 256, 1, false, false, false, 0, 8);
+    ss_unroll *u = NULL;
+    const int T = 2;
+    float *x = calloc((size_t)T * 64 * 32, sizeof(float));
+    float *y = malloc((size_t)T * 64 * 256 * sizeof(float));
+    ck_assert_int_eq(ss_unroll_new(&u, &tm.m), 0);
+    ck_assert_int_eq(ss_unroll_run(u, T, 8, x, NULL, NULL, y, NULL), 0);
+    ck_assert_int_eq(ss_unroll_last_split(u), SS_UNROLL_SPLIT_ROWS); /* 1 thread */
+    ck_assert_int_eq(ss_unroll_set_threads(u, 2), 0);
+    ck_assert_int_eq(ss_unroll_run(u, T, 8, x, NULL, NULL, y, NULL), 0);
+    ck_assert_int_eq(ss_unroll_last_split(u), SS_UNROLL_SPLIT_UNITS);
+    ck_assert_int_eq(ss_unroll_run(u, T, 64, x, NULL, NULL, y, NULL), 0);
+    ck_assert_int_eq(ss_unroll_last_split(u), SS_UNROLL_SPLIT_ROWS);
+    ss_unroll_free(u);
+    free(x);
+    free(y);
+    free(tm.w);
+}
+END_TEST
+
 /* One workspace reused with a growing and shrinking batch (as `serve` does
  * from lease to lease): every run equals a fresh workspace's, and the
  * scratch buffers grow with B (ASan catches an undersized one). */
@@ -717,6 +841,8 @@ static Suite *unroll_suite(void)
     tcase_add_test(tc, test_set_threads_invalid);
     tcase_add_loop_test(tc, test_batch_regrow, 0,
                         (int)(sizeof chunk_cases / sizeof chunk_cases[0]));
+    tcase_add_loop_test(tc, test_split_bit_identical, 0, 3 * (int)N_SPLIT_CASES);
+    tcase_add_test(tc, test_split_choice);
     suite_add_tcase(s, tc);
     tc = tcase_create("pgemm");
     tcase_add_loop_test(tc, test_pgemm, 0, 3);
