@@ -10,9 +10,17 @@
  * is off so that every clone, and the vector body and its scalar tail,
  * compute each element the same way: the result of a unit does not depend
  * on the clone or on where its slice starts. */
+#if defined(__clang__)
+/* clang (only the fuzz build uses it) has no per-function optimize
+ * attribute and clang 14 does not export target_clones functions: plain
+ * functions there, contraction off for the whole file. */
+#pragma STDC FP_CONTRACT OFF
+#define CELL_FN
+#else
 #define CELL_FN                                                                 \
     __attribute__((target_clones("avx512f", "avx2", "default"),                 \
                    optimize("tree-vectorize", "fp-contract=off")))
+#endif
 
 static inline bool row_active(ss_cell_mask mk, int b)
 {

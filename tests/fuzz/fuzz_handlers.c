@@ -53,6 +53,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "dispatch.h"
 #include "server.h"
 #include "ss_frame.h"
 #include "ss_log.h"
@@ -66,6 +67,7 @@
 #define FUZZ_MAP_SIZE (256ull << 20) /* server's --map-size here */
 
 static ss_server *g_srv;       /* the in-process server */
+static ss_dispatch *g_dispatch; /* its request layer (handlers) */
 static pthread_t g_thread;     /* runs ss_server_run */
 static uv_async_t g_stop;      /* wakes the loop to shut down */
 static int g_port;             /* the port it listens on */
@@ -99,6 +101,8 @@ static void stop_server(void)
 {
     uv_async_send(&g_stop);
     pthread_join(g_thread, NULL);
+    ss_dispatch_free(g_dispatch);
+    g_dispatch = NULL;
     ss_server_free(g_srv);
     g_srv = NULL;
     nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -130,7 +134,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     snprintf(cfg.data_dir, dl, "%s/data", g_dir);
     ss_log_set_component("fuzz-server");
-    if (ss_server_create(&g_srv, &cfg) != 0) {
+    /* As main.c wires it: the core, the request layer, then listening. */
+    if (ss_server_create(&g_srv, &cfg) != 0 || ss_dispatch_new(&g_dispatch, g_srv) != 0 ||
+        ss_server_start(g_srv) != 0) {
         fprintf(stderr, "fuzz_handlers: cannot start the server in %s\n", g_dir);
         abort();
     }
