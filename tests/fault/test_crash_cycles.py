@@ -41,7 +41,6 @@ import random
 import shutil
 import signal
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -576,40 +575,7 @@ def test_jobs(tmp):
 
 
 def main():
-    for p in (tf.SERVER,):
-        if not os.access(p, os.X_OK):
-            print("not built: " + p)
-            return 1
-    only = sys.argv[1:]
-    tmp = tempfile.mkdtemp(prefix="ss-crash-")
-    try:
-        for name, fn in (("cas", test_cas), ("jobs", test_jobs)):
-            if only and name not in only:
-                continue
-            t0 = time.monotonic()
-            try:
-                fn(tmp)
-            except Exception as e:
-                tf.check(False, "%s: raised %r" % (name, e))
-            print("---- %s: %.1f s" % (name, time.monotonic() - t0), flush=True)
-            for p in tf.PROCS:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-    finally:
-        for p in tf.PROCS:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        if tf.FAILURES:
-            for root, _, files in os.walk(tmp):
-                for f in sorted(files):
-                    if f.endswith(".log"):
-                        print("---- %s/%s" % (os.path.basename(root), f))
-                        print(tf.log_text(os.path.join(root, f))[-3000:])
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d failure(s)" % len(tf.FAILURES))
-    return 1 if tf.FAILURES else 0
+    return tf.run_scenarios("ss-crash-", (("cas", test_cas), ("jobs", test_jobs)), sys.argv[1:])
 
 
 if __name__ == "__main__":

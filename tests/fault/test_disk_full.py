@@ -27,12 +27,9 @@ process started is killed and the file systems unmounted.
 import errno
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 
 import numpy as np
 
@@ -309,40 +306,9 @@ def test_map(tmp):
 
 
 def main():
-    if not os.access(tf.SERVER, os.X_OK):
-        print("not built: " + tf.SERVER)
-        return 1
-    only = sys.argv[1:]
-    tmp = tempfile.mkdtemp(prefix="ss-diskfull-")
-    try:
-        for name, fn in (("disk", test_disk), ("ext4", lambda t: test_disk(t, "ext4")),
-                         ("map", test_map)):
-            if only and name not in only:
-                continue
-            t0 = time.monotonic()
-            try:
-                fn(tmp)
-            except Exception as e:
-                tf.check(False, "%s: raised %r" % (name, e))
-            print("---- %s: %.1f s" % (name, time.monotonic() - t0), flush=True)
-            for p in tf.PROCS:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-    finally:
-        for p in tf.PROCS:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        if tf.FAILURES:
-            for root, _, files in os.walk(tmp):
-                for f in sorted(files):
-                    if f.endswith(".log"):
-                        print("---- %s/%s" % (os.path.basename(root), f))
-                        print(tf.log_text(os.path.join(root, f))[-3000:])
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d failure(s)" % len(tf.FAILURES))
-    return 1 if tf.FAILURES else 0
+    scenarios = (("disk", test_disk), ("ext4", lambda t: test_disk(t, "ext4")),
+                 ("map", test_map))
+    return tf.run_scenarios("ss-diskfull-", scenarios, sys.argv[1:])
 
 
 if __name__ == "__main__":

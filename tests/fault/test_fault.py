@@ -236,6 +236,47 @@ def summary(path):
 
 # ---- scenario 1: a worker killed while holding a lease ----------------------
 
+def kill_children():
+    """Kill and reap every child still running."""
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def run_scenarios(prefix, scenarios, only=()):
+    """Run (name, fn(tmp)) scenarios (those named in `only`, or all) in one
+    temp dir: an exception is a failure, children are killed after each,
+    the logs under tmp are printed when anything failed. Returns the exit
+    status (1 when the server is not built or any check failed)."""
+    if not os.access(SERVER, os.X_OK):
+        print("not built: " + SERVER)
+        return 1
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        for name, fn in scenarios:
+            if only and name not in only:
+                continue
+            t0 = time.monotonic()
+            try:
+                fn(tmp)
+            except Exception as e:
+                check(False, "%s: raised %r" % (name, e))
+            print("---- %s: %.1f s" % (name, time.monotonic() - t0), flush=True)
+            kill_children()
+    finally:
+        kill_children()
+        if FAILURES:
+            for root, _, files in os.walk(tmp):
+                for f in sorted(files):
+                    if f.endswith(".log"):
+                        print("---- %s/%s" % (os.path.basename(root), f))
+                        print(log_text(os.path.join(root, f))[-3000:])
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("%d failure(s)" % len(FAILURES))
+    return 1 if FAILURES else 0
+
+
 def test_worker_kill(tmp):
     label = "worker-kill"
     d = os.path.join(tmp, label)

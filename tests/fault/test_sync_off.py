@@ -21,10 +21,8 @@ log. Run: python3 test_sync_off.py PB2_DIR [term|kill].
 import multiprocessing as mp
 import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -90,39 +88,7 @@ def test_kill(tmp):
 
 
 def main():
-    if not os.access(tf.SERVER, os.X_OK):
-        print("not built: " + tf.SERVER)
-        return 1
-    only = sys.argv[1:]
-    tmp = tempfile.mkdtemp(prefix="ss-syncoff-")
-    try:
-        for name, fn in (("term", test_term), ("kill", test_kill)):
-            if only and name not in only:
-                continue
-            t0 = time.monotonic()
-            try:
-                fn(tmp)
-            except Exception as e:
-                tf.check(False, "%s: raised %r" % (name, e))
-            print("---- %s: %.1f s" % (name, time.monotonic() - t0), flush=True)
-            for p in tf.PROCS:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-    finally:
-        for p in tf.PROCS:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        if tf.FAILURES:
-            for root, _, files in os.walk(tmp):
-                for f in sorted(files):
-                    if f.endswith(".log"):
-                        print("---- %s/%s" % (os.path.basename(root), f))
-                        print(tf.log_text(os.path.join(root, f))[-3000:])
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d failure(s)" % len(tf.FAILURES))
-    return 1 if tf.FAILURES else 0
+    return tf.run_scenarios("ss-syncoff-", (("term", test_term), ("kill", test_kill)), sys.argv[1:])
 
 
 if __name__ == "__main__":
