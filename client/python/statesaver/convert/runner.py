@@ -81,3 +81,18 @@ def worst_rel(a, b):
     if a.size == 0:
         return 0.0
     return float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
+
+
+def random_case(model, T, B, seed):
+    """Random inputs (ids with an embedding), lengths in [1, T] (row 0 = T)
+    and initial states for a --check."""
+    rng = np.random.default_rng(seed)
+    if model.embedding is not None:
+        inputs = rng.integers(0, model.embedding.shape[0], size=(T, B)).astype(np.int64)
+    else:
+        inputs = rng.uniform(-1, 1, size=(T, B, model.input_size)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[0] = T
+    states = {n: rng.uniform(-0.5, 0.5, size=(B, s)).astype(np.float32)
+              for n, s in zip(model.state_names(), model.state_sizes())}
+    return inputs, lengths, states

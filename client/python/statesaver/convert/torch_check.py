@@ -13,6 +13,7 @@ loaded with load_state_dict(strict=True) for a state_dict.
 import numpy as np
 
 from . import runner
+from .runner import random_case
 from .errors import ConvertError
 
 
@@ -109,19 +110,6 @@ def torch_forward(src, parts, model, inputs, lengths, states):
     for b in range(B):
         y[int(lengths[b]):, b] = 0.0
     return y, finals
-
-
-def random_case(model, T, B, seed):
-    rng = np.random.default_rng(seed)
-    if model.embedding is not None:
-        inputs = rng.integers(0, model.embedding.shape[0], size=(T, B)).astype(np.int64)
-    else:
-        inputs = rng.uniform(-1, 1, size=(T, B, model.input_size)).astype(np.float32)
-    lengths = rng.integers(1, T + 1, size=B)
-    lengths[0] = T
-    states = {n: rng.uniform(-0.5, 0.5, size=(B, s)).astype(np.float32)
-              for n, s in zip(model.state_names(), model.state_sizes())}
-    return inputs, lengths, states
 
 
 def check(src, parts, model, path, worker=None, T=9, B=4, seed=1234):

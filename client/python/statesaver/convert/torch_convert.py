@@ -70,18 +70,18 @@ def load(path):
     try:
         obj = torch.load(path, map_location="cpu")
     except Exception as e:  # noqa: BLE001 -- every torch.load failure is the file's
-        raise ConvertError("%s: torch.load failed: %s" % (path, e)) from None
+        raise ConvertError("torch.load failed: %s" % e) from None
     if isinstance(obj, torch.nn.Module):
         return from_module(obj)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]  # a checkpoint dict
     if not isinstance(obj, dict) or not obj:
-        raise ConvertError("%s: neither a state_dict nor an nn.Module (found %s)"
-                           % (path, type(obj).__name__))
+        raise ConvertError("neither a state_dict nor an nn.Module (found %s)"
+                           % type(obj).__name__)
     tensors = {}
     for k, v in obj.items():
         if not isinstance(v, torch.Tensor):
-            raise ConvertError("%s: entry %r is a %s, not a tensor" % (path, k, type(v).__name__))
+            raise ConvertError("entry %r is a %s, not a tensor" % (k, type(v).__name__))
         if not v.is_floating_point():
             raise ConvertError("tensor %r has dtype %s: expected floating point" % (k, v.dtype))
         tensors[k] = _np(v)
