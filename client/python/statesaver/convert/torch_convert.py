@@ -70,7 +70,11 @@ def load(path):
     try:
         obj = torch.load(path, map_location="cpu")
     except Exception as e:  # noqa: BLE001 -- every torch.load failure is the file's
-        raise ConvertError("torch.load failed: %s" % e) from None
+        hint = ""
+        if isinstance(e, AttributeError) and "Can't get attribute" in str(e):
+            hint = (" (a whole module needs its class importable: put the module defining it "
+                    "on PYTHONPATH, or save model.state_dict() instead)")
+        raise ConvertError("torch.load failed: %s%s" % (e, hint)) from None
     if isinstance(obj, torch.nn.Module):
         return from_module(obj)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -150,9 +154,10 @@ def _rnn_layers(src, prefix, act_override):
     """(cell, activation, [(tensors, H, P, source)]) of one RNN module."""
     d = _dot(prefix)
     keys = [k for k in src.tensors if RNN_KEY.match(k) and RNN_KEY.match(k).group(1) == d]
-    if any(k.endswith("_reverse") for k in keys):
+    rev = sorted((not k.startswith(d + "weight_ih"), k) for k in keys if k.endswith("_reverse"))
+    if rev:
         raise ConvertError("layer %r is bidirectional (%s): the worker runs one direction"
-                           % (prefix, sorted(k for k in keys if k.endswith("_reverse"))[0]))
+                           % (prefix or "<root>", rev[0][1]))
     mod = src.modules.get(prefix)
     n = 0
     while (d + "weight_ih_l%d" % n) in src.tensors:
