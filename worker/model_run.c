@@ -114,13 +114,19 @@ static void head_act(ss_head_act a, float *v, size_t n)
         float mx = v[0];
         for (size_t j = 1; j < n; j++)
             mx = v[j] > mx ? v[j] : mx;
+        /* expf of values <= 0 (no overflow), summed in double. */
         double sum = 0.0;
-        for (size_t j = 0; j < n; j++)
-            sum += exp((double)v[j] - (double)mx);
         if (a == SS_HEAD_SOFTMAX) {
+            for (size_t j = 0; j < n; j++) {
+                v[j] = expf(v[j] - mx);
+                sum += (double)v[j];
+            }
+            const float inv = (float)(1.0 / sum);
             for (size_t j = 0; j < n; j++)
-                v[j] = (float)(exp((double)v[j] - (double)mx) / sum);
+                v[j] *= inv;
         } else {
+            for (size_t j = 0; j < n; j++)
+                sum += (double)expf(v[j] - mx);
             double lse = (double)mx + log(sum);
             for (size_t j = 0; j < n; j++)
                 v[j] = (float)((double)v[j] - lse);
