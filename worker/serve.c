@@ -132,9 +132,10 @@ static int saver_matches(worker *w, char *why, size_t whysz)
         size_t n = ss_list_result_savers(lr);
         for (size_t i = 0; i < n && found < 0; i++) {
             ss_saver_info si;
-            if (ss_list_result_saver(lr, i, &si) < 0 || strcmp(si.name, w->o.saver) != 0) {
-                if (ss_list_result_saver(lr, i, &si) == 0)
-                    snprintf(after, sizeof after, "%s", si.name);
+            if (ss_list_result_saver(lr, i, &si) < 0)
+                continue;
+            if (strcmp(si.name, w->o.saver) != 0) {
+                snprintf(after, sizeof after, "%s", si.name); /* the next page starts after it */
                 continue;
             }
             found = 1;
