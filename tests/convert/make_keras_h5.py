@@ -15,7 +15,9 @@ TensorFlow), in the layout Keras 2.11 (TensorFlow 2.11) writes for
 Weight names as Keras 2.11 gives them: Embedding `embedding/embeddings:0`;
 SimpleRNN/LSTM/GRU `<layer>/<cell>_cell/{kernel,recurrent_kernel,bias}:0`
 (cells simple_rnn_cell, lstm_cell, gru_cell); Dense
-`dense/{kernel,bias}:0`. Keras layouts: kernel [in, G*units],
+`dense/{kernel,bias}:0`; TimeDistributed(Dense) `time_distributed/{kernel,bias}:0`.
+A save_weights file (WEIGHTS_ONLY) has the layer groups at the root and no
+model_config. Keras layouts: kernel [in, G*units],
 recurrent_kernel [units, G*units]; LSTM gates i, f, c, o; GRU z, r, h
 (bias [2, 3*units] with reset_after=True, [3*units] without).
 unit_forget_bias=True is reproduced as Keras initialises it (forget block
@@ -82,10 +84,31 @@ def dense_layer(name, units, in_dim, rng, activation="linear"):
         ("%s/bias:0" % name, rng.uniform(-0.1, 0.1, units))]
 
 
+def time_distributed_dense(name, units, in_dim, rng, activation="linear"):
+    inner, ws = dense_layer("dense", units, in_dim, rng, activation)
+    cfg = {"name": name, "trainable": True, "dtype": "float32", "layer": inner}
+    return {"class_name": "TimeDistributed", "config": cfg}, [
+        (n.replace("dense/", name + "/", 1), a) for n, a in ws]
+
+
 def other_layer(cls, name, weights=(), **cfg):
     c = {"name": name, "trainable": True, "dtype": "float32"}
     c.update(cfg)
     return {"class_name": cls, "config": c}, list(weights)
+
+
+def write_weights_only(path, layers):
+    """The layout of model.save_weights("w.h5"): the layer groups at the
+    root (attribute layer_names there), no model_config."""
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [lc["config"]["name"].encode() for lc, _ in layers]
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["keras_version"] = KERAS_VERSION
+        for lc, ws in layers:
+            lg = f.create_group(lc["config"]["name"])
+            lg.attrs["weight_names"] = [n.encode() for n, _ in ws]
+            for n, a in ws:
+                lg.create_dataset(n, data=np.asarray(a, np.float32))
 
 
 def write(path, layers, drop_weight=None):
@@ -128,7 +151,16 @@ def cases(rng):
     c["emb_gru_dense_sigmoid"] = [embedding_layer("embedding", 20, 4, rng),
                                   rnn_layer("GRU", "gru", 6, 4, rng, reset_after=False),
                                   dense_layer("dense", 3, 6, rng, activation="sigmoid")]
+    c["lstm_timedistributed_tanh"] = [rnn_layer("LSTM", "lstm", 8, 3, rng),
+                                      time_distributed_dense("time_distributed", 4, 8, rng,
+                                                             activation="tanh")]
+    c["weights_only_gru_dense"] = [embedding_layer("embedding", 15, 4, rng),
+                                   rnn_layer("GRU", "gru", 6, 4, rng, reset_after=True),
+                                   dense_layer("dense", 5, 6, rng)]
     return c
+
+
+WEIGHTS_ONLY = ("weights_only_gru_dense",)  # written in the save_weights layout
 
 
 def bad_cases(rng):
@@ -154,7 +186,8 @@ def main(argv):
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(20261201)
     for name, layers in cases(rng).items():
-        write(os.path.join(out, name + ".h5"), layers)
+        (write_weights_only if name in WEIGHTS_ONLY else write)(os.path.join(out, name + ".h5"),
+                                                                layers)
     for name, (layers, drop, _) in bad_cases(rng).items():
         write(os.path.join(out, name + ".h5"), layers, drop_weight=drop)
     # A corrupt file: a good one cut in half.

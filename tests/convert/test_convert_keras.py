@@ -5,7 +5,8 @@
 Good files (stacked LSTMs of different sizes with unit_forget_bias, LSTM
 without it, GRU reset_after=True stacked and reset_after=False, SimpleRNN
 relu, Embedding + LSTM + Dropout + Dense softmax, Embedding + GRU + Dense
-sigmoid): converted with --check (exit 0), and the worker's unroll, whole
+sigmoid, LSTM + TimeDistributed(Dense tanh), a save_weights file of
+Embedding + GRU + Dense): converted with --check (exit 0), and the worker's unroll, whole
 and in chunks carrying the state, with lengths and random initial states,
 equals the numpy reference of the Keras formulas (keras_check.reference,
 computed from the file's own Keras weights in Keras's gate orders) within
