@@ -45,7 +45,9 @@
 typedef struct bench_opts {
     ss_cell_kind cell;      /* --cell */
     int input_size;         /* --input-size */
-    int num_units;          /* --num-units */
+    int num_units;          /* --num-units: the largest layer's units */
+    int units[SS_MODEL_MAX_LAYERS]; /* --num-units N1,N2,...: per layer */
+    int n_units;            /* entries of units (1: every layer num_units) */
     int batch;              /* --batch */
     int steps;              /* --steps */
     int layers;             /* --layers */
@@ -76,7 +78,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: statesaver-worker bench --cell lstm|gru|basic_rnn --input-size I\n"
-            "         --num-units H --batch B --steps T [--layers L] [--reset-after]\n"
+            "         --num-units H[,H2,...] --batch B --steps T [--layers L] [--reset-after]\n"
             "         [--activation tanh|relu] [--repeat N] [--threads N]\n"
             "         [--max-mb MB] [--precision fp32|bf16] [--split auto|rows|units]\n"
             "         [--bf16-kernel auto|fma|dpbf16|amx] [--no-sgemm] [--json]\n"
@@ -139,7 +141,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
         {NULL, 0, NULL, 0},
     };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    bool have_cell = false;
+    bool have_cell = false, layers_given = false;
     int mb = 0;
     *o = (bench_opts){.layers = 1, .repeat = SS_BENCH_DEFAULT_REPEAT,
                       .threads = ncpu > 0 ? (int)ncpu : 1, .max_mb = SS_BENCH_DEFAULT_MAX_MB};
@@ -162,10 +164,37 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
             }
             break;
         case O_IN: rc = parse_int("--input-size", optarg, 1, SS_BENCH_MAX_DIM, &o->input_size); break;
-        case O_UNITS: rc = parse_int("--num-units", optarg, 1, SS_BENCH_MAX_DIM, &o->num_units); break;
+        case O_UNITS: {
+            /* N, or a comma list of per-layer sizes */
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", optarg);
+            o->n_units = 0;
+            o->num_units = 0;
+            for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok && !rc;
+                 tok = strtok_r(NULL, ",", &save)) {
+                if (o->n_units == SS_MODEL_MAX_LAYERS) {
+                    fprintf(stderr, "bench: --num-units lists more than %d sizes\n",
+                            SS_MODEL_MAX_LAYERS);
+                    rc = SS_ERR_INVALID;
+                    break;
+                }
+                rc = parse_int("--num-units", tok, 1, SS_BENCH_MAX_DIM, &o->units[o->n_units]);
+                if (!rc && o->units[o->n_units] > o->num_units)
+                    o->num_units = o->units[o->n_units];
+                o->n_units++;
+            }
+            if (!rc && (o->n_units == 0 || optarg[strlen(optarg) - 1] == ',')) {
+                fprintf(stderr, "bench: --num-units must be N or N1,N2,..., got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
+            break;
+        }
         case O_BATCH: rc = parse_int("--batch", optarg, 1, SS_BENCH_MAX_DIM, &o->batch); break;
         case O_STEPS: rc = parse_int("--steps", optarg, 1, SS_BENCH_MAX_DIM, &o->steps); break;
-        case O_LAYERS: rc = parse_int("--layers", optarg, 1, SS_MODEL_MAX_LAYERS, &o->layers); break;
+        case O_LAYERS:
+            rc = parse_int("--layers", optarg, 1, SS_MODEL_MAX_LAYERS, &o->layers);
+            layers_given = true;
+            break;
         case O_RA: o->reset_after = true; break;
         case O_ACT:
             if (!strcmp(optarg, "tanh"))
@@ -245,6 +274,14 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
         fprintf(stderr, "bench: --cell, --input-size, --num-units, --batch and --steps are required\n");
         return SS_ERR_INVALID;
     }
+    if (o->n_units > 1) {
+        if (layers_given && o->layers != o->n_units) {
+            fprintf(stderr, "bench: --num-units lists %d sizes, --layers is %d\n", o->n_units,
+                    o->layers);
+            return SS_ERR_INVALID;
+        }
+        o->layers = o->n_units;
+    }
     if (o->reset_after && o->cell != SS_CELL_GRU) {
         fprintf(stderr, "bench: --reset-after applies to --cell gru only\n");
         return SS_ERR_INVALID;
@@ -273,10 +310,15 @@ static void fill(float *p, size_t n, float scale, uint64_t *s)
         p[i] = scale * rnd(s);
 }
 
-/* Floats of all weights of one layer (see DESIGN.md layouts). */
-static size_t layer_floats(const bench_opts *o, size_t in)
+/* Units of layer l. */
+static int units_of(const bench_opts *o, int l)
 {
-    size_t H = (size_t)o->num_units;
+    return o->n_units > 1 ? o->units[l] : o->num_units;
+}
+
+/* Floats of all weights of one layer (see DESIGN.md layouts). */
+static size_t layer_floats(const bench_opts *o, size_t in, size_t H)
+{
     switch (o->cell) {
     case SS_CELL_LSTM: return (in + H) * 4 * H + 4 * H;
     case SS_CELL_GRU:
@@ -289,10 +331,11 @@ static size_t layer_floats(const bench_opts *o, size_t in)
 static int build_model(const bench_opts *o, bench_model *bm, double *floats)
 {
     ss_model *m = &bm->m;
-    const size_t H = (size_t)o->num_units;
+    const size_t H0 = (size_t)units_of(o, 0), Hlast = (size_t)units_of(o, o->layers - 1);
     size_t total = 0;
     for (int l = 0; l < o->layers; l++)
-        total += layer_floats(o, l == 0 ? (size_t)o->input_size : H);
+        total += layer_floats(o, l == 0 ? (size_t)o->input_size : (size_t)units_of(o, l - 1),
+                              (size_t)units_of(o, l));
     *floats += (double)total;
     if (*floats * 4.0 > (double)o->max_mb * 1048576.0)
         return SS_ERR_TOO_BIG;
@@ -301,37 +344,39 @@ static int build_model(const bench_opts *o, bench_model *bm, double *floats)
         return SS_ERR_NOMEM;
     uint64_t seed = 0x5eed5eed12345678ull;
     /* Glorot-like scale keeps the gates out of saturation, as in training. */
-    fill(bm->weights, total, 1.0f / sqrtf((float)(H + (size_t)o->input_size)), &seed);
-    *m = (ss_model){.cell = o->cell, .input_size = o->input_size, .num_units = o->num_units,
+    fill(bm->weights, total, 1.0f / sqrtf((float)(H0 + (size_t)o->input_size)), &seed);
+    *m = (ss_model){.cell = o->cell, .input_size = o->input_size, .num_units = (int)H0,
                     .num_layers = o->layers, .activation = o->act, .forget_bias = 1.0f,
-                    .reset_after = o->reset_after, .output_size = o->num_units};
+                    .reset_after = o->reset_after, .output_size = (int)Hlast};
     m->n_states = (size_t)o->layers * (o->cell == SS_CELL_LSTM ? 2 : 1);
     for (size_t i = 0; i < m->n_states; i++)
-        bm->sizes[i] = o->num_units;
+        bm->sizes[i] = units_of(o, (int)(o->cell == SS_CELL_LSTM ? i / 2 : i));
     m->state_sizes = bm->sizes;
     if (o->vocab || o->head_out) {
         size_t nio = (size_t)o->vocab * (size_t)o->input_size +
-                     (H + 1) * (size_t)o->head_out;
+                     (Hlast + 1) * (size_t)o->head_out;
         *floats += (double)nio;
         if (*floats * 4.0 > (double)o->max_mb * 1048576.0)
             return SS_ERR_TOO_BIG;
         bm->io = malloc((nio ? nio : 1) * sizeof(float));
         if (!bm->io)
             return SS_ERR_NOMEM;
-        fill(bm->io, nio, 1.0f / sqrtf((float)H), &seed);
+        fill(bm->io, nio, 1.0f / sqrtf((float)H0), &seed);
         m->embedding = o->vocab > 0;
         m->vocab = o->vocab;
         m->emb = o->vocab ? bm->io : NULL;
         m->head_out = o->head_out;
         m->head_act = o->head_act;
         m->head_kernel = o->head_out ? bm->io + (size_t)o->vocab * (size_t)o->input_size : NULL;
-        m->head_bias = o->head_out ? m->head_kernel + H * (size_t)o->head_out : NULL;
+        m->head_bias = o->head_out ? m->head_kernel + Hlast * (size_t)o->head_out : NULL;
     }
     float *p = bm->weights;
     for (int l = 0; l < o->layers; l++) {
         ss_layer *ly = &m->layers[l];
-        size_t in = l == 0 ? (size_t)o->input_size : H;
+        size_t in = l == 0 ? (size_t)o->input_size : (size_t)units_of(o, l - 1);
+        const size_t H = (size_t)units_of(o, l);
         ly->in = (int)in;
+        ly->H = (int)H;
         switch (o->cell) {
         case SS_CELL_LSTM:
             ly->kernel = p; p += (in + H) * 4 * H;
@@ -380,10 +425,11 @@ static double median(double *v, int n)
 /* The unroll's matrix products without the recurrence (see top comment). */
 static void ref_sgemm(const bench_opts *o, const float *a, const float *w, float *c)
 {
-    const int TB = o->steps * o->batch, H = o->num_units;
+    const int TB = o->steps * o->batch;
     const int G = o->cell == SS_CELL_LSTM ? 4 : o->cell == SS_CELL_GRU ? 3 : 1;
     for (int l = 0; l < o->layers; l++) {
-        int K = (l == 0 ? o->input_size : H) + H;
+        const int H = units_of(o, l);
+        int K = (l == 0 ? o->input_size : units_of(o, l - 1)) + H;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, TB, G * H, K, 1.0f, a, K,
                     w, G * H, 0.0f, c, G * H);
     }
@@ -546,6 +592,10 @@ int ss_bench_main(int argc, char **argv)
         t_ref = median(times, o.repeat);
     }
     bench_io io = {NAN, NAN, NAN};
+    /* The model workspace of time_io starts threads of its own: park none
+     * of the unroll's meanwhile (split and kernel are noted above). */
+    if ((o.vocab || o.head_out) && o.threads > 1)
+        ss_unroll_set_threads(u, 1);
     if ((o.vocab || o.head_out) && (rc = time_io(&o, &bm.m, x, y, sin, sout, times, &io))) {
         fprintf(stderr, "bench: embedding/head: %s\n", ss_strerror(rc));
         goto out;
@@ -562,6 +612,14 @@ int ss_bench_main(int argc, char **argv)
         cJSON_AddStringToObject(j, "cell", cells[o.cell]);
         cJSON_AddNumberToObject(j, "input_size", o.input_size);
         cJSON_AddNumberToObject(j, "num_units", o.num_units);
+        if (o.n_units > 1) {
+            char list[256];
+            size_t off = 0;
+            for (int l = 0; l < o.n_units && off < sizeof list; l++)
+                off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", l ? "," : "",
+                                        o.units[l]);
+            cJSON_AddStringToObject(j, "num_units_list", list);
+        }
         cJSON_AddNumberToObject(j, "batch", o.batch);
         cJSON_AddNumberToObject(j, "steps", o.steps);
         cJSON_AddNumberToObject(j, "layers", o.layers);

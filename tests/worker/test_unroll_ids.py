@@ -6,8 +6,11 @@ Asserts: a token id outside [0, vocab) exits 2 with a message naming the
 id, its [t, b] position and the vocabulary, and writes nothing; float
 inputs to an embedding model and ids to a model without one exit 2 naming
 the expected dtype and shape; ids past a row's length are padding (any
-value); int32 and int64 ids give the same outputs [T, B, 7].
+value); int32 and int64 ids give the same outputs [T, B, 7]. And `bench`
+with per-layer sizes, an embedding and a head reports the three timings
+(--json), and refuses a size list that contradicts --layers.
 """
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +83,17 @@ def main():
         r = unroll(PLAIN, x, out)
         check(r.returncode == 2 and "expected float32 [T, B, 4]" in r.stderr,
               "ids to a model without an embedding: exit 2 (%s)" % r.stderr.strip())
+    base = [WORKER, "bench", "--cell", "lstm", "--input-size", "8", "--num-units", "16,8",
+            "--batch", "4", "--steps", "3", "--repeat", "1", "--threads", "1"]
+    r = subprocess.run(base + ["--vocab", "20", "--head-out", "5", "--head-activation",
+                               "softmax", "--json"], capture_output=True, text=True, timeout=60)
+    j = json.loads(r.stdout) if r.returncode == 0 else {}
+    check(j.get("num_units_list") == "16,8" and j.get("layers") == 2 and
+          all(j.get(k, -1) >= 0 for k in ("ms_embedding", "ms_head", "ms_model")),
+          "bench --num-units 16,8 --vocab --head-out: timings in --json (%s)" % r.stderr.strip())
+    r = subprocess.run(base + ["--layers", "3"], capture_output=True, text=True, timeout=60)
+    check(r.returncode == 2 and "lists 2 sizes, --layers is 3" in r.stderr,
+          "bench: a size list against --layers is refused (%s)" % r.stderr.strip()[:80])
     print("%d failure(s)" % len(FAILURES))
     return 1 if FAILURES else 0
 
