@@ -566,10 +566,17 @@ int ss_serve_main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    SS_LOG(SS_LOG_INFO, "serve: model %s (%s, input_size %d, output_size %d, %zu states), "
+    char io[96] = "";
+    if (w.m->embedding)
+        snprintf(io, sizeof io, ", token ids of vocab %d", w.m->vocab);
+    if (w.m->head_out)
+        snprintf(io + strlen(io), sizeof io - strlen(io), ", head %s",
+                 ss_head_act_name(w.m->head_act));
+    SS_LOG(SS_LOG_INFO, "serve: model %s (%s, input_size %d, output_size %d, %zu states%s), "
            "saver %s, server %s, batch %u", w.o.model,
            w.m->cell == SS_CELL_LSTM ? "lstm" : w.m->cell == SS_CELL_GRU ? "gru" : "basic_rnn",
-           w.m->input_size, w.m->output_size, w.m->n_states, w.o.saver, w.o.server, w.o.batch);
+           w.m->input_size, ss_model_out_width(w.m), w.m->n_states, io, w.o.saver, w.o.server,
+           w.o.batch);
     if (w.o.metrics_listen) {
         uint64_t stall = 2ull * w.o.timeout_ms + w.o.wait_ms +
                          (w.o.lease_ms ? w.o.lease_ms : 60000u) + SS_SERVE_STALL_SLACK_MS;
