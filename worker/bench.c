@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "pgemm_bf16.h"
+#include "model_run.h"
 #include "ss_error.h"
 #include "unroll.h"
 #include "vmath.h"
@@ -58,6 +59,9 @@ typedef struct bench_opts {
     ss_precision prec;      /* --precision */
     ss_unroll_split split;  /* --split */
     ss_bf16_kernel bf16k;   /* --bf16-kernel */
+    int vocab;              /* --vocab: an embedding of that many rows, 0 for none */
+    int head_out;           /* --head-out: a linear head of that width, 0 for none */
+    ss_head_act head_act;   /* --head-activation */
 } bench_opts;
 
 /* Model weights owned by the benchmark (the ss_model points into them). */
@@ -65,6 +69,7 @@ typedef struct bench_model {
     ss_model m;             /* model filled directly, no file */
     float *weights;         /* one block holding every tensor */
     int sizes[2 * SS_MODEL_MAX_LAYERS]; /* state widths */
+    float *io;              /* embedding [vocab, I], head kernel [H, out] and bias [out] */
 } bench_model;
 
 static void usage(FILE *f)
@@ -75,6 +80,7 @@ static void usage(FILE *f)
             "         [--activation tanh|relu] [--repeat N] [--threads N]\n"
             "         [--max-mb MB] [--precision fp32|bf16] [--split auto|rows|units]\n"
             "         [--bf16-kernel auto|fma|dpbf16|amx] [--no-sgemm] [--json]\n"
+            "         [--vocab V] [--head-out N] [--head-activation A]\n"
             "Times one unroll of T steps (all lengths = T) against an in-process sgemm\n"
             "of the same flop count; prints medians (and the fastest run). --threads sets\n"
             "the unroll's threads and OpenBLAS's for the sgemm (default: online cores).\n"
@@ -84,7 +90,11 @@ static void usage(FILE *f)
             "registers, the default elsewhere) or dpbf16 (vdpbf16ps).\n"
             "--split forces how threads share the work (default: chosen per batch).\n"
             "--no-sgemm skips the reference sgemm (no ratio is reported).\n"
-            "--max-mb caps the memory allocated (default %d).\n",
+            "--max-mb caps the memory allocated (default %d).\n"
+            "--vocab V puts an embedding of V rows in front (inputs are token ids),\n"
+            "--head-out N a linear head of N columns behind (--head-activation none,\n"
+            "softmax, log_softmax, sigmoid or tanh); then the embedding lookup, the head\n"
+            "product and the whole model are timed too (medians, same repeats).\n",
             SS_BENCH_DEFAULT_MAX_MB);
 }
 
@@ -103,7 +113,8 @@ static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
 static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
 {
     enum { O_CELL = 256, O_IN, O_UNITS, O_BATCH, O_STEPS, O_LAYERS, O_RA, O_ACT,
-           O_REPEAT, O_THREADS, O_MAXMB, O_JSON, O_HELP, O_PREC, O_SPLIT, O_BFK, O_NOSGEMM };
+           O_REPEAT, O_THREADS, O_MAXMB, O_JSON, O_HELP, O_PREC, O_SPLIT, O_BFK, O_NOSGEMM,
+           O_VOCAB, O_HEAD, O_HEADACT };
     static const struct option longopts[] = {
         {"cell", required_argument, NULL, O_CELL},
         {"input-size", required_argument, NULL, O_IN},
@@ -121,6 +132,9 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
         {"split", required_argument, NULL, O_SPLIT},
         {"bf16-kernel", required_argument, NULL, O_BFK},
         {"no-sgemm", no_argument, NULL, O_NOSGEMM},
+        {"vocab", required_argument, NULL, O_VOCAB},
+        {"head-out", required_argument, NULL, O_HEAD},
+        {"head-activation", required_argument, NULL, O_HEADACT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -174,6 +188,20 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
             }
             break;
         case O_NOSGEMM: o->no_sgemm = true; break;
+        case O_VOCAB: rc = parse_int("--vocab", optarg, 1, 1 << 24, &o->vocab); break;
+        case O_HEAD: rc = parse_int("--head-out", optarg, 1, SS_BENCH_MAX_DIM, &o->head_out); break;
+        case O_HEADACT: {
+            int i = 0;
+            while (i <= SS_HEAD_TANH && strcmp(ss_head_act_name((ss_head_act)i), optarg))
+                i++;
+            if (i > SS_HEAD_TANH) {
+                fprintf(stderr, "bench: --head-activation must be none, softmax, log_softmax, "
+                        "sigmoid or tanh, got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
+            o->head_act = (ss_head_act)i;
+            break;
+        }
         case O_BFK:
             if (!strcmp(optarg, "auto"))
                 o->bf16k = SS_BF16_KERNEL_AUTO;
@@ -281,6 +309,24 @@ static int build_model(const bench_opts *o, bench_model *bm, double *floats)
     for (size_t i = 0; i < m->n_states; i++)
         bm->sizes[i] = o->num_units;
     m->state_sizes = bm->sizes;
+    if (o->vocab || o->head_out) {
+        size_t nio = (size_t)o->vocab * (size_t)o->input_size +
+                     (H + 1) * (size_t)o->head_out;
+        *floats += (double)nio;
+        if (*floats * 4.0 > (double)o->max_mb * 1048576.0)
+            return SS_ERR_TOO_BIG;
+        bm->io = malloc((nio ? nio : 1) * sizeof(float));
+        if (!bm->io)
+            return SS_ERR_NOMEM;
+        fill(bm->io, nio, 1.0f / sqrtf((float)H), &seed);
+        m->embedding = o->vocab > 0;
+        m->vocab = o->vocab;
+        m->emb = o->vocab ? bm->io : NULL;
+        m->head_out = o->head_out;
+        m->head_act = o->head_act;
+        m->head_kernel = o->head_out ? bm->io + (size_t)o->vocab * (size_t)o->input_size : NULL;
+        m->head_bias = o->head_out ? m->head_kernel + H * (size_t)o->head_out : NULL;
+    }
     float *p = bm->weights;
     for (int l = 0; l < o->layers; l++) {
         ss_layer *ly = &m->layers[l];
@@ -341,6 +387,63 @@ static void ref_sgemm(const bench_opts *o, const float *a, const float *w, float
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, TB, G * H, K, 1.0f, a, K,
                     w, G * H, 0.0f, c, G * H);
     }
+}
+
+/* Medians of the embedding lookup, the head and the whole model. */
+typedef struct bench_io {
+    double embed;           /* s per chunk: ids -> inputs */
+    double head;            /* s per chunk: the head product, bias, activation */
+    double model;           /* s per chunk: ss_mrun_run (all three) */
+} bench_io;
+
+/* Time the embedding, the head and the whole model on the model's
+ * precision and threads (y holds T*B rows of RNN output to feed the head;
+ * x is overwritten by the lookup). */
+static int time_io(const bench_opts *o, const ss_model *m, float *x, float *y,
+                   const float *const *sin, float *const *sout, double *times, bench_io *io)
+{
+    const size_t TB = (size_t)o->steps * (size_t)o->batch;
+    ss_mrun *r = NULL;
+    int64_t *ids = NULL;
+    float *out = NULL;
+    int rc = ss_mrun_new(&r, m, o->prec, NULL);
+    if (!rc)
+        rc = ss_unroll_set_threads(ss_mrun_unroll(r), o->threads);
+    if (rc)
+        goto out;
+    ss_unroll_set_split(ss_mrun_unroll(r), o->split);
+    ids = malloc(TB * sizeof *ids);
+    out = malloc(TB * (size_t)ss_model_out_width(m) * sizeof *out);
+    if (!ids || !out) {
+        rc = SS_ERR_NOMEM;
+        goto out;
+    }
+    uint64_t seed = 7;
+    for (size_t i = 0; i < TB; i++)
+        ids[i] = o->vocab ? (int64_t)((rnd(&seed) * 0.5f + 0.5f) * (float)(o->vocab - 1)) : 0;
+    for (int part = 0; part < 3 && !rc; part++) {
+        if ((part == 0 && !o->vocab) || (part == 1 && !o->head_out))
+            continue;
+        for (int i = 0; i < SS_BENCH_WARMUP + o->repeat && !rc; i++) {
+            double t0 = now_s();
+            if (part == 0)
+                rc = ss_mrun_embed(m, ids, TB, x, NULL);
+            else if (part == 1)
+                rc = ss_mrun_head(r, o->steps, o->batch, y, NULL, out);
+            else
+                rc = ss_mrun_run(r, o->steps, o->batch, o->vocab ? NULL : x,
+                                 o->vocab ? ids : NULL, NULL, sin, out, sout, NULL);
+            if (i >= SS_BENCH_WARMUP)
+                times[i - SS_BENCH_WARMUP] = now_s() - t0;
+        }
+        double t = median(times, o->repeat);
+        *(part == 0 ? &io->embed : part == 1 ? &io->head : &io->model) = t;
+    }
+out:
+    free(out);
+    free(ids);
+    ss_mrun_free(r);
+    return rc;
 }
 
 int ss_bench_main(int argc, char **argv)
@@ -442,6 +545,11 @@ int ss_bench_main(int argc, char **argv)
         }
         t_ref = median(times, o.repeat);
     }
+    bench_io io = {NAN, NAN, NAN};
+    if ((o.vocab || o.head_out) && (rc = time_io(&o, &bm.m, x, y, sin, sout, times, &io))) {
+        fprintf(stderr, "bench: embedding/head: %s\n", ss_strerror(rc));
+        goto out;
+    }
     double flops = ss_unroll_flops(&bm.m, o.steps, o.batch);
     double gf = flops / t_unroll * 1e-9, gf_ref = flops / t_ref * 1e-9;
     static const char *const cells[] = {"basic_rnn", "lstm", "gru"};
@@ -470,6 +578,17 @@ int ss_bench_main(int argc, char **argv)
             cJSON_AddNumberToObject(j, "ratio", gf / gf_ref);
         }
         cJSON_AddBoolToObject(j, "reset_after", o.reset_after);
+        if (o.vocab) {
+            cJSON_AddNumberToObject(j, "vocab", o.vocab);
+            cJSON_AddNumberToObject(j, "ms_embedding", io.embed * 1e3);
+        }
+        if (o.head_out) {
+            cJSON_AddNumberToObject(j, "head_out", o.head_out);
+            cJSON_AddStringToObject(j, "head_activation", ss_head_act_name(o.head_act));
+            cJSON_AddNumberToObject(j, "ms_head", io.head * 1e3);
+        }
+        if (o.vocab || o.head_out)
+            cJSON_AddNumberToObject(j, "ms_model", io.model * 1e3);
         cJSON_AddNumberToObject(j, "repeat", o.repeat);
         cJSON_AddStringToObject(j, "blas_core", openblas_get_corename());
         cJSON_AddStringToObject(j, "vmath", ss_vmath_isa());
@@ -489,6 +608,12 @@ int ss_bench_main(int argc, char **argv)
                o.num_units, o.batch, o.steps, o.layers, o.threads, ss_precision_name(o.prec),
                kernel, split, t_unroll * 1e3, t_min * 1e3, gf, gf_ref, gf / gf_ref, o.repeat,
                openblas_get_corename(), ss_vmath_isa());
+        if (o.vocab || o.head_out)
+            printf("embedding (vocab %d) %.3f ms, head (%d, %s) %.3f ms, whole model %.3f ms "
+                   "per chunk (medians)\n",
+                   o.vocab, o.vocab ? io.embed * 1e3 : 0.0, o.head_out,
+                   ss_head_act_name(o.head_act), o.head_out ? io.head * 1e3 : 0.0,
+                   io.model * 1e3);
     }
     status = 0;
 out:
@@ -496,5 +621,6 @@ out:
     free(times);
     free(buf);
     free(bm.weights);
+    free(bm.io);
     return status;
 }
