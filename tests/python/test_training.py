@@ -149,6 +149,11 @@ class SqssFields(unittest.TestCase):
         for i in range(4):
             np.testing.assert_array_equal(f.states["c"][i], ref[i][0])
             np.testing.assert_array_equal(f.states["h"][i], ref[i][1])
+        # the batcher collected the done records: nothing is left behind
+        from statesaver import NotFound
+        for i in range(4):
+            with self.assertRaises(NotFound):
+                c.await_segment(saver, keys[i], counts[i] - 1, wait_ms=0)
         c.close()
 
     def test_fields_numpy(self):

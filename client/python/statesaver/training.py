@@ -276,8 +276,10 @@ class Batch:
                     if "cancelled" not in e2.message:
                         raise
                     already.append(False)
-        self._b.stats["complete_s"] += time.perf_counter() - t0
         self.completed = True
+        if self._b.collect:
+            self._b._collect(self._items)
+        self._b.stats["complete_s"] += time.perf_counter() - t0
         return [k for k, a in zip(self.keys, already) if a]
 
     def abandon(self, reason="trainer gave up on the batch"):
@@ -337,13 +339,16 @@ class SequenceBatcher:
     wait_ms (the queue is drained). lease_ms: how long the trainer may
     hold a batch before it goes to another trainer (0 = server default).
     framework: "numpy" or "torch" (tensors via torch.from_numpy, moved to
-    device when given). Iterating yields batches until next_batch gives
-    None.
+    device when given). collect (default True): after a batch is completed
+    its done records are collected (one pipelined round trip of Awaits with
+    collect, without tensors), so a training run leaves no job records
+    behind; False keeps them for Await. Iterating yields batches until
+    next_batch gives None.
     """
 
     def __init__(self, client, saver, batch_size, min_batch=None, max_delay_ms=1000,
                  lease_ms=0, wait_ms=30000, framework="numpy", device=None, worker=None,
-                 auto_complete=True):
+                 auto_complete=True, collect=True):
         if framework not in ("numpy", "torch"):
             raise errors.InvalidArgument("framework must be 'numpy' or 'torch'")
         if batch_size < 1:
@@ -357,6 +362,7 @@ class SequenceBatcher:
         self.framework, self.device = framework, device
         self.worker = worker or "statesaver-trainer"
         self.auto_complete = auto_complete
+        self.collect = collect
         self.stats = {"lease_s": 0.0, "complete_s": 0.0, "batches": 0, "segments": 0}
 
     def _to_framework(self, a):
@@ -369,6 +375,15 @@ class SequenceBatcher:
         req = pb.CompleteRequest(saver=self.saver, lease_id=lease_id)
         req.items.extend(items)
         return list(self.client.call("complete", req).already_applied) or [False] * len(items)
+
+    def _collect(self, items):
+        """Retire the done records of completed items (NotFound: gone
+        already, e.g. cancelled)."""
+        reqs = [pb.AwaitRequest(saver=self.saver, key=it.key, segment=it.segment, wait_ms=0,
+                                collect=True, without_tensors=True) for it in items]
+        for r in self.client.call_many("await_segment", reqs, raise_first=False):
+            if isinstance(r, Exception) and not isinstance(r, errors.NotFound):
+                raise r
 
     def next_batch(self, wait_ms=None):
         """The next Batch, or None if no segment became ready within wait_ms."""
