@@ -11,6 +11,9 @@
  *   jobs_complete.c  Complete and its commit
  *   jobs_await.c     Await, collecting, cancelling parked requests
  *   jobs.c           open (rebuild from disk), Submit, stats, close
+ *   jobs_train.c     the training fields of Submit and Lease (sequences,
+ *                    context records, initial states)
+ *   jobs_cancel.c    Cancel, and the queue's side of a Drop
  * Everything except jobs_ops.c runs on the loop thread. Names here are
  * prefixed jq_ (internal to the queue).
  *
