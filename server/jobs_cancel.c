@@ -148,9 +148,12 @@ static size_t seq_patches(const seq *sq)
     return sq->n_jobs + (sq->ctx_id ? 1 : 0);
 }
 
+/* A write of jb is in flight that a cancel must not race (a Submit, a
+ * Complete, an expiry); a collect in flight is not one: the record goes
+ * anyway, so the cancel leaves that job to it. */
 static bool job_busy(const job *jb)
 {
-    return jb->busy || jb->submits || jb->collecting || jb->state == J_SUBMITTING;
+    return !jb->collecting && (jb->busy || jb->submits || jb->state == J_SUBMITTING);
 }
 
 /* Add sq's patches to op (from *k); marks the jobs busy. */
@@ -158,7 +161,7 @@ static void add_seq(jobs_op *op, seq *sq, size_t *k, bool skip_busy)
 {
     for (size_t i = 0; i < sq->n_jobs; i++) {
         job *jb = sq->jobs[i];
-        if (skip_busy && job_busy(jb))
+        if (jb->collecting || (skip_busy && job_busy(jb)))
             continue;
         patch *p = &op->p[(*k)++];
         p->jb = jb;

@@ -75,6 +75,20 @@ def step_served(client, saver, key, segment, token, timeout):
             return r.outputs[0]
 
 
+def cancel_session(client, saver, key, tries=50):
+    """Remove the session's state and records (Cancel), retrying while the
+    server still commits a write of it (UNAVAILABLE)."""
+    from statesaver import ProtocolError, Unavailable
+    for _ in range(tries):
+        try:
+            client.cancel(saver, [key])
+            return
+        except Unavailable:
+            time.sleep(0.02)
+        except ProtocolError:  # the server is gone: nothing to clean
+            return
+
+
 def generate_served(args, vocab, out=sys.stdout):
     from statesaver import Client
     rng = random.Random(args.seed)
@@ -96,10 +110,7 @@ def generate_served(args, vocab, out=sys.stdout):
             logp = step_served(client, args.saver, key, seg, t, args.timeout)
             seg += 1
     finally:
-        try:
-            client.cancel(args.saver, [key])  # the session's state and records go
-        except Exception:  # noqa: BLE001 - a gone server: nothing to clean
-            pass
+        cancel_session(client, args.saver, key)
         client.close()
     out.write("\n")
     return "".join(text)
