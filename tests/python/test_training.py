@@ -185,6 +185,37 @@ class SqssFields(unittest.TestCase):
         c.close()
 
 
+class CSplit(unittest.TestCase):
+
+    def test_c_split_fills_counts(self):
+        """The C library's split (here through `statesaver submit`) sends
+        total_length and sequence_count with every segment."""
+        import os
+        import subprocess
+        import tempfile
+        cli = os.path.join(harness.BUILD_ROOT, "client", "statesaver")
+        self.assertTrue(os.access(cli, os.X_OK), cli)
+        c = client()
+        c.declare("csplit", [("h", (2,))])
+        with tempfile.TemporaryDirectory() as tmp:
+            os.mkdir(os.path.join(tmp, "in"))
+            np.save(os.path.join(tmp, "in", "k.npy"), np.ones((10, 3), np.float32))
+            r = subprocess.run([cli, "--server", SERVER.address, "submit", "csplit", "--inputs",
+                                os.path.join(tmp, "in"), "--outputs", os.path.join(tmp, "out"),
+                                "--num-unroll", "4", "--max-wait-ms", "300", "--wait-ms", "100"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)  # no worker: it gave up
+        seen = []
+        for _ in range(3):
+            lease = c.lease("csplit", max_batch=1, wait_ms=2000)
+            it = lease.items[0]
+            seen.append((it.segment, it.length, it.total_length, it.sequence_count))
+            c.complete("csplit", lease.lease_id,
+                       [{"key": it.key, "segment": it.segment, "states": [np.zeros(2)]}])
+        self.assertEqual(seen, [(0, 4, 10, 3), (1, 4, 10, 3), (2, 2, 10, 3)])
+        c.close()
+
+
 @unittest.skipIf(torch is None, "torch not installed")
 class TorchLayouts(unittest.TestCase):
 
