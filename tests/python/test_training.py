@@ -163,6 +163,22 @@ class SqssFields(unittest.TestCase):
     def test_fields_torch(self):
         self.run_fields("sqss-torch", "torch")
 
+    def test_context_stored_once(self):
+        """A 64 KiB context sent with each of 40 segments costs the store
+        about one copy, not 40 (it is kept once per sequence)."""
+        c = client()
+        c.declare("ctx-once", [("h", (1,))])
+        big = np.arange(16384, dtype=np.float32)  # 64 KiB
+        before = c.stats()["map_used"]
+        tr.submit_sequences(c, "ctx-once", ["long"], {"inputs": [np.arange(40)]},
+                            context={"big": big[None]}, num_unroll=1,
+                            context_every_segment=True)
+        grown = c.stats()["map_used"] - before
+        self.assertLess(grown, 10 * 65536, "the store grew by %d bytes" % grown)
+        lease = c.lease("ctx-once", max_batch=1)
+        np.testing.assert_array_equal(lease.items[0].context["big"], big)
+        c.close()
+
     def test_keys_unique_and_helpers(self):
         self.assertEqual(tr.segment_lengths(10, 4), [4, 4, 2])
         self.assertEqual(tr.segment_lengths(8, 4), [4, 4])
