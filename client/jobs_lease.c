@@ -298,19 +298,23 @@ static int complete_run(ss_client *c, const ss_lease *l, const ss_complete_item 
             cs->error = ss_client_unconst(ci->error);
             continue;
         }
-        if (!ci->outputs || ci->out_cols == 0 || (ns > 0 && !ci->states)) {
+        /* Outputs are optional (a trainer completes with states only). */
+        if ((ci->outputs && ci->out_cols == 0) || (ns > 0 && !ci->states)) {
             rc = ss_client_fail(c, SS_ERR_INVALID,
-                                "complete: item %zu has no outputs or states", ci->item);
+                                "complete: item %zu has no states, or outputs of 0 columns",
+                                ci->item);
             goto out;
         }
         tensor_t t0 = STATESAVER__V1__TENSOR__INIT;
-        tensor_t *o = &ts[k * per];
-        *o = t0;
-        odims[k][0] = it->inputs->shape[0];
-        odims[k][1] = ci->out_cols;
-        ss_tensor_borrow(o, STATESAVER__V1__DTYPE__DT_FLOAT32, odims[k], 2, ci->outputs,
-                         (size_t)odims[k][0] * ci->out_cols * sizeof(float));
-        cs->outputs = o;
+        if (ci->outputs) {
+            tensor_t *o = &ts[k * per];
+            *o = t0;
+            odims[k][0] = it->inputs ? it->inputs->shape[0] : it->length;
+            odims[k][1] = ci->out_cols;
+            ss_tensor_borrow(o, STATESAVER__V1__DTYPE__DT_FLOAT32, odims[k], 2, ci->outputs,
+                             (size_t)odims[k][0] * ci->out_cols * sizeof(float));
+            cs->outputs = o;
+        }
         for (size_t s = 0; s < ns; s++) {
             const tensor_t *leased = it->states[s];
             tensor_t *t = &ts[k * per + 1 + s];

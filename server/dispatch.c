@@ -364,6 +364,7 @@ static const char *body_name(int body_case)
     case STATESAVER__V1__REQUEST__BODY_LEASE: return "Lease";
     case STATESAVER__V1__REQUEST__BODY_COMPLETE: return "Complete";
     case STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT: return "Await";
+    case STATESAVER__V1__REQUEST__BODY_CANCEL: return "Cancel";
     default: return "unknown";
     }
 }
@@ -420,6 +421,7 @@ static ss_conn_class body_class(int body_case)
     case STATESAVER__V1__REQUEST__BODY_DROP:
     case STATESAVER__V1__REQUEST__BODY_SUBMIT:
     case STATESAVER__V1__REQUEST__BODY_COMPLETE:
+    case STATESAVER__V1__REQUEST__BODY_CANCEL:
         return SS_CONN_CLASS_WRITE;
     default:
         return SS_CONN_CLASS_OTHER;
