@@ -426,7 +426,7 @@ static void on_async(uv_async_t *a)
 int ss_cluster_start(ss_cluster *c, uv_loop_t *loop, int port)
 {
     if (c->source == SS_CLUSTER_NONE) {
-        char addr[SS_TOPO_MAX_ADDR + 1];
+        char addr[SS_HOST_MAX + 16];
         bool v6 = strchr(c->host, ':') != NULL;
         snprintf(addr, sizeof addr, "%s%s%s:%d", v6 ? "[" : "", c->host, v6 ? "]" : "",
                  port);
