@@ -210,6 +210,38 @@ def test_etcd_topology_and_change():
         etcd.stop()
 
 
+def test_topology_init():
+    """--topology-init FILE creates a missing etcd key (every shard may pass
+    the same file) and never overwrites one that exists."""
+    etcd = cu.Etcd()
+    shards = []
+    path = None
+    try:
+        ports = [cu.free_port(), cu.free_port()]
+        ids = [("s0", "127.0.0.1:%d" % ports[0]), ("s1", "127.0.0.1:%d" % ports[1])]
+        path = write_topology_file(cu.topology("ci", 1, ids, cu.even_ranges(["s0", "s1"])))
+        for (sid, _), p in zip(ids, ports):
+            shards.append(cu.Shard(sid, ["--etcd", etcd.url, "--cluster", "ci", "--shard",
+                                         sid, "--topology-init", path], port=p))
+        for s in shards:
+            t = topo(cu.Conn(s.address))
+            assert t.epoch == 1 and t.source == "etcd" and len(t.shards) == 2, t
+        value, _ = etcd.range("/statesaver/ci/topology")
+        assert json.loads(value)["epoch"] == 1
+        # an existing key wins over the file
+        etcd.put_topology("ci", cu.topology("ci", 9, ids, cu.even_ranges(["s0", "s1"])))
+        shards[0].kill()
+        shards[0].start()
+        assert topo(cu.Conn(shards[0].address)).epoch == 9
+        assert json.loads(etcd.range("/statesaver/ci/topology")[0])["epoch"] == 9
+    finally:
+        for s in shards:
+            s.stop()
+        etcd.stop()
+        if path:
+            os.unlink(path)
+
+
 def test_etcd_lost_later():
     """etcd killed after start: the shard keeps serving its slots, /readyz
     says not ready with the reason, the metrics and Topology say stale; all
@@ -455,7 +487,7 @@ def test_export_import_delete_round_trip():
 
 
 TESTS = [test_no_cluster, test_static_file_and_moved, test_bad_inputs_exit_2,
-         test_etcd_topology_and_change, test_etcd_lost_later,
+         test_etcd_topology_and_change, test_topology_init, test_etcd_lost_later,
          test_frozen_slots_survive_restart, test_export_import_delete_round_trip]
 
 
