@@ -393,6 +393,15 @@ def test_export_import_delete_round_trip():
         # freeze, then export in small pages
         expect(src.call(slot_freeze={"ranges": [{"first": first, "last": last}],
                                      "freeze": True, "move_id": "m"}), OK)
+        # a leased segment of a frozen slot cannot complete (retryable), and
+        # once its lease expires it is not leased again on the source
+        r = src.call(complete={"saver": "s", "lease_id": lease.lease.lease_id, "items": [
+            {"key": jk_queued, "segment": 0, "outputs": outputs,
+             "states": [cu.f32_tensor([1, 1, 1, 1], [4])]}]})
+        expect(r, UNAVAILABLE, "being moved")
+        again = src.call(lease={"saver": "s", "max_batch": 4, "wait_ms": 2600})
+        expect(again, OK)
+        assert len(again.lease.items) == 0, [it.key for it in again.lease.items]
         recs, pages = export_all(src, first, last, max_bytes=300)
         dbs = sorted(set(r[0] for r in recs))
         assert "seqs" in dbs and "jobs" in dbs, dbs
