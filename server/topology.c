@@ -183,11 +183,22 @@ static int open_etcd(ss_cluster *c, const ss_config *cfg, char *err, size_t n)
             ss_topology *t = NULL;
             rc = parse_value(c, v, len, &t, true, err, n);
             free(v);
-            if (rc < 0)
+            if (rc == 0) {
+                c->rev = rev;
+                apply(c, t);
+                return 0;
+            }
+            /* a shard being added starts before the topology names it:
+             * wait for that as for a missing key */
+            if (rc != SS_ERR_NOT_FOUND || mono_ms() - t0 >= c->wait_ms)
                 return rc;
-            c->rev = rev;
-            apply(c, t);
-            return 0;
+            if (!said) {
+                SS_LOG(SS_LOG_INFO, "cluster: waiting up to %" PRIu64 " ms for the "
+                       "topology in %s to name shard '%s'", c->wait_ms, c->key, c->self);
+                said = true;
+            }
+            sleep_ms(SS_CLUSTER_POLL_MS);
+            continue;
         }
         if (rc != SS_ERR_NOT_FOUND) {
             set_err(err, n, "cannot read the topology from etcd at %s: %s",

@@ -242,6 +242,48 @@ def test_topology_init():
             os.unlink(path)
 
 
+def test_new_shard_waits_to_be_named():
+    """A shard whose id the etcd topology does not name yet waits (bounded)
+    until it does; past --topology-wait-ms it exits 2 naming itself. A
+    shard may own no slots."""
+    etcd = cu.Etcd()
+    shards = []
+    try:
+        shards, doc = cu.start_shards(1, etcd=etcd, cluster="cw")
+        late = cu.Shard("s9", ["--etcd", etcd.url, "--cluster", "cw", "--shard", "s9",
+                               "--topology-wait-ms", "300"], expect_exit=True)
+        try:
+            assert late.wait_exit(30) == 2
+            assert "'s9'" in late.log_text(), late.log_text()
+        finally:
+            late.stop()
+        p = cu.free_port()
+        new = cu.Shard("s1", ["--etcd", etcd.url, "--cluster", "cw", "--shard", "s1",
+                              "--topology-wait-ms", "20000"], port=p, expect_exit=True)
+        shards.append(new)
+        time.sleep(0.5)
+        assert new.proc.poll() is None, new.log_text()
+        doc2 = cu.topology("cw", 2, [("s0", shards[0].address), ("s1", new.address)],
+                           [(0, 16383, "s0")])
+        etcd.put_topology("cw", doc2)
+        new.expect_exit = False
+        cu.wait_until(lambda: os.path.exists(os.path.join(new.tmp, "port")) and
+                      open(os.path.join(new.tmp, "port")).read().strip(), 10,
+                      "the new shard to listen")
+        c = cu.Conn(new.address)
+        t = topo(c)
+        assert t.self == "s1" and t.epoch == 2, t
+        assert c.call(stats={}).stats.owned_slots == 0
+        cu.declare(c)
+        r = cu.save(c, [b"anything"], 0, [[1, 2, 3, 4]])
+        expect(r, MOVED)
+        assert r.status.redirect.shard == "s0"
+    finally:
+        for s in shards:
+            s.stop()
+        etcd.stop()
+
+
 def test_etcd_lost_later():
     """etcd killed after start: the shard keeps serving its slots, /readyz
     says not ready with the reason, the metrics and Topology say stale; all
@@ -496,7 +538,8 @@ def test_export_import_delete_round_trip():
 
 
 TESTS = [test_no_cluster, test_static_file_and_moved, test_bad_inputs_exit_2,
-         test_etcd_topology_and_change, test_topology_init, test_etcd_lost_later,
+         test_etcd_topology_and_change, test_topology_init, test_new_shard_waits_to_be_named,
+         test_etcd_lost_later,
          test_frozen_slots_survive_restart, test_export_import_delete_round_trip]
 
 
