@@ -71,9 +71,8 @@ int ss_jobs_slots_adopt(ss_jobs *j, uint64_t id, const ss_job_rec *rec, bool hel
 
 typedef struct hold_ctx {
     ss_jobs *j;                 /* the queue */
-    ss_jobs_slots_pred pred;    /* which keys */
+    ss_jobs_slots_pred pred;    /* held or not, by key */
     void *arg;                  /* its argument */
-    bool on;                    /* hold or release */
     seq **touched;              /* sequences to settle after the walk */
     size_t n, cap;              /* entries, allocated */
 } hold_ctx;
@@ -82,10 +81,15 @@ static void hold_seq_cb(void *arg, ss_map_node *node)
 {
     hold_ctx *x = arg;
     seq *sq = (seq *)node;
-    if (!x->pred(x->arg, sq->key, sq->key_len))
-        return;
+    bool held = x->pred(x->arg, sq->key, sq->key_len);
+    bool changed = false;
     for (size_t i = 0; i < sq->n_jobs; i++)
-        sq->jobs[i]->held = x->on;
+        if (sq->jobs[i]->held != held) {
+            sq->jobs[i]->held = held;
+            changed = true;
+        }
+    if (!changed)
+        return;
     if (x->n == x->cap) {
         size_t cap = x->cap ? x->cap * 2 : 64;
         seq **t = realloc(x->touched, cap * sizeof *t);
@@ -102,9 +106,9 @@ static void hold_saver_cb(void *arg, ss_map_node *node)
     ss_map_each(&((saverq *)node)->seqs, hold_seq_cb, arg);
 }
 
-void ss_jobs_slots_hold(ss_jobs *j, ss_jobs_slots_pred in_range, void *arg, bool on)
+void ss_jobs_slots_hold(ss_jobs *j, ss_jobs_slots_pred held, void *arg)
 {
-    hold_ctx x = {.j = j, .pred = in_range, .arg = arg, .on = on};
+    hold_ctx x = {.j = j, .pred = held, .arg = arg};
     ss_map_each(&j->savers, hold_saver_cb, &x);
     /* settle outside the walk: settling may free a sequence or serve leases */
     for (size_t i = 0; i < x.n; i++)

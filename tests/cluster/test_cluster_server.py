@@ -467,6 +467,10 @@ def test_export_import_delete_round_trip():
             sorted(v for d, k, v in got if d == "jobs")
         st = dst.call(stats={"saver": "s"}).stats
         assert st.sequences == 10, st
+        # imported before the flip: the target does not lease them yet
+        early = dst.call(lease={"saver": "s", "max_batch": 4, "wait_ms": 300})
+        expect(early, OK)
+        assert len(early.lease.items) == 0, [it.key for it in early.lease.items]
         # flip the topology: first..last now belong to s1
         ids = [(s.id, s.address) for s in shards]
         etcd.put_topology("c4", cu.topology("c4", 2, ids, [
