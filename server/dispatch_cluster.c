@@ -471,7 +471,8 @@ static bool dup_in_batch(const ss_store_slots_in *in, size_t i, const ss_job_rec
         if (in[k].db != SS_STORE_SLOTS_JOBS || in[k].job_id == 0 ||
             ss_job_rec_decode(in[k].val.data, in[k].val.len, &o) < 0)
             continue;
-        if (o.segment == rec->segment && o.key.len == rec->key.len &&
+        if (o.is_ctx == rec->is_ctx && o.segment == rec->segment &&
+            o.key.len == rec->key.len &&
             o.saver.len == rec->saver.len &&
             memcmp(o.key.data, rec->key.data, o.key.len) == 0 &&
             memcmp(o.saver.data, rec->saver.data, o.saver.len) == 0)
@@ -561,6 +562,7 @@ typedef struct gone_job {
     size_t saver_len;     /* bytes of saver */
     size_t key_len;       /* bytes of key */
     uint64_t segment;     /* segment */
+    bool is_ctx;          /* a context record (training), not a segment */
 } gone_job;
 
 typedef struct delete_op {
@@ -610,6 +612,7 @@ static int delete_cb(void *arg, const ss_store_slots_rec *r)
         g->saver_len = rec.saver.len;
         g->key_len = rec.key.len;
         g->segment = rec.segment;
+        g->is_ctx = rec.is_ctx;
         o->n_gone++;
     }
     if (o->n == o->cap) {
@@ -667,6 +670,7 @@ static void delete_done(ss_write_op *op, int rc, const char *msg)
             rec.key.data = o->gone[i].buf + o->gone[i].saver_len;
             rec.key.len = o->gone[i].key_len;
             rec.segment = o->gone[i].segment;
+            rec.is_ctx = o->gone[i].is_ctx;
             ss_jobs_slots_forget(o->jobs, &rec);
         }
         Statesaver__V1__SlotDeleteResponse body = STATESAVER__V1__SLOT_DELETE_RESPONSE__INIT;

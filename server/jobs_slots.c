@@ -9,7 +9,7 @@ MDB_dbi ss_jobs_slots_dbi(const ss_jobs *j)
     return j->dbi;
 }
 
-static job *find_job(ss_jobs *j, const ss_job_rec *rec)
+static seq *find_seq(ss_jobs *j, const ss_job_rec *rec)
 {
     char name[SS_SAVER_NAME_MAX + 1];
     if (rec->saver.len == 0 || rec->saver.len > SS_SAVER_NAME_MAX)
@@ -17,12 +17,22 @@ static job *find_job(ss_jobs *j, const ss_job_rec *rec)
     memcpy(name, rec->saver.data, rec->saver.len);
     name[rec->saver.len] = '\0';
     saverq *sv = jq_saver_find(j, name);
-    seq *sq = sv ? jq_seq_find(sv, rec->key.data, rec->key.len) : NULL;
+    return sv ? jq_seq_find(sv, rec->key.data, rec->key.len) : NULL;
+}
+
+/* The job of a segment record (never of a context record). */
+static job *find_job(ss_jobs *j, const ss_job_rec *rec)
+{
+    seq *sq = rec->is_ctx ? NULL : find_seq(j, rec);
     return sq ? jq_seq_job(sq, rec->segment) : NULL;
 }
 
 bool ss_jobs_slots_has(ss_jobs *j, const ss_job_rec *rec)
 {
+    if (rec->is_ctx) {
+        seq *sq = find_seq(j, rec);
+        return sq && sq->ctx_id != 0;
+    }
     return find_job(j, rec) != NULL;
 }
 
@@ -33,7 +43,7 @@ uint64_t ss_jobs_slots_new_id(ss_jobs *j)
 
 int ss_jobs_slots_adopt(ss_jobs *j, uint64_t id, const ss_job_rec *rec, bool held)
 {
-    if (find_job(j, rec))
+    if (ss_jobs_slots_has(j, rec))
         return 0;
     saverq *sv = jq_saver_get(j, (const char *)rec->saver.data, rec->saver.len);
     if (!sv)
@@ -41,6 +51,16 @@ int ss_jobs_slots_adopt(ss_jobs *j, uint64_t id, const ss_job_rec *rec, bool hel
     seq *sq = jq_seq_find(sv, rec->key.data, rec->key.len);
     if (!sq && !(sq = jq_seq_new(j, sv, rec->key.data, rec->key.len, rec->submit_ms)))
         return SS_ERR_NOMEM;
+    if (rec->is_ctx) {
+        /* the sequence's context (training): no job, and no settle here,
+         * which would delete a context whose jobs come in a later batch */
+        if (!rec->ext || jq_train_blob_check(rec->ext, rec->ext_len) < 0)
+            return SS_ERR_FORMAT;
+        sq->ctx_id = id;
+        sq->ctx_len = rec->ext_len;
+        sq->ctx_crc = jq_train_crc(rec->ext, rec->ext_len);
+        return 0;
+    }
     job *jb = calloc(1, sizeof *jb);
     if (!jb)
         return SS_ERR_NOMEM;
@@ -118,7 +138,7 @@ void ss_jobs_slots_hold(ss_jobs *j, ss_jobs_slots_pred held, void *arg)
 
 bool ss_jobs_slots_can_forget(ss_jobs *j, const ss_job_rec *rec)
 {
-    job *jb = find_job(j, rec);
+    job *jb = find_job(j, rec); /* a context record can always go */
     if (!jb)
         return true;
     if (jb->state == J_LEASED || jb->busy > 0 || jb->submits > 0 || jb->collecting) {
@@ -130,6 +150,15 @@ bool ss_jobs_slots_can_forget(ss_jobs *j, const ss_job_rec *rec)
 
 void ss_jobs_slots_forget(ss_jobs *j, const ss_job_rec *rec)
 {
+    if (rec->is_ctx) {
+        seq *sq = find_seq(j, rec);
+        if (sq) {
+            sq->ctx_id = 0; /* its record is deleted already */
+            sq->ctx_len = 0;
+            sq->ctx_crc = 0;
+        }
+        return;
+    }
     job *jb = find_job(j, rec);
     if (!jb)
         return;

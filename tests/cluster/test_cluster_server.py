@@ -418,8 +418,13 @@ def test_export_import_delete_round_trip():
         # jobs: k8 queued segment 0; k9 done (leased + completed) with outputs
         jk_queued, jk_done = keys[8], keys[9]
         for k in (jk_queued, jk_done):
-            expect(src.call(submit={"saver": "s", "key": k, "segment": 0, "length": 2,
-                                    "inputs": cu.f32_tensor([1, 2, 3, 4], [2, 2])}), OK)
+            req = cu.pb.Request()
+            sub = req.submit
+            sub.saver, sub.key, sub.segment, sub.length = "s", k, 0, 2
+            sub.inputs.CopyFrom(cu.f32_tensor([1, 2, 3, 4], [2, 2]))
+            # a training context: its own record in the jobs database
+            sub.context["c"].CopyFrom(cu.f32_tensor([0.5, 1.5, 2.5], [3]))
+            expect(src.request(req), OK)
         # lease until we hold jk_done (the other one goes back by expiry)
         lease = src.call(lease={"saver": "s", "max_batch": 2, "wait_ms": 2000})
         expect(lease, OK)
@@ -449,7 +454,7 @@ def test_export_import_delete_round_trip():
         assert "seqs" in dbs and "jobs" in dbs, dbs
         assert pages > 3, pages
         assert sum(1 for r in recs if r[0] == "seqs") == 10, recs  # 8 + long + jk_done
-        assert sum(1 for r in recs if r[0] == "jobs") == 2
+        assert sum(1 for r in recs if r[0] == "jobs") == 4  # 2 segments, 2 contexts
         # nothing outside the range
         recs_all, _ = export_all(src, 0, 16383)
         assert len(recs_all) >= len(recs)
@@ -495,6 +500,7 @@ def test_export_import_delete_round_trip():
         it = got_lease.lease.items[0]
         assert it.key == jk_queued and it.segment == 0
         assert f32(it.inputs) == [1, 2, 3, 4]
+        assert f32(it.context["c"]) == [0.5, 1.5, 2.5], it.context
         r = dst.call(complete={"saver": "s", "lease_id": got_lease.lease.lease_id, "items": [
             {"key": jk_queued, "segment": 0, "outputs": outputs,
              "states": [cu.f32_tensor([3, 3, 3, 3], [4])]}]})
