@@ -6,34 +6,8 @@
 #include <string.h>
 
 #include "ss_error.h"
+#include "ss_le.h"
 #include "ss_log.h"
-
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 static void id_key(uint64_t id, uint8_t out[8])
 {
@@ -82,19 +56,19 @@ void ss_job_rec_encode(const ss_job_rec *rec, uint8_t *buf)
     buf[1] = (uint8_t)rec->state;
     buf[2] = rec->last ? 1 : 0;
     buf[3] = (uint8_t)rec->n_final;
-    put32(buf + 4, rec->length);
-    put32(buf + 8, rec->attempts);
-    put32(buf + 12, rec->in_rows);
-    put32(buf + 16, rec->in_cols);
-    put32(buf + 20, rec->out_rows);
-    put32(buf + 24, rec->out_cols);
-    put16(buf + 28, (uint16_t)rec->saver.len);
-    put16(buf + 30, (uint16_t)rec->key.len);
-    put32(buf + 32, (uint32_t)rec->reason.len);
-    put32(buf + 36, (uint32_t)rec->ext_len);
-    put64(buf + 40, rec->segment);
-    put64(buf + 48, rec->submit_ms);
-    put64(buf + 56, rec->done_ms);
+    ss_le32_put(buf + 4, rec->length);
+    ss_le32_put(buf + 8, rec->attempts);
+    ss_le32_put(buf + 12, rec->in_rows);
+    ss_le32_put(buf + 16, rec->in_cols);
+    ss_le32_put(buf + 20, rec->out_rows);
+    ss_le32_put(buf + 24, rec->out_cols);
+    ss_le16_put(buf + 28, (uint16_t)rec->saver.len);
+    ss_le16_put(buf + 30, (uint16_t)rec->key.len);
+    ss_le32_put(buf + 32, (uint32_t)rec->reason.len);
+    ss_le32_put(buf + 36, (uint32_t)rec->ext_len);
+    ss_le64_put(buf + 40, rec->segment);
+    ss_le64_put(buf + 48, rec->submit_ms);
+    ss_le64_put(buf + 56, rec->done_ms);
     uint8_t *p = buf + SS_JOB_REC_HEADER;
     if (rec->saver.len)
         memcpy(p, rec->saver.data, rec->saver.len);
@@ -115,13 +89,13 @@ void ss_job_rec_encode(const ss_job_rec *rec, uint8_t *buf)
     p += out;
     for (size_t i = 0; i < rec->n_final; i++) {
         const ss_job_tensor *t = &rec->final[i];
-        put16(p, (uint16_t)t->name_len);
+        ss_le16_put(p, (uint16_t)t->name_len);
         p[2] = (uint8_t)t->dtype;
         p[3] = (uint8_t)t->rank;
         p += 4;
         for (size_t d = 0; d < t->rank; d++, p += 8)
-            put64(p, (uint64_t)t->dims[d]);
-        put64(p, t->nbytes);
+            ss_le64_put(p, (uint64_t)t->dims[d]);
+        ss_le64_put(p, t->nbytes);
         p += 8;
         memcpy(p, t->name, t->name_len);
         p += t->name_len;
@@ -147,19 +121,19 @@ int ss_job_rec_decode(const uint8_t *buf, size_t len, ss_job_rec *rec)
         return SS_ERR_FORMAT;
     rec->last = buf[2] != 0;
     rec->n_final = buf[3];
-    rec->length = get32(buf + 4);
-    rec->attempts = get32(buf + 8);
-    rec->in_rows = get32(buf + 12);
-    rec->in_cols = get32(buf + 16);
-    rec->out_rows = get32(buf + 20);
-    rec->out_cols = get32(buf + 24);
-    rec->saver.len = get16(buf + 28);
-    rec->key.len = get16(buf + 30);
-    rec->reason.len = get32(buf + 32);
-    rec->ext_len = get32(buf + 36);
-    rec->segment = get64(buf + 40);
-    rec->submit_ms = get64(buf + 48);
-    rec->done_ms = get64(buf + 56);
+    rec->length = ss_le32_get(buf + 4);
+    rec->attempts = ss_le32_get(buf + 8);
+    rec->in_rows = ss_le32_get(buf + 12);
+    rec->in_cols = ss_le32_get(buf + 16);
+    rec->out_rows = ss_le32_get(buf + 20);
+    rec->out_cols = ss_le32_get(buf + 24);
+    rec->saver.len = ss_le16_get(buf + 28);
+    rec->key.len = ss_le16_get(buf + 30);
+    rec->reason.len = ss_le32_get(buf + 32);
+    rec->ext_len = ss_le32_get(buf + 36);
+    rec->segment = ss_le64_get(buf + 40);
+    rec->submit_ms = ss_le64_get(buf + 48);
+    rec->done_ms = ss_le64_get(buf + 56);
     /* Element counts fit in 64 bits ((2^32-1)^2); bound each by the
      * record's length before scaling, so the sum below cannot wrap. */
     uint64_t in_e = (uint64_t)rec->in_rows * rec->in_cols;
@@ -206,15 +180,15 @@ int ss_job_rec_final_next(const ss_job_rec *rec, size_t *pos, ss_job_tensor *t)
     if (left < 4)
         return SS_ERR_FORMAT;
     memset(t, 0, sizeof *t);
-    t->name_len = get16(p);
+    t->name_len = ss_le16_get(p);
     t->dtype = p[2];
     t->rank = p[3];
     if (t->rank > SS_TENSOR_MAX_RANK || left < 4 + 8 * t->rank + 8)
         return SS_ERR_FORMAT;
     p += 4;
     for (size_t d = 0; d < t->rank; d++, p += 8)
-        t->dims[d] = (int64_t)get64(p);
-    uint64_t nbytes = get64(p);
+        t->dims[d] = (int64_t)ss_le64_get(p);
+    uint64_t nbytes = ss_le64_get(p);
     p += 8;
     size_t head = 4 + 8 * t->rank + 8;
     if (nbytes > left || t->name_len + nbytes > left - head)

@@ -15,34 +15,10 @@
 #include "jobs_internal.h"
 
 #include "ss_crc32c.h"
+#include "ss_le.h"
 
 #define EXT_HEAD JQ_EXT_HEAD /* bytes of the blob header */
 #define ENT_HEAD 8u   /* bytes of an entry before its dims */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 /* The dtypes a named sequence or a context tensor may have. */
 static bool dtype_ok(int dt)
@@ -305,11 +281,11 @@ static uint8_t *put_ent(uint8_t *p, int kind, const jq_named *e)
     p[1] = (uint8_t)t->dtype;
     p[2] = (uint8_t)t->n_shape;
     p[3] = 0;
-    put32(p + 4, (uint32_t)nl);
+    ss_le32_put(p + 4, (uint32_t)nl);
     p += ENT_HEAD;
     for (size_t d = 0; d < t->n_shape; d++, p += 8)
-        put64(p, (uint64_t)t->shape[d]);
-    put64(p, t->data.len);
+        ss_le64_put(p, (uint64_t)t->shape[d]);
+    ss_le64_put(p, t->data.len);
     p += 8;
     memcpy(p, e->name, nl);
     p += nl;
@@ -320,10 +296,10 @@ static uint8_t *put_ent(uint8_t *p, int kind, const jq_named *e)
 
 static uint8_t *put_head(uint8_t *p, uint64_t total, uint64_t count, uint32_t n)
 {
-    put64(p, total);
-    put64(p + 8, count);
-    put32(p + 16, n);
-    put32(p + 20, 0);
+    ss_le64_put(p, total);
+    ss_le64_put(p + 8, count);
+    ss_le32_put(p + 16, n);
+    ss_le32_put(p + 20, 0);
     return p + EXT_HEAD;
 }
 
@@ -379,12 +355,12 @@ static int ext_next(const uint8_t *b, size_t len, size_t *pos, ext_ent *e)
     e->kind = p[0];
     e->dtype = p[1];
     e->rank = p[2];
-    e->name_len = get32(p + 4);
+    e->name_len = ss_le32_get(p + 4);
     if (e->rank > SS_TENSOR_MAX_RANK || left < ENT_HEAD + 8u * e->rank + 8u)
         return SS_ERR_FORMAT;
     size_t head = ENT_HEAD + 8u * e->rank + 8u;
     e->dims = p + ENT_HEAD;
-    uint64_t nb = get64(p + ENT_HEAD + 8u * e->rank);
+    uint64_t nb = ss_le64_get(p + ENT_HEAD + 8u * e->rank);
     if (nb > left || e->name_len > left - head || nb > left - head - e->name_len)
         return SS_ERR_FORMAT;
     e->name = (const char *)p + head;
@@ -398,7 +374,7 @@ int jq_train_blob_check(const uint8_t *b, size_t len)
 {
     if (len < EXT_HEAD)
         return SS_ERR_FORMAT;
-    uint32_t n = get32(b + 16);
+    uint32_t n = ss_le32_get(b + 16);
     size_t pos = EXT_HEAD;
     ext_ent e;
     for (uint32_t i = 0; i < n; i++)
@@ -436,7 +412,7 @@ static void fill_tensor(ss_tensor_msg *t, int64_t *dims, const ext_ent *e)
 {
     statesaver__v1__tensor__init(t);
     for (size_t d = 0; d < e->rank; d++)
-        dims[d] = (int64_t)get64(e->dims + 8 * d);
+        dims[d] = (int64_t)ss_le64_get(e->dims + 8 * d);
     ss_tensor_borrow(t, e->dtype, dims, e->rank, e->data, e->nbytes);
 }
 
@@ -483,8 +459,8 @@ int jq_train_lease_item(Statesaver__V1__LeasedSegment *s, const ss_job_rec *rec,
     size_t ti = 0, si = 0;
     ext_ent e;
     if (x) {
-        s->total_length = get64(x);
-        s->sequence_count = get64(x + 8);
+        s->total_length = ss_le64_get(x);
+        s->sequence_count = ss_le64_get(x + 8);
         size_t pos = EXT_HEAD;
         while (ext_next(x, xl, &pos, &e) == 1) {
             if (e.kind == JX_INIT) {

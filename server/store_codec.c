@@ -42,22 +42,6 @@
 
 #include <xxhash.h>
 
-/* ---- small helpers ---- */
-
-uint32_t ss_le32_get(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-void ss_le32_put(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 /* Map an LMDB error to ours with a message. */
 int store_mdb_fail(int rc, const char *what, char *msg)
 {

@@ -7,6 +7,7 @@
 #ifndef SS_STORE_INTERNAL_H
 #define SS_STORE_INTERNAL_H
 
+#include "ss_le.h"
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -138,13 +139,7 @@ int ss_schema_unpack(const uint8_t *buf, size_t len, ss_schema **out,
 void ss_schema_diff(const ss_schema *a, const ss_schema *b, char *msg,
                     size_t size);
 
-/* Little-endian 64-bit load/store (LMDB values are not aligned). */
-uint64_t ss_le64_get(const uint8_t *p);
-void ss_le64_put(uint8_t *p, uint64_t v);
-
-/* Little-endian 32-bit load/store (store_codec.c). */
-uint32_t ss_le32_get(const uint8_t *p);
-void ss_le32_put(uint8_t *p, uint32_t v);
+/* Little-endian loads/stores (LMDB values are not aligned): ss_le.h. */
 
 /* ---- keys and record codec (store_codec.c) ---- */
 

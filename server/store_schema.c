@@ -7,22 +7,6 @@
 #include "ss_error.h"
 #include "store_internal.h"
 
-uint64_t ss_le64_get(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-void ss_le64_put(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
 static void schema_free(ss_schema *s)
 {
     if (!s)
