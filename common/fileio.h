@@ -1,5 +1,5 @@
 /* fileio -- small helpers shared by the worker's file readers and writers:
- * error messages into a caller's buffer, and opening a regular file to read.
+ * error messages into a caller's buffer, and opening a regular file to read, reading a small file whole.
  */
 #ifndef SS_FILEIO_H
 #define SS_FILEIO_H
@@ -19,5 +19,12 @@ void ss_fileio_err(char *err, size_t errsz, const char *fmt, ...)
  * into err. */
 int ss_fileio_open_regular(const char *path, int *fd, uint64_t *size, char *err,
                            size_t errsz);
+
+/* Read a whole regular file of at most max bytes into a malloc'ed buffer
+ * with a NUL after the data (the caller frees *buf). SS_ERR_IO (message
+ * "<path>: ..."), SS_ERR_TOO_BIG ("<path>: N bytes, more than the M
+ * allowed") or SS_ERR_NOMEM; on error *buf is NULL. */
+int ss_fileio_read_all(const char *path, size_t max, char **buf, size_t *len,
+                       char *err, size_t errsz);
 
 #endif
