@@ -21,6 +21,13 @@
  * AwaitRequest.without_tensors), so each segment's outputs cross the
  * network once. A segment this command collected is never awaited again
  * (its sequence is written), and collecting one already gone is fine.
+ *
+ * On a cluster every sequence's Submit, Await and collect go to the shard
+ * owning its key (one connection per shard, pipelined per shard). A
+ * segment answered MOVED (the slot moved) or UNAVAILABLE (frozen by a move
+ * in progress) is not a failure: the topology is refreshed and the
+ * segment sent again to its owner, at most --max-redirects passes for
+ * redirects and --unavailable-retry-ms for frozen slots.
  */
 #include "cli.h"
 
@@ -60,6 +67,8 @@
  * this many segments (or the window, if larger), and the sequences written
  * in a round are collected before the next round starts. */
 #define SUBMIT_ROUND_REFS 512u
+/* Most shards a cluster may have for this command (ss_topology's limit). */
+#define SS_TOPO_SHARDS_CLI 1024u
 /* Backoff between reconnect attempts (ms; common/ss_backoff, jittered). */
 #define SUBMIT_BACKOFF_MIN_MS 100u
 #define SUBMIT_BACKOFF_MAX_MS 5000u
@@ -145,7 +154,19 @@ typedef struct run {
     int64_t t0;           /* start (ms) */
     int64_t last_draw;    /* last progress output (ms) */
     const char *phase;    /* "submit" or "await" */
+    ss_cluster *cl;       /* the cluster (one connection per shard) */
+    size_t *owner;        /* per sequence: shard index under the current topology */
+    size_t *by_shard;     /* scratch: ref indices grouped by shard */
+    size_t cur_off;       /* offset of the shard's refs in cur (callbacks) */
+    bool moved;           /* a reply of this pass was MOVED */
+    bool unavailable;     /* a reply of this pass was UNAVAILABLE */
 } run;
+
+/* Status codes that mean "ask the owner again" rather than failure. */
+static bool is_reroute(int rc)
+{
+    return rc == SS_ERR_STATUS(SS_CODE_MOVED) || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
+}
 
 static int64_t now_ms(void)
 {
@@ -378,6 +399,12 @@ static void on_submitted(void *arg, size_t i, uint64_t segment, int rc, const ch
     seq *q = &r->seqs[i];
     if (rc < 0 && !SS_IS_STATUS_ERR(rc))
         return; /* lost with the connection: sent again after reconnecting */
+    if (is_reroute(rc)) {
+        /* Sent again to the owner after a topology refresh. */
+        r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
+        r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
+        return;
+    }
     r->queued[q->first_ref + segment] = rc == 0;
     r->refused[q->first_ref + segment] = rc < 0;
     r->segs_sent++;
@@ -431,9 +458,16 @@ static int on_awaited(void *arg, size_t cur_index, int rc, ss_await_result *res,
                       const char *msg)
 {
     run *r = arg;
-    size_t index = r->cur[cur_index];
+    size_t index = r->cur[r->cur_off + cur_index];
     seq *q = &r->seqs[r->ref_seq[index]];
     uint64_t segment = r->refs[index].segment;
+    if (is_reroute(rc)) {
+        /* Not answered: awaited again at its owner in the next round. */
+        r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
+        r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
+        ss_await_result_free(res);
+        return 0;
+    }
     uint64_t first = segment * r->T;
     uint32_t want = q->length - first < r->T ? (uint32_t)(q->length - first) : r->T;
     uint32_t rows = 0, cols = 0;
@@ -517,36 +551,28 @@ out:
     return 0;
 }
 
-/* Replace a lost connection: reconnect with backoff until retry_ms has
- * passed since the loss. Returns 0 with *c connected, else the CLI exit
- * status (the error printed). */
-static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_ms,
+/* Replace the lost connection to shard `shard`: refresh the topology and
+ * reconnect with backoff until retry_ms has passed since the loss.
+ * Returns 0 once that shard (or, if the topology no longer has it, the
+ * cluster) answers, else the CLI exit status (the error printed). */
+static int reconnect(const cli_ctx *ctx, run *r, size_t shard, uint64_t retry_ms,
                      const char *why)
 {
-    ss_client_options o;
-    char err[1024] = "";
+    char err[1024] = "", addr[SS_REDIRECT_ADDR_MAX + 1];
     ss_backoff backoff;
     int64_t give_up = now_ms() + (int64_t)retry_ms;
     unsigned attempts = 0;
 
-    ss_client_close(*c);
-    *c = NULL;
+    (void)ctx;
+    snprintf(addr, sizeof addr, "%s", ss_cluster_shard_address(r->cl, shard));
     if (r->tty)
         fputc('\n', stderr);
     if (retry_ms == 0) {
-        cli_error("%s: connection to %s lost: %s", r->phase, ctx->server, why);
+        cli_error("%s: connection to %s lost: %s", r->phase, addr, why);
         return CLI_EXIT_FAIL;
     }
     cli_error("%s: connection to %s lost (%s); reconnecting for up to %llu ms", r->phase,
-              ctx->server, why, (unsigned long long)retry_ms);
-    ss_client_options_init(&o);
-    o.server = ctx->server;
-    o.timeout_ms = ctx->timeout_ms;
-    o.connect_timeout_ms = ctx->timeout_ms < (int)SUBMIT_BACKOFF_MAX_MS
-                               ? ctx->timeout_ms : (int)SUBMIT_BACKOFF_MAX_MS;
-    o.token = ctx->token;
-    o.token_len = ctx->token_len;
-    o.client_name = "statesaver-cli/" SS_VERSION;
+              addr, why, (unsigned long long)retry_ms);
     ss_backoff_init(&backoff, SUBMIT_BACKOFF_MIN_MS, SUBMIT_BACKOFF_MAX_MS, 0);
     for (;;) {
         int64_t left = give_up - now_ms();
@@ -559,48 +585,131 @@ static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_m
         ts.tv_nsec = (long)(nap % 1000) * 1000000L;
         nanosleep(&ts, NULL);
         attempts++;
-        if (ss_client_open(c, &o, err, sizeof err) == 0) {
-            cli_error("%s: reconnected to %s after %u attempt%s; resuming", r->phase,
-                      ctx->server, attempts, attempts == 1 ? "" : "s");
+        (void)ss_cluster_refresh(r->cl); /* the shard may have moved or come back */
+        size_t i = 0;
+        while (i < ss_cluster_shards(r->cl) &&
+               strcmp(ss_cluster_shard_address(r->cl, i), addr) != 0)
+            i++;
+        ss_client *sc = NULL;
+        if (i == ss_cluster_shards(r->cl) ||
+            (ss_cluster_client(r->cl, i, &sc) == 0 && ss_client_ping(sc, NULL) == 0)) {
+            cli_error("%s: reconnected to %s after %u attempt%s; resuming", r->phase, addr,
+                      attempts, attempts == 1 ? "" : "s");
             r->last_draw = 0;
             return CLI_EXIT_OK;
         }
-        *c = NULL;
+        snprintf(err, sizeof err, "%s",
+                 sc ? ss_client_last_error(sc) : ss_cluster_last_error(r->cl));
     }
     cli_error("%s: could not reconnect to %s within %llu ms (%u attempts): %s", r->phase,
-              ctx->server, (unsigned long long)retry_ms, attempts, err);
+              addr, (unsigned long long)retry_ms, attempts, err);
     return CLI_EXIT_FAIL;
 }
 
-/* Submit every segment not yet acknowledged, reconnecting as needed.
- * Returns the CLI exit status. */
-static int submit_all(const cli_ctx *ctx, run *r, ss_client **c, const char *saver,
+/* A transport error (the connection, not the server, failed). */
+static bool is_transport(int rc)
+{
+    return rc == SS_ERR_CLOSED || rc == SS_ERR_IO || rc == SS_ERR_TIMEOUT ||
+           rc == SS_ERR_CONNECT;
+}
+
+/* Every sequence's owner under the current topology. */
+static void route_seqs(run *r, const ss_sequence_in *ins)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        int o = ss_cluster_shard_of(r->cl, &ins[i].key);
+        r->owner[i] = o < 0 ? 0 : (size_t)o;
+    }
+}
+
+/* After a pass some replies asked to go elsewhere: refresh and pause
+ * (bounded: --max-redirects passes with redirects, --unavailable-retry-ms
+ * for frozen slots). CLI_EXIT_OK to try again. */
+static int reroute(const cli_ctx *ctx, run *r, unsigned *moved_passes, int64_t *unavail_since)
+{
+    uint32_t max_moved = ctx->max_redirects ? ctx->max_redirects : SS_CLUSTER_REDIRECTS_DEFAULT;
+    uint32_t max_unavail = ctx->unavailable_ms ? ctx->unavailable_ms
+                                               : SS_CLUSTER_UNAVAILABLE_RETRY_MS_DEFAULT;
+    if (r->moved && ++*moved_passes > max_moved) {
+        cli_error("%s: redirect loop: segments were redirected in %u passes in a row "
+                  "(the shards disagree about the topology)", r->phase, *moved_passes);
+        return CLI_EXIT_FAIL;
+    }
+    if (!r->moved)
+        *moved_passes = 0;
+    if (r->unavailable) {
+        if (*unavail_since == 0)
+            *unavail_since = now_ms();
+        if (now_ms() - *unavail_since > (int64_t)max_unavail) {
+            cli_error("%s: slots stayed unavailable (frozen by a move?) for %u ms", r->phase,
+                      max_unavail);
+            return CLI_EXIT_FAIL;
+        }
+    } else {
+        *unavail_since = 0;
+    }
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (r->unavailable ? 50 : 5) * 1000000L};
+    nanosleep(&ts, NULL);
+    r->moved = r->unavailable = false;
+    if (ss_cluster_refresh(r->cl) < 0)
+        cli_error("%s: refreshing the topology: %s (retrying)", r->phase,
+                  ss_cluster_last_error(r->cl));
+    return CLI_EXIT_OK;
+}
+
+/* Submit every segment not yet acknowledged, each to its owner shard,
+ * reconnecting and rerouting as needed. Returns the CLI exit status. */
+static int submit_all(const cli_ctx *ctx, run *r, const char *saver,
                       const ss_sequence_in *ins, const ss_jobs_pipeline *pipe,
                       uint64_t retry_ms)
 {
+    unsigned moved_passes = 0;
+    int64_t unavail_since = 0;
     for (;;) {
-        size_t n = 0;
-        for (size_t i = 0; i < r->n; i++)
-            for (uint64_t s = 0; s < r->seqs[i].n_segments; s++) {
-                uint64_t k = r->seqs[i].first_ref + s;
-                if (!r->queued[k] && !r->refused[k])
-                    r->picks[n++] = (ss_segment_pick){.seq = i, .segment = s};
+        size_t total = 0;
+        bool lost = false;
+        route_seqs(r, ins);
+        for (size_t sh = 0; sh < ss_cluster_shards(r->cl) && !lost; sh++) {
+            size_t n = 0;
+            for (size_t i = 0; i < r->n; i++) {
+                if (r->owner[i] != sh)
+                    continue;
+                for (uint64_t s = 0; s < r->seqs[i].n_segments; s++) {
+                    uint64_t k = r->seqs[i].first_ref + s;
+                    if (!r->queued[k] && !r->refused[k])
+                        r->picks[n++] = (ss_segment_pick){.seq = i, .segment = s};
+                }
             }
-        if (n == 0)
-            return CLI_EXIT_OK;
-        int rc = ss_client_submit_segments(*c, saver, ins, r->n, r->input_size, r->T,
-                                           r->picks, n, pipe, on_submitted, r);
-        if (rc == 0 || SS_IS_STATUS_ERR(rc))
-            return CLI_EXIT_OK; /* every segment answered */
-        if (rc != SS_ERR_CLOSED && rc != SS_ERR_IO && rc != SS_ERR_TIMEOUT &&
-            rc != SS_ERR_CONNECT) {
-            if (r->tty)
-                fputc('\n', stderr);
-            return cli_fail(*c, "submit", rc);
+            total += n;
+            if (n == 0)
+                continue;
+            ss_client *c = NULL;
+            int rc = ss_cluster_client(r->cl, sh, &c);
+            if (rc == 0)
+                rc = ss_client_submit_segments(c, saver, ins, r->n, r->input_size, r->T,
+                                               r->picks, n, pipe, on_submitted, r);
+            if (rc == 0 || SS_IS_STATUS_ERR(rc))
+                continue; /* every segment answered */
+            if (!is_transport(rc)) {
+                if (r->tty)
+                    fputc('\n', stderr);
+                return c ? cli_fail(c, "submit", rc) : cli_cfail(r->cl, "submit", rc);
+            }
+            char why[SS_CLIENT_ERRMSG_MAX];
+            snprintf(why, sizeof why, "%s",
+                     c ? ss_client_last_error(c) : ss_cluster_last_error(r->cl));
+            int st = reconnect(ctx, r, sh, retry_ms, why);
+            if (st != CLI_EXIT_OK)
+                return st;
+            lost = true;
         }
-        char why[SS_CLIENT_ERRMSG_MAX];
-        snprintf(why, sizeof why, "%s", ss_client_last_error(*c));
-        int st = reconnect(ctx, r, c, retry_ms, why);
+        if (total == 0)
+            return CLI_EXIT_OK;
+        if (lost)
+            continue;
+        if (!r->moved && !r->unavailable)
+            return CLI_EXIT_OK;
+        int st = reroute(ctx, r, &moved_passes, &unavail_since);
         if (st != CLI_EXIT_OK)
             return st;
     }
@@ -609,7 +718,12 @@ static int submit_all(const cli_ctx *ctx, run *r, ss_client **c, const char *sav
 static void on_collected(void *arg, size_t cur_index, int rc, const char *msg)
 {
     run *r = arg;
-    size_t index = r->cur[cur_index];
+    size_t index = r->cur[r->cur_off + cur_index];
+    if (is_reroute(rc)) {
+        r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
+        r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
+        return; /* collected at its owner in the next round */
+    }
     r->collected[index] = true;
     if (rc < 0 && r->collect_errors++ == 0) {
         /* Not fatal: the files are written; the record stays on the server. */
@@ -657,11 +771,33 @@ static size_t next_round(run *r, size_t round)
     return n;
 }
 
-/* Await every ref not yet answered (without collecting), in rounds; after
- * each round collect the sequences that were written (or failed on the
- * server). Reconnects as needed; a connection lost during a collect only
- * means collecting again (a record already gone counts as collected). */
-static int await_all(const cli_ctx *ctx, run *r, ss_client **c, const char *saver,
+/* Order the n refs of r->cur / r->cur_refs by owner shard; starts[sh]..
+ * starts[sh+1] are shard sh's. */
+static void group_refs(run *r, size_t n, size_t *starts)
+{
+    size_t ns = ss_cluster_shards(r->cl);
+    memset(starts, 0, (ns + 1) * sizeof *starts);
+    for (size_t j = 0; j < n; j++)
+        starts[r->owner[r->ref_seq[r->cur[j]]] + 1]++;
+    for (size_t sh = 0; sh < ns; sh++)
+        starts[sh + 1] += starts[sh];
+    size_t *fill = r->by_shard; /* ns entries of scratch, then n */
+    memcpy(fill, starts, ns * sizeof *fill);
+    size_t *tmp = r->by_shard + ns;
+    for (size_t j = 0; j < n; j++)
+        tmp[fill[r->owner[r->ref_seq[r->cur[j]]]]++] = r->cur[j];
+    for (size_t j = 0; j < n; j++) {
+        r->cur[j] = tmp[j];
+        r->cur_refs[j] = r->refs[tmp[j]];
+    }
+}
+
+/* Await every ref not yet answered (without collecting), in rounds, each
+ * shard's refs at that shard; after each round collect the sequences that
+ * were written (or failed on the server). Reconnects as needed; a
+ * connection lost during a collect only means collecting again (a record
+ * already gone counts as collected). */
+static int await_all(const cli_ctx *ctx, run *r, const char *saver, const ss_sequence_in *ins,
                      uint32_t wait_ms, uint64_t max_wait, const ss_jobs_pipeline *pipe,
                      uint64_t retry_ms)
 {
@@ -669,34 +805,62 @@ static int await_all(const cli_ctx *ctx, run *r, ss_client **c, const char *save
     uint32_t window = pipe->window ? pipe->window : SS_JOBS_WINDOW_DEFAULT;
     size_t round = (size_t)window * 4 > SUBMIT_ROUND_REFS ? (size_t)window * 4
                                                           : SUBMIT_ROUND_REFS;
+    size_t starts[SS_TOPO_SHARDS_CLI + 1];
+    unsigned moved_passes = 0;
+    int64_t unavail_since = 0;
     for (;;) {
-        int rc;
         const char *what = "collect";
+        bool collect = true;
+        route_seqs(r, ins);
+        if (ss_cluster_shards(r->cl) > SS_TOPO_SHARDS_CLI) {
+            cli_error("%s: more than %u shards", r->phase, SS_TOPO_SHARDS_CLI);
+            return CLI_EXIT_FAIL;
+        }
         size_t n = pending_collects(r);
-        if (n > 0) {
-            rc = ss_client_collect_many(*c, saver, r->cur_refs, n, pipe, on_collected, r);
-        } else {
+        uint64_t total = 0;
+        if (n == 0) {
+            collect = false;
             what = "await";
             n = next_round(r, round);
             if (n == 0)
                 return CLI_EXIT_OK;
-            uint64_t total = 0;
             if (max_wait) {
                 int64_t spent = now_ms() - t0;
                 total = (uint64_t)spent >= max_wait ? 1 : max_wait - (uint64_t)spent;
             }
-            rc = ss_client_await_many(*c, saver, r->cur_refs, n, wait_ms, total, false, pipe,
-                                      on_awaited, r);
         }
-        if (rc == 0)
-            continue;
-        if (!ss_client_broken(*c))
-            return cli_fail(*c, what, rc);
-        char why[SS_CLIENT_ERRMSG_MAX];
-        snprintf(why, sizeof why, "%s", ss_client_last_error(*c));
-        int st = reconnect(ctx, r, c, retry_ms, why);
-        if (st != CLI_EXIT_OK)
-            return st;
+        group_refs(r, n, starts);
+        bool lost = false;
+        for (size_t sh = 0; sh < ss_cluster_shards(r->cl) && !lost; sh++) {
+            size_t m = starts[sh + 1] - starts[sh];
+            if (m == 0)
+                continue;
+            ss_client *c = NULL;
+            r->cur_off = starts[sh];
+            int rc = ss_cluster_client(r->cl, sh, &c);
+            if (rc == 0 && collect)
+                rc = ss_client_collect_many(c, saver, r->cur_refs + starts[sh], m, pipe,
+                                            on_collected, r);
+            else if (rc == 0)
+                rc = ss_client_await_many(c, saver, r->cur_refs + starts[sh], m, wait_ms,
+                                          total, false, pipe, on_awaited, r);
+            if (rc == 0)
+                continue;
+            if (c && !ss_client_broken(c))
+                return cli_fail(c, what, rc);
+            char why[SS_CLIENT_ERRMSG_MAX];
+            snprintf(why, sizeof why, "%s",
+                     c ? ss_client_last_error(c) : ss_cluster_last_error(r->cl));
+            int st = reconnect(ctx, r, sh, retry_ms, why);
+            if (st != CLI_EXIT_OK)
+                return st;
+            lost = true;
+        }
+        if (!lost && (r->moved || r->unavailable)) {
+            int st = reroute(ctx, r, &moved_passes, &unavail_since);
+            if (st != CLI_EXIT_OK)
+                return st;
+        }
     }
 }
 
@@ -747,7 +911,6 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     uint64_t retry_ms = SUBMIT_RETRY_MS_DEFAULT;
     ss_jobs_pipeline pipe = {.window = 0};
     ss_sequence_in *ins = NULL;
-    ss_client *c = NULL;
     bool json = false;
     int o, status;
 
@@ -802,8 +965,11 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     r.cur = calloc(r.segs_total, sizeof *r.cur);
     r.cur_refs = calloc(r.segs_total, sizeof *r.cur_refs);
     r.picks = calloc(r.segs_total, sizeof *r.picks);
+    r.owner = calloc(r.n ? r.n : 1, sizeof *r.owner);
+    r.by_shard = calloc(r.segs_total + SS_TOPO_SHARDS_CLI + 1, sizeof *r.by_shard);
     if (!ins || !r.refs || !r.ref_seq || !r.queued || !r.refused || !r.answered ||
-        !r.has_result || !r.collected || !r.cur || !r.cur_refs || !r.picks) {
+        !r.has_result || !r.collected || !r.cur || !r.cur_refs || !r.picks || !r.owner ||
+        !r.by_shard) {
         cli_error("out of memory");
         status = CLI_EXIT_FAIL;
         goto out;
@@ -814,11 +980,11 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
         ins[i].data = r.seqs[i].in->data;
         ins[i].length = r.seqs[i].length;
     }
-    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+    if ((status = cli_cluster(ctx, &r.cl)) != CLI_EXIT_OK)
         goto out;
     r.tty = isatty(STDERR_FILENO) == 1;
     r.t0 = now_ms();
-    if ((status = submit_all(ctx, &r, &c, saver, ins, &pipe, retry_ms)) != CLI_EXIT_OK)
+    if ((status = submit_all(ctx, &r, saver, ins, &pipe, retry_ms)) != CLI_EXIT_OK)
         goto out;
     /* Input data is no longer needed once every segment is queued. */
     size_t n_refs = 0;
@@ -845,7 +1011,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     }
     r.phase = "await";
     progress(&r, true);
-    status = await_all(ctx, &r, &c, saver, (uint32_t)wait_ms, max_wait, &pipe, retry_ms);
+    status = await_all(ctx, &r, saver, ins, (uint32_t)wait_ms, max_wait, &pipe, retry_ms);
     progress(&r, true);
     if (r.tty)
         fputc('\n', stderr);
@@ -862,8 +1028,10 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     summary(&r, json, n_failed, secs);
     status = n_failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
-    ss_client_close(c);
+    ss_cluster_close(r.cl);
     free(ins);
+    free(r.owner);
+    free(r.by_shard);
     free_run(&r);
     return status;
 }

@@ -515,7 +515,7 @@ int ss_cluster_stats(ss_cluster *c, const char *saver, ss_server_stats *out)
 #undef MAXOF
 #undef SUM
         if (s.wal_failed && !out->wal_failure[0])
-            snprintf(out->wal_failure, sizeof out->wal_failure, "shard %s: %s",
+            snprintf(out->wal_failure, sizeof out->wal_failure, "shard %.60s: %.180s",
                      ss_topology_shard_id(c->topo, i), s.wal_failure);
     }
     return 0;
