@@ -56,7 +56,15 @@ void ss_config_init(ss_config *cfg)
     cfg->max_parked_per_conn = SS_MAX_PARKED_PER_CONN_DEFAULT;
     cfg->max_pending_writes_per_conn = SS_MAX_PENDING_WRITES_PER_CONN_DEFAULT;
     cfg->max_parked_total = SS_MAX_PARKED_TOTAL_DEFAULT;
+    cfg->topology_wait_ms = SS_TOPOLOGY_WAIT_MS_DEFAULT;
+    cfg->slot_export_bytes = SS_SLOT_EXPORT_BYTES_DEFAULT;
 }
+
+/* The owned cluster flag strings of cfg, for clear and copy. */
+#define CLUSTER_STRINGS(cfg) \
+    { &(cfg)->etcd, &(cfg)->cluster, &(cfg)->shard, &(cfg)->advertise, \
+      &(cfg)->cluster_config }
+#define N_CLUSTER_STRINGS 5
 
 void ss_config_clear(ss_config *cfg)
 {
@@ -72,6 +80,11 @@ void ss_config_clear(ss_config *cfg)
     cfg->metrics_listen = NULL;
     cfg->metrics_port_file = NULL;
     cfg->data_dir = NULL;
+    char **cs[N_CLUSTER_STRINGS] = CLUSTER_STRINGS(cfg);
+    for (size_t i = 0; i < N_CLUSTER_STRINGS; i++) {
+        free(*cs[i]);
+        *cs[i] = NULL;
+    }
     cfg->token = NULL;
     cfg->token_len = 0;
     cfg->port_file = NULL;
@@ -85,6 +98,13 @@ int ss_config_copy(ss_config *dst, const ss_config *src)
     dst->port_file = NULL;
     dst->metrics_listen = NULL;
     dst->metrics_port_file = NULL;
+    char **dcs[N_CLUSTER_STRINGS] = CLUSTER_STRINGS(dst);
+    char **scs[N_CLUSTER_STRINGS] = CLUSTER_STRINGS((ss_config *)src);
+    for (size_t i = 0; i < N_CLUSTER_STRINGS; i++)
+        *dcs[i] = NULL;
+    for (size_t i = 0; i < N_CLUSTER_STRINGS; i++)
+        if (*scs[i] && !(*dcs[i] = strdup(*scs[i])))
+            goto fail;
     if (src->data_dir && !(dst->data_dir = strdup(src->data_dir)))
         goto fail;
     if (src->port_file && !(dst->port_file = strdup(src->port_file)))
@@ -195,6 +215,49 @@ static int parse_flag_u64(const char *arg, uint64_t min, uint64_t max,
     return 0;
 }
 
+/* The cluster flags go together: --etcd with --cluster and --shard, or
+ * --cluster-config with --shard, or none of them. */
+static int cluster_flags_check(const ss_config *cfg, FILE *err)
+{
+    if (cfg->etcd && cfg->cluster_config) {
+        fprintf(err, "statesaver-server: --etcd and --cluster-config exclude "
+                "each other\n");
+        return SS_ERR_INVALID;
+    }
+    if (cfg->etcd && (!cfg->cluster || !cfg->shard)) {
+        fprintf(err, "statesaver-server: --etcd needs --cluster NAME and "
+                "--shard ID\n");
+        return SS_ERR_INVALID;
+    }
+    if (cfg->cluster_config && !cfg->shard) {
+        fprintf(err, "statesaver-server: --cluster-config needs --shard ID\n");
+        return SS_ERR_INVALID;
+    }
+    if (!cfg->etcd && !cfg->cluster_config &&
+        (cfg->cluster || cfg->shard || cfg->advertise)) {
+        fprintf(err, "statesaver-server: --cluster, --shard and --advertise "
+                "need --etcd URL or --cluster-config FILE\n");
+        return SS_ERR_INVALID;
+    }
+    if (cfg->cluster && cfg->etcd &&
+        (strlen(cfg->cluster) == 0 || strlen(cfg->cluster) > 64 ||
+         strchr(cfg->cluster, '/'))) {
+        fprintf(err, "statesaver-server: bad --cluster '%s' (1..64 bytes, no "
+                "'/')\n", cfg->cluster);
+        return SS_ERR_INVALID;
+    }
+    if (cfg->advertise) {
+        char host[SS_HOST_MAX];
+        int port = 0;
+        if (ss_config_parse_listen(cfg->advertise, host, &port) < 0 || port == 0) {
+            fprintf(err, "statesaver-server: bad --advertise '%s' (want "
+                    "HOST:PORT)\n", cfg->advertise);
+            return SS_ERR_INVALID;
+        }
+    }
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -279,6 +342,19 @@ static void usage(FILE *f)
         "                           /readyz over HTTP here (off by default;\n"
         "                           :PORT = all interfaces, port 0 = ephemeral)\n"
         "  --metrics-port-file FILE write the bound metrics port here\n"
+        "\n"
+        "Cluster (docs/cluster.md; without these: one shard owning every slot):\n"
+        "  --etcd URL               topology from etcd (http://127.0.0.1:2379),\n"
+        "                           key /statesaver/NAME/topology, watched\n"
+        "  --cluster NAME           cluster name (with --etcd)\n"
+        "  --shard ID               this server's shard id in the topology\n"
+        "  --advertise HOST:PORT    address clients reach this shard at\n"
+        "                           (checked against the topology's primary)\n"
+        "  --cluster-config FILE    static topology file instead of etcd\n"
+        "  --topology-wait-ms N     wait this long for a missing topology key\n"
+        "                           in etcd before giving up (default %u)\n"
+        "  --slot-export-max-bytes N\n"
+        "                           largest SlotExport reply (default %u)\n"
         "  --help, --version\n"
         "\n"
         "Sizes accept k, M, G suffixes (powers of 1024).\n",
@@ -297,7 +373,8 @@ static void usage(FILE *f)
         SS_MAX_PARKED_TOTAL_DEFAULT, (unsigned long long)SS_MAP_SIZE_DEFAULT,
         SS_TTL_INTERVAL_MS_DEFAULT, SS_JOBS_QUEUE_CAPACITY_DEFAULT,
         SS_JOBS_MAX_ATTEMPTS_DEFAULT, SS_JOBS_LEASE_MS_DEFAULT, SS_JOBS_LEASE_MS_MAX,
-        SS_STORE_FINISHED_RETENTION_MS_DEFAULT);
+        SS_STORE_FINISHED_RETENTION_MS_DEFAULT, SS_TOPOLOGY_WAIT_MS_DEFAULT,
+        SS_SLOT_EXPORT_BYTES_DEFAULT);
 }
 
 enum {
@@ -338,6 +415,13 @@ enum {
     OPT_CHECKPOINT_INTERVAL,
     OPT_SYNC_INTERVAL,
     OPT_WAL_TRUNCATE,
+    OPT_ETCD,
+    OPT_CLUSTER,
+    OPT_SHARD,
+    OPT_ADVERTISE,
+    OPT_CLUSTER_CONFIG,
+    OPT_TOPOLOGY_WAIT,
+    OPT_SLOT_EXPORT_BYTES,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -383,6 +467,13 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         {"checkpoint-interval-ms", required_argument, NULL, OPT_CHECKPOINT_INTERVAL},
         {"sync-interval-ms", required_argument, NULL, OPT_SYNC_INTERVAL},
         {"wal-truncate-corrupt", no_argument, NULL, OPT_WAL_TRUNCATE},
+        {"etcd", required_argument, NULL, OPT_ETCD},
+        {"cluster", required_argument, NULL, OPT_CLUSTER},
+        {"shard", required_argument, NULL, OPT_SHARD},
+        {"advertise", required_argument, NULL, OPT_ADVERTISE},
+        {"cluster-config", required_argument, NULL, OPT_CLUSTER_CONFIG},
+        {"topology-wait-ms", required_argument, NULL, OPT_TOPOLOGY_WAIT},
+        {"slot-export-max-bytes", required_argument, NULL, OPT_SLOT_EXPORT_BYTES},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -480,6 +571,10 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
                  UINT32_MAX, checkpoint_interval_ms, uint64_t)
         NUM_FLAG(OPT_SYNC_INTERVAL, "--sync-interval-ms", 1u, UINT32_MAX,
                  sync_interval_ms, uint64_t)
+        NUM_FLAG(OPT_TOPOLOGY_WAIT, "--topology-wait-ms", 0u, UINT32_MAX,
+                 topology_wait_ms, uint64_t)
+        NUM_FLAG(OPT_SLOT_EXPORT_BYTES, "--slot-export-max-bytes",
+                 SS_SLOT_EXPORT_BYTES_MIN, 1u << 30, slot_export_bytes, uint64_t)
 #undef NUM_FLAG
         case OPT_WAL:
             if (strcmp(optarg, "on") == 0)
@@ -506,6 +601,18 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         case OPT_WAL_TRUNCATE:
             cfg->wal_truncate_corrupt = true;
             break;
+#define STR_FLAG(OPT, FIELD)                                                   \
+        case OPT:                                                              \
+            free(cfg->FIELD);                                                  \
+            if (!(cfg->FIELD = strdup(optarg)))                                \
+                return SS_ERR_NOMEM;                                           \
+            break;
+        STR_FLAG(OPT_ETCD, etcd)
+        STR_FLAG(OPT_CLUSTER, cluster)
+        STR_FLAG(OPT_SHARD, shard)
+        STR_FLAG(OPT_ADVERTISE, advertise)
+        STR_FLAG(OPT_CLUSTER_CONFIG, cluster_config)
+#undef STR_FLAG
         case OPT_TOKEN:
             token_file = optarg;
             break;
@@ -582,6 +689,8 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
                 "--metrics-listen\n");
         return SS_ERR_INVALID;
     }
+    if (cluster_flags_check(cfg, err) < 0)
+        return SS_ERR_INVALID;
     if (token_file) {
         if (cfg->token) {
             memset(cfg->token, 0, cfg->token_len);

@@ -19,6 +19,10 @@
 #define SS_TOKEN_MAX 4096u                 /* bytes in an auth token file */
 #define SS_MAX_READERS 126u                /* LMDB reader slots */
 #define SS_HOST_MAX 256u                   /* bytes in --listen's host */
+/* cluster (docs/cluster.md) */
+#define SS_TOPOLOGY_WAIT_MS_DEFAULT 60000u /* --topology-wait-ms: etcd key missing */
+#define SS_SLOT_EXPORT_BYTES_DEFAULT (4u << 20) /* --slot-export-max-bytes */
+#define SS_SLOT_EXPORT_BYTES_MIN (64u << 10)    /* its lowest value */
 /* Smallest --max-unauth-frame-bytes: a Hello with the largest token. */
 #define SS_UNAUTH_FRAME_MIN (SS_TOKEN_MAX + 256u)
 
@@ -65,6 +69,14 @@ typedef struct ss_config {
     uint64_t checkpoint_interval_ms; /* --checkpoint-interval-ms */
     uint64_t sync_interval_ms;  /* --sync-interval-ms (--sync off) */
     bool wal_truncate_corrupt;  /* --wal-truncate-corrupt (operator flag) */
+    /* cluster (docs/cluster.md): all NULL = one shard owning every slot */
+    char *etcd;                 /* --etcd URL (owned) or NULL */
+    char *cluster;              /* --cluster NAME (owned) or NULL */
+    char *shard;                /* --shard ID (owned) or NULL */
+    char *advertise;            /* --advertise HOST:PORT (owned) or NULL */
+    char *cluster_config;       /* --cluster-config FILE (owned) or NULL */
+    uint64_t topology_wait_ms;  /* --topology-wait-ms: wait for a missing etcd key */
+    uint64_t slot_export_bytes; /* --slot-export-max-bytes: SlotExport reply cap */
 } ss_config;
 
 /* Fill the defaults. */

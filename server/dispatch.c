@@ -246,8 +246,9 @@ void ss_request_reply(ss_request *req, ss_response_msg *resp)
     request_release(req, STATESAVER__V1__CODE__OK);
 }
 
-static void request_verror(ss_request *req, bool close, int code,
-                           const char *fmt, va_list ap)
+static void request_verror_redirect(ss_request *req, bool close, int code,
+                                    Statesaver__V1__Redirect *redirect,
+                                    const char *fmt, va_list ap)
 {
     char msg[SS_DISPATCH_MSG_MAX] = "";
     ss_conn *c = req->conn;
@@ -264,6 +265,7 @@ static void request_verror(ss_request *req, bool close, int code,
     Statesaver__V1__Status st = STATESAVER__V1__STATUS__INIT;
     st.code = code;
     st.message = msg;
+    st.redirect = redirect;
     ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
     resp.id = req->id;
     resp.status = &st;
@@ -272,6 +274,21 @@ static void request_verror(ss_request *req, bool close, int code,
     if (close)
         ss_conn_close_after_flush(c, msg);
     request_release(req, code);
+}
+
+static void request_verror(ss_request *req, bool close, int code,
+                           const char *fmt, va_list ap)
+{
+    request_verror_redirect(req, close, code, NULL, fmt, ap);
+}
+
+void ss_request_moved(ss_request *req, Statesaver__V1__Redirect *redirect,
+                      const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    request_verror_redirect(req, false, STATESAVER__V1__CODE__MOVED, redirect, fmt, ap);
+    va_end(ap);
 }
 
 void ss_request_error(ss_request *req, int code, const char *fmt, ...)
@@ -364,6 +381,12 @@ static const char *body_name(int body_case)
     case STATESAVER__V1__REQUEST__BODY_LEASE: return "Lease";
     case STATESAVER__V1__REQUEST__BODY_COMPLETE: return "Complete";
     case STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT: return "Await";
+    case STATESAVER__V1__REQUEST__BODY_CANCEL: return "Cancel";
+    case STATESAVER__V1__REQUEST__BODY_TOPOLOGY: return "Topology";
+    case STATESAVER__V1__REQUEST__BODY_SLOT_FREEZE: return "SlotFreeze";
+    case STATESAVER__V1__REQUEST__BODY_SLOT_EXPORT: return "SlotExport";
+    case STATESAVER__V1__REQUEST__BODY_SLOT_IMPORT: return "SlotImport";
+    case STATESAVER__V1__REQUEST__BODY_SLOT_DELETE: return "SlotDelete";
     default: return "unknown";
     }
 }
@@ -513,6 +536,10 @@ static int dispatch_frame(ss_dispatch *d, ss_conn *c, const uint8_t *payload,
                          cfg->max_parked_total);
         return 0;
     }
+    /* Cluster: a key of a slot owned elsewhere is redirected (MOVED), a
+     * write to a frozen slot refused (UNAVAILABLE), before any handler. */
+    if (d->cluster && ss_dispatch_cluster_check(d, req))
+        return 0;
     ss_handler_fn fn = d->slots[body].fn;
     if (!fn) {
         ss_request_error(req, STATESAVER__V1__CODE__UNIMPLEMENTED,
@@ -609,6 +636,7 @@ int ss_dispatch_new(ss_dispatch **out, ss_server *srv)
     ss_server_set_conn_events(srv, &ev);
     ss_dispatch_admin_register(d);
     ss_dispatch_state_register(d);
+    ss_dispatch_cluster_register(d);
     *out = d;
     rc = ss_dispatch_jobs_init(d);
     if (rc < 0) {
@@ -627,5 +655,6 @@ void ss_dispatch_free(ss_dispatch *d)
         return;
     ss_commit_events_unsubscribe(ss_server_commits(d->srv), d->barrier_sub);
     ss_barrier_free(d->barrier);
+    ss_dispatch_cluster_free(d);
     free(d);
 }

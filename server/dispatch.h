@@ -45,13 +45,19 @@ typedef Statesaver__V1__Response ss_response_msg;
  * was given to ss_dispatch_register. */
 typedef void (*ss_handler_fn)(ss_request *req, void *ctx);
 
-/* Highest body case number + 1 (Request.body field numbers are < 32). */
-#define SS_DISPATCH_SLOTS 32
+/* Highest body case number + 1 (Request.body field numbers are < 40). */
+#define SS_DISPATCH_SLOTS 40
 
 /* Install the request layer on srv (after ss_server_create, before
  * ss_server_start): the built-in handlers, the barrier, the job queue.
  * Returns 0 or a negative code (logged). */
 int ss_dispatch_new(ss_dispatch **out, ss_server *srv);
+/* Cluster mode (topology.h): route keyed requests by slot ownership and
+ * serve Topology and the slot RPCs with c (borrowed; outlives d). Call
+ * after ss_dispatch_new, before ss_server_start. Without it (tests that
+ * wire the server themselves) every slot is local. */
+struct ss_cluster;
+int ss_dispatch_set_cluster(ss_dispatch *d, struct ss_cluster *c);
 /* After ss_server_run returned (or a failed start), before
  * ss_server_free. Accepts NULL. */
 void ss_dispatch_free(ss_dispatch *d);

@@ -237,3 +237,13 @@ int ss_dispatch_jobs_init(ss_dispatch *d)
     ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT, h_await, m);
     return 0;
 }
+
+/* The queue behind the Submit handler, for the slot RPCs
+ * (dispatch_cluster.c, jobs_slots.h); NULL once closed. */
+ss_jobs *ss_dispatch_jobs(ss_dispatch *d)
+{
+    const ss_dispatch_slot *s = &d->slots[STATESAVER__V1__REQUEST__BODY_SUBMIT];
+    if (s->fn != h_submit || !s->ctx)
+        return NULL;
+    return ((jobs_mod *)s->ctx)->jobs;
+}

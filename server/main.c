@@ -7,6 +7,7 @@
 #include "config.h"
 #include "dispatch.h"
 #include "server.h"
+#include "topology.h"
 #include "ss_error.h"
 #include "ss_log.h"
 
@@ -32,6 +33,7 @@ int main(int argc, char **argv)
     ss_config cfg;
     ss_server *srv = NULL;
     ss_dispatch *dispatch = NULL;
+    ss_cluster *cluster = NULL;
     int status = 1;
     ss_config_init(&cfg);
     ss_log_set_component("server");
@@ -46,11 +48,26 @@ int main(int argc, char **argv)
     }
     /* A peer that vanishes must cost a write error, not the process. */
     signal(SIGPIPE, SIG_IGN);
+    /* The topology first (docs/cluster.md): an unreachable etcd, a missing
+     * or invalid topology, or a --shard not in it ends here with exit 2,
+     * before the store is opened. */
+    char cerr[768];
+    ss_log_threshold = cfg.log_level;
+    rc = ss_cluster_open(&cluster, &cfg, cerr, sizeof cerr);
+    if (rc < 0) {
+        fprintf(stderr, "statesaver-server: cluster: %s\n", cerr);
+        status = 2;
+        goto out;
+    }
     /* The core (store, writer, connections), then the request layer on
      * top of it, then listening. */
     rc = ss_server_create(&srv, &cfg);
     if (rc == 0)
         rc = ss_dispatch_new(&dispatch, srv);
+    if (rc == 0)
+        rc = ss_dispatch_set_cluster(dispatch, cluster);
+    if (rc == 0)
+        rc = ss_cluster_start(cluster, ss_server_loop(srv), ss_server_port(srv));
     if (rc == 0)
         rc = ss_server_start(srv);
     if (rc < 0) {
@@ -61,8 +78,10 @@ int main(int argc, char **argv)
     rc = ss_server_run(srv);
     status = rc < 0 ? 1 : 0;
 out:
+    ss_cluster_stop(cluster);
     ss_dispatch_free(dispatch);
     ss_server_free(srv);
+    ss_cluster_free(cluster);
     ss_config_clear(&cfg);
     return status;
 }

@@ -28,7 +28,8 @@
 /* Op label values; op_index maps a Request body case to one. */
 static const char *const op_names[] = {
     "unknown", "hello", "declare", "fetch", "save", "drop", "list", "stats",
-    "ping", "submit", "lease", "complete", "await",
+    "ping", "submit", "lease", "complete", "await", "cancel", "topology",
+    "slot_freeze", "slot_export", "slot_import", "slot_delete",
 };
 #define N_OPS (sizeof op_names / sizeof op_names[0])
 
@@ -47,17 +48,25 @@ static size_t op_index(int body_case)
     case STATESAVER__V1__REQUEST__BODY_LEASE: return 10;
     case STATESAVER__V1__REQUEST__BODY_COMPLETE: return 11;
     case STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT: return 12;
+    case STATESAVER__V1__REQUEST__BODY_CANCEL: return 13;
+    case STATESAVER__V1__REQUEST__BODY_TOPOLOGY: return 14;
+    case STATESAVER__V1__REQUEST__BODY_SLOT_FREEZE: return 15;
+    case STATESAVER__V1__REQUEST__BODY_SLOT_EXPORT: return 16;
+    case STATESAVER__V1__REQUEST__BODY_SLOT_IMPORT: return 17;
+    case STATESAVER__V1__REQUEST__BODY_SLOT_DELETE: return 18;
     default: return 0;
     }
 }
 
-/* Code label: index = status code (0..16); gaps are never used. */
+/* Code label: index = status code (0..16), then MOVED (code 32) at
+ * CODE_MOVED_INDEX; gaps are never used. */
 static const char *const code_names[] = {
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
     "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
     "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED", "MOVED",
 };
+#define CODE_MOVED_INDEX 17u
 #define N_CODES (sizeof code_names / sizeof code_names[0])
 
 static const char *const reject_names[SS_REJECT_REASONS] = {
@@ -113,6 +122,12 @@ typedef struct ss_srv_metrics {
     ss_metric *expired;          /* counter */
     ss_metric *start_time;       /* gauge */
     ss_metric *build_info;       /* gauge {version} */
+    /* cluster (docs/cluster.md) */
+    ss_metric *topo_stale;       /* gauge: 1 while etcd is unreachable */
+    ss_metric *topo_epoch;       /* gauge: epoch served */
+    ss_metric *etcd_errors;      /* counter: failed etcd calls / watches */
+    ss_metric *owned_slots;      /* gauge */
+    ss_metric *frozen_slots;     /* gauge */
 } ss_srv_metrics;
 
 /* ---- registration ---- */
@@ -225,6 +240,22 @@ static int register_all(ss_srv_metrics *m)
         {&m->expired, SS_METRIC_COUNTER, "statesaver_leases_expired_total",
          "Job queue: leases that passed their deadline uncompleted.",
          NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->topo_stale, SS_METRIC_GAUGE, "statesaver_topology_stale",
+         "1 while etcd cannot be reached: the server serves the slots of the "
+         "last topology it read (and /readyz says not ready).",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->topo_epoch, SS_METRIC_GAUGE, "statesaver_topology_epoch",
+         "Epoch of the cluster topology this server serves (0 without a cluster).",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->etcd_errors, SS_METRIC_COUNTER, "statesaver_etcd_errors_total",
+         "Failed etcd calls and broken topology watches since start.",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->owned_slots, SS_METRIC_GAUGE, "statesaver_owned_slots",
+         "Hash slots this shard owns in the topology it serves.",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
+        {&m->frozen_slots, SS_METRIC_GAUGE, "statesaver_frozen_slots",
+         "Hash slots frozen for a move (writes to them refused, retryable).",
+         NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
         {&m->start_time, SS_METRIC_GAUGE, "statesaver_start_time_seconds",
          "Start time of the server, seconds since the epoch.",
          NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0},
@@ -295,6 +326,27 @@ static void collect_on_loop(ss_srv_metrics *m)
     ss_metric_set_u64(m->failed, 0, sr.failed);
     ss_metric_set_u64(m->expired, 0, sr.expired_leases);
     ss_metric_set_u64(m->saves_applied, 1, sr.saves_applied);
+    ss_metric_set_u64(m->topo_stale, 0, sr.topology_stale ? 1 : 0);
+    ss_metric_set_u64(m->topo_epoch, 0, sr.topology_epoch);
+    ss_metric_set_u64(m->etcd_errors, 0, sr.etcd_errors);
+    ss_metric_set_u64(m->owned_slots, 0, sr.owned_slots);
+    ss_metric_set_u64(m->frozen_slots, 0, sr.frozen_slots);
+}
+
+/* Not ready while the cluster topology is stale (etcd unreachable): the
+ * server still serves the slots it owns, but a move or a new shard would
+ * go unnoticed. Fills why. */
+static bool cluster_ready(ss_server *srv, char *why, size_t n)
+{
+    Statesaver__V1__StatsResponse sr = STATESAVER__V1__STATS_RESPONSE__INIT;
+    for (size_t i = 0; i < srv->n_modules; i++)
+        if (srv->modules[i].stats)
+            srv->modules[i].stats(srv->modules[i].arg, "", &sr);
+    if (!sr.topology_stale)
+        return true;
+    snprintf(why, n, "topology stale (serving epoch %" PRIu64 " for the slots it owns): %s",
+             sr.topology_epoch, sr.topology_error ? sr.topology_error : "etcd unreachable");
+    return false;
 }
 
 static void on_async(uv_async_t *a)
@@ -303,10 +355,12 @@ static void on_async(uv_async_t *a)
     ss_server *srv = m->srv;
     collect_on_loop(m);
     bool ready = !srv->shutting_down && srv->listening && srv->store;
+    char cwhy[SS_HTTP_REASON_MAX] = "";
+    bool cready = !ready || cluster_ready(srv, cwhy, sizeof cwhy);
     pthread_mutex_lock(&m->mu);
-    m->ready = ready;
+    m->ready = ready && cready;
     snprintf(m->why, sizeof m->why, "%s",
-             ready ? "" : srv->shutting_down ? "shutting down" : "starting");
+             !ready ? (srv->shutting_down ? "shutting down" : "starting") : cwhy);
     m->answered = m->asked;
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
@@ -474,8 +528,9 @@ void ss_server_metrics_request(ss_server *srv, int body_case, int code,
     if (!m)
         return;
     size_t op = op_index(body_case);
-    size_t cd = code >= 0 && (size_t)code < N_CODES ? (size_t)code
-                                                    : 2; /* UNKNOWN */
+    size_t cd = code == STATESAVER__V1__CODE__MOVED           ? CODE_MOVED_INDEX
+                : code >= 0 && (size_t)code < CODE_MOVED_INDEX ? (size_t)code
+                                                               : 2; /* UNKNOWN */
     ss_metric_inc(m->requests, ss_metric_series(m->requests, op, cd), 1);
     if (start_ns)
         ss_metric_observe(m->duration, op, ss_metrics_since(start_ns));

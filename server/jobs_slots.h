@@ -1,0 +1,45 @@
+/* jobs_slots -- the job queue's side of slot moves: the in-memory index
+ * learns imported job records and forgets deleted ones, and the jobs of
+ * frozen slots are kept from Lease (docs/cluster.md).
+ *
+ * A frozen sequence's jobs are marked held (the queue's own "not ready"
+ * flag, without the hold timer), so Lease skips them until thawed; a
+ * segment leased before the freeze keeps its lease, and its Complete is
+ * refused (UNAVAILABLE) by the ownership check until the move ends.
+ *
+ * Threads: loop thread only.
+ */
+#ifndef SS_JOBS_SLOTS_H
+#define SS_JOBS_SLOTS_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "jobs.h"
+#include "jobs_store.h"
+
+/* The jobs database handle. */
+MDB_dbi ss_jobs_slots_dbi(const ss_jobs *j);
+/* Is this record's segment (saver, key, segment) in the index already? */
+bool ss_jobs_slots_has(ss_jobs *j, const ss_job_rec *rec);
+/* A fresh record id for an imported record. */
+uint64_t ss_jobs_slots_new_id(ss_jobs *j);
+/* After the import committed: index record id (decoded rec); serves
+ * parked leases if it is ready. held: keep it from Lease (its slot is
+ * frozen). 0 or SS_ERR_NOMEM. */
+int ss_jobs_slots_adopt(ss_jobs *j, uint64_t id, const ss_job_rec *rec, bool held);
+
+/* Hold (on) or release every job of the sequences whose key satisfies
+ * in_range(arg, key, len). */
+typedef bool (*ss_jobs_slots_pred)(void *arg, const uint8_t *key, size_t len);
+void ss_jobs_slots_hold(ss_jobs *j, ss_jobs_slots_pred in_range, void *arg, bool on);
+
+/* May the record of this segment be deleted now? false while it is
+ * leased or an op is changing it (it is held so it is not leased again). */
+bool ss_jobs_slots_can_forget(ss_jobs *j, const ss_job_rec *rec);
+/* Its record was deleted: parked Awaits get UNAVAILABLE (the key moved),
+ * and the job leaves the index. */
+void ss_jobs_slots_forget(ss_jobs *j, const ss_job_rec *rec);
+
+#endif
