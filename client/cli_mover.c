@@ -267,11 +267,14 @@ static int freeze(mover *m, bool on)
     return st;
 }
 
-/* Delete the range on one shard in bounded batches. */
+/* Delete the range on one shard in bounded batches. UNAVAILABLE (another
+ * delete running, or the shard has not seen the topology that gives the
+ * slots away yet) is retried for up to --wait-ms. */
 static int delete_range(mover *m, ss_client *sc, const char *shard, const char *why)
 {
     uint64_t total = 0;
-    for (unsigned batch = 1;; batch++) {
+    int64_t busy_since = 0;
+    for (unsigned batch = 1;;) {
         Statesaver__V1__SlotDeleteRequest d = STATESAVER__V1__SLOT_DELETE_REQUEST__INIT;
         req_t req = STATESAVER__V1__REQUEST__INIT;
         resp_t *resp = NULL;
@@ -280,9 +283,26 @@ static int delete_range(mover *m, ss_client *sc, const char *shard, const char *
         d.max_records = CLI_MOVE_DELETE_BATCH;
         req.body_case = STATESAVER__V1__REQUEST__BODY_SLOT_DELETE;
         req.slot_delete = &d;
-        if (call(sc, shard, &req, STATESAVER__V1__RESPONSE__BODY_SLOT_DELETE, &resp,
-                 "delete") != CLI_EXIT_OK)
+        int rc = ss_client_call(sc, &req, 0, &resp);
+        if (rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE)) {
+            if (busy_since == 0)
+                busy_since = mono_ms();
+            if (mono_ms() - busy_since < (int64_t)m->wait_ms) {
+                nap(CLI_MOVE_POLL_MS);
+                continue;
+            }
+        }
+        if (rc == 0 && resp->body_case != STATESAVER__V1__RESPONSE__BODY_SLOT_DELETE) {
+            ss_client_response_free(resp);
+            cli_error("delete on shard %s: unexpected reply", shard);
             return CLI_EXIT_FAIL;
+        }
+        if (rc < 0) {
+            cli_error("delete on shard %s: %s", shard,
+                      ss_client_last_error(sc)[0] ? ss_client_last_error(sc) : ss_strerror(rc));
+            return CLI_EXIT_FAIL;
+        }
+        busy_since = 0;
         bool done = resp->slot_delete->done;
         uint64_t n = resp->slot_delete->deleted;
         ss_client_response_free(resp);
@@ -290,6 +310,7 @@ static int delete_range(mover *m, ss_client *sc, const char *shard, const char *
         if (n || done)
             say("delete %s on %s: batch %u, %llu records (total %llu)", why, shard, batch,
                 (unsigned long long)n, (unsigned long long)total);
+        batch++;
         if (done)
             return CLI_EXIT_OK;
         if (m->throttle_ms)

@@ -273,15 +273,15 @@ class ClusterClient:
         if all:
             return sum(self.client(s).drop(saver, all=True) for s in self.topology.shards)
         keys = [_key(k) for k in keys or []]
-        todo = list(range(len(keys)))
+        todo = set(range(len(keys)))
         total = [0]
 
         def attempt():
-            for shard, idx in self._split([keys[i] for i in todo]).items():
-                mine = [todo[j] for j in idx]
+            pending = sorted(todo)
+            for shard, idx in self._split([keys[i] for i in pending]).items():
+                mine = [pending[j] for j in idx]
                 total[0] += self.client(shard).drop(saver, [keys[i] for i in mine])
-                for i in mine:
-                    todo.remove(i)
+                todo.difference_update(mine)
         self._retry(attempt)
         return total[0]
 
@@ -331,17 +331,18 @@ class ClusterClient:
             states = [states[x] for x in names]
         states = [np.asarray(s) for s in states]
         applied = [False] * n
-        todo = list(range(n))
+        todo = set(range(n))
 
         def attempt():
-            for shard, idx in self._split([keys[i] for i in todo]).items():
-                mine = [todo[j] for j in idx]
+            pending = sorted(todo)
+            for shard, idx in self._split([keys[i] for i in pending]).items():
+                mine = [pending[j] for j in idx]
                 got = self.client(shard).save(
                     saver, [keys[i] for i in mine], segs[mine], [s[mine] for s in states],
                     None if fin is None else fin[mine])
                 for j, i in enumerate(mine):
                     applied[i] = bool(got[j]) if j < len(got) else False
-                    todo.remove(i)
+                todo.difference_update(mine)
         self._retry(attempt)
         return applied
 
