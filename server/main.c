@@ -67,9 +67,11 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = ss_dispatch_set_cluster(dispatch, cluster);
     if (rc == 0)
-        rc = ss_cluster_start(cluster, ss_server_loop(srv), ss_server_port(srv));
-    if (rc == 0)
         rc = ss_server_start(srv);
+    /* After listening (the no-cluster topology names the bound port),
+     * before the loop runs (no request is read before it). */
+    if (rc == 0)
+        rc = ss_cluster_start(cluster, ss_server_loop(srv), ss_server_port(srv));
     if (rc < 0) {
         fprintf(stderr, "statesaver-server: cannot start: %s\n",
                 ss_strerror(rc));
