@@ -275,7 +275,7 @@ def test_equal(etcd):
             r = [c.save("e", keys, 0, [a0, b0])]
             half = keys[::2]
             r.append(c.save("e", half, 1, [a0[::2] + 1, b0[::2] - 1],
-                            final=[i % 5 == 0 for i in range(len(half))]))
+                            final=[i >= 50 for i in range(len(half))]))
             r.append(c.save("e", half[:10], 1, [a0[::2][:10] + 1, b0[::2][:10] - 1]))
             f = c.fetch("e", keys[::-1] + [b"never-saved"])
             r.append((f.next_segment.tolist(), f.states["a"].tobytes(), f.states["b"].tobytes()))
@@ -287,6 +287,7 @@ def test_equal(etcd):
                                   "(already_applied)", "fetch in reverse key order", "listing",
                                   "drop count", "listing after drop"]):
             check(out[0][i] == out[1][i], "cluster == one server: %s" % what)
+        check(out[0][2] == [True] * 10, "the retried save reports already_applied for all 10")
         with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
             ks = [k.decode() for k in keys[10:40]]
             r1 = cli(cl.seeds, "fetch", "e", *ks, "--out", d1)
