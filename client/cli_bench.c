@@ -82,6 +82,7 @@ struct bench {
     size_t **shard_keys;      /* per shard: indices of the keys it owns */
     size_t *n_shard_keys;     /* per shard: how many */
     ss_cluster *cl;           /* routing: the topology (NULL: --no-route) */
+    const char *direct;       /* --no-route: the one address (the first shard) */
     uint64_t misrouted;       /* keys whose owner was not the conn's shard */
     bool is_save;             /* --op save */
     size_t clients;           /* --clients */
@@ -127,8 +128,9 @@ static const char bench_usage[] =
     "  --state-bytes N    bytes per state, multiple of 4 (default 4096)\n"
     "  --keys N           key space (default 10000; save needs >= clients*batch)\n"
     "  --keep             do not drop the saver afterwards\n"
-    "  --no-route         talk to --server only, without routing (the baseline of\n"
-    "                     the routing cost); default: every shard of the cluster\n"
+    "  --no-route         send every key to the first shard, without routing (the\n"
+    "                     baseline of the routing cost, for a cluster of one);\n"
+    "                     default: each key to its shard\n"
     "  --json             one JSON object: op, clients, requests, batch,\n"
     "                     state_bytes, keys, seconds, requests_per_sec,\n"
     "                     states_per_sec, p50_ms, p90_ms, p99_ms, max_ms\n"
@@ -575,7 +577,7 @@ static int plan(bench *b, ss_cluster *cl)
     if (!b->addrs || !b->shard_keys || !b->n_shard_keys)
         goto nomem;
     for (size_t s = 0; s < ns; s++) {
-        const char *a = cl ? ss_cluster_shard_address(cl, s) : b->ctx->server;
+        const char *a = cl ? ss_cluster_shard_address(cl, s) : b->direct;
         if (resolve(&b->addrs[s], a) < 0) {
             cli_error("bench: cannot resolve '%s'", a);
             return CLI_EXIT_FAIL;
@@ -856,6 +858,7 @@ int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv)
     if ((status = cli_cluster(ctx, &c)) != CLI_EXIT_OK)
         goto out;
     b->cl = direct ? NULL : c;
+    b->direct = ss_cluster_shard_address(c, 0);
     b->n_shards = direct ? 1 : ss_cluster_shards(c);
     if ((status = plan(b, b->cl)) != CLI_EXIT_OK)
         goto out;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ss_limits.h"
+#include "ss_slot.h"
 #include "ss_tensor.h"
 
 /* Per-shard working arrays of one routed call. */
@@ -77,6 +78,23 @@ static int route_make(ss_cluster *c, const ss_key *keys, size_t n, const bool *p
     return 0;
 }
 
+/* The one shard owning every key, or -1 (several, or none: n == 0). The
+ * common case (one key, or keys of one {tag}) then costs a CRC16 and a
+ * table lookup per key and no allocation. */
+static int single_owner(const ss_cluster *c, const ss_key *keys, size_t n)
+{
+    int o = -1;
+    for (size_t k = 0; k < n; k++) {
+        if (!keys[k].data && keys[k].len)
+            return -1;
+        int s = ss_topology_owner(c->topo, ss_slot_of(keys[k].data, keys[k].len));
+        if (s < 0 || (o >= 0 && s != o))
+            return -1;
+        o = s;
+    }
+    return o;
+}
+
 /* ---- fetch ---------------------------------------------------------------- */
 
 /* One attempt: every shard's sub-request sent, then every reply read. On
@@ -91,28 +109,23 @@ static int fetch_once(ss_cluster *c, const char *saver, const ss_key *keys, size
     bool *sent = NULL;
     uint32_t *kpart = NULL;
     size_t *krow = NULL, n_parts = 0;
-    int rc = route_make(c, keys, n, NULL, &r), first = 0;
+    int rc, first = 0;
 
     *bad = NULL;
+    int one = single_owner(c, keys, n);
+    if (one >= 0) {
+        ss_client *sc;
+        rc = ss_cluster_client(c, (size_t)one, &sc);
+        if (rc == 0 && (rc = ss_client_fetch(sc, saver, keys, n, min_segment, wait_ms, out)) < 0) {
+            *bad = sc;
+            ss_cluster_fail_shard(c, (size_t)one, sc, rc);
+        }
+        return rc;
+    }
+    rc = route_make(c, keys, n, NULL, &r);
     if (rc < 0)
         return rc;
     size_t ns = r.n_shards;
-    /* The common case (one {tag}, or one key): no merge. */
-    for (size_t s = 0; s < ns; s++) {
-        if (r.counts[s] != n || n == 0)
-            continue;
-        ss_client *sc;
-        rc = ss_cluster_client(c, s, &sc);
-        if (rc == 0) {
-            rc = ss_client_fetch(sc, saver, keys, n, min_segment, wait_ms, out);
-            if (rc < 0) {
-                *bad = sc;
-                ss_cluster_fail_shard(c, s, sc, rc);
-            }
-        }
-        route_free(&r);
-        return rc;
-    }
     parts = calloc(ns ? ns : 1, sizeof *parts);
     ids = calloc(ns ? ns : 1, sizeof *ids);
     sent = calloc(ns ? ns : 1, sizeof *sent);
@@ -308,28 +321,25 @@ static int save_once(ss_cluster *c, const char *saver, const ss_key *keys, size_
     *bad = NULL;
     for (size_t k = 0; k < n; k++)
         left += todo[k];
-    rc = route_make(c, keys, n, todo, &r);
-    if (rc < 0)
-        return rc;
-    size_t ns = r.n_shards;
-    /* All (remaining) keys on one shard and none done before: no copies. */
-    for (size_t s = 0; s < ns && left == n; s++) {
-        if (r.counts[s] != n || n == 0)
-            continue;
+    int one = left == n ? single_owner(c, keys, n) : -1;
+    if (one >= 0) {
         ss_client *sc;
-        rc = ss_cluster_client(c, s, &sc);
+        rc = ss_cluster_client(c, (size_t)one, &sc);
         if (rc == 0)
             rc = ss_client_save(sc, saver, keys, n, segments, final, states, n_states,
                                 applied);
         if (rc < 0) {
             *bad = sc;
-            ss_cluster_fail_shard(c, s, sc, rc);
+            ss_cluster_fail_shard(c, (size_t)one, sc, rc);
         } else {
             memset(todo, 0, n * sizeof *todo);
         }
-        route_free(&r);
         return rc;
     }
+    rc = route_make(c, keys, n, todo, &r);
+    if (rc < 0)
+        return rc;
+    size_t ns = r.n_shards;
     parts = calloc(ns ? ns : 1, sizeof *parts);
     ids = calloc(ns ? ns : 1, sizeof *ids);
     sent = calloc(ns ? ns : 1, sizeof *sent);
