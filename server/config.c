@@ -63,8 +63,8 @@ void ss_config_init(ss_config *cfg)
 /* The owned cluster flag strings of cfg, for clear and copy. */
 #define CLUSTER_STRINGS(cfg) \
     { &(cfg)->etcd, &(cfg)->cluster, &(cfg)->shard, &(cfg)->advertise, \
-      &(cfg)->cluster_config }
-#define N_CLUSTER_STRINGS 5
+      &(cfg)->cluster_config, &(cfg)->topology_init }
+#define N_CLUSTER_STRINGS 6
 
 void ss_config_clear(ss_config *cfg)
 {
@@ -229,6 +229,10 @@ static int cluster_flags_check(const ss_config *cfg, FILE *err)
                 "--shard ID\n");
         return SS_ERR_INVALID;
     }
+    if (cfg->topology_init && !cfg->etcd) {
+        fprintf(err, "statesaver-server: --topology-init needs --etcd\n");
+        return SS_ERR_INVALID;
+    }
     if (cfg->cluster_config && !cfg->shard) {
         fprintf(err, "statesaver-server: --cluster-config needs --shard ID\n");
         return SS_ERR_INVALID;
@@ -351,6 +355,9 @@ static void usage(FILE *f)
         "  --advertise HOST:PORT    address clients reach this shard at\n"
         "                           (checked against the topology's primary)\n"
         "  --cluster-config FILE    static topology file instead of etcd\n"
+        "  --topology-init FILE     with --etcd: if the topology key is missing,\n"
+        "                           create it from FILE (compare-and-swap: never\n"
+        "                           overwrites; every shard may pass the same file)\n"
         "  --topology-wait-ms N     wait this long for a missing topology key\n"
         "                           in etcd before giving up (default %u)\n"
         "  --slot-export-max-bytes N\n"
@@ -421,6 +428,7 @@ enum {
     OPT_ADVERTISE,
     OPT_CLUSTER_CONFIG,
     OPT_TOPOLOGY_WAIT,
+    OPT_TOPOLOGY_INIT,
     OPT_SLOT_EXPORT_BYTES,
     OPT_HELP,
     OPT_VERSION,
@@ -473,6 +481,7 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         {"advertise", required_argument, NULL, OPT_ADVERTISE},
         {"cluster-config", required_argument, NULL, OPT_CLUSTER_CONFIG},
         {"topology-wait-ms", required_argument, NULL, OPT_TOPOLOGY_WAIT},
+        {"topology-init", required_argument, NULL, OPT_TOPOLOGY_INIT},
         {"slot-export-max-bytes", required_argument, NULL, OPT_SLOT_EXPORT_BYTES},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -612,6 +621,7 @@ int ss_config_parse(ss_config *cfg, int argc, char **argv, FILE *out,
         STR_FLAG(OPT_SHARD, shard)
         STR_FLAG(OPT_ADVERTISE, advertise)
         STR_FLAG(OPT_CLUSTER_CONFIG, cluster_config)
+        STR_FLAG(OPT_TOPOLOGY_INIT, topology_init)
 #undef STR_FLAG
         case OPT_TOKEN:
             token_file = optarg;

@@ -75,6 +75,8 @@ typedef struct ss_config {
     char *shard;                /* --shard ID (owned) or NULL */
     char *advertise;            /* --advertise HOST:PORT (owned) or NULL */
     char *cluster_config;       /* --cluster-config FILE (owned) or NULL */
+    char *topology_init;        /* --topology-init FILE (owned) or NULL: with
+                                   --etcd, create the key from it if missing */
     uint64_t topology_wait_ms;  /* --topology-wait-ms: wait for a missing etcd key */
     uint64_t slot_export_bytes; /* --slot-export-max-bytes: SlotExport reply cap */
 } ss_config;

@@ -12,7 +12,7 @@
 #include "dispatch.h"
 #include "dispatch_internal.h"
 #include "jobs_slots.h"
-#include "slots.h"
+#include "store_slots.h"
 #include "ss_error.h"
 #include "ss_keyfmt.h"
 #include "ss_log.h"
@@ -28,7 +28,7 @@
 typedef struct ss_dispatch_cluster {
     ss_dispatch *d;                       /* owner */
     unsigned del_first, del_last;         /* range the delete cursor is for */
-    uint8_t del_cursor[SS_SLOTS_CURSOR_MAX]; /* where the next delete scan starts */
+    uint8_t del_cursor[SS_STORE_SLOTS_CURSOR_MAX]; /* where the next delete scan starts */
     size_t del_cursor_len;                /* 0 = the beginning */
     bool del_busy;                        /* a SlotDelete is in the writer */
 } ss_dispatch_cluster;
@@ -138,6 +138,18 @@ bool ss_dispatch_cluster_check(ss_dispatch *d, ss_request *req)
     }
 }
 
+/* The saver and key of a job record (store_slots.h's view of one). */
+static int job_ident(const void *val, size_t len, ss_bytes *saver, ss_bytes *key)
+{
+    ss_job_rec rec;
+    int rc = ss_job_rec_decode(val, len, &rec);
+    if (rc < 0)
+        return rc;
+    *saver = rec.saver;
+    *key = rec.key;
+    return 0;
+}
+
 /* ---- Topology ---- */
 
 static void h_topology(ss_request *req, void *ctx)
@@ -203,13 +215,13 @@ typedef struct freeze_op {
     ss_write_op op;                          /* first */
     ss_request *req;                         /* answered when done */
     ss_store *st;                            /* the store */
-    uint8_t bits[SS_SLOTS_BITMAP_BYTES];     /* the frozen set to persist */
+    uint8_t bits[SS_STORE_SLOTS_BITMAP_BYTES];     /* the frozen set to persist */
 } freeze_op;
 
 static int freeze_run(ss_write_op *op, ss_store_txn *txn, char msg[SS_STORE_MSG])
 {
     freeze_op *f = (freeze_op *)op;
-    return ss_slots_frozen_put(txn, f->st, f->bits, msg);
+    return ss_store_slots_frozen_put(txn, f->st, f->bits, msg);
 }
 
 static void freeze_done(ss_write_op *op, int rc, const char *msg)
@@ -287,7 +299,7 @@ typedef struct export_ctx {
     bool nomem;                         /* an allocation failed */
 } export_ctx;
 
-static int export_cb(void *arg, const ss_slots_rec *r)
+static int export_cb(void *arg, const ss_store_slots_rec *r)
 {
     export_ctx *x = arg;
     size_t add = r->dk.mv_size + r->val.mv_size + EXPORT_PER_RECORD;
@@ -316,7 +328,7 @@ static int export_cb(void *arg, const ss_slots_rec *r)
     memcpy(buf + r->dk.mv_size, r->val.mv_data, r->val.mv_size);
     Statesaver__V1__SlotRecord *s = &x->recs[x->n];
     statesaver__v1__slot_record__init(s);
-    s->db = (char *)ss_slots_db_name(r->db);
+    s->db = (char *)ss_store_slots_db_name(r->db);
     s->key.data = buf;
     s->key.len = r->dk.mv_size;
     s->value.data = buf + r->dk.mv_size;
@@ -357,11 +369,12 @@ static void h_slot_export(ss_request *req, void *ctx)
     if (max > frame_room)
         max = frame_room;
     export_ctx x = {.max_bytes = max};
-    uint8_t next[SS_SLOTS_CURSOR_MAX];
+    uint8_t next[SS_STORE_SLOTS_CURSOR_MAX];
     size_t next_len = 0;
     bool done = false;
     char msg[SS_STORE_MSG];
-    int rc = ss_slots_scan(ss_server_store(ss_request_server(req)), ss_jobs_slots_dbi(j),
+    int rc = ss_store_slots_scan(ss_server_store(ss_request_server(req)), ss_jobs_slots_dbi(j),
+                           job_ident,
                            m->first, m->last, m->cursor.data, m->cursor.len, export_cb, &x,
                            next, &next_len, &done, msg);
     if (rc < 0) {
@@ -406,14 +419,14 @@ typedef struct import_op {
     ss_jobs *jobs;           /* the queue */
     MDB_dbi jobs_dbi;        /* its database */
     size_t n;                /* records */
-    ss_slots_in *in;         /* n records (borrowing the request) */
+    ss_store_slots_in *in;         /* n records (borrowing the request) */
     uint64_t written;        /* result */
 } import_op;
 
 static int import_run(ss_write_op *op, ss_store_txn *txn, char msg[SS_STORE_MSG])
 {
     import_op *o = (import_op *)op;
-    return ss_slots_import_run(txn, o->st, o->jobs_dbi, o->n, o->in, &o->written, msg);
+    return ss_store_slots_import_run(txn, o->st, o->jobs_dbi, o->n, o->in, &o->written, msg);
 }
 
 static void import_done(ss_write_op *op, int rc, const char *msg)
@@ -424,7 +437,7 @@ static void import_done(ss_write_op *op, int rc, const char *msg)
     } else {
         ss_cluster *c = cluster_of(o->req);
         for (size_t i = 0; i < o->n; i++) {
-            if (o->in[i].db != SS_SLOTS_JOBS || o->in[i].job_id == 0)
+            if (o->in[i].db != SS_STORE_SLOTS_JOBS || o->in[i].job_id == 0)
                 continue;
             ss_job_rec rec;
             if (ss_job_rec_decode(o->in[i].val.data, o->in[i].val.len, &rec) < 0)
@@ -446,11 +459,11 @@ static void import_done(ss_write_op *op, int rc, const char *msg)
 }
 
 /* Same (saver, key, segment) as an earlier jobs record of the batch? */
-static bool dup_in_batch(const ss_slots_in *in, size_t i, const ss_job_rec *rec)
+static bool dup_in_batch(const ss_store_slots_in *in, size_t i, const ss_job_rec *rec)
 {
     for (size_t k = 0; k < i; k++) {
         ss_job_rec o;
-        if (in[k].db != SS_SLOTS_JOBS || in[k].job_id == 0 ||
+        if (in[k].db != SS_STORE_SLOTS_JOBS || in[k].job_id == 0 ||
             ss_job_rec_decode(in[k].val.data, in[k].val.len, &o) < 0)
             continue;
         if (o.segment == rec->segment && o.key.len == rec->key.len &&
@@ -479,13 +492,13 @@ static void h_slot_import(ss_request *req, void *ctx)
         ss_request_error(req, CODE(INVALID_ARGUMENT), "SlotImport: no records given");
         return;
     }
-    if (m->n_records > SS_SLOTS_IMPORT_MAX) {
+    if (m->n_records > SS_STORE_SLOTS_IMPORT_MAX) {
         ss_request_error(req, CODE(RESOURCE_EXHAUSTED), "SlotImport: %zu records, above "
-                         "the limit of %u per request", m->n_records, SS_SLOTS_IMPORT_MAX);
+                         "the limit of %u per request", m->n_records, SS_STORE_SLOTS_IMPORT_MAX);
         return;
     }
     import_op *o = calloc(1, sizeof *o);
-    ss_slots_in *in = calloc(m->n_records, sizeof *in);
+    ss_store_slots_in *in = calloc(m->n_records, sizeof *in);
     if (!o || !in) {
         free(o);
         free(in);
@@ -495,25 +508,25 @@ static void h_slot_import(ss_request *req, void *ctx)
     char msg[SS_STORE_MSG];
     for (size_t i = 0; i < m->n_records; i++) {
         const Statesaver__V1__SlotRecord *r = m->records[i];
-        int db = ss_slots_db_from_name(r->db);
+        int db = ss_store_slots_db_from_name(r->db);
         if (db < 0) {
             ss_request_error(req, CODE(INVALID_ARGUMENT), "SlotImport: records[%zu]: "
                              "unknown database '%s' (seqs, evicted, finished, jobs)", i,
                              r->db);
             goto fail;
         }
-        in[i].db = (ss_slots_db)db;
+        in[i].db = (ss_store_slots_db)db;
         in[i].dk.data = r->key.data;
         in[i].dk.len = r->key.len;
         in[i].val.data = r->value.data;
         in[i].val.len = r->value.len;
-        int rc = ss_slots_check_in(st, &in[i], msg);
+        int rc = ss_store_slots_check_in(st, job_ident, &in[i], msg);
         if (rc < 0) {
             ss_request_error(req, ss_dispatch_status_code(rc), "SlotImport: records[%zu]: %s",
                              i, msg);
             goto fail;
         }
-        if (in[i].db == SS_SLOTS_JOBS) {
+        if (in[i].db == SS_STORE_SLOTS_JOBS) {
             ss_job_rec rec;
             ss_job_rec_decode(r->value.data, r->value.len, &rec);
             if (!ss_jobs_slots_has(j, &rec) && !dup_in_batch(in, i, &rec))
@@ -551,7 +564,7 @@ typedef struct delete_op {
     ss_store *st;         /* the store */
     ss_jobs *jobs;        /* the queue */
     MDB_dbi jobs_dbi;     /* its database */
-    ss_slots_del *del;    /* records to delete (owned) */
+    ss_store_slots_del *del;    /* records to delete (owned) */
     size_t n, cap;        /* entries, allocated */
     gone_job *gone;       /* job records among them (owned) */
     size_t n_gone, cap_gone; /* entries, allocated */
@@ -562,13 +575,13 @@ typedef struct delete_op {
     uint64_t deleted;     /* result */
 } delete_op;
 
-static int delete_cb(void *arg, const ss_slots_rec *r)
+static int delete_cb(void *arg, const ss_store_slots_rec *r)
 {
     delete_op *o = arg;
     if (o->n >= o->max)
         return 1;
     ss_job_rec rec;
-    if (r->db == SS_SLOTS_JOBS) {
+    if (r->db == SS_STORE_SLOTS_JOBS) {
         if (ss_job_rec_decode(r->val.mv_data, r->val.mv_size, &rec) < 0)
             return 0;
         if (!ss_jobs_slots_can_forget(o->jobs, &rec)) {
@@ -596,13 +609,13 @@ static int delete_cb(void *arg, const ss_slots_rec *r)
     }
     if (o->n == o->cap) {
         size_t cap = o->cap ? o->cap * 2 : 64;
-        ss_slots_del *nd = realloc(o->del, cap * sizeof *nd);
+        ss_store_slots_del *nd = realloc(o->del, cap * sizeof *nd);
         if (!nd)
             goto nomem;
         o->del = nd;
         o->cap = cap;
     }
-    ss_slots_del *x = &o->del[o->n];
+    ss_store_slots_del *x = &o->del[o->n];
     x->db = r->db;
     x->dk = malloc(r->dk.mv_size ? r->dk.mv_size : 1);
     if (!x->dk)
@@ -630,7 +643,7 @@ static void delete_free(delete_op *o)
 static int delete_run(ss_write_op *op, ss_store_txn *txn, char msg[SS_STORE_MSG])
 {
     delete_op *o = (delete_op *)op;
-    return ss_slots_delete_run(txn, o->st, o->jobs_dbi, o->n, o->del, &o->deleted, msg);
+    return ss_store_slots_delete_run(txn, o->st, o->jobs_dbi, o->n, o->del, &o->deleted, msg);
 }
 
 static void delete_done(ss_write_op *op, int rc, const char *msg)
@@ -687,9 +700,9 @@ static void h_slot_delete(ss_request *req, void *ctx)
                              ss_topology_epoch(ss_cluster_topology(c)));
             return;
         }
-    if (m->max_records > SS_SLOTS_DELETE_MAX) {
+    if (m->max_records > SS_STORE_SLOTS_DELETE_MAX) {
         ss_request_error(req, CODE(INVALID_ARGUMENT), "SlotDelete: max_records %" PRIu32
-                         " above the limit of %u", m->max_records, SS_SLOTS_DELETE_MAX);
+                         " above the limit of %u", m->max_records, SS_STORE_SLOTS_DELETE_MAX);
         return;
     }
     if (cl->del_busy) {
@@ -706,18 +719,18 @@ static void h_slot_delete(ss_request *req, void *ctx)
     o->st = ss_server_store(ss_request_server(req));
     o->jobs = j;
     o->jobs_dbi = ss_jobs_slots_dbi(j);
-    o->max = m->max_records ? m->max_records : SS_SLOTS_DELETE_DEFAULT;
+    o->max = m->max_records ? m->max_records : SS_STORE_SLOTS_DELETE_DEFAULT;
     if (cl->del_first != m->first || cl->del_last != m->last) {
         cl->del_first = m->first;
         cl->del_last = m->last;
         cl->del_cursor_len = 0;
     }
     bool from_start = cl->del_cursor_len == 0;
-    uint8_t next[SS_SLOTS_CURSOR_MAX];
+    uint8_t next[SS_STORE_SLOTS_CURSOR_MAX];
     size_t next_len = 0;
     bool scan_done = false;
     char msg[SS_STORE_MSG];
-    int rc = ss_slots_scan(o->st, o->jobs_dbi, m->first, m->last, cl->del_cursor,
+    int rc = ss_store_slots_scan(o->st, o->jobs_dbi, job_ident, m->first, m->last, cl->del_cursor,
                            cl->del_cursor_len, delete_cb, o, next, &next_len, &scan_done,
                            msg);
     if (rc < 0) {
@@ -786,9 +799,9 @@ int ss_dispatch_set_cluster(ss_dispatch *d, ss_cluster *c)
     d->cl = cl;
     d->cluster = c;
     /* a source killed mid-move comes back frozen */
-    uint8_t bits[SS_SLOTS_BITMAP_BYTES];
+    uint8_t bits[SS_STORE_SLOTS_BITMAP_BYTES];
     char msg[SS_STORE_MSG];
-    int rc = ss_slots_frozen_load(ss_server_store(d->srv), bits, msg);
+    int rc = ss_store_slots_frozen_load(ss_server_store(d->srv), bits, msg);
     if (rc < 0)
         SS_LOG(SS_LOG_ERROR, "cluster: %s", msg);
     if (rc < 0 && rc != SS_STORE_ERR_CORRUPT)

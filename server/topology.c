@@ -133,6 +133,36 @@ static int parse_value(const ss_cluster *c, const char *v, size_t len,
     return 0;
 }
 
+/* --topology-init: create the missing key from the file, only if it is
+ * still missing (CAS on "must not exist"): 0 (created, or someone else
+ * did first) or an error in err. */
+static int init_key(ss_cluster *c, const char *path, char *err, size_t n)
+{
+    ss_topology *t = NULL;
+    char why[512];
+    int rc = ss_topology_load_file(path, &t, why, sizeof why);
+    if (rc < 0) {
+        set_err(err, n, "--topology-init: %s", why);
+        return rc;
+    }
+    char *json = ss_topology_to_json(t);
+    ss_topology_free(t);
+    if (!json) {
+        set_err(err, n, "out of memory");
+        return SS_ERR_NOMEM;
+    }
+    rc = ss_etcd_cas(c->etcd, c->key, json, strlen(json), 0, NULL, why, sizeof why);
+    free(json);
+    if (rc == SS_ERR_CONFLICT)
+        return 0; /* another shard created it first */
+    if (rc < 0) {
+        set_err(err, n, "--topology-init: cannot create etcd key %s: %s", c->key, why);
+        return rc;
+    }
+    SS_LOG(SS_LOG_INFO, "cluster: created etcd key %s from %s", c->key, path);
+    return 0;
+}
+
 static int open_etcd(ss_cluster *c, const ss_config *cfg, char *err, size_t n)
 {
     snprintf(c->key, sizeof c->key, SS_CLUSTER_KEY_FMT, cfg->cluster);
@@ -153,16 +183,32 @@ static int open_etcd(ss_cluster *c, const ss_config *cfg, char *err, size_t n)
             ss_topology *t = NULL;
             rc = parse_value(c, v, len, &t, true, err, n);
             free(v);
-            if (rc < 0)
+            if (rc == 0) {
+                c->rev = rev;
+                apply(c, t);
+                return 0;
+            }
+            /* a shard being added starts before the topology names it:
+             * wait for that as for a missing key */
+            if (rc != SS_ERR_NOT_FOUND || mono_ms() - t0 >= c->wait_ms)
                 return rc;
-            c->rev = rev;
-            apply(c, t);
-            return 0;
+            if (!said) {
+                SS_LOG(SS_LOG_INFO, "cluster: waiting up to %" PRIu64 " ms for the "
+                       "topology in %s to name shard '%s'", c->wait_ms, c->key, c->self);
+                said = true;
+            }
+            sleep_ms(SS_CLUSTER_POLL_MS);
+            continue;
         }
         if (rc != SS_ERR_NOT_FOUND) {
             set_err(err, n, "cannot read the topology from etcd at %s: %s",
                     cfg->etcd, why);
             return rc;
+        }
+        if (cfg->topology_init) {
+            if ((rc = init_key(c, cfg->topology_init, err, n)) < 0)
+                return rc;
+            continue; /* read what is there now */
         }
         if (mono_ms() - t0 >= c->wait_ms) {
             set_err(err, n, "no topology in etcd key %s (after waiting %" PRIu64

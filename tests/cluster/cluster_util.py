@@ -254,17 +254,28 @@ class Shard:
             self.proc.wait(timeout=10)
 
     def terminate(self):
+        """SIGTERM; the exit status (None when it was not running)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                return self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+                return "hung"
+        return None
 
     def stop(self):
-        self.terminate()
+        """Stop it and check it shut down cleanly (exit 0 on SIGTERM, no
+        sanitizer report in its log)."""
+        rc = self.terminate()
+        log = self.log_text() if self.proc else ""
         shutil.rmtree(self.tmp, ignore_errors=True)
+        bad = [m for m in ("AddressSanitizer", "runtime error:", "LeakSanitizer")
+               if m in log]
+        if bad or (rc is not None and rc != 0 and not self.expect_exit):
+            raise AssertionError("shard %s: exit %r on SIGTERM, %s: %s" % (
+                self.id, rc, bad, log[-3000:]))
 
     def http(self, path):
         """(status, body text) of the metrics endpoint."""

@@ -210,6 +210,80 @@ def test_etcd_topology_and_change():
         etcd.stop()
 
 
+def test_topology_init():
+    """--topology-init FILE creates a missing etcd key (every shard may pass
+    the same file) and never overwrites one that exists."""
+    etcd = cu.Etcd()
+    shards = []
+    path = None
+    try:
+        ports = [cu.free_port(), cu.free_port()]
+        ids = [("s0", "127.0.0.1:%d" % ports[0]), ("s1", "127.0.0.1:%d" % ports[1])]
+        path = write_topology_file(cu.topology("ci", 1, ids, cu.even_ranges(["s0", "s1"])))
+        for (sid, _), p in zip(ids, ports):
+            shards.append(cu.Shard(sid, ["--etcd", etcd.url, "--cluster", "ci", "--shard",
+                                         sid, "--topology-init", path], port=p))
+        for s in shards:
+            t = topo(cu.Conn(s.address))
+            assert t.epoch == 1 and t.source == "etcd" and len(t.shards) == 2, t
+        value, _ = etcd.range("/statesaver/ci/topology")
+        assert json.loads(value)["epoch"] == 1
+        # an existing key wins over the file
+        etcd.put_topology("ci", cu.topology("ci", 9, ids, cu.even_ranges(["s0", "s1"])))
+        shards[0].kill()
+        shards[0].start()
+        assert topo(cu.Conn(shards[0].address)).epoch == 9
+        assert json.loads(etcd.range("/statesaver/ci/topology")[0])["epoch"] == 9
+    finally:
+        for s in shards:
+            s.stop()
+        etcd.stop()
+        if path:
+            os.unlink(path)
+
+
+def test_new_shard_waits_to_be_named():
+    """A shard whose id the etcd topology does not name yet waits (bounded)
+    until it does; past --topology-wait-ms it exits 2 naming itself. A
+    shard may own no slots."""
+    etcd = cu.Etcd()
+    shards = []
+    try:
+        shards, doc = cu.start_shards(1, etcd=etcd, cluster="cw")
+        late = cu.Shard("s9", ["--etcd", etcd.url, "--cluster", "cw", "--shard", "s9",
+                               "--topology-wait-ms", "300"], expect_exit=True)
+        try:
+            assert late.wait_exit(30) == 2
+            assert "'s9'" in late.log_text(), late.log_text()
+        finally:
+            late.stop()
+        p = cu.free_port()
+        new = cu.Shard("s1", ["--etcd", etcd.url, "--cluster", "cw", "--shard", "s1",
+                              "--topology-wait-ms", "20000"], port=p, expect_exit=True)
+        shards.append(new)
+        time.sleep(0.5)
+        assert new.proc.poll() is None, new.log_text()
+        doc2 = cu.topology("cw", 2, [("s0", shards[0].address), ("s1", new.address)],
+                           [(0, 16383, "s0")])
+        etcd.put_topology("cw", doc2)
+        new.expect_exit = False
+        cu.wait_until(lambda: os.path.exists(os.path.join(new.tmp, "port")) and
+                      open(os.path.join(new.tmp, "port")).read().strip(), 10,
+                      "the new shard to listen")
+        c = cu.Conn(new.address)
+        t = topo(c)
+        assert t.self == "s1" and t.epoch == 2, t
+        assert c.call(stats={}).stats.owned_slots == 0
+        cu.declare(c)
+        r = cu.save(c, [b"anything"], 0, [[1, 2, 3, 4]])
+        expect(r, MOVED)
+        assert r.status.redirect.shard == "s0"
+    finally:
+        for s in shards:
+            s.stop()
+        etcd.stop()
+
+
 def test_etcd_lost_later():
     """etcd killed after start: the shard keeps serving its slots, /readyz
     says not ready with the reason, the metrics and Topology say stale; all
@@ -361,6 +435,15 @@ def test_export_import_delete_round_trip():
         # freeze, then export in small pages
         expect(src.call(slot_freeze={"ranges": [{"first": first, "last": last}],
                                      "freeze": True, "move_id": "m"}), OK)
+        # a leased segment of a frozen slot cannot complete (retryable), and
+        # once its lease expires it is not leased again on the source
+        r = src.call(complete={"saver": "s", "lease_id": lease.lease.lease_id, "items": [
+            {"key": jk_queued, "segment": 0, "outputs": outputs,
+             "states": [cu.f32_tensor([1, 1, 1, 1], [4])]}]})
+        expect(r, UNAVAILABLE, "being moved")
+        again = src.call(lease={"saver": "s", "max_batch": 4, "wait_ms": 2600})
+        expect(again, OK)
+        assert len(again.lease.items) == 0, [it.key for it in again.lease.items]
         recs, pages = export_all(src, first, last, max_bytes=300)
         dbs = sorted(set(r[0] for r in recs))
         assert "seqs" in dbs and "jobs" in dbs, dbs
@@ -455,7 +538,8 @@ def test_export_import_delete_round_trip():
 
 
 TESTS = [test_no_cluster, test_static_file_and_moved, test_bad_inputs_exit_2,
-         test_etcd_topology_and_change, test_etcd_lost_later,
+         test_etcd_topology_and_change, test_topology_init, test_new_shard_waits_to_be_named,
+         test_etcd_lost_later,
          test_frozen_slots_survive_restart, test_export_import_delete_round_trip]
 
 
