@@ -29,7 +29,7 @@
  * segment sent again to its owner, at most --max-redirects passes for
  * redirects and --unavailable-retry-ms for frozen slots.
  */
-#include "cli.h"
+#include "cli_submit.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -67,11 +67,6 @@
  * this many segments (or the window, if larger), and the sequences written
  * in a round are collected before the next round starts. */
 #define SUBMIT_ROUND_REFS 512u
-/* Most shards a cluster may have for this command (ss_topology's limit). */
-#define SS_TOPO_SHARDS_CLI 1024u
-/* Backoff between reconnect attempts (ms; common/ss_backoff, jittered). */
-#define SUBMIT_BACKOFF_MIN_MS 100u
-#define SUBMIT_BACKOFF_MAX_MS 5000u
 
 static const char submit_usage[] =
     "usage: statesaver submit SAVER --inputs DIR --num-unroll T --outputs DIR\n"
@@ -101,74 +96,7 @@ static const char submit_usage[] =
     "(named on stderr with the reason) or the server failed, 2 bad usage or\n"
     "bad input files (nothing submitted).\n";
 
-/* One input sequence and its results as they arrive. */
-typedef struct seq {
-    char *key;            /* file name without .npy (owned) */
-    char *path;           /* input file path (owned) */
-    ss_npy *in;           /* float32 [length, input_size] (owned), NULL once queued */
-    uint64_t length;      /* steps */
-    uint64_t n_segments;  /* segments it is cut into */
-    uint64_t first_ref;   /* index of its segment 0 in run.queued */
-    size_t first_await;   /* index of its first await ref in run.refs */
-    size_t n_await;       /* await refs (segments queued before any refused) */
-    size_t n_answered;    /* await refs answered (result or error) */
-    uint64_t done;        /* segments received */
-    float *out;           /* [length, out_cols] once the first output came */
-    uint32_t out_cols;    /* output width */
-    ss_await_result *fin; /* the last segment's result (final states) */
-    bool failed;          /* a segment failed or could not be submitted */
-    bool keep;            /* failed here (not on the server): leave its
-                             results on the server, never collect them */
-    bool settled;         /* all answered and written (or failed): collect */
-    uint64_t fail_seg;    /* segment of the reason kept */
-    char *reason;         /* why it failed (owned) */
-} seq;
-
-/* The whole run. */
-typedef struct run {
-    seq *seqs;            /* sequences, sorted by key */
-    size_t n;             /* count */
-    uint32_t input_size;  /* columns of every input */
-    uint32_t T;           /* --num-unroll */
-    const char *out_dir;  /* --outputs */
-    uint64_t total_steps; /* sum of lengths */
-    uint64_t steps_done;  /* real steps received */
-    uint64_t segs_total;  /* segments of all sequences */
-    uint64_t segs_done;   /* segments accounted for (done, failed) */
-    uint64_t segs_sent;   /* segments the server answered a submit for */
-    ss_segment_ref *refs; /* segments to await, sequence by sequence */
-    size_t *ref_seq;      /* per await ref: its sequence */
-    bool *queued;         /* per segment of every sequence: submit succeeded */
-    bool *refused;        /* per segment: the server refused it (status) */
-    bool *answered;       /* per await ref: reported (done, failed, error) */
-    bool *has_result;     /* per await ref: answered with a result (done or
-                             failed), so there is a record to collect */
-    bool *collected;      /* per await ref: gone from the server (collected
-                             by us, or given up on with a warning) */
-    uint64_t collect_errors; /* refs the server refused to collect */
-    size_t *cur;          /* await refs of the current pass -> index in refs */
-    ss_segment_ref *cur_refs; /* refs of the current await pass */
-    ss_segment_pick *picks;   /* segments of the current submit pass */
-    int status;           /* exit status so far */
-    bool tty;             /* stderr is a terminal */
-    int64_t t0;           /* start (ms) */
-    int64_t last_draw;    /* last progress output (ms) */
-    const char *phase;    /* "submit" or "await" */
-    ss_cluster *cl;       /* the cluster (one connection per shard) */
-    size_t *owner;        /* per sequence: shard index under the current topology */
-    size_t *by_shard;     /* scratch: ref indices grouped by shard */
-    size_t cur_off;       /* offset of the shard's refs in cur (callbacks) */
-    bool moved;           /* a reply of this pass was MOVED */
-    bool unavailable;     /* a reply of this pass was UNAVAILABLE */
-} run;
-
-/* Status codes that mean "ask the owner again" rather than failure. */
-static bool is_reroute(int rc)
-{
-    return rc == SS_ERR_STATUS(SS_CODE_MOVED) || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
-}
-
-static int64_t now_ms(void)
+int64_t cli_submit_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -188,7 +116,7 @@ static void fmt_duration(char *buf, size_t size, double s)
 /* Progress to stderr; force draws even if the interval has not passed. */
 static void progress(run *r, bool force)
 {
-    int64_t now = now_ms();
+    int64_t now = cli_submit_now_ms();
     if (!force && now - r->last_draw < (r->tty ? SUBMIT_TTY_REFRESH_MS : SUBMIT_LINE_MS))
         return;
     r->last_draw = now;
@@ -399,7 +327,7 @@ static void on_submitted(void *arg, size_t i, uint64_t segment, int rc, const ch
     seq *q = &r->seqs[i];
     if (rc < 0 && !SS_IS_STATUS_ERR(rc))
         return; /* lost with the connection: sent again after reconnecting */
-    if (is_reroute(rc)) {
+    if (cli_submit_is_reroute(rc)) {
         /* Sent again to the owner after a topology refresh. */
         r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
         r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
@@ -461,7 +389,7 @@ static int on_awaited(void *arg, size_t cur_index, int rc, ss_await_result *res,
     size_t index = r->cur[r->cur_off + cur_index];
     seq *q = &r->seqs[r->ref_seq[index]];
     uint64_t segment = r->refs[index].segment;
-    if (is_reroute(rc)) {
+    if (cli_submit_is_reroute(rc)) {
         /* Not answered: awaited again at its owner in the next round. */
         r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
         r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
@@ -551,112 +479,6 @@ out:
     return 0;
 }
 
-/* Replace the lost connection to shard `shard`: refresh the topology and
- * reconnect with backoff until retry_ms has passed since the loss.
- * Returns 0 once that shard (or, if the topology no longer has it, the
- * cluster) answers, else the CLI exit status (the error printed). */
-static int reconnect(const cli_ctx *ctx, run *r, size_t shard, uint64_t retry_ms,
-                     const char *why)
-{
-    char err[1024] = "", addr[SS_REDIRECT_ADDR_MAX + 1];
-    ss_backoff backoff;
-    int64_t give_up = now_ms() + (int64_t)retry_ms;
-    unsigned attempts = 0;
-
-    (void)ctx;
-    snprintf(addr, sizeof addr, "%s", ss_cluster_shard_address(r->cl, shard));
-    if (r->tty)
-        fputc('\n', stderr);
-    if (retry_ms == 0) {
-        cli_error("%s: connection to %s lost: %s", r->phase, addr, why);
-        return CLI_EXIT_FAIL;
-    }
-    cli_error("%s: connection to %s lost (%s); reconnecting for up to %llu ms", r->phase,
-              addr, why, (unsigned long long)retry_ms);
-    ss_backoff_init(&backoff, SUBMIT_BACKOFF_MIN_MS, SUBMIT_BACKOFF_MAX_MS, 0);
-    for (;;) {
-        int64_t left = give_up - now_ms();
-        if (left <= 0)
-            break;
-        struct timespec ts;
-        uint32_t wait = ss_backoff_next(&backoff); /* jittered, doubling */
-        uint32_t nap = (int64_t)wait < left ? wait : (uint32_t)left;
-        ts.tv_sec = nap / 1000;
-        ts.tv_nsec = (long)(nap % 1000) * 1000000L;
-        nanosleep(&ts, NULL);
-        attempts++;
-        (void)ss_cluster_refresh(r->cl); /* the shard may have moved or come back */
-        size_t i = 0;
-        while (i < ss_cluster_shards(r->cl) &&
-               strcmp(ss_cluster_shard_address(r->cl, i), addr) != 0)
-            i++;
-        ss_client *sc = NULL;
-        if (i == ss_cluster_shards(r->cl) ||
-            (ss_cluster_client(r->cl, i, &sc) == 0 && ss_client_ping(sc, NULL) == 0)) {
-            cli_error("%s: reconnected to %s after %u attempt%s; resuming", r->phase, addr,
-                      attempts, attempts == 1 ? "" : "s");
-            r->last_draw = 0;
-            return CLI_EXIT_OK;
-        }
-        snprintf(err, sizeof err, "%s",
-                 sc ? ss_client_last_error(sc) : ss_cluster_last_error(r->cl));
-    }
-    cli_error("%s: could not reconnect to %s within %llu ms (%u attempts): %s", r->phase,
-              addr, (unsigned long long)retry_ms, attempts, err);
-    return CLI_EXIT_FAIL;
-}
-
-/* A transport error (the connection, not the server, failed). */
-static bool is_transport(int rc)
-{
-    return rc == SS_ERR_CLOSED || rc == SS_ERR_IO || rc == SS_ERR_TIMEOUT ||
-           rc == SS_ERR_CONNECT;
-}
-
-/* Every sequence's owner under the current topology. */
-static void route_seqs(run *r, const ss_sequence_in *ins)
-{
-    for (size_t i = 0; i < r->n; i++) {
-        int o = ss_cluster_shard_of(r->cl, &ins[i].key);
-        r->owner[i] = o < 0 ? 0 : (size_t)o;
-    }
-}
-
-/* After a pass some replies asked to go elsewhere: refresh and pause
- * (bounded: --max-redirects passes with redirects, --unavailable-retry-ms
- * for frozen slots). CLI_EXIT_OK to try again. */
-static int reroute(const cli_ctx *ctx, run *r, unsigned *moved_passes, int64_t *unavail_since)
-{
-    uint32_t max_moved = ctx->max_redirects ? ctx->max_redirects : SS_CLUSTER_REDIRECTS_DEFAULT;
-    uint32_t max_unavail = ctx->unavailable_ms ? ctx->unavailable_ms
-                                               : SS_CLUSTER_UNAVAILABLE_RETRY_MS_DEFAULT;
-    if (r->moved && ++*moved_passes > max_moved) {
-        cli_error("%s: redirect loop: segments were redirected in %u passes in a row "
-                  "(the shards disagree about the topology)", r->phase, *moved_passes);
-        return CLI_EXIT_FAIL;
-    }
-    if (!r->moved)
-        *moved_passes = 0;
-    if (r->unavailable) {
-        if (*unavail_since == 0)
-            *unavail_since = now_ms();
-        if (now_ms() - *unavail_since > (int64_t)max_unavail) {
-            cli_error("%s: slots stayed unavailable (frozen by a move?) for %u ms", r->phase,
-                      max_unavail);
-            return CLI_EXIT_FAIL;
-        }
-    } else {
-        *unavail_since = 0;
-    }
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = (r->unavailable ? 50 : 5) * 1000000L};
-    nanosleep(&ts, NULL);
-    r->moved = r->unavailable = false;
-    if (ss_cluster_refresh(r->cl) < 0)
-        cli_error("%s: refreshing the topology: %s (retrying)", r->phase,
-                  ss_cluster_last_error(r->cl));
-    return CLI_EXIT_OK;
-}
-
 /* Submit every segment not yet acknowledged, each to its owner shard,
  * reconnecting and rerouting as needed. Returns the CLI exit status. */
 static int submit_all(const cli_ctx *ctx, run *r, const char *saver,
@@ -668,7 +490,7 @@ static int submit_all(const cli_ctx *ctx, run *r, const char *saver,
     for (;;) {
         size_t total = 0;
         bool lost = false;
-        route_seqs(r, ins);
+        cli_submit_route_seqs(r, ins);
         for (size_t sh = 0; sh < ss_cluster_shards(r->cl) && !lost; sh++) {
             size_t n = 0;
             for (size_t i = 0; i < r->n; i++) {
@@ -690,7 +512,7 @@ static int submit_all(const cli_ctx *ctx, run *r, const char *saver,
                                                r->picks, n, pipe, on_submitted, r);
             if (rc == 0 || SS_IS_STATUS_ERR(rc))
                 continue; /* every segment answered */
-            if (!is_transport(rc)) {
+            if (!cli_submit_is_transport(rc)) {
                 if (r->tty)
                     fputc('\n', stderr);
                 return c ? cli_fail(c, "submit", rc) : cli_cfail(r->cl, "submit", rc);
@@ -698,7 +520,7 @@ static int submit_all(const cli_ctx *ctx, run *r, const char *saver,
             char why[SS_CLIENT_ERRMSG_MAX];
             snprintf(why, sizeof why, "%s",
                      c ? ss_client_last_error(c) : ss_cluster_last_error(r->cl));
-            int st = reconnect(ctx, r, sh, retry_ms, why);
+            int st = cli_submit_reconnect(ctx, r, sh, retry_ms, why);
             if (st != CLI_EXIT_OK)
                 return st;
             lost = true;
@@ -709,7 +531,7 @@ static int submit_all(const cli_ctx *ctx, run *r, const char *saver,
             continue;
         if (!r->moved && !r->unavailable)
             return CLI_EXIT_OK;
-        int st = reroute(ctx, r, &moved_passes, &unavail_since);
+        int st = cli_submit_reroute(ctx, r, &moved_passes, &unavail_since);
         if (st != CLI_EXIT_OK)
             return st;
     }
@@ -719,7 +541,7 @@ static void on_collected(void *arg, size_t cur_index, int rc, const char *msg)
 {
     run *r = arg;
     size_t index = r->cur[r->cur_off + cur_index];
-    if (is_reroute(rc)) {
+    if (cli_submit_is_reroute(rc)) {
         r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
         r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
         return; /* collected at its owner in the next round */
@@ -771,27 +593,6 @@ static size_t next_round(run *r, size_t round)
     return n;
 }
 
-/* Order the n refs of r->cur / r->cur_refs by owner shard; starts[sh]..
- * starts[sh+1] are shard sh's. */
-static void group_refs(run *r, size_t n, size_t *starts)
-{
-    size_t ns = ss_cluster_shards(r->cl);
-    memset(starts, 0, (ns + 1) * sizeof *starts);
-    for (size_t j = 0; j < n; j++)
-        starts[r->owner[r->ref_seq[r->cur[j]]] + 1]++;
-    for (size_t sh = 0; sh < ns; sh++)
-        starts[sh + 1] += starts[sh];
-    size_t *fill = r->by_shard; /* ns entries of scratch, then n */
-    memcpy(fill, starts, ns * sizeof *fill);
-    size_t *tmp = r->by_shard + ns;
-    for (size_t j = 0; j < n; j++)
-        tmp[fill[r->owner[r->ref_seq[r->cur[j]]]]++] = r->cur[j];
-    for (size_t j = 0; j < n; j++) {
-        r->cur[j] = tmp[j];
-        r->cur_refs[j] = r->refs[tmp[j]];
-    }
-}
-
 /* Await every ref not yet answered (without collecting), in rounds, each
  * shard's refs at that shard; after each round collect the sequences that
  * were written (or failed on the server). Reconnects as needed; a
@@ -801,7 +602,7 @@ static int await_all(const cli_ctx *ctx, run *r, const char *saver, const ss_seq
                      uint32_t wait_ms, uint64_t max_wait, const ss_jobs_pipeline *pipe,
                      uint64_t retry_ms)
 {
-    int64_t t0 = now_ms();
+    int64_t t0 = cli_submit_now_ms();
     uint32_t window = pipe->window ? pipe->window : SS_JOBS_WINDOW_DEFAULT;
     size_t round = (size_t)window * 4 > SUBMIT_ROUND_REFS ? (size_t)window * 4
                                                           : SUBMIT_ROUND_REFS;
@@ -811,7 +612,7 @@ static int await_all(const cli_ctx *ctx, run *r, const char *saver, const ss_seq
     for (;;) {
         const char *what = "collect";
         bool collect = true;
-        route_seqs(r, ins);
+        cli_submit_route_seqs(r, ins);
         if (ss_cluster_shards(r->cl) > SS_TOPO_SHARDS_CLI) {
             cli_error("%s: more than %u shards", r->phase, SS_TOPO_SHARDS_CLI);
             return CLI_EXIT_FAIL;
@@ -825,11 +626,11 @@ static int await_all(const cli_ctx *ctx, run *r, const char *saver, const ss_seq
             if (n == 0)
                 return CLI_EXIT_OK;
             if (max_wait) {
-                int64_t spent = now_ms() - t0;
+                int64_t spent = cli_submit_now_ms() - t0;
                 total = (uint64_t)spent >= max_wait ? 1 : max_wait - (uint64_t)spent;
             }
         }
-        group_refs(r, n, starts);
+        cli_submit_group_refs(r, n, starts);
         bool lost = false;
         for (size_t sh = 0; sh < ss_cluster_shards(r->cl) && !lost; sh++) {
             size_t m = starts[sh + 1] - starts[sh];
@@ -851,13 +652,13 @@ static int await_all(const cli_ctx *ctx, run *r, const char *saver, const ss_seq
             char why[SS_CLIENT_ERRMSG_MAX];
             snprintf(why, sizeof why, "%s",
                      c ? ss_client_last_error(c) : ss_cluster_last_error(r->cl));
-            int st = reconnect(ctx, r, sh, retry_ms, why);
+            int st = cli_submit_reconnect(ctx, r, sh, retry_ms, why);
             if (st != CLI_EXIT_OK)
                 return st;
             lost = true;
         }
         if (!lost && (r->moved || r->unavailable)) {
-            int st = reroute(ctx, r, &moved_passes, &unavail_since);
+            int st = cli_submit_reroute(ctx, r, &moved_passes, &unavail_since);
             if (st != CLI_EXIT_OK)
                 return st;
         }
@@ -983,7 +784,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     if ((status = cli_cluster(ctx, &r.cl)) != CLI_EXIT_OK)
         goto out;
     r.tty = isatty(STDERR_FILENO) == 1;
-    r.t0 = now_ms();
+    r.t0 = cli_submit_now_ms();
     if ((status = submit_all(ctx, &r, saver, ins, &pipe, retry_ms)) != CLI_EXIT_OK)
         goto out;
     /* Input data is no longer needed once every segment is queued. */
@@ -1017,7 +818,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
         fputc('\n', stderr);
     if (status != CLI_EXIT_OK)
         goto out;
-    double secs = (double)(now_ms() - r.t0) / 1000.0;
+    double secs = (double)(cli_submit_now_ms() - r.t0) / 1000.0;
     size_t n_failed = 0;
     for (size_t i = 0; i < r.n; i++) {
         if (!r.seqs[i].failed)

@@ -261,8 +261,9 @@ def test_routing(etcd):
 
 def test_equal(etcd):
     cl = Cluster(etcd, "equal")
-    single = cu.Shard("single")
+    single = None
     try:
+        single = cu.Shard("single")
         cc, one = ClusterClient(cl.seeds), Client(single.address)
         for c in (cc, one):
             c.declare("e", [("a", (3,)), ("b", (2, 2))])
@@ -307,7 +308,8 @@ def test_equal(etcd):
         cc.close()
         one.close()
     finally:
-        single.stop()
+        if single:
+            single.stop()
         cl.stop()
 
 
