@@ -327,7 +327,7 @@ static void on_submitted(void *arg, size_t i, uint64_t segment, int rc, const ch
     seq *q = &r->seqs[i];
     if (rc < 0 && !SS_IS_STATUS_ERR(rc))
         return; /* lost with the connection: sent again after reconnecting */
-    if (cli_submit_is_reroute(rc)) {
+    if (cli_submit_is_reroute(r, rc)) {
         /* Sent again to the owner after a topology refresh. */
         r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
         r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
@@ -389,7 +389,7 @@ static int on_awaited(void *arg, size_t cur_index, int rc, ss_await_result *res,
     size_t index = r->cur[r->cur_off + cur_index];
     seq *q = &r->seqs[r->ref_seq[index]];
     uint64_t segment = r->refs[index].segment;
-    if (cli_submit_is_reroute(rc)) {
+    if (cli_submit_is_reroute(r, rc)) {
         /* Not answered: awaited again at its owner in the next round. */
         r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
         r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
@@ -541,7 +541,7 @@ static void on_collected(void *arg, size_t cur_index, int rc, const char *msg)
 {
     run *r = arg;
     size_t index = r->cur[r->cur_off + cur_index];
-    if (cli_submit_is_reroute(rc)) {
+    if (cli_submit_is_reroute(r, rc)) {
         r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
         r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
         return; /* collected at its owner in the next round */

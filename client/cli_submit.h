@@ -78,13 +78,16 @@ typedef struct run {
     size_t cur_off;       /* offset of the shard's refs in cur (callbacks) */
     bool moved;           /* a reply of this pass was MOVED */
     bool unavailable;     /* a reply of this pass was UNAVAILABLE */
+    bool unavail_final;   /* UNAVAILABLE with no move in progress (or past
+                             --unavailable-retry-ms): a refusal like others */
 } run;
 
 /* Milliseconds of the monotonic clock. */
 int64_t cli_submit_now_ms(void);
 
-/* A MOVED or UNAVAILABLE status: ask the owner again, not a failure. */
-bool cli_submit_is_reroute(int rc);
+/* A MOVED status, or an UNAVAILABLE one while a move is in progress: ask
+ * the owner again, not a failure. */
+bool cli_submit_is_reroute(const run *r, int rc);
 /* A transport error (the connection, not the server, failed). */
 bool cli_submit_is_transport(int rc);
 /* Replace the lost connection to shard `shard` (refresh, reconnect with
@@ -93,8 +96,9 @@ int cli_submit_reconnect(const cli_ctx *ctx, run *r, size_t shard, uint64_t retr
                          const char *why);
 /* Every sequence's owner (r->owner) under the current topology. */
 void cli_submit_route_seqs(run *r, const ss_sequence_in *ins);
-/* After a pass with MOVED/UNAVAILABLE replies: bounded refresh and pause;
- * CLI_EXIT_OK to try again. */
+/* After a pass with MOVED/UNAVAILABLE replies: bounded refresh and pause
+ * (UNAVAILABLE with no shard frozen, or for longer than the window, turns
+ * into a refusal on the next pass); CLI_EXIT_OK to try again. */
 int cli_submit_reroute(const cli_ctx *ctx, run *r, unsigned *moved_passes,
                        int64_t *unavail_since);
 /* Order the n refs of r->cur / r->cur_refs by owner shard; starts[sh] ..

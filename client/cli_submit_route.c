@@ -12,9 +12,10 @@
 #include "ss_backoff.h"
 
 /* Status codes that mean "ask the owner again" rather than failure. */
-bool cli_submit_is_reroute(int rc)
+bool cli_submit_is_reroute(const run *r, int rc)
 {
-    return rc == SS_ERR_STATUS(SS_CODE_MOVED) || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
+    return rc == SS_ERR_STATUS(SS_CODE_MOVED) ||
+           (rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE) && !r->unavail_final);
 }
 
 /* Replace the lost connection to shard `shard`: refresh the topology and
@@ -107,11 +108,9 @@ int cli_submit_reroute(const cli_ctx *ctx, run *r, unsigned *moved_passes,
     if (r->unavailable) {
         if (*unavail_since == 0)
             *unavail_since = cli_submit_now_ms();
-        if (cli_submit_now_ms() - *unavail_since > (int64_t)max_unavail) {
-            cli_error("%s: slots stayed unavailable (frozen by a move?) for %u ms", r->phase,
-                      max_unavail);
-            return CLI_EXIT_FAIL;
-        }
+        if (cli_submit_now_ms() - *unavail_since > (int64_t)max_unavail ||
+            !ss_cluster_moving(r->cl))
+            r->unavail_final = true; /* sent once more, refused for good then */
     } else {
         *unavail_since = 0;
     }

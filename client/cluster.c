@@ -140,6 +140,14 @@ static int ask_topology(ss_cluster *c, ss_client *sc, const char *addr,
     return rc;
 }
 
+static void drop_spare(ss_cluster *c)
+{
+    ss_client_close(c->spare);
+    c->spare = NULL;
+    free(c->spare_addr);
+    c->spare_addr = NULL;
+}
+
 /* Make t the topology: connections to addresses still in use are kept. */
 static int adopt(ss_cluster *c, ss_topology *t)
 {
@@ -169,7 +177,12 @@ static int adopt(ss_cluster *c, ss_topology *t)
                 break;
             }
         }
+        if (!conns[i] && c->spare && strcmp(c->spare_addr, addr[i]) == 0) {
+            conns[i] = c->spare; /* the seed's connection serves on */
+            c->spare = NULL;
+        }
     }
+    drop_spare(c);
     for (size_t j = 0; j < c->n_conns; j++) {
         ss_client_close(c->conns[j]);
         free(c->addr[j]);
@@ -199,6 +212,11 @@ static int topology_from(ss_cluster *c, const char *addr, ss_topology **out)
     int rc = connect_addr(c, addr, &tmp);
     if (rc == 0)
         rc = ask_topology(c, tmp, addr, out);
+    drop_spare(c);
+    if (rc == 0 && !ss_client_broken(tmp) && (c->spare_addr = strdup(addr))) {
+        c->spare = tmp; /* kept for adopt: likely a shard of the topology */
+        tmp = NULL;
+    }
     ss_client_close(tmp);
     return rc;
 }
@@ -222,6 +240,7 @@ static int refresh_from(ss_cluster *c, const char *first)
         return rc; /* c->err: the last address's failure */
     if (c->topo && ss_topology_epoch(t) < ss_topology_epoch(c->topo)) {
         ss_topology_free(t); /* an older topology (that server lags): keep ours */
+        drop_spare(c);
         return 0;
     }
     return adopt(c, t);
@@ -239,6 +258,7 @@ void ss_cluster_close(ss_cluster *c)
 {
     if (!c)
         return;
+    drop_spare(c);
     for (size_t i = 0; i < c->n_conns; i++) {
         ss_client_close(c->conns[i]);
         free(c->addr[i]);
@@ -380,6 +400,37 @@ int ss_cluster_route_keys(ss_cluster *c, const ss_key *keys, size_t n, size_t *o
 
 /* ---- retries --------------------------------------------------------------- */
 
+/* Does the shard behind sc have frozen slots (a move in progress)? Only
+ * then is its UNAVAILABLE worth waiting for: the same code also reports a
+ * failed write-ahead log, which waiting does not fix. */
+static bool shard_frozen(ss_client *sc)
+{
+    Statesaver__V1__TopologyRequest t = STATESAVER__V1__TOPOLOGY_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ss_resp *r = NULL;
+    char keep[SS_CLIENT_ERRMSG_MAX];
+    if (!sc || ss_client_broken(sc))
+        return false;
+    snprintf(keep, sizeof keep, "%s", ss_client_last_error(sc));
+    req.body_case = STATESAVER__V1__REQUEST__BODY_TOPOLOGY;
+    req.topology = &t;
+    bool frozen = ss_client_run(sc, &req, 0, STATESAVER__V1__RESPONSE__BODY_TOPOLOGY, &r) == 0 &&
+                  r->topology->n_frozen > 0;
+    ss_client_response_free(r);
+    ss_client_copy_str(sc->err, sizeof sc->err, keep); /* the refusal stays the error */
+    return frozen;
+}
+
+bool ss_cluster_moving(ss_cluster *c)
+{
+    for (size_t i = 0; c && i < c->n_conns; i++) {
+        ss_client *sc;
+        if (ss_cluster_client(c, i, &sc) == 0 && shard_frozen(sc))
+            return true;
+    }
+    return false;
+}
+
 void ss_cluster_try_init(ss_cluster_try *t)
 {
     t->redirects = 0;
@@ -414,7 +465,7 @@ int ss_cluster_retry(ss_cluster *c, ss_cluster_try *t, int rc, ss_client *sc)
         return 0;
     }
     if (rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE) && c->unavailable_ms != UINT32_MAX &&
-        mono_ms() - t->start_ms < (int64_t)c->unavailable_ms) {
+        mono_ms() - t->start_ms < (int64_t)c->unavailable_ms && shard_frozen(sc)) {
         char msg[SS_CLIENT_ERRMSG_MAX];
         snprintf(msg, sizeof msg, "%s", sc ? ss_client_last_error(sc) : c->err);
         pause_ms(t->backoff_ms);

@@ -30,6 +30,9 @@ struct ss_cluster {
     char **addr;               /* per shard index: address used (owned) */
     ss_client **conns;         /* per shard index: connection or NULL */
     size_t n_conns;            /* entries of addr and conns (= shards) */
+    ss_client *spare;          /* the connection a topology came over when it
+                                  was no shard's yet (adopt reuses it) */
+    char *spare_addr;          /* its address (owned) */
     uint32_t max_redirects;    /* redirects one call may follow */
     uint32_t unavailable_ms;   /* retry window of UNAVAILABLE */
     uint64_t redirects;        /* redirects followed since open */

@@ -287,9 +287,10 @@ bool ss_client_last_redirect(const ss_client *c, ss_redirect *out);
  * again after a transport error), splits batched calls by shard (the
  * sub-requests of one call are in flight together) and merges the replies
  * in key order. A redirect (MOVED) refreshes the topology and retries, at
- * most max_redirects times per call ("redirect loop" error past that); a
- * retryable UNAVAILABLE (a slot frozen by a move) is retried with backoff
- * for up to unavailable_retry_ms. A server without a cluster (or one that
+ * most max_redirects times per call ("redirect loop" error past that); an
+ * UNAVAILABLE from a shard that has frozen slots (a move in progress; its
+ * Topology says so) is retried with backoff for up to unavailable_retry_ms,
+ * any other UNAVAILABLE (e.g. a failed write-ahead log) is returned. A server without a cluster (or one that
  * predates Topology) is a cluster of one shard at the seed's address.
  *
  * Atomicity: a batched save is one transaction per shard; keys of one
@@ -344,6 +345,9 @@ const char *ss_cluster_shard_address(const ss_cluster *c, size_t i);
 unsigned ss_cluster_shard_slots(const ss_cluster *c, size_t i);
 /* Redirects followed since the cluster was opened. */
 uint64_t ss_cluster_redirects(const ss_cluster *c);
+/* true when some shard has frozen slots (a move is in progress), so an
+ * UNAVAILABLE from it is worth retrying; asks every shard (Topology). */
+bool ss_cluster_moving(ss_cluster *c);
 
 /* The hash slot of a key (0..16383) and the index of the shard owning it. */
 unsigned ss_cluster_slot(const ss_key *key);

@@ -199,6 +199,17 @@ class ClusterClient:
         raise errors.Unavailable("no shard of the cluster answered a Topology request "
                                  "(last error: %s)" % last)
 
+    def moving(self):
+        """True when some shard has frozen slots (a move in progress): only
+        then is UNAVAILABLE retried (it also reports a failed log)."""
+        for s in self.topology.shards:
+            try:
+                if self.topology_of(s).frozen:
+                    return True
+            except (errors.StatesaverError, OSError):
+                continue
+        return False
+
     def shard_of(self, key):
         return self.topology.owner[key_slot(key)]
 
@@ -221,7 +232,8 @@ class ClusterClient:
                     self.redirects += 1
                     self.refresh()
                     continue
-                if _is_unavailable(e) and time.monotonic() - start < self.unavailable_retry:
+                if _is_unavailable(e) and time.monotonic() - start < self.unavailable_retry \
+                        and self.moving():
                     time.sleep(pause)
                     pause = min(pause * 2, BACKOFF_MAX)
                     try:
