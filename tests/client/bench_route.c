@@ -9,7 +9,11 @@
  * ADDR is one server (a cluster of one, or a shard: then only the keys it
  * owns are used). Prints one JSON object: per mode (direct_fetch,
  * routed_fetch, direct_save, routed_save) the median client CPU (user +
- * system, getrusage) per state in microseconds and the median wall time.
+ * system, getrusage) per state in microseconds and the median wall time,
+ * the median of the per-round ratios routed / direct (rounds interleave the
+ * modes, so a ratio compares neighbours in time), and the routing work
+ * alone: nanoseconds per key of ss_cluster_shard_of (CRC16 of the key or
+ * its {tag}, owner lookup), timed over BENCH_ROUTE_LOOKUPS keys.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +25,8 @@
 #include "statesaver.h"
 
 #define ROUNDS_MAX 64
+/* Keys routed by the routing-only timing. */
+#define BENCH_ROUTE_LOOKUPS 4000000u
 
 static double cpu_s(void)
 {
@@ -211,6 +217,18 @@ int main(int argc, char **argv)
         }
     }
     double states = (double)requests * (double)batch;
+    /* The routing work alone. */
+    volatile int sink = 0;
+    double c0 = cpu_s();
+    for (uint32_t i = 0; i < BENCH_ROUTE_LOOKUPS; i++)
+        sink += ss_cluster_shard_of(r.cl, &r.keys[i % r.n_keys]);
+    double route_ns = (cpu_s() - c0) * 1e9 / BENCH_ROUTE_LOOKUPS;
+    (void)sink;
+    double ratio_f[ROUNDS_MAX], ratio_s[ROUNDS_MAX];
+    for (int q = 0; q < (int)rounds; q++) {
+        ratio_f[q] = cpu[1][q] / cpu[0][q];
+        ratio_s[q] = cpu[3][q] / cpu[2][q];
+    }
     printf("{\"server\":\"%s\",\"shards\":%zu,\"requests\":%llu,\"batch\":%llu,"
            "\"state_bytes\":%llu,\"rounds\":%llu", server, ss_cluster_shards(r.cl),
            (unsigned long long)requests, (unsigned long long)batch,
@@ -219,7 +237,9 @@ int main(int argc, char **argv)
         printf(",\"%s_cpu_us_per_state\":%.4f,\"%s_wall_s\":%.4f", names[m],
                median(cpu[m], (int)rounds) * 1e6 / states, names[m],
                median(wall[m], (int)rounds));
-    printf("}\n");
+    printf(",\"fetch_ratio_routed_direct\":%.4f,\"save_ratio_routed_direct\":%.4f,"
+           "\"route_ns_per_key\":%.1f}\n", median(ratio_f, (int)rounds),
+           median(ratio_s, (int)rounds), route_ns);
     ss_cluster_drop(r.cl, saver, NULL, 0, true, NULL);
     ss_cluster_close(r.cl);
     ss_client_close(r.direct);

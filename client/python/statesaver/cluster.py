@@ -394,9 +394,25 @@ class ClusterClient:
 
     # ---- job API ------------------------------------------------------------
 
-    def submit(self, saver, key, segment, inputs, length=None, last=False):
+    def submit(self, saver, key, segment, inputs=None, length=None, last=False, **kw):
+        """Client.submit at the key's owner (further keywords passed on)."""
         return self._retry(lambda: self.client(self.shard_of(key)).submit(
-            saver, key, segment, inputs, length, last))
+            saver, key, segment, inputs, length, last, **kw))
+
+    def cancel(self, saver, keys):
+        """Client.cancel split by shard; the shards' results (namedtuples of
+        counts) summed field by field."""
+        keys = [_key(k) for k in keys]
+        parts = []
+
+        def attempt():
+            del parts[:]
+            for shard, idx in self._split(keys).items():
+                parts.append(self.client(shard).cancel(saver, [keys[i] for i in idx]))
+        self._retry(attempt)
+        if not parts:
+            return None
+        return type(parts[0])(*[sum(p[i] for p in parts) for i in range(len(parts[0]))])
 
     def submit_sequence(self, saver, key, inputs, num_unroll, start_segment=0, last=True):
         inputs = np.asarray(inputs, dtype=np.float32)
@@ -446,7 +462,8 @@ class ClusterClient:
             finals = r.final_states
         return np.concatenate(outs), finals
 
-    def lease(self, saver, max_batch=1, wait_ms=0, lease_ms=0, worker="statesaver-python"):
+    def lease(self, saver, max_batch=1, wait_ms=0, lease_ms=0, worker="statesaver-python",
+              **kw):
         """Lease from the shards in turn: the first shard with ready segments
         answers (only the last one asked may park up to wait_ms). The lease
         id is (shard id, lease id)."""
@@ -455,7 +472,7 @@ class ClusterClient:
             shard = shards[(self._lease_rr + i) % len(shards)]
             last = i == len(shards) - 1
             got = self.client(shard).lease(saver, max_batch, wait_ms if last else 0,
-                                           lease_ms, worker)
+                                           lease_ms, worker, **kw)
             if got.items or last:
                 self._lease_rr = (self._lease_rr + i + 1) % len(shards)
                 return Lease((shard, got.lease_id), got.deadline_ms, got.names, got.items)
