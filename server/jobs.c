@@ -67,6 +67,18 @@ static int scan_cb(void *arg, uint64_t id, const ss_job_rec *rec)
         return SS_ERR_NOMEM;
     if (rec->submit_ms < sq->rn.k1)
         sq->rn.k1 = rec->submit_ms;
+    if (rec->is_ctx) {
+        if (!rec->ext || jq_train_blob_check(rec->ext, rec->ext_len) < 0) {
+            SS_LOG(SS_LOG_WARN, "jobs: context record %" PRIu64 " does not decode; skipped", id);
+            return 0;
+        }
+        if (sq->ctx_id) /* an older one (ids grow): the newer is the sequence's */
+            jq_ctx_delete(j, sq->ctx_id);
+        sq->ctx_id = id;
+        sq->ctx_len = rec->ext_len;
+        sq->ctx_crc = jq_train_crc(rec->ext, rec->ext_len);
+        return 0;
+    }
     if (jq_seq_job(sq, rec->segment)) {
         SS_LOG(SS_LOG_WARN, "jobs: record %" PRIu64 " duplicates segment %" PRIu64
                " of a sequence; skipped", id, rec->segment);
@@ -188,26 +200,34 @@ bool jq_closing_reply(ss_jobs *j, ss_jobs_reply_fn cb, void *arg)
     return true;
 }
 
-/* The queue of the Submit's declared saver, or NULL after replying: also
- * refuses inputs whose Lease reply (inputs + the saver's state + the
- * envelope) could never fit the frame limit, so nothing undeliverable is
- * queued. */
+/* The queue of the Submit's declared saver, or NULL after replying: checks
+ * every field (jobs_train.c) and refuses a segment whose Lease reply
+ * (inputs, sequences, context + the saver's state + the envelope) could
+ * never fit the frame limit, so nothing undeliverable is queued. */
 static saverq *submit_saver(ss_jobs *j, const Statesaver__V1__SubmitRequest *req, size_t slen,
-                            const char *kbuf, ss_jobs_reply_fn cb, void *arg)
+                            const char *kbuf, jq_train *t, ss_jobs_reply_fn cb, void *arg)
 {
     ss_schema *schema = NULL;
     if (jq_schema_get(j, req->saver, &schema, cb, arg) < 0)
         return NULL;
+    char err[512];
+    if (jq_train_check(j, req, schema, kbuf, t, err, sizeof err) < 0) {
+        jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT), "%s", err);
+        ss_schema_unref(schema);
+        return NULL;
+    }
     ss_bytes key = {req->key.data, req->key.len};
     size_t need = 0;
-    int rc = jq_lease_fit(j, schema, &key, req->segment, req->length, req->inputs->shape,
-                          req->inputs->data.len, &need);
+    int64_t dims[2] = {t->T, t->fin ? t->fin->shape[1] : 0};
+    size_t in_bytes = (t->fin ? t->fin->data.len : 0) + t->ext_len + t->ctx_len +
+                      (t->n_seq + t->n_ctx + (t->xin ? 1u : 0u)) * 64u;
+    int rc = jq_lease_fit(j, schema, &key, req->segment, req->length, dims, in_bytes, &need);
     if (rc < 0) {
         jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT),
                         "key %s segment %" PRIu64 ": inputs of %zu bytes plus the state of "
                         "saver %s (%zu bytes) make a Lease reply of %zu bytes, over the frame "
                         "limit of %zu bytes (--max-frame-bytes): submit shorter segments",
-                        kbuf, req->segment, req->inputs->data.len, req->saver,
+                        kbuf, req->segment, in_bytes, req->saver,
                         schema->state_bytes, need, j->frame_max);
         ss_schema_unref(schema);
         return NULL;
@@ -225,38 +245,21 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
     if (jq_closing_reply(j, cb, arg))
         return;
     char kbuf[96];
-    const ss_tensor_msg *in = req->inputs;
     if (req->key.len < SS_KEY_MIN || req->key.len > j->opt.max_key_bytes) {
         jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT), "key must be %u..%zu bytes, got %zu",
                      SS_KEY_MIN, j->opt.max_key_bytes, req->key.len);
         return;
     }
     ss_keyfmt(kbuf, sizeof kbuf, req->key.data, req->key.len);
-    if (!in || in->dtype != STATESAVER__V1__DTYPE__DT_FLOAT32 || in->n_shape != 2 ||
-        in->shape[0] < 1 || in->shape[1] < 1 || in->shape[0] > (int64_t)SS_JOBS_STEPS_MAX ||
-        ss_tensor_check(in) < 0) {
-        char shp[64] = "none";
-        if (in)
-            ss_shape_format(in->shape, in->n_shape, shp, sizeof shp);
-        jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT),
-                     "key %s segment %" PRIu64 ": inputs must be float32 [T, input_size] "
-                     "with 1 <= T <= %u and data matching the shape; got %s %s (%zu bytes)",
-                     kbuf, req->segment, SS_JOBS_STEPS_MAX, in ? ss_dtype_name(in->dtype) : "",
-                     shp, in ? in->data.len : 0);
-        return;
-    }
-    if (req->length > (uint64_t)in->shape[0] || in->shape[1] > UINT32_MAX) {
-        jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT),
-                     "key %s segment %" PRIu64 ": length %" PRIu32 " exceeds T = %" PRId64,
-                     kbuf, req->segment, req->length, in->shape[0]);
-        return;
-    }
     size_t slen = jq_saver_name_check(req->saver, cb, arg);
     if (slen == 0)
         return;
-    saverq *sv = submit_saver(j, req, slen, kbuf, cb, arg);
+    jq_train t;
+    saverq *sv = submit_saver(j, req, slen, kbuf, &t, cb, arg);
     if (!sv)
         return;
+    const ss_tensor_msg *in = t.fin;
+    size_t in_len = in ? in->data.len : 0;
     seq *sq = jq_seq_find(sv, req->key.data, req->key.len);
     job *jb = sq ? jq_seq_job(sq, req->segment) : NULL;
     bool created_seq = false, collecting = jb && jb->collecting;
@@ -321,7 +324,7 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
         if (jb) {
             jb->segment = req->segment; /* before seq_insert: it sorts by it */
             jb->length = req->length;
-            jb->in_rows = (uint32_t)in->shape[0];
+            jb->in_rows = t.T;
             jb->last = req->last;
             jb->submit_ms = jq_wall_ms();
             jb->state = J_SUBMITTING;
@@ -337,26 +340,46 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
         sv->n[J_SUBMITTING]++;
         j->n_active++;
     }
+    /* The context: fixed by the first Submit that carries one; a later
+     * one must carry the same bytes (compared by length and CRC32C). */
+    bool new_ctx = false;
+    if (t.n_ctx) {
+        uint8_t *tmp = malloc(t.ctx_len);
+        if (!tmp) {
+            jq_reply_status(cb, arg, CODE(INTERNAL), "out of memory");
+            goto drop_new;
+        }
+        jq_train_encode_ctx(&t, tmp);
+        uint32_t crc = jq_train_crc(tmp, t.ctx_len);
+        free(tmp);
+        if (sq->ctx_id && (sq->ctx_len != t.ctx_len || sq->ctx_crc != crc)) {
+            jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT),
+                            "key %s segment %" PRIu64 ": context: differs from the context "
+                            "this sequence was submitted with (a context is per sequence and "
+                            "the same on every Submit)", kbuf, req->segment);
+            goto drop_new;
+        }
+        new_ctx = sq->ctx_id == 0;
+    }
     /* One writer op; it compares with an existing record in the txn. */
-    jobs_op *op = jq_op_new(j, OP_SUBMIT, 1);
+    jobs_op *op = jq_op_new(j, OP_SUBMIT, new_ctx ? 2 : 1);
     size_t klen = req->key.len, slen2 = slen;
-    uint8_t *buf = op ? malloc(klen + slen2 + in->data.len + 1) : NULL;
+    size_t nbuf = klen + slen2 + in_len + t.ext_len + (new_ctx ? t.ctx_len : 0) + 1;
+    uint8_t *buf = op ? malloc(nbuf) : NULL;
     if (!buf) {
         jq_op_free(op);
         jq_reply_status(cb, arg, CODE(INTERNAL), "out of memory");
-        if (jb->state == J_SUBMITTING && jb->submits == 0) {
-            jq_job_detach(j, jb);
-            jq_job_release(jb);
-        }
-        jq_seq_settle(j, sq);
-        return;
+        goto drop_new;
     }
     patch *p = &op->p[0];
     p->buf = buf;
     memcpy(buf, req->saver, slen2);
     memcpy(buf + slen2, req->key.data, klen);
-    if (in->data.len)
-        memcpy(buf + slen2 + klen, in->data.data, in->data.len);
+    if (in_len)
+        memcpy(buf + slen2 + klen, in->data.data, in_len);
+    uint8_t *ext = buf + slen2 + klen + in_len;
+    if (t.ext_len)
+        jq_train_encode_ext(&t, ext);
     p->jb = jb;
     p->id = jb->id;
     p->kind = P_INSERT;
@@ -369,13 +392,27 @@ void ss_jobs_submit(ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
     p->rec.saver.len = slen2;
     p->rec.key.data = buf + slen2;
     p->rec.key.len = klen;
-    p->rec.in_rows = (uint32_t)in->shape[0];
-    p->rec.in_cols = (uint32_t)in->shape[1];
+    p->rec.in_rows = t.T;
+    p->rec.in_cols = in ? (uint32_t)in->shape[1] : 0;
     p->rec.inputs = buf + slen2 + klen;
+    p->rec.ext = t.ext_len ? ext : NULL;
+    p->rec.ext_len = t.ext_len;
+    if (new_ctx) {
+        uint8_t *cb2 = ext + t.ext_len;
+        jq_train_encode_ctx(&t, cb2);
+        jq_ctx_patch(j, sq, &t, &op->p[1], buf, slen2, buf + slen2, klen, cb2);
+    }
     op->cb = cb;
     op->arg = arg;
     jb->submits++;
     jq_op_submit(j, op);
+    return;
+drop_new:
+    if (jb->state == J_SUBMITTING && jb->submits == 0) {
+        jq_job_detach(j, jb);
+        jq_job_release(jb);
+    }
+    jq_seq_settle(j, sq);
 }
 
 void ss_jobs_notify_saved(ss_jobs *j, const char *saver, size_t n, const ss_bytes *keys)

@@ -44,6 +44,8 @@
 #define SS_JOBS_MAX_BATCH_DEFAULT 4096u        /* cap on max_batch (the server passes --max-keys) */
 #define SS_JOBS_REPLY_BYTES_DEFAULT (32u * 1024u * 1024u) /* payload budget of one Lease reply */
 #define SS_JOBS_STEPS_MAX 1000000u             /* rows of a segment's inputs (fixed) */
+#define SS_JOBS_NAMED_MAX 64u     /* named sequences (and context tensors) per Submit (fixed) */
+#define SS_JOBS_NAME_MAX 255u     /* bytes of a sequence, context or state name (fixed) */
 /* Bytes of a frame kept free beyond a reply's packed size (the frame
  * header and the server's own margin when it checks a reply). */
 #define SS_JOBS_FRAME_MARGIN 64u

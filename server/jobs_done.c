@@ -84,6 +84,9 @@ static void done_submit(ss_jobs *j, jobs_op *op, int rc, const char *msg)
         jq_reply_status(op->cb, op->arg, rc == SS_ERR_CONFLICT ? CODE(ALREADY_EXISTS) : jq_err_code(rc),
                      "%s", msg && *msg ? msg : ss_strerror(rc));
     }
+    /* A context record that did not commit is not the sequence's. */
+    if (rc < 0 && op->n > 1 && !jb->removed && jb->sq->ctx_id == op->p[1].id)
+        jb->sq->ctx_id = 0;
     if (jb->removed) {
         jq_job_release(jb);
         return;

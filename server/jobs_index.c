@@ -410,6 +410,7 @@ void jq_seq_settle(ss_jobs *j, seq *sq)
 {
     saverq *sv = sq->sv;
     if (sq->n_jobs == 0) {
+        jq_ctx_delete(j, sq->ctx_id); /* the context goes with the sequence */
         ss_heap_remove(&sv->ready, &sq->rn);
         ss_map_remove(&sv->seqs, &sq->mn);
         free(sq->jobs);

@@ -55,7 +55,9 @@ enum { T_LEASE = 1, T_WAIT_LEASE = 2, T_WAIT_AWAIT = 3, T_HOLD = 4 };
 /* Lease item progress. */
 enum { LI_PENDING = 0, LI_BUSY = 1, LI_DONE = 2 };
 /* Writer op kinds and patch kinds. */
-enum { OP_SUBMIT, OP_COMPLETE, OP_EXPIRE, OP_PROPAGATE, OP_DELETE };
+enum { OP_SUBMIT, OP_COMPLETE, OP_EXPIRE, OP_PROPAGATE, OP_DELETE, OP_CTXDEL, OP_CANCEL };
+/* Kinds of a training extension entry (jobs_train.c). */
+enum { JX_INPUTS = 1, JX_SEQ = 2, JX_CTX = 3, JX_INIT = 4 };
 enum { P_INSERT, P_DONE, P_RETRY, P_FAIL, P_DELETE };
 
 typedef struct job job;
@@ -119,6 +121,9 @@ struct seq {
     job **jobs;           /* n_jobs jobs sorted by segment, owned */
     size_t n_jobs;        /* jobs in the array */
     size_t cap_jobs;      /* allocated slots */
+    uint64_t ctx_id;      /* record id of the sequence's context, 0 = none */
+    size_t ctx_len;       /* bytes of its encoded context */
+    uint32_t ctx_crc;     /* CRC32C of it (a later Submit must match) */
 };
 
 struct saverq {
@@ -305,6 +310,53 @@ int jq_reply_empty_lease(ss_jobs_reply_fn cb, void *arg);
 /* mem: the committed P_DONE patch of jb to answer from, or NULL (read
  * the record). */
 void jq_wake_awaits(ss_jobs *j, job *jb, const patch *mem);
+
+/* jobs_train.c: the training fields of Submit and Lease. */
+typedef struct jq_named {
+    const char *name;          /* borrowed from the request */
+    const ss_tensor_msg *t;    /* borrowed from the request */
+} jq_named;
+typedef struct jq_train {
+    uint32_t T;                /* rows of every time-major tensor */
+    const ss_tensor_msg *fin;  /* float32 [T, n] inputs (the record's classic place) */
+    const ss_tensor_msg *xin;  /* int32/int64 [T] inputs (in the extension) */
+    size_t n_seq;              /* named sequences (without "inputs") */
+    jq_named seq[SS_JOBS_NAMED_MAX];
+    size_t n_ctx;              /* context tensors */
+    jq_named ctx[SS_JOBS_NAMED_MAX];
+    size_t n_init;             /* per-sequence initial states */
+    jq_named init[SS_STATES_PER_SAVER_MAX];
+    uint64_t total_length;     /* as submitted */
+    uint64_t sequence_count;   /* as submitted */
+    size_t ext_len;            /* bytes of the job record's extension (0 = none) */
+    size_t ctx_len;            /* bytes of the context blob (0 = none) */
+} jq_train;
+/* Check every field of a Submit (inputs, sequences, context, counts,
+ * initial states) into t; on a bad field fills err naming it and returns
+ * -1 (INVALID_ARGUMENT). */
+int jq_train_check(const ss_jobs *j, const Statesaver__V1__SubmitRequest *req,
+                   const ss_schema *schema, const char *kbuf, jq_train *t, char *err,
+                   size_t errsz);
+void jq_train_encode_ext(const jq_train *t, uint8_t *buf);   /* t->ext_len bytes */
+void jq_train_encode_ctx(const jq_train *t, uint8_t *buf);   /* t->ctx_len bytes */
+uint32_t jq_train_crc(const uint8_t *blob, size_t len);
+/* 0 when blob is a well-formed extension, else SS_ERR_FORMAT. */
+int jq_train_blob_check(const uint8_t *b, size_t len);
+/* Fill the training fields of a Lease item from its record and the
+ * sequence's context blob (may be NULL); at segment 0 the per-sequence
+ * initial states overwrite state (schema order). *mem gets the block the
+ * item points into (free() it after the reply); data is borrowed from the
+ * records (the read transaction). */
+int jq_train_lease_item(Statesaver__V1__LeasedSegment *s, const ss_job_rec *rec,
+                        const uint8_t *ctx, size_t ctx_len, const ss_schema *schema,
+                        uint8_t *state, bool seg0, void **mem);
+/* A context record patch for sq in p (blob: t->ctx_len bytes, already
+ * encoded, owned by the op); saver and key point into the op's copies.
+ * Sets sq's context id, length and CRC. */
+void jq_ctx_patch(ss_jobs *j, seq *sq, const jq_train *t, patch *p, const uint8_t *saver,
+                  size_t slen, const uint8_t *key, size_t klen, const uint8_t *blob);
+/* Delete a context record (a writer op of its own; failures are logged). */
+void jq_ctx_delete(ss_jobs *j, uint64_t ctx_id);
 
 /* jobs.c */
 void jq_on_timer(uv_timer_t *t);

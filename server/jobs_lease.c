@@ -159,6 +159,7 @@ typedef struct lease_build {
     uint8_t *state;        /* schema->state_bytes of fetched state */
     bool skipped;          /* not leased (over budget or unreadable) */
     int64_t in_dims[2];    /* inputs shape */
+    void *tmem;            /* training fields of the item (jobs_train.c), owned */
 } lease_build;
 
 /* Everything one Lease reply owns or borrows while it is built. */
@@ -290,8 +291,11 @@ static int reply_alloc(lease_reply *r)
     return 0;
 }
 
-/* Fill reply item r->kept from picked item b and its record's inputs. */
-static void fill_item(lease_reply *r, lease_build *b, const ss_job_rec *rec)
+/* Fill reply item r->kept from picked item b, its record's inputs and
+ * training fields, and the sequence's context record (or NULL). Fails
+ * only for memory. */
+static int fill_item(lease_reply *r, lease_build *b, const ss_job_rec *rec,
+                     const ss_job_rec *ctx)
 {
     size_t ns = r->ns, kept = r->kept;
     Statesaver__V1__LeasedSegment *s = &r->segs[kept];
@@ -308,7 +312,13 @@ static void fill_item(lease_reply *r, lease_build *b, const ss_job_rec *rec)
     b->in_dims[1] = rec->in_cols;
     ss_tensor_borrow(t, STATESAVER__V1__DTYPE__DT_FLOAT32, b->in_dims, 2, rec->inputs,
                      (size_t)rec->in_rows * rec->in_cols * 4u);
-    s->inputs = t;
+    if (rec->in_cols)
+        s->inputs = t;
+    free(b->tmem);
+    b->tmem = NULL;
+    if (jq_train_lease_item(s, rec, ctx ? ctx->ext : NULL, ctx ? ctx->ext_len : 0, r->schema,
+                            b->state, b->jb->segment == 0, &b->tmem) < 0)
+        return SS_ERR_NOMEM;
     s->n_states = ns;
     s->states = &r->tenp[kept * ns];
     size_t off = 0;
@@ -323,6 +333,7 @@ static void fill_item(lease_reply *r, lease_build *b, const ss_job_rec *rec)
     r->segp[kept] = s;
     r->ls->items[kept].jb = b->jb;
     r->ls->items[kept].st = LI_PENDING;
+    return 0;
 }
 
 /* A segment whose reply alone exceeds the frame limit can never be
@@ -352,14 +363,29 @@ static void fill_items(ss_jobs *j, lease_reply *r)
         char msg[SS_STORE_MSG];
         lease_build *b = &r->b[i];
         int rc = ss_jobs_db_get(r->txn, j->dbi, b->jb->id, &rec, msg);
-        size_t in_bytes = rc == 0 ? (size_t)rec.in_rows * rec.in_cols * 4u : 0;
+        ss_job_rec crec;
+        bool has_ctx = false;
+        if (rc == 0 && b->sq->ctx_id) {
+            char cmsg[SS_STORE_MSG];
+            int crc = ss_jobs_db_get(r->txn, j->dbi, b->sq->ctx_id, &crec, cmsg);
+            has_ctx = crc == 0 && crec.is_ctx;
+            if (crc < 0 && crc != SS_ERR_NOT_FOUND) {
+                rc = crc;
+                snprintf(msg, sizeof msg, "%s", cmsg);
+            }
+        }
+        size_t in_bytes = rc == 0 ? (size_t)rec.in_rows * rec.in_cols * 4u + rec.ext_len +
+                                        (has_ctx ? crec.ext_len : 0) : 0;
         if (rc < 0 || (r->kept > 0 && used + in_bytes + r->schema->state_bytes > budget)) {
             if (rc < 0)
                 read_failed(j, b->jb, "the job record", msg);
             b->skipped = true; /* stays queued; settled after the txn */
             continue;
         }
-        fill_item(r, b, &rec);
+        if (fill_item(r, b, &rec, has_ctx ? &crec : NULL) < 0) {
+            b->skipped = true;
+            continue;
+        }
         size_t item = jq_lease_item_size(&r->segs[r->kept]);
         if (r->frame_used + item > room) {
             b->skipped = true;
@@ -448,8 +474,10 @@ static void reply_free(lease_reply *r)
         free(r->ls);
     }
     if (r->b)
-        for (size_t i = 0; i < r->max_batch; i++)
+        for (size_t i = 0; i < r->max_batch; i++) {
             free(r->b[i].state);
+            free(r->b[i].tmem);
+        }
     free(r->b);
     free(r->segs);
     free(r->segp);

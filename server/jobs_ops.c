@@ -22,13 +22,15 @@ static int patch_run(jobs_op *op, patch *p, MDB_txn *txn, ss_store_txn *stxn,
             return rc;
         if (old.length == p->rec.length && old.last == p->rec.last &&
             old.in_rows == p->rec.in_rows && old.in_cols == p->rec.in_cols &&
-            memcmp(old.inputs, p->rec.inputs, (size_t)old.in_rows * old.in_cols * 4u) == 0) {
+            memcmp(old.inputs, p->rec.inputs, (size_t)old.in_rows * old.in_cols * 4u) == 0 &&
+            old.ext_len == p->rec.ext_len &&
+            (old.ext_len == 0 || memcmp(old.ext, p->rec.ext, old.ext_len) == 0)) {
             p->already = true;
             return 0;
         }
         snprintf(msg, SS_STORE_MSG,
                  "segment %" PRIu64 " was already submitted with different inputs, "
-                 "length or last flag", p->rec.segment);
+                 "sequences, length or last flag", p->rec.segment);
         return SS_ERR_CONFLICT;
     case P_DONE: {
         ss_save_item item = {p->key, p->segment, p->final, p->states};

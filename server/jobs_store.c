@@ -57,11 +57,13 @@ static size_t final_size(const ss_job_tensor *t)
 size_t ss_job_rec_size(const ss_job_rec *rec)
 {
     if (rec->saver.len > UINT16_MAX || rec->key.len > UINT16_MAX ||
-        rec->reason.len > SS_JOB_REASON_MAX || rec->n_final > UINT8_MAX)
+        rec->reason.len > SS_JOB_REASON_MAX || rec->n_final > UINT8_MAX ||
+        rec->ext_len > UINT32_MAX)
         return 0;
     uint64_t in = (uint64_t)rec->in_rows * rec->in_cols * 4u;
     uint64_t out = (uint64_t)rec->out_rows * rec->out_cols * 4u;
-    uint64_t n = SS_JOB_REC_HEADER + rec->saver.len + rec->key.len + rec->reason.len + in + out;
+    uint64_t n = SS_JOB_REC_HEADER + rec->saver.len + rec->key.len + rec->reason.len + in + out +
+                 rec->ext_len;
     for (size_t i = 0; i < rec->n_final; i++) {
         const ss_job_tensor *t = &rec->final[i];
         if (t->name_len > UINT16_MAX || t->rank > SS_TENSOR_MAX_RANK)
@@ -76,7 +78,7 @@ size_t ss_job_rec_size(const ss_job_rec *rec)
 void ss_job_rec_encode(const ss_job_rec *rec, uint8_t *buf)
 {
     memset(buf, 0, SS_JOB_REC_HEADER);
-    buf[0] = SS_JOB_REC_VERSION;
+    buf[0] = rec->is_ctx ? SS_JOB_CTX_VERSION : SS_JOB_REC_VERSION;
     buf[1] = (uint8_t)rec->state;
     buf[2] = rec->last ? 1 : 0;
     buf[3] = (uint8_t)rec->n_final;
@@ -89,6 +91,7 @@ void ss_job_rec_encode(const ss_job_rec *rec, uint8_t *buf)
     put16(buf + 28, (uint16_t)rec->saver.len);
     put16(buf + 30, (uint16_t)rec->key.len);
     put32(buf + 32, (uint32_t)rec->reason.len);
+    put32(buf + 36, (uint32_t)rec->ext_len);
     put64(buf + 40, rec->segment);
     put64(buf + 48, rec->submit_ms);
     put64(buf + 56, rec->done_ms);
@@ -126,15 +129,21 @@ void ss_job_rec_encode(const ss_job_rec *rec, uint8_t *buf)
             memcpy(p, t->data, t->nbytes);
         p += t->nbytes;
     }
+    if (rec->ext_len)
+        memcpy(p, rec->ext, rec->ext_len);
 }
 
 int ss_job_rec_decode(const uint8_t *buf, size_t len, ss_job_rec *rec)
 {
     memset(rec, 0, sizeof *rec);
-    if (len < SS_JOB_REC_HEADER || buf[0] != SS_JOB_REC_VERSION)
+    if (len < SS_JOB_REC_HEADER ||
+        (buf[0] != SS_JOB_REC_VERSION && buf[0] != SS_JOB_CTX_VERSION))
         return SS_ERR_FORMAT;
+    rec->is_ctx = buf[0] == SS_JOB_CTX_VERSION;
     rec->state = buf[1];
-    if (rec->state != SS_JOB_QUEUED && rec->state != SS_JOB_DONE && rec->state != SS_JOB_FAILED)
+    if (rec->is_ctx ? rec->state != 0
+                    : (rec->state != SS_JOB_QUEUED && rec->state != SS_JOB_DONE &&
+                       rec->state != SS_JOB_FAILED))
         return SS_ERR_FORMAT;
     rec->last = buf[2] != 0;
     rec->n_final = buf[3];
@@ -147,6 +156,7 @@ int ss_job_rec_decode(const uint8_t *buf, size_t len, ss_job_rec *rec)
     rec->saver.len = get16(buf + 28);
     rec->key.len = get16(buf + 30);
     rec->reason.len = get32(buf + 32);
+    rec->ext_len = get32(buf + 36);
     rec->segment = get64(buf + 40);
     rec->submit_ms = get64(buf + 48);
     rec->done_ms = get64(buf + 56);
@@ -159,7 +169,7 @@ int ss_job_rec_decode(const uint8_t *buf, size_t len, ss_job_rec *rec)
     uint64_t in = in_e * 4u;
     uint64_t out = out_e * 4u;
     uint64_t need = SS_JOB_REC_HEADER + (uint64_t)rec->saver.len + rec->key.len +
-                    rec->reason.len + in + out;
+                    rec->reason.len + in + out + rec->ext_len;
     if (need > len || rec->length > rec->in_rows)
         return SS_ERR_FORMAT;
     const uint8_t *p = buf + SS_JOB_REC_HEADER;
@@ -175,6 +185,7 @@ int ss_job_rec_decode(const uint8_t *buf, size_t len, ss_job_rec *rec)
     p += out;
     rec->final_blob = p;
     rec->final_len = len - (size_t)need;
+    rec->ext = rec->ext_len ? buf + (len - rec->ext_len) : NULL;
     /* Walk the final states once so later iteration cannot run off. */
     size_t pos = 0;
     ss_job_tensor t;

@@ -11,11 +11,19 @@
  * Record (all integers little-endian), 64-byte header then the blobs:
  *   u8 version(1) u8 state u8 last u8 n_final
  *   u32 length u32 attempts u32 in_rows u32 in_cols u32 out_rows u32 out_cols
- *   u16 saver_len u16 key_len u32 reason_len u32 reserved(0)
+ *   u16 saver_len u16 key_len u32 reason_len u32 ext_len
  *   u64 segment u64 submit_ms u64 done_ms
  *   saver, key, reason, inputs (float32 in_rows*in_cols), outputs (float32
  *   out_rows*out_cols), n_final * {u16 name_len u8 dtype u8 rank
- *   i64 dims[rank] u64 nbytes, name, data}
+ *   i64 dims[rank] u64 nbytes, name, data}, ext (ext_len bytes)
+ * ext_len was a reserved zero before the training fields, so every older
+ * record decodes with no extension. The extension (training: named
+ * sequences, non-float inputs, per-sequence initial states, total_length,
+ * sequence_count) is opaque here; its format is in jobs_train.c.
+ *
+ * A context record (version byte SS_JOB_CTX_VERSION) has the same header
+ * with state 0 and only saver, key and ext (the sequence's context): one
+ * per sequence, not per segment (docs/training.md).
  *
  * Threads: decode/encode are pure. ss_jobs_db_create runs before the
  * writer starts; ss_jobs_db_open and ss_jobs_db_scan on the opening thread
@@ -40,6 +48,7 @@ enum {
 };
 
 #define SS_JOB_REC_VERSION 1u
+#define SS_JOB_CTX_VERSION 2u /* a sequence's context record */
 #define SS_JOB_REC_HEADER 64u
 #define SS_JOB_REASON_MAX 1024u /* bytes of a stored failure reason (fixed) */
 
@@ -77,6 +86,9 @@ typedef struct ss_job_rec {
     const uint8_t *final_blob; /* decoded: encoded final states (see next) */
     size_t final_len;      /* decoded: bytes of final_blob */
     const ss_job_tensor *final; /* encode: n_final tensors to store */
+    bool is_ctx;           /* a context record (SS_JOB_CTX_VERSION) */
+    const uint8_t *ext;    /* training extension blob, or NULL */
+    size_t ext_len;        /* bytes of ext (0: none, every older record) */
 } ss_job_rec;
 
 /* Encoded size of rec, or 0 if a field exceeds the format's widths. */
