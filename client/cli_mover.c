@@ -315,6 +315,8 @@ static int delete_range(mover *m, ss_client *sc, const char *shard, const char *
             return CLI_EXIT_OK;
         if (m->throttle_ms)
             nap(m->throttle_ms);
+        else if (n == 0)
+            nap(CLI_MOVE_POLL_MS); /* a leased segment holds the range until its lease ends */
     }
 }
 

@@ -197,16 +197,25 @@ static bool check_range(ss_request *req, unsigned first, unsigned last, const ch
     return true;
 }
 
-typedef struct range_arg {
-    const ss_cluster *c;   /* for frozen lookups, or NULL */
-    unsigned first, last;  /* the range */
-} range_arg;
-
-static bool key_in_range(void *arg, const uint8_t *key, size_t len)
+/* Jobs of a key are held from Lease while its slot is frozen or owned by
+ * another shard. */
+static bool job_held(void *arg, const uint8_t *key, size_t len)
 {
-    const range_arg *r = arg;
+    const ss_cluster *c = arg;
     unsigned s = ss_slot_of(key, len);
-    return s >= r->first && s <= r->last;
+    return ss_cluster_frozen(c, s) || !ss_cluster_owns(c, s);
+}
+
+static void refresh_holds(ss_dispatch *d)
+{
+    ss_jobs *j = ss_dispatch_jobs(d);
+    if (j && d->cluster && ss_cluster_source_of(d->cluster) != SS_CLUSTER_NONE)
+        ss_jobs_slots_hold(j, job_held, d->cluster);
+}
+
+static void on_topology_change(void *arg)
+{
+    refresh_holds(arg);
 }
 
 /* ---- SlotFreeze ---- */
@@ -266,13 +275,9 @@ static void h_slot_freeze(ss_request *req, void *ctx)
         ss_request_error(req, CODE(RESOURCE_EXHAUSTED), "out of memory");
         return;
     }
-    ss_jobs *j = ss_dispatch_jobs(d);
-    for (size_t i = 0; i < m->n_ranges; i++) {
-        range_arg ra = {c, m->ranges[i]->first, m->ranges[i]->last};
-        ss_cluster_set_frozen(c, ra.first, ra.last, m->freeze);
-        if (j)
-            ss_jobs_slots_hold(j, key_in_range, &ra, m->freeze);
-    }
+    for (size_t i = 0; i < m->n_ranges; i++)
+        ss_cluster_set_frozen(c, m->ranges[i]->first, m->ranges[i]->last, m->freeze);
+    refresh_holds(d);
     SS_LOG(SS_LOG_INFO, "cluster: %s %zu slot range(s) (first %u-%u, move '%s'); %u "
            "slots frozen now", m->freeze ? "froze" : "thawed", m->n_ranges,
            m->ranges[0]->first, m->ranges[0]->last, m->move_id ? m->move_id : "",
@@ -442,7 +447,7 @@ static void import_done(ss_write_op *op, int rc, const char *msg)
             ss_job_rec rec;
             if (ss_job_rec_decode(o->in[i].val.data, o->in[i].val.len, &rec) < 0)
                 continue; /* checked before: cannot happen */
-            bool held = ss_cluster_frozen(c, ss_slot_of(rec.key.data, rec.key.len));
+            bool held = job_held(c, rec.key.data, rec.key.len);
             if (ss_jobs_slots_adopt(o->jobs, o->in[i].job_id, &rec, held) < 0)
                 SS_LOG(SS_LOG_ERROR, "cluster: out of memory indexing imported job "
                        "%" PRIu64 "; it is indexed at the next start", o->in[i].job_id);
@@ -466,7 +471,8 @@ static bool dup_in_batch(const ss_store_slots_in *in, size_t i, const ss_job_rec
         if (in[k].db != SS_STORE_SLOTS_JOBS || in[k].job_id == 0 ||
             ss_job_rec_decode(in[k].val.data, in[k].val.len, &o) < 0)
             continue;
-        if (o.segment == rec->segment && o.key.len == rec->key.len &&
+        if (o.is_ctx == rec->is_ctx && o.segment == rec->segment &&
+            o.key.len == rec->key.len &&
             o.saver.len == rec->saver.len &&
             memcmp(o.key.data, rec->key.data, o.key.len) == 0 &&
             memcmp(o.saver.data, rec->saver.data, o.saver.len) == 0)
@@ -556,6 +562,7 @@ typedef struct gone_job {
     size_t saver_len;     /* bytes of saver */
     size_t key_len;       /* bytes of key */
     uint64_t segment;     /* segment */
+    bool is_ctx;          /* a context record (training), not a segment */
 } gone_job;
 
 typedef struct delete_op {
@@ -605,6 +612,7 @@ static int delete_cb(void *arg, const ss_store_slots_rec *r)
         g->saver_len = rec.saver.len;
         g->key_len = rec.key.len;
         g->segment = rec.segment;
+        g->is_ctx = rec.is_ctx;
         o->n_gone++;
     }
     if (o->n == o->cap) {
@@ -662,6 +670,7 @@ static void delete_done(ss_write_op *op, int rc, const char *msg)
             rec.key.data = o->gone[i].buf + o->gone[i].saver_len;
             rec.key.len = o->gone[i].key_len;
             rec.segment = o->gone[i].segment;
+            rec.is_ctx = o->gone[i].is_ctx;
             ss_jobs_slots_forget(o->jobs, &rec);
         }
         Statesaver__V1__SlotDeleteResponse body = STATESAVER__V1__SLOT_DELETE_RESPONSE__INIT;
@@ -785,11 +794,6 @@ void ss_dispatch_cluster_register(ss_dispatch *d)
     ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_SLOT_DELETE, h_slot_delete, NULL);
 }
 
-static bool frozen_pred(void *arg, const uint8_t *key, size_t len)
-{
-    return ss_cluster_frozen(arg, ss_slot_of(key, len));
-}
-
 int ss_dispatch_set_cluster(ss_dispatch *d, ss_cluster *c)
 {
     ss_dispatch_cluster *cl = calloc(1, sizeof *cl);
@@ -807,14 +811,12 @@ int ss_dispatch_set_cluster(ss_dispatch *d, ss_cluster *c)
     if (rc < 0 && rc != SS_STORE_ERR_CORRUPT)
         return rc;
     ss_cluster_frozen_load(c, bits);
-    if (ss_cluster_frozen_count(c) > 0) {
+    if (ss_cluster_frozen_count(c) > 0)
         SS_LOG(SS_LOG_WARN, "cluster: %u slots are frozen from an unfinished move; "
                "writes to them are refused until the mover thaws or finishes it",
                ss_cluster_frozen_count(c));
-        ss_jobs *j = ss_dispatch_jobs(d);
-        if (j)
-            ss_jobs_slots_hold(j, frozen_pred, c, true);
-    }
+    ss_cluster_on_change(c, on_topology_change, d);
+    refresh_holds(d);
     ss_module mod = {.name = "cluster", .arg = d, .shutdown = mod_shutdown,
                      .stats = mod_stats};
     return ss_server_add_module(d->srv, &mod);

@@ -9,7 +9,7 @@ MDB_dbi ss_jobs_slots_dbi(const ss_jobs *j)
     return j->dbi;
 }
 
-static job *find_job(ss_jobs *j, const ss_job_rec *rec)
+static seq *find_seq(ss_jobs *j, const ss_job_rec *rec)
 {
     char name[SS_SAVER_NAME_MAX + 1];
     if (rec->saver.len == 0 || rec->saver.len > SS_SAVER_NAME_MAX)
@@ -17,12 +17,22 @@ static job *find_job(ss_jobs *j, const ss_job_rec *rec)
     memcpy(name, rec->saver.data, rec->saver.len);
     name[rec->saver.len] = '\0';
     saverq *sv = jq_saver_find(j, name);
-    seq *sq = sv ? jq_seq_find(sv, rec->key.data, rec->key.len) : NULL;
+    return sv ? jq_seq_find(sv, rec->key.data, rec->key.len) : NULL;
+}
+
+/* The job of a segment record (never of a context record). */
+static job *find_job(ss_jobs *j, const ss_job_rec *rec)
+{
+    seq *sq = rec->is_ctx ? NULL : find_seq(j, rec);
     return sq ? jq_seq_job(sq, rec->segment) : NULL;
 }
 
 bool ss_jobs_slots_has(ss_jobs *j, const ss_job_rec *rec)
 {
+    if (rec->is_ctx) {
+        seq *sq = find_seq(j, rec);
+        return sq && sq->ctx_id != 0;
+    }
     return find_job(j, rec) != NULL;
 }
 
@@ -33,7 +43,7 @@ uint64_t ss_jobs_slots_new_id(ss_jobs *j)
 
 int ss_jobs_slots_adopt(ss_jobs *j, uint64_t id, const ss_job_rec *rec, bool held)
 {
-    if (find_job(j, rec))
+    if (ss_jobs_slots_has(j, rec))
         return 0;
     saverq *sv = jq_saver_get(j, (const char *)rec->saver.data, rec->saver.len);
     if (!sv)
@@ -41,6 +51,16 @@ int ss_jobs_slots_adopt(ss_jobs *j, uint64_t id, const ss_job_rec *rec, bool hel
     seq *sq = jq_seq_find(sv, rec->key.data, rec->key.len);
     if (!sq && !(sq = jq_seq_new(j, sv, rec->key.data, rec->key.len, rec->submit_ms)))
         return SS_ERR_NOMEM;
+    if (rec->is_ctx) {
+        /* the sequence's context (training): no job, and no settle here,
+         * which would delete a context whose jobs come in a later batch */
+        if (!rec->ext || jq_train_blob_check(rec->ext, rec->ext_len) < 0)
+            return SS_ERR_FORMAT;
+        sq->ctx_id = id;
+        sq->ctx_len = rec->ext_len;
+        sq->ctx_crc = jq_train_crc(rec->ext, rec->ext_len);
+        return 0;
+    }
     job *jb = calloc(1, sizeof *jb);
     if (!jb)
         return SS_ERR_NOMEM;
@@ -71,9 +91,8 @@ int ss_jobs_slots_adopt(ss_jobs *j, uint64_t id, const ss_job_rec *rec, bool hel
 
 typedef struct hold_ctx {
     ss_jobs *j;                 /* the queue */
-    ss_jobs_slots_pred pred;    /* which keys */
+    ss_jobs_slots_pred pred;    /* held or not, by key */
     void *arg;                  /* its argument */
-    bool on;                    /* hold or release */
     seq **touched;              /* sequences to settle after the walk */
     size_t n, cap;              /* entries, allocated */
 } hold_ctx;
@@ -82,10 +101,15 @@ static void hold_seq_cb(void *arg, ss_map_node *node)
 {
     hold_ctx *x = arg;
     seq *sq = (seq *)node;
-    if (!x->pred(x->arg, sq->key, sq->key_len))
-        return;
+    bool held = x->pred(x->arg, sq->key, sq->key_len);
+    bool changed = false;
     for (size_t i = 0; i < sq->n_jobs; i++)
-        sq->jobs[i]->held = x->on;
+        if (sq->jobs[i]->held != held) {
+            sq->jobs[i]->held = held;
+            changed = true;
+        }
+    if (!changed)
+        return;
     if (x->n == x->cap) {
         size_t cap = x->cap ? x->cap * 2 : 64;
         seq **t = realloc(x->touched, cap * sizeof *t);
@@ -102,9 +126,9 @@ static void hold_saver_cb(void *arg, ss_map_node *node)
     ss_map_each(&((saverq *)node)->seqs, hold_seq_cb, arg);
 }
 
-void ss_jobs_slots_hold(ss_jobs *j, ss_jobs_slots_pred in_range, void *arg, bool on)
+void ss_jobs_slots_hold(ss_jobs *j, ss_jobs_slots_pred held, void *arg)
 {
-    hold_ctx x = {.j = j, .pred = in_range, .arg = arg, .on = on};
+    hold_ctx x = {.j = j, .pred = held, .arg = arg};
     ss_map_each(&j->savers, hold_saver_cb, &x);
     /* settle outside the walk: settling may free a sequence or serve leases */
     for (size_t i = 0; i < x.n; i++)
@@ -114,7 +138,7 @@ void ss_jobs_slots_hold(ss_jobs *j, ss_jobs_slots_pred in_range, void *arg, bool
 
 bool ss_jobs_slots_can_forget(ss_jobs *j, const ss_job_rec *rec)
 {
-    job *jb = find_job(j, rec);
+    job *jb = find_job(j, rec); /* a context record can always go */
     if (!jb)
         return true;
     if (jb->state == J_LEASED || jb->busy > 0 || jb->submits > 0 || jb->collecting) {
@@ -126,6 +150,15 @@ bool ss_jobs_slots_can_forget(ss_jobs *j, const ss_job_rec *rec)
 
 void ss_jobs_slots_forget(ss_jobs *j, const ss_job_rec *rec)
 {
+    if (rec->is_ctx) {
+        seq *sq = find_seq(j, rec);
+        if (sq) {
+            sq->ctx_id = 0; /* its record is deleted already */
+            sq->ctx_len = 0;
+            sq->ctx_crc = 0;
+        }
+        return;
+    }
     job *jb = find_job(j, rec);
     if (!jb)
         return;

@@ -2,10 +2,11 @@
  * learns imported job records and forgets deleted ones, and the jobs of
  * frozen slots are kept from Lease (docs/cluster.md).
  *
- * A frozen sequence's jobs are marked held (the queue's own "not ready"
- * flag, without the hold timer), so Lease skips them until thawed; a
- * segment leased before the freeze keeps its lease, and its Complete is
- * refused (UNAVAILABLE) by the ownership check until the move ends.
+ * The jobs of a sequence whose slot is frozen, or owned by another shard
+ * (imported before the flip, or moved away and not deleted yet), are marked
+ * held (the queue's own "not ready" flag, without the hold timer), so
+ * Lease skips them; a segment leased before the freeze keeps its lease,
+ * and its Complete is refused (UNAVAILABLE) by the ownership check.
  *
  * Threads: loop thread only.
  */
@@ -30,10 +31,10 @@ uint64_t ss_jobs_slots_new_id(ss_jobs *j);
  * frozen). 0 or SS_ERR_NOMEM. */
 int ss_jobs_slots_adopt(ss_jobs *j, uint64_t id, const ss_job_rec *rec, bool held);
 
-/* Hold (on) or release every job of the sequences whose key satisfies
- * in_range(arg, key, len). */
+/* Set every job's hold from held(arg, key, len): true keeps the sequence's
+ * jobs from Lease (its slot is frozen or owned by another shard). */
 typedef bool (*ss_jobs_slots_pred)(void *arg, const uint8_t *key, size_t len);
-void ss_jobs_slots_hold(ss_jobs *j, ss_jobs_slots_pred in_range, void *arg, bool on);
+void ss_jobs_slots_hold(ss_jobs *j, ss_jobs_slots_pred held, void *arg);
 
 /* May the record of this segment be deleted now? false while it is
  * leased or an op is changing it (it is held so it is not leased again). */

@@ -55,6 +55,8 @@ struct ss_cluster {
     mailbox box;                 /* watcher -> loop */
     uv_async_t async;            /* wakes the loop for box */
     bool async_open;             /* async initialised, not closed */
+    ss_cluster_change_fn on_change; /* after a topology is applied, or NULL */
+    void *on_change_arg;         /* its argument */
 };
 
 static void set_err(char *err, size_t n, const char *fmt, ...)
@@ -467,6 +469,14 @@ static void on_async(uv_async_t *a)
     check_advertise(c);
     SS_LOG(SS_LOG_INFO, "cluster: topology epoch %" PRIu64 " applied: shard '%s' "
            "owns %u slots", now, c->self, c->owned);
+    if (c->on_change)
+        c->on_change(c->on_change_arg);
+}
+
+void ss_cluster_on_change(ss_cluster *c, ss_cluster_change_fn fn, void *arg)
+{
+    c->on_change = fn;
+    c->on_change_arg = arg;
 }
 
 int ss_cluster_start(ss_cluster *c, uv_loop_t *loop, int port)

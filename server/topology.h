@@ -74,6 +74,11 @@ bool ss_cluster_stale(const ss_cluster *c);
 const char *ss_cluster_error(const ss_cluster *c);
 uint64_t ss_cluster_etcd_errors(const ss_cluster *c);
 
+/* Called on the loop thread after a new topology was applied (ownership
+ * may have changed). One callback; NULL to clear. */
+typedef void (*ss_cluster_change_fn)(void *arg);
+void ss_cluster_on_change(ss_cluster *c, ss_cluster_change_fn fn, void *arg);
+
 /* Does this shard own slot? */
 bool ss_cluster_owns(const ss_cluster *c, unsigned slot);
 unsigned ss_cluster_owned_slots(const ss_cluster *c);
