@@ -48,6 +48,8 @@ typedef struct mover {
     char to[SS_TOPO_MAX_ID + 1];     /* target shard id */
     unsigned first, last;        /* the slot range */
     char id[40];                 /* move id (intent) */
+    char runner[40];             /* this run's token (intent "runner") */
+    int64_t intent_rev;          /* mod_revision of the intent as we wrote it */
     uint32_t batch_bytes;        /* SlotExport max_bytes */
     uint32_t wait_ms;            /* wait for the shards to serve the flip */
     uint32_t throttle_ms;        /* pause after every batch */
@@ -139,6 +141,7 @@ static char *intent_json(const mover *m)
     cJSON *o = cJSON_CreateObject();
     char *text = NULL;
     if (o && cJSON_AddStringToObject(o, "id", m->id) &&
+        cJSON_AddStringToObject(o, "runner", m->runner) &&
         cJSON_AddStringToObject(o, "from", m->from) &&
         cJSON_AddStringToObject(o, "to", m->to) &&
         cJSON_AddNumberToObject(o, "first", m->first) &&
@@ -159,6 +162,7 @@ static int load_intent(mover *m, bool have_args, int *found)
     int rc = ss_etcd_get(m->etcd, m->move_key, &val, &len, &rev, NULL, err, sizeof err);
     if (rc == SS_ERR_NOT_FOUND)
         return CLI_EXIT_OK;
+    m->intent_rev = rev;
     if (rc < 0) {
         cli_error("etcd: %s", err);
         return CLI_EXIT_FAIL;
@@ -196,6 +200,55 @@ static int load_intent(mover *m, bool have_args, int *found)
     m->last = l;
     cJSON_Delete(o);
     *found = 1;
+    return CLI_EXIT_OK;
+}
+
+/* Take the recorded move over: our runner token into the intent, by
+ * compare-and-swap on the revision it was read at. A mover still running
+ * the same move sees the record change and stops before its next import. */
+static int take_intent(mover *m)
+{
+    char err[1024], *json = intent_json(m);
+    int64_t rev = 0;
+    if (!json) {
+        cli_error("out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    int rc = ss_etcd_cas(m->etcd, m->move_key, json, strlen(json), m->intent_rev, &rev, err,
+                         sizeof err);
+    free(json);
+    if (rc == SS_ERR_CONFLICT) {
+        cli_error("the move's record changed while this mover read it (another mover?); "
+                  "rerun");
+        return CLI_EXIT_FAIL;
+    }
+    if (rc < 0) {
+        cli_error("etcd: %s", err);
+        return CLI_EXIT_FAIL;
+    }
+    m->intent_rev = rev;
+    return CLI_EXIT_OK;
+}
+
+/* Still our move? A rerun elsewhere takes a move over by rewriting its
+ * record; this one must then stop copying (its imports could land after
+ * the other's flip). */
+static int still_ours(mover *m)
+{
+    char *val = NULL, err[1024];
+    size_t len = 0;
+    int64_t rev = 0;
+    int rc = ss_etcd_get(m->etcd, m->move_key, &val, &len, &rev, NULL, err, sizeof err);
+    free(val);
+    if (rc == SS_ERR_NOT_FOUND || (rc == 0 && rev != m->intent_rev)) {
+        cli_error("another mover took this move over (its record in %s changed); this one "
+                  "stops", m->move_key);
+        return CLI_EXIT_FAIL;
+    }
+    if (rc < 0) {
+        cli_error("etcd: %s", err);
+        return CLI_EXIT_FAIL;
+    }
     return CLI_EXIT_OK;
 }
 
@@ -342,6 +395,10 @@ static int copy_range(mover *m)
                  "export") != CLI_EXIT_OK)
             goto out;
         const Statesaver__V1__SlotExportResponse *x = ex->slot_export;
+        if (x->n_records && still_ours(m) != CLI_EXIT_OK) {
+            ss_client_response_free(ex);
+            goto out;
+        }
         if (x->n_records) {
             im.n_records = x->n_records;
             im.records = x->records; /* borrowed from the export reply */
@@ -549,7 +606,8 @@ static int run(mover *m, bool have_args, bool abort_move)
             cli_error("out of memory");
             return CLI_EXIT_FAIL;
         }
-        int rc = ss_etcd_cas(m->etcd, m->move_key, json, strlen(json), 0, NULL, err, sizeof err);
+        int rc = ss_etcd_cas(m->etcd, m->move_key, json, strlen(json), 0, &m->intent_rev, err,
+                             sizeof err);
         free(json);
         if (rc == SS_ERR_CONFLICT) {
             cli_error("another move was recorded meanwhile; rerun to see it");
@@ -562,6 +620,8 @@ static int run(mover *m, bool have_args, bool abort_move)
         say("intent: move %s of slots %u-%u from %s to %s", m->id, m->first, m->last, m->from,
             m->to);
     } else {
+        if (take_intent(m) != CLI_EXIT_OK)
+            return CLI_EXIT_FAIL;
         say("resuming move %s before its flip", m->id);
     }
     if (connect_shard(m, m->from, &m->src) != CLI_EXIT_OK ||
@@ -571,7 +631,7 @@ static int run(mover *m, bool have_args, bool abort_move)
         return CLI_EXIT_FAIL;
     say("frozen slots %u-%u on %s", m->first, m->last, m->from);
     if (delete_range(m, m->dst, m->to, "leftovers") != CLI_EXIT_OK ||
-        copy_range(m) != CLI_EXIT_OK)
+        copy_range(m) != CLI_EXIT_OK || still_ours(m) != CLI_EXIT_OK)
         return CLI_EXIT_FAIL;
     uint64_t epoch = 0;
     if (flip(m, &epoch) != CLI_EXIT_OK)
@@ -613,6 +673,10 @@ int cli_mover_main(const cli_ctx *ctx, int argc, char **argv)
 
     memset(&m, 0, sizeof m);
     m.ctx = ctx;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    snprintf(m.runner, sizeof m.runner, "%x-%llx", (unsigned)getpid(),
+             (unsigned long long)now.tv_sec * 1000000000ull + (unsigned long long)now.tv_nsec);
     m.batch_bytes = CLI_MOVE_BATCH_BYTES_DEFAULT;
     m.wait_ms = CLI_MOVE_WAIT_MS_DEFAULT;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

@@ -24,7 +24,8 @@ Scenarios (each reports its checks; any failure makes the exit status 1):
                every acknowledged save and every completed segment is there
                exactly once afterwards; also with the mover killed during
                the copy and after the flip, and with the source and the
-               target shard killed during the copy (the mover rerun).
+               target shard killed during the copy (the mover rerun), and a
+               second mover taking the move over while the first copies.
 Usage: test_cluster.py PB2_DIR [scenario...]
 """
 import json
@@ -659,9 +660,24 @@ def test_move(etcd, kill):
         m = subprocess.Popen(mover(cl, *(slow if kill != "none" else args + ["--throttle-ms", 50])),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         trigger = {"mover-copy": "copy s0 -> s1: batch 2", "mover-flip": "flip:",
-                   "source": "copy s0 -> s1: batch 2", "target": "copy s0 -> s1: batch 2"}
+                   "source": "copy s0 -> s1: batch 2", "target": "copy s0 -> s1: batch 2",
+                   "takeover": "copy s0 -> s1: batch 2"}
         out = []
-        if kill != "none":
+        if kill == "takeover":
+            # A second mover resumes the move while the first still copies:
+            # it takes the move over, the first stops before its next import.
+            for line in m.stdout:
+                out.append(line)
+                if trigger[kill] in line:
+                    break
+            r = subprocess.run(mover(cl), capture_output=True, text=True, timeout=180)
+            rest = m.communicate(timeout=120)[0]
+            check(r.returncode == 0 and "done:" in r.stdout,
+                  "%s: the second mover takes the move over and finishes (%s)" %
+                  (label, (r.stderr.strip() or r.stdout.strip())[-200:]))
+            check(m.returncode == 1 and "took this move over" in rest,
+                  "%s: the first mover stops (%s)" % (label, rest.strip()[-200:]))
+        elif kill != "none":
             for line in m.stdout:
                 out.append(line)
                 if trigger[kill] in line:
@@ -711,6 +727,7 @@ SCENARIOS = {
     "move-mover-flip": lambda e: test_move(e, "mover-flip"),
     "move-source": lambda e: test_move(e, "source"),
     "move-target": lambda e: test_move(e, "target"),
+    "move-takeover": lambda e: test_move(e, "takeover"),
 }
 
 
