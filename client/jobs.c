@@ -67,7 +67,8 @@ uint64_t ss_jobs_segments(uint64_t length, uint32_t num_unroll)
 static void build_submit(Statesaver__V1__SubmitRequest *sub, tensor_t *t, ss_req *req,
                          int64_t dims[2], const char *saver, const ss_key *key,
                          uint64_t segment, const float *inputs, uint32_t T,
-                         uint32_t input_size, uint32_t length, bool last)
+                         uint32_t input_size, uint32_t length, bool last,
+                         uint64_t total_length, uint64_t sequence_count)
 {
     Statesaver__V1__SubmitRequest s0 = STATESAVER__V1__SUBMIT_REQUEST__INIT;
     tensor_t t0 = STATESAVER__V1__TENSOR__INIT;
@@ -85,6 +86,8 @@ static void build_submit(Statesaver__V1__SubmitRequest *sub, tensor_t *t, ss_req
     sub->inputs = t;
     sub->length = length;
     sub->last = last;
+    sub->total_length = total_length;     /* 0 = not told (one segment at a time) */
+    sub->sequence_count = sequence_count; /* 0 = not told */
     req->body_case = STATESAVER__V1__REQUEST__BODY_SUBMIT;
     req->submit = sub;
 }
@@ -122,7 +125,7 @@ int ss_client_submit(ss_client *c, const char *saver, const ss_key *key,
     if ((uint64_t)T * input_size > SIZE_MAX / sizeof(float))
         return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: inputs too big");
     build_submit(&sub, &t, &req, dims, saver, key, segment, inputs, T, input_size,
-                 length, last);
+                 length, last, 0, 0);
     rc = ss_client_call(c, &req, 0, &r);
     if (rc < 0)
         return rc;
@@ -173,8 +176,9 @@ static int submit_segment(submit_ctx *x, size_t i, uint64_t s, bool sync, uint64
     tensor_t t;
     ss_req req;
     int64_t dims[2];
+    /* The split knows the whole sequence: SQSS's length and sequence_count. */
     build_submit(&sub, &t, &req, dims, x->saver, &q->key, s, in, x->T, x->input_size,
-                 len, last);
+                 len, last, q->length, ss_jobs_segments(q->length, x->T));
     if (sync)
         return ss_client_call(x->c, &req, 0, resp);
     return ss_client_send(x->c, &req, id);
@@ -468,8 +472,9 @@ static int await_wrap(ss_client *c, ss_resp *resp, bool without_tensors,
         rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
         goto out;
     }
-    if (a->state == STATESAVER__V1__SEGMENT_STATE__SEG_DONE &&
-        !(without_tensors && !a->outputs)) {
+    /* A done segment may have no outputs: asked without tensors, or a
+     * trainer completed it with states only. */
+    if (a->state == STATESAVER__V1__SEGMENT_STATE__SEG_DONE && a->outputs) {
         const tensor_t *o = a->outputs;
         if (!is_f32_matrix(o) || a->length > o->shape[0]) {
             rc = ss_client_fail(c, SS_ERR_PROTO, "await reply: outputs are malformed");

@@ -23,7 +23,9 @@ struct ss_lease {
     ss_resp *resp;                          /* owned response */
     const Statesaver__V1__LeaseResponse *l; /* its lease body */
     char *saver;                            /* owned copy of the saver name */
-    const float **inputs;                   /* per item: aligned inputs */
+    const float **inputs;                   /* per item: aligned inputs (NULL for ids) */
+    const int64_t **ids;                    /* per item: token ids int32/int64 [T] as
+                                             * int64 (owned copies), else NULL */
     const float **states;                   /* per item x state: aligned state */
     void **owned;                           /* copies made for misaligned data */
     size_t n_owned;                         /* used entries of owned */
@@ -39,6 +41,7 @@ void ss_lease_free(ss_lease *l)
         free(l->owned[i]);
     free(l->owned);
     free(l->states);
+    free(l->ids);
     free(l->inputs);
     free(l->saver);
     ss_client_response_free(l->resp);
@@ -55,6 +58,35 @@ static const float *lease_floats(ss_lease *l, const tensor_t *t)
     return p;
 }
 
+/* Token ids: an int32 or int64 tensor [T]. */
+static bool is_id_vector(const tensor_t *t)
+{
+    return t && t->n_shape == 1 &&
+           (t->dtype == STATESAVER__V1__DTYPE__DT_INT32 ||
+            t->dtype == STATESAVER__V1__DTYPE__DT_INT64) &&
+           ss_tensor_check(t) == 0;
+}
+
+/* t's ids widened to int64 (a copy kept in l->owned). */
+static const int64_t *lease_ids(ss_lease *l, const tensor_t *t)
+{
+    size_t n = (size_t)t->shape[0];
+    int64_t *v = malloc((n ? n : 1) * sizeof *v);
+    if (!v)
+        return NULL;
+    for (size_t k = 0; k < n; k++) {
+        if (t->dtype == STATESAVER__V1__DTYPE__DT_INT32) {
+            int32_t x;
+            memcpy(&x, t->data.data + k * sizeof x, sizeof x);
+            v[k] = x;
+        } else {
+            memcpy(&v[k], t->data.data + k * sizeof v[k], sizeof v[k]);
+        }
+    }
+    l->owned[l->n_owned++] = v;
+    return v;
+}
+
 /* Check the lease body and index its tensors. */
 static int lease_index(ss_client *c, ss_lease *l)
 {
@@ -63,18 +95,26 @@ static int lease_index(ss_client *c, ss_lease *l)
     if (ns > SS_STATES_PER_SAVER_MAX)
         return ss_client_fail(c, SS_ERR_PROTO, "lease reply: %zu states", ns);
     l->inputs = calloc(ni ? ni : 1, sizeof *l->inputs);
+    l->ids = calloc(ni ? ni : 1, sizeof *l->ids);
     l->states = calloc(ni * ns + 1, sizeof *l->states);
     l->owned = calloc(ni * (ns + 1) + 1, sizeof *l->owned);
-    if (!l->inputs || !l->states || !l->owned)
+    if (!l->inputs || !l->ids || !l->states || !l->owned)
         return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < ni; i++) {
         const Statesaver__V1__LeasedSegment *it = b->items[i];
-        if (!it || it->key.len == 0 || !is_f32_matrix(it->inputs) ||
+        if (!it || it->key.len == 0 ||
+            (!is_f32_matrix(it->inputs) && !is_id_vector(it->inputs)) ||
             it->length > it->inputs->shape[0] || it->n_states != ns)
             return ss_client_fail(c, SS_ERR_PROTO, "lease reply: item %zu is malformed", i);
-        l->inputs[i] = lease_floats(l, it->inputs);
-        if (!l->inputs[i])
-            return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        if (it->inputs->n_shape == 1) {
+            l->ids[i] = lease_ids(l, it->inputs);
+            if (!l->ids[i])
+                return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        } else {
+            l->inputs[i] = lease_floats(l, it->inputs);
+            if (!l->inputs[i])
+                return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
+        }
         for (size_t s = 0; s < ns; s++) {
             const tensor_t *t = it->states[s];
             if (!t || t->dtype != STATESAVER__V1__DTYPE__DT_FLOAT32 ||
@@ -181,8 +221,9 @@ int ss_lease_item_get(const ss_lease *l, size_t i, ss_lease_item *out)
     out->last = it->last;
     out->attempts = it->attempts;
     out->inputs = l->inputs[i];
+    out->ids = l->ids[i];
     out->rows = (uint32_t)it->inputs->shape[0];
-    out->cols = (uint32_t)it->inputs->shape[1];
+    out->cols = it->inputs->n_shape > 1 ? (uint32_t)it->inputs->shape[1] : 1;
     return 0;
 }
 
@@ -257,19 +298,23 @@ static int complete_run(ss_client *c, const ss_lease *l, const ss_complete_item 
             cs->error = ss_client_unconst(ci->error);
             continue;
         }
-        if (!ci->outputs || ci->out_cols == 0 || (ns > 0 && !ci->states)) {
+        /* Outputs are optional (a trainer completes with states only). */
+        if ((ci->outputs && ci->out_cols == 0) || (ns > 0 && !ci->states)) {
             rc = ss_client_fail(c, SS_ERR_INVALID,
-                                "complete: item %zu has no outputs or states", ci->item);
+                                "complete: item %zu has no states, or outputs of 0 columns",
+                                ci->item);
             goto out;
         }
         tensor_t t0 = STATESAVER__V1__TENSOR__INIT;
-        tensor_t *o = &ts[k * per];
-        *o = t0;
-        odims[k][0] = it->inputs->shape[0];
-        odims[k][1] = ci->out_cols;
-        ss_tensor_borrow(o, STATESAVER__V1__DTYPE__DT_FLOAT32, odims[k], 2, ci->outputs,
-                         (size_t)odims[k][0] * ci->out_cols * sizeof(float));
-        cs->outputs = o;
+        if (ci->outputs) {
+            tensor_t *o = &ts[k * per];
+            *o = t0;
+            odims[k][0] = it->inputs ? it->inputs->shape[0] : it->length;
+            odims[k][1] = ci->out_cols;
+            ss_tensor_borrow(o, STATESAVER__V1__DTYPE__DT_FLOAT32, odims[k], 2, ci->outputs,
+                             (size_t)odims[k][0] * ci->out_cols * sizeof(float));
+            cs->outputs = o;
+        }
         for (size_t s = 0; s < ns; s++) {
             const tensor_t *leased = it->states[s];
             tensor_t *t = &ts[k * per + 1 + s];

@@ -242,9 +242,11 @@ typedef struct ss_lease_item {
     uint32_t length;       /* real rows of inputs (rest padding) */
     bool last;             /* final segment of the sequence */
     uint32_t attempts;     /* earlier failed or expired attempts */
-    const float *inputs;   /* float32 [rows, cols] */
+    const float *inputs;   /* float32 [rows, cols], or NULL when ids */
     uint32_t rows;         /* T of this segment */
-    uint32_t cols;         /* input_size the client sent */
+    uint32_t cols;         /* input_size the client sent (1 for ids) */
+    const int64_t *ids;    /* token ids [rows] (sent as int32 or int64 [T], widened),
+                            * or NULL when inputs */
 } ss_lease_item;
 
 /* Fill *out for item i; SS_ERR_INVALID if out of range. */

@@ -18,8 +18,12 @@ the demo inputs need only the standard library, so they run in the image's
 build stage where numpy is not installed.
 
 usage: make-model.py OUT.safetensors [--cell lstm|gru|basic_rnn]
-           [--input-size N] [--num-units N] [--num-layers N] [--seed N]
+           [--input-size N] [--num-units N|N1,N2,...] [--num-layers N] [--seed N]
            [--reset-after] [--forget-bias F]
+           [--vocab V] [--head-out N] [--head-activation A]
+(--num-units with a list: one size per layer; --vocab: an embedding of V
+rows in front, inputs are token ids; --head-out: a linear head; their
+tensors come after the layers', so the other options give the same bytes.)
        make-model.py OUT.safetensors --preset image   (the image's default model)
        make-model.py --configmap OUT.yaml   (Kubernetes ConfigMap holding it)
        make-model.py --inputs OUT.npy       (demo sequence, float32 [20, 4])
@@ -123,18 +127,26 @@ def state_names(cell, layers):
 
 
 def sized_model_bytes(cell, input_size, num_units, num_layers, seed, reset_after,
-                      forget_bias):
-    """A model of the given sizes with numpy's PCG64 weights."""
+                      forget_bias, vocab=0, head_out=0, head_activation="none"):
+    """A model of the given sizes with numpy's PCG64 weights. num_units: an
+    int (every layer) or a list (one per layer)."""
     import numpy as np  # only here: the image presets run without numpy
     rng = np.random.Generator(np.random.PCG64(seed))
-    scale = 1.0 / np.sqrt(num_units)
+    units = list(num_units) if isinstance(num_units, (list, tuple)) else [num_units] * num_layers
+    scale = 1.0 / np.sqrt(units[0])
     meta = {
         "cell": cell,
         "input_size": str(input_size),
-        "num_units": str(num_units),
+        "num_units": (",".join(str(u) for u in units) if len(set(units)) > 1
+                      else str(units[0])),
         "num_layers": str(num_layers),
         "state_names": ",".join(state_names(cell, num_layers)),
     }
+    if vocab:
+        meta["embedding"] = "true"
+    if head_out:
+        meta["head"] = "linear"
+        meta["head_activation"] = head_activation
     if cell == "lstm":
         meta["forget_bias"] = repr(float(forget_bias))
     if cell == "gru":
@@ -142,14 +154,20 @@ def sized_model_bytes(cell, input_size, num_units, num_layers, seed, reset_after
     header = {"__metadata__": meta}
     blobs = []
     offset = 0
+    tensors = []
     for layer in range(num_layers):
-        in_l = input_size if layer == 0 else num_units
-        for name, shape in layer_tensors(cell, layer, in_l, num_units, reset_after):
-            data = rng.uniform(-scale, scale, size=shape).astype("<f4").tobytes()
-            header[name] = {"dtype": "F32", "shape": shape,
-                            "data_offsets": [offset, offset + len(data)]}
-            offset += len(data)
-            blobs.append(data)
+        in_l = input_size if layer == 0 else units[layer - 1]
+        tensors += layer_tensors(cell, layer, in_l, units[layer], reset_after)
+    if vocab:
+        tensors.append(("embedding/weights", [vocab, input_size]))
+    if head_out:
+        tensors += [("head/kernel", [units[-1], head_out]), ("head/bias", [head_out])]
+    for name, shape in tensors:
+        data = rng.uniform(-scale, scale, size=shape).astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": shape,
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned
     return struct.pack("<Q", len(text)) + text + b"".join(blobs)
@@ -177,18 +195,31 @@ def main(argv):
                          "the size options do not apply)")
     ap.add_argument("--cell", choices=["lstm", "gru", "basic_rnn"], default="lstm")
     ap.add_argument("--input-size", type=int, default=8)
-    ap.add_argument("--num-units", type=int, default=32)
-    ap.add_argument("--num-layers", type=int, default=2)
+    ap.add_argument("--num-units", default="32", help="N, or N1,N2,... one per layer")
+    ap.add_argument("--num-layers", type=int, default=None, help="default 2, or the list's length")
     ap.add_argument("--seed", type=int, default=7450)
     ap.add_argument("--reset-after", action="store_true", help="gru: Keras/cuDNN variant")
     ap.add_argument("--forget-bias", type=float, default=1.0)
+    ap.add_argument("--vocab", type=int, default=0, help="an embedding of V rows in front")
+    ap.add_argument("--head-out", type=int, default=0, help="a linear head of N columns")
+    ap.add_argument("--head-activation", default="none",
+                    choices=["none", "softmax", "log_softmax", "sigmoid", "tanh"])
     a = ap.parse_args(argv[1:])
     if a.preset == "image":
         return write(a.out, model_bytes())
-    if min(a.input_size, a.num_units, a.num_layers) < 1 or a.num_layers > 16:
+    try:
+        units = [int(u) for u in a.num_units.split(",")]
+    except ValueError:
+        ap.error("--num-units: an integer or a comma list of integers")
+    layers = a.num_layers if a.num_layers is not None else (len(units) if len(units) > 1 else 2)
+    if len(units) > 1 and len(units) != layers:
+        ap.error("--num-units lists %d sizes, --num-layers is %d" % (len(units), layers))
+    if min([a.input_size, layers] + units) < 1 or layers > 16 or min(a.vocab, a.head_out) < 0:
         ap.error("sizes must be >= 1 and --num-layers <= 16")
-    return write(a.out, sized_model_bytes(a.cell, a.input_size, a.num_units, a.num_layers,
-                                          a.seed, a.reset_after, a.forget_bias))
+    return write(a.out, sized_model_bytes(a.cell, a.input_size,
+                                          units if len(units) > 1 else units[0], layers,
+                                          a.seed, a.reset_after, a.forget_bias, a.vocab,
+                                          a.head_out, a.head_activation))
 
 
 if __name__ == "__main__":

@@ -443,6 +443,7 @@ static ss_conn_class body_class(int body_case)
     case STATESAVER__V1__REQUEST__BODY_DROP:
     case STATESAVER__V1__REQUEST__BODY_SUBMIT:
     case STATESAVER__V1__REQUEST__BODY_COMPLETE:
+    case STATESAVER__V1__REQUEST__BODY_CANCEL:
         return SS_CONN_CLASS_WRITE;
     default:
         return SS_CONN_CLASS_OTHER;

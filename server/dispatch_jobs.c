@@ -34,6 +34,8 @@ typedef struct jobs_mod {
     bool closing;       /* ss_jobs_close called */
     bool free_pending;  /* the free hook ran before the queue finished closing */
     int sub;            /* commit-events subscription, or -1 */
+    ss_handler_fn drop_fn; /* the state API's Drop handler (wrapped) */
+    void *drop_ctx;     /* its context */
 } jobs_mod;
 
 static int reply_fn(void *arg, Statesaver__V1__Response *resp)
@@ -105,6 +107,41 @@ static void h_complete(ss_request *req, void *ctx)
     ss_jobs *j = jobs_of(req, ctx);
     if (j)
         ss_jobs_complete(j, ss_request_message(req)->complete, reply_fn, req);
+}
+
+static void h_cancel(ss_request *req, void *ctx)
+{
+    ss_jobs *j = jobs_of(req, ctx);
+    if (j)
+        ss_jobs_cancel_seqs(j, ss_request_message(req)->cancel, reply_fn, req);
+}
+
+/* Drop: the job records of the dropped keys (or the whole saver) go too,
+ * in a writer op queued right before the Drop's own. Only a Drop the
+ * state API will accept (the same checks) touches the queue. */
+static void h_drop(ss_request *req, void *ctx)
+{
+    jobs_mod *m = ctx;
+    const Statesaver__V1__DropRequest *b = ss_request_message(req)->drop;
+    const ss_config *cfg = ss_server_config(ss_request_server(req));
+    bool ok = m->jobs && b->saver && b->saver[0] && !(b->all && b->n_keys) &&
+              (b->all || (b->n_keys >= 1 && b->n_keys <= cfg->max_keys));
+    for (size_t k = 0; ok && k < b->n_keys; k++)
+        ok = b->keys[k].len >= SS_KEY_MIN && b->keys[k].len <= cfg->max_key_bytes;
+    ss_bytes kb[64];
+    ss_bytes *keys = b->n_keys <= 64 ? kb : (ok ? calloc(b->n_keys, sizeof *keys) : NULL);
+    if (ok && b->n_keys && keys) {
+        for (size_t k = 0; k < b->n_keys; k++) {
+            keys[k].data = b->keys[k].data;
+            keys[k].len = b->keys[k].len;
+        }
+        ss_jobs_forget(m->jobs, b->saver, b->n_keys, keys, false);
+    } else if (ok && b->all) {
+        ss_jobs_forget(m->jobs, b->saver, 0, NULL, true);
+    }
+    if (keys != kb)
+        free(keys);
+    m->drop_fn(req, m->drop_ctx);
 }
 
 static void h_await(ss_request *req, void *ctx)
@@ -235,6 +272,12 @@ int ss_dispatch_jobs_init(ss_dispatch *d)
     ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_LEASE, h_lease, m);
     ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_COMPLETE, h_complete, m);
     ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_AWAIT_SEGMENT, h_await, m);
+    ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_CANCEL, h_cancel, m);
+    /* Wrap the state API's Drop (registered before the queue starts). */
+    m->drop_fn = d->slots[STATESAVER__V1__REQUEST__BODY_DROP].fn;
+    m->drop_ctx = d->slots[STATESAVER__V1__REQUEST__BODY_DROP].ctx;
+    if (m->drop_fn)
+        ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_DROP, h_drop, m);
     return 0;
 }
 

@@ -189,6 +189,7 @@ static void declare_done(ss_write_op *op, int rc, const char *msg)
             dr.states = m.ptrs;
             dr.idle_ttl_ms = s->idle_ttl_ms;
             dr.keep_final = s->keep_final;
+            dr.max_in_flight = s->max_in_flight;
             ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
             resp.body_case = STATESAVER__V1__RESPONSE__BODY_DECLARE;
             resp.declare = &dr;
@@ -807,6 +808,7 @@ static int list_saver_cb(void *arg, const ss_schema *schema, uint64_t sequences)
     si->states = l->specs[i].ptrs;
     si->idle_ttl_ms = schema->idle_ttl_ms;
     si->keep_final = schema->keep_final;
+    si->max_in_flight = schema->max_in_flight;
     si->sequences = sequences;
     l->saver_ptrs[i] = si;
     l->n++;

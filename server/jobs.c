@@ -18,6 +18,8 @@ void jq_on_timer(uv_timer_t *t)
             jq_expire_lease(j, (lease *)tm);
         } else if (tm->kind == T_HOLD) {
             jq_release_holds(j);
+        } else if (tm->kind == T_WAIT_LEASE && ((waiter *)tm)->delaying) {
+            jq_lease_delay_over(j, (waiter *)tm);
         } else if (tm->kind == T_WAIT_LEASE) {
             waiter *w = (waiter *)tm;
             jq_waiter_unpark(j, w);
@@ -485,6 +487,8 @@ static void free_lease_cb(void *arg, ss_map_node *node)
 {
     lease *ls = (lease *)((char *)node - offsetof(lease, mn));
     (void)arg;
+    for (size_t k = 0; k < ls->n; k++)
+        free(ls->items[k].ckey);
     free(ls->items);
     free(ls);
 }

@@ -106,6 +106,20 @@ void ss_jobs_complete(ss_jobs *j, const Statesaver__V1__CompleteRequest *req,
 void ss_jobs_await(ss_jobs *j, const Statesaver__V1__AwaitRequest *req,
                    ss_jobs_reply_fn cb, void *arg);
 
+/* Cancel sequences (docs/training.md): one writer transaction deletes each
+ * key's job records (queued, leased, done, failed), its context and its
+ * state; queue slots are freed at the commit; a leased segment's later
+ * Complete gets FAILED_PRECONDITION naming it. UNAVAILABLE (retry) while
+ * another write of one of the keys' segments is in flight. */
+void ss_jobs_cancel_seqs(ss_jobs *j, const Statesaver__V1__CancelRequest *req,
+                         ss_jobs_reply_fn cb, void *arg);
+
+/* The queue's side of a Drop: delete the job records (and contexts) of
+ * these keys, or of every sequence of the saver with all. Queued as a
+ * writer op before the Drop's own (call it just before submitting the
+ * Drop); jobs with a write in flight are left alone. No reply. */
+void ss_jobs_forget(ss_jobs *j, const char *saver, size_t n, const ss_bytes *keys, bool all);
+
 /* The client of a parked Lease or Await (the one whose reply argument is
  * arg) went away: answer it now with CANCELLED (the reply is dropped by the
  * caller) instead of at its wait's end. Returns true if such a parked

@@ -53,7 +53,8 @@ static void send_await(const await_view *v, bool without_tensors,
         dims[nf][1] = v->out_cols;
         ss_tensor_borrow(&tens[0], STATESAVER__V1__DTYPE__DT_FLOAT32, dims[nf], 2,
                          v->outputs, (size_t)v->out_rows * v->out_cols * 4u);
-        body.outputs = &tens[0];
+        if (v->out_cols) /* a trainer's Complete stores no outputs */
+            body.outputs = &tens[0];
         for (size_t i = 0; i < nf; i++) {
             const ss_job_tensor *t = &v->finals[i];
             names[i] = jq_dup_bytes(t->name, t->name_len);

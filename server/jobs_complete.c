@@ -112,6 +112,10 @@ void jq_done_complete(ss_jobs *j, jobs_op *op, int rc, const char *msg)
         j->opt.on_saved(j->opt.on_saved_arg, sk.saver, sk.n, sk.keys);
     free(sk.keys);
     jq_finish_patches(j, op);
+    /* Leases ended: under max_in_flight parked Leases may go on now. */
+    saverq *sv = jq_saver_find(j, op->schema->saver);
+    if (sv && sv->max_in_flight)
+        jq_kick(j, sv);
 }
 
 /* ---- the request (loop thread) ----------------------------------------- */
@@ -147,7 +151,19 @@ static size_t find_item(const lease *ls, const Statesaver__V1__CompletedSegment 
                         const char *kbuf, ss_jobs_reply_fn cb, void *arg)
 {
     for (size_t k = 0; k < ls->n; k++) {
-        job *jb = ls->items[k].jb;
+        const lease_item *li = &ls->items[k];
+        if (!li->jb) {
+            if (li->ckey && li->cseg == it->segment && li->ckey_len == it->key.len &&
+                memcmp(li->ckey, it->key.data, it->key.len) == 0) {
+                jq_reply_status(cb, arg, CODE(FAILED_PRECONDITION),
+                                "key %s segment %" PRIu64 " was cancelled while leased "
+                                "(lease %" PRIu64 "): nothing of it is stored", kbuf,
+                                it->segment, ls->id);
+                return ls->n;
+            }
+            continue;
+        }
+        job *jb = li->jb;
         seq *sq = jb->sq;
         if (sq && jb->segment == it->segment && sq->key_len == it->key.len &&
             memcmp(sq->key, it->key.data, it->key.len) == 0)
@@ -165,22 +181,23 @@ static int check_results(const Statesaver__V1__CompletedSegment *it, const job *
                          const ss_schema *schema, const char *kbuf, ss_jobs_reply_fn cb,
                          void *arg)
 {
-    const ss_tensor_msg *o = it->outputs;
-    if (!o || o->dtype != STATESAVER__V1__DTYPE__DT_FLOAT32 || o->n_shape != 2 ||
-        o->shape[0] != (int64_t)jb->in_rows || o->shape[1] < 1 || o->shape[1] > UINT32_MAX ||
-        ss_tensor_check(o) < 0) {
+    const ss_tensor_msg *o = it->outputs; /* optional: a trainer sends states only */
+    if (o && (o->dtype != STATESAVER__V1__DTYPE__DT_FLOAT32 || o->n_shape != 2 ||
+              o->shape[0] != (int64_t)jb->in_rows || o->shape[1] < 1 ||
+              o->shape[1] > UINT32_MAX || ss_tensor_check(o) < 0)) {
         char shp[64] = "none";
-        if (o)
-            ss_shape_format(o->shape, o->n_shape, shp, sizeof shp);
+        ss_shape_format(o->shape, o->n_shape <= SS_TENSOR_MAX_RANK ? o->n_shape : 0, shp,
+                        sizeof shp);
         jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT),
                         "key %s segment %" PRIu64 ": outputs must be float32 [%" PRIu32
                         ", output_size] matching their data; got %s %s", kbuf, it->segment,
-                        jb->in_rows, o ? ss_dtype_name(o->dtype) : "", shp);
+                        jb->in_rows, ss_dtype_name(o->dtype), shp);
         return SS_ERR_INVALID;
     }
     if (it->n_states != schema->n_states) {
         jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT),
-                        "key %s segment %" PRIu64 ": %zu states given, saver %s has %zu",
+                        "key %s segment %" PRIu64 ": states: %zu given, saver %s has %zu "
+                        "(every item carries its final states; outputs are optional)",
                         kbuf, it->segment, it->n_states, schema->saver, schema->n_states);
         return SS_ERR_INVALID;
     }
@@ -218,7 +235,7 @@ static int validate_items(const lease *ls, const Statesaver__V1__CompleteRequest
         ss_keyfmt(kbuf, sizeof kbuf, it->key.data, it->key.len);
         size_t k = find_item(ls, it, kbuf, cb, arg);
         if (k == ls->n)
-            return SS_ERR_INVALID;
+            return SS_ERR_INVALID; /* or cancelled: replied already */
         for (size_t m = 0; m < i; m++)
             if (idx[m] == k) {
                 jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT),
@@ -246,7 +263,8 @@ static int patch_done(patch *p, const Statesaver__V1__CompletedSegment *it, job 
                       const ss_schema *schema)
 {
     size_t ns = schema->n_states;
-    size_t nb = it->key.len + it->outputs->data.len + schema->state_bytes;
+    size_t olen = it->outputs ? it->outputs->data.len : 0;
+    size_t nb = it->key.len + olen + schema->state_bytes;
     p->buf = malloc(nb ? nb : 1);
     p->states = calloc(ns ? ns : 1, sizeof *p->states);
     if (jb->last)
@@ -265,11 +283,14 @@ static int patch_done(patch *p, const Statesaver__V1__CompletedSegment *it, job 
     p->key.data = q;
     p->key.len = it->key.len;
     q += it->key.len;
-    memcpy(q, it->outputs->data.data, it->outputs->data.len);
-    p->outputs = q;
-    p->out_rows = (uint32_t)it->outputs->shape[0];
-    p->out_cols = (uint32_t)it->outputs->shape[1];
-    q += it->outputs->data.len;
+    if (it->outputs) {
+        if (olen)
+            memcpy(q, it->outputs->data.data, olen);
+        p->outputs = q;
+        p->out_rows = (uint32_t)it->outputs->shape[0];
+        p->out_cols = (uint32_t)it->outputs->shape[1];
+        q += olen;
+    }
     for (size_t s = 0; s < ns; s++) {
         const ss_state_spec *sp = &schema->states[s];
         memcpy(q, it->states[s]->data.data, sp->nbytes);

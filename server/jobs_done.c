@@ -38,6 +38,11 @@ void jq_op_free(jobs_op *op)
     }
     free(op->p);
     free(op->already);
+    free(op->saver);
+    free(op->keys);
+    free(op->kbuf);
+    free(op->had_state);
+    free(op->seqs);
     ss_schema_unref(op->schema);
     free(op);
 }

@@ -90,6 +90,7 @@ int jq_reply_ok(ss_jobs_reply_fn cb, void *arg, Statesaver__V1__Response__BodyCa
     case STATESAVER__V1__RESPONSE__BODY_LEASE: resp.lease = body; break;
     case STATESAVER__V1__RESPONSE__BODY_COMPLETE: resp.complete = body; break;
     case STATESAVER__V1__RESPONSE__BODY_AWAIT_SEGMENT: resp.await_segment = body; break;
+    case STATESAVER__V1__RESPONSE__BODY_CANCEL: resp.cancel = body; break;
     default: return SS_ERR_INTERNAL;
     }
     return cb(arg, &resp);
@@ -409,7 +410,7 @@ void jq_release_holds(ss_jobs *j)
 void jq_seq_settle(ss_jobs *j, seq *sq)
 {
     saverq *sv = sq->sv;
-    if (sq->n_jobs == 0) {
+    if (sq->n_jobs == 0 && sq->pins == 0) {
         jq_ctx_delete(j, sq->ctx_id); /* the context goes with the sequence */
         ss_heap_remove(&sv->ready, &sq->rn);
         ss_map_remove(&sv->seqs, &sq->mn);

@@ -11,6 +11,9 @@
  *   jobs_complete.c  Complete and its commit
  *   jobs_await.c     Await, collecting, cancelling parked requests
  *   jobs.c           open (rebuild from disk), Submit, stats, close
+ *   jobs_train.c     the training fields of Submit and Lease (sequences,
+ *                    context records, initial states)
+ *   jobs_cancel.c    Cancel, and the queue's side of a Drop
  * Everything except jobs_ops.c runs on the loop thread. Names here are
  * prefixed jq_ (internal to the queue).
  *
@@ -56,6 +59,8 @@ enum { T_LEASE = 1, T_WAIT_LEASE = 2, T_WAIT_AWAIT = 3, T_HOLD = 4 };
 enum { LI_PENDING = 0, LI_BUSY = 1, LI_DONE = 2 };
 /* Writer op kinds and patch kinds. */
 enum { OP_SUBMIT, OP_COMPLETE, OP_EXPIRE, OP_PROPAGATE, OP_DELETE, OP_CTXDEL, OP_CANCEL };
+/* Bytes of a training extension's header (jobs_train.c). */
+#define JQ_EXT_HEAD 24u
 /* Kinds of a training extension entry (jobs_train.c). */
 enum { JX_INPUTS = 1, JX_SEQ = 2, JX_CTX = 3, JX_INIT = 4 };
 enum { P_INSERT, P_DONE, P_RETRY, P_FAIL, P_DELETE };
@@ -82,6 +87,10 @@ struct waiter {
     saverq *sv;              /* T_WAIT_LEASE: the saver */
     uint32_t max_batch;      /* T_WAIT_LEASE */
     uint32_t lease_ms;       /* T_WAIT_LEASE */
+    uint32_t min_batch;      /* T_WAIT_LEASE: served only with this many ready
+                                while delaying (0/1: anything ready) */
+    bool delaying;           /* T_WAIT_LEASE: the timer is max_delay_ms's */
+    uint32_t wait_after;     /* T_WAIT_LEASE: ms of wait left once the delay ends */
     char worker[WORKER_NAME_MAX]; /* T_WAIT_LEASE, for logs */
     job *jb;                 /* T_WAIT_AWAIT: awaited job */
     bool collect;            /* T_WAIT_AWAIT */
@@ -124,6 +133,7 @@ struct seq {
     uint64_t ctx_id;      /* record id of the sequence's context, 0 = none */
     size_t ctx_len;       /* bytes of its encoded context */
     uint32_t ctx_crc;     /* CRC32C of it (a later Submit must match) */
+    int pins;             /* cancel/drop ops holding it: not freed while > 0 */
 };
 
 struct saverq {
@@ -134,11 +144,17 @@ struct saverq {
     waiter *w_head, *w_tail; /* parked Lease requests, FIFO */
     uint64_t n[J_NSTATES];   /* jobs per in-memory state */
     uint64_t n_collecting;   /* done/failed jobs whose delete is in flight */
+    uint32_t max_in_flight;  /* the schema's cap on leased sequences (cached
+                                at each Lease; 0 = none) */
 };
 
 typedef struct lease_item {
-    job *jb;              /* leased job */
+    job *jb;              /* leased job; NULL once cancelled */
     int st;               /* LI_* */
+    uint8_t *ckey;        /* cancelled: copy of its key (owned), for the
+                             error a later Complete of it gets */
+    size_t ckey_len;      /* bytes of ckey */
+    uint64_t cseg;        /* cancelled: its segment */
 } lease_item;
 
 struct lease {
@@ -152,6 +168,8 @@ struct lease {
     size_t unresolved;    /* items not LI_DONE */
     lease_item *items;    /* n items, owned */
     char worker[WORKER_NAME_MAX]; /* for logs */
+    bool has_cancelled;   /* an item was cancelled: the lease stays until its
+                             deadline so a Complete of it is told so */
 };
 
 typedef struct patch {
@@ -177,6 +195,8 @@ typedef struct patch {
                              P_DONE: the state save was already applied */
     bool conflict;        /* result P_DONE: the state CAS failed */
     char cmsg[SS_STORE_MSG]; /* P_DONE conflict text */
+    seq *sq;              /* P_DELETE of a context record by a cancel: its
+                             sequence (alive: it has a busy job) */
 } patch;
 
 typedef struct jobs_op {
@@ -193,6 +213,13 @@ typedef struct jobs_op {
     patch *p;             /* n patches, owned */
     size_t n_req;         /* OP_COMPLETE: request items */
     bool *already;        /* OP_COMPLETE: reply flags per request item */
+    char *saver;          /* OP_CANCEL: saver (owned copy) */
+    ss_bytes *keys;       /* OP_CANCEL: keys whose state is dropped (data in kbuf) */
+    uint8_t *kbuf;        /* OP_CANCEL: owned key bytes */
+    size_t n_keys;        /* OP_CANCEL: keys */
+    bool *had_state;      /* OP_CANCEL: per key, a state record was dropped */
+    seq **seqs;           /* OP_CANCEL: the sequences touched (n_keys slots) */
+    size_t n_seqs;        /* OP_CANCEL: filled slots */
 } jobs_op;
 
 struct ss_jobs {
@@ -304,6 +331,10 @@ int jq_lease_fit(const ss_jobs *j, const ss_schema *schema, const ss_bytes *key,
                  size_t *need);
 void jq_expire_lease(ss_jobs *j, lease *ls);
 void jq_kick(ss_jobs *j, saverq *sv);
+/* The max_delay_ms of a parked min_batch Lease passed (its timer fired):
+ * serve it with whatever is ready, or keep it parked for the rest of its
+ * wait_ms. */
+void jq_lease_delay_over(ss_jobs *j, waiter *w);
 int jq_reply_empty_lease(ss_jobs_reply_fn cb, void *arg);
 
 /* jobs_await.c */
@@ -357,6 +388,11 @@ void jq_ctx_patch(ss_jobs *j, seq *sq, const jq_train *t, patch *p, const uint8_
                   size_t slen, const uint8_t *key, size_t klen, const uint8_t *blob);
 /* Delete a context record (a writer op of its own; failures are logged). */
 void jq_ctx_delete(ss_jobs *j, uint64_t ctx_id);
+
+/* jobs_cancel.c */
+/* The writer side of a cancel: drop each key's state (one by one, to
+ * count them). Writer thread. */
+int jq_cancel_run_states(jobs_op *op, ss_store_txn *stxn, char msg[SS_STORE_MSG]);
 
 /* jobs.c */
 void jq_on_timer(uv_timer_t *t);

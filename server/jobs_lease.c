@@ -12,6 +12,8 @@ static void lease_free(ss_jobs *j, lease *ls)
         ls->live = false;
     }
     jq_timer_del(j, &ls->t);
+    for (size_t k = 0; k < ls->n; k++)
+        free(ls->items[k].ckey);
     free(ls->items);
     free(ls);
 }
@@ -26,12 +28,16 @@ void jq_lease_resolve(ss_jobs *j, lease *ls, job *jb)
         }
     }
     jb->ls = NULL;
-    if (ls->unresolved == 0)
+    if (ls->unresolved == 0 && !ls->has_cancelled)
         lease_free(j, ls);
 }
 
 void jq_expire_lease(ss_jobs *j, lease *ls)
 {
+    if (ls->unresolved == 0) { /* kept only to name its cancelled items */
+        lease_free(j, ls);
+        return;
+    }
     j->expired++;
     ls->live = false;
     ss_map_remove(&j->leases, &ls->mn);
@@ -487,6 +493,30 @@ static void reply_free(lease_reply *r)
     ss_schema_unref(r->schema);
 }
 
+/* Sequences sv may still lease under its max_in_flight (UINT32_MAX when
+ * it has no cap). Each leased job is a distinct sequence. */
+static uint32_t lease_room(const saverq *sv)
+{
+    if (sv->max_in_flight == 0)
+        return UINT32_MAX;
+    uint64_t leased = sv->n[J_LEASED];
+    return leased >= sv->max_in_flight ? 0 : (uint32_t)(sv->max_in_flight - leased);
+}
+
+/* Ready segments a Lease of sv could get now (heap size within the room). */
+static size_t ready_now(const saverq *sv)
+{
+    size_t n = sv->ready.n, room = lease_room(sv);
+    return n < room ? n : room;
+}
+
+/* May parked waiter w be served now? A min_batch one that is still
+ * delaying waits for min_batch ready segments; the others take any. */
+static bool eligible(const saverq *sv, const waiter *w)
+{
+    return !w->delaying || w->min_batch <= 1 || ready_now(sv) >= w->min_batch;
+}
+
 /* Try to lease up to max_batch ready segments of sv and reply. Returns 1
  * when a reply was sent (items, or an error), 0 when nothing was ready
  * (no reply sent). */
@@ -495,9 +525,19 @@ static int serve(ss_jobs *j, saverq *sv, uint32_t max_batch, uint32_t lease_ms,
 {
     if (!ss_heap_min(&sv->ready))
         return 0;
-    lease_reply r = {.max_batch = max_batch};
-    if (jq_schema_get(j, sv->name, &r.schema, cb, arg) < 0)
+    ss_schema *schema = NULL;
+    if (jq_schema_get(j, sv->name, &schema, cb, arg) < 0)
         return 1;
+    sv->max_in_flight = schema->max_in_flight;
+    uint32_t room = lease_room(sv);
+    if (room == 0) { /* max_in_flight sequences are leased already */
+        ss_schema_unref(schema);
+        return 0;
+    }
+    if (max_batch > room)
+        max_batch = room;
+    lease_reply r = {.max_batch = max_batch};
+    r.schema = schema;
     int ret = 1;
     r.ns = r.schema->n_states;
     r.b = calloc(max_batch, sizeof *r.b);
@@ -555,11 +595,17 @@ void jq_kick(ss_jobs *j, saverq *sv)
     j->kicking = true;
     do {
         j->kick_again = false;
-        while (sv->w_head && ss_heap_min(&sv->ready)) {
+        while (ss_heap_min(&sv->ready) && lease_room(sv) > 0) {
+            /* The first waiter that may be served: a min_batch Lease
+             * still waiting for its batch does not hold up the others. */
+            waiter *w = sv->w_head;
+            while (w && !eligible(sv, w))
+                w = w->next;
+            if (!w)
+                break;
             /* While it is served, the waiter is off the list and the
              * parked map (a cancel from inside its reply cannot find it)
              * but keeps its timer, so a re-park needs no allocation. */
-            waiter *w = sv->w_head;
             jq_waiter_unlink_lease(sv, w);
             ss_map_remove(&j->parked, &w->pn);
             w->parked = false;
@@ -608,22 +654,39 @@ void ss_jobs_lease(ss_jobs *j, const Statesaver__V1__LeaseRequest *req,
     if (!sv)
         return;
     uint32_t max_batch = req->max_batch ? req->max_batch : 1;
+    if (req->min_batch > max_batch) {
+        jq_reply_status(cb, arg, CODE(INVALID_ARGUMENT), "min_batch %" PRIu32 " exceeds "
+                        "max_batch %" PRIu32, req->min_batch, max_batch);
+        return;
+    }
     if (max_batch > j->opt.max_batch)
         max_batch = j->opt.max_batch;
+    uint32_t min_batch = req->min_batch > max_batch ? max_batch : req->min_batch;
+    uint32_t delay = req->max_delay_ms > SS_WAIT_MS_MAX ? SS_WAIT_MS_MAX : req->max_delay_ms;
+    bool delaying = min_batch > 1 && delay > 0;
     uint32_t lease_ms = req->lease_ms ? req->lease_ms : j->opt.lease_ms;
-    if (!sv->w_head && serve(j, sv, max_batch, lease_ms, req->worker, cb, arg))
+    /* Served at once unless a waiter that could be served now is ahead
+     * of it (FIFO), or it waits for a batch that is not ready yet. */
+    bool ahead = false;
+    for (waiter *o = sv->w_head; o && !ahead; o = o->next)
+        ahead = eligible(sv, o);
+    if (!ahead && (!delaying || ready_now(sv) >= min_batch) &&
+        serve(j, sv, max_batch, lease_ms, req->worker, cb, arg))
         return;
     uint32_t wait_ms = req->wait_ms > SS_WAIT_MS_MAX ? SS_WAIT_MS_MAX : req->wait_ms;
-    if (wait_ms == 0) {
+    if (wait_ms == 0 && !delaying) {
         jq_reply_empty_lease(cb, arg);
         return;
     }
-    waiter *w = jq_waiter_new(j, T_WAIT_LEASE, wait_ms, cb, arg);
+    waiter *w = jq_waiter_new(j, T_WAIT_LEASE, delaying ? delay : wait_ms, cb, arg);
     if (!w)
         return;
     w->sv = sv;
     w->max_batch = max_batch;
     w->lease_ms = lease_ms;
+    w->min_batch = min_batch;
+    w->delaying = delaying;
+    w->wait_after = delaying && wait_ms > delay ? wait_ms - delay : 0;
     snprintf(w->worker, sizeof w->worker, "%s", req->worker ? req->worker : "");
     w->prev = sv->w_tail;
     if (sv->w_tail)
@@ -631,4 +694,24 @@ void ss_jobs_lease(ss_jobs *j, const Statesaver__V1__LeaseRequest *req,
     else
         sv->w_head = w;
     sv->w_tail = w;
+}
+
+void jq_lease_delay_over(ss_jobs *j, waiter *w)
+{
+    saverq *sv = w->sv;
+    w->delaying = false;
+    /* The rest of its wait: a timer of 0 answers it empty on the next
+     * pass of the timer loop unless the kick below serves it first. */
+    if (jq_timer_add(j, &w->t, T_WAIT_LEASE, w->wait_after) < 0) {
+        jq_waiter_unlink_lease(sv, w);
+        if (w->parked) {
+            ss_map_remove(&j->parked, &w->pn);
+            w->parked = false;
+        }
+        j->waiting--;
+        jq_reply_empty_lease(w->cb, w->arg);
+        free(w);
+        return;
+    }
+    jq_kick(j, sv);
 }

@@ -4,6 +4,16 @@
  */
 #include "jobs_internal.h"
 
+/* Same named sequences, token ids and initial states (the extension past
+ * its header: total_length and sequence_count are informational, so a
+ * resubmission by a client that does not send them is still identical). */
+static bool ext_same(const ss_job_rec *a, const ss_job_rec *b)
+{
+    size_t la = a->ext_len > JQ_EXT_HEAD ? a->ext_len - JQ_EXT_HEAD : 0;
+    size_t lb = b->ext_len > JQ_EXT_HEAD ? b->ext_len - JQ_EXT_HEAD : 0;
+    return la == lb && (la == 0 || memcmp(a->ext + JQ_EXT_HEAD, b->ext + JQ_EXT_HEAD, la) == 0);
+}
+
 /* Writer thread: apply one patch. */
 static int patch_run(jobs_op *op, patch *p, MDB_txn *txn, ss_store_txn *stxn,
                      char msg[SS_STORE_MSG])
@@ -23,8 +33,7 @@ static int patch_run(jobs_op *op, patch *p, MDB_txn *txn, ss_store_txn *stxn,
         if (old.length == p->rec.length && old.last == p->rec.last &&
             old.in_rows == p->rec.in_rows && old.in_cols == p->rec.in_cols &&
             memcmp(old.inputs, p->rec.inputs, (size_t)old.in_rows * old.in_cols * 4u) == 0 &&
-            old.ext_len == p->rec.ext_len &&
-            (old.ext_len == 0 || memcmp(old.ext, p->rec.ext, old.ext_len) == 0)) {
+            ext_same(&old, &p->rec)) {
             p->already = true;
             return 0;
         }
@@ -103,5 +112,7 @@ int jq_op_run(ss_write_op *base, ss_store_txn *stxn, char msg[SS_STORE_MSG])
         if (rc < 0)
             return rc;
     }
+    if (op->kind == OP_CANCEL)
+        return jq_cancel_run_states(op, stxn, msg);
     return 0;
 }

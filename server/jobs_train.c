@@ -16,7 +16,7 @@
 
 #include "ss_crc32c.h"
 
-#define EXT_HEAD 24u  /* bytes of the blob header */
+#define EXT_HEAD JQ_EXT_HEAD /* bytes of the blob header */
 #define ENT_HEAD 8u   /* bytes of an entry before its dims */
 
 static void put32(uint8_t *p, uint32_t v)

@@ -104,6 +104,7 @@ typedef struct ss_schema {
     size_t n_states;        /* number of specs */
     uint64_t idle_ttl_ms;   /* 0 = sequences never expire */
     bool keep_final;        /* keep the record after a final save */
+    uint32_t max_in_flight; /* job queue: sequences leased at once, 0 = no cap */
     size_t state_bytes;     /* sum of states[i].nbytes */
     int refs;               /* reference count (atomic); use ref/unref */
     uint64_t generation;    /* set when stored: tells a redeclared saver

@@ -190,6 +190,7 @@ int ss_schema_from_declare(const Statesaver__V1__DeclareRequest *req,
     }
     s->idle_ttl_ms = req->idle_ttl_ms;
     s->keep_final = req->keep_final;
+    s->max_in_flight = req->max_in_flight; /* 0 in records older than the field */
     for (size_t i = 0; i < req->n_states; i++) {
         if (!req->states[i]) {
             snprintf(msg, SS_STORE_MSG, "state %zu is missing", i);
@@ -244,7 +245,8 @@ static bool spec_equal(const ss_state_spec *a, const ss_state_spec *b)
 bool ss_schema_equal(const ss_schema *a, const ss_schema *b)
 {
     if (strcmp(a->saver, b->saver) != 0 || a->n_states != b->n_states ||
-        a->idle_ttl_ms != b->idle_ttl_ms || a->keep_final != b->keep_final)
+        a->idle_ttl_ms != b->idle_ttl_ms || a->keep_final != b->keep_final ||
+        a->max_in_flight != b->max_in_flight)
         return false;
     for (size_t i = 0; i < a->n_states; i++)
         if (!spec_equal(&a->states[i], &b->states[i]))
@@ -270,6 +272,11 @@ void ss_schema_diff(const ss_schema *a, const ss_schema *b, char *msg,
         snprintf(msg, size, "keep_final %s vs %s",
                  a->keep_final ? "true" : "false",
                  b->keep_final ? "true" : "false");
+        return;
+    }
+    if (a->max_in_flight != b->max_in_flight) {
+        snprintf(msg, size, "max_in_flight %u vs %u", (unsigned)a->max_in_flight,
+                 (unsigned)b->max_in_flight);
         return;
     }
     for (size_t i = 0; i < a->n_states; i++) {
@@ -345,6 +352,7 @@ int ss_schema_pack(const ss_schema *s, uint64_t generation, uint8_t **out,
     req.n_states = s->n_states;
     req.idle_ttl_ms = s->idle_ttl_ms;
     req.keep_final = s->keep_final;
+    req.max_in_flight = s->max_in_flight;
     size_t n = statesaver__v1__declare_request__get_packed_size(&req);
     buf = malloc(8 + n);
     if (!buf) {

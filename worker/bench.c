@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "pgemm_bf16.h"
+#include "model_run.h"
 #include "ss_error.h"
 #include "unroll.h"
 #include "vmath.h"
@@ -44,7 +45,9 @@
 typedef struct bench_opts {
     ss_cell_kind cell;      /* --cell */
     int input_size;         /* --input-size */
-    int num_units;          /* --num-units */
+    int num_units;          /* --num-units: the largest layer's units */
+    int units[SS_MODEL_MAX_LAYERS]; /* --num-units N1,N2,...: per layer */
+    int n_units;            /* entries of units (1: every layer num_units) */
     int batch;              /* --batch */
     int steps;              /* --steps */
     int layers;             /* --layers */
@@ -58,6 +61,9 @@ typedef struct bench_opts {
     ss_precision prec;      /* --precision */
     ss_unroll_split split;  /* --split */
     ss_bf16_kernel bf16k;   /* --bf16-kernel */
+    int vocab;              /* --vocab: an embedding of that many rows, 0 for none */
+    int head_out;           /* --head-out: a linear head of that width, 0 for none */
+    ss_head_act head_act;   /* --head-activation */
 } bench_opts;
 
 /* Model weights owned by the benchmark (the ss_model points into them). */
@@ -65,16 +71,18 @@ typedef struct bench_model {
     ss_model m;             /* model filled directly, no file */
     float *weights;         /* one block holding every tensor */
     int sizes[2 * SS_MODEL_MAX_LAYERS]; /* state widths */
+    float *io;              /* embedding [vocab, I], head kernel [H, out] and bias [out] */
 } bench_model;
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: statesaver-worker bench --cell lstm|gru|basic_rnn --input-size I\n"
-            "         --num-units H --batch B --steps T [--layers L] [--reset-after]\n"
+            "         --num-units H[,H2,...] --batch B --steps T [--layers L] [--reset-after]\n"
             "         [--activation tanh|relu] [--repeat N] [--threads N]\n"
             "         [--max-mb MB] [--precision fp32|bf16] [--split auto|rows|units]\n"
             "         [--bf16-kernel auto|fma|dpbf16|amx] [--no-sgemm] [--json]\n"
+            "         [--vocab V] [--head-out N] [--head-activation A]\n"
             "Times one unroll of T steps (all lengths = T) against an in-process sgemm\n"
             "of the same flop count; prints medians (and the fastest run). --threads sets\n"
             "the unroll's threads and OpenBLAS's for the sgemm (default: online cores).\n"
@@ -84,7 +92,11 @@ static void usage(FILE *f)
             "registers, the default elsewhere) or dpbf16 (vdpbf16ps).\n"
             "--split forces how threads share the work (default: chosen per batch).\n"
             "--no-sgemm skips the reference sgemm (no ratio is reported).\n"
-            "--max-mb caps the memory allocated (default %d).\n",
+            "--max-mb caps the memory allocated (default %d).\n"
+            "--vocab V puts an embedding of V rows in front (inputs are token ids),\n"
+            "--head-out N a linear head of N columns behind (--head-activation none,\n"
+            "softmax, log_softmax, sigmoid or tanh); then the embedding lookup, the head\n"
+            "product and the whole model are timed too (medians, same repeats).\n",
             SS_BENCH_DEFAULT_MAX_MB);
 }
 
@@ -103,7 +115,8 @@ static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
 static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
 {
     enum { O_CELL = 256, O_IN, O_UNITS, O_BATCH, O_STEPS, O_LAYERS, O_RA, O_ACT,
-           O_REPEAT, O_THREADS, O_MAXMB, O_JSON, O_HELP, O_PREC, O_SPLIT, O_BFK, O_NOSGEMM };
+           O_REPEAT, O_THREADS, O_MAXMB, O_JSON, O_HELP, O_PREC, O_SPLIT, O_BFK, O_NOSGEMM,
+           O_VOCAB, O_HEAD, O_HEADACT };
     static const struct option longopts[] = {
         {"cell", required_argument, NULL, O_CELL},
         {"input-size", required_argument, NULL, O_IN},
@@ -121,11 +134,14 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
         {"split", required_argument, NULL, O_SPLIT},
         {"bf16-kernel", required_argument, NULL, O_BFK},
         {"no-sgemm", no_argument, NULL, O_NOSGEMM},
+        {"vocab", required_argument, NULL, O_VOCAB},
+        {"head-out", required_argument, NULL, O_HEAD},
+        {"head-activation", required_argument, NULL, O_HEADACT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    bool have_cell = false;
+    bool have_cell = false, layers_given = false;
     int mb = 0;
     *o = (bench_opts){.layers = 1, .repeat = SS_BENCH_DEFAULT_REPEAT,
                       .threads = ncpu > 0 ? (int)ncpu : 1, .max_mb = SS_BENCH_DEFAULT_MAX_MB};
@@ -148,10 +164,37 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
             }
             break;
         case O_IN: rc = parse_int("--input-size", optarg, 1, SS_BENCH_MAX_DIM, &o->input_size); break;
-        case O_UNITS: rc = parse_int("--num-units", optarg, 1, SS_BENCH_MAX_DIM, &o->num_units); break;
+        case O_UNITS: {
+            /* N, or a comma list of per-layer sizes */
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", optarg);
+            o->n_units = 0;
+            o->num_units = 0;
+            for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok && !rc;
+                 tok = strtok_r(NULL, ",", &save)) {
+                if (o->n_units == SS_MODEL_MAX_LAYERS) {
+                    fprintf(stderr, "bench: --num-units lists more than %d sizes\n",
+                            SS_MODEL_MAX_LAYERS);
+                    rc = SS_ERR_INVALID;
+                    break;
+                }
+                rc = parse_int("--num-units", tok, 1, SS_BENCH_MAX_DIM, &o->units[o->n_units]);
+                if (!rc && o->units[o->n_units] > o->num_units)
+                    o->num_units = o->units[o->n_units];
+                o->n_units++;
+            }
+            if (!rc && (o->n_units == 0 || optarg[strlen(optarg) - 1] == ',')) {
+                fprintf(stderr, "bench: --num-units must be N or N1,N2,..., got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
+            break;
+        }
         case O_BATCH: rc = parse_int("--batch", optarg, 1, SS_BENCH_MAX_DIM, &o->batch); break;
         case O_STEPS: rc = parse_int("--steps", optarg, 1, SS_BENCH_MAX_DIM, &o->steps); break;
-        case O_LAYERS: rc = parse_int("--layers", optarg, 1, SS_MODEL_MAX_LAYERS, &o->layers); break;
+        case O_LAYERS:
+            rc = parse_int("--layers", optarg, 1, SS_MODEL_MAX_LAYERS, &o->layers);
+            layers_given = true;
+            break;
         case O_RA: o->reset_after = true; break;
         case O_ACT:
             if (!strcmp(optarg, "tanh"))
@@ -174,6 +217,20 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
             }
             break;
         case O_NOSGEMM: o->no_sgemm = true; break;
+        case O_VOCAB: rc = parse_int("--vocab", optarg, 1, 1 << 24, &o->vocab); break;
+        case O_HEAD: rc = parse_int("--head-out", optarg, 1, SS_BENCH_MAX_DIM, &o->head_out); break;
+        case O_HEADACT: {
+            int i = 0;
+            while (i <= SS_HEAD_TANH && strcmp(ss_head_act_name((ss_head_act)i), optarg))
+                i++;
+            if (i > SS_HEAD_TANH) {
+                fprintf(stderr, "bench: --head-activation must be none, softmax, log_softmax, "
+                        "sigmoid or tanh, got '%s'\n", optarg);
+                rc = SS_ERR_INVALID;
+            }
+            o->head_act = (ss_head_act)i;
+            break;
+        }
         case O_BFK:
             if (!strcmp(optarg, "auto"))
                 o->bf16k = SS_BF16_KERNEL_AUTO;
@@ -217,6 +274,14 @@ static int parse_opts(int argc, char **argv, bench_opts *o, bool *help)
         fprintf(stderr, "bench: --cell, --input-size, --num-units, --batch and --steps are required\n");
         return SS_ERR_INVALID;
     }
+    if (o->n_units > 1) {
+        if (layers_given && o->layers != o->n_units) {
+            fprintf(stderr, "bench: --num-units lists %d sizes, --layers is %d\n", o->n_units,
+                    o->layers);
+            return SS_ERR_INVALID;
+        }
+        o->layers = o->n_units;
+    }
     if (o->reset_after && o->cell != SS_CELL_GRU) {
         fprintf(stderr, "bench: --reset-after applies to --cell gru only\n");
         return SS_ERR_INVALID;
@@ -245,10 +310,15 @@ static void fill(float *p, size_t n, float scale, uint64_t *s)
         p[i] = scale * rnd(s);
 }
 
-/* Floats of all weights of one layer (see DESIGN.md layouts). */
-static size_t layer_floats(const bench_opts *o, size_t in)
+/* Units of layer l. */
+static int units_of(const bench_opts *o, int l)
 {
-    size_t H = (size_t)o->num_units;
+    return o->n_units > 1 ? o->units[l] : o->num_units;
+}
+
+/* Floats of all weights of one layer (see DESIGN.md layouts). */
+static size_t layer_floats(const bench_opts *o, size_t in, size_t H)
+{
     switch (o->cell) {
     case SS_CELL_LSTM: return (in + H) * 4 * H + 4 * H;
     case SS_CELL_GRU:
@@ -261,10 +331,11 @@ static size_t layer_floats(const bench_opts *o, size_t in)
 static int build_model(const bench_opts *o, bench_model *bm, double *floats)
 {
     ss_model *m = &bm->m;
-    const size_t H = (size_t)o->num_units;
+    const size_t H0 = (size_t)units_of(o, 0), Hlast = (size_t)units_of(o, o->layers - 1);
     size_t total = 0;
     for (int l = 0; l < o->layers; l++)
-        total += layer_floats(o, l == 0 ? (size_t)o->input_size : H);
+        total += layer_floats(o, l == 0 ? (size_t)o->input_size : (size_t)units_of(o, l - 1),
+                              (size_t)units_of(o, l));
     *floats += (double)total;
     if (*floats * 4.0 > (double)o->max_mb * 1048576.0)
         return SS_ERR_TOO_BIG;
@@ -273,19 +344,39 @@ static int build_model(const bench_opts *o, bench_model *bm, double *floats)
         return SS_ERR_NOMEM;
     uint64_t seed = 0x5eed5eed12345678ull;
     /* Glorot-like scale keeps the gates out of saturation, as in training. */
-    fill(bm->weights, total, 1.0f / sqrtf((float)(H + (size_t)o->input_size)), &seed);
-    *m = (ss_model){.cell = o->cell, .input_size = o->input_size, .num_units = o->num_units,
+    fill(bm->weights, total, 1.0f / sqrtf((float)(H0 + (size_t)o->input_size)), &seed);
+    *m = (ss_model){.cell = o->cell, .input_size = o->input_size, .num_units = (int)H0,
                     .num_layers = o->layers, .activation = o->act, .forget_bias = 1.0f,
-                    .reset_after = o->reset_after, .output_size = o->num_units};
+                    .reset_after = o->reset_after, .output_size = (int)Hlast};
     m->n_states = (size_t)o->layers * (o->cell == SS_CELL_LSTM ? 2 : 1);
     for (size_t i = 0; i < m->n_states; i++)
-        bm->sizes[i] = o->num_units;
+        bm->sizes[i] = units_of(o, (int)(o->cell == SS_CELL_LSTM ? i / 2 : i));
     m->state_sizes = bm->sizes;
+    if (o->vocab || o->head_out) {
+        size_t nio = (size_t)o->vocab * (size_t)o->input_size +
+                     (Hlast + 1) * (size_t)o->head_out;
+        *floats += (double)nio;
+        if (*floats * 4.0 > (double)o->max_mb * 1048576.0)
+            return SS_ERR_TOO_BIG;
+        bm->io = malloc((nio ? nio : 1) * sizeof(float));
+        if (!bm->io)
+            return SS_ERR_NOMEM;
+        fill(bm->io, nio, 1.0f / sqrtf((float)H0), &seed);
+        m->embedding = o->vocab > 0;
+        m->vocab = o->vocab;
+        m->emb = o->vocab ? bm->io : NULL;
+        m->head_out = o->head_out;
+        m->head_act = o->head_act;
+        m->head_kernel = o->head_out ? bm->io + (size_t)o->vocab * (size_t)o->input_size : NULL;
+        m->head_bias = o->head_out ? m->head_kernel + Hlast * (size_t)o->head_out : NULL;
+    }
     float *p = bm->weights;
     for (int l = 0; l < o->layers; l++) {
         ss_layer *ly = &m->layers[l];
-        size_t in = l == 0 ? (size_t)o->input_size : H;
+        size_t in = l == 0 ? (size_t)o->input_size : (size_t)units_of(o, l - 1);
+        const size_t H = (size_t)units_of(o, l);
         ly->in = (int)in;
+        ly->H = (int)H;
         switch (o->cell) {
         case SS_CELL_LSTM:
             ly->kernel = p; p += (in + H) * 4 * H;
@@ -334,13 +425,71 @@ static double median(double *v, int n)
 /* The unroll's matrix products without the recurrence (see top comment). */
 static void ref_sgemm(const bench_opts *o, const float *a, const float *w, float *c)
 {
-    const int TB = o->steps * o->batch, H = o->num_units;
+    const int TB = o->steps * o->batch;
     const int G = o->cell == SS_CELL_LSTM ? 4 : o->cell == SS_CELL_GRU ? 3 : 1;
     for (int l = 0; l < o->layers; l++) {
-        int K = (l == 0 ? o->input_size : H) + H;
+        const int H = units_of(o, l);
+        int K = (l == 0 ? o->input_size : units_of(o, l - 1)) + H;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, TB, G * H, K, 1.0f, a, K,
                     w, G * H, 0.0f, c, G * H);
     }
+}
+
+/* Medians of the embedding lookup, the head and the whole model. */
+typedef struct bench_io {
+    double embed;           /* s per chunk: ids -> inputs */
+    double head;            /* s per chunk: the head product, bias, activation */
+    double model;           /* s per chunk: ss_mrun_run (all three) */
+} bench_io;
+
+/* Time the embedding, the head and the whole model on the model's
+ * precision and threads (y holds T*B rows of RNN output to feed the head;
+ * x is overwritten by the lookup). */
+static int time_io(const bench_opts *o, const ss_model *m, float *x, float *y,
+                   const float *const *sin, float *const *sout, double *times, bench_io *io)
+{
+    const size_t TB = (size_t)o->steps * (size_t)o->batch;
+    ss_mrun *r = NULL;
+    int64_t *ids = NULL;
+    float *out = NULL;
+    int rc = ss_mrun_new(&r, m, o->prec, NULL);
+    if (!rc)
+        rc = ss_unroll_set_threads(ss_mrun_unroll(r), o->threads);
+    if (rc)
+        goto out;
+    ss_unroll_set_split(ss_mrun_unroll(r), o->split);
+    ids = malloc(TB * sizeof *ids);
+    out = malloc(TB * (size_t)ss_model_out_width(m) * sizeof *out);
+    if (!ids || !out) {
+        rc = SS_ERR_NOMEM;
+        goto out;
+    }
+    uint64_t seed = 7;
+    for (size_t i = 0; i < TB; i++)
+        ids[i] = o->vocab ? (int64_t)((rnd(&seed) * 0.5f + 0.5f) * (float)(o->vocab - 1)) : 0;
+    for (int part = 0; part < 3 && !rc; part++) {
+        if ((part == 0 && !o->vocab) || (part == 1 && !o->head_out))
+            continue;
+        for (int i = 0; i < SS_BENCH_WARMUP + o->repeat && !rc; i++) {
+            double t0 = now_s();
+            if (part == 0)
+                rc = ss_mrun_embed(m, ids, TB, x, NULL);
+            else if (part == 1)
+                rc = ss_mrun_head(r, o->steps, o->batch, y, NULL, out);
+            else
+                rc = ss_mrun_run(r, o->steps, o->batch, o->vocab ? NULL : x,
+                                 o->vocab ? ids : NULL, NULL, sin, out, sout, NULL);
+            if (i >= SS_BENCH_WARMUP)
+                times[i - SS_BENCH_WARMUP] = now_s() - t0;
+        }
+        double t = median(times, o->repeat);
+        *(part == 0 ? &io->embed : part == 1 ? &io->head : &io->model) = t;
+    }
+out:
+    free(out);
+    free(ids);
+    ss_mrun_free(r);
+    return rc;
 }
 
 int ss_bench_main(int argc, char **argv)
@@ -442,6 +591,15 @@ int ss_bench_main(int argc, char **argv)
         }
         t_ref = median(times, o.repeat);
     }
+    bench_io io = {NAN, NAN, NAN};
+    /* The model workspace of time_io starts threads of its own: park none
+     * of the unroll's meanwhile (split and kernel are noted above). */
+    if ((o.vocab || o.head_out) && o.threads > 1)
+        ss_unroll_set_threads(u, 1);
+    if ((o.vocab || o.head_out) && (rc = time_io(&o, &bm.m, x, y, sin, sout, times, &io))) {
+        fprintf(stderr, "bench: embedding/head: %s\n", ss_strerror(rc));
+        goto out;
+    }
     double flops = ss_unroll_flops(&bm.m, o.steps, o.batch);
     double gf = flops / t_unroll * 1e-9, gf_ref = flops / t_ref * 1e-9;
     static const char *const cells[] = {"basic_rnn", "lstm", "gru"};
@@ -454,6 +612,14 @@ int ss_bench_main(int argc, char **argv)
         cJSON_AddStringToObject(j, "cell", cells[o.cell]);
         cJSON_AddNumberToObject(j, "input_size", o.input_size);
         cJSON_AddNumberToObject(j, "num_units", o.num_units);
+        if (o.n_units > 1) {
+            char list[256];
+            size_t off = 0;
+            for (int l = 0; l < o.n_units && off < sizeof list; l++)
+                off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", l ? "," : "",
+                                        o.units[l]);
+            cJSON_AddStringToObject(j, "num_units_list", list);
+        }
         cJSON_AddNumberToObject(j, "batch", o.batch);
         cJSON_AddNumberToObject(j, "steps", o.steps);
         cJSON_AddNumberToObject(j, "layers", o.layers);
@@ -470,6 +636,17 @@ int ss_bench_main(int argc, char **argv)
             cJSON_AddNumberToObject(j, "ratio", gf / gf_ref);
         }
         cJSON_AddBoolToObject(j, "reset_after", o.reset_after);
+        if (o.vocab) {
+            cJSON_AddNumberToObject(j, "vocab", o.vocab);
+            cJSON_AddNumberToObject(j, "ms_embedding", io.embed * 1e3);
+        }
+        if (o.head_out) {
+            cJSON_AddNumberToObject(j, "head_out", o.head_out);
+            cJSON_AddStringToObject(j, "head_activation", ss_head_act_name(o.head_act));
+            cJSON_AddNumberToObject(j, "ms_head", io.head * 1e3);
+        }
+        if (o.vocab || o.head_out)
+            cJSON_AddNumberToObject(j, "ms_model", io.model * 1e3);
         cJSON_AddNumberToObject(j, "repeat", o.repeat);
         cJSON_AddStringToObject(j, "blas_core", openblas_get_corename());
         cJSON_AddStringToObject(j, "vmath", ss_vmath_isa());
@@ -489,6 +666,12 @@ int ss_bench_main(int argc, char **argv)
                o.num_units, o.batch, o.steps, o.layers, o.threads, ss_precision_name(o.prec),
                kernel, split, t_unroll * 1e3, t_min * 1e3, gf, gf_ref, gf / gf_ref, o.repeat,
                openblas_get_corename(), ss_vmath_isa());
+        if (o.vocab || o.head_out)
+            printf("embedding (vocab %d) %.3f ms, head (%d, %s) %.3f ms, whole model %.3f ms "
+                   "per chunk (medians)\n",
+                   o.vocab, o.vocab ? io.embed * 1e3 : 0.0, o.head_out,
+                   ss_head_act_name(o.head_act), o.head_out ? io.head * 1e3 : 0.0,
+                   io.model * 1e3);
     }
     status = 0;
 out:
@@ -496,5 +679,6 @@ out:
     free(times);
     free(buf);
     free(bm.weights);
+    free(bm.io);
     return status;
 }

@@ -41,21 +41,43 @@ typedef struct ss_layer {
     const float *w_f_diag;   /* lstm peepholes [H] */
     const float *w_o_diag;   /* lstm peepholes [H] */
     const float *proj;       /* lstm num_proj: projection/kernel [H, P] */
+    int H;                   /* num_units of this layer (0 in a hand-built
+                              * model: ss_model_units() falls back to num_units) */
+    int P;                   /* lstm num_proj of this layer, 0 for none (in a
+                              * hand-built model with H == 0: num_proj) */
 } ss_layer;
+
+/* Output head after the RNN stack. */
+typedef enum ss_head_act {
+    SS_HEAD_NONE = 0,        /* identity */
+    SS_HEAD_SOFTMAX = 1,     /* softmax over the out columns of a row */
+    SS_HEAD_LOG_SOFTMAX = 2, /* log of the softmax */
+    SS_HEAD_SIGMOID = 3,     /* element-wise */
+    SS_HEAD_TANH = 4,        /* element-wise */
+} ss_head_act;
 
 typedef struct ss_model {
     ss_cell_kind cell;       /* cell type */
     int input_size;          /* width of x */
-    int num_units;           /* H */
+    int num_units;           /* H of layer 0 (every layer unless layers[l].H is set) */
     int num_layers;          /* stacked layers (MultiRNNCell) */
     ss_activation activation; /* tanh or relu */
     float forget_bias;       /* lstm, default 1.0 */
     bool use_peepholes;      /* lstm */
     bool has_cell_clip;      /* lstm: cell_clip given */
     float cell_clip;         /* lstm: clip value when has_cell_clip */
-    int num_proj;            /* lstm: P, or 0 for none */
+    int num_proj;            /* lstm: P of layer 0, or 0 for none (every layer
+                              * unless layers[l].H is set) */
     bool reset_after;        /* gru variant */
-    int output_size;         /* P for lstm with projection, else H */
+    int output_size;         /* of the RNN stack: the last layer's P (lstm
+                              * with projection) or H */
+    bool embedding;          /* inputs are token ids looked up in emb */
+    int vocab;               /* embedding rows */
+    const float *emb;        /* embedding/weights [vocab, input_size] */
+    int head_out;            /* head: output columns, 0 for no head */
+    ss_head_act head_act;    /* head activation */
+    const float *head_kernel; /* head/kernel [output_size, head_out] */
+    const float *head_bias;  /* head/bias [head_out] */
     size_t n_states;         /* lstm: 2 per layer (c, h); else 1 per layer */
     char **state_names;      /* n_states names, flattened TF order */
     int *state_sizes;        /* n_states widths (per sequence, floats) */
@@ -69,5 +91,17 @@ typedef struct ss_model {
  * expected, into err (errsz bytes, NUL-terminated). */
 int ss_model_load(const char *path, ss_model **out, char *err, size_t errsz);
 void ss_model_free(ss_model *m); /* accepts NULL */
+
+/* Units H of layer l (layers[l].H, or num_units when that is 0). */
+int ss_model_units(const ss_model *m, int l);
+/* Projection width of layer l, 0 for none. */
+int ss_model_proj(const ss_model *m, int l);
+/* Output width of layer l: its projection, else its H. */
+int ss_model_layer_out(const ss_model *m, int l);
+/* Width of what the model finally outputs: head_out with a head, else
+ * output_size. */
+int ss_model_out_width(const ss_model *m);
+/* "none", "softmax", ... */
+const char *ss_head_act_name(ss_head_act a);
 
 #endif

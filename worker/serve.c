@@ -33,6 +33,7 @@
 
 #include "ss_error.h"
 #include "ss_log.h"
+#include "ss_limits.h"
 #include "ss_token.h"
 #include "statesaver.pb-c.h" /* status codes (STATESAVER__V1__CODE__*) */
 #include "statesaver_jobs.h"
@@ -112,6 +113,65 @@ static void backoff(worker *w)
     nap(ss_backoff_next(&w->backoff));
 }
 
+/* The saver exists with a schema other than the one this worker declares
+ * (initial values, keep_final or a TTL of its own). It is fine to serve
+ * when its state names, dtypes and shapes are the model's: compare them
+ * (from a List of the savers). 1 = they match, 0 = they differ (why says
+ * how), negative = the list failed. */
+static int saver_matches(worker *w, char *why, size_t whysz)
+{
+    ss_list_result *lr = NULL;
+    char after[SS_SAVER_NAME_MAX + 1] = "";
+    int found = -1;
+    snprintf(why, whysz, "saver %s not found in the list of savers", w->o.saver);
+    for (int page = 0; page < 100000 && found < 0; page++) {
+        ss_key k = {.data = after, .len = strlen(after)};
+        int rc = ss_client_list(w->c, NULL, NULL, after[0] ? &k : NULL, 0, &lr);
+        if (rc < 0)
+            return rc;
+        size_t n = ss_list_result_savers(lr);
+        for (size_t i = 0; i < n && found < 0; i++) {
+            ss_saver_info si;
+            if (ss_list_result_saver(lr, i, &si) < 0)
+                continue;
+            if (strcmp(si.name, w->o.saver) != 0) {
+                snprintf(after, sizeof after, "%s", si.name); /* the next page starts after it */
+                continue;
+            }
+            found = 1;
+            if (si.n_states != w->m->n_states) {
+                snprintf(why, whysz, "it has %zu states, model %s has %zu", si.n_states,
+                         w->o.model, w->m->n_states);
+                found = 0;
+                break;
+            }
+            for (size_t j = 0; j < si.n_states; j++) {
+                int dt = 0;
+                const int64_t *shape = NULL;
+                size_t rank = 0;
+                const char *nm = ss_list_result_saver_state(lr, i, j, &dt, &shape, &rank);
+                if (!nm || strcmp(nm, w->m->state_names[j]) != 0 || dt != SS_DTYPE_FLOAT32 ||
+                    rank != 1 || !shape || shape[0] != w->m->state_sizes[j]) {
+                    snprintf(why, whysz,
+                             "its state %zu is '%s' (dtype %d, rank %zu, first dim %lld), "
+                             "model %s has '%s' float32 [%d]",
+                             j, nm ? nm : "?", dt, rank,
+                             shape && rank ? (long long)shape[0] : -1LL, w->o.model,
+                             w->m->state_names[j], w->m->state_sizes[j]);
+                    found = 0;
+                    break;
+                }
+            }
+        }
+        bool more = ss_list_result_more(lr);
+        ss_list_result_free(lr);
+        lr = NULL;
+        if (!more || n == 0)
+            break;
+    }
+    return found < 0 ? 0 : found;
+}
+
 /* Connect and declare the schema. 0 when connected; SS_ERR_CONFLICT for a
  * schema conflict (fatal); another negative code for a failure worth
  * retrying after a backoff. */
@@ -149,10 +209,22 @@ static int connect_declare(worker *w)
     rc = ss_client_declare(w->c, w->o.saver, defs, w->m->n_states, w->o.ttl_ms, false,
                            &created);
     if (rc == SS_ERR_STATUS(STATESAVER__V1__CODE__ALREADY_EXISTS)) {
-        SS_LOG(SS_LOG_ERROR, "serve: saver %s exists with a schema that differs from model %s: %s",
-               w->o.saver, w->o.model, ss_client_last_error(w->c));
-        disconnect(w);
-        return SS_ERR_CONFLICT;
+        char why[SERVE_ERRSZ], declared[SERVE_ERRSZ];
+        snprintf(declared, sizeof declared, "%s", ss_client_last_error(w->c));
+        int mrc = saver_matches(w, why, sizeof why);
+        if (mrc == 1) {
+            SS_LOG(SS_LOG_INFO, "serve: saver %s exists with its own initial values, keep_final "
+                   "or TTL; its state names, dtypes and shapes are model %s's: serving it",
+                   w->o.saver, w->o.model);
+            rc = 0;
+        } else if (mrc == 0) {
+            SS_LOG(SS_LOG_ERROR, "serve: saver %s exists with a schema that differs from model "
+                   "%s: %s (%s)", w->o.saver, w->o.model, why, declared);
+            disconnect(w);
+            return SS_ERR_CONFLICT;
+        } else {
+            rc = mrc;
+        }
     }
     if (rc < 0) {
         bool first = w->connect_failures++ == 0;
@@ -461,7 +533,7 @@ int ss_serve_main(int argc, char **argv)
     }
     status = SS_SERVE_EXIT_FAIL;
     double check_err = 0.0;
-    if ((rc = ss_unroll_new_prec(&w.u, w.m, w.o.precision, &check_err)) < 0) {
+    if ((rc = ss_mrun_new(&w.mr, w.m, w.o.precision, &check_err)) < 0) {
         if (rc == SS_ERR_INTERNAL)
             fprintf(stderr, "serve: %s: bf16 self-check failed: worst difference from fp32 %g "
                     "exceeds the bound %g; refusing to serve in bf16\n", w.o.model, check_err,
@@ -472,14 +544,14 @@ int ss_serve_main(int argc, char **argv)
     }
     if (w.o.precision == SS_PRECISION_BF16)
         SS_LOG(SS_LOG_INFO, "serve: precision bf16 (%s kernel), self-check worst difference %.3g "
-               "(bound %g)", ss_unroll_kernel(w.u), check_err, SS_UNROLL_BF16_TOL);
+               "(bound %g)", ss_unroll_kernel(ss_mrun_unroll(w.mr)), check_err, SS_UNROLL_BF16_TOL);
     if (w.o.threads > 0) {
         openblas_set_num_threads(w.o.threads);
     } else if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("OMP_NUM_THREADS")) {
         openblas_set_num_threads(SS_UNROLL_DEFAULT_THREADS);
     }
     /* The unroll runs on its own threads (not OpenBLAS's): the same count. */
-    if ((rc = ss_unroll_set_threads(w.u, w.o.threads > 0 ? w.o.threads
+    if ((rc = ss_unroll_set_threads(ss_mrun_unroll(w.mr), w.o.threads > 0 ? w.o.threads
                                                            : openblas_get_num_threads())) < 0) {
         fprintf(stderr, "serve: %s\n", ss_strerror(rc));
         goto out;
@@ -496,10 +568,17 @@ int ss_serve_main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    SS_LOG(SS_LOG_INFO, "serve: model %s (%s, input_size %d, output_size %d, %zu states), "
+    char io[96] = "";
+    if (w.m->embedding)
+        snprintf(io, sizeof io, ", token ids of vocab %d", w.m->vocab);
+    if (w.m->head_out)
+        snprintf(io + strlen(io), sizeof io - strlen(io), ", head %s",
+                 ss_head_act_name(w.m->head_act));
+    SS_LOG(SS_LOG_INFO, "serve: model %s (%s, input_size %d, output_size %d, %zu states%s), "
            "saver %s, server %s, batch %u", w.o.model,
            w.m->cell == SS_CELL_LSTM ? "lstm" : w.m->cell == SS_CELL_GRU ? "gru" : "basic_rnn",
-           w.m->input_size, w.m->output_size, w.m->n_states, w.o.saver, w.o.server, w.o.batch);
+           w.m->input_size, ss_model_out_width(w.m), w.m->n_states, io, w.o.saver, w.o.server,
+           w.o.batch);
     if (w.o.metrics_listen) {
         uint64_t stall = 2ull * w.o.timeout_ms + w.o.wait_ms +
                          (w.o.lease_ms ? w.o.lease_ms : 60000u) + SS_SERVE_STALL_SLACK_MS;
@@ -526,7 +605,7 @@ out:
     ss_serve_times_free(&w.lt);
     disconnect(&w);
     ss_serve_metrics_stop(w.metrics);
-    ss_unroll_free(w.u);
+    ss_mrun_free(w.mr);
     ss_model_free(w.m);
     ss_token_free(w.token, w.token_len);
     return status;

@@ -3,8 +3,11 @@
  * group is assembled time-major [T, B, I] with its lengths and states
  * [B, size], unrolled once, and scattered back to per-item outputs [T, O]
  * and states. An item the model cannot run (wrong input width, wrong
- * state sizes) gets an error text instead, so the server counts the
- * attempt and its poison limit applies; the other items are unaffected.
+ * state sizes, a token id outside the embedding) gets an error text
+ * instead, so the server counts the attempt and its poison limit applies;
+ * the other items are unaffected. A model with an embedding takes token
+ * ids [T] (item_ids); a head's product runs once over the group's T*B
+ * rows (model_run.c).
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -35,13 +38,64 @@ void ss_serve_results_free(results *r)
     memset(r, 0, sizeof *r);
 }
 
+/* The token ids of item it into ids[0..it->rows) (rows past its length
+ * are padding: 0). 0, or SS_ERR_INVALID with why filled. */
+static int item_ids(const worker *w, const ss_lease_item *it, int64_t *ids, char *why,
+                    size_t size)
+{
+    const ss_model *m = w->m;
+    for (uint32_t t = 0; t < it->rows; t++) {
+        int64_t v = 0;
+        if (t < it->length) {
+            if (it->ids)
+                v = it->ids[t];
+            else {
+                float f = it->inputs[t];
+                /* float32 [T, 1] holding whole numbers is accepted too. */
+                if (!(f >= -1e18f && f <= 1e18f) || f != (float)(int64_t)f) {
+                    snprintf(why, size, "input %u is %g, model %s expects token ids", t,
+                             (double)f, w->o.model);
+                    return SS_ERR_INVALID;
+                }
+                v = (int64_t)f;
+            }
+            if (v < 0 || v >= m->vocab) {
+                snprintf(why, size, "token id %lld at step %u is outside [0, %d) (vocab of %s)",
+                         (long long)v, t, m->vocab, w->o.model);
+                return SS_ERR_INVALID;
+            }
+        }
+        ids[t] = v;
+    }
+    return 0;
+}
+
 /* Why item i cannot run on this model ("" if it can). */
 static void check_item(const worker *w, const ss_lease *l, size_t i, char *why, size_t size)
 {
     ss_lease_item it;
     why[0] = '\0';
     ss_lease_item_get(l, i, &it);
-    if (it.cols != (uint32_t)w->m->input_size) {
+    if (w->m->embedding) {
+        if (!it.ids && it.cols != 1) {
+            snprintf(why, size, "inputs have %u columns, model %s (embedding) expects token "
+                     "ids [T]", it.cols, w->o.model);
+            return;
+        }
+        int64_t *ids = malloc(((size_t)it.rows + 1) * sizeof *ids);
+        if (!ids) {
+            snprintf(why, size, "out of memory");
+            return;
+        }
+        item_ids(w, &it, ids, why, size);
+        free(ids);
+        if (why[0])
+            return;
+    } else if (it.ids) {
+        snprintf(why, size, "inputs are token ids, model %s has no embedding (expects float32 "
+                 "[T, %d])", w->o.model, w->m->input_size);
+        return;
+    } else if (it.cols != (uint32_t)w->m->input_size) {
         snprintf(why, size, "inputs have %u columns, model %s expects input_size %d", it.cols,
                  w->o.model, w->m->input_size);
         return;
@@ -69,15 +123,20 @@ static int run_group(worker *w, const ss_lease *l, results *r, const size_t *idx
                      uint32_t T)
 {
     const ss_model *m = w->m;
-    size_t in_w = (size_t)m->input_size, out_w = (size_t)m->output_size, ns = m->n_states;
+    size_t in_w = (size_t)m->input_size, out_w = (size_t)ss_model_out_width(m);
+    size_t ns = m->n_states;
     float *x = NULL, *y = NULL, *st[SS_MODEL_MAX_LAYERS * 2] = {0};
     int32_t *len = NULL;
+    int64_t *ids = NULL;
     int rc = SS_ERR_NOMEM;
 
-    x = malloc((size_t)T * B * in_w * sizeof *x);
+    if (m->embedding)
+        ids = malloc(((size_t)T * B + 1) * sizeof *ids);
+    else
+        x = malloc((size_t)T * B * in_w * sizeof *x);
     y = malloc((size_t)T * B * out_w * sizeof *y);
     len = malloc(B * sizeof *len);
-    if (!x || !y || !len)
+    if ((!x && !ids) || !y || !len)
         goto out;
     for (size_t s = 0; s < ns; s++)
         if (!(st[s] = malloc(B * (size_t)m->state_sizes[s] * sizeof(float))))
@@ -86,13 +145,32 @@ static int run_group(worker *w, const ss_lease *l, results *r, const size_t *idx
         ss_lease_item it;
         ss_lease_item_get(l, idx[b], &it);
         len[b] = (int32_t)it.length;
-        for (uint32_t t = 0; t < T; t++)
-            memcpy(x + ((size_t)t * B + b) * in_w, it.inputs + (size_t)t * in_w, in_w * sizeof *x);
+        if (ids) {
+            char why[SERVE_REASON_MAX];
+            int64_t one[1];
+            for (uint32_t t = 0; t < T; t++) {
+                ss_lease_item row = it;
+                /* one step at a time into the time-major [T, B] ids */
+                row.rows = 1;
+                row.length = t < it.length ? 1 : 0;
+                row.inputs = it.inputs ? it.inputs + t : NULL;
+                row.ids = it.ids ? it.ids + t : NULL;
+                if (item_ids(w, &row, one, why, sizeof why) < 0) {
+                    rc = SS_ERR_INVALID; /* checked before: cannot happen */
+                    goto out;
+                }
+                ids[(size_t)t * B + b] = one[0];
+            }
+        } else {
+            for (uint32_t t = 0; t < T; t++)
+                memcpy(x + ((size_t)t * B + b) * in_w, it.inputs + (size_t)t * in_w,
+                       in_w * sizeof *x);
+        }
         for (size_t s = 0; s < ns; s++)
             memcpy(st[s] + b * (size_t)m->state_sizes[s], ss_lease_item_state(l, idx[b], s, NULL),
                    (size_t)m->state_sizes[s] * sizeof(float));
     }
-    rc = ss_unroll_run(w->u, (int)T, (int)B, x, len, (const float *const *)st, y, st);
+    rc = ss_mrun_run(w->mr, (int)T, (int)B, x, ids, len, (const float *const *)st, y, st, NULL);
     if (rc < 0)
         goto out;
     for (size_t b = 0; b < B; b++) {
@@ -127,6 +205,7 @@ out:
     free(len);
     free(y);
     free(x);
+    free(ids);
     return rc;
 }
 

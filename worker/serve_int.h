@@ -15,6 +15,7 @@
 #include "serve_metrics.h"
 #include "ss_backoff.h"
 #include "statesaver_jobs.h"
+#include "model_run.h"
 #include "unroll.h"
 
 /* Bytes of an error message buffer. */
@@ -66,7 +67,7 @@ typedef struct lease_times {
 typedef struct worker {
     serve_opts o;           /* options */
     ss_model *m;            /* loaded model */
-    ss_unroll *u;           /* unroll workspace (reused) */
+    ss_mrun *mr;            /* model workspace: embedding, unroll, head (reused) */
     char *token;            /* auth token (owned) or NULL */
     size_t token_len;       /* bytes of token */
     char name[128];         /* worker name for the server's logs */

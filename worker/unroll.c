@@ -85,18 +85,19 @@ static int check_model(const ss_model *m)
         return SS_ERR_INVALID;
     if (m->num_proj > 0 && m->cell != SS_CELL_LSTM)
         return SS_ERR_INVALID;
-    int P = m->num_proj > 0 ? m->num_proj : m->num_units;
-    if (m->output_size != P)
-        return SS_ERR_INVALID;
-    /* Keep every matrix dimension an int (G*H and in+P included). */
-    if (m->num_units > INT_MAX / 4 / 4 || P > INT_MAX / 4 || m->input_size > INT_MAX / 4)
+    if (m->input_size > INT_MAX / 4)
         return SS_ERR_INVALID;
     size_t want = m->cell == SS_CELL_LSTM ? 2 * (size_t)m->num_layers : (size_t)m->num_layers;
     if (m->n_states != want)
         return SS_ERR_INVALID;
+    int in = m->input_size;
     for (int l = 0; l < m->num_layers; l++) {
         const ss_layer *ly = &m->layers[l];
-        if (ly->in != (l == 0 ? m->input_size : P) || !ly->kernel || !ly->bias)
+        const int H = ss_model_units(m, l), pj = ss_model_proj(m, l), P = ss_model_layer_out(m, l);
+        /* Keep every matrix dimension an int (G*H and in+P included). */
+        if (H < 1 || pj < 0 || H > INT_MAX / 4 / 4 || P > INT_MAX / 4)
+            return SS_ERR_INVALID;
+        if (ly->in != in || !ly->kernel || !ly->bias)
             return SS_ERR_INVALID;
         if (m->cell == SS_CELL_GRU && !m->reset_after && (!ly->cand_kernel || !ly->cand_bias))
             return SS_ERR_INVALID;
@@ -105,9 +106,12 @@ static int check_model(const ss_model *m)
         if (m->cell == SS_CELL_LSTM && m->use_peepholes &&
             (!ly->w_i_diag || !ly->w_f_diag || !ly->w_o_diag))
             return SS_ERR_INVALID;
-        if (m->cell == SS_CELL_LSTM && m->num_proj > 0 && !ly->proj)
+        if (pj > 0 && !ly->proj)
             return SS_ERR_INVALID;
+        in = P;
     }
+    if (m->output_size != in)
+        return SS_ERR_INVALID;
     return 0;
 }
 
@@ -163,8 +167,9 @@ static int pack_slice(const ss_unroll *u, int l, unroll_slice *sl)
 {
     const ss_model *m = u->m;
     const ss_layer *ly = &m->layers[l];
-    const int H = u->H, in = ly->in, u0 = sl->u0, nu = sl->nu;
-    const int rw = m->cell == SS_CELL_LSTM ? u->P : H;
+    const unroll_layer *ul = &u->layers[l];
+    const int H = ul->H, P = ul->P, in = ly->in, u0 = sl->u0, nu = sl->nu;
+    const int rw = ul->rw;
     int rc = 0;
     sl->args = (ss_cell_args){.H = nu, .ld = H, .act = m->activation,
                               .forget_bias = m->forget_bias,
@@ -176,7 +181,7 @@ static int pack_slice(const ss_unroll *u, int l, unroll_slice *sl)
         sl->args.w_o_diag = ly->w_o_diag + u0;
     }
     if (sl->np > 0)
-        rc = pack_cols(u->prec, &sl->wp, ly->proj, H, u->P, 1, u->P, sl->p0, sl->np);
+        rc = pack_cols(u->prec, &sl->wp, ly->proj, H, P, 1, P, sl->p0, sl->np);
     if (rc || nu == 0)
         return rc;
     sl->bias = malloc(6 * (size_t)nu * sizeof(float));
@@ -232,9 +237,9 @@ static int reslice(ss_unroll *u, int S)
             break;
         }
         for (int s = 0; s < S && !rc; s++) {
-            cut(u->H, S, s, &ns[l][s].u0, &ns[l][s].nu);
-            if (u->m->num_proj > 0)
-                cut(u->P, S, s, &ns[l][s].p0, &ns[l][s].np);
+            cut(u->layers[l].H, S, s, &ns[l][s].u0, &ns[l][s].nu);
+            if (u->layers[l].proj)
+                cut(u->layers[l].P, S, s, &ns[l][s].p0, &ns[l][s].np);
             rc = pack_slice(u, l, &ns[l][s]);
         }
     }
@@ -272,19 +277,24 @@ static int workspace_new(ss_unroll **out, const ss_model *m, ss_precision prec)
     }
     u->m = m;
     u->prec = prec;
-    u->H = m->num_units;
     u->P = m->output_size;
     u->G = gates_of(m);
     u->L = m->num_layers;
     u->n_states = (int)m->n_states;
     for (int l = 0; l < u->L; l++) {
-        u->layers[l].in = m->layers[l].in;
-        u->layers[l].rw = m->cell == SS_CELL_LSTM ? u->P : u->H;
+        unroll_layer *ul = &u->layers[l];
+        ul->in = m->layers[l].in;
+        ul->H = ss_model_units(m, l);
+        ul->P = ss_model_layer_out(m, l);
+        ul->proj = ss_model_proj(m, l) > 0;
+        ul->rw = m->cell == SS_CELL_LSTM ? ul->P : ul->H;
+        u->Hmax = ul->H > u->Hmax ? ul->H : u->Hmax;
+        u->Pmax = ul->P > u->Pmax ? ul->P : u->Pmax;
         if (m->cell == SS_CELL_LSTM) {
-            u->state_w[2 * l] = u->H;
-            u->state_w[2 * l + 1] = u->P;
+            u->state_w[2 * l] = ul->H;
+            u->state_w[2 * l + 1] = ul->P;
         } else {
-            u->state_w[l] = u->H;
+            u->state_w[l] = ul->H;
         }
     }
     if (m->state_sizes) {
@@ -527,13 +537,13 @@ static int part_grow(ss_unroll *u, unroll_part *p, size_t rows)
     size_t c;
     int rc;
     c = p->cap;
-    rc = grow(&p->g, &c, rows, (size_t)u->G * (size_t)u->H);
+    rc = grow(&p->g, &c, rows, (size_t)u->G * (size_t)u->Hmax);
     c = p->cap;
     if (!rc)
-        rc = grow(&p->aux, &c, rows, 3 * (size_t)u->H);
+        rc = grow(&p->aux, &c, rows, 3 * (size_t)u->Hmax);
     c = p->cap;
     if (!rc)
-        rc = grow(&p->proj, &c, rows, (size_t)u->P);
+        rc = grow(&p->proj, &c, rows, (size_t)u->Pmax);
     /* The pgemm scratch is one block sized for `rows`: it is reallocated
      * whenever the rows grow (its capacity is not counted in rows). */
     c = 0;
@@ -600,13 +610,13 @@ static int ensure(ss_unroll *u, size_t rows, int B, bool need_ybuf)
 {
     int rc = 0;
     if (need_ybuf)
-        rc = grow(&u->ybuf[0], &u->ybuf_cap[0], rows ? rows : 1, (size_t)u->P);
+        rc = grow(&u->ybuf[0], &u->ybuf_cap[0], rows ? rows : 1, (size_t)u->Pmax);
     if (!rc && need_ybuf && u->L > 1)
-        rc = grow(&u->ybuf[1], &u->ybuf_cap[1], rows ? rows : 1, (size_t)u->P);
+        rc = grow(&u->ybuf[1], &u->ybuf_cap[1], rows ? rows : 1, (size_t)u->Pmax);
     if (!rc && (size_t)B > u->b_cap)
         rc = grow(&u->state, &u->b_cap, (size_t)B, state_floats(u, 1));
     if (!rc && (size_t)B > u->m_cap)
-        rc = grow(&u->mbuf, &u->m_cap, (size_t)B, (size_t)u->H);
+        rc = grow(&u->mbuf, &u->m_cap, (size_t)B, (size_t)u->Hmax);
     for (int i = 0; !rc && i < u->threads; i++)
         rc = part_grow(u, &u->parts[i], (size_t)(u->parts[i].nb > 0 ? u->parts[i].nb : 1));
     return rc;
@@ -760,15 +770,15 @@ int ss_unroll_run(ss_unroll *u, int T, int B, const float *inputs,
 double ss_unroll_flops(const ss_model *m, int T, int B)
 {
     const double tb = (double)T * (double)B;
-    const double H = m->num_units;
-    const double P = m->num_proj > 0 ? m->num_proj : H;
     double f = 0.0;
     for (int l = 0; l < m->num_layers; l++) {
-        double in = l == 0 ? m->input_size : P;
+        const double H = ss_model_units(m, l);
+        const double P = ss_model_layer_out(m, l);
+        double in = l == 0 ? m->input_size : ss_model_layer_out(m, l - 1);
         switch (m->cell) {
         case SS_CELL_LSTM:
             f += 2.0 * tb * (in + P) * 4.0 * H;
-            if (m->num_proj > 0)
+            if (ss_model_proj(m, l) > 0)
                 f += 2.0 * tb * H * P;
             break;
         case SS_CELL_GRU:

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "model_run.h"
 #include "ss_npy.h"
 #include "ss_error.h"
 #include "ss_log.h"
@@ -56,12 +57,14 @@ static void usage(FILE *f)
             "\n"
             "Runs tf.compat.v1.nn.static_rnn over one segment, offline.\n"
             "  --model PATH         safetensors model (see docs/worker.md)\n"
-            "  --inputs PATH        float32 [T, B, input_size], time-major\n"
+            "  --inputs PATH        float32 [T, B, input_size], time-major; with an\n"
+            "                       embedding, int32 or int64 token ids [T, B]\n"
             "  --lengths PATH       int32 or int64 [B], values in [0, T]; rows stop\n"
             "                       at their length (outputs zero, state copied)\n"
             "  --state NAME=PATH    initial state NAME, float32 [B, size];\n"
             "                       states not given start at zeros\n"
-            "  --outputs PATH       write float32 [T, B, output_size]\n"
+            "  --outputs PATH       write float32 [T, B, output_size] (the head's\n"
+            "                       output width with a head)\n"
             "  --final-state NAME=PATH  write the final state NAME, float32 [B, size]\n"
             "  --threads N          unroll threads, splitting the batch rows or the\n"
             "                       units (default: OPENBLAS_NUM_THREADS or\n"
@@ -320,8 +323,9 @@ int ss_unroll_cmd_main(int argc, char **argv)
     char err[ERRSZ];
     unroll_opts o = {0};
     ss_model *m = NULL;
-    ss_unroll *u = NULL;
+    ss_mrun *u = NULL;
     ss_npy *x = NULL, *len = NULL;
+    int64_t *ids = NULL;
     ss_npy **sin = NULL;
     float **zeros = NULL, **sout = NULL;
     const float **states_in = NULL;
@@ -354,11 +358,15 @@ int ss_unroll_cmd_main(int argc, char **argv)
             goto out;
 
     char expect[1024];
-    snprintf(expect, sizeof expect, "float32 [T, B, %d] (input_size of %s)", m->input_size,
-             o.model);
+    if (m->embedding)
+        snprintf(expect, sizeof expect, "int32 or int64 [T, B] (token ids: %s has an embedding)",
+                 o.model);
+    else
+        snprintf(expect, sizeof expect, "float32 [T, B, %d] (input_size of %s)", m->input_size,
+                 o.model);
     if ((rc = read_npy(o.inputs, expect, &x)) != 0)
         goto nomem_or_usage;
-    if (!check_array(o.inputs, "inputs", x, false, 3,
+    if (!check_array(o.inputs, "inputs", x, m->embedding, m->embedding ? 2 : 3,
                      (const int64_t[]){-1, -1, m->input_size}, expect))
         goto out;
     if (x->shape[0] > INT_MAX || x->shape[1] > INT_MAX) {
@@ -387,6 +395,27 @@ int ss_unroll_cmd_main(int argc, char **argv)
                 goto out;
             }
             len32[b] = (int32_t)v;
+        }
+    }
+    if (m->embedding) {
+        /* Ids as int64, each in [0, vocab) up to its row's length (the rest
+         * is padding). */
+        size_t n = (size_t)T * (size_t)B;
+        ids = malloc(n * sizeof *ids + 1);
+        if (ids == NULL)
+            goto nomem;
+        for (size_t i = 0; i < n; i++) {
+            int64_t v = x->dtype == SS_NPY_I32 ? ((const int32_t *)x->data)[i]
+                                               : ((const int64_t *)x->data)[i];
+            size_t t = i / (size_t)B, b = i % (size_t)B;
+            if ((len32 == NULL || t < (size_t)len32[b]) && (v < 0 || v >= m->vocab)) {
+                fprintf(stderr,
+                        "unroll: %s: token id %lld at [%zu, %zu] is outside [0, %d) (vocab of "
+                        "%s)\n",
+                        o.inputs, (long long)v, t, b, m->vocab, o.model);
+                goto out;
+            }
+            ids[i] = v;
         }
     }
 
@@ -428,11 +457,12 @@ int ss_unroll_cmd_main(int argc, char **argv)
         }
     }
     size_t n_out = 0;
+    const int out_w = ss_model_out_width(m);
     if (o.outputs != NULL) {
-        if (__builtin_mul_overflow((size_t)T * (size_t)B, (size_t)m->output_size, &n_out) ||
+        if (__builtin_mul_overflow((size_t)T * (size_t)B, (size_t)out_w, &n_out) ||
             n_out > SIZE_MAX / sizeof(float)) {
             fprintf(stderr, "unroll: %s: outputs [%d, %d, %d] are too large\n", o.outputs, T,
-                    B, m->output_size);
+                    B, out_w);
             goto out;
         }
         outputs = malloc(n_out ? n_out * sizeof(float) : 1);
@@ -441,7 +471,7 @@ int ss_unroll_cmd_main(int argc, char **argv)
     }
     set_threads(o.threads);
     double check_err = 0.0;
-    rc = ss_unroll_new_prec(&u, m, o.precision, &check_err);
+    rc = ss_mrun_new(&u, m, o.precision, &check_err);
     if (rc == SS_ERR_INTERNAL) {
         fprintf(stderr, "unroll: %s: bf16 self-check failed: worst difference from fp32 %g "
                 "exceeds the bound %g; refusing to run in bf16\n", o.model, check_err,
@@ -450,10 +480,11 @@ int ss_unroll_cmd_main(int argc, char **argv)
     }
     /* The unroll runs on its own threads (not OpenBLAS's): the same count. */
     if (rc == 0)
-        rc = ss_unroll_set_threads(u, o.threads > 0 ? o.threads : openblas_get_num_threads());
+        rc = ss_unroll_set_threads(ss_mrun_unroll(u),
+                                   o.threads > 0 ? o.threads : openblas_get_num_threads());
     if (rc == 0)
-        rc = ss_unroll_run(u, T, B, x->data, len32, o.n_states > 0 ? states_in : NULL,
-                           outputs, sout);
+        rc = ss_mrun_run(u, T, B, m->embedding ? NULL : x->data, ids, len32,
+                         o.n_states > 0 ? states_in : NULL, outputs, sout, NULL);
     if (rc != 0) {
         fprintf(stderr, "unroll: %s: unroll failed: %s\n", o.model, ss_strerror(rc));
         goto out;
@@ -461,7 +492,7 @@ int ss_unroll_cmd_main(int argc, char **argv)
 
     /* 3. Write: stage every file, then rename them all. */
     if (o.outputs != NULL) {
-        int64_t shp[3] = {T, B, m->output_size};
+        int64_t shp[3] = {T, B, out_w};
         if (ss_npy_stage(o.outputs, SS_NPY_F32, 3, shp, outputs, &staged[n_staged], err,
                          sizeof err) != 0) {
             fprintf(stderr, "unroll: %s\n", err);
@@ -501,7 +532,8 @@ out:
         for (size_t i = 0; i < n_staged; i++)
             ss_npy_discard(staged[i]);
     free(staged);
-    ss_unroll_free(u);
+    ss_mrun_free(u);
+    free(ids);
     if (m != NULL)
         for (size_t s = 0; s < m->n_states; s++) {
             if (sin != NULL)

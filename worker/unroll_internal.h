@@ -45,6 +45,9 @@ typedef struct unroll_slice {
 /* Per-layer constants and slices. */
 typedef struct unroll_layer {
     int in;                 /* input width of the layer */
+    int H;                  /* units of the layer */
+    int P;                  /* output width of the layer (projection or H) */
+    bool proj;              /* lstm with a projection */
     int rw;                 /* width of the recurrent input h (P or H) */
     unroll_slice *sl;       /* owned: [S] */
 } unroll_layer;
@@ -75,8 +78,9 @@ typedef struct unroll_call {
 struct ss_unroll {
     const ss_model *m;      /* borrowed; outlives the workspace */
     ss_precision prec;      /* precision of the packed weights */
-    int H;                  /* num_units */
-    int P;                  /* output width of every layer (num_proj or H) */
+    int Hmax;               /* largest units of a layer (buffer widths) */
+    int Pmax;               /* largest output width of a layer (buffer widths) */
+    int P;                  /* output width of the last layer (the run's outputs) */
     int G;                  /* gate blocks of the main kernel (4, 3 or 1) */
     int L;                  /* number of layers */
     int S;                  /* unit slices per layer */

@@ -24,16 +24,16 @@ static inline void sync(ss_unroll *u)
 }
 
 /* Zero the part's columns of rows [0, nb) of y (row stride P). */
-static void zero_out(const ss_unroll *u, const unroll_layer *ul, const unroll_part *pt, float *y)
+static void zero_out(const unroll_layer *ul, const unroll_part *pt, float *y)
 {
-    const bool proj = u->m->num_proj > 0;
+    const bool proj = ul->proj;
     for (int s = pt->s0; s < pt->s1; s++) {
         const unroll_slice *sl = &ul->sl[s];
         int c0 = proj ? sl->p0 : sl->u0, nc = proj ? sl->np : sl->nu;
         if (nc == 0)
             continue;
         for (int b = 0; b < pt->nb; b++)
-            memset(y + (size_t)b * (size_t)u->P + (size_t)c0, 0, (size_t)nc * sizeof(float));
+            memset(y + (size_t)b * (size_t)ul->P + (size_t)c0, 0, (size_t)nc * sizeof(float));
     }
 }
 
@@ -44,7 +44,7 @@ static void run_layer(ss_unroll *u, unroll_part *pt, int l, const float *x, floa
     const ss_model *m = u->m;
     const unroll_layer *ul = &u->layers[l];
     const unroll_call *cl = &u->call;
-    const int H = u->H, P = u->P, in = ul->in, nb = pt->nb, b0 = pt->b0, B = cl->B;
+    const int H = ul->H, P = ul->P, in = ul->in, nb = pt->nb, b0 = pt->b0, B = cl->B;
     const size_t rows = (size_t)nb;
     float *c = NULL, *h;
     if (m->cell == SS_CELL_LSTM) {
@@ -69,7 +69,7 @@ static void run_layer(ss_unroll *u, unroll_part *pt, int l, const float *x, floa
         const float *xt = x + ((size_t)t * (size_t)B + (size_t)b0) * (size_t)in;
         float *yt = y + ((size_t)t * (size_t)B + (size_t)b0) * (size_t)P;
         if (t >= tp) {
-            zero_out(u, ul, pt, yt);
+            zero_out(ul, pt, yt);
             continue;
         }
         ss_cell_mask mk = {len, t};
@@ -97,7 +97,7 @@ static void run_layer(ss_unroll *u, unroll_part *pt, int l, const float *x, floa
                              4 * sl->nu, false, ap);
             }
             sync(u);
-            if (m->num_proj == 0) {
+            if (!ul->proj) {
                 for (int s = pt->s0; s < pt->s1; s++) {
                     const unroll_slice *sl = &ul->sl[s];
                     if (sl->nu)

@@ -638,6 +638,36 @@ START_TEST(test_without_tensors_failed)
 }
 END_TEST
 
+/* A trainer's Complete: final states only, no outputs (issue 10); Await
+ * reports the segment done without outputs, and the state was saved. */
+START_TEST(test_complete_states_only)
+{
+    float x[6 * 2] = {0};
+    ss_key k = KEY("tr");
+    declare("so");
+    uint64_t nseg = 0;
+    ck_assert_int_eq(ss_client_submit_sequence(c, "so", &k, x, 6, 2, 4, &nseg), 0);
+    ck_assert_uint_eq(nseg, 2);
+    ss_lease *l = lease_one("so", 0);
+    float sa[3] = {1, 2, 3}, sb[2] = {4, 5};
+    const float *st[2] = {sa, sb};
+    ss_complete_item ci = {.item = 0, .states = st};
+    ck_assert_msg(ss_client_complete(c, l, &ci, 1, NULL) == 0, "complete: %s",
+                  ss_client_last_error(c));
+    ss_lease_free(l);
+    ss_await_result *r = NULL;
+    ck_assert_int_eq(ss_client_await(c, "so", &k, 0, 2000, false, &r), 0);
+    ck_assert_int_eq(ss_await_result_state(r), SS_SEG_DONE);
+    ck_assert_ptr_null(ss_await_result_outputs(r, NULL, NULL));
+    ss_await_result_free(r);
+    l = lease_one("so", 0);
+    ck_assert_mem_eq(ss_lease_item_state(l, 0, 0, NULL), sa, sizeof sa);
+    ss_complete_item none = {.item = 0};
+    ck_assert_int_eq(ss_client_complete(c, l, &none, 1, NULL), SS_ERR_INVALID);
+    ss_lease_free(l);
+}
+END_TEST
+
 static Suite *jobs_client_suite(void)
 {
     Suite *s = suite_create("jobs_client");
@@ -653,6 +683,7 @@ static Suite *jobs_client_suite(void)
     tcase_add_test(tc, test_submit_undeclared);
     tcase_add_test(tc, test_parked_and_without_tensors);
     tcase_add_test(tc, test_without_tensors_failed);
+    tcase_add_test(tc, test_complete_states_only);
     tcase_add_loop_test(tc, test_submit_bad, 0, sizeof bad_submits / sizeof bad_submits[0]);
     suite_add_tcase(s, tc);
     return s;

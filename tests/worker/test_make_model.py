@@ -69,6 +69,26 @@ def main():
         y = np.load(out) if r.returncode == 0 else None
         check(y is not None and y.shape == (20, 1, 8) and bool(np.all(np.isfinite(y))),
               "statesaver-worker unroll runs the image model (%s)" % r.stderr.strip()[-200:])
+    # Per-layer sizes, an embedding and a softmax head (issue 11).
+    lm = os.path.join(tmp, "lm.safetensors")
+    r = run([PY, MAKE_MODEL, lm, "--input-size", "6", "--num-units", "12,7", "--vocab", "20",
+             "--head-out", "5", "--head-activation", "softmax"])
+    check(r.returncode == 0, "make-model.py --num-units 12,7 --vocab 20 --head-out 5 (%s)"
+          % r.stderr.strip()[-200:])
+    ids = os.path.join(tmp, "ids.npy")
+    np.save(ids, np.arange(12, dtype=np.int64).reshape(4, 3) % 20)
+    out = os.path.join(tmp, "p.npy")
+    fin = os.path.join(tmp, "h1.npy")
+    r = run([WORKER, "unroll", "--model", lm, "--inputs", ids, "--outputs", out,
+             "--final-state", "cell_1/h=" + fin])
+    y = np.load(out) if r.returncode == 0 else None
+    check(y is not None and y.shape == (4, 3, 5) and np.allclose(y.sum(-1), 1, atol=1e-5) and
+          np.load(fin).shape == (3, 7),
+          "unroll runs it: softmax rows [4, 3, 5] sum to 1, layer 1 state is 7 wide (%s)"
+          % r.stderr.strip()[-200:])
+    r = run([PY, MAKE_MODEL, lm, "--num-units", "12,7", "--num-layers", "3"])
+    check(r.returncode != 0 and "lists 2 sizes" in r.stderr,
+          "--num-units list against --num-layers is refused")
     for f in os.listdir(tmp):
         os.unlink(os.path.join(tmp, f))
     os.rmdir(tmp)

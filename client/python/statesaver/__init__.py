@@ -5,7 +5,9 @@
 Client speaks the framed protobuf protocol (docs/protocol.md) with numpy
 arrays in and out; SequenceStateSaver is the state(name) / save_state(name,
 value) interface of TensorFlow's static_state_saving_rnn for a batch of
-sequence keys. See docs/python.md.
+sequence keys. statesaver.training is the networked
+batch_sequences_with_states for trainers (submit_sequences,
+SequenceBatcher; numpy or PyTorch). See docs/python.md, docs/training.md.
 """
 from .errors import (AlreadyExists, Cancelled, DeadlineExceeded, FailedPrecondition,
                      Internal, InvalidArgument, NotFound, ProtocolError,
@@ -13,11 +15,12 @@ from .errors import (AlreadyExists, Cancelled, DeadlineExceeded, FailedPrecondit
                      Unauthenticated, Unavailable, Unimplemented)
 from .client import Client, from_tensor, parse_server, to_tensor
 from .sqss import SequenceStateSaver
+from .training import SequenceBatcher, submit_sequences
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Client", "SequenceStateSaver", "to_tensor", "from_tensor", "parse_server",
+    "Client", "SequenceStateSaver", "SequenceBatcher", "submit_sequences", "to_tensor", "from_tensor", "parse_server",
     "StatesaverError", "Cancelled", "InvalidArgument", "DeadlineExceeded", "NotFound",
     "AlreadyExists", "ResourceExhausted", "FailedPrecondition", "Unimplemented",
     "Internal", "Unavailable", "Unauthenticated", "ProtocolError", "SegmentFailed",

@@ -1,12 +1,13 @@
-"""_pb -- locate the protobuf module generated from proto/statesaver.proto.
+"""_pb -- the protobuf module generated from proto/statesaver.proto.
 
-The generated code is never committed. It is produced at build time by
-`protoc --python_out=DIR proto/statesaver.proto` (the meson build does this
-in tests/python/, giving <build>/tests/python/statesaver_pb2.py). This
-module finds it, in order:
-  1. statesaver/statesaver_pb2.py inside this package (an installed copy),
-  2. a top-level `statesaver_pb2` module on sys.path,
-  3. the directory named by $STATESAVER_PB2_DIR.
+The package ships it generated (statesaver/statesaver_pb2.py, made with
+`protoc --proto_path=proto --python_out=client/python/statesaver
+proto/statesaver.proto`; tests/python/test_package.py checks it matches the
+schema). It is found, in order:
+  1. the directory named by $STATESAVER_PB2_DIR, when set (a build tree's
+     freshly generated copy, e.g. <build>/tests/python),
+  2. statesaver/statesaver_pb2.py inside this package (installed or not),
+  3. a top-level `statesaver_pb2` module on sys.path.
 """
 import importlib
 import os
@@ -14,6 +15,13 @@ import sys
 
 
 def _load():
+    d = os.environ.get("STATESAVER_PB2_DIR")
+    if d and os.path.isfile(os.path.join(d, "statesaver_pb2.py")):
+        sys.path.insert(0, d)
+        try:
+            return importlib.import_module("statesaver_pb2")
+        finally:
+            sys.path.remove(d)
     try:
         return importlib.import_module(__package__ + ".statesaver_pb2")
     except ImportError:
@@ -22,14 +30,10 @@ def _load():
         return importlib.import_module("statesaver_pb2")
     except ImportError:
         pass
-    d = os.environ.get("STATESAVER_PB2_DIR")
-    if d and os.path.isfile(os.path.join(d, "statesaver_pb2.py")):
-        sys.path.insert(0, d)
-        return importlib.import_module("statesaver_pb2")
     raise ImportError(
-        "statesaver_pb2 not found: generate it with "
-        "`protoc --proto_path=proto --python_out=DIR proto/statesaver.proto` "
-        "and put DIR on PYTHONPATH or in STATESAVER_PB2_DIR (see docs/python.md)")
+        "statesaver_pb2 not found: the package ships statesaver/statesaver_pb2.py; "
+        "regenerate it with `protoc --proto_path=proto --python_out=client/python/statesaver "
+        "proto/statesaver.proto` or set STATESAVER_PB2_DIR (see docs/python.md)")
 
 
 pb = _load()

@@ -56,7 +56,12 @@ SegmentResult.__doc__ = ("state: 'QUEUED', 'LEASED', 'DONE', 'FAILED' or "
                          "first `length` rows are real; final_states: dict")
 Lease = collections.namedtuple("Lease", "lease_id deadline_ms names items")
 LeasedSegment = collections.namedtuple(
-    "LeasedSegment", "key segment length last inputs states attempts")
+    "LeasedSegment", "key segment length last inputs states attempts sequences context "
+    "total_length sequence_count", defaults=({}, {}, 0, 0))
+LeasedSegment.__doc__ = ("inputs: the inputs tensor (None when the segment has only "
+                         "named sequences); sequences, context: dicts name -> array; "
+                         "total_length, sequence_count: as submitted (0 = not told)")
+CancelResult = collections.namedtuple("CancelResult", "cancelled segments")
 
 
 def to_tensor(a, dtype=None):
@@ -188,27 +193,42 @@ class Client:
     def call(self, field, msg, wait_ms=0):
         """Send one request with body `field` = msg; return the body of the
         matching response, or raise its status as an exception."""
+        return self.call_many(field, [msg], wait_ms)[0]
+
+    def call_many(self, field, msgs, wait_ms=0, raise_first=True):
+        """Pipelined calls: send every request of `msgs` (bodies of kind
+        `field`), then read the replies. Returns the bodies in order; with
+        raise_first (default) the first failed one's status is raised after
+        all replies are read (so the connection stays in step), else the
+        list holds the exception objects in their places."""
         with self._lock:
             if self._sock is None:
                 raise errors.ProtocolError("connection is closed")
-            rid = self._next_id
-            self._next_id += 1
-            req = pb.Request(id=rid)
-            getattr(req, field).CopyFrom(msg)
-            data = req.SerializeToString()
-            if len(data) > self.max_frame_bytes:
-                raise errors.InvalidArgument("request of %d bytes exceeds the frame "
-                                             "limit of %d" % (len(data), self.max_frame_bytes))
+            frames, ids = [], []
+            for msg in msgs:
+                rid = self._next_id
+                self._next_id += 1
+                req = pb.Request(id=rid)
+                getattr(req, field).CopyFrom(msg)
+                data = req.SerializeToString()
+                if len(data) > self.max_frame_bytes:
+                    raise errors.InvalidArgument("request of %d bytes exceeds the frame "
+                                                 "limit of %d" % (len(data), self.max_frame_bytes))
+                frames.append(struct.pack(">I", len(data)) + data)
+                ids.append(rid)
             self._sock.settimeout(self.timeout + wait_ms / 1000.0)
+            got = {}
             try:
-                self._sock.sendall(struct.pack(">I", len(data)) + data)
-                resp = self._pending.pop(rid, None)
-                while resp is None:
-                    r = self._read_response()
-                    if r.id == rid:
-                        resp = r
-                    else:
-                        self._pending[r.id] = r
+                self._sock.sendall(b"".join(frames))
+                for rid in ids:
+                    resp = self._pending.pop(rid, None)
+                    while resp is None:
+                        r = self._read_response()
+                        if r.id == rid:
+                            resp = r
+                        else:
+                            self._pending[r.id] = r
+                    got[rid] = resp
             except socket.timeout:
                 # The reply may still come; the stream stays usable only if
                 # we drop the connection rather than mismatch ids later.
@@ -219,13 +239,22 @@ class Client:
                 self.close()
                 raise errors.ProtocolError("connection to %s:%d failed: %s"
                                            % (self.host, self.port, e)) from None
-        if resp.status.code != pb.OK:
-            name = pb.Code.Name(resp.status.code) if resp.status.code in pb.Code.values() else None
-            raise errors.from_status(resp.status.code, name, resp.status.message)
-        if resp.WhichOneof("body") != field:
-            raise errors.ProtocolError("response to %s carries %s"
-                                       % (field, resp.WhichOneof("body")))
-        return getattr(resp, field)
+        out = []
+        for rid in ids:
+            resp = got[rid]
+            if resp.status.code != pb.OK:
+                name = (pb.Code.Name(resp.status.code)
+                        if resp.status.code in pb.Code.values() else None)
+                exc = errors.from_status(resp.status.code, name, resp.status.message)
+                if raise_first:
+                    raise exc
+                out.append(exc)
+            elif resp.WhichOneof("body") != field:
+                raise errors.ProtocolError("response to %s carries %s"
+                                           % (field, resp.WhichOneof("body")))
+            else:
+                out.append(getattr(resp, field))
+        return out
 
     # ---- calls ----------------------------------------------------------
 
@@ -356,16 +385,46 @@ class Client:
 
     # ---- job API --------------------------------------------------------
 
-    def submit(self, saver, key, segment, inputs, length=None, last=False):
-        """Queue one segment: inputs [T, input_size], the first `length`
-        rows real (default T). Returns True if it was already queued."""
-        inputs = np.asarray(inputs, dtype=np.float32)
-        if inputs.ndim != 2:
-            raise errors.InvalidArgument("inputs must be [T, input_size], got shape %s"
-                                         % (inputs.shape,))
-        r = self.call("submit", pb.SubmitRequest(
-            saver=saver, key=_key(key), segment=segment, inputs=to_tensor(inputs),
-            length=inputs.shape[0] if length is None else length, last=last))
+    def submit_request(self, saver, key, segment, inputs=None, length=None, last=False,
+                       sequences=None, context=None, total_length=0, sequence_count=0,
+                       initial_states=None):
+        """The SubmitRequest of one segment (see submit)."""
+        req = pb.SubmitRequest(saver=saver, key=_key(key), segment=segment, last=last,
+                               total_length=total_length, sequence_count=sequence_count)
+        T = None
+        if inputs is not None:
+            inputs = np.asarray(inputs)
+            if inputs.ndim == 1 and inputs.dtype.kind in "iu":
+                inputs = inputs.astype(np.int64 if inputs.dtype.itemsize > 4 else np.int32)
+            else:
+                inputs = np.asarray(inputs, dtype=np.float32)
+                if inputs.ndim != 2:
+                    raise errors.InvalidArgument("inputs must be float32 [T, input_size] or "
+                                                 "int32/int64 [T], got shape %s"
+                                                 % (inputs.shape,))
+            req.inputs.CopyFrom(to_tensor(inputs))
+            T = inputs.shape[0]
+        for name, a in (sequences or {}).items():
+            a = np.asarray(a)
+            req.sequences[name].CopyFrom(to_tensor(a))
+            if T is None and a.ndim >= 1:
+                T = a.shape[0]
+        for name, a in (context or {}).items():
+            req.context[name].CopyFrom(to_tensor(a))
+        for name, a in (initial_states or {}).items():
+            req.initial_states[name].CopyFrom(to_tensor(a))
+        req.length = (T or 0) if length is None else length
+        return req
+
+    def submit(self, saver, key, segment, inputs=None, length=None, last=False, **training):
+        """Queue one segment: inputs float32 [T, input_size] or int32/int64
+        [T] (token ids), the first `length` rows real (default T). Training
+        keywords (docs/training.md): sequences (dict name -> [T, ...]),
+        context (dict name -> array, per sequence), total_length,
+        sequence_count, initial_states (dict state name -> array, segment 0).
+        Returns True if it was already queued."""
+        r = self.call("submit", self.submit_request(saver, key, segment, inputs, length, last,
+                                                    **training))
         return r.already_queued
 
     def submit_sequence(self, saver, key, inputs, num_unroll, start_segment=0, last=True):
@@ -440,26 +499,44 @@ class Client:
             finals = r.final_states
         return np.concatenate(outs), finals
 
-    def lease(self, saver, max_batch=1, wait_ms=0, lease_ms=0, worker="statesaver-python"):
-        """Lease up to max_batch ready segments (for workers written in Python)."""
+    def lease(self, saver, max_batch=1, wait_ms=0, lease_ms=0, worker="statesaver-python",
+              min_batch=0, max_delay_ms=0):
+        """Lease up to max_batch ready segments (for workers and trainers
+        written in Python). min_batch/max_delay_ms: wait up to max_delay_ms
+        for at least min_batch ready segments, then take what is ready."""
+        wait = max(wait_ms, max_delay_ms)
         r = self.call("lease", pb.LeaseRequest(saver=saver, max_batch=max_batch, wait_ms=wait_ms,
-                                               lease_ms=lease_ms, worker=worker), wait_ms=wait_ms)
-        items = [LeasedSegment(i.key, i.segment, i.length, i.last, from_tensor(i.inputs),
+                                               lease_ms=lease_ms, worker=worker,
+                                               min_batch=min_batch, max_delay_ms=max_delay_ms),
+                      wait_ms=wait)
+        items = [LeasedSegment(i.key, i.segment, i.length, i.last,
+                               from_tensor(i.inputs) if i.HasField("inputs") else None,
                                collections.OrderedDict((n, from_tensor(t))
                                                        for n, t in zip(r.names, i.states)),
-                               i.attempts) for i in r.items]
+                               i.attempts,
+                               {k: from_tensor(v) for k, v in i.sequences.items()},
+                               {k: from_tensor(v) for k, v in i.context.items()},
+                               i.total_length, i.sequence_count) for i in r.items]
         return Lease(r.lease_id, r.deadline_ms, list(r.names), items)
 
     def complete(self, saver, lease_id, items):
         """Complete a lease: items are dicts with key, segment and either
-        outputs + states (list in schema order or dict) or error."""
+        states (list in schema order or dict) with optional outputs, or
+        error. A trainer sends states only."""
         req = pb.CompleteRequest(saver=saver, lease_id=lease_id)
         for it in items:
             c = req.items.add(key=_key(it["key"]), segment=it["segment"], error=it.get("error", ""))
-            if "outputs" in it:
+            if it.get("outputs") is not None:
                 c.outputs.CopyFrom(to_tensor(np.asarray(it["outputs"], np.float32)))
             st = it.get("states") or []
             if isinstance(st, dict):
                 st = [st[n] for n in self.schema(saver)]
             c.states.extend(to_tensor(np.asarray(s, np.float32)) for s in st)
         return list(self.call("complete", req).already_applied)
+
+    def cancel(self, saver, keys):
+        """Cancel sequences: their queued and leased segments, stored outputs,
+        context and state go in one transaction. Returns CancelResult(
+        cancelled keys, job records removed)."""
+        r = self.call("cancel", pb.CancelRequest(saver=saver, keys=[_key(k) for k in keys]))
+        return CancelResult(r.cancelled, r.segments)
