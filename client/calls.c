@@ -15,15 +15,24 @@
 typedef Statesaver__V1__Tensor tensor_t;
 
 struct ss_fetch_result {
-    ss_resp *resp;       /* owned response; every pointer handed out is inside */
+    ss_resp *resp;       /* owned response; every pointer handed out is inside
+                            (NULL in a merged result) */
     size_t n_keys;       /* keys fetched */
     size_t n_states;     /* states per key */
     size_t *row_bytes;   /* per state: bytes of one key's row */
+    ss_fetch_result **parts; /* merged result: the per-shard results (owned) */
+    size_t n_parts;      /* entries of parts (0: not merged) */
+    uint32_t *kpart;     /* merged: key k's part */
+    size_t *krow;        /* merged: key k's row within its part */
 };
 
 struct ss_list_result {
-    ss_resp *resp;                  /* owned response */
-    const Statesaver__V1__ListResponse *list; /* resp's list body */
+    ss_resp *resp;                  /* owned response (NULL when merged) */
+    const Statesaver__V1__ListResponse *list; /* resp's list body, or merged */
+    ss_list_result **parts;         /* merged: per-shard results (owned) */
+    size_t n_parts;                 /* entries of parts */
+    Statesaver__V1__ListResponse merged; /* merged: arrays owned, rows borrowed
+                                            from parts */
 };
 
 int ss_client_begin(ss_client *c, bool bad, const char *msg)
@@ -182,6 +191,11 @@ void ss_fetch_result_free(ss_fetch_result *r)
 {
     if (!r)
         return;
+    for (size_t i = 0; i < r->n_parts; i++)
+        ss_fetch_result_free(r->parts[i]);
+    free(r->parts);
+    free(r->kpart);
+    free(r->krow);
     ss_client_response_free(r->resp);
     free(r->row_bytes);
     free(r);
@@ -211,24 +225,21 @@ static int check_fetch(ss_client *c, const Statesaver__V1__FetchResponse *f,
     return 0;
 }
 
-int ss_client_fetch(ss_client *c, const char *saver, const ss_key *keys,
-                    size_t n_keys, uint64_t min_segment, uint32_t wait_ms,
-                    ss_fetch_result **out)
+int ss_client_fetch_send(ss_client *c, const char *saver, const ss_key *keys,
+                         size_t n_keys, uint64_t min_segment, uint32_t wait_ms,
+                         uint64_t *id)
 {
     Statesaver__V1__FetchRequest f = STATESAVER__V1__FETCH_REQUEST__INIT;
     ss_req req = STATESAVER__V1__REQUEST__INIT;
     ProtobufCBinaryData *bk = NULL;
-    ss_fetch_result *res = NULL;
-    ss_resp *r = NULL;
     int rc;
 
-    *out = NULL;
     rc = ss_client_begin(c, !saver, "saver is NULL");
     if (rc < 0)
         return rc;
     rc = borrow_keys(c, keys, n_keys, &bk);
     if (rc < 0)
-        goto out;
+        return rc;
     f.saver = ss_client_unconst(saver);
     f.n_keys = n_keys;
     f.keys = bk;
@@ -236,7 +247,41 @@ int ss_client_fetch(ss_client *c, const char *saver, const ss_key *keys,
     f.wait_ms = wait_ms;
     req.body_case = STATESAVER__V1__REQUEST__BODY_FETCH;
     req.fetch = &f;
-    rc = ss_client_run(c, &req, wait_ms, STATESAVER__V1__RESPONSE__BODY_FETCH, &r);
+    rc = ss_client_send(c, &req, id);
+    free(bk);
+    return rc;
+}
+
+/* Wait for the reply to id with the client's timeout plus wait_ms, and
+ * require a body of want_case. */
+static int recv_body(ss_client *c, uint64_t id, uint32_t wait_ms, int want_case,
+                     ss_resp **out)
+{
+    ss_resp *r = NULL;
+    int64_t t = (int64_t)c->timeout_ms + wait_ms;
+    int rc = ss_client_recv(c, id, t > INT32_MAX ? INT32_MAX : (int)t, &r);
+    if (rc < 0)
+        return rc;
+    if ((int)r->body_case != want_case) {
+        int got = (int)r->body_case;
+        ss_client_response_free(r);
+        return ss_client_fail(c, SS_ERR_PROTO,
+                              "server answered with body %d, expected %d", got,
+                              want_case);
+    }
+    *out = r;
+    return 0;
+}
+
+int ss_client_fetch_recv(ss_client *c, uint64_t id, size_t n_keys, uint32_t wait_ms,
+                         ss_fetch_result **out)
+{
+    ss_fetch_result *res = NULL;
+    ss_resp *r = NULL;
+    int rc;
+
+    *out = NULL;
+    rc = recv_body(c, id, wait_ms, STATESAVER__V1__RESPONSE__BODY_FETCH, &r);
     if (rc < 0)
         goto out;
     res = calloc(1, sizeof *res);
@@ -260,8 +305,74 @@ int ss_client_fetch(ss_client *c, const char *saver, const ss_key *keys,
 out:
     ss_fetch_result_free(res);
     ss_client_response_free(r);
-    free(bk);
     return rc;
+}
+
+int ss_client_fetch(ss_client *c, const char *saver, const ss_key *keys,
+                    size_t n_keys, uint64_t min_segment, uint32_t wait_ms,
+                    ss_fetch_result **out)
+{
+    uint64_t id;
+    *out = NULL;
+    int rc = ss_client_fetch_send(c, saver, keys, n_keys, min_segment, wait_ms, &id);
+    if (rc < 0)
+        return rc;
+    return ss_client_fetch_recv(c, id, n_keys, wait_ms, out);
+}
+
+/* Part p of a merged result agrees with part 0 on the schema. */
+static bool same_schema(const ss_fetch_result *a, const ss_fetch_result *b)
+{
+    const Statesaver__V1__FetchResponse *fa = a->resp->fetch, *fb = b->resp->fetch;
+    if (fa->n_states != fb->n_states)
+        return false;
+    for (size_t i = 0; i < fa->n_states; i++) {
+        const tensor_t *ta = fa->states[i], *tb = fb->states[i];
+        if (strcmp(fa->names[i], fb->names[i]) != 0 || ta->dtype != tb->dtype ||
+            ta->n_shape != tb->n_shape ||
+            (ta->n_shape > 1 &&
+             memcmp(ta->shape + 1, tb->shape + 1, (ta->n_shape - 1) * sizeof *ta->shape)))
+            return false;
+    }
+    return true;
+}
+
+int ss_fetch_result_merge(ss_fetch_result **parts, size_t n_parts, uint32_t *kpart,
+                          size_t *krow, size_t n_keys, ss_fetch_result **out,
+                          char *err, size_t errsz)
+{
+    ss_fetch_result *res = calloc(1, sizeof *res);
+    *out = NULL;
+    if (!res) {
+        for (size_t i = 0; i < n_parts; i++)
+            ss_fetch_result_free(parts[i]);
+        free(parts);
+        free(kpart);
+        free(krow);
+        snprintf(err, errsz, "out of memory");
+        return SS_ERR_NOMEM;
+    }
+    res->parts = parts;
+    res->n_parts = n_parts;
+    res->kpart = kpart;
+    res->krow = krow;
+    res->n_keys = n_keys;
+    res->n_states = n_parts ? parts[0]->n_states : 0;
+    for (size_t p = 1; p < n_parts; p++) {
+        if (!same_schema(parts[0], parts[p])) {
+            snprintf(err, errsz, "fetch: the shards disagree about the saver's schema");
+            ss_fetch_result_free(res);
+            return SS_ERR_PROTO;
+        }
+    }
+    *out = res;
+    return 0;
+}
+
+/* The part holding the schema (a merged result's first part, or r). */
+static const ss_fetch_result *schema_part(const ss_fetch_result *r)
+{
+    return r->n_parts ? r->parts[0] : r;
 }
 
 size_t ss_fetch_result_keys(const ss_fetch_result *r)
@@ -276,20 +387,20 @@ size_t ss_fetch_result_states(const ss_fetch_result *r)
 
 const char *ss_fetch_result_name(const ss_fetch_result *r, size_t i)
 {
-    return r && i < r->n_states ? r->resp->fetch->names[i] : NULL;
+    return r && i < r->n_states ? schema_part(r)->resp->fetch->names[i] : NULL;
 }
 
 int ss_fetch_result_find(const ss_fetch_result *r, const char *name)
 {
     for (size_t i = 0; r && name && i < r->n_states; i++)
-        if (strcmp(r->resp->fetch->names[i], name) == 0)
+        if (strcmp(schema_part(r)->resp->fetch->names[i], name) == 0)
             return (int)i;
     return SS_ERR_NOT_FOUND;
 }
 
 int ss_fetch_result_dtype(const ss_fetch_result *r, size_t i)
 {
-    return r && i < r->n_states ? (int)r->resp->fetch->states[i]->dtype : 0;
+    return r && i < r->n_states ? (int)schema_part(r)->resp->fetch->states[i]->dtype : 0;
 }
 
 const int64_t *ss_fetch_result_shape(const ss_fetch_result *r, size_t i,
@@ -300,7 +411,7 @@ const int64_t *ss_fetch_result_shape(const ss_fetch_result *r, size_t i,
             *rank = 0;
         return NULL;
     }
-    const tensor_t *t = r->resp->fetch->states[i];
+    const tensor_t *t = schema_part(r)->resp->fetch->states[i];
     if (rank)
         *rank = t->n_shape - 1;
     return t->shape + 1;
@@ -311,6 +422,8 @@ const void *ss_fetch_result_state(const ss_fetch_result *r, size_t i, size_t k,
 {
     if (!r || i >= r->n_states || k >= r->n_keys)
         return NULL;
+    if (r->n_parts)
+        return ss_fetch_result_state(r->parts[r->kpart[k]], i, r->krow[k], nbytes);
     if (nbytes)
         *nbytes = r->row_bytes[i];
     return r->resp->fetch->states[i]->data.data + k * r->row_bytes[i];
@@ -318,22 +431,29 @@ const void *ss_fetch_result_state(const ss_fetch_result *r, size_t i, size_t k,
 
 uint64_t ss_fetch_result_next_segment(const ss_fetch_result *r, size_t k)
 {
-    return r && k < r->n_keys ? r->resp->fetch->next_segment[k] : 0;
+    if (!r || k >= r->n_keys)
+        return 0;
+    if (r->n_parts)
+        return ss_fetch_result_next_segment(r->parts[r->kpart[k]], r->krow[k]);
+    return r->resp->fetch->next_segment[k];
 }
 
 uint64_t ss_fetch_result_updated_ms(const ss_fetch_result *r, size_t k)
 {
-    if (!r || k >= r->n_keys || r->resp->fetch->n_updated_ms == 0)
+    if (!r || k >= r->n_keys)
+        return 0;
+    if (r->n_parts)
+        return ss_fetch_result_updated_ms(r->parts[r->kpart[k]], r->krow[k]);
+    if (r->resp->fetch->n_updated_ms == 0)
         return 0;
     return r->resp->fetch->updated_ms[k];
 }
 
 /* ---- save -------------------------------------------------------------- */
 
-int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
-                   size_t n_keys, const uint64_t *segments, const bool *final,
-                   const ss_state_data *states, size_t n_states,
-                   bool *already_applied)
+int ss_client_save_send(ss_client *c, const char *saver, const ss_key *keys,
+                        size_t n_keys, const uint64_t *segments, const bool *final,
+                        const ss_state_data *states, size_t n_states, uint64_t *id)
 {
     Statesaver__V1__SaveRequest s = STATESAVER__V1__SAVE_REQUEST__INIT;
     ss_req req = STATESAVER__V1__REQUEST__INIT;
@@ -341,7 +461,6 @@ int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
     protobuf_c_boolean *fin = NULL;
     tensor_t *ts = NULL, **tps = NULL;
     int64_t *dims = NULL;
-    ss_resp *r = NULL;
     int rc;
 
     rc = ss_client_begin(c, !saver || (n_keys > 0 && !segments) || (n_states > 0 && !states),
@@ -401,9 +520,22 @@ int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
     s.states = tps;
     req.body_case = STATESAVER__V1__REQUEST__BODY_SAVE;
     req.save = &s;
-    rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_SAVE, &r);
+    rc = ss_client_send(c, &req, id);
+out:
+    free(fin);
+    free(dims);
+    free(tps);
+    free(ts);
+    free(bk);
+    return rc;
+}
+
+int ss_client_save_recv(ss_client *c, uint64_t id, size_t n_keys, bool *already_applied)
+{
+    ss_resp *r = NULL;
+    int rc = recv_body(c, id, 0, STATESAVER__V1__RESPONSE__BODY_SAVE, &r);
     if (rc < 0)
-        goto out;
+        return rc;
     if (already_applied) {
         if (r->save->n_already_applied != n_keys &&
             r->save->n_already_applied != 0) {
@@ -419,12 +551,20 @@ int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
     rc = 0;
 out:
     ss_client_response_free(r);
-    free(fin);
-    free(dims);
-    free(tps);
-    free(ts);
-    free(bk);
     return rc;
+}
+
+int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
+                   size_t n_keys, const uint64_t *segments, const bool *final,
+                   const ss_state_data *states, size_t n_states,
+                   bool *already_applied)
+{
+    uint64_t id;
+    int rc = ss_client_save_send(c, saver, keys, n_keys, segments, final, states,
+                                 n_states, &id);
+    if (rc < 0)
+        return rc;
+    return ss_client_save_recv(c, id, n_keys, already_applied);
 }
 
 /* ---- drop, list, stats --------------------------------------------------- */
@@ -514,8 +654,47 @@ void ss_list_result_free(ss_list_result *r)
 {
     if (!r)
         return;
+    for (size_t i = 0; i < r->n_parts; i++)
+        ss_list_result_free(r->parts[i]);
+    free(r->parts);
+    free(r->merged.sequences);
+    free(r->merged.savers);
     ss_client_response_free(r->resp);
     free(r);
+}
+
+const Statesaver__V1__ListResponse *ss_list_result_pb(const ss_list_result *r)
+{
+    return r->list;
+}
+
+int ss_list_result_merge(ss_list_result **parts, size_t n_parts,
+                         Statesaver__V1__SequenceInfo **seqs, size_t n_seqs,
+                         Statesaver__V1__SaverInfo **savers, size_t n_savers,
+                         bool more, ss_list_result **out)
+{
+    Statesaver__V1__ListResponse init = STATESAVER__V1__LIST_RESPONSE__INIT;
+    ss_list_result *res = calloc(1, sizeof *res);
+    *out = NULL;
+    if (!res) {
+        for (size_t i = 0; i < n_parts; i++)
+            ss_list_result_free(parts[i]);
+        free(parts);
+        free(seqs);
+        free(savers);
+        return SS_ERR_NOMEM;
+    }
+    res->parts = parts;
+    res->n_parts = n_parts;
+    res->merged = init;
+    res->merged.sequences = seqs;
+    res->merged.n_sequences = n_seqs;
+    res->merged.savers = savers;
+    res->merged.n_savers = n_savers;
+    res->merged.more = more;
+    res->list = &res->merged;
+    *out = res;
+    return 0;
 }
 
 bool ss_list_result_more(const ss_list_result *r)

@@ -17,8 +17,8 @@
 #include "ss_token.h"
 
 static const char usage_text[] =
-    "usage: statesaver [--server HOST:PORT] [--token-file F] [--timeout-ms N]\n"
-    "                  COMMAND [ARGS...]\n"
+    "usage: statesaver [--server HOST:PORT | --cluster ADDR,ADDR,...] [--token-file F]\n"
+    "                  [--timeout-ms N] [--max-redirects N] COMMAND [ARGS...]\n"
     "\n"
     "Commands:\n"
     "  ping                         round trip to the server\n"
@@ -34,10 +34,16 @@ static const char usage_text[] =
     "  bench [--op fetch|save] ...  load generator (see `statesaver bench --help`)\n"
     "  submit SAVER --inputs DIR --num-unroll T --outputs DIR\n"
     "                               run sequences through the job queue\n"
+    "  cluster (init|status|move-slots) ...   topology and resharding\n"
     "\n"
     "Options:\n"
     "  --server HOST:PORT   server address (default $STATESAVER_SERVER, else "
     CLI_DEFAULT_SERVER ")\n"
+    "  --cluster A,B,...    addresses of any shards of a cluster: every command routes\n"
+    "                       each key to its shard (default: the cluster --server is in)\n"
+    "  --max-redirects N    redirects one call follows before it fails (default 8)\n"
+    "  --unavailable-retry-ms N  how long a call retries a slot frozen by a move\n"
+    "                       (default 30000)\n"
     "  --token-file F       file holding the server's auth token\n"
     "  --timeout-ms N       per-call timeout in ms (default 30000)\n"
     "  -h, --help           this help; `statesaver COMMAND --help` for a command\n"
@@ -118,6 +124,71 @@ int cli_npy_write(const char *path, int dtype, const int64_t *shape, size_t rank
     return ss_npy_write(path, npy_dtypes[i].npy, (int)rank, shape, data, err, errsz);
 }
 
+int cli_cfail(ss_cluster *c, const char *what, int rc)
+{
+    const char *m = ss_cluster_last_error(c);
+    if (m[0])
+        cli_error("%s: %s", what, m);
+    else
+        cli_error("%s: %s", what, ss_strerror(rc));
+    return CLI_EXIT_FAIL;
+}
+
+void cli_cluster_options(const cli_ctx *ctx, ss_cluster_options *o)
+{
+    ss_cluster_options_init(o);
+    o->conn.timeout_ms = ctx->timeout_ms;
+    o->conn.connect_timeout_ms = ctx->timeout_ms;
+    o->conn.token = ctx->token;
+    o->conn.token_len = ctx->token_len;
+    o->max_redirects = ctx->max_redirects;
+    o->unavailable_retry_ms = ctx->unavailable_ms;
+}
+
+int cli_cluster(const cli_ctx *ctx, ss_cluster **out)
+{
+    ss_cluster_options o;
+    char err[1024];
+    const char *seeds[SS_CLUSTER_SEEDS_MAX];
+    char *list = NULL;
+    size_t n = 0;
+    int rc;
+
+    *out = NULL;
+    cli_cluster_options(ctx, &o);
+    if (ctx->cluster) {
+        list = strdup(ctx->cluster);
+        if (!list) {
+            cli_error("out of memory");
+            return CLI_EXIT_FAIL;
+        }
+        for (char *save = NULL, *t = strtok_r(list, ",", &save); t;
+             t = strtok_r(NULL, ",", &save)) {
+            if (n == SS_CLUSTER_SEEDS_MAX) {
+                free(list);
+                return cli_usage(NULL, "--cluster: more than %u addresses",
+                                 SS_CLUSTER_SEEDS_MAX);
+            }
+            seeds[n++] = t;
+        }
+        if (n == 0) {
+            free(list);
+            return cli_usage(NULL, "--cluster wants ADDR,ADDR,...");
+        }
+    } else {
+        seeds[n++] = ctx->server;
+    }
+    o.seeds = seeds;
+    o.n_seeds = n;
+    rc = ss_cluster_open(out, &o, err, sizeof err);
+    free(list);
+    if (rc < 0) {
+        cli_error("%s", err);
+        return CLI_EXIT_FAIL;
+    }
+    return CLI_EXIT_OK;
+}
+
 int cli_connect(const cli_ctx *ctx, ss_client **out)
 {
     ss_client_options o;
@@ -156,7 +227,7 @@ static const struct {
     {"fetch", cli_cmd_fetch}, {"save", cli_cmd_save},
     {"ls", cli_cmd_ls},       {"drop", cli_cmd_drop},
     {"stats", cli_cmd_stats}, {"bench", cli_cmd_bench},
-    {"submit", cli_cmd_submit},
+    {"submit", cli_cmd_submit}, {"cluster", cli_cmd_cluster},
 };
 
 int main(int argc, char **argv)
@@ -164,6 +235,9 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"server", required_argument, NULL, 's'},
         {"token-file", required_argument, NULL, 't'},
+        {"cluster", required_argument, NULL, 'C'},
+        {"max-redirects", required_argument, NULL, 'R'},
+        {"unavailable-retry-ms", required_argument, NULL, 'U'},
         {"timeout-ms", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -180,6 +254,17 @@ int main(int argc, char **argv)
         switch (c) {
         case 's': ctx.server = optarg; break;
         case 't': token_file = optarg; break;
+        case 'C': ctx.cluster = optarg; break;
+        case 'R':
+            if (ss_parse_u64(optarg, 0, SS_CLUSTER_REDIRECTS_MAX, &v) < 0 || v == 0)
+                return cli_usage(NULL, "--max-redirects wants 1..%u", SS_CLUSTER_REDIRECTS_MAX);
+            ctx.max_redirects = (uint32_t)v;
+            break;
+        case 'U':
+            if (ss_parse_u64(optarg, 0, 86400000ull, &v) < 0 || v == 0)
+                return cli_usage(NULL, "--unavailable-retry-ms wants a positive number of ms");
+            ctx.unavailable_ms = (uint32_t)v;
+            break;
         case 'T':
             if (ss_parse_u64(optarg, 0, 86400000ull, &v) < 0 || v == 0)
                 return cli_usage(NULL, "--timeout-ms wants a positive number of ms");

@@ -21,9 +21,12 @@
 /* Global options, shared by every command. */
 typedef struct cli_ctx {
     const char *server;  /* HOST:PORT to talk to */
+    const char *cluster; /* --cluster ADDR,ADDR,... or NULL (then: server) */
     int timeout_ms;      /* per-call timeout */
     char *token;         /* auth token (owned) or NULL */
     size_t token_len;    /* bytes of token */
+    uint32_t max_redirects;  /* --max-redirects (0 = library default) */
+    uint32_t unavailable_ms; /* --unavailable-retry-ms (0 = library default) */
 } cli_ctx;
 
 /* Print "statesaver: <msg>" to stderr. */
@@ -39,6 +42,14 @@ int cli_fail(ss_client *c, const char *what, int rc);
 
 /* Connect (and say Hello with the token); prints the error itself. */
 int cli_connect(const cli_ctx *ctx, ss_client **out);
+/* Connect to the cluster of --cluster (or of --server, learned with a
+ * Topology request: a single server is a cluster of one); prints the
+ * error itself. */
+int cli_cluster(const cli_ctx *ctx, ss_cluster **out);
+/* cli_fail for a cluster call. */
+int cli_cfail(ss_cluster *c, const char *what, int rc);
+/* Options every cluster-aware program shares, for cli_cluster_options. */
+void cli_cluster_options(const cli_ctx *ctx, ss_cluster_options *o);
 
 /* Largest .npy data the CLI reads (bytes); matches the default frame limit. */
 #define CLI_NPY_MAX_BYTES (64u * 1024u * 1024u)
@@ -63,5 +74,6 @@ int cli_cmd_drop(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_stats(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv); /* cli_submit.c */
+int cli_cmd_cluster(const cli_ctx *ctx, int argc, char **argv); /* cli_cluster.c */
 
 #endif

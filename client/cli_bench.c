@@ -8,6 +8,14 @@
  * a disjoint set of keys and advances each key's segment after every
  * acknowledged save. Setup (declare, prepopulate) and teardown (drop) use
  * the blocking library.
+ *
+ * On a cluster (every run, unless --no-route) connection i talks to shard
+ * i mod shards and draws its keys from that shard's keys only; every key
+ * of every request is routed on the hot path (slot and owner from the
+ * cluster handle's topology, as a routing client does) and checked
+ * against the connection's shard. --no-route skips that and talks to
+ * --server directly: the baseline of the routing cost (client CPU per
+ * state is in the report).
  */
 #include "cli.h"
 
@@ -18,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -63,11 +72,18 @@ typedef struct bench_conn {
     size_t cursor;            /* save: next owned key to use */
     size_t batch_start;       /* save: cursor of the request in flight */
     uint64_t rng;             /* fetch: xorshift state for key choice */
+    size_t shard;             /* shard this connection talks to */
 } bench_conn;
 
 struct bench {
     uv_loop_t loop;           /* the one event loop */
-    struct sockaddr_storage addr; /* server address */
+    struct sockaddr_storage *addrs; /* per shard: address */
+    size_t n_shards;          /* shards (1 with --no-route) */
+    size_t **shard_keys;      /* per shard: indices of the keys it owns */
+    size_t *n_shard_keys;     /* per shard: how many */
+    ss_cluster *cl;           /* routing: the topology (NULL: --no-route) */
+    const char *direct;       /* --no-route: the one address (the first shard) */
+    uint64_t misrouted;       /* keys whose owner was not the conn's shard */
     bool is_save;             /* --op save */
     size_t clients;           /* --clients */
     size_t requests;          /* --requests (total) */
@@ -112,6 +128,9 @@ static const char bench_usage[] =
     "  --state-bytes N    bytes per state, multiple of 4 (default 4096)\n"
     "  --keys N           key space (default 10000; save needs >= clients*batch)\n"
     "  --keep             do not drop the saver afterwards\n"
+    "  --no-route         send every key to the first shard, without routing (the\n"
+    "                     baseline of the routing cost, for a cluster of one);\n"
+    "                     default: each key to its shard\n"
     "  --json             one JSON object: op, clients, requests, batch,\n"
     "                     state_bytes, keys, seconds, requests_per_sec,\n"
     "                     states_per_sec, p50_ms, p90_ms, p99_ms, max_ms\n"
@@ -183,6 +202,17 @@ static uint64_t xorshift(uint64_t *s)
 
 static void on_write(uv_write_t *req, int status);
 
+/* The routing a cluster client does per key (slot, owner), checked. */
+static void route_check(bench *b, const bench_conn *c, const ProtobufCBinaryData *key)
+{
+    if (!b->cl)
+        return;
+    ss_key k = {key->data, key->len};
+    int o = ss_cluster_shard_of(b->cl, &k);
+    if (o < 0 || (size_t)o != c->shard)
+        b->misrouted++;
+}
+
 /* Pack req into c->wbuf and write it. */
 static int write_request(bench_conn *c, Statesaver__V1__Request *req)
 {
@@ -240,6 +270,7 @@ static void send_next(bench_conn *c)
             keys[i].data = (uint8_t *)(uintptr_t)key_at(b, k);
             keys[i].len = strlen(key_at(b, k));
             segs[i] = b->segments[k];
+            route_check(b, c, &keys[i]);
         }
         c->cursor = (c->cursor + b->batch) % c->n_own;
         ss_tensor_borrow(&t, SS_DTYPE_FLOAT32, dims, 2, b->payload,
@@ -258,9 +289,11 @@ static void send_next(bench_conn *c)
     } else {
         Statesaver__V1__FetchRequest f = STATESAVER__V1__FETCH_REQUEST__INIT;
         for (size_t i = 0; i < b->batch; i++) {
-            size_t k = (size_t)(xorshift(&c->rng) % b->n_keys);
+            size_t mine = b->n_shard_keys[c->shard];
+            size_t k = b->shard_keys[c->shard][xorshift(&c->rng) % mine];
             keys[i].data = (uint8_t *)(uintptr_t)key_at(b, k);
             keys[i].len = strlen(key_at(b, k));
+            route_check(b, c, &keys[i]);
         }
         f.saver = (char *)(uintptr_t)b->saver;
         f.n_keys = b->batch;
@@ -442,7 +475,7 @@ static void on_connect(uv_connect_t *req, int status)
 
 /* ---- setup and teardown with the blocking library ---------------------- */
 
-static int resolve(bench *b, const char *server)
+static int resolve(struct sockaddr_storage *addr, const char *server)
 {
     char host[256], port[32];
     const char *colon = strchr(server, ':');
@@ -464,20 +497,20 @@ static int resolve(bench *b, const char *server)
     struct addrinfo *res = NULL;
     if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
         return -1;
-    memcpy(&b->addr, res->ai_addr, res->ai_addrlen);
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
     return 0;
 }
 
 /* Declare the saver; for fetch write segment 0 of every key; for save read
  * every key's next_segment (a reused --saver may have history). */
-static int setup(bench *b, ss_client *c)
+static int setup(bench *b, ss_cluster *c)
 {
     int64_t dim = (int64_t)(b->state_bytes / 4);
     ss_state_def def = {.name = "s", .dtype = SS_DTYPE_FLOAT32, .shape = &dim, .rank = 1};
-    int rc = ss_client_declare(c, b->saver, &def, 1, 0, false, NULL);
+    int rc = ss_cluster_declare(c, b->saver, &def, 1, 0, false, NULL);
     if (rc < 0)
-        return cli_fail(c, "bench: declare", rc);
+        return cli_cfail(c, "bench: declare", rc);
     size_t chunk = BENCH_PREFILL_BATCH;
     ss_key *keys = calloc(chunk, sizeof *keys);
     uint64_t *segs = calloc(chunk, sizeof *segs);
@@ -497,9 +530,9 @@ static int setup(bench *b, ss_client *c)
             keys[i].len = strlen(key_at(b, base + i));
         }
         ss_fetch_result *r = NULL;
-        rc = ss_client_fetch(c, b->saver, keys, n, 0, 0, &r);
+        rc = ss_cluster_fetch(c, b->saver, keys, n, 0, 0, &r);
         if (rc < 0) {
-            status = cli_fail(c, "bench: prepare keys", rc);
+            status = cli_cfail(c, "bench: prepare keys", rc);
             goto out;
         }
         for (size_t i = 0; i < n; i++)
@@ -519,9 +552,9 @@ static int setup(bench *b, ss_client *c)
             continue;
         ss_state_data sd = {.dtype = SS_DTYPE_FLOAT32, .shape = &dim, .rank = 1,
                             .data = rows};
-        rc = ss_client_save(c, b->saver, keys, m, segs, NULL, &sd, 1, NULL);
+        rc = ss_cluster_save(c, b->saver, keys, m, segs, NULL, &sd, 1, NULL);
         if (rc < 0) {
-            status = cli_fail(c, "bench: prepopulate", rc);
+            status = cli_cfail(c, "bench: prepopulate", rc);
             goto out;
         }
     }
@@ -530,6 +563,63 @@ out:
     free(segs);
     free(keys);
     return status;
+}
+
+/* Keys by owner shard, addresses of the shards; conns owning save keys of
+ * their shard (connection i owns every (i / shards)-th key of shard i mod
+ * shards). */
+static int plan(bench *b, ss_cluster *cl)
+{
+    size_t ns = b->n_shards;
+    b->addrs = calloc(ns, sizeof *b->addrs);
+    b->shard_keys = calloc(ns, sizeof *b->shard_keys);
+    b->n_shard_keys = calloc(ns, sizeof *b->n_shard_keys);
+    if (!b->addrs || !b->shard_keys || !b->n_shard_keys)
+        goto nomem;
+    for (size_t s = 0; s < ns; s++) {
+        const char *a = cl ? ss_cluster_shard_address(cl, s) : b->direct;
+        if (resolve(&b->addrs[s], a) < 0) {
+            cli_error("bench: cannot resolve '%s'", a);
+            return CLI_EXIT_FAIL;
+        }
+        if (!(b->shard_keys[s] = calloc(b->n_keys, sizeof **b->shard_keys)))
+            goto nomem;
+    }
+    for (size_t i = 0; i < b->n_keys; i++) {
+        ss_key k = {key_at(b, i), strlen(key_at(b, i))};
+        int o = cl ? ss_cluster_shard_of(cl, &k) : 0;
+        if (o < 0) {
+            cli_error("bench: the topology has no owner for key %zu", i);
+            return CLI_EXIT_FAIL;
+        }
+        b->shard_keys[o][b->n_shard_keys[o]++] = i;
+    }
+    for (size_t s = 0; s < ns; s++) {
+        size_t conns_here = b->clients / ns + (s < b->clients % ns);
+        if (conns_here && b->n_shard_keys[s] < (b->is_save ? conns_here * b->batch : 1)) {
+            cli_error("bench: shard %zu owns %zu of the %zu keys, too few for its %zu "
+                      "connections (raise --keys)",
+                      s, b->n_shard_keys[s], b->n_keys, conns_here);
+            return CLI_EXIT_FAIL;
+        }
+    }
+    if (!b->is_save)
+        return CLI_EXIT_OK;
+    for (size_t i = 0; i < b->clients; i++) {
+        bench_conn *bc = &b->conns[i];
+        size_t s = i % ns, j0 = i / ns, step = b->clients / ns + (s < b->clients % ns);
+        size_t have = b->n_shard_keys[s];
+        bc->n_own = have > j0 ? (have - j0 + step - 1) / step : 0;
+        bc->own = calloc(bc->n_own ? bc->n_own : 1, sizeof *bc->own);
+        if (!bc->own)
+            goto nomem;
+        for (size_t j = 0; j < bc->n_own; j++)
+            bc->own[j] = b->shard_keys[s][j0 + j * step];
+    }
+    return CLI_EXIT_OK;
+nomem:
+    cli_error("out of memory");
+    return CLI_EXIT_FAIL;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -548,9 +638,10 @@ static double pct_ms(const uint64_t *sorted, size_t n, double p)
     return (double)sorted[i] / 1e6;
 }
 
-static int report(const bench *b, bool json)
+static int report(const bench *b, bool json, double cpu_s)
 {
     size_t n = b->completed;
+    double cpu_us_state = n ? cpu_s * 1e6 / ((double)n * (double)b->batch) : 0;
     qsort(b->lat_ns, n, sizeof *b->lat_ns, cmp_u64);
     double secs = (double)(b->t_end - b->t_start) / 1e9;
     if (secs <= 0)
@@ -568,6 +659,8 @@ static int report(const bench *b, bool json)
         printf("  latency ms: p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n", p50, p90,
                p99, max);
         printf("  %.1f requests per second, %.1f states per second\n", rps, sps);
+        printf("  %zu shard(s)%s, client CPU %.3f us per state\n", b->n_shards,
+               b->cl ? ", routed" : ", direct (--no-route)", cpu_us_state);
         return CLI_EXIT_OK;
     }
     cJSON *o = cJSON_CreateObject();
@@ -586,6 +679,10 @@ static int report(const bench *b, bool json)
     cJSON_AddNumberToObject(o, "p90_ms", p90);
     cJSON_AddNumberToObject(o, "p99_ms", p99);
     cJSON_AddNumberToObject(o, "max_ms", max);
+    cJSON_AddNumberToObject(o, "shards", (double)b->n_shards);
+    cJSON_AddBoolToObject(o, "routed", b->cl != NULL);
+    cJSON_AddNumberToObject(o, "client_cpu_s", cpu_s);
+    cJSON_AddNumberToObject(o, "client_cpu_us_per_state", cpu_us_state);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!text)
@@ -620,6 +717,7 @@ static int run_loop(bench *b)
         c->index = i;
         c->next_id = 1;
         c->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)i * 0x2545f4914f6cdd1dull) ^ 1;
+        c->shard = i % b->n_shards;
         if ((rc = uv_tcp_init(&b->loop, &c->tcp)) < 0) {
             bench_fail(b, "uv_tcp_init: %s", uv_strerror(rc));
             break;
@@ -629,8 +727,8 @@ static int run_loop(bench *b)
         c->tcp.data = c;
         c->connect_req.data = c;
         c->write_req.data = c;
-        rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&b->addr,
-                            on_connect);
+        rc = uv_tcp_connect(&c->connect_req, &c->tcp,
+                            (struct sockaddr *)&b->addrs[c->shard], on_connect);
         if (rc < 0) {
             bench_fail(b, "connect: %s", uv_strerror(rc));
             break;
@@ -660,15 +758,16 @@ int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv)
         {"keys", required_argument, NULL, 'k'},
         {"saver", required_argument, NULL, 'S'},
         {"keep", no_argument, NULL, 'K'},
+        {"no-route", no_argument, NULL, 'D'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     uint64_t clients = BENCH_CLIENTS_DEFAULT, requests = BENCH_REQUESTS_DEFAULT,
              batch = 1, state_bytes = BENCH_STATE_BYTES_DEFAULT, keys = 0;
-    bool json = false, keep = false, is_save = false;
+    bool json = false, keep = false, is_save = false, direct = false;
     char saver_buf[64];
     const char *saver = NULL;
-    ss_client *c = NULL;
+    ss_cluster *c = NULL;
     bench *b = NULL;
     int o, status;
 
@@ -706,6 +805,7 @@ int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv)
             break;
         case 'S': saver = optarg; break;
         case 'K': keep = true; break;
+        case 'D': direct = true; break;
         case 'j': json = true; break;
         default: return cli_usage("bench", "bad option '%s'", argv[optind - 1]);
         }
@@ -755,40 +855,39 @@ int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv)
         snprintf(b->keys + i * BENCH_KEY_LEN, BENCH_KEY_LEN, "bench-key-%012zu", i);
     for (size_t i = 0; i < batch * state_bytes / 4; i++)
         b->payload[i] = (float)(i % 997) * 0.01f;
-    if (resolve(b, ctx->server) < 0) {
-        cli_error("bench: cannot resolve '%s'", ctx->server);
-        status = CLI_EXIT_FAIL;
+    if ((status = cli_cluster(ctx, &c)) != CLI_EXIT_OK)
         goto out;
-    }
-    if (is_save) {
-        /* Connection i owns keys i, i+clients, i+2*clients, ... */
-        for (size_t i = 0; i < clients; i++) {
-            bench_conn *bc = &b->conns[i];
-            bc->n_own = (keys - i + clients - 1) / clients;
-            bc->own = calloc(bc->n_own, sizeof *bc->own);
-            if (!bc->own) {
-                cli_error("out of memory");
-                status = CLI_EXIT_FAIL;
-                goto out;
-            }
-            for (size_t j = 0; j < bc->n_own; j++)
-                bc->own[j] = i + j * clients;
-        }
-    }
-    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+    b->cl = direct ? NULL : c;
+    b->direct = ss_cluster_shard_address(c, 0);
+    b->n_shards = direct ? 1 : ss_cluster_shards(c);
+    if ((status = plan(b, b->cl)) != CLI_EXIT_OK)
         goto out;
     if ((status = setup(b, c)) != CLI_EXIT_OK)
         goto drop;
-    if ((status = run_loop(b)) == CLI_EXIT_OK)
-        status = report(b, json);
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
+    if ((status = run_loop(b)) == CLI_EXIT_OK) {
+        getrusage(RUSAGE_SELF, &ru1);
+        double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
+                     (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+                     (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
+                     (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+        if (b->misrouted) {
+            cli_error("bench: %llu keys were routed to a shard that does not own them",
+                      (unsigned long long)b->misrouted);
+            status = CLI_EXIT_FAIL;
+        } else {
+            status = report(b, json, cpu);
+        }
+    }
 drop:
     if (!keep) {
-        int rc = ss_client_drop(c, saver, NULL, 0, true, NULL);
+        int rc = ss_cluster_drop(c, saver, NULL, 0, true, NULL);
         if (rc < 0 && status == CLI_EXIT_OK)
-            status = cli_fail(c, "bench: drop", rc);
+            status = cli_cfail(c, "bench: drop", rc);
     }
 out:
-    ss_client_close(c);
+    ss_cluster_close(c);
     if (b) {
         for (size_t i = 0; b->conns && i < b->clients; i++) {
             free(b->conns[i].own);
@@ -796,6 +895,11 @@ out:
             free(b->conns[i].wbuf);
         }
         free(b->conns);
+        for (size_t s = 0; b->shard_keys && s < b->n_shards; s++)
+            free(b->shard_keys[s]);
+        free(b->shard_keys);
+        free(b->n_shard_keys);
+        free(b->addrs);
         free(b->lat_ns);
         free(b->kbuf);
         free(b->seg_buf);

@@ -60,7 +60,7 @@ int cli_cmd_ping(const cli_ctx *ctx, int argc, char **argv)
     static const struct option opts[] = {
         {"count", required_argument, NULL, 'c'}, CLI_HELP_OPT, {NULL, 0, NULL, 0}};
     uint64_t count = 1;
-    ss_client *c = NULL;
+    ss_cluster *c = NULL;
     int o, status;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (o == 'h')
@@ -71,22 +71,34 @@ int cli_cmd_ping(const cli_ctx *ctx, int argc, char **argv)
     }
     if (optind < argc)
         return cli_usage("ping", "unexpected argument '%s'", argv[optind]);
-    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+    if ((status = cli_cluster(ctx, &c)) != CLI_EXIT_OK)
         return status;
-    for (uint64_t i = 0; i < count; i++) {
-        struct timespec a, b;
-        uint64_t server_ms = 0;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        int rc = ss_client_ping(c, &server_ms);
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        if (rc < 0) {
-            status = cli_fail(c, "ping", rc);
-            break;
+    /* Every shard answers (one line per shard and round). */
+    for (uint64_t i = 0; i < count && status == CLI_EXIT_OK; i++) {
+        for (size_t sh = 0; sh < ss_cluster_shards(c); sh++) {
+            struct timespec a, b;
+            uint64_t server_ms = 0;
+            ss_client *sc = NULL;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            int rc = ss_cluster_client(c, sh, &sc);
+            if (rc < 0) {
+                status = cli_cfail(c, "ping", rc);
+                break;
+            }
+            rc = ss_client_ping(sc, &server_ms);
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            if (rc < 0) {
+                cli_error("shard %s (%s)", ss_cluster_shard_id(c, sh),
+                          ss_cluster_shard_address(c, sh));
+                status = cli_fail(sc, "ping", rc);
+                break;
+            }
+            double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 +
+                        (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+            printf("PONG from %s: time=%.3f ms\n", ss_cluster_shard_address(c, sh), ms);
         }
-        double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
-        printf("PONG from %s: time=%.3f ms\n", ctx->server, ms);
     }
-    ss_client_close(c);
+    ss_cluster_close(c);
     return status;
 }
 
@@ -178,7 +190,7 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
     uint64_t ttl = 0;
     bool keep_final = false, created = false;
     ss_state_def defs[CLI_STATES_MAX];
-    ss_client *c = NULL;
+    ss_cluster *c = NULL;
     char err[1024];
     int o, status = CLI_EXIT_USAGE;
 
@@ -273,17 +285,17 @@ int cli_cmd_declare(const cli_ctx *ctx, int argc, char **argv)
         defs[i].initial = st[i].initial ? st[i].initial->data : NULL;
         defs[i].initial_bytes = st[i].initial ? st[i].initial->nbytes : 0;
     }
-    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+    if ((status = cli_cluster(ctx, &c)) != CLI_EXIT_OK)
         goto out;
-    int rc = ss_client_declare(c, saver, defs, n, ttl, keep_final, &created);
+    int rc = ss_cluster_declare(c, saver, defs, n, ttl, keep_final, &created);
     if (rc < 0) {
-        status = cli_fail(c, "declare", rc);
+        status = cli_cfail(c, "declare", rc);
         goto out;
     }
     printf("%s: %s\n", saver, created ? "created" : "exists with the same schema");
     status = CLI_EXIT_OK;
 out:
-    ss_client_close(c);
+    ss_cluster_close(c);
     for (size_t i = 0; i < CLI_STATES_MAX; i++)
         ss_npy_free(st[i].initial);
     free(st);
@@ -336,7 +348,7 @@ int cli_cmd_fetch(const cli_ctx *ctx, int argc, char **argv)
     const char *out_dir = NULL;
     uint64_t min_seg = 0, wait_ms = 0;
     ss_fetch_result *r = NULL;
-    ss_client *c = NULL;
+    ss_cluster *c = NULL;
     ss_key *keys = NULL;
     int o, status;
 
@@ -377,11 +389,11 @@ int cli_cmd_fetch(const cli_ctx *ctx, int argc, char **argv)
         keys[k].data = names[k];
         keys[k].len = strlen(names[k]);
     }
-    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+    if ((status = cli_cluster(ctx, &c)) != CLI_EXIT_OK)
         goto out;
-    int rc = ss_client_fetch(c, saver, keys, n, min_seg, (uint32_t)wait_ms, &r);
+    int rc = ss_cluster_fetch(c, saver, keys, n, min_seg, (uint32_t)wait_ms, &r);
     if (rc < 0) {
-        status = cli_fail(c, "fetch", rc);
+        status = cli_cfail(c, "fetch", rc);
         goto out;
     }
     for (size_t k = 0; k < n; k++) {
@@ -425,7 +437,7 @@ int cli_cmd_fetch(const cli_ctx *ctx, int argc, char **argv)
     status = CLI_EXIT_OK;
 out:
     ss_fetch_result_free(r);
-    ss_client_close(c);
+    ss_cluster_close(c);
     free(keys);
     return status;
 }
@@ -439,16 +451,16 @@ static const char save_usage[] =
     "as a .npy of its per-sequence shape (or [1, ...]). --final ends the sequence.\n";
 
 /* Find saver's schema by paging through the list of savers. */
-static int find_saver(ss_client *c, const char *saver, ss_list_result **out,
+static int find_saver(ss_cluster *c, const char *saver, ss_list_result **out,
                       size_t *row)
 {
     ss_list_result *page = NULL;
     ss_key after = {NULL, 0};
     char last[SS_SAVER_NAME_MAX + 1] = "";
     for (;;) {
-        int rc = ss_client_list(c, NULL, NULL, after.len ? &after : NULL, 0, &page);
+        int rc = ss_cluster_list(c, NULL, NULL, after.len ? &after : NULL, 0, &page);
         if (rc < 0)
-            return cli_fail(c, "list savers", rc);
+            return cli_cfail(c, "list savers", rc);
         size_t n = ss_list_result_savers(page);
         for (size_t i = 0; i < n; i++) {
             ss_saver_info info;
@@ -487,7 +499,7 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
     ss_npy **arrays = NULL;        /* per schema state: the file read (owned) */
     ss_state_data data[CLI_STATES_MAX];
     ss_list_result *schema = NULL;
-    ss_client *c = NULL;
+    ss_cluster *c = NULL;
     size_t row = 0;
     char err[1024];
     int o, status;
@@ -521,7 +533,7 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
         cli_error("out of memory");
         return CLI_EXIT_FAIL;
     }
-    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+    if ((status = cli_cluster(ctx, &c)) != CLI_EXIT_OK)
         goto out;
     if ((status = find_saver(c, saver, &schema, &row)) != CLI_EXIT_OK)
         goto out;
@@ -574,9 +586,9 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
     }
     ss_key k = {key, strlen(key)};
     uint64_t seg = segment;
-    int rc = ss_client_save(c, saver, &k, 1, &seg, &final, data, info.n_states, &applied);
+    int rc = ss_cluster_save(c, saver, &k, 1, &seg, &final, data, info.n_states, &applied);
     if (rc < 0) {
-        status = cli_fail(c, "save", rc);
+        status = cli_cfail(c, "save", rc);
         goto out;
     }
     if (applied)
@@ -587,7 +599,7 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv)
     status = CLI_EXIT_OK;
 out:
     ss_list_result_free(schema);
-    ss_client_close(c);
+    ss_cluster_close(c);
     for (size_t j = 0; arrays && j < CLI_STATES_MAX; j++)
         ss_npy_free(arrays[j]);
     free(arrays);
@@ -597,10 +609,12 @@ out:
 /* ---- ls ----------------------------------------------------------------- */
 
 static const char ls_usage[] =
-    "usage: statesaver ls [SAVER] [--prefix P] [--limit N]\n"
+    "usage: statesaver ls [SAVER] [--prefix P] [--limit N] [--per-shard]\n"
     "Without SAVER, list savers with their schema and sequence count; with\n"
     "SAVER, list its sequences (key, next_segment, last update), pages of\n"
-    "up to 1000 fetched as needed. --limit N stops after N rows.\n";
+    "up to 1000 fetched as needed. --limit N stops after N rows (per shard\n"
+    "with --per-shard). On a cluster the shards' rows are merged in key\n"
+    "order (counts summed); --per-shard lists each shard on its own.\n";
 
 static void print_saver(const ss_list_result *r, size_t i)
 {
@@ -621,56 +635,32 @@ static void print_saver(const ss_list_result *r, size_t i)
     printf("\n");
 }
 
-int cli_cmd_ls(const cli_ctx *ctx, int argc, char **argv)
+/* Page through a listing of the whole cluster (one == NULL) or of one
+ * shard, printing up to *shown < limit rows. */
+static int ls_run(ss_cluster *c, ss_client *one, const char *saver, const char *prefix,
+                  uint64_t limit, unsigned long long *shown, bool *more_out)
 {
-    static const struct option opts[] = {
-        {"prefix", required_argument, NULL, 'p'},
-        {"limit", required_argument, NULL, 'l'},
-        CLI_HELP_OPT,
-        {NULL, 0, NULL, 0}};
-    const char *prefix = NULL;
-    uint64_t limit = UINT64_MAX;
     ss_list_result *page = NULL;
-    ss_client *c = NULL;
     uint8_t *last = NULL;
-    int o, status;
-
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (o) {
-        case 'h': return help(ls_usage);
-        case 'p': prefix = optarg; break;
-        case 'l':
-            if (ss_parse_u64(optarg, 0, UINT64_MAX, &limit) < 0 || limit == 0)
-                return cli_usage("ls", "bad --limit '%s'", optarg);
-            break;
-        default: return cli_usage("ls", "bad option '%s'", argv[optind - 1]);
-        }
-    }
-    if (argc - optind > 1)
-        return cli_usage("ls", "want at most one SAVER");
-    const char *saver = optind < argc ? argv[optind] : NULL;
-    if (!saver && prefix)
-        return cli_usage("ls", "--prefix needs a SAVER");
-    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
-        return status;
     ss_key pfx = {prefix, prefix ? strlen(prefix) : 0};
     ss_key after = {NULL, 0};
-    unsigned long long shown = 0;
     bool more = true;
-    status = CLI_EXIT_OK;
-    while (more && shown < limit) {
-        uint32_t page_size = limit - shown < CLI_LS_PAGE ? (uint32_t)(limit - shown)
-                                                         : CLI_LS_PAGE;
-        int rc = ss_client_list(c, saver, prefix ? &pfx : NULL,
-                                after.len ? &after : NULL, page_size, &page);
+    int status = CLI_EXIT_OK;
+    while (more && *shown < limit) {
+        uint32_t page_size = limit - *shown < CLI_LS_PAGE ? (uint32_t)(limit - *shown)
+                                                          : CLI_LS_PAGE;
+        int rc = one ? ss_client_list(one, saver, prefix ? &pfx : NULL,
+                                      after.len ? &after : NULL, page_size, &page)
+                     : ss_cluster_list(c, saver, prefix ? &pfx : NULL,
+                                       after.len ? &after : NULL, page_size, &page);
         if (rc < 0) {
-            status = cli_fail(c, "ls", rc);
+            status = one ? cli_fail(one, "ls", rc) : cli_cfail(c, "ls", rc);
             break;
         }
         size_t n = saver ? ss_list_result_sequences(page) : ss_list_result_savers(page);
         const void *lk = NULL;
         size_t lk_len = 0;
-        for (size_t i = 0; i < n && shown < limit; i++, shown++) {
+        for (size_t i = 0; i < n && *shown < limit; i++, (*shown)++) {
             if (!saver) {
                 print_saver(page, i);
                 ss_saver_info info;
@@ -689,7 +679,7 @@ int cli_cmd_ls(const cli_ctx *ctx, int argc, char **argv)
             lk_len = len;
         }
         more = ss_list_result_more(page) && n > 0;
-        if (more && shown < limit) {
+        if (more && *shown < limit) {
             uint8_t *nl = realloc(last, lk_len ? lk_len : 1);
             if (!nl) {
                 cli_error("out of memory");
@@ -704,11 +694,67 @@ int cli_cmd_ls(const cli_ctx *ctx, int argc, char **argv)
         ss_list_result_free(page);
         page = NULL;
     }
-    if (status == CLI_EXIT_OK && more)
-        fprintf(stderr, "statesaver: more rows follow (raise --limit)\n");
     ss_list_result_free(page);
     free(last);
-    ss_client_close(c);
+    *more_out = more;
+    return status;
+}
+
+int cli_cmd_ls(const cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"prefix", required_argument, NULL, 'p'},
+        {"limit", required_argument, NULL, 'l'},
+        {"per-shard", no_argument, NULL, 'P'},
+        CLI_HELP_OPT,
+        {NULL, 0, NULL, 0}};
+    const char *prefix = NULL;
+    uint64_t limit = UINT64_MAX;
+    bool per_shard = false, more = false;
+    ss_cluster *c = NULL;
+    int o, status;
+
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h': return help(ls_usage);
+        case 'p': prefix = optarg; break;
+        case 'P': per_shard = true; break;
+        case 'l':
+            if (ss_parse_u64(optarg, 0, UINT64_MAX, &limit) < 0 || limit == 0)
+                return cli_usage("ls", "bad --limit '%s'", optarg);
+            break;
+        default: return cli_usage("ls", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind > 1)
+        return cli_usage("ls", "want at most one SAVER");
+    const char *saver = optind < argc ? argv[optind] : NULL;
+    if (!saver && prefix)
+        return cli_usage("ls", "--prefix needs a SAVER");
+    if ((status = cli_cluster(ctx, &c)) != CLI_EXIT_OK)
+        return status;
+    unsigned long long shown = 0;
+    if (!per_shard) {
+        status = ls_run(c, NULL, saver, prefix, limit, &shown, &more);
+    } else {
+        for (size_t sh = 0; sh < ss_cluster_shards(c) && status == CLI_EXIT_OK; sh++) {
+            ss_client *sc = NULL;
+            unsigned long long mine = 0;
+            if (ss_cluster_client(c, sh, &sc) < 0) {
+                status = cli_cfail(c, "ls", SS_ERR_CONNECT);
+                break;
+            }
+            printf("# shard %s (%s)\n", ss_cluster_shard_id(c, sh),
+                   ss_cluster_shard_address(c, sh));
+            status = ls_run(c, sc, saver, prefix, limit, &mine, &more);
+            shown += mine;
+            if (more)
+                break;
+        }
+    }
+    if (status == CLI_EXIT_OK && more)
+        fprintf(stderr, "statesaver: more rows follow (raise --limit)\n");
+    ss_cluster_close(c);
     return status;
 }
 
@@ -723,7 +769,7 @@ int cli_cmd_drop(const cli_ctx *ctx, int argc, char **argv)
     static const struct option opts[] = {
         {"all", no_argument, NULL, 'a'}, CLI_HELP_OPT, {NULL, 0, NULL, 0}};
     bool all = false;
-    ss_client *c = NULL;
+    ss_cluster *c = NULL;
     ss_key *keys = NULL;
     uint64_t dropped = 0;
     int o, status;
@@ -752,17 +798,17 @@ int cli_cmd_drop(const cli_ctx *ctx, int argc, char **argv)
             keys[k].len = strlen(argv[optind + 1 + k]);
         }
     }
-    if ((status = cli_connect(ctx, &c)) == CLI_EXIT_OK) {
-        int rc = ss_client_drop(c, saver, keys, n, all, &dropped);
+    if ((status = cli_cluster(ctx, &c)) == CLI_EXIT_OK) {
+        int rc = ss_cluster_drop(c, saver, keys, n, all, &dropped);
         if (rc < 0)
-            status = cli_fail(c, "drop", rc);
+            status = cli_cfail(c, "drop", rc);
         else if (all)
             printf("%s: dropped the saver (%llu sequences)\n", saver,
                    (unsigned long long)dropped);
         else
             printf("%s: dropped %llu sequences\n", saver, (unsigned long long)dropped);
     }
-    ss_client_close(c);
+    ss_cluster_close(c);
     free(keys);
     return status;
 }
@@ -770,80 +816,134 @@ int cli_cmd_drop(const cli_ctx *ctx, int argc, char **argv)
 /* ---- stats -------------------------------------------------------------- */
 
 static const char stats_usage[] =
-    "usage: statesaver stats [SAVER] [--json]\n"
-    "Print the server's counters (of one saver where it applies).\n";
+    "usage: statesaver stats [SAVER] [--json] [--per-shard]\n"
+    "Print the server's counters (of one saver where it applies). On a\n"
+    "cluster, the sums over every shard (uptime and log positions: the\n"
+    "largest); --per-shard adds each shard's own figures.\n";
+
+/* Add the counters of s to obj (JSON) or print them (name value rows,
+ * each prefixed by prefix). */
+static int stats_emit(const ss_server_stats *s, cJSON *obj, const char *prefix)
+{
+    const struct {
+        const char *name; /* counter name (JSON key) */
+        uint64_t value;   /* its value */
+    } rows[] = {
+        {"uptime_ms", s->uptime_ms}, {"savers", s->savers},
+        {"sequences", s->sequences}, {"connections", s->connections},
+        {"requests", s->requests}, {"commits", s->commits},
+        {"committed_ops", s->committed_ops}, {"evicted", s->evicted},
+        {"map_size", s->map_size}, {"map_used", s->map_used},
+        {"rejected", s->rejected}, {"queued", s->queued},
+        {"leased", s->leased}, {"completed", s->completed},
+        {"failed", s->failed}, {"expired_leases", s->expired_leases},
+        {"saves_applied", s->saves_applied}, {"wal_records", s->wal_records},
+        {"wal_bytes", s->wal_bytes}, {"checkpoints", s->checkpoints},
+        {"applied_lsn", s->applied_lsn}, {"checkpoint_lsn", s->checkpoint_lsn},
+        {"wal_failed", s->wal_failed},
+    };
+    size_t nrows = sizeof rows / sizeof rows[0];
+    if (!obj) {
+        for (size_t i = 0; i < nrows; i++)
+            printf("%s%-16s %llu\n", prefix, rows[i].name,
+                   (unsigned long long)rows[i].value);
+        if (s->wal_failure[0])
+            printf("%s%-16s %s\n", prefix, "wal_failure", s->wal_failure);
+        return 0;
+    }
+    for (size_t i = 0; i < nrows; i++)
+        if (!cJSON_AddNumberToObject(obj, rows[i].name, (double)rows[i].value))
+            return SS_ERR_NOMEM;
+    if (s->wal_failure[0] && !cJSON_AddStringToObject(obj, "wal_failure", s->wal_failure))
+        return SS_ERR_NOMEM;
+    return 0;
+}
 
 int cli_cmd_stats(const cli_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'}, CLI_HELP_OPT, {NULL, 0, NULL, 0}};
-    bool json = false;
-    ss_client *c = NULL;
+        {"json", no_argument, NULL, 'j'},
+        {"per-shard", no_argument, NULL, 'P'},
+        CLI_HELP_OPT, {NULL, 0, NULL, 0}};
+    bool json = false, per_shard = false;
+    ss_cluster *c = NULL;
     ss_server_stats s;
+    cJSON *obj = NULL, *arr = NULL;
     int o, status;
 
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 'h': return help(stats_usage);
         case 'j': json = true; break;
+        case 'P': per_shard = true; break;
         default: return cli_usage("stats", "bad option '%s'", argv[optind - 1]);
         }
     }
     if (argc - optind > 1)
         return cli_usage("stats", "want at most one SAVER");
     const char *saver = optind < argc ? argv[optind] : NULL;
-    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+    if ((status = cli_cluster(ctx, &c)) != CLI_EXIT_OK)
         return status;
-    int rc = ss_client_stats(c, saver, &s);
+    int rc = ss_cluster_stats(c, saver, &s);
     if (rc < 0) {
-        status = cli_fail(c, "stats", rc);
-        ss_client_close(c);
-        return status;
+        status = cli_cfail(c, "stats", rc);
+        goto out;
     }
-    ss_client_close(c);
-    const struct {
-        const char *name; /* counter name (JSON key) */
-        uint64_t value;   /* its value */
-    } rows[] = {
-        {"uptime_ms", s.uptime_ms}, {"savers", s.savers},
-        {"sequences", s.sequences}, {"connections", s.connections},
-        {"requests", s.requests}, {"commits", s.commits},
-        {"committed_ops", s.committed_ops}, {"evicted", s.evicted},
-        {"map_size", s.map_size}, {"map_used", s.map_used},
-        {"rejected", s.rejected}, {"queued", s.queued},
-        {"leased", s.leased}, {"completed", s.completed},
-        {"failed", s.failed}, {"expired_leases", s.expired_leases},
-        {"saves_applied", s.saves_applied}, {"wal_records", s.wal_records},
-        {"wal_bytes", s.wal_bytes}, {"checkpoints", s.checkpoints},
-        {"applied_lsn", s.applied_lsn}, {"checkpoint_lsn", s.checkpoint_lsn},
-        {"wal_failed", s.wal_failed},
-    };
-    size_t nrows = sizeof rows / sizeof rows[0];
-    if (!json) {
-        for (size_t i = 0; i < nrows; i++)
-            printf("%-16s %llu\n", rows[i].name, (unsigned long long)rows[i].value);
-        if (s.wal_failure[0])
-            printf("%-16s %s\n", "wal_failure", s.wal_failure);
-        return CLI_EXIT_OK;
+    status = CLI_EXIT_FAIL;
+    if (json && !(obj = cJSON_CreateObject()))
+        goto nomem;
+    if (obj && saver && !cJSON_AddStringToObject(obj, "saver", saver))
+        goto nomem;
+    if (stats_emit(&s, obj, "") < 0)
+        goto nomem;
+    if (per_shard) {
+        if (obj && (!cJSON_AddNumberToObject(obj, "epoch", (double)ss_cluster_epoch(c)) ||
+                    !(arr = cJSON_AddArrayToObject(obj, "shards"))))
+            goto nomem;
+        for (size_t sh = 0; sh < ss_cluster_shards(c); sh++) {
+            ss_client *sc = NULL;
+            ss_server_stats one;
+            rc = ss_cluster_client(c, sh, &sc);
+            if (rc == 0)
+                rc = ss_client_stats(sc, saver, &one);
+            if (rc < 0) {
+                cli_error("shard %s (%s)", ss_cluster_shard_id(c, sh),
+                          ss_cluster_shard_address(c, sh));
+                status = sc ? cli_fail(sc, "stats", rc) : cli_cfail(c, "stats", rc);
+                goto out;
+            }
+            if (!obj) {
+                char prefix[SS_REDIRECT_ID_MAX + 16];
+                snprintf(prefix, sizeof prefix, "%s.", ss_cluster_shard_id(c, sh));
+                printf("# shard %s (%s) slots=%u\n", ss_cluster_shard_id(c, sh),
+                       ss_cluster_shard_address(c, sh), ss_cluster_shard_slots(c, sh));
+                stats_emit(&one, NULL, prefix);
+                continue;
+            }
+            cJSON *so = cJSON_CreateObject();
+            if (!so || !cJSON_AddItemToArray(arr, so))
+                goto nomem;
+            if (!cJSON_AddStringToObject(so, "shard", ss_cluster_shard_id(c, sh)) ||
+                !cJSON_AddStringToObject(so, "address", ss_cluster_shard_address(c, sh)) ||
+                !cJSON_AddNumberToObject(so, "slots", ss_cluster_shard_slots(c, sh)) ||
+                stats_emit(&one, so, "") < 0)
+                goto nomem;
+        }
     }
-    cJSON *obj = cJSON_CreateObject();
-    if (!obj) {
-        cli_error("out of memory");
-        return CLI_EXIT_FAIL;
+    if (obj) {
+        char *text = cJSON_PrintUnformatted(obj);
+        if (!text)
+            goto nomem;
+        printf("%s\n", text);
+        free(text);
     }
-    if (saver)
-        cJSON_AddStringToObject(obj, "saver", saver);
-    for (size_t i = 0; i < nrows; i++)
-        cJSON_AddNumberToObject(obj, rows[i].name, (double)rows[i].value);
-    if (s.wal_failure[0])
-        cJSON_AddStringToObject(obj, "wal_failure", s.wal_failure);
-    char *text = cJSON_PrintUnformatted(obj);
+    status = CLI_EXIT_OK;
+    goto out;
+nomem:
+    cli_error("out of memory");
+    status = CLI_EXIT_FAIL;
+out:
     cJSON_Delete(obj);
-    if (!text) {
-        cli_error("out of memory");
-        return CLI_EXIT_FAIL;
-    }
-    printf("%s\n", text);
-    free(text);
-    return CLI_EXIT_OK;
+    ss_cluster_close(c);
+    return status;
 }

@@ -21,8 +21,15 @@
  * AwaitRequest.without_tensors), so each segment's outputs cross the
  * network once. A segment this command collected is never awaited again
  * (its sequence is written), and collecting one already gone is fine.
+ *
+ * On a cluster every sequence's Submit, Await and collect go to the shard
+ * owning its key (one connection per shard, pipelined per shard). A
+ * segment answered MOVED (the slot moved) or UNAVAILABLE (frozen by a move
+ * in progress) is not a failure: the topology is refreshed and the
+ * segment sent again to its owner, at most --max-redirects passes for
+ * redirects and --unavailable-retry-ms for frozen slots.
  */
-#include "cli.h"
+#include "cli_submit.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -60,9 +67,6 @@
  * this many segments (or the window, if larger), and the sequences written
  * in a round are collected before the next round starts. */
 #define SUBMIT_ROUND_REFS 512u
-/* Backoff between reconnect attempts (ms; common/ss_backoff, jittered). */
-#define SUBMIT_BACKOFF_MIN_MS 100u
-#define SUBMIT_BACKOFF_MAX_MS 5000u
 
 static const char submit_usage[] =
     "usage: statesaver submit SAVER --inputs DIR --num-unroll T --outputs DIR\n"
@@ -92,62 +96,7 @@ static const char submit_usage[] =
     "(named on stderr with the reason) or the server failed, 2 bad usage or\n"
     "bad input files (nothing submitted).\n";
 
-/* One input sequence and its results as they arrive. */
-typedef struct seq {
-    char *key;            /* file name without .npy (owned) */
-    char *path;           /* input file path (owned) */
-    ss_npy *in;           /* float32 [length, input_size] (owned), NULL once queued */
-    uint64_t length;      /* steps */
-    uint64_t n_segments;  /* segments it is cut into */
-    uint64_t first_ref;   /* index of its segment 0 in run.queued */
-    size_t first_await;   /* index of its first await ref in run.refs */
-    size_t n_await;       /* await refs (segments queued before any refused) */
-    size_t n_answered;    /* await refs answered (result or error) */
-    uint64_t done;        /* segments received */
-    float *out;           /* [length, out_cols] once the first output came */
-    uint32_t out_cols;    /* output width */
-    ss_await_result *fin; /* the last segment's result (final states) */
-    bool failed;          /* a segment failed or could not be submitted */
-    bool keep;            /* failed here (not on the server): leave its
-                             results on the server, never collect them */
-    bool settled;         /* all answered and written (or failed): collect */
-    uint64_t fail_seg;    /* segment of the reason kept */
-    char *reason;         /* why it failed (owned) */
-} seq;
-
-/* The whole run. */
-typedef struct run {
-    seq *seqs;            /* sequences, sorted by key */
-    size_t n;             /* count */
-    uint32_t input_size;  /* columns of every input */
-    uint32_t T;           /* --num-unroll */
-    const char *out_dir;  /* --outputs */
-    uint64_t total_steps; /* sum of lengths */
-    uint64_t steps_done;  /* real steps received */
-    uint64_t segs_total;  /* segments of all sequences */
-    uint64_t segs_done;   /* segments accounted for (done, failed) */
-    uint64_t segs_sent;   /* segments the server answered a submit for */
-    ss_segment_ref *refs; /* segments to await, sequence by sequence */
-    size_t *ref_seq;      /* per await ref: its sequence */
-    bool *queued;         /* per segment of every sequence: submit succeeded */
-    bool *refused;        /* per segment: the server refused it (status) */
-    bool *answered;       /* per await ref: reported (done, failed, error) */
-    bool *has_result;     /* per await ref: answered with a result (done or
-                             failed), so there is a record to collect */
-    bool *collected;      /* per await ref: gone from the server (collected
-                             by us, or given up on with a warning) */
-    uint64_t collect_errors; /* refs the server refused to collect */
-    size_t *cur;          /* await refs of the current pass -> index in refs */
-    ss_segment_ref *cur_refs; /* refs of the current await pass */
-    ss_segment_pick *picks;   /* segments of the current submit pass */
-    int status;           /* exit status so far */
-    bool tty;             /* stderr is a terminal */
-    int64_t t0;           /* start (ms) */
-    int64_t last_draw;    /* last progress output (ms) */
-    const char *phase;    /* "submit" or "await" */
-} run;
-
-static int64_t now_ms(void)
+int64_t cli_submit_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -167,7 +116,7 @@ static void fmt_duration(char *buf, size_t size, double s)
 /* Progress to stderr; force draws even if the interval has not passed. */
 static void progress(run *r, bool force)
 {
-    int64_t now = now_ms();
+    int64_t now = cli_submit_now_ms();
     if (!force && now - r->last_draw < (r->tty ? SUBMIT_TTY_REFRESH_MS : SUBMIT_LINE_MS))
         return;
     r->last_draw = now;
@@ -378,6 +327,12 @@ static void on_submitted(void *arg, size_t i, uint64_t segment, int rc, const ch
     seq *q = &r->seqs[i];
     if (rc < 0 && !SS_IS_STATUS_ERR(rc))
         return; /* lost with the connection: sent again after reconnecting */
+    if (cli_submit_is_reroute(r, rc)) {
+        /* Sent again to the owner after a topology refresh. */
+        r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
+        r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
+        return;
+    }
     r->queued[q->first_ref + segment] = rc == 0;
     r->refused[q->first_ref + segment] = rc < 0;
     r->segs_sent++;
@@ -431,9 +386,16 @@ static int on_awaited(void *arg, size_t cur_index, int rc, ss_await_result *res,
                       const char *msg)
 {
     run *r = arg;
-    size_t index = r->cur[cur_index];
+    size_t index = r->cur[r->cur_off + cur_index];
     seq *q = &r->seqs[r->ref_seq[index]];
     uint64_t segment = r->refs[index].segment;
+    if (cli_submit_is_reroute(r, rc)) {
+        /* Not answered: awaited again at its owner in the next round. */
+        r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
+        r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
+        ss_await_result_free(res);
+        return 0;
+    }
     uint64_t first = segment * r->T;
     uint32_t want = q->length - first < r->T ? (uint32_t)(q->length - first) : r->T;
     uint32_t rows = 0, cols = 0;
@@ -517,90 +479,59 @@ out:
     return 0;
 }
 
-/* Replace a lost connection: reconnect with backoff until retry_ms has
- * passed since the loss. Returns 0 with *c connected, else the CLI exit
- * status (the error printed). */
-static int reconnect(const cli_ctx *ctx, run *r, ss_client **c, uint64_t retry_ms,
-                     const char *why)
-{
-    ss_client_options o;
-    char err[1024] = "";
-    ss_backoff backoff;
-    int64_t give_up = now_ms() + (int64_t)retry_ms;
-    unsigned attempts = 0;
-
-    ss_client_close(*c);
-    *c = NULL;
-    if (r->tty)
-        fputc('\n', stderr);
-    if (retry_ms == 0) {
-        cli_error("%s: connection to %s lost: %s", r->phase, ctx->server, why);
-        return CLI_EXIT_FAIL;
-    }
-    cli_error("%s: connection to %s lost (%s); reconnecting for up to %llu ms", r->phase,
-              ctx->server, why, (unsigned long long)retry_ms);
-    ss_client_options_init(&o);
-    o.server = ctx->server;
-    o.timeout_ms = ctx->timeout_ms;
-    o.connect_timeout_ms = ctx->timeout_ms < (int)SUBMIT_BACKOFF_MAX_MS
-                               ? ctx->timeout_ms : (int)SUBMIT_BACKOFF_MAX_MS;
-    o.token = ctx->token;
-    o.token_len = ctx->token_len;
-    o.client_name = "statesaver-cli/" SS_VERSION;
-    ss_backoff_init(&backoff, SUBMIT_BACKOFF_MIN_MS, SUBMIT_BACKOFF_MAX_MS, 0);
-    for (;;) {
-        int64_t left = give_up - now_ms();
-        if (left <= 0)
-            break;
-        struct timespec ts;
-        uint32_t wait = ss_backoff_next(&backoff); /* jittered, doubling */
-        uint32_t nap = (int64_t)wait < left ? wait : (uint32_t)left;
-        ts.tv_sec = nap / 1000;
-        ts.tv_nsec = (long)(nap % 1000) * 1000000L;
-        nanosleep(&ts, NULL);
-        attempts++;
-        if (ss_client_open(c, &o, err, sizeof err) == 0) {
-            cli_error("%s: reconnected to %s after %u attempt%s; resuming", r->phase,
-                      ctx->server, attempts, attempts == 1 ? "" : "s");
-            r->last_draw = 0;
-            return CLI_EXIT_OK;
-        }
-        *c = NULL;
-    }
-    cli_error("%s: could not reconnect to %s within %llu ms (%u attempts): %s", r->phase,
-              ctx->server, (unsigned long long)retry_ms, attempts, err);
-    return CLI_EXIT_FAIL;
-}
-
-/* Submit every segment not yet acknowledged, reconnecting as needed.
- * Returns the CLI exit status. */
-static int submit_all(const cli_ctx *ctx, run *r, ss_client **c, const char *saver,
+/* Submit every segment not yet acknowledged, each to its owner shard,
+ * reconnecting and rerouting as needed. Returns the CLI exit status. */
+static int submit_all(const cli_ctx *ctx, run *r, const char *saver,
                       const ss_sequence_in *ins, const ss_jobs_pipeline *pipe,
                       uint64_t retry_ms)
 {
+    unsigned moved_passes = 0;
+    int64_t unavail_since = 0;
     for (;;) {
-        size_t n = 0;
-        for (size_t i = 0; i < r->n; i++)
-            for (uint64_t s = 0; s < r->seqs[i].n_segments; s++) {
-                uint64_t k = r->seqs[i].first_ref + s;
-                if (!r->queued[k] && !r->refused[k])
-                    r->picks[n++] = (ss_segment_pick){.seq = i, .segment = s};
+        size_t total = 0;
+        bool lost = false;
+        cli_submit_route_seqs(r, ins);
+        for (size_t sh = 0; sh < ss_cluster_shards(r->cl) && !lost; sh++) {
+            size_t n = 0;
+            for (size_t i = 0; i < r->n; i++) {
+                if (r->owner[i] != sh)
+                    continue;
+                for (uint64_t s = 0; s < r->seqs[i].n_segments; s++) {
+                    uint64_t k = r->seqs[i].first_ref + s;
+                    if (!r->queued[k] && !r->refused[k])
+                        r->picks[n++] = (ss_segment_pick){.seq = i, .segment = s};
+                }
             }
-        if (n == 0)
-            return CLI_EXIT_OK;
-        int rc = ss_client_submit_segments(*c, saver, ins, r->n, r->input_size, r->T,
-                                           r->picks, n, pipe, on_submitted, r);
-        if (rc == 0 || SS_IS_STATUS_ERR(rc))
-            return CLI_EXIT_OK; /* every segment answered */
-        if (rc != SS_ERR_CLOSED && rc != SS_ERR_IO && rc != SS_ERR_TIMEOUT &&
-            rc != SS_ERR_CONNECT) {
-            if (r->tty)
-                fputc('\n', stderr);
-            return cli_fail(*c, "submit", rc);
+            total += n;
+            if (n == 0)
+                continue;
+            ss_client *c = NULL;
+            int rc = ss_cluster_client(r->cl, sh, &c);
+            if (rc == 0)
+                rc = ss_client_submit_segments(c, saver, ins, r->n, r->input_size, r->T,
+                                               r->picks, n, pipe, on_submitted, r);
+            if (rc == 0 || SS_IS_STATUS_ERR(rc))
+                continue; /* every segment answered */
+            if (!cli_submit_is_transport(rc)) {
+                if (r->tty)
+                    fputc('\n', stderr);
+                return c ? cli_fail(c, "submit", rc) : cli_cfail(r->cl, "submit", rc);
+            }
+            char why[SS_CLIENT_ERRMSG_MAX];
+            snprintf(why, sizeof why, "%s",
+                     c ? ss_client_last_error(c) : ss_cluster_last_error(r->cl));
+            int st = cli_submit_reconnect(ctx, r, sh, retry_ms, why);
+            if (st != CLI_EXIT_OK)
+                return st;
+            lost = true;
         }
-        char why[SS_CLIENT_ERRMSG_MAX];
-        snprintf(why, sizeof why, "%s", ss_client_last_error(*c));
-        int st = reconnect(ctx, r, c, retry_ms, why);
+        if (total == 0)
+            return CLI_EXIT_OK;
+        if (lost)
+            continue;
+        if (!r->moved && !r->unavailable)
+            return CLI_EXIT_OK;
+        int st = cli_submit_reroute(ctx, r, &moved_passes, &unavail_since);
         if (st != CLI_EXIT_OK)
             return st;
     }
@@ -609,7 +540,12 @@ static int submit_all(const cli_ctx *ctx, run *r, ss_client **c, const char *sav
 static void on_collected(void *arg, size_t cur_index, int rc, const char *msg)
 {
     run *r = arg;
-    size_t index = r->cur[cur_index];
+    size_t index = r->cur[r->cur_off + cur_index];
+    if (cli_submit_is_reroute(r, rc)) {
+        r->moved = r->moved || rc == SS_ERR_STATUS(SS_CODE_MOVED);
+        r->unavailable = r->unavailable || rc == SS_ERR_STATUS(SS_CODE_UNAVAILABLE);
+        return; /* collected at its owner in the next round */
+    }
     r->collected[index] = true;
     if (rc < 0 && r->collect_errors++ == 0) {
         /* Not fatal: the files are written; the record stays on the server. */
@@ -657,46 +593,75 @@ static size_t next_round(run *r, size_t round)
     return n;
 }
 
-/* Await every ref not yet answered (without collecting), in rounds; after
- * each round collect the sequences that were written (or failed on the
- * server). Reconnects as needed; a connection lost during a collect only
- * means collecting again (a record already gone counts as collected). */
-static int await_all(const cli_ctx *ctx, run *r, ss_client **c, const char *saver,
+/* Await every ref not yet answered (without collecting), in rounds, each
+ * shard's refs at that shard; after each round collect the sequences that
+ * were written (or failed on the server). Reconnects as needed; a
+ * connection lost during a collect only means collecting again (a record
+ * already gone counts as collected). */
+static int await_all(const cli_ctx *ctx, run *r, const char *saver, const ss_sequence_in *ins,
                      uint32_t wait_ms, uint64_t max_wait, const ss_jobs_pipeline *pipe,
                      uint64_t retry_ms)
 {
-    int64_t t0 = now_ms();
+    int64_t t0 = cli_submit_now_ms();
     uint32_t window = pipe->window ? pipe->window : SS_JOBS_WINDOW_DEFAULT;
     size_t round = (size_t)window * 4 > SUBMIT_ROUND_REFS ? (size_t)window * 4
                                                           : SUBMIT_ROUND_REFS;
+    size_t starts[SS_TOPO_SHARDS_CLI + 1];
+    unsigned moved_passes = 0;
+    int64_t unavail_since = 0;
     for (;;) {
-        int rc;
         const char *what = "collect";
+        bool collect = true;
+        cli_submit_route_seqs(r, ins);
+        if (ss_cluster_shards(r->cl) > SS_TOPO_SHARDS_CLI) {
+            cli_error("%s: more than %u shards", r->phase, SS_TOPO_SHARDS_CLI);
+            return CLI_EXIT_FAIL;
+        }
         size_t n = pending_collects(r);
-        if (n > 0) {
-            rc = ss_client_collect_many(*c, saver, r->cur_refs, n, pipe, on_collected, r);
-        } else {
+        uint64_t total = 0;
+        if (n == 0) {
+            collect = false;
             what = "await";
             n = next_round(r, round);
             if (n == 0)
                 return CLI_EXIT_OK;
-            uint64_t total = 0;
             if (max_wait) {
-                int64_t spent = now_ms() - t0;
+                int64_t spent = cli_submit_now_ms() - t0;
                 total = (uint64_t)spent >= max_wait ? 1 : max_wait - (uint64_t)spent;
             }
-            rc = ss_client_await_many(*c, saver, r->cur_refs, n, wait_ms, total, false, pipe,
-                                      on_awaited, r);
         }
-        if (rc == 0)
-            continue;
-        if (!ss_client_broken(*c))
-            return cli_fail(*c, what, rc);
-        char why[SS_CLIENT_ERRMSG_MAX];
-        snprintf(why, sizeof why, "%s", ss_client_last_error(*c));
-        int st = reconnect(ctx, r, c, retry_ms, why);
-        if (st != CLI_EXIT_OK)
-            return st;
+        cli_submit_group_refs(r, n, starts);
+        bool lost = false;
+        for (size_t sh = 0; sh < ss_cluster_shards(r->cl) && !lost; sh++) {
+            size_t m = starts[sh + 1] - starts[sh];
+            if (m == 0)
+                continue;
+            ss_client *c = NULL;
+            r->cur_off = starts[sh];
+            int rc = ss_cluster_client(r->cl, sh, &c);
+            if (rc == 0 && collect)
+                rc = ss_client_collect_many(c, saver, r->cur_refs + starts[sh], m, pipe,
+                                            on_collected, r);
+            else if (rc == 0)
+                rc = ss_client_await_many(c, saver, r->cur_refs + starts[sh], m, wait_ms,
+                                          total, false, pipe, on_awaited, r);
+            if (rc == 0)
+                continue;
+            if (c && !ss_client_broken(c))
+                return cli_fail(c, what, rc);
+            char why[SS_CLIENT_ERRMSG_MAX];
+            snprintf(why, sizeof why, "%s",
+                     c ? ss_client_last_error(c) : ss_cluster_last_error(r->cl));
+            int st = cli_submit_reconnect(ctx, r, sh, retry_ms, why);
+            if (st != CLI_EXIT_OK)
+                return st;
+            lost = true;
+        }
+        if (!lost && (r->moved || r->unavailable)) {
+            int st = cli_submit_reroute(ctx, r, &moved_passes, &unavail_since);
+            if (st != CLI_EXIT_OK)
+                return st;
+        }
     }
 }
 
@@ -747,7 +712,6 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     uint64_t retry_ms = SUBMIT_RETRY_MS_DEFAULT;
     ss_jobs_pipeline pipe = {.window = 0};
     ss_sequence_in *ins = NULL;
-    ss_client *c = NULL;
     bool json = false;
     int o, status;
 
@@ -802,8 +766,11 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     r.cur = calloc(r.segs_total, sizeof *r.cur);
     r.cur_refs = calloc(r.segs_total, sizeof *r.cur_refs);
     r.picks = calloc(r.segs_total, sizeof *r.picks);
+    r.owner = calloc(r.n ? r.n : 1, sizeof *r.owner);
+    r.by_shard = calloc(r.segs_total + SS_TOPO_SHARDS_CLI + 1, sizeof *r.by_shard);
     if (!ins || !r.refs || !r.ref_seq || !r.queued || !r.refused || !r.answered ||
-        !r.has_result || !r.collected || !r.cur || !r.cur_refs || !r.picks) {
+        !r.has_result || !r.collected || !r.cur || !r.cur_refs || !r.picks || !r.owner ||
+        !r.by_shard) {
         cli_error("out of memory");
         status = CLI_EXIT_FAIL;
         goto out;
@@ -814,11 +781,11 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
         ins[i].data = r.seqs[i].in->data;
         ins[i].length = r.seqs[i].length;
     }
-    if ((status = cli_connect(ctx, &c)) != CLI_EXIT_OK)
+    if ((status = cli_cluster(ctx, &r.cl)) != CLI_EXIT_OK)
         goto out;
     r.tty = isatty(STDERR_FILENO) == 1;
-    r.t0 = now_ms();
-    if ((status = submit_all(ctx, &r, &c, saver, ins, &pipe, retry_ms)) != CLI_EXIT_OK)
+    r.t0 = cli_submit_now_ms();
+    if ((status = submit_all(ctx, &r, saver, ins, &pipe, retry_ms)) != CLI_EXIT_OK)
         goto out;
     /* Input data is no longer needed once every segment is queued. */
     size_t n_refs = 0;
@@ -845,13 +812,13 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     }
     r.phase = "await";
     progress(&r, true);
-    status = await_all(ctx, &r, &c, saver, (uint32_t)wait_ms, max_wait, &pipe, retry_ms);
+    status = await_all(ctx, &r, saver, ins, (uint32_t)wait_ms, max_wait, &pipe, retry_ms);
     progress(&r, true);
     if (r.tty)
         fputc('\n', stderr);
     if (status != CLI_EXIT_OK)
         goto out;
-    double secs = (double)(now_ms() - r.t0) / 1000.0;
+    double secs = (double)(cli_submit_now_ms() - r.t0) / 1000.0;
     size_t n_failed = 0;
     for (size_t i = 0; i < r.n; i++) {
         if (!r.seqs[i].failed)
@@ -862,8 +829,10 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     summary(&r, json, n_failed, secs);
     status = n_failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
-    ss_client_close(c);
+    ss_cluster_close(r.cl);
     free(ins);
+    free(r.owner);
+    free(r.by_shard);
     free_run(&r);
     return status;
 }

@@ -34,6 +34,8 @@ struct ss_client {
     size_t n_stash;            /* used entries */
     size_t cap_stash;          /* allocated entries */
     char err[SS_CLIENT_ERRMSG_MAX]; /* last error message ("" after success) */
+    bool moved;                /* the last call failed with MOVED */
+    ss_redirect redirect;      /* where to, when moved */
 };
 
 /* Internal functions are not exported from the shared library. */
@@ -57,6 +59,44 @@ SS_CLIENT_INTERNAL int ss_client_begin(ss_client *c, bool bad, const char *msg);
  * response body of want_case (STATESAVER__V1__RESPONSE__BODY_*). */
 SS_CLIENT_INTERNAL int ss_client_run(ss_client *c, ss_req *req, uint32_t wait_ms,
                                      int want_case, ss_resp **out);
+
+/* Typed calls in two halves, so the cluster handle can keep one request
+ * per shard in flight (calls.c). _send packs and sends (the arguments are
+ * only read during the call), _recv waits for the reply to id. */
+SS_CLIENT_INTERNAL int ss_client_fetch_send(ss_client *c, const char *saver,
+                                            const ss_key *keys, size_t n_keys,
+                                            uint64_t min_segment, uint32_t wait_ms,
+                                            uint64_t *id);
+SS_CLIENT_INTERNAL int ss_client_fetch_recv(ss_client *c, uint64_t id, size_t n_keys,
+                                            uint32_t wait_ms, ss_fetch_result **out);
+SS_CLIENT_INTERNAL int ss_client_save_send(ss_client *c, const char *saver,
+                                           const ss_key *keys, size_t n_keys,
+                                           const uint64_t *segments, const bool *final,
+                                           const ss_state_data *states, size_t n_states,
+                                           uint64_t *id);
+SS_CLIENT_INTERNAL int ss_client_save_recv(ss_client *c, uint64_t id, size_t n_keys,
+                                           bool *already_applied);
+
+/* One fetch result over several per-shard parts (owned by the result from
+ * the call on, also on failure): key k is row krow[k] of parts[kpart[k]].
+ * The parts must agree on names, dtypes and shapes (else SS_ERR_PROTO with
+ * a message in err). */
+SS_CLIENT_INTERNAL int ss_fetch_result_merge(ss_fetch_result **parts, size_t n_parts,
+                                             uint32_t *kpart, size_t *krow,
+                                             size_t n_keys, ss_fetch_result **out,
+                                             char *err, size_t errsz);
+
+/* A list result owning n per-shard parts, with the rows given (pointers
+ * into the parts) and more. Takes the parts and the arrays in every case. */
+SS_CLIENT_INTERNAL int ss_list_result_merge(ss_list_result **parts, size_t n_parts,
+                                            Statesaver__V1__SequenceInfo **seqs,
+                                            size_t n_seqs,
+                                            Statesaver__V1__SaverInfo **savers,
+                                            size_t n_savers, bool more,
+                                            ss_list_result **out);
+/* The ListResponse inside a list result (for merging). */
+SS_CLIENT_INTERNAL const Statesaver__V1__ListResponse *
+ss_list_result_pb(const ss_list_result *r);
 
 /* protobuf-c's message structs are not const-correct; packing only reads. */
 static inline char *ss_client_unconst(const char *s)

@@ -70,6 +70,16 @@ int ss_client_fail(ss_client *c, int rc, const char *fmt, ...)
 void ss_client_clear_error(ss_client *c)
 {
     c->err[0] = '\0';
+    c->moved = false;
+}
+
+bool ss_client_last_redirect(const ss_client *c, ss_redirect *out)
+{
+    if (!c || !c->moved)
+        return false;
+    if (out)
+        *out = c->redirect;
+    return true;
 }
 
 void ss_client_copy_str(char *dst, size_t size, const char *src)
@@ -444,8 +454,22 @@ static int finish(ss_client *c, ss_resp *r, ss_resp **out)
     if (r->status && r->status->code != STATESAVER__V1__CODE__OK) {
         int code = (int)r->status->code;
         const char *m = r->status->message;
-        ss_client_fail(c, SS_ERR_STATUS(code), "%s: %s", ss_status_name(code),
+        const Statesaver__V1__Redirect *rd = r->status->redirect;
+        ss_client_fail(c, SS_ERR_STATUS(code), "%s: %s",
+                       code == SS_CODE_MOVED ? "MOVED" : ss_status_name(code),
                        m && m[0] ? m : "(no message)");
+        if (code == SS_CODE_MOVED) {
+            c->moved = true;
+            memset(&c->redirect, 0, sizeof c->redirect);
+            if (rd) {
+                ss_client_copy_str(c->redirect.address, sizeof c->redirect.address,
+                                   rd->address);
+                ss_client_copy_str(c->redirect.shard, sizeof c->redirect.shard,
+                                   rd->shard);
+                c->redirect.epoch = rd->epoch;
+                c->redirect.slot = rd->slot;
+            }
+        }
         statesaver__v1__response__free_unpacked(r, NULL);
         return SS_ERR_STATUS(code);
     }

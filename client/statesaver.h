@@ -254,6 +254,139 @@ typedef struct ss_server_stats {
 /* Stats of the whole server (saver NULL or "") or one saver. */
 int ss_client_stats(ss_client *c, const char *saver, ss_server_stats *out);
 
+/* ---- redirects (cluster) ----------------------------------------------
+ * A server of a cluster answers a request for a key whose hash slot another
+ * shard owns with SS_ERR_STATUS(SS_CODE_MOVED) and where to go. */
+
+/* Wire status code of a redirect (Code.MOVED). */
+#define SS_CODE_MOVED 32
+/* Wire status code of a retryable refusal (Code.UNAVAILABLE), e.g. a slot
+ * frozen by a move in progress. */
+#define SS_CODE_UNAVAILABLE 14
+/* Longest shard id / address kept in an ss_redirect (bytes, without NUL). */
+#define SS_REDIRECT_ID_MAX 64
+#define SS_REDIRECT_ADDR_MAX 255
+
+/* Where a redirected key lives (Status.redirect). */
+typedef struct ss_redirect {
+    char address[SS_REDIRECT_ADDR_MAX + 1]; /* owner's HOST:PORT */
+    char shard[SS_REDIRECT_ID_MAX + 1];     /* owner's shard id */
+    uint64_t epoch;                         /* topology epoch of the answer */
+    uint32_t slot;                          /* the key's hash slot */
+} ss_redirect;
+
+/* true when the last call on c failed with MOVED; then *out (may be NULL)
+ * gets the redirect. Valid until the next call on c. */
+bool ss_client_last_redirect(const ss_client *c, ss_redirect *out);
+
+/* ---- cluster handle ---------------------------------------------------
+ * An ss_cluster routes every call to the shard owning each key's hash slot
+ * (CRC16 of the key, or of its {tag}, mod 16384: the Redis Cluster
+ * function). It learns the topology with a Topology request from any seed
+ * address, keeps one ss_client per shard (connected on first use, and
+ * again after a transport error), splits batched calls by shard (the
+ * sub-requests of one call are in flight together) and merges the replies
+ * in key order. A redirect (MOVED) refreshes the topology and retries, at
+ * most max_redirects times per call ("redirect loop" error past that); an
+ * UNAVAILABLE from a shard that has frozen slots (a move in progress; its
+ * Topology says so) is retried with backoff for up to unavailable_retry_ms,
+ * any other UNAVAILABLE (e.g. a failed write-ahead log) is returned. A server without a cluster (or one that
+ * predates Topology) is a cluster of one shard at the seed's address.
+ *
+ * Atomicity: a batched save is one transaction per shard; keys of one
+ * {tag} share a slot and so are saved all or nothing. If the sub-batch of
+ * one shard fails, the others may have been applied: repeating the whole
+ * call is safe (applied keys report already_applied).
+ *
+ * Threads and ownership as for ss_client (one thread at a time; results
+ * owned by the caller). Strings returned by accessors stay valid until the
+ * next call on the cluster.
+ */
+
+/* Redirects followed by one call before it fails (a redirect loop). */
+#define SS_CLUSTER_REDIRECTS_DEFAULT 8u
+#define SS_CLUSTER_REDIRECTS_MAX 1000u
+/* How long a call retries a retryable UNAVAILABLE (ms). */
+#define SS_CLUSTER_UNAVAILABLE_RETRY_MS_DEFAULT 30000u
+/* Seed addresses accepted by ss_cluster_open. */
+#define SS_CLUSTER_SEEDS_MAX 1024u
+
+typedef struct ss_cluster ss_cluster; /* opaque: topology, one client per shard */
+
+typedef struct ss_cluster_options {
+    const char *const *seeds;       /* addresses of any shards (borrowed) */
+    size_t n_seeds;                 /* >= 1 */
+    ss_client_options conn;         /* per-shard connection options; its
+                                       server field is ignored */
+    uint32_t max_redirects;         /* 0 = SS_CLUSTER_REDIRECTS_DEFAULT */
+    uint32_t unavailable_retry_ms;  /* 0 = the default; UINT32_MAX = never */
+} ss_cluster_options;
+
+/* Fill o with defaults (no seeds, ss_client_options_init). */
+void ss_cluster_options_init(ss_cluster_options *o);
+
+/* Learn the topology from the first seed that answers. */
+int ss_cluster_open(ss_cluster **out, const ss_cluster_options *opt, char *err,
+                    size_t errsz);
+/* Close every shard connection and free. Accepts NULL. */
+void ss_cluster_close(ss_cluster *c);
+/* Message of the last failed call ("" after success); never NULL. */
+const char *ss_cluster_last_error(const ss_cluster *c);
+/* Fetch the topology again (from the shards, then the seeds); a topology
+ * older (lower epoch) than the one held is ignored. */
+int ss_cluster_refresh(ss_cluster *c);
+
+uint64_t ss_cluster_epoch(const ss_cluster *c);       /* topology epoch */
+const char *ss_cluster_name(const ss_cluster *c);     /* cluster name or "" */
+size_t ss_cluster_shards(const ss_cluster *c);        /* shards */
+const char *ss_cluster_shard_id(const ss_cluster *c, size_t i);
+const char *ss_cluster_shard_address(const ss_cluster *c, size_t i);
+/* Hash slots shard i owns. */
+unsigned ss_cluster_shard_slots(const ss_cluster *c, size_t i);
+/* Redirects followed since the cluster was opened. */
+uint64_t ss_cluster_redirects(const ss_cluster *c);
+/* true when some shard has frozen slots (a move is in progress), so an
+ * UNAVAILABLE from it is worth retrying; asks every shard (Topology). */
+bool ss_cluster_moving(ss_cluster *c);
+
+/* The hash slot of a key (0..16383) and the index of the shard owning it. */
+unsigned ss_cluster_slot(const ss_key *key);
+int ss_cluster_shard_of(const ss_cluster *c, const ss_key *key);
+
+/* The connection to shard i (connected now if needed; owned by the
+ * cluster, valid until the next refresh or call on c). For calls the
+ * cluster does not route itself (jobs, per-shard stats). */
+int ss_cluster_client(ss_cluster *c, size_t i, ss_client **out);
+
+/* Ping every shard. */
+int ss_cluster_ping(ss_cluster *c);
+/* Declare on every shard (savers exist everywhere); *created true when
+ * any shard created it. */
+int ss_cluster_declare(ss_cluster *c, const char *saver, const ss_state_def *states,
+                       size_t n_states, uint64_t idle_ttl_ms, bool keep_final,
+                       bool *created);
+/* As ss_client_fetch, keys split by shard, result in key order. */
+int ss_cluster_fetch(ss_cluster *c, const char *saver, const ss_key *keys,
+                     size_t n_keys, uint64_t min_segment, uint32_t wait_ms,
+                     ss_fetch_result **out);
+/* As ss_client_save, split by shard (see Atomicity above). */
+int ss_cluster_save(ss_cluster *c, const char *saver, const ss_key *keys,
+                    size_t n_keys, const uint64_t *segments, const bool *final,
+                    const ss_state_data *states, size_t n_states,
+                    bool *already_applied);
+/* As ss_client_drop: keys routed, all = true fans out; *dropped summed. */
+int ss_cluster_drop(ss_cluster *c, const char *saver, const ss_key *keys,
+                    size_t n_keys, bool all, uint64_t *dropped);
+/* As ss_client_list over every shard: savers merged by name (sequence
+ * counts summed), sequences merged in key order; the page holds at most
+ * limit rows and ss_list_result_more() tells whether any shard has more. */
+int ss_cluster_list(ss_cluster *c, const char *saver, const ss_key *prefix,
+                    const ss_key *start_after, uint32_t limit,
+                    ss_list_result **out);
+/* Sum of every shard's counters (uptime and lsn: the largest; wal_failed:
+ * any); per-shard figures through ss_cluster_client + ss_client_stats. */
+int ss_cluster_stats(ss_cluster *c, const char *saver, ss_server_stats *out);
+
 /* ---- low level: raw protobuf messages ---------------------------------
  * For callers that build statesaver.pb-c.h messages themselves (the worker,
  * new calls). The library assigns req->id. */

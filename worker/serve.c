@@ -517,6 +517,8 @@ int ss_serve_main(int argc, char **argv)
 
     if (ss_serve_parse_args(&w.o, argc, argv, &exit_now) < 0 || exit_now >= 0)
         return exit_now;
+    if ((exit_now = ss_serve_cluster_main(&w.o, argc, argv)) >= 0)
+        return exit_now; /* a cluster: one worker process per shard */
     ss_backoff_init(&w.backoff, SS_SERVE_BACKOFF_MIN_MS, SS_SERVE_BACKOFF_MAX_MS, 0);
     if (w.o.token_file && read_token(&w) < 0)
         goto out;

@@ -44,6 +44,8 @@ typedef struct serve_opts {
     const char *stats_json; /* --stats-json FILE, or NULL */
     const char *metrics_listen;    /* --metrics-listen HOST:PORT, or NULL */
     const char *metrics_port_file; /* --metrics-port-file FILE, or NULL */
+    const char *cluster;    /* --cluster ADDR,...: every shard (serve_cluster.c) */
+    bool no_cluster;        /* --no-cluster: this --server only */
 } serve_opts;
 
 /* Timings of non-empty leases for --stats-json (ms). */
@@ -106,6 +108,11 @@ typedef struct lease_clock {
  * on, or sets *exit_now to the exit status (help, version, bad flags; the
  * message is printed) and returns SS_ERR_INVALID on a usage error. */
 int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now);
+
+/* serve_cluster.c: with --cluster, or a --server whose topology has
+ * several shards, run one worker process per shard and return the exit
+ * status (>= 0); -1 when there is one server to serve here. */
+int ss_serve_cluster_main(const serve_opts *o, int argc, char **argv);
 
 /* Compute every item of lease l into r (per-item errors in r->why).
  * Returns 0 or SS_ERR_NOMEM; r is released by ss_serve_results_free in

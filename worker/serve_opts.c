@@ -29,7 +29,11 @@ static void usage(FILE *f)
             "\n"
             "Serve the job queue of saver NAME: declare its schema from the model\n"
             "(idempotent), then lease ready segments, unroll them and complete them.\n"
-            "  --server HOST:PORT   server (default $STATESAVER_SERVER, else %s)\n"
+            "  --server HOST:PORT   server (default $STATESAVER_SERVER, else %s); when\n"
+            "                       its topology has several shards, every shard is served\n"
+            "  --cluster A,B,...    serve every shard of the cluster of these addresses (a\n"
+            "                       worker process per shard, completing to the shard the\n"
+            "                       lease came from); --no-cluster: only --server\n"
             "  --model PATH         safetensors model (see docs/worker.md)\n"
             "  --saver NAME         saver whose queue to serve\n"
             "  --batch N            segments per lease, 1..%u (default %u)\n"
@@ -86,7 +90,7 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
 {
     enum { OPT_LEASE = 1000, OPT_WAIT, OPT_TTL, OPT_THREADS, OPT_TOKEN, OPT_TIMEOUT,
            OPT_MAXB, OPT_LOGEVERY, OPT_LOG, OPT_STATS, OPT_MLISTEN, OPT_MPORT, OPT_HELP,
-           OPT_VERSION, OPT_PRECISION };
+           OPT_VERSION, OPT_PRECISION, OPT_CLUSTER, OPT_NOCLUSTER };
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"model", required_argument, NULL, 'm'},
@@ -105,6 +109,8 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         {"stats-json", required_argument, NULL, OPT_STATS},
         {"metrics-listen", required_argument, NULL, OPT_MLISTEN},
         {"metrics-port-file", required_argument, NULL, OPT_MPORT},
+        {"cluster", required_argument, NULL, OPT_CLUSTER},
+        {"no-cluster", no_argument, NULL, OPT_NOCLUSTER},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -147,6 +153,8 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         case OPT_STATS: o->stats_json = optarg; break;
         case OPT_MLISTEN: o->metrics_listen = optarg; break;
         case OPT_MPORT: o->metrics_port_file = optarg; break;
+        case OPT_CLUSTER: o->cluster = optarg; break;
+        case OPT_NOCLUSTER: o->no_cluster = true; break;
         case OPT_TIMEOUT:
             rc = parse_u64("--timeout-ms", optarg, 1, 86400000u, &v);
             o->timeout_ms = (uint32_t)v;

@@ -5,6 +5,7 @@
 #include <ftw.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +32,13 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
-static int start_on(ss_testserver *s, const char *token, bool v6)
+/* Most extra arguments start_on passes on. */
+#define TESTSERVER_EXTRA_MAX 8
+
+static int start_on(ss_testserver *s, const char *token, bool v6, const char *fixed_listen,
+                    const char *const *extra)
 {
-    const char *listen = v6 ? "[::1]:0" : "127.0.0.1:0";
+    const char *listen = fixed_listen ? fixed_listen : v6 ? "[::1]:0" : "127.0.0.1:0";
     const char *root = getenv("SS_BUILD_ROOT");
     const char *tmp = getenv("TMPDIR");
     char bin[1024], data[512], portfile[512], tokfile[512];
@@ -69,12 +74,25 @@ static int start_on(ss_testserver *s, const char *token, bool v6)
         return -1;
     }
     if (pid == 0) {
-        if (token)
-            execl(bin, bin, "--listen", listen, "--data", data, "--port-file",
-                  portfile, "--sync", "off", "--auth-token-file", tokfile, (char *)NULL);
-        else
-            execl(bin, bin, "--listen", listen, "--data", data, "--port-file",
-                  portfile, "--sync", "off", (char *)NULL);
+        const char *av[16 + TESTSERVER_EXTRA_MAX];
+        size_t n = 0;
+        av[n++] = bin;
+        av[n++] = "--listen";
+        av[n++] = listen;
+        av[n++] = "--data";
+        av[n++] = data;
+        av[n++] = "--port-file";
+        av[n++] = portfile;
+        av[n++] = "--sync";
+        av[n++] = "off";
+        if (token) {
+            av[n++] = "--auth-token-file";
+            av[n++] = tokfile;
+        }
+        for (size_t i = 0; extra && extra[i] && i < TESTSERVER_EXTRA_MAX; i++)
+            av[n++] = extra[i];
+        av[n] = NULL;
+        execv(bin, (char *const *)(uintptr_t)av);
         _exit(127);
     }
     s->pid = pid;
@@ -105,12 +123,19 @@ static int start_on(ss_testserver *s, const char *token, bool v6)
 
 int ss_testserver_start(ss_testserver *s, const char *token)
 {
-    return start_on(s, token, false);
+    return start_on(s, token, false, NULL, NULL);
 }
 
 int ss_testserver_start_v6(ss_testserver *s, const char *token)
 {
-    return start_on(s, token, true);
+    return start_on(s, token, true, NULL, NULL);
+}
+
+int ss_testserver_start_shard(ss_testserver *s, const char *listen, const char *config,
+                              const char *shard)
+{
+    const char *extra[] = {"--cluster-config", config, "--shard", shard, NULL};
+    return start_on(s, NULL, false, listen, extra);
 }
 
 void ss_testserver_stop(ss_testserver *s)

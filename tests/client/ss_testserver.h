@@ -23,6 +23,11 @@ int ss_testserver_start(ss_testserver *s, const char *token);
 /* The same on an IPv6 loopback: listens on [::1]:0, addr is "[::1]:PORT". */
 int ss_testserver_start_v6(ss_testserver *s, const char *token);
 
+/* A shard of a static cluster: listens on `listen` ("127.0.0.1:PORT", the
+ * address the topology file names), --cluster-config config --shard shard. */
+int ss_testserver_start_shard(ss_testserver *s, const char *listen, const char *config,
+                              const char *shard);
+
 /* SIGTERM, wait (SIGKILL after 10 s), remove the directory. */
 void ss_testserver_stop(ss_testserver *s);
 
