@@ -456,7 +456,7 @@ static int finish(ss_client *c, ss_resp *r, ss_resp **out)
         const char *m = r->status->message;
         const Statesaver__V1__Redirect *rd = r->status->redirect;
         ss_client_fail(c, SS_ERR_STATUS(code), "%s: %s",
-                       code == SS_CODE_MOVED ? "MOVED" : ss_status_name(code),
+                       ss_status_name(code),
                        m && m[0] ? m : "(no message)");
         if (code == SS_CODE_MOVED) {
             c->moved = true;

@@ -17,6 +17,7 @@ const char *ss_status_name(int code)
     case 13: return "INTERNAL";
     case 14: return "UNAVAILABLE";
     case 16: return "UNAUTHENTICATED";
+    case 32: return "MOVED";
     default: return "UNKNOWN_CODE";
     }
 }

@@ -52,12 +52,12 @@ typedef void (*ss_handler_fn)(ss_request *req, void *ctx);
  * ss_server_start): the built-in handlers, the barrier, the job queue.
  * Returns 0 or a negative code (logged). */
 int ss_dispatch_new(ss_dispatch **out, ss_server *srv);
-/* Cluster mode (topology.h): route keyed requests by slot ownership and
+/* Cluster mode (shard.h): route keyed requests by slot ownership and
  * serve Topology and the slot RPCs with c (borrowed; outlives d). Call
  * after ss_dispatch_new, before ss_server_start. Without it (tests that
  * wire the server themselves) every slot is local. */
-struct ss_cluster;
-int ss_dispatch_set_cluster(ss_dispatch *d, struct ss_cluster *c);
+struct ss_shard;
+int ss_dispatch_set_cluster(ss_dispatch *d, struct ss_shard *c);
 /* After ss_server_run returned (or a failed start), before
  * ss_server_free. Accepts NULL. */
 void ss_dispatch_free(ss_dispatch *d);

@@ -17,7 +17,7 @@
 #include "ss_keyfmt.h"
 #include "ss_log.h"
 #include "ss_slot.h"
-#include "topology.h"
+#include "shard.h"
 
 #define CODE(name) STATESAVER__V1__CODE__##name
 /* Bytes of a SlotExport reply kept for its envelope and per-record fields. */
@@ -33,14 +33,14 @@ typedef struct ss_dispatch_cluster {
     bool del_busy;                        /* a SlotDelete is in the writer */
 } ss_dispatch_cluster;
 
-static ss_cluster *cluster_of(ss_request *req)
+static ss_shard *cluster_of(ss_request *req)
 {
     return ss_request_dispatch(req)->cluster;
 }
 
 /* The cluster view, or NULL after answering (a server wired without one,
  * as some tests do). */
-static ss_cluster *need_cluster(ss_request *req)
+static ss_shard *need_cluster(ss_request *req)
 {
     ss_dispatch *d = ss_request_dispatch(req);
     if (!d->cluster || !d->cl) {
@@ -53,11 +53,11 @@ static ss_cluster *need_cluster(ss_request *req)
 
 /* ---- ownership check ---- */
 
-static bool check_one(ss_request *req, ss_cluster *c, const uint8_t *key, size_t len,
+static bool check_one(ss_request *req, ss_shard *c, const uint8_t *key, size_t len,
                       bool write)
 {
-    ss_cluster_where w;
-    ss_cluster_verdict v = ss_cluster_check_key(c, key, len, write, &w);
+    ss_shard_where w;
+    ss_shard_verdict v = ss_shard_check_key(c, key, len, write, &w);
     if (v == SS_CLUSTER_OK)
         return false;
     char shown[4 * SS_DISPATCH_KEY_SHOW + 8];
@@ -86,8 +86,8 @@ static bool check_one(ss_request *req, ss_cluster *c, const uint8_t *key, size_t
 
 bool ss_dispatch_cluster_check(ss_dispatch *d, ss_request *req)
 {
-    ss_cluster *c = d->cluster;
-    if (ss_cluster_source_of(c) == SS_CLUSTER_NONE)
+    ss_shard *c = d->cluster;
+    if (ss_shard_source_of(c) == SS_CLUSTER_NONE)
         return false;
     const ss_request_msg *m = ss_request_message(req);
     switch (m->body_case) {
@@ -155,16 +155,16 @@ static int job_ident(const void *val, size_t len, ss_bytes *saver, ss_bytes *key
 static void h_topology(ss_request *req, void *ctx)
 {
     (void)ctx;
-    ss_cluster *c = need_cluster(req);
+    ss_shard *c = need_cluster(req);
     if (!c)
         return;
-    Statesaver__V1__TopologyResponse *tr = ss_topology_to_pb(ss_cluster_topology(c));
+    Statesaver__V1__TopologyResponse *tr = ss_topology_to_pb(ss_shard_topology(c));
     if (!tr) {
         ss_request_error(req, CODE(RESOURCE_EXHAUSTED), "out of memory");
         return;
     }
-    char *self = strdup(ss_cluster_self(c));
-    char *source = strdup(ss_cluster_source_name(c));
+    char *self = strdup(ss_shard_self(c));
+    char *source = strdup(ss_shard_source_name(c));
     if (self && source) {
         tr->self = self;
         tr->source = source;
@@ -172,9 +172,9 @@ static void h_topology(ss_request *req, void *ctx)
     }
     free(self);
     free(source);
-    tr->stale = ss_cluster_stale(c);
+    tr->stale = ss_shard_stale(c);
     size_t nf = 0;
-    Statesaver__V1__SlotRange **fr = ss_cluster_frozen_ranges(c, &nf);
+    Statesaver__V1__SlotRange **fr = ss_shard_frozen_ranges(c, &nf);
     tr->frozen = fr;
     tr->n_frozen = nf;
     ss_response_msg resp = STATESAVER__V1__RESPONSE__INIT;
@@ -201,15 +201,15 @@ static bool check_range(ss_request *req, unsigned first, unsigned last, const ch
  * another shard. */
 static bool job_held(void *arg, const uint8_t *key, size_t len)
 {
-    const ss_cluster *c = arg;
+    const ss_shard *c = arg;
     unsigned s = ss_slot_of(key, len);
-    return ss_cluster_frozen(c, s) || !ss_cluster_owns(c, s);
+    return ss_shard_frozen(c, s) || !ss_shard_owns(c, s);
 }
 
 static void refresh_holds(ss_dispatch *d)
 {
     ss_jobs *j = ss_dispatch_jobs(d);
-    if (j && d->cluster && ss_cluster_source_of(d->cluster) != SS_CLUSTER_NONE)
+    if (j && d->cluster && ss_shard_source_of(d->cluster) != SS_CLUSTER_NONE)
         ss_jobs_slots_hold(j, job_held, d->cluster);
 }
 
@@ -253,11 +253,11 @@ static void h_slot_freeze(ss_request *req, void *ctx)
 {
     (void)ctx;
     ss_dispatch *d = ss_request_dispatch(req);
-    ss_cluster *c = need_cluster(req);
+    ss_shard *c = need_cluster(req);
     const Statesaver__V1__SlotFreezeRequest *m = ss_request_message(req)->slot_freeze;
     if (!c)
         return;
-    if (ss_cluster_source_of(c) == SS_CLUSTER_NONE) {
+    if (ss_shard_source_of(c) == SS_CLUSTER_NONE) {
         ss_request_error(req, CODE(FAILED_PRECONDITION),
                          "SlotFreeze: this server is not part of a cluster (start it "
                          "with --etcd or --cluster-config)");
@@ -276,17 +276,17 @@ static void h_slot_freeze(ss_request *req, void *ctx)
         return;
     }
     for (size_t i = 0; i < m->n_ranges; i++)
-        ss_cluster_set_frozen(c, m->ranges[i]->first, m->ranges[i]->last, m->freeze);
+        ss_shard_set_frozen(c, m->ranges[i]->first, m->ranges[i]->last, m->freeze);
     refresh_holds(d);
     SS_LOG(SS_LOG_INFO, "cluster: %s %zu slot range(s) (first %u-%u, move '%s'); %u "
            "slots frozen now", m->freeze ? "froze" : "thawed", m->n_ranges,
            m->ranges[0]->first, m->ranges[0]->last, m->move_id ? m->move_id : "",
-           ss_cluster_frozen_count(c));
+           ss_shard_frozen_count(c));
     /* Persisted through the writer: once this commits, every write queued
      * before the freeze has committed too, so an export sees it. */
     f->req = req;
     f->st = ss_server_store(ss_request_server(req));
-    ss_cluster_frozen_bitmap(c, f->bits);
+    ss_shard_frozen_bitmap(c, f->bits);
     f->op.run = freeze_run;
     f->op.done = freeze_done;
     ss_writer_submit(ss_server_writer(ss_request_server(req)), &f->op);
@@ -440,7 +440,7 @@ static void import_done(ss_write_op *op, int rc, const char *msg)
     if (rc < 0) {
         ss_request_fail(o->req, rc, msg);
     } else {
-        ss_cluster *c = cluster_of(o->req);
+        ss_shard *c = cluster_of(o->req);
         for (size_t i = 0; i < o->n; i++) {
             if (o->in[i].db != SS_STORE_SLOTS_JOBS || o->in[i].job_id == 0)
                 continue;
@@ -488,7 +488,8 @@ static void h_slot_import(ss_request *req, void *ctx)
     const Statesaver__V1__SlotImportRequest *m = ss_request_message(req)->slot_import;
     ss_jobs *j = ss_dispatch_jobs(d);
     ss_store *st = ss_server_store(ss_request_server(req));
-    if (!need_cluster(req))
+    ss_shard *c = need_cluster(req);
+    if (!c)
         return;
     if (!j) {
         ss_request_error(req, CODE(UNAVAILABLE), "the job queue is not running");
@@ -526,10 +527,22 @@ static void h_slot_import(ss_request *req, void *ctx)
         in[i].dk.len = r->key.len;
         in[i].val.data = r->value.data;
         in[i].val.len = r->value.len;
-        int rc = ss_store_slots_check_in(st, job_ident, &in[i], msg);
+        unsigned slot = 0;
+        int rc = ss_store_slots_check_in(st, job_ident, &in[i], &slot, msg);
         if (rc < 0) {
             ss_request_error(req, ss_dispatch_status_code(rc), "SlotImport: records[%zu]: %s",
                              i, msg);
+            goto fail;
+        }
+        /* A target imports only slots it does not own yet: once the flip
+         * has given it the slot, it serves writes there, and a late import
+         * (a second mover's batch in flight at the flip) would overwrite
+         * them. */
+        if (ss_shard_owns(c, slot)) {
+            ss_request_error(req, CODE(FAILED_PRECONDITION), "SlotImport: records[%zu]: slot "
+                             "%u is already owned by this shard (topology epoch %" PRIu64
+                             "); imports go to slots before their flip", i, slot,
+                             ss_topology_epoch(ss_shard_topology(c)));
             goto fail;
         }
         if (in[i].db == SS_STORE_SLOTS_JOBS) {
@@ -689,7 +702,7 @@ static void h_slot_delete(ss_request *req, void *ctx)
     (void)ctx;
     ss_dispatch *d = ss_request_dispatch(req);
     ss_dispatch_cluster *cl = d->cl;
-    ss_cluster *c = need_cluster(req);
+    ss_shard *c = need_cluster(req);
     const Statesaver__V1__SlotDeleteRequest *m = ss_request_message(req)->slot_delete;
     ss_jobs *j = ss_dispatch_jobs(d);
     if (!c)
@@ -701,12 +714,12 @@ static void h_slot_delete(ss_request *req, void *ctx)
         return;
     }
     for (unsigned s = m->first; s <= m->last; s++)
-        if (ss_cluster_owns(c, s)) {
+        if (ss_shard_owns(c, s)) {
             ss_request_error(req, CODE(UNAVAILABLE),
                              "SlotDelete: slot %u is owned by this shard in topology "
                              "epoch %" PRIu64 "; only slots owned elsewhere are deleted "
                              "(retry once the new topology has arrived)", s,
-                             ss_topology_epoch(ss_cluster_topology(c)));
+                             ss_topology_epoch(ss_shard_topology(c)));
             return;
         }
     if (m->max_records > SS_STORE_SLOTS_DELETE_MAX) {
@@ -767,22 +780,22 @@ static void mod_stats(void *arg, const char *saver, Statesaver__V1__StatsRespons
 {
     (void)saver;
     ss_dispatch *d = arg;
-    ss_cluster *c = d->cluster;
+    ss_shard *c = d->cluster;
     if (!c)
         return;
-    out->shard = (char *)ss_cluster_self(c);
-    out->topology_epoch = ss_topology_epoch(ss_cluster_topology(c));
-    out->topology_stale = ss_cluster_stale(c);
-    out->topology_error = (char *)ss_cluster_error(c);
-    out->etcd_errors = ss_cluster_etcd_errors(c);
-    out->frozen_slots = ss_cluster_frozen_count(c);
-    out->owned_slots = ss_cluster_owned_slots(c);
+    out->shard = (char *)ss_shard_self(c);
+    out->topology_epoch = ss_topology_epoch(ss_shard_topology(c));
+    out->topology_stale = ss_shard_stale(c);
+    out->topology_error = (char *)ss_shard_error(c);
+    out->etcd_errors = ss_shard_etcd_errors(c);
+    out->frozen_slots = ss_shard_frozen_count(c);
+    out->owned_slots = ss_shard_owned_slots(c);
 }
 
 static void mod_shutdown(void *arg)
 {
     ss_dispatch *d = arg;
-    ss_cluster_stop(d->cluster);
+    ss_shard_stop(d->cluster);
 }
 
 void ss_dispatch_cluster_register(ss_dispatch *d)
@@ -794,7 +807,7 @@ void ss_dispatch_cluster_register(ss_dispatch *d)
     ss_dispatch_register(d, STATESAVER__V1__REQUEST__BODY_SLOT_DELETE, h_slot_delete, NULL);
 }
 
-int ss_dispatch_set_cluster(ss_dispatch *d, ss_cluster *c)
+int ss_dispatch_set_cluster(ss_dispatch *d, ss_shard *c)
 {
     ss_dispatch_cluster *cl = calloc(1, sizeof *cl);
     if (!cl)
@@ -810,12 +823,12 @@ int ss_dispatch_set_cluster(ss_dispatch *d, ss_cluster *c)
         SS_LOG(SS_LOG_ERROR, "cluster: %s", msg);
     if (rc < 0 && rc != SS_STORE_ERR_CORRUPT)
         return rc;
-    ss_cluster_frozen_load(c, bits);
-    if (ss_cluster_frozen_count(c) > 0)
+    ss_shard_frozen_load(c, bits);
+    if (ss_shard_frozen_count(c) > 0)
         SS_LOG(SS_LOG_WARN, "cluster: %u slots are frozen from an unfinished move; "
                "writes to them are refused until the mover thaws or finishes it",
-               ss_cluster_frozen_count(c));
-    ss_cluster_on_change(c, on_topology_change, d);
+               ss_shard_frozen_count(c));
+    ss_shard_on_change(c, on_topology_change, d);
     refresh_holds(d);
     ss_module mod = {.name = "cluster", .arg = d, .shutdown = mod_shutdown,
                      .stats = mod_stats};

@@ -26,7 +26,7 @@ struct ss_dispatch {
     int barrier_sub;                       /* its commit subscription, or -1 */
     struct ss_pending_decl *pending_decls; /* Declares not yet committed
                                               (dispatch_state.c) */
-    struct ss_cluster *cluster;            /* topology and frozen slots
+    struct ss_shard *cluster;            /* topology and frozen slots
                                               (borrowed; dispatch_cluster.c) */
     struct ss_dispatch_cluster *cl;        /* slot RPC state (owned;
                                               dispatch_cluster.c) */

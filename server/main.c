@@ -7,7 +7,7 @@
 #include "config.h"
 #include "dispatch.h"
 #include "server.h"
-#include "topology.h"
+#include "shard.h"
 #include "ss_error.h"
 #include "ss_log.h"
 
@@ -33,7 +33,7 @@ int main(int argc, char **argv)
     ss_config cfg;
     ss_server *srv = NULL;
     ss_dispatch *dispatch = NULL;
-    ss_cluster *cluster = NULL;
+    ss_shard *cluster = NULL;
     int status = 1;
     ss_config_init(&cfg);
     ss_log_set_component("server");
@@ -53,7 +53,7 @@ int main(int argc, char **argv)
      * before the store is opened. */
     char cerr[768];
     ss_log_threshold = cfg.log_level;
-    rc = ss_cluster_open(&cluster, &cfg, cerr, sizeof cerr);
+    rc = ss_shard_open(&cluster, &cfg, cerr, sizeof cerr);
     if (rc < 0) {
         fprintf(stderr, "statesaver-server: cluster: %s\n", cerr);
         status = 2;
@@ -71,7 +71,7 @@ int main(int argc, char **argv)
     /* After listening (the no-cluster topology names the bound port),
      * before the loop runs (no request is read before it). */
     if (rc == 0)
-        rc = ss_cluster_start(cluster, ss_server_loop(srv), ss_server_port(srv));
+        rc = ss_shard_start(cluster, ss_server_loop(srv), ss_server_port(srv));
     if (rc < 0) {
         fprintf(stderr, "statesaver-server: cannot start: %s\n",
                 ss_strerror(rc));
@@ -80,10 +80,10 @@ int main(int argc, char **argv)
     rc = ss_server_run(srv);
     status = rc < 0 ? 1 : 0;
 out:
-    ss_cluster_stop(cluster);
+    ss_shard_stop(cluster);
     ss_dispatch_free(dispatch);
     ss_server_free(srv);
-    ss_cluster_free(cluster);
+    ss_shard_free(cluster);
     ss_config_clear(&cfg);
     return status;
 }

@@ -198,7 +198,8 @@ static int saver_declared(ss_store *st, ss_bytes saver, const char *what,
 }
 
 int ss_store_slots_check_in(ss_store *st, ss_store_slots_job_fn job_fn,
-                            const ss_store_slots_in *in, char msg[SS_STORE_MSG])
+                            const ss_store_slots_in *in, unsigned *slot,
+                            char msg[SS_STORE_MSG])
 {
     if (in->db == SS_STORE_SLOTS_JOBS) {
         ss_bytes saver, key;
@@ -206,6 +207,7 @@ int ss_store_slots_check_in(ss_store *st, ss_store_slots_job_fn job_fn,
             snprintf(msg, SS_STORE_MSG, "a jobs record does not decode");
             return SS_ERR_INVALID;
         }
+        *slot = ss_slot_of(key.data, key.len);
         return saver_declared(st, saver, "jobs", msg);
     }
     const char *what = ss_store_slots_db_name(in->db);
@@ -224,6 +226,7 @@ int ss_store_slots_check_in(ss_store *st, ss_store_slots_job_fn job_fn,
         snprintf(msg, SS_STORE_MSG, "a %s record has no saver or key", what);
         return SS_ERR_INVALID;
     }
+    *slot = ss_slot_of(r.key.data, r.key.len);
     return saver_declared(st, r.saver, what, msg);
 }
 

@@ -90,10 +90,12 @@ typedef struct ss_store_slots_in {
 } ss_store_slots_in;
 
 /* Check a record before import (loop thread): known db, a store value's
- * checksum, a decodable job record, the saver declared in this store.
- * 0 or SS_ERR_INVALID / SS_ERR_NOT_FOUND (saver) with msg. */
+ * checksum, a decodable job record, the saver declared in this store;
+ * *slot receives the record's slot. 0 or SS_ERR_INVALID / SS_ERR_NOT_FOUND
+ * (saver) with msg. */
 int ss_store_slots_check_in(ss_store *st, ss_store_slots_job_fn job_fn,
-                            const ss_store_slots_in *in, char msg[SS_STORE_MSG]);
+                            const ss_store_slots_in *in, unsigned *slot,
+                            char msg[SS_STORE_MSG]);
 
 /* Writer thread: write n records (unchanged ones are skipped: importing
  * twice is a no-op); *written = records that changed something. */

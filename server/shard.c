@@ -1,6 +1,6 @@
-/* topology -- the server's cluster view: topology source (none, file,
+/* shard -- the server's cluster view: topology source (none, file,
  * etcd with a watcher thread), ownership and frozen slots. */
-#include "topology.h"
+#include "shard.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -27,8 +27,8 @@ typedef struct mailbox {
     uint64_t errors;             /* etcd failures so far (monotonic) */
 } mailbox;
 
-struct ss_cluster {
-    ss_cluster_source source;    /* where the topology comes from */
+struct ss_shard {
+    ss_shard_source source;    /* where the topology comes from */
     char *self;                  /* this shard's id (owned) */
     char *advertise;             /* --advertise or NULL (owned) */
     char host[SS_HOST_MAX];      /* --listen host (the no-cluster address) */
@@ -55,7 +55,7 @@ struct ss_cluster {
     mailbox box;                 /* watcher -> loop */
     uv_async_t async;            /* wakes the loop for box */
     bool async_open;             /* async initialised, not closed */
-    ss_cluster_change_fn on_change; /* after a topology is applied, or NULL */
+    ss_shard_change_fn on_change; /* after a topology is applied, or NULL */
     void *on_change_arg;         /* its argument */
 };
 
@@ -70,7 +70,7 @@ static void set_err(char *err, size_t n, const char *fmt, ...)
 }
 
 /* Make t the served topology (takes ownership; frees the old one). */
-static void apply(ss_cluster *c, ss_topology *t)
+static void apply(ss_shard *c, ss_topology *t)
 {
     ss_topology_free(c->topo);
     c->topo = t;
@@ -90,7 +90,7 @@ static void apply(ss_cluster *c, ss_topology *t)
 }
 
 /* --advertise against the topology's primary of this shard. */
-static void check_advertise(const ss_cluster *c)
+static void check_advertise(const ss_shard *c)
 {
     if (!c->advertise || c->self_idx < 0)
         return;
@@ -116,7 +116,7 @@ static void sleep_ms(unsigned ms)
 }
 
 /* Parse a topology value and check that it names this shard. */
-static int parse_value(const ss_cluster *c, const char *v, size_t len,
+static int parse_value(const ss_shard *c, const char *v, size_t len,
                        ss_topology **out, bool need_self, char *err, size_t n)
 {
     char why[512];
@@ -138,7 +138,7 @@ static int parse_value(const ss_cluster *c, const char *v, size_t len,
 /* --topology-init: create the missing key from the file, only if it is
  * still missing (CAS on "must not exist"): 0 (created, or someone else
  * did first) or an error in err. */
-static int init_key(ss_cluster *c, const char *path, char *err, size_t n)
+static int init_key(ss_shard *c, const char *path, char *err, size_t n)
 {
     ss_topology *t = NULL;
     char why[512];
@@ -165,7 +165,7 @@ static int init_key(ss_cluster *c, const char *path, char *err, size_t n)
     return 0;
 }
 
-static int open_etcd(ss_cluster *c, const ss_config *cfg, char *err, size_t n)
+static int open_etcd(ss_shard *c, const ss_config *cfg, char *err, size_t n)
 {
     snprintf(c->key, sizeof c->key, SS_CLUSTER_KEY_FMT, cfg->cluster);
     int rc = ss_etcd_new(cfg->etcd, 0, &c->etcd);
@@ -227,12 +227,12 @@ static int open_etcd(ss_cluster *c, const ss_config *cfg, char *err, size_t n)
     }
 }
 
-int ss_cluster_open(ss_cluster **out, const ss_config *cfg, char *err, size_t n)
+int ss_shard_open(ss_shard **out, const ss_config *cfg, char *err, size_t n)
 {
     int rc = SS_ERR_NOMEM;
     *out = NULL;
     err[0] = '\0';
-    ss_cluster *c = calloc(1, sizeof *c);
+    ss_shard *c = calloc(1, sizeof *c);
     if (!c) {
         set_err(err, n, "out of memory");
         return rc;
@@ -278,13 +278,13 @@ int ss_cluster_open(ss_cluster **out, const ss_config *cfg, char *err, size_t n)
     *out = c;
     return 0;
 fail:
-    ss_cluster_free(c);
+    ss_shard_free(c);
     return rc;
 }
 
 /* ---- watcher thread (etcd) ---- */
 
-static void post(ss_cluster *c, ss_topology *t, bool stale, const char *why,
+static void post(ss_shard *c, ss_topology *t, bool stale, const char *why,
                  bool failure)
 {
     pthread_mutex_lock(&c->mu);
@@ -306,7 +306,7 @@ static void post(ss_cluster *c, ss_topology *t, bool stale, const char *why,
 }
 
 /* Sleep ms unless stopping; true when stopping. */
-static bool nap(ss_cluster *c, unsigned ms)
+static bool nap(ss_shard *c, unsigned ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -325,7 +325,7 @@ static bool nap(ss_cluster *c, unsigned ms)
     return s;
 }
 
-static bool stopping(ss_cluster *c)
+static bool stopping(ss_shard *c)
 {
     pthread_mutex_lock(&c->mu);
     bool s = c->stopping;
@@ -336,7 +336,7 @@ static bool stopping(ss_cluster *c)
 static int on_event(void *arg, ss_etcd_event_type type, const char *key,
                     const char *value, size_t len, int64_t mod)
 {
-    ss_cluster *c = arg;
+    ss_shard *c = arg;
     char why[SS_CLUSTER_ERR_MAX];
     if (type == SS_ETCD_EVENT_DELETE) {
         snprintf(why, sizeof why, "topology key %s was deleted from etcd; serving "
@@ -357,7 +357,7 @@ static int on_event(void *arg, ss_etcd_event_type type, const char *key,
 }
 
 /* Re-read the key; *rev gets the store revision to watch after. */
-static int reread(ss_cluster *c, int64_t *rev)
+static int reread(ss_shard *c, int64_t *rev)
 {
     char *v = NULL;
     size_t len = 0;
@@ -389,7 +389,7 @@ static int reread(ss_cluster *c, int64_t *rev)
 
 static void *watch_main(void *arg)
 {
-    ss_cluster *c = arg;
+    ss_shard *c = arg;
     int64_t rev = c->rev;
     unsigned backoff = SS_CLUSTER_RETRY_MS;
     bool ok = true; /* the last etcd call succeeded */
@@ -429,7 +429,7 @@ static void *watch_main(void *arg)
 /* Loop thread: take what the watcher posted. */
 static void on_async(uv_async_t *a)
 {
-    ss_cluster *c = a->data;
+    ss_shard *c = a->data;
     pthread_mutex_lock(&c->mu);
     ss_topology *t = c->box.topo;
     c->box.topo = NULL;
@@ -473,13 +473,13 @@ static void on_async(uv_async_t *a)
         c->on_change(c->on_change_arg);
 }
 
-void ss_cluster_on_change(ss_cluster *c, ss_cluster_change_fn fn, void *arg)
+void ss_shard_on_change(ss_shard *c, ss_shard_change_fn fn, void *arg)
 {
     c->on_change = fn;
     c->on_change_arg = arg;
 }
 
-int ss_cluster_start(ss_cluster *c, uv_loop_t *loop, int port)
+int ss_shard_start(ss_shard *c, uv_loop_t *loop, int port)
 {
     if (c->source == SS_CLUSTER_NONE) {
         char addr[SS_HOST_MAX + 16];
@@ -522,7 +522,7 @@ static void async_closed(uv_handle_t *h)
     (void)h;
 }
 
-void ss_cluster_stop(ss_cluster *c)
+void ss_shard_stop(ss_shard *c)
 {
     if (!c)
         return;
@@ -544,7 +544,7 @@ void ss_cluster_stop(ss_cluster *c)
     }
 }
 
-void ss_cluster_free(ss_cluster *c)
+void ss_shard_free(ss_shard *c)
 {
     if (!c)
         return;
@@ -569,37 +569,37 @@ void ss_cluster_free(ss_cluster *c)
 
 /* ---- accessors ---- */
 
-ss_cluster_source ss_cluster_source_of(const ss_cluster *c) { return c->source; }
+ss_shard_source ss_shard_source_of(const ss_shard *c) { return c->source; }
 
-const char *ss_cluster_source_name(const ss_cluster *c)
+const char *ss_shard_source_name(const ss_shard *c)
 {
     static const char *const names[] = {"none", "file", "etcd"};
     return names[c->source];
 }
 
-const ss_topology *ss_cluster_topology(const ss_cluster *c) { return c->topo; }
-const char *ss_cluster_self(const ss_cluster *c) { return c->self; }
-bool ss_cluster_stale(const ss_cluster *c) { return c->stale; }
-const char *ss_cluster_error(const ss_cluster *c) { return c->err; }
-uint64_t ss_cluster_etcd_errors(const ss_cluster *c) { return c->errors; }
+const ss_topology *ss_shard_topology(const ss_shard *c) { return c->topo; }
+const char *ss_shard_self(const ss_shard *c) { return c->self; }
+bool ss_shard_stale(const ss_shard *c) { return c->stale; }
+const char *ss_shard_error(const ss_shard *c) { return c->err; }
+uint64_t ss_shard_etcd_errors(const ss_shard *c) { return c->errors; }
 
-bool ss_cluster_owns(const ss_cluster *c, unsigned slot)
+bool ss_shard_owns(const ss_shard *c, unsigned slot)
 {
     return c->topo && slot < SS_SLOT_COUNT && c->self_idx >= 0 &&
            c->owner_of[slot] == (uint16_t)c->self_idx;
 }
 
-unsigned ss_cluster_owned_slots(const ss_cluster *c) { return c->owned; }
+unsigned ss_shard_owned_slots(const ss_shard *c) { return c->owned; }
 
-bool ss_cluster_frozen(const ss_cluster *c, unsigned slot)
+bool ss_shard_frozen(const ss_shard *c, unsigned slot)
 {
     return slot < SS_SLOT_COUNT && (c->frozen[slot / 8] >> (slot % 8) & 1u);
 }
 
-void ss_cluster_set_frozen(ss_cluster *c, unsigned first, unsigned last, bool on)
+void ss_shard_set_frozen(ss_shard *c, unsigned first, unsigned last, bool on)
 {
     for (unsigned s = first; s <= last && s < SS_SLOT_COUNT; s++) {
-        bool was = ss_cluster_frozen(c, s);
+        bool was = ss_shard_frozen(c, s);
         if (on && !was) {
             c->frozen[s / 8] |= (uint8_t)(1u << (s % 8));
             c->n_frozen++;
@@ -610,32 +610,32 @@ void ss_cluster_set_frozen(ss_cluster *c, unsigned first, unsigned last, bool on
     }
 }
 
-unsigned ss_cluster_frozen_count(const ss_cluster *c) { return c->n_frozen; }
+unsigned ss_shard_frozen_count(const ss_shard *c) { return c->n_frozen; }
 
-void ss_cluster_frozen_bitmap(const ss_cluster *c, uint8_t out[SS_CLUSTER_BITMAP_BYTES])
+void ss_shard_frozen_bitmap(const ss_shard *c, uint8_t out[SS_CLUSTER_BITMAP_BYTES])
 {
     memcpy(out, c->frozen, SS_CLUSTER_BITMAP_BYTES);
 }
 
-void ss_cluster_frozen_load(ss_cluster *c, const uint8_t in[SS_CLUSTER_BITMAP_BYTES])
+void ss_shard_frozen_load(ss_shard *c, const uint8_t in[SS_CLUSTER_BITMAP_BYTES])
 {
     memcpy(c->frozen, in, SS_CLUSTER_BITMAP_BYTES);
     c->n_frozen = 0;
     for (unsigned s = 0; s < SS_SLOT_COUNT; s++)
-        if (ss_cluster_frozen(c, s))
+        if (ss_shard_frozen(c, s))
             c->n_frozen++;
 }
 
-Statesaver__V1__SlotRange **ss_cluster_frozen_ranges(const ss_cluster *c, size_t *n)
+Statesaver__V1__SlotRange **ss_shard_frozen_ranges(const ss_shard *c, size_t *n)
 {
     size_t cnt = 0, cap = 0;
     Statesaver__V1__SlotRange **r = NULL;
     *n = 0;
     for (unsigned s = 0; s < SS_SLOT_COUNT; s++) {
-        if (!ss_cluster_frozen(c, s))
+        if (!ss_shard_frozen(c, s))
             continue;
         unsigned e = s;
-        while (e + 1 < SS_SLOT_COUNT && ss_cluster_frozen(c, e + 1))
+        while (e + 1 < SS_SLOT_COUNT && ss_shard_frozen(c, e + 1))
             e++;
         if (cnt == cap) {
             cap = cap ? cap * 2 : 8;
@@ -657,16 +657,16 @@ Statesaver__V1__SlotRange **ss_cluster_frozen_ranges(const ss_cluster *c, size_t
     return r;
 }
 
-void ss_cluster_ranges_free(Statesaver__V1__SlotRange **r, size_t n)
+void ss_shard_ranges_free(Statesaver__V1__SlotRange **r, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         free(r[i]);
     free(r);
 }
 
-ss_cluster_verdict ss_cluster_check_key(const ss_cluster *c, const uint8_t *key,
+ss_shard_verdict ss_shard_check_key(const ss_shard *c, const uint8_t *key,
                                         size_t len, bool write,
-                                        ss_cluster_where *where)
+                                        ss_shard_where *where)
 {
     unsigned slot = ss_slot_of(key, len);
     where->slot = slot;
@@ -683,7 +683,7 @@ ss_cluster_verdict ss_cluster_check_key(const ss_cluster *c, const uint8_t *key,
         }
         return SS_CLUSTER_MOVED;
     }
-    if (write && ss_cluster_frozen(c, slot))
+    if (write && ss_shard_frozen(c, slot))
         return SS_CLUSTER_FROZEN;
     return SS_CLUSTER_OK;
 }

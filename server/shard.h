@@ -1,4 +1,4 @@
-/* topology -- the server's view of its cluster: which topology it serves
+/* shard -- the server's view of its cluster: which topology it serves
  * (none, a static file, or etcd, watched), which shard it is, which slots
  * it owns and which are frozen for a move; the ownership check run before
  * every keyed request.
@@ -17,11 +17,11 @@
  * Frozen slots (SlotFreeze) are kept here on the loop thread and persisted
  * by the caller (slots.h) so a restarted source stays frozen.
  *
- * Threads: ss_cluster_open runs before the loop; everything else on the
+ * Threads: ss_shard_open runs before the loop; everything else on the
  * loop thread, except the watcher inside (private).
  */
-#ifndef SS_TOPOLOGY_SRV_H
-#define SS_TOPOLOGY_SRV_H
+#ifndef SS_SHARD_H
+#define SS_SHARD_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,82 +40,82 @@
 #define SS_CLUSTER_ERR_MAX 256u       /* bytes of a stored error text */
 #define SS_CLUSTER_SINGLE_SHARD "s0"  /* shard id without a cluster */
 
-typedef enum ss_cluster_source {
+typedef enum ss_shard_source {
     SS_CLUSTER_NONE = 0, /* no cluster: one shard owning everything */
     SS_CLUSTER_FILE,     /* --cluster-config */
     SS_CLUSTER_ETCD,     /* --etcd */
-} ss_cluster_source;
+} ss_shard_source;
 
-typedef struct ss_cluster ss_cluster;
+typedef struct ss_shard ss_shard;
 
 /* Read the topology named by cfg (before the loop runs). Errors (etcd
  * unreachable, key missing after --topology-wait-ms, invalid topology,
  * --shard not in it) return a negative code with the reason in err; main
- * exits 2. The caller frees the result with ss_cluster_free. */
-int ss_cluster_open(ss_cluster **out, const ss_config *cfg, char *err,
+ * exits 2. The caller frees the result with ss_shard_free. */
+int ss_shard_open(ss_shard **out, const ss_config *cfg, char *err,
                     size_t errlen);
 /* Start watching (etcd) on loop; port is the bound port (for the
  * no-cluster topology's address). 0 or a negative code. */
-int ss_cluster_start(ss_cluster *c, uv_loop_t *loop, int port);
+int ss_shard_start(ss_shard *c, uv_loop_t *loop, int port);
 /* Stop the watcher and close the async (loop thread, at shutdown).
  * Idempotent. */
-void ss_cluster_stop(ss_cluster *c);
+void ss_shard_stop(ss_shard *c);
 /* After the loop has closed. Accepts NULL. */
-void ss_cluster_free(ss_cluster *c);
+void ss_shard_free(ss_shard *c);
 
-ss_cluster_source ss_cluster_source_of(const ss_cluster *c);
-const char *ss_cluster_source_name(const ss_cluster *c);
+ss_shard_source ss_shard_source_of(const ss_shard *c);
+const char *ss_shard_source_name(const ss_shard *c);
 /* The topology now served (owned by c, valid until the next loop
  * iteration that applies a change). */
-const ss_topology *ss_cluster_topology(const ss_cluster *c);
-const char *ss_cluster_self(const ss_cluster *c);
-bool ss_cluster_stale(const ss_cluster *c);
+const ss_topology *ss_shard_topology(const ss_shard *c);
+const char *ss_shard_self(const ss_shard *c);
+bool ss_shard_stale(const ss_shard *c);
 /* The last etcd error text ("" when fine). */
-const char *ss_cluster_error(const ss_cluster *c);
-uint64_t ss_cluster_etcd_errors(const ss_cluster *c);
+const char *ss_shard_error(const ss_shard *c);
+uint64_t ss_shard_etcd_errors(const ss_shard *c);
 
 /* Called on the loop thread after a new topology was applied (ownership
  * may have changed). One callback; NULL to clear. */
-typedef void (*ss_cluster_change_fn)(void *arg);
-void ss_cluster_on_change(ss_cluster *c, ss_cluster_change_fn fn, void *arg);
+typedef void (*ss_shard_change_fn)(void *arg);
+void ss_shard_on_change(ss_shard *c, ss_shard_change_fn fn, void *arg);
 
 /* Does this shard own slot? */
-bool ss_cluster_owns(const ss_cluster *c, unsigned slot);
-unsigned ss_cluster_owned_slots(const ss_cluster *c);
+bool ss_shard_owns(const ss_shard *c, unsigned slot);
+unsigned ss_shard_owned_slots(const ss_shard *c);
 
 /* Frozen slots (loop thread). set_frozen changes first..last. */
-bool ss_cluster_frozen(const ss_cluster *c, unsigned slot);
-void ss_cluster_set_frozen(ss_cluster *c, unsigned first, unsigned last, bool on);
-unsigned ss_cluster_frozen_count(const ss_cluster *c);
+bool ss_shard_frozen(const ss_shard *c, unsigned slot);
+void ss_shard_set_frozen(ss_shard *c, unsigned first, unsigned last, bool on);
+unsigned ss_shard_frozen_count(const ss_shard *c);
 /* The frozen set as a bitmap of SS_SLOT_COUNT bits (for persisting) and
  * back. */
 #define SS_CLUSTER_BITMAP_BYTES (16384u / 8u)
-void ss_cluster_frozen_bitmap(const ss_cluster *c, uint8_t out[SS_CLUSTER_BITMAP_BYTES]);
-void ss_cluster_frozen_load(ss_cluster *c, const uint8_t in[SS_CLUSTER_BITMAP_BYTES]);
+void ss_shard_frozen_bitmap(const ss_shard *c, uint8_t out[SS_CLUSTER_BITMAP_BYTES]);
+void ss_shard_frozen_load(ss_shard *c, const uint8_t in[SS_CLUSTER_BITMAP_BYTES]);
 
 /* Ranges of frozen slots as SlotRange messages (malloc'ed array of
- * malloc'ed messages, shard ""): free with ss_cluster_ranges_free. */
-Statesaver__V1__SlotRange **ss_cluster_frozen_ranges(const ss_cluster *c, size_t *n);
-void ss_cluster_ranges_free(Statesaver__V1__SlotRange **r, size_t n);
+ * malloc'ed messages, shard ""): free with ss_shard_ranges_free. */
+Statesaver__V1__SlotRange **ss_shard_frozen_ranges(const ss_shard *c, size_t *n);
+void ss_shard_ranges_free(Statesaver__V1__SlotRange **r, size_t n);
 
 /* The ownership verdict for one key. */
-typedef enum ss_cluster_verdict {
+typedef enum ss_shard_verdict {
     SS_CLUSTER_OK = 0,  /* owned (and not frozen for a write) */
     SS_CLUSTER_MOVED,   /* owned by another shard: redirect filled */
     SS_CLUSTER_FROZEN,  /* a write to a frozen slot */
-} ss_cluster_verdict;
+} ss_shard_verdict;
 
 /* Where a key goes: slot, and for MOVED the owner's shard id and address
  * (borrowed from the topology) and the epoch. */
-typedef struct ss_cluster_where {
+typedef struct ss_shard_where {
     unsigned slot;        /* the key's hash slot */
     const char *shard;    /* owner id (MOVED), else NULL */
     const char *address;  /* owner primary (MOVED), else NULL */
     uint64_t epoch;       /* topology epoch */
-} ss_cluster_where;
+} ss_shard_where;
 
-ss_cluster_verdict ss_cluster_check_key(const ss_cluster *c, const uint8_t *key,
+ss_shard_verdict ss_shard_check_key(const ss_shard *c, const uint8_t *key,
                                         size_t len, bool write,
-                                        ss_cluster_where *where);
+                                        ss_shard_where *where);
 
 #endif
