@@ -250,6 +250,15 @@ def test_routing(etcd):
               resp.status.redirect.address == addr_of[owner[key_slot(k)]] and
               resp.status.redirect.slot == key_slot(k),
               "a non-owner answers MOVED with the owner's address and the slot")
+        try:
+            Client(other).fetch("j", [k])
+            moved = None
+        except errors.Moved as e:
+            moved = e
+        check(moved is not None and moved.address == addr_of[owner[key_slot(k)]] and
+              moved.slot == key_slot(k) and moved.shard == owner[key_slot(k)] and
+              moved.epoch >= 1,
+              "a plain Client raises Moved carrying the redirect (%r)" % (moved,))
         r = cli(cl.seeds, "drop", "s", "--all")
         gone = [not any(sv.name == "s" for sv in Client(a).savers()) for a in cl.seeds]
         check(r.returncode == 0 and all(gone), "CLI drop --all fans out (%s)" % gone)

@@ -10,17 +10,18 @@ batch_sequences_with_states for trainers (submit_sequences,
 SequenceBatcher; numpy or PyTorch). See docs/python.md, docs/training.md.
 """
 from .errors import (AlreadyExists, Cancelled, DeadlineExceeded, FailedPrecondition,
-                     Internal, InvalidArgument, NotFound, ProtocolError,
+                     Internal, InvalidArgument, Moved, NotFound, ProtocolError,
                      ResourceExhausted, SegmentFailed, StatesaverError,
                      Unauthenticated, Unavailable, Unimplemented)
 from .client import Client, from_tensor, parse_server, to_tensor
 from .sqss import SequenceStateSaver
 from .training import SequenceBatcher, submit_sequences
+from .cluster import ClusterClient, RedirectLoop
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Client", "SequenceStateSaver", "SequenceBatcher", "submit_sequences", "to_tensor", "from_tensor", "parse_server",
+    "Client", "ClusterClient", "RedirectLoop", "Moved", "SequenceStateSaver", "SequenceBatcher", "submit_sequences", "to_tensor", "from_tensor", "parse_server",
     "StatesaverError", "Cancelled", "InvalidArgument", "DeadlineExceeded", "NotFound",
     "AlreadyExists", "ResourceExhausted", "FailedPrecondition", "Unimplemented",
     "Internal", "Unavailable", "Unauthenticated", "ProtocolError", "SegmentFailed",

@@ -245,7 +245,9 @@ class Client:
             if resp.status.code != pb.OK:
                 name = (pb.Code.Name(resp.status.code)
                         if resp.status.code in pb.Code.values() else None)
-                exc = errors.from_status(resp.status.code, name, resp.status.message)
+                exc = errors.from_status(resp.status.code, name, resp.status.message,
+                                         resp.status.redirect
+                                         if resp.status.HasField("redirect") else None)
                 if raise_first:
                     raise exc
                 out.append(exc)

@@ -69,6 +69,20 @@ class Unauthenticated(StatesaverError):
     code, code_value = "UNAUTHENTICATED", 16
 
 
+class Moved(StatesaverError):
+    """The key's hash slot belongs to another shard of the cluster: address,
+    shard, epoch and slot say where (Status.redirect). ClusterClient follows
+    it; a plain Client raises it."""
+    code, code_value = "MOVED", 32
+
+    def __init__(self, message, code=None, code_value=None, redirect=None):
+        super().__init__(message, code=code, code_value=code_value)
+        self.address = redirect.address if redirect is not None else ""
+        self.shard = redirect.shard if redirect is not None else ""
+        self.epoch = redirect.epoch if redirect is not None else 0
+        self.slot = redirect.slot if redirect is not None else 0
+
+
 class ProtocolError(StatesaverError):
     """The connection broke or carried something that is not our protocol."""
     code, code_value = "UNAVAILABLE", 14
@@ -82,10 +96,14 @@ class SegmentFailed(StatesaverError):
 _BY_VALUE = {c.code_value: c for c in (
     Cancelled, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists,
     ResourceExhausted, FailedPrecondition, Unimplemented, Internal,
-    Unavailable, Unauthenticated)}
+    Unavailable, Unauthenticated, Moved)}
 
 
-def from_status(code_value, code_name, message):
-    """The exception for a server status (code number, its name, message)."""
+def from_status(code_value, code_name, message, redirect=None):
+    """The exception for a server status (code number, its name, message;
+    redirect: the Status.redirect of a MOVED)."""
     cls = _BY_VALUE.get(code_value, StatesaverError)
+    if cls is Moved:
+        return Moved(message, code=code_name or cls.code, code_value=code_value,
+                     redirect=redirect)
     return cls(message, code=code_name or cls.code, code_value=code_value)
