@@ -425,11 +425,11 @@ def check_dashboard(dash, src, err):
             err("grafana: no panel shows %s" % n)
 
 
-def check_kustomization(k, k8s_dir, err):
+def check_kustomization(k, k8s_dir, err, pre="k8s"):
     files = sorted(f for f in os.listdir(k8s_dir)
                    if f.endswith(".yaml") and f != "kustomization.yaml")
     if sorted(k.get("resources") or []) != files:
-        err("k8s: kustomization resources %s != files %s" % (k.get("resources"), files))
+        err("%s: kustomization resources %s != files %s" % (pre, k.get("resources"), files))
 
 
 # ---- cluster: topology, compose.cluster.yaml, k8s/sharded -----------------
@@ -599,10 +599,6 @@ def check_compose_cluster(c, topo, src, err, flags, envs):
               "statesaver-server"}
     workers = {n: s for n, s in svcs.items() if entry_prog(argv_of(s.get("command"))) ==
                "statesaver-worker"}
-    if len(etcd) != 1 or not shards or not workers:
-        err("%s: needs one etcd service, shard services and a worker (found etcd %s, "
-            "shards %s, workers %s)" % (pre, sorted(etcd), sorted(shards), sorted(workers)))
-        return
     ids = check_topology("deploy/cluster-topology.json", topo, err)
     built = False
     for name, s in svcs.items():
@@ -630,6 +626,10 @@ def check_compose_cluster(c, topo, src, err, flags, envs):
             built = True
     if not built:
         err("%s: no service builds %s from deploy/Dockerfile" % (pre, IMAGE))
+    if len(etcd) != 1 or not shards or not workers:
+        err("%s: needs one etcd service, shard services and a worker (found etcd %s, "
+            "shards %s, workers %s)" % (pre, sorted(etcd), sorted(shards), sorted(workers)))
+        return
 
     def mounts(s):
         out = {}
@@ -890,7 +890,7 @@ def check_k8s_sharded(docs, kust, topo_file, src, err, flags, envs):
     if kust is None:
         err("%s: kustomization.yaml missing" % pre)
     else:
-        check_kustomization(kust, os.path.join(src, "deploy", "k8s", "sharded"), err)
+        check_kustomization(kust, os.path.join(src, "deploy", "k8s", "sharded"), err, pre)
 
 
 # ---- flags against --help ---------------------------------------------------
@@ -1018,7 +1018,152 @@ def run_checks(src, build, dfile, compose, docs, kust, dash, cl, err, note):
         check_flags(flags, build, err, note)
 
 
-def self_test(src, base):
+def cluster_breakages():
+    """Breakages of compose.cluster.yaml, k8s/sharded, the topology and the
+    entrypoint's variable mapping (b[5] is load()'s cluster dict)."""
+    def svc(name):
+        return lambda b: b[5]["compose"]["services"][name]
+
+    def cenv(name, k, v):
+        def f(b):
+            e = b[5]["compose"]["services"][name]["environment"]
+            if v is None:
+                e.pop(k)
+            else:
+                e[k] = v
+        return f
+
+    def cvol(name, fn):
+        def f(b):
+            s = b[5]["compose"]["services"][name]
+            s["volumes"] = fn(list(s["volumes"]))
+        return f
+
+    def kdoc(kind, name, fn):
+        def f(b):
+            for d in b[5]["docs"]:
+                if d["kind"] == kind and d["metadata"]["name"] == name:
+                    fn(d)
+        return f
+
+    def kenv(kind, name, k, v):
+        def fn(d):
+            for e in containers(d)[0]["env"]:
+                if e["name"] == k:
+                    e["value"] = v
+        return kdoc(kind, name, fn)
+
+    def topo_cm(fn):
+        def f(d):
+            t = json.loads(d["data"]["topology.json"])
+            fn(t)
+            d["data"]["topology.json"] = json.dumps(t)
+        return kdoc("ConfigMap", "statesaver-topology", f)
+
+    def etcd_no_data(d):
+        containers(d)[0]["volumeMounts"] = []
+
+    def readiness_healthz(d):
+        containers(d)[0]["readinessProbe"]["httpGet"]["path"] = "/healthz"
+
+    def shard_replicas(d):
+        d["spec"]["replicas"] = 4
+
+    def shard_no_claim(d):
+        d["spec"]["volumeClaimTemplates"] = []
+
+    def shard_env_add(d):
+        containers(d)[0]["env"].append({"name": "STATESAVER_SHARDS", "value": "s{ordinal}"})
+
+    def not_headless(d):
+        d["spec"]["clusterIP"] = "10.0.0.9"
+
+    def ep_rename(b):
+        b[5]["entrypoint"] = b[5]["entrypoint"].replace(
+            'set -- --etcd "$STATESAVER_ETCD"', 'set -- --etcd-url "$STATESAVER_ETCD"')
+
+    return {
+        "cluster topology with a slot gap":
+            lambda b: b[5]["topology"]["slots"][1].__setitem__("first", 5470),
+        "cluster topology overlap":
+            lambda b: b[5]["topology"]["slots"][1].__setitem__("first", 5000),
+        "cluster topology unknown shard":
+            lambda b: b[5]["topology"]["slots"][2].__setitem__("shard", "s9"),
+        "cluster topology duplicate shard id":
+            lambda b: b[5]["topology"]["shards"][1].__setitem__("id", "s0"),
+        "cluster topology slot 16384":
+            lambda b: b[5]["topology"]["slots"][2].__setitem__("last", 16384),
+        "compose.cluster shards share a volume":
+            cvol("shard1", lambda v: [x.replace("shard1-data", "shard0-data") for x in v]),
+        "compose.cluster shard without /data":
+            cvol("shard2", lambda v: [x for x in v if not x.endswith(":/data")]),
+        "compose.cluster duplicate shard id": cenv("shard2", "STATESAVER_SHARD", "s1"),
+        "compose.cluster shard id not in topology": cenv("shard1", "STATESAVER_SHARD", "s7"),
+        "compose.cluster advertise unknown host": cenv("shard1", "STATESAVER_ADVERTISE", "shard9:7450"),
+        "compose.cluster advertise other shard": cenv("shard1", "STATESAVER_ADVERTISE", "shard2:7450"),
+        "compose.cluster etcd URL wrong host": cenv("shard0", "STATESAVER_ETCD", "http://etcd0:2379"),
+        "compose.cluster unmapped env var": cenv("shard0", "STATESAVER_SHARDS", "s0"),
+        "compose.cluster cluster name mismatch": cenv("shard0", "STATESAVER_CLUSTER", "other"),
+        "compose.cluster worker at etcd": cenv("worker", "STATESAVER_SERVER", "etcd:2379"),
+        "compose.cluster etcd image latest":
+            lambda b: svc("etcd")(b).__setitem__("image", "gcr.io/etcd-development/etcd:latest"),
+        "compose.cluster etcd image untagged":
+            lambda b: svc("etcd")(b).__setitem__("image", "quay.io/coreos/etcd"),
+        "compose.cluster etcd without data volume": lambda b: svc("etcd")(b).pop("volumes"),
+        "compose.cluster shard other image":
+            lambda b: svc("shard2")(b).__setitem__("image", "statesaver:dev"),
+        "compose.cluster worker unknown program":
+            lambda b: svc("worker")(b).__setitem__("command", ["python3", "-m", "worker"]),
+        "compose.cluster shard without profile": lambda b: svc("shard1")(b).pop("profiles"),
+        "compose.cluster topology not mounted":
+            cvol("shard0", lambda v: [x for x in v if "topology" not in x]),
+        "k8s/sharded shard readiness on /healthz":
+            kdoc("StatefulSet", "statesaver-shard", readiness_healthz),
+        "k8s/sharded 4 shard pods, 3 in topology":
+            kdoc("StatefulSet", "statesaver-shard", shard_replicas),
+        "k8s/sharded shards without PVC": kdoc("StatefulSet", "statesaver-shard", shard_no_claim),
+        "k8s/sharded fixed shard id": kenv("StatefulSet", "statesaver-shard", "STATESAVER_SHARD", "s0"),
+        "k8s/sharded advertise wrong Service":
+            kenv("StatefulSet", "statesaver-shard", "STATESAVER_ADVERTISE", "{hostname}.statesaver:7450"),
+        "k8s/sharded advertise without pod name":
+            kenv("StatefulSet", "statesaver-shard", "STATESAVER_ADVERTISE", "statesaver-shard:7450"),
+        "k8s/sharded etcd URL to nothing":
+            kenv("StatefulSet", "statesaver-shard", "STATESAVER_ETCD", "http://etcd:2379"),
+        "k8s/sharded unmapped env var": kdoc("StatefulSet", "statesaver-shard", shard_env_add),
+        "k8s/sharded headless Service not headless": kdoc("Service", "statesaver-shard", not_headless),
+        "k8s/sharded etcd image latest": kdoc("StatefulSet", "statesaver-etcd", lambda d: containers(d)[0].__setitem__("image", "quay.io/coreos/etcd:latest")),
+        "k8s/sharded etcd without data volume": kdoc("StatefulSet", "statesaver-etcd", etcd_no_data),
+        "k8s/sharded worker at unknown server":
+            kenv("Deployment", "statesaver-worker", "STATESAVER_SERVER", "statesaver-x:7450"),
+        "k8s/sharded worker image": kdoc("Deployment", "statesaver-worker", lambda d: containers(d)[0].__setitem__("image", "statesaver:1")),
+        "k8s/sharded topology ConfigMap gap": topo_cm(lambda t: t["slots"].pop()),
+        "k8s/sharded topology ConfigMap primary differs":
+            topo_cm(lambda t: t["shards"][0].__setitem__("primary", "shard0:7450")),
+        "k8s/sharded kustomization missing a file": lambda b: b[5]["kust"]["resources"].pop(),
+        "entrypoint maps STATESAVER_ETCD to --etcd-url": ep_rename,
+    }
+
+
+def flag_breakages():
+    """Breakages only the --help check sees (run with a build tree)."""
+    def typo(b):
+        for d in b[5]["docs"]:
+            if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "statesaver-shard":
+                containers(d)[0]["args"] = ["--topology-int", "/etc/statesaver/topology.json"]
+
+    def ep_flag(b):
+        b[5]["entrypoint"] = b[5]["entrypoint"].replace(
+            'set -- --shard "$(expand', 'set -- --shard-id "$(expand').replace(
+            'has --shard "$@"', 'has --shard-id "$@"')
+
+    return {"k8s/sharded shard flag not in --help (--topology-int)": typo,
+            "entrypoint passes --shard-id, not in --help": ep_flag,
+            "compose.cluster shard flag --cluster-name":
+                lambda b: b[5]["compose"]["services"]["shard1"].__setitem__(
+                    "command", ["statesaver-server", "--cluster-name", "x"])}
+
+
+def self_test(src, base, build=None):
     """Break the manifests in known ways; each must be reported."""
     def k8s_edit(kind, fn):
         def f(b):
@@ -1103,12 +1248,17 @@ def self_test(src, base):
         "Dockerfile other base": lambda b: b[0]["stages"][0].__setitem__("base", "ubuntu:24.04"),
         "kustomization missing a file": lambda b: b[3]["resources"].pop(),
     }
+    breakages.update(cluster_breakages())
+    if build:
+        breakages.update(flag_breakages())
+    else:
+        print("note: self-test: %d --help breakages not run (no build tree)" % len(flag_breakages()))
     failed = 0
     for name, breaker in breakages.items():
         b = copy.deepcopy(base)
         breaker(b)
         e = Errors(quiet=True)
-        run_checks(src, None, *b, e, lambda m: None)
+        run_checks(src, build, *b, e, lambda m: None)
         if e.count == 0:
             print("FAIL: self-test: breakage not detected: " + name)
             failed += 1
@@ -1131,7 +1281,7 @@ def main():
     passed = 1 if err.count == 0 else 0
     failed = 1 - passed
     if a.self_test:
-        f, n = self_test(src, base)
+        f, n = self_test(src, base, a.build_root)
         failed += f
         passed += n - f
     print("%d passed, %d failed" % (passed, failed))
