@@ -14,6 +14,18 @@ the Prometheus scrape annotations, and that the Grafana dashboard
 every one of which docs/deploy.md documents. With the build tree present,
 every flag a manifest passes must appear in that program's --help.
 
+The cluster variants (compose.cluster.yaml, k8s/sharded/, cluster-topology.json)
+get the same checks plus: the topology files parse as ss_topology does
+(every slot 0-16383 exactly once, known shard ids); each shard has its own
+named volume / PVC at /data, a distinct STATESAVER_SHARD of the topology and
+a STATESAVER_ADVERTISE that resolves (compose service name, or the pod's
+name under the headless Service) and equals that shard's primary; shards
+reach etcd by a name that exists; etcd runs a version-pinned etcd image with
+a data volume and a consistent --initial-cluster; workers point at a shard.
+Every STATESAVER_* variable a manifest gives a program must be mapped to a
+flag by deploy/entrypoint.sh (or read by the health check), and the mapped
+flags go to the --help check.
+
 Usage: check_manifests.py [--source-root DIR] [--build-root DIR] [--self-test]
 --self-test also breaks each manifest in memory in known ways and checks
 that every breakage is reported. Exit 0 when all checks pass, 1 otherwise.
@@ -589,6 +601,17 @@ def flag_value(argv, flag):
     return None
 
 
+def check_initial_cluster(where, argv, members, err):
+    """--initial-cluster must name exactly `members` {name: peer host}."""
+    ic = flag_value(argv, "--initial-cluster") or ""
+    got = {}
+    for m in ic.split(","):
+        n, _, u = m.partition("=")
+        got[n] = urllib.parse.urlsplit(u).hostname
+    if got != members:
+        err("%s: --initial-cluster %r does not list the members %s" % (where, ic, members))
+
+
 def check_compose_cluster(c, topo, src, err, flags, envs):
     pre = "compose.cluster"
     svcs = c.get("services") or {}
@@ -647,6 +670,7 @@ def check_compose_cluster(c, topo, src, err, flags, envs):
     if not ddir or not m or m[0] not in vols:
         err("%s %s: --data-dir %r is not a named volume (declared under volumes:)"
             % (pre, en, ddir))
+    check_initial_cluster("%s %s" % (pre, en), eargv, {flag_value(eargv, "--name"): en}, err)
     lcu = flag_value(eargv, "--listen-client-urls") or ""
     if ":%d" % ETCD_PORT not in lcu:
         err("%s %s: does not listen for clients on %d" % (pre, en, ETCD_PORT))
@@ -787,6 +811,9 @@ def check_k8s_sharded(docs, kust, topo_file, src, err, flags, envs):
         en = ehead["metadata"]["name"]
         etcd_hosts = {en} | {"%s-%d.%s" % (ests["metadata"]["name"], i, en)
                              for i in range(ests["spec"].get("replicas", 1))}
+        check_initial_cluster(pre + " etcd", eargv, {
+            "%s-%d" % (ests["metadata"]["name"], i): "%s-%d.%s" % (ests["metadata"]["name"], i, en)
+            for i in range(ests["spec"].get("replicas", 1))}, err)
     # Shards.
     c = containers(sts)[0]
     env = env_dict(c.get("env"))
@@ -1133,6 +1160,10 @@ def cluster_breakages():
         "k8s/sharded headless Service not headless": kdoc("Service", "statesaver-shard", not_headless),
         "k8s/sharded etcd image latest": kdoc("StatefulSet", "statesaver-etcd", lambda d: containers(d)[0].__setitem__("image", "quay.io/coreos/etcd:latest")),
         "k8s/sharded etcd without data volume": kdoc("StatefulSet", "statesaver-etcd", etcd_no_data),
+        "k8s/sharded 3 etcd replicas, 1 initial member":
+            kdoc("StatefulSet", "statesaver-etcd", lambda d: d["spec"].__setitem__("replicas", 3)),
+        "compose.cluster etcd --name not in --initial-cluster":
+            lambda b: svc("etcd")(b)["command"].__setitem__(1, "--name=etcd1"),
         "k8s/sharded worker at unknown server":
             kenv("Deployment", "statesaver-worker", "STATESAVER_SERVER", "statesaver-x:7450"),
         "k8s/sharded worker image": kdoc("Deployment", "statesaver-worker", lambda d: containers(d)[0].__setitem__("image", "statesaver:1")),
