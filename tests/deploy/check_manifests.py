@@ -14,6 +14,18 @@ the Prometheus scrape annotations, and that the Grafana dashboard
 every one of which docs/deploy.md documents. With the build tree present,
 every flag a manifest passes must appear in that program's --help.
 
+The cluster variants (compose.cluster.yaml, k8s/sharded/, cluster-topology.json)
+get the same checks plus: the topology files parse as ss_topology does
+(every slot 0-16383 exactly once, known shard ids); each shard has its own
+named volume / PVC at /data, a distinct STATESAVER_SHARD of the topology and
+a STATESAVER_ADVERTISE that resolves (compose service name, or the pod's
+name under the headless Service) and equals that shard's primary; shards
+reach etcd by a name that exists; etcd runs a version-pinned etcd image with
+a data volume and a consistent --initial-cluster; workers point at a shard.
+Every STATESAVER_* variable a manifest gives a program must be mapped to a
+flag by deploy/entrypoint.sh (or read by the health check), and the mapped
+flags go to the --help check.
+
 Usage: check_manifests.py [--source-root DIR] [--build-root DIR] [--self-test]
 --self-test also breaks each manifest in memory in known ways and checks
 that every breakage is reported. Exit 0 when all checks pass, 1 otherwise.
@@ -28,6 +40,7 @@ import re
 import shlex
 import subprocess
 import sys
+import urllib.parse
 
 import yaml
 
@@ -234,6 +247,43 @@ def probe_argv(p):
     return ((p or {}).get("exec") or {}).get("command") or []
 
 
+def check_workload(pre, w, err, flags, image_ok=None):
+    """Selector, non-root pods, images, programs, probes and resources of a
+    StatefulSet or Deployment; the argv of each container goes to `flags`."""
+    kind = w["kind"]
+    sel = w["spec"].get("selector", {}).get("matchLabels") or {}
+    labels = w["spec"]["template"].get("metadata", {}).get("labels") or {}
+    if not sel or any(labels.get(k) != v for k, v in sel.items()):
+        err("%s: %s selector does not match its pod labels" % (pre, kind))
+    sc = w["spec"]["template"]["spec"].get("securityContext") or {}
+    if not sc.get("runAsNonRoot") or sc.get("runAsUser") in (None, 0):
+        err("%s: %s pods must run as non-root" % (pre, kind))
+    cs = containers(w)
+    if not cs:
+        err("%s: %s has no containers" % (pre, kind))
+    for c in cs:
+        where = "%s %s/%s" % (pre, kind, c.get("name"))
+        argv = argv_of(c.get("command")) + argv_of(c.get("args"))
+        if image_ok is not None:
+            image_ok(where, c.get("image"), argv)
+        else:
+            if c.get("image") != IMAGE:
+                err("%s: image %r, not %s" % (where, c.get("image"), IMAGE))
+            check_program(where, argv, err)
+            flags.append((where, argv[1:] if argv[:1] == ["statesaver-entrypoint"] else argv))
+        for p in ("livenessProbe", "readinessProbe"):
+            a = probe_argv(c.get(p))
+            if not a and not (c.get(p) or {}).get("httpGet"):
+                err("%s: no %s" % (where, p))
+            if image_ok is None:
+                check_program(where + " " + p, a, err)
+        req = (c.get("resources") or {}).get("requests") or {}
+        if "cpu" not in req or "memory" not in req:
+            err("%s: resources.requests needs cpu and memory" % where)
+        if not (c.get("resources") or {}).get("limits", {}).get("memory"):
+            err("%s: no memory limit" % where)
+
+
 def check_k8s(docs, src, err, flags):
     by = {}
     for d in docs:
@@ -256,34 +306,7 @@ def check_k8s(docs, src, err, flags):
     if sts["spec"].get("replicas") != 1:
         err("k8s: the server StatefulSet must have exactly 1 replica (one LMDB owner)")
     for w in (sts, dep):
-        kind = w["kind"]
-        sel = w["spec"].get("selector", {}).get("matchLabels") or {}
-        labels = w["spec"]["template"].get("metadata", {}).get("labels") or {}
-        if not sel or any(labels.get(k) != v for k, v in sel.items()):
-            err("k8s: %s selector does not match its pod labels" % kind)
-        sc = w["spec"]["template"]["spec"].get("securityContext") or {}
-        if not sc.get("runAsNonRoot") or sc.get("runAsUser") in (None, 0):
-            err("k8s: %s pods must run as non-root" % kind)
-        cs = containers(w)
-        if not cs:
-            err("k8s: %s has no containers" % kind)
-        for c in cs:
-            where = "k8s %s/%s" % (kind, c.get("name"))
-            if c.get("image") != IMAGE:
-                err("%s: image %r, not %s" % (where, c.get("image"), IMAGE))
-            argv = argv_of(c.get("command")) + argv_of(c.get("args"))
-            check_program(where, argv, err)
-            flags.append((where, argv[1:] if argv[:1] == ["statesaver-entrypoint"] else argv))
-            for p in ("livenessProbe", "readinessProbe"):
-                a = probe_argv(c.get(p))
-                if not a and not (c.get(p) or {}).get("httpGet"):
-                    err("%s: no %s" % (where, p))
-                check_program(where + " " + p, a, err)
-            req = (c.get("resources") or {}).get("requests") or {}
-            if "cpu" not in req or "memory" not in req:
-                err("%s: resources.requests needs cpu and memory" % where)
-            if not (c.get("resources") or {}).get("limits", {}).get("memory"):
-                err("%s: no memory limit" % where)
+        check_workload("k8s", w, err, flags)
     # Server: port, volume claim on /data.
     srv = containers(sts)[0] if containers(sts) else {}
     ports = {p.get("name"): p.get("containerPort") for p in srv.get("ports") or []}
@@ -414,32 +437,511 @@ def check_dashboard(dash, src, err):
             err("grafana: no panel shows %s" % n)
 
 
-def check_kustomization(k, k8s_dir, err):
+def check_kustomization(k, k8s_dir, err, pre="k8s"):
     files = sorted(f for f in os.listdir(k8s_dir)
                    if f.endswith(".yaml") and f != "kustomization.yaml")
     if sorted(k.get("resources") or []) != files:
-        err("k8s: kustomization resources %s != files %s" % (k.get("resources"), files))
+        err("%s: kustomization resources %s != files %s" % (pre, k.get("resources"), files))
+
+
+# ---- cluster: topology, compose.cluster.yaml, k8s/sharded -----------------
+
+SLOT_COUNT = 16384             # SS_SLOT_COUNT (common/ss_topology.h)
+TOPO_MAX_ID = 64               # SS_TOPO_MAX_ID
+TOPO_MAX_ADDR = 255            # SS_TOPO_MAX_ADDR
+ETCD_PORT = 2379
+ETCD_IMAGE_RE = re.compile(r"^(?:[\w.-]+(?::\d+)?/)*[\w.-]*etcd[\w.-]*:v?\d+\.\d+\.\d+$")
+SHARD_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,%d}$" % TOPO_MAX_ID)
+CLUSTER_ENV = {"STATESAVER_ETCD": "--etcd", "STATESAVER_CLUSTER": "--cluster",
+               "STATESAVER_SHARD": "--shard", "STATESAVER_ADVERTISE": "--advertise",
+               "STATESAVER_TOPOLOGY_INIT": "--topology-init"}
+
+
+def split_hostport(a):
+    """(host, port) of HOST:PORT, or None."""
+    host, sep, port = str(a).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def check_topology(where, t, err):
+    """Python twin of ss_topology_parse + ss_topology_validate: every slot
+    0-16383 exactly once, by a known shard. Returns {id: primary}."""
+    if not isinstance(t, dict):
+        err("%s: topology is not a JSON object" % where)
+        return {}
+    cl, ep = t.get("cluster"), t.get("epoch")
+    if cl is not None and (not isinstance(cl, str) or len(cl.encode()) > TOPO_MAX_ID):
+        err("%s: \"cluster\" must be a string of at most %d bytes" % (where, TOPO_MAX_ID))
+    if ep is not None and (not isinstance(ep, int) or isinstance(ep, bool) or ep < 0):
+        err("%s: \"epoch\" must be a non-negative integer" % where)
+    shards, slots = t.get("shards"), t.get("slots")
+    if not isinstance(shards, list) or not isinstance(slots, list):
+        err("%s: \"shards\" and \"slots\" must be arrays" % where)
+        return {}
+    ids = {}
+    for i, s in enumerate(shards):
+        sid, pr = (s or {}).get("id"), (s or {}).get("primary")
+        if not isinstance(sid, str) or not SHARD_ID_RE.match(sid) or not isinstance(pr, str) \
+                or len(pr) > TOPO_MAX_ADDR or split_hostport(pr) is None:
+            err("%s: shard %d: bad id %r or primary %r (HOST:PORT)" % (where, i, sid, pr))
+            continue
+        if sid in ids:
+            err("%s: shard %d: id '%s' appears twice" % (where, i, sid))
+        reps = s.get("replicas", [])
+        if not isinstance(reps, list) or any(not isinstance(r, str) or split_hostport(r) is None
+                                             for r in reps):
+            err("%s: shard '%s': replicas must be an array of HOST:PORT" % (where, sid))
+        ids[sid] = pr
+    if not ids:
+        err("%s: topology has no shards" % where)
+    owner = [None] * SLOT_COUNT
+    for i, r in enumerate(slots):
+        f, l, sh = (r or {}).get("first"), (r or {}).get("last"), (r or {}).get("shard")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (f, l)) \
+                or not 0 <= f <= l < SLOT_COUNT:
+            err("%s: slot range %d (%r-%r): slots are integers 0-%d, first <= last"
+                % (where, i, f, l, SLOT_COUNT - 1))
+            continue
+        if sh not in ids:
+            err("%s: slot range %d (%d-%d) names unknown shard %r" % (where, i, f, l, sh))
+            continue
+        taken = [s for s in range(f, l + 1) if owner[s] is not None]
+        if taken:
+            err("%s: slot range %d (%d-%d, shard '%s') overlaps slot %d of shard '%s'"
+                % (where, i, f, l, sh, taken[0], owner[taken[0]]))
+            continue
+        for s in range(f, l + 1):
+            owner[s] = sh
+    free = [s for s in range(SLOT_COUNT) if owner[s] is None]
+    if free and ids:
+        err("%s: %d slots (first %d) are not assigned to any shard" % (where, len(free), free[0]))
+    return ids
+
+
+def slot_map(t):
+    return sorted((r.get("first"), r.get("last"), r.get("shard")) for r in t.get("slots") or [])
+
+
+def entrypoint_env(text):
+    """{program: {ENV: flag}} from deploy/entrypoint.sh, and the set of
+    variables it expands {ordinal}/{hostname} in."""
+    srv_at, wrk_at = text.find("statesaver-server)"), text.find("statesaver-worker)")
+    end = text.find("*)", wrk_at)
+    parts = {"statesaver-server": text[srv_at:wrk_at], "statesaver-worker": text[wrk_at:end]}
+    pat = re.compile(r'set -- (--[\w-]+) "(?:\$\(expand ")?\$(STATESAVER_\w+)')
+    maps = {p: {v: f for f, v in pat.findall(t)} for p, t in parts.items()}
+    expanded = set(re.findall(r'\$\(expand "\$(STATESAVER_\w+)"\)', text))
+    return maps, expanded
+
+
+def env_dict(e):
+    """compose environment (mapping or list of K=V) or k8s env list -> dict."""
+    if isinstance(e, dict):
+        return {k: ("" if v is None else str(v)) for k, v in e.items()}
+    out = {}
+    for x in e or []:
+        if isinstance(x, dict):
+            out[x["name"]] = str(x.get("value", "")) if "valueFrom" not in x else None
+        else:
+            k, _, v = str(x).partition("=")
+            out[k] = v
+    return out
+
+
+def check_env(envs, ep_text, hc_text, err, flags):
+    """Every STATESAVER_* variable a manifest gives statesaver-server or
+    statesaver-worker serve must be mapped to a flag by the entrypoint (or
+    read by the health check); the mapped flags go to the --help check."""
+    maps, expanded = entrypoint_env(ep_text)
+    hc_vars = set(re.findall(r"\$\{?(STATESAVER_\w+)", hc_text))
+    for var, flag in CLUSTER_ENV.items():
+        if maps["statesaver-server"].get(var) != flag:
+            err("deploy/entrypoint.sh: %s is not passed to statesaver-server as %s (found %r)"
+                % (var, flag, maps["statesaver-server"].get(var)))
+    for prog, m in maps.items():
+        flags.append(("deploy/entrypoint.sh env", [prog] + sorted(set(m.values()))))
+    for where, prog, env in envs:
+        m = maps.get(prog, {})
+        for k, v in env.items():
+            if not k.startswith("STATESAVER_"):
+                continue
+            if k not in m and k not in hc_vars:
+                err("%s: %s is set but deploy/entrypoint.sh maps it to no %s flag "
+                    "(silently ignored)" % (where, k, prog))
+            if v and ("{ordinal}" in v or "{hostname}" in v) and k not in expanded:
+                err("%s: %s=%r uses {ordinal}/{hostname}, which the entrypoint does not "
+                    "expand in it" % (where, k, v))
+
+
+def entry_prog(argv):
+    """statesaver-server / statesaver-worker (serve) behind the entrypoint, or None."""
+    a = argv[1:] if argv[:1] == ["statesaver-entrypoint"] else argv
+    if a[:1] == ["statesaver-server"]:
+        return "statesaver-server"
+    if a[:2] == ["statesaver-worker", "serve"]:
+        return "statesaver-worker"
+    return None
+
+
+def check_etcd_image(where, image, argv, err):
+    if not ETCD_IMAGE_RE.match(str(image)):
+        err("%s: etcd image %r is not pinned to a version tag (NAME:vX.Y.Z)" % (where, image))
+    if argv[:1] != ["etcd"]:
+        err("%s: runs %r, not etcd (what the etcd image installs)" % (where, argv[:1]))
+
+
+def flag_value(argv, flag):
+    for i, a in enumerate(argv):
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def check_initial_cluster(where, argv, members, err):
+    """--initial-cluster must name exactly `members` {name: peer host}."""
+    ic = flag_value(argv, "--initial-cluster") or ""
+    got = {}
+    for m in ic.split(","):
+        n, _, u = m.partition("=")
+        got[n] = urllib.parse.urlsplit(u).hostname
+    if got != members:
+        err("%s: --initial-cluster %r does not list the members %s" % (where, ic, members))
+
+
+def check_compose_cluster(c, topo, src, err, flags, envs):
+    pre = "compose.cluster"
+    svcs = c.get("services") or {}
+    vols = c.get("volumes") or {}
+    etcd = {n: s for n, s in svcs.items() if "etcd" in str(s.get("image", ""))
+            or argv_of(s.get("command"))[:1] == ["etcd"]}
+    shards = {n: s for n, s in svcs.items() if entry_prog(argv_of(s.get("command"))) ==
+              "statesaver-server"}
+    workers = {n: s for n, s in svcs.items() if entry_prog(argv_of(s.get("command"))) ==
+               "statesaver-worker"}
+    ids = check_topology("deploy/cluster-topology.json", topo, err)
+    built = False
+    for name, s in svcs.items():
+        where = "%s %s" % (pre, name)
+        argv = argv_of(s.get("command"))
+        if name in etcd:
+            check_etcd_image(where, s.get("image"), argv, err)
+        else:
+            if s.get("image") != IMAGE:
+                err("%s: image %r, not %s" % (where, s.get("image"), IMAGE))
+            check_program(where, argv, err)
+            flags.append((where, argv))
+            envs.append((where, entry_prog(argv), env_dict(s.get("environment"))))
+            check_program(where + " healthcheck",
+                          [a for a in argv_of((s.get("healthcheck") or {}).get("test"))
+                           if a not in ("CMD", "CMD-SHELL")], err)
+        if "cluster" not in (s.get("profiles") or []):
+            err("%s: not behind the \"cluster\" profile" % where)
+        b = s.get("build")
+        if b:
+            df = os.path.normpath(os.path.join(src, "deploy", b.get("context", "."),
+                                               b.get("dockerfile", "")))
+            if df != os.path.join(src, "deploy", "Dockerfile"):
+                err("%s: build does not point at deploy/Dockerfile (%s)" % (where, df))
+            built = True
+    if not built:
+        err("%s: no service builds %s from deploy/Dockerfile" % (pre, IMAGE))
+    if len(etcd) != 1 or not shards or not workers:
+        err("%s: needs one etcd service, shard services and a worker (found etcd %s, "
+            "shards %s, workers %s)" % (pre, sorted(etcd), sorted(shards), sorted(workers)))
+        return
+
+    def mounts(s):
+        out = {}
+        for v in s.get("volumes") or []:
+            parts = str(v).split(":")
+            if len(parts) >= 2:
+                out[parts[1]] = (parts[0], parts[2:])
+        return out
+
+    # etcd: a named data volume at its --data-dir, client port 2379.
+    en, es = next(iter(etcd.items()))
+    eargv = argv_of(es.get("command"))
+    ddir = flag_value(eargv, "--data-dir")
+    m = mounts(es).get(ddir)
+    if not ddir or not m or m[0] not in vols:
+        err("%s %s: --data-dir %r is not a named volume (declared under volumes:)"
+            % (pre, en, ddir))
+    check_initial_cluster("%s %s" % (pre, en), eargv, {flag_value(eargv, "--name"): en}, err)
+    lcu = flag_value(eargv, "--listen-client-urls") or ""
+    if ":%d" % ETCD_PORT not in lcu:
+        err("%s %s: does not listen for clients on %d" % (pre, en, ETCD_PORT))
+    # Shards: own volume, distinct ids of the topology, advertise = primary.
+    seen_vol, seen_id = {}, {}
+    for name, s in shards.items():
+        where = "%s %s" % (pre, name)
+        env = env_dict(s.get("environment"))
+        ms = mounts(s)
+        data = ms.get("/data")
+        if data is None or data[0] not in vols:
+            err("%s: /data is not a named volume declared under volumes:" % where)
+        elif data[0] in seen_vol:
+            err("%s: /data volume %s is also %s's: every shard needs its own"
+                % (where, data[0], seen_vol[data[0]]))
+        else:
+            seen_vol[data[0]] = name
+        if env.get("STATESAVER_DATA", "/data") != "/data":
+            err("%s: STATESAVER_DATA is not the /data volume" % where)
+        listen = split_hostport(env.get("STATESAVER_LISTEN", ""))
+        if listen is None or listen[1] != PORT:
+            err("%s: STATESAVER_LISTEN does not use port %d" % (where, PORT))
+        if not env.get("STATESAVER_METRICS_LISTEN", "").endswith(":%d" % METRICS_PORT):
+            err("%s: STATESAVER_METRICS_LISTEN does not use port %d" % (where, METRICS_PORT))
+        if not (s.get("healthcheck") or {}).get("test"):
+            err("%s: no healthcheck" % where)
+        sid = env.get("STATESAVER_SHARD")
+        if sid in seen_id:
+            err("%s: STATESAVER_SHARD %r is also %s's" % (where, sid, seen_id[sid]))
+        seen_id[sid] = name
+        if sid not in ids:
+            err("%s: STATESAVER_SHARD %r is not a shard of deploy/cluster-topology.json %s"
+                % (where, sid, sorted(ids)))
+        adv = env.get("STATESAVER_ADVERTISE", "")
+        hp = split_hostport(adv)
+        if hp is None or hp[0] not in shards or hp[1] != PORT:
+            err("%s: STATESAVER_ADVERTISE %r is not HOST:%d of a shard service" % (where, adv, PORT))
+        elif hp[0] != name:
+            err("%s: STATESAVER_ADVERTISE %r names another service" % (where, adv))
+        if sid in ids and ids[sid] != adv:
+            err("%s: STATESAVER_ADVERTISE %r is not shard %s's primary %r in the topology"
+                % (where, adv, sid, ids[sid]))
+        u = urllib.parse.urlsplit(env.get("STATESAVER_ETCD", ""))
+        if u.scheme != "http" or u.hostname != en or (u.port or 80) != ETCD_PORT:
+            err("%s: STATESAVER_ETCD %r is not http://%s:%d" % (where, env.get("STATESAVER_ETCD"),
+                                                               en, ETCD_PORT))
+        if en not in (s.get("depends_on") or {}):
+            err("%s: does not depend on %s" % (where, en))
+        if env.get("STATESAVER_CLUSTER") != topo.get("cluster"):
+            err("%s: STATESAVER_CLUSTER %r is not the topology's cluster %r"
+                % (where, env.get("STATESAVER_CLUSTER"), topo.get("cluster")))
+        ti = env.get("STATESAVER_TOPOLOGY_INIT")
+        tm = ms.get(ti)
+        if tm is None or os.path.normpath(os.path.join(src, "deploy", tm[0])) != \
+                os.path.join(src, "deploy", "cluster-topology.json") or "ro" not in tm[1]:
+            err("%s: STATESAVER_TOPOLOGY_INIT %r is not ./cluster-topology.json mounted read-only"
+                % (where, ti))
+    if ids and set(seen_id) != set(ids):
+        err("%s: shards %s != topology shards %s" % (pre, sorted(seen_id), sorted(ids)))
+    for name, s in workers.items():
+        where = "%s %s" % (pre, name)
+        env = env_dict(s.get("environment"))
+        for k in ("STATESAVER_SERVER", "STATESAVER_HEALTH_SERVER"):
+            if k not in env and k == "STATESAVER_HEALTH_SERVER":
+                continue
+            hp = split_hostport(env.get(k, ""))
+            if hp is None or hp[0] not in shards or hp[1] != PORT:
+                err("%s: %s %r is not a shard service on %d" % (where, k, env.get(k), PORT))
+            elif hp[0] not in (s.get("depends_on") or {}):
+                err("%s: does not depend on %s" % (where, hp[0]))
+        if not env.get("STATESAVER_WORKER_METRICS_LISTEN", "").endswith(":%d" % WORKER_METRICS_PORT):
+            err("%s: STATESAVER_WORKER_METRICS_LISTEN does not use port %d"
+                % (where, WORKER_METRICS_PORT))
+        for key in ("ports", "container_name"):
+            if key in s:
+                err("%s: sets %s, which breaks --scale" % (where, key))
+
+
+def check_k8s_sharded(docs, kust, topo_file, src, err, flags, envs):
+    pre = "k8s/sharded"
+    by = {}
+    for d in docs:
+        for k in ("apiVersion", "kind", "metadata"):
+            if k not in d:
+                err("%s: a document lacks %s" % (pre, k))
+        by.setdefault(d.get("kind"), {})[(d.get("metadata") or {}).get("name")] = d
+    stss = by.get("StatefulSet", {})
+    svcs = by.get("Service", {})
+    cms = by.get("ConfigMap", {})
+    shard = [w for w in stss.values() if containers(w) and
+             entry_prog(argv_of(containers(w)[0].get("command")) +
+                        argv_of(containers(w)[0].get("args"))) == "statesaver-server"]
+    etcd = [w for w in stss.values() if containers(w) and
+            "etcd" in str(containers(w)[0].get("image", ""))]
+    deps = [w for w in by.get("Deployment", {}).values() if containers(w) and
+            entry_prog(argv_of(containers(w)[0].get("command")) +
+                       argv_of(containers(w)[0].get("args"))) == "statesaver-worker"]
+    if len(shard) != 1 or len(etcd) != 1 or len(deps) != 1:
+        err("%s: needs one shard StatefulSet, one etcd StatefulSet and one worker Deployment"
+            % pre)
+        return
+    sts, ests, dep = shard[0], etcd[0], deps[0]
+
+    def etcd_image(where, image, argv):
+        check_etcd_image(where, image, argv, err)
+
+    check_workload(pre, sts, err, flags)
+    check_workload(pre, dep, err, flags)
+    check_workload(pre + " etcd", ests, err, flags, etcd_image)
+
+    def pod_labels(w):
+        return w["spec"]["template"].get("metadata", {}).get("labels") or {}
+
+    def selects(svc, w):
+        sel = (svc.get("spec") or {}).get("selector") or {}
+        return bool(sel) and all(pod_labels(w).get(k) == v for k, v in sel.items())
+
+    def headless(w, what):
+        h = svcs.get(w["spec"].get("serviceName"))
+        if h is None or h["spec"].get("clusterIP") != "None" or not selects(h, w):
+            err("%s: %s serviceName %r must name a headless Service selecting its pods"
+                % (pre, what, w["spec"].get("serviceName")))
+            return None
+        return h
+
+    # etcd: data from a claim at --data-dir, reachable by pod DNS name.
+    ec = containers(ests)[0]
+    eargv = argv_of(ec.get("command")) + argv_of(ec.get("args"))
+    ddir = flag_value(eargv, "--data-dir")
+    eclaims = {t["metadata"]["name"] for t in ests["spec"].get("volumeClaimTemplates") or []}
+    if not any(m.get("mountPath") == ddir and m.get("name") in eclaims
+               for m in ec.get("volumeMounts") or []):
+        err("%s etcd: --data-dir %r is not mounted from a volumeClaimTemplate" % (pre, ddir))
+    ehead = headless(ests, "etcd StatefulSet")
+    eport = {p.get("name"): p.get("containerPort") for p in ec.get("ports") or []}.get("client")
+    etcd_hosts = {ests["metadata"]["name"]}
+    if ehead is not None:
+        en = ehead["metadata"]["name"]
+        etcd_hosts = {en} | {"%s-%d.%s" % (ests["metadata"]["name"], i, en)
+                             for i in range(ests["spec"].get("replicas", 1))}
+        check_initial_cluster(pre + " etcd", eargv, {
+            "%s-%d" % (ests["metadata"]["name"], i): "%s-%d.%s" % (ests["metadata"]["name"], i, en)
+            for i in range(ests["spec"].get("replicas", 1))}, err)
+    # Shards.
+    c = containers(sts)[0]
+    env = env_dict(c.get("env"))
+    envs.append(("%s StatefulSet/%s" % (pre, c.get("name")), "statesaver-server", env))
+    head = headless(sts, "shard StatefulSet")
+    if head is not None and not head["spec"].get("publishNotReadyAddresses"):
+        err("%s: headless Service %s must publish not-ready shards (publishNotReadyAddresses)"
+            % (pre, head["metadata"]["name"]))
+    ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+    if ports.get("rpc") != PORT:
+        err("%s shard: containerPort rpc must be %d" % (pre, PORT))
+    listen = split_hostport(env.get("STATESAVER_LISTEN", ""))
+    if listen is None or listen[1] != PORT:
+        err("%s shard: STATESAVER_LISTEN does not use port %d" % (pre, PORT))
+    if env.get("STATESAVER_DATA", "/data") != "/data":
+        err("%s shard: STATESAVER_DATA is not /data" % pre)
+    claims = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates") or []}
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or []}
+    dm = mounts.get("/data")
+    if dm is None or dm["name"] not in claims:
+        err("%s shard: /data must be mounted from a volumeClaimTemplate (one PVC per shard)" % pre)
+    else:
+        spec = claims[dm["name"]]["spec"]
+        if not spec.get("resources", {}).get("requests", {}).get("storage") or \
+                "ReadWriteOnce" not in (spec.get("accessModes") or []):
+            err("%s shard: the data claim must be ReadWriteOnce and request storage" % pre)
+    check_metrics_pod(pre + " shard", sts, "STATESAVER_METRICS_LISTEN", METRICS_PORT, err)
+    u = urllib.parse.urlsplit(env.get("STATESAVER_ETCD") or "")
+    if u.scheme != "http" or u.hostname not in etcd_hosts or u.port != eport:
+        err("%s shard: STATESAVER_ETCD %r is not http://HOST:%s with HOST one of %s"
+            % (pre, env.get("STATESAVER_ETCD"), eport, sorted(etcd_hosts)))
+    # The topology it creates: a ConfigMap key mounted at STATESAVER_TOPOLOGY_INIT.
+    ti = env.get("STATESAVER_TOPOLOGY_INIT") or ""
+    vols = {v["name"]: v for v in sts["spec"]["template"]["spec"].get("volumes") or []}
+    topo = None
+    for mp, m in mounts.items():
+        if ti.startswith(mp.rstrip("/") + "/"):
+            cm = cms.get((vols.get(m["name"], {}).get("configMap") or {}).get("name"))
+            key = ti[len(mp.rstrip("/")) + 1:]
+            if cm is not None and key in (cm.get("data") or {}):
+                try:
+                    topo = json.loads(cm["data"][key])
+                except ValueError as e:
+                    err("%s: topology ConfigMap key %s is not JSON: %s" % (pre, key, e))
+                    topo = {}
+    if topo is None:
+        err("%s shard: STATESAVER_TOPOLOGY_INIT %r is not a key of a mounted ConfigMap" % (pre, ti))
+        topo = {}
+    ids = check_topology(pre + " topology ConfigMap", topo, err)
+    if topo and isinstance(topo_file, dict) and slot_map(topo) != slot_map(topo_file):
+        err("%s: the topology ConfigMap's slots differ from deploy/cluster-topology.json" % pre)
+    if env.get("STATESAVER_CLUSTER") != topo.get("cluster"):
+        err("%s shard: STATESAVER_CLUSTER %r is not the topology's cluster %r"
+            % (pre, env.get("STATESAVER_CLUSTER"), topo.get("cluster")))
+    # Every pod's shard id and address, as the entrypoint expands them.
+    n = sts["spec"].get("replicas", 1)
+    got = {}
+    for o in range(n):
+        host = "%s-%d" % (sts["metadata"]["name"], o)
+
+        def x(v):
+            return str(v or "").replace("{hostname}", host).replace("{ordinal}", str(o))
+        sid, adv = x(env.get("STATESAVER_SHARD")), x(env.get("STATESAVER_ADVERTISE"))
+        if sid in got:
+            err("%s: pods %s and %s both get STATESAVER_SHARD %r" % (pre, got[sid], host, sid))
+        got[sid] = host
+        if sid not in ids:
+            err("%s: pod %s gets STATESAVER_SHARD %r, not a topology shard %s"
+                % (pre, host, sid, sorted(ids)))
+        hp = split_hostport(adv)
+        hs = head["metadata"]["name"] if head is not None else None
+        names = {"%s.%s" % (host, hs), "%s.%s.svc" % (host, hs)}
+        if hp is None or not (hp[0] in names or re.match(
+                r"^%s\.%s\.[a-z0-9-]+\.svc(\.cluster\.local)?$" % (re.escape(host), re.escape(str(hs))),
+                hp[0])) or hp[1] != PORT:
+            err("%s: pod %s advertises %r, not %s.<headless Service>:%d"
+                % (pre, host, adv, host, PORT))
+        if sid in ids and ids[sid] != adv:
+            err("%s: pod %s advertises %r but the topology's primary of %s is %r"
+                % (pre, host, adv, sid, ids[sid]))
+    if ids and set(got) != set(ids):
+        err("%s: %d shard pods (ids %s) != topology shards %s"
+            % (pre, n, sorted(got), sorted(ids)))
+    # Workers: STATESAVER_SERVER a Service of the shards (or a shard pod).
+    wc = containers(dep)[0]
+    wenv = env_dict(wc.get("env"))
+    envs.append(("%s Deployment/%s" % (pre, wc.get("name")), "statesaver-worker", wenv))
+    hp = split_hostport(wenv.get("STATESAVER_SERVER", ""))
+    ok = hp is not None and hp[1] == PORT and (
+        (hp[0] in svcs and selects(svcs[hp[0]], sts) and
+         any(p.get("port") == PORT and p.get("targetPort") in ("rpc", PORT)
+             for p in svcs[hp[0]]["spec"].get("ports") or [])) or hp[0] in got.values())
+    if not ok:
+        err("%s worker: STATESAVER_SERVER %r is not a Service of the shards on %d"
+            % (pre, wenv.get("STATESAVER_SERVER"), PORT))
+    check_metrics_pod(pre + " worker", dep, "STATESAVER_WORKER_METRICS_LISTEN",
+                      WORKER_METRICS_PORT, err)
+    for name, s in svcs.items():
+        if not any(selects(s, w) for w in (sts, ests, dep)):
+            err("%s: Service %s selects no pods" % (pre, name))
+    if kust is None:
+        err("%s: kustomization.yaml missing" % pre)
+    else:
+        check_kustomization(kust, os.path.join(src, "deploy", "k8s", "sharded"), err, pre)
 
 
 # ---- flags against --help ---------------------------------------------------
 
-def entrypoint_flags(src):
+def entrypoint_flags(text, hc_text):
     """Flags the entrypoint and health check add on the programs' behalf."""
-    with open(os.path.join(src, "deploy", "entrypoint.sh")) as f:
-        text = f.read()
     server_part, _, worker_part = text.partition("statesaver-worker)")
     out = [("deploy/entrypoint.sh", ["statesaver-server"] + re.findall(r"has (--[\w-]+)", server_part)),
            ("deploy/entrypoint.sh", ["statesaver-worker"] + re.findall(r"has (--[\w-]+)", worker_part))]
-    with open(os.path.join(src, "deploy", "healthcheck.sh")) as f:
-        code = "\n".join(l for l in f.read().splitlines() if not l.lstrip().startswith("#"))
+    code = "\n".join(l for l in hc_text.splitlines() if not l.lstrip().startswith("#"))
     out.append(("deploy/healthcheck.sh", ["statesaver"] + re.findall(r"(?<![\w-])(--[a-z][\w-]*)", code)))
     return out
+
+
+HELP_CACHE = {}
 
 
 def check_flags(flags, build, err, note):
     """Every --flag a manifest passes must appear in the program's --help."""
     helps = {}
     for prog, rel in BINARIES.items():
+        if (build, prog) in HELP_CACHE:
+            helps[prog] = HELP_CACHE[(build, prog)]
+            continue
         path = os.path.join(build, rel)
         if not os.access(path, os.X_OK):
             note("flags of %s not checked: %s not built" % (prog, path))
@@ -450,12 +952,14 @@ def check_flags(flags, build, err, note):
             err("`%s %s` exited %d: flags cannot be checked"
                 % (prog, " ".join(argv[1:]), r.returncode))
             continue
-        helps[prog] = r.stdout + r.stderr
+        helps[prog] = HELP_CACHE[(build, prog)] = r.stdout + r.stderr
     for where, argv in flags:
         if not argv or argv[0] not in helps:
             continue
         for a in argv[1:]:
-            if a.startswith("--") and a.split("=")[0] not in helps[argv[0]]:
+            # A whole word of the help: --cluster must not pass on --cluster-config.
+            if a.startswith("--") and not re.search(
+                    r"(?<![\w-])%s(?![\w-])" % re.escape(a.split("=")[0]), helps[argv[0]]):
                 err("%s: %s does not accept %s (not in its --help)" % (where, argv[0], a))
 
 
@@ -494,25 +998,203 @@ def load(src):
                 docs += found
     with open(os.path.join(d, "grafana-dashboard.json")) as f:
         dash = json.load(f)
-    return dfile, compose, docs, kust, dash
+    cl = {"docs": [], "kust": None}
+    with open(os.path.join(d, "compose.cluster.yaml")) as f:
+        cl["compose"] = yaml.safe_load(f)
+    with open(os.path.join(d, "cluster-topology.json")) as f:
+        cl["topology"] = json.load(f)
+    sharded = os.path.join(k8s, "sharded")
+    for name in sorted(os.listdir(sharded)):
+        if name.endswith(".yaml"):
+            with open(os.path.join(sharded, name)) as f:
+                found = [x for x in yaml.safe_load_all(f) if x is not None]
+            if name == "kustomization.yaml":
+                cl["kust"] = found[0]
+            else:
+                cl["docs"] += found
+    for key, rel in (("entrypoint", "entrypoint.sh"), ("healthcheck", "healthcheck.sh")):
+        with open(os.path.join(d, rel)) as f:
+            cl[key] = f.read()
+    return dfile, compose, docs, kust, dash, cl
 
 
-def run_checks(src, build, dfile, compose, docs, kust, dash, err, note):
-    flags = []
+def run_checks(src, build, dfile, compose, docs, kust, dash, cl, err, note):
+    flags, envs = [], []
     check_dockerfile(dfile, src, err)
     check_compose(compose, src, err, flags)
+    for name, s in (compose.get("services") or {}).items():
+        prog = entry_prog(argv_of(s.get("command")))
+        if prog:
+            envs.append(("compose " + name, prog, env_dict(s.get("environment"))))
     check_k8s(docs, src, err, flags)
+    for d in docs:
+        for c in containers(d):
+            prog = entry_prog(argv_of(c.get("command")) + argv_of(c.get("args")))
+            if prog:
+                envs.append(("k8s %s/%s" % (d["kind"], c.get("name")), prog, env_dict(c.get("env"))))
+    check_compose_cluster(cl["compose"], cl["topology"], src, err, flags, envs)
+    check_k8s_sharded(cl["docs"], cl["kust"], cl["topology"], src, err, flags, envs)
+    check_env(envs, cl["entrypoint"], cl["healthcheck"], err, flags)
     check_dashboard(dash, src, err)
     if kust is not None:
         check_kustomization(kust, os.path.join(src, "deploy", "k8s"), err)
     else:
         err("k8s: kustomization.yaml missing")
     if build:
-        flags += entrypoint_flags(src)
+        flags += entrypoint_flags(cl["entrypoint"], cl["healthcheck"])
         check_flags(flags, build, err, note)
 
 
-def self_test(src, base):
+def cluster_breakages():
+    """Breakages of compose.cluster.yaml, k8s/sharded, the topology and the
+    entrypoint's variable mapping (b[5] is load()'s cluster dict)."""
+    def svc(name):
+        return lambda b: b[5]["compose"]["services"][name]
+
+    def cenv(name, k, v):
+        def f(b):
+            e = b[5]["compose"]["services"][name]["environment"]
+            if v is None:
+                e.pop(k)
+            else:
+                e[k] = v
+        return f
+
+    def cvol(name, fn):
+        def f(b):
+            s = b[5]["compose"]["services"][name]
+            s["volumes"] = fn(list(s["volumes"]))
+        return f
+
+    def kdoc(kind, name, fn):
+        def f(b):
+            for d in b[5]["docs"]:
+                if d["kind"] == kind and d["metadata"]["name"] == name:
+                    fn(d)
+        return f
+
+    def kenv(kind, name, k, v):
+        def fn(d):
+            for e in containers(d)[0]["env"]:
+                if e["name"] == k:
+                    e["value"] = v
+        return kdoc(kind, name, fn)
+
+    def topo_cm(fn):
+        def f(d):
+            t = json.loads(d["data"]["topology.json"])
+            fn(t)
+            d["data"]["topology.json"] = json.dumps(t)
+        return kdoc("ConfigMap", "statesaver-topology", f)
+
+    def etcd_no_data(d):
+        containers(d)[0]["volumeMounts"] = []
+
+    def readiness_healthz(d):
+        containers(d)[0]["readinessProbe"]["httpGet"]["path"] = "/healthz"
+
+    def shard_replicas(d):
+        d["spec"]["replicas"] = 4
+
+    def shard_no_claim(d):
+        d["spec"]["volumeClaimTemplates"] = []
+
+    def shard_env_add(d):
+        containers(d)[0]["env"].append({"name": "STATESAVER_SHARDS", "value": "s{ordinal}"})
+
+    def not_headless(d):
+        d["spec"]["clusterIP"] = "10.0.0.9"
+
+    def ep_rename(b):
+        b[5]["entrypoint"] = b[5]["entrypoint"].replace(
+            'set -- --etcd "$STATESAVER_ETCD"', 'set -- --etcd-url "$STATESAVER_ETCD"')
+
+    return {
+        "cluster topology with a slot gap":
+            lambda b: b[5]["topology"]["slots"][1].__setitem__("first", 5470),
+        "cluster topology overlap":
+            lambda b: b[5]["topology"]["slots"][1].__setitem__("first", 5000),
+        "cluster topology unknown shard":
+            lambda b: b[5]["topology"]["slots"][2].__setitem__("shard", "s9"),
+        "cluster topology duplicate shard id":
+            lambda b: b[5]["topology"]["shards"][1].__setitem__("id", "s0"),
+        "cluster topology slot 16384":
+            lambda b: b[5]["topology"]["slots"][2].__setitem__("last", 16384),
+        "compose.cluster shards share a volume":
+            cvol("shard1", lambda v: [x.replace("shard1-data", "shard0-data") for x in v]),
+        "compose.cluster shard without /data":
+            cvol("shard2", lambda v: [x for x in v if not x.endswith(":/data")]),
+        "compose.cluster duplicate shard id": cenv("shard2", "STATESAVER_SHARD", "s1"),
+        "compose.cluster shard id not in topology": cenv("shard1", "STATESAVER_SHARD", "s7"),
+        "compose.cluster advertise unknown host": cenv("shard1", "STATESAVER_ADVERTISE", "shard9:7450"),
+        "compose.cluster advertise other shard": cenv("shard1", "STATESAVER_ADVERTISE", "shard2:7450"),
+        "compose.cluster etcd URL wrong host": cenv("shard0", "STATESAVER_ETCD", "http://etcd0:2379"),
+        "compose.cluster unmapped env var": cenv("shard0", "STATESAVER_SHARDS", "s0"),
+        "compose.cluster cluster name mismatch": cenv("shard0", "STATESAVER_CLUSTER", "other"),
+        "compose.cluster worker at etcd": cenv("worker", "STATESAVER_SERVER", "etcd:2379"),
+        "compose.cluster etcd image latest":
+            lambda b: svc("etcd")(b).__setitem__("image", "gcr.io/etcd-development/etcd:latest"),
+        "compose.cluster etcd image untagged":
+            lambda b: svc("etcd")(b).__setitem__("image", "quay.io/coreos/etcd"),
+        "compose.cluster etcd without data volume": lambda b: svc("etcd")(b).pop("volumes"),
+        "compose.cluster shard other image":
+            lambda b: svc("shard2")(b).__setitem__("image", "statesaver:dev"),
+        "compose.cluster worker unknown program":
+            lambda b: svc("worker")(b).__setitem__("command", ["python3", "-m", "worker"]),
+        "compose.cluster shard without profile": lambda b: svc("shard1")(b).pop("profiles"),
+        "compose.cluster topology not mounted":
+            cvol("shard0", lambda v: [x for x in v if "topology" not in x]),
+        "k8s/sharded shard readiness on /healthz":
+            kdoc("StatefulSet", "statesaver-shard", readiness_healthz),
+        "k8s/sharded 4 shard pods, 3 in topology":
+            kdoc("StatefulSet", "statesaver-shard", shard_replicas),
+        "k8s/sharded shards without PVC": kdoc("StatefulSet", "statesaver-shard", shard_no_claim),
+        "k8s/sharded fixed shard id": kenv("StatefulSet", "statesaver-shard", "STATESAVER_SHARD", "s0"),
+        "k8s/sharded advertise wrong Service":
+            kenv("StatefulSet", "statesaver-shard", "STATESAVER_ADVERTISE", "{hostname}.statesaver:7450"),
+        "k8s/sharded advertise without pod name":
+            kenv("StatefulSet", "statesaver-shard", "STATESAVER_ADVERTISE", "statesaver-shard:7450"),
+        "k8s/sharded etcd URL to nothing":
+            kenv("StatefulSet", "statesaver-shard", "STATESAVER_ETCD", "http://etcd:2379"),
+        "k8s/sharded unmapped env var": kdoc("StatefulSet", "statesaver-shard", shard_env_add),
+        "k8s/sharded headless Service not headless": kdoc("Service", "statesaver-shard", not_headless),
+        "k8s/sharded etcd image latest": kdoc("StatefulSet", "statesaver-etcd", lambda d: containers(d)[0].__setitem__("image", "quay.io/coreos/etcd:latest")),
+        "k8s/sharded etcd without data volume": kdoc("StatefulSet", "statesaver-etcd", etcd_no_data),
+        "k8s/sharded 3 etcd replicas, 1 initial member":
+            kdoc("StatefulSet", "statesaver-etcd", lambda d: d["spec"].__setitem__("replicas", 3)),
+        "compose.cluster etcd --name not in --initial-cluster":
+            lambda b: svc("etcd")(b)["command"].__setitem__(1, "--name=etcd1"),
+        "k8s/sharded worker at unknown server":
+            kenv("Deployment", "statesaver-worker", "STATESAVER_SERVER", "statesaver-x:7450"),
+        "k8s/sharded worker image": kdoc("Deployment", "statesaver-worker", lambda d: containers(d)[0].__setitem__("image", "statesaver:1")),
+        "k8s/sharded topology ConfigMap gap": topo_cm(lambda t: t["slots"].pop()),
+        "k8s/sharded topology ConfigMap primary differs":
+            topo_cm(lambda t: t["shards"][0].__setitem__("primary", "shard0:7450")),
+        "k8s/sharded kustomization missing a file": lambda b: b[5]["kust"]["resources"].pop(),
+        "entrypoint maps STATESAVER_ETCD to --etcd-url": ep_rename,
+    }
+
+
+def flag_breakages():
+    """Breakages only the --help check sees (run with a build tree)."""
+    def typo(b):
+        for d in b[5]["docs"]:
+            if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "statesaver-shard":
+                containers(d)[0]["args"] = ["--topology-int", "/etc/statesaver/topology.json"]
+
+    def ep_flag(b):
+        b[5]["entrypoint"] = b[5]["entrypoint"].replace(
+            'set -- --shard "$(expand', 'set -- --shard-id "$(expand').replace(
+            'has --shard "$@"', 'has --shard-id "$@"')
+
+    return {"k8s/sharded shard flag not in --help (--topology-int)": typo,
+            "entrypoint passes --shard-id, not in --help": ep_flag,
+            "compose.cluster shard flag --cluster-name":
+                lambda b: b[5]["compose"]["services"]["shard1"].__setitem__(
+                    "command", ["statesaver-server", "--cluster-name", "x"])}
+
+
+def self_test(src, base, build=None):
     """Break the manifests in known ways; each must be reported."""
     def k8s_edit(kind, fn):
         def f(b):
@@ -597,12 +1279,17 @@ def self_test(src, base):
         "Dockerfile other base": lambda b: b[0]["stages"][0].__setitem__("base", "ubuntu:24.04"),
         "kustomization missing a file": lambda b: b[3]["resources"].pop(),
     }
+    breakages.update(cluster_breakages())
+    if build:
+        breakages.update(flag_breakages())
+    else:
+        print("note: self-test: %d --help breakages not run (no build tree)" % len(flag_breakages()))
     failed = 0
     for name, breaker in breakages.items():
         b = copy.deepcopy(base)
         breaker(b)
         e = Errors(quiet=True)
-        run_checks(src, None, *b, e, lambda m: None)
+        run_checks(src, build, *b, e, lambda m: None)
         if e.count == 0:
             print("FAIL: self-test: breakage not detected: " + name)
             failed += 1
@@ -625,7 +1312,7 @@ def main():
     passed = 1 if err.count == 0 else 0
     failed = 1 - passed
     if a.self_test:
-        f, n = self_test(src, base)
+        f, n = self_test(src, base, a.build_root)
         failed += f
         passed += n - f
     print("%d passed, %d failed" % (passed, failed))
