@@ -4,13 +4,13 @@
 #   statesaver-server            --listen $STATESAVER_LISTEN --data $STATESAVER_DATA
 #                                --sync $STATESAVER_SYNC [--auth-token-file $STATESAVER_AUTH_TOKEN_FILE]
 #                                [--metrics-listen $STATESAVER_METRICS_LISTEN]
+#                                [--etcd $STATESAVER_ETCD --cluster $STATESAVER_CLUSTER
+#                                 --shard $STATESAVER_SHARD --advertise $STATESAVER_ADVERTISE
+#                                 --topology-init $STATESAVER_TOPOLOGY_INIT]
 #   statesaver-worker serve      --server $STATESAVER_SERVER --model $STATESAVER_MODEL
 #                                --saver $STATESAVER_SAVER --batch $STATESAVER_BATCH
 #                                [--token-file $STATESAVER_AUTH_TOKEN_FILE]
 #                                [--metrics-listen $STATESAVER_WORKER_METRICS_LISTEN]
-#                                [--etcd $STATESAVER_ETCD --cluster $STATESAVER_CLUSTER
-#                                 --shard $STATESAVER_SHARD --advertise $STATESAVER_ADVERTISE
-#                                 --topology-init $STATESAVER_TOPOLOGY_INIT]
 # An empty or unset *_METRICS_LISTEN leaves the HTTP metrics endpoint off.
 # Cluster (docs/cluster.md): in STATESAVER_SHARD and STATESAVER_ADVERTISE,
 # {ordinal} becomes the number ending the host name (a StatefulSet pod's
