@@ -28,6 +28,15 @@ import sys
 import tempfile
 import time
 
+# One BLAS/OpenMP thread per trainer process unless the caller says
+# otherwise (set before numpy and torch load their thread pools): torch's
+# set_num_threads() does not reach numpy's OpenBLAS pool, and N trainers
+# with a pool each oversubscribe the cores (measured on 2 cores: 2 trainers
+# 0.8-0.96x of one with the default pools, 1.3-1.55x with one thread each;
+# docs/benchmarks.md).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "client", "python"))
 

@@ -456,6 +456,26 @@ class JobApiTest(unittest.TestCase):
             t.join(10)
         self.assertEqual(errs, [])
 
+    def test_submit_sequence_of_token_ids(self):
+        # integer ids [T] (a model with an embedding) are split and padded
+        # like float inputs, keeping an integer dtype
+        ids = np.array([5, 1, 4, 1, 5, 9, 2], np.int64)
+        self.assertEqual(self.c.submit_sequence(self.saver, "ids", ids, num_unroll=3), 3)
+        got = []
+        for _ in range(3):
+            lease = self.c.lease(self.saver, max_batch=4, wait_ms=2000)
+            self.assertEqual(len(lease.items), 1)
+            it = lease.items[0]
+            got.append((it.segment, it.length, it.last, it.inputs.dtype, it.inputs.tolist()))
+            self.c.complete(self.saver, lease.lease_id, [dict(key=it.key, segment=it.segment,
+                                                 outputs=np.zeros((3, 4), np.float32),
+                                                 states=[s for s in it.states.values()])])
+        self.assertEqual(got, [(0, 3, False, np.int64, [5, 1, 4]),
+                               (1, 3, False, np.int64, [1, 5, 9]),
+                               (2, 1, True, np.int64, [2, 0, 0])])
+        with self.assertRaises(statesaver.InvalidArgument):
+            self.c.submit_sequence(self.saver, "bad", np.ones((2, 3, 4)), num_unroll=2)
+
     def test_job_bad_input(self):
         x = np.ones((5, 4), np.float32)
         cases = [

@@ -430,19 +430,27 @@ class Client:
         return r.already_queued
 
     def submit_sequence(self, saver, key, inputs, num_unroll, start_segment=0, last=True):
-        """Split a whole sequence inputs [T, input_size] into segments of
-        num_unroll steps (the last padded with zeros, like SQSS pad=True) and
-        submit them. Returns the number of segments."""
-        inputs = np.asarray(inputs, dtype=np.float32)
-        if inputs.ndim != 2 or num_unroll < 1:
-            raise errors.InvalidArgument("inputs must be [T, input_size] and num_unroll >= 1")
+        """Split a whole sequence into segments of num_unroll steps (the last
+        padded with zeros, like SQSS pad=True) and submit them: inputs is
+        float32 [T, input_size], or integer token ids [T] for a model with an
+        embedding (int32/int64 kept; other integer types widened). Returns
+        the number of segments."""
+        inputs = np.asarray(inputs)
+        ids = inputs.ndim == 1 and np.issubdtype(inputs.dtype, np.integer)
+        if ids:
+            inputs = inputs.astype(np.int64 if inputs.dtype.itemsize > 4 else np.int32)
+        else:
+            inputs = inputs.astype(np.float32)
+        if (inputs.ndim != 2 and not ids) or num_unroll < 1:
+            raise errors.InvalidArgument("inputs must be float32 [T, input_size] or integer "
+                                         "token ids [T], and num_unroll >= 1")
         n = max(1, -(-inputs.shape[0] // num_unroll))
         for s in range(n):
             chunk = inputs[s * num_unroll:(s + 1) * num_unroll]
             length = chunk.shape[0]
             if length < num_unroll:
                 chunk = np.concatenate(
-                    [chunk, np.zeros((num_unroll - length, inputs.shape[1]), np.float32)])
+                    [chunk, np.zeros((num_unroll - length,) + inputs.shape[1:], inputs.dtype)])
             self.submit(saver, key, start_segment + s, chunk, length=length,
                         last=last and s == n - 1)
         return n
