@@ -1,6 +1,7 @@
 /* cli_cluster -- `statesaver cluster`: init (write a first topology into
- * etcd), status (the topology and what every shard says), move-slots (the
- * resharding mover, cli_mover.c).
+ * etcd), add-shard (name a new, empty shard in it), status (the topology
+ * and what every shard says), move-slots (the resharding mover,
+ * cli_mover.c).
  */
 #include "cli.h"
 #include "cli_mover.h"
@@ -18,12 +19,15 @@
 
 static const char cluster_usage[] =
     "usage: statesaver cluster init --etcd URL --cluster NAME --shards ID=HOST:PORT,...\n"
+    "       statesaver cluster add-shard --etcd URL --cluster NAME --shard ID=HOST:PORT\n"
     "       statesaver cluster status [--json]\n"
     "       statesaver cluster move-slots --etcd URL --cluster NAME --from A --to B\n"
     "                                     --slots X-Y [--batch-bytes N]\n"
     "  init        write a first topology (epoch 1, slots split evenly over the\n"
     "              shards in the order given) to etcd key /statesaver/NAME/topology;\n"
     "              refused when the cluster already has one\n"
+    "  add-shard   name a new shard (owning no slots yet) in the topology, epoch + 1;\n"
+    "              start it with --shard ID, then move slots to it\n"
     "  status      the topology (from --server or --cluster) and, per shard, its\n"
     "              address, whether it answers, the epoch it serves, its slots and\n"
     "              frozen ranges\n"
@@ -115,6 +119,116 @@ out:
     free(json);
     free(list);
     ss_topology_free(t);
+    return status;
+}
+
+/* ---- add-shard --------------------------------------------------------------- */
+
+/* One attempt: read the topology, add the shard, write it back by
+ * compare-and-swap on the revision read. ADD_RETRY = someone else wrote
+ * in between (try again), else a CLI exit status. */
+#define ADD_RETRY (-1)
+static int add_shard_once(ss_etcd *etcd, const char *key, const char *id, const char *addr)
+{
+    char *val = NULL, *json = NULL, err[1024];
+    size_t len = 0;
+    int64_t rev = 0;
+    ss_topology *t = NULL;
+    int status = CLI_EXIT_FAIL;
+    int rc = ss_etcd_get(etcd, key, &val, &len, &rev, NULL, err, sizeof err);
+    if (rc == SS_ERR_NOT_FOUND) {
+        cli_error("no topology at %s (run `statesaver cluster init` first)", key);
+        goto out;
+    }
+    if (rc < 0) {
+        cli_error("etcd: %s", err);
+        goto out;
+    }
+    if (ss_topology_parse(val, len, &t, err, sizeof err) < 0) {
+        cli_error("topology at %s: %s", key, err);
+        goto out;
+    }
+    int have = ss_topology_find_shard(t, id);
+    if (have >= 0) {
+        if (strcmp(ss_topology_shard_primary(t, (size_t)have), addr) == 0) {
+            printf("shard %s (%s) is in the topology already (epoch %llu)\n", id, addr,
+                   (unsigned long long)ss_topology_epoch(t));
+            status = CLI_EXIT_OK;
+        } else {
+            cli_error("shard %s is in the topology already at %s, not %s", id,
+                      ss_topology_shard_primary(t, (size_t)have), addr);
+        }
+        goto out;
+    }
+    rc = ss_topology_add_shard(t, id, addr);
+    if (rc < 0) {
+        status = cli_usage("cluster add-shard", "shard '%s' at '%s': %s", id, addr,
+                           rc == SS_ERR_FULL ? "too many shards" : "bad id or address");
+        goto out;
+    }
+    ss_topology_set_epoch(t, ss_topology_epoch(t) + 1);
+    if (!(json = ss_topology_to_json(t))) {
+        cli_error("out of memory");
+        goto out;
+    }
+    rc = ss_etcd_cas(etcd, key, json, strlen(json), rev, NULL, err, sizeof err);
+    if (rc == SS_ERR_CONFLICT) {
+        status = ADD_RETRY;
+        goto out;
+    }
+    if (rc < 0) {
+        cli_error("etcd: %s", err);
+        goto out;
+    }
+    printf("shard %s (%s) added, owning no slots; topology epoch %llu\n", id, addr,
+           (unsigned long long)ss_topology_epoch(t));
+    status = CLI_EXIT_OK;
+out:
+    free(json);
+    free(val);
+    ss_topology_free(t);
+    return status;
+}
+
+static int cmd_add_shard(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"etcd", required_argument, NULL, 'e'},
+        {"cluster", required_argument, NULL, 'c'},
+        {"shard", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *etcd_url = NULL, *name = NULL, *spec = NULL;
+    char key[CLI_ETCD_KEY_MAX], id[SS_TOPO_MAX_ID + 1];
+    ss_etcd *etcd = NULL;
+    int o, status = CLI_EXIT_FAIL;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h': fputs(cluster_usage, stdout); return CLI_EXIT_OK;
+        case 'e': etcd_url = optarg; break;
+        case 'c': name = optarg; break;
+        case 's': spec = optarg; break;
+        default: return cli_usage("cluster add-shard", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    const char *eq = spec ? strchr(spec, '=') : NULL;
+    if (!etcd_url || !name || !eq || eq == spec || (size_t)(eq - spec) > SS_TOPO_MAX_ID ||
+        optind < argc)
+        return cli_usage("cluster add-shard",
+                         "want --etcd URL --cluster NAME --shard ID=HOST:PORT");
+    memcpy(id, spec, (size_t)(eq - spec));
+    id[eq - spec] = '\0';
+    if (cli_etcd_open(etcd_url, &etcd) != CLI_EXIT_OK)
+        goto out;
+    cli_etcd_key(key, sizeof key, name, "topology");
+    for (unsigned t = 0; t < CLI_MOVE_CAS_TRIES; t++)
+        if ((status = add_shard_once(etcd, key, id, eq + 1)) != ADD_RETRY)
+            goto out;
+    cli_error("the topology kept changing; %u compare-and-swap attempts failed",
+              CLI_MOVE_CAS_TRIES);
+    status = CLI_EXIT_FAIL;
+out:
+    ss_etcd_free(etcd);
     return status;
 }
 
@@ -249,7 +363,7 @@ out:
 int cli_cmd_cluster(const cli_ctx *ctx, int argc, char **argv)
 {
     if (argc < 2)
-        return cli_usage("cluster", "want init, status or move-slots");
+        return cli_usage("cluster", "want init, add-shard, status or move-slots");
     const char *sub = argv[1];
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
         fputs(cluster_usage, stdout);
@@ -258,6 +372,8 @@ int cli_cmd_cluster(const cli_ctx *ctx, int argc, char **argv)
     optind = 0;
     if (strcmp(sub, "init") == 0)
         return cmd_init(argc - 1, argv + 1);
+    if (strcmp(sub, "add-shard") == 0)
+        return cmd_add_shard(argc - 1, argv + 1);
     if (strcmp(sub, "status") == 0)
         return cmd_status(ctx, argc - 1, argv + 1);
     if (strcmp(sub, "move-slots") == 0)

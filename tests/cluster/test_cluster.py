@@ -388,6 +388,55 @@ def test_stale(etcd):
         cl.stop()
 
 
+def test_add_shard(etcd):
+    """docs/deploy.md's recipe for growing a cluster: `cluster add-shard`
+    names an empty s3 (epoch + 1), s3 starts and serves nothing, Declare
+    fans out to it, move-slots gives it a range with its data."""
+    cl = Cluster(etcd, "grow")
+    s3 = None
+    try:
+        with ClusterClient(cl.seeds) as c:
+            c.declare("m", {"h": (4,)})
+            keys = cu.key_in_slots("gr-", 0, 1364, 30)
+            c.save("m", keys, 0, [np.stack([state_of(k, 0) for k in keys])])
+        port = cu.free_port()
+        add = [CLI, "cluster", "add-shard", "--etcd", etcd.url, "--cluster", "grow",
+               "--shard", "s3=127.0.0.1:%d" % port]
+        r = subprocess.run(add, capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0 and "epoch 2" in r.stdout,
+              "cluster add-shard names s3 with no slots, epoch 2 (%s)" % (r.stdout + r.stderr).strip())
+        r = subprocess.run(add, capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0 and "already" in r.stdout, "add-shard again is a no-op")
+        r = subprocess.run(add[:-1] + ["s3=127.0.0.1:1"], capture_output=True, text=True,
+                           timeout=60)
+        check(r.returncode != 0 and "already at" in r.stderr,
+              "add-shard of a known id at another address is refused (%s)" % r.stderr.strip())
+        s3 = cu.Shard("s3", ["--etcd", etcd.url, "--cluster", "grow", "--shard", "s3"],
+                      port=port)
+        with ClusterClient(cl.seeds) as c:
+            check(len(c.topology.shards) == 4 and "s3" not in c.topology.owner,
+                  "clients see s3, owning nothing")
+            c.declare("m", {"h": (4,)})
+        r = subprocess.run(mover(cl, "--from", "s0", "--to", "s3", "--slots", "0-1364"),
+                           capture_output=True, text=True, timeout=120)
+        check(r.returncode == 0 and "done:" in r.stdout, "move-slots 0-1364 s0 -> s3 (%s)"
+              % (r.stderr.strip() or r.stdout.strip().splitlines()[-1:]))
+        check(export_count(s3.address, 0, 1364) == len(keys) and
+              export_count(cl.by_id("s0").address, 0, 1364) == 0,
+              "s3 holds the moved keys, s0 none")
+        with ClusterClient(cl.seeds) as c:
+            f = c.fetch("m", keys)
+            check(f.next_segment.tolist() == [1] * len(keys) and
+                  np.array_equal(f.states["h"], np.stack([state_of(k, 0) for k in keys])),
+                  "every moved state reads back through the cluster")
+            c.save("m", keys, 1, [np.stack([state_of(k, 1) for k in keys])])
+        check(cc_next(cl, keys) == [2] * len(keys), "and is saved on s3 afterwards")
+    finally:
+        if s3:
+            s3.stop()
+        cl.stop()
+
+
 def cc_next(cl, keys, saver="m"):
     with ClusterClient(cl.seeds) as c:
         return c.fetch(saver, keys).next_segment.tolist()
@@ -737,6 +786,7 @@ SCENARIOS = {
     "move-source": lambda e: test_move(e, "source"),
     "move-target": lambda e: test_move(e, "target"),
     "move-takeover": lambda e: test_move(e, "takeover"),
+    "add-shard": test_add_shard,
 }
 
 
