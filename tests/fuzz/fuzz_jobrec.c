@@ -3,14 +3,15 @@
  *
  * The input is one stored record value. When it decodes:
  *   - every blob it points at (saver, key, reason, inputs of
- *     in_rows * in_cols float32, outputs, each final state's name and data)
- *     lies inside the value, computed without overflow, and is read
- *     (so ASan sees any stray pointer);
- *   - the final states iterate exactly n_final times and end at the value's
- *     end;
- *   - encoding the decoded record gives back the value (up to the fields
- *     the encoder normalises: the `last` byte and the reserved word), and
- *     decoding that gives the same record.
+ *     in_rows * in_cols float32, outputs, each final state's name and data,
+ *     the training extension) lies inside the value, computed without
+ *     overflow, and is read (so ASan sees any stray pointer);
+ *   - the final states iterate exactly n_final times and end where the
+ *     extension (ext_len bytes at the value's end) begins;
+ *   - encoding the decoded record gives back the value (up to the one
+ *     field the encoder normalises: the `last` byte), and decoding that
+ *     gives the same record. The word at offset 36 was reserved (zero)
+ *     before the training fields; it is ext_len now and round-trips.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,7 +45,10 @@ static void check_record(const uint8_t *buf, size_t len, const ss_job_rec *r,
     inside(buf, len, r->reason.data, r->reason.len);
     inside(buf, len, r->inputs, (u128)r->in_rows * r->in_cols * 4u);
     inside(buf, len, r->outputs, (u128)r->out_rows * r->out_cols * 4u);
-    if (r->final_len && r->final_blob + r->final_len != buf + len)
+    inside(buf, len, r->ext, r->ext_len);
+    if (r->ext_len && r->ext + r->ext_len != buf + len)
+        abort();
+    if (r->final_len && r->final_blob + r->final_len != buf + len - r->ext_len)
         abort();
     size_t pos = 0, n = 0;
     ss_job_tensor t;
@@ -79,13 +83,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!enc)
         abort();
     ss_job_rec_encode(&rec, enc);
-    /* The encoder writes last as 0/1 and the reserved word as 0. */
+    /* The encoder writes last as 0/1. */
     uint8_t *want = malloc(size);
     if (!want)
         abort();
     memcpy(want, data, size);
     want[2] = rec.last ? 1 : 0;
-    memset(want + 36, 0, 4);
     if (memcmp(enc, want, size) != 0)
         abort();
     if (ss_job_rec_decode(enc, n, &again) != 0)
@@ -94,7 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (again.state != rec.state || again.last != rec.last ||
         again.length != rec.length || again.attempts != rec.attempts ||
         again.segment != rec.segment || again.submit_ms != rec.submit_ms ||
-        again.done_ms != rec.done_ms || again.n_final != rec.n_final)
+        again.done_ms != rec.done_ms || again.n_final != rec.n_final ||
+        again.is_ctx != rec.is_ctx || again.ext_len != rec.ext_len)
         abort();
     free(want);
     free(enc);
