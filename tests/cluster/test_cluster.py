@@ -243,6 +243,10 @@ def test_routing(etcd):
             ok = ok and res.state == "DONE" and np.array_equal(
                 res.outputs, np.ones((2, 3), np.float32) * (sum(k) % 7) * 2)
         check(ok, "await of each segment at its owner gives its outputs")
+        k1 = jkeys[1]
+        out, _ = cc.await_sequence("j", k1, 1, timeout=10, collect=False)
+        check(np.array_equal(out, np.ones((2, 3), np.float32) * (sum(k1) % 7) * 2),
+              "await_sequence through the cluster client")
         k = jkeys[0]
         other = [a for sid, a in addr_of.items() if sid != owner[key_slot(k)]][0]
         resp = cu.Conn(other).call(await_segment={"saver": "j", "key": k, "segment": 0})

@@ -438,29 +438,9 @@ class ClusterClient:
         return self._retry(lambda: self.client(self.shard_of(key)).collect_segment(
             saver, key, segment))
 
-    def await_sequence(self, saver, key, n_segments, start_segment=0, timeout=60.0,
-                       collect=True):
-        deadline = time.monotonic() + timeout
-        outs, finals = [], {}
-        for s in range(start_segment, start_segment + n_segments):
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise errors.DeadlineExceeded("segment %d of %r not done within %.1f s"
-                                                  % (s, key, timeout))
-                try:
-                    r = self.await_segment(saver, key, s, wait_ms=int(min(left, 5.0) * 1000),
-                                           collect=collect)
-                except errors.DeadlineExceeded:
-                    continue
-                if r.state == "FAILED":
-                    raise errors.SegmentFailed("segment %d of %r failed after %d attempts: %s"
-                                               % (s, key, r.attempts, r.reason))
-                if r.state == "DONE":
-                    break
-            outs.append(r.outputs[:r.length])
-            finals = r.final_states
-        return np.concatenate(outs), finals
+    # The whole-sequence wait is the single-server one: it only calls
+    # self.await_segment, which routes here.
+    await_sequence = Client.await_sequence
 
     def lease(self, saver, max_batch=1, wait_ms=0, lease_ms=0, worker="statesaver-python",
               **kw):
