@@ -814,6 +814,8 @@ def main():
             print("---- %s: %.1f s" % (n, time.monotonic() - t0), flush=True)
     finally:
         etcd.stop()
+    for what in FAILURES:  # again, last: a CI log often keeps only the tail
+        print("FAIL " + what[:2000])
     print("%d failure(s)" % len(FAILURES))
     return 1 if FAILURES else 0
 
