@@ -454,10 +454,23 @@ def test_collect_kill(tmp):
           "%s: submit is awaiting" % label)
     workers = [worker(d, addr, SMALL_MODEL, "acks", str(i), ["--batch", "4"])
                for i in (1, 2)]
-    rng = np.random.default_rng(13)
+    out = os.path.join(d, "out")
+
+    def written():
+        try:
+            return len([f for f in os.listdir(out)
+                        if f.endswith(".npy") and ".final." not in f and not f.startswith(".")])
+        except FileNotFoundError:
+            return 0
+
+    # Kill at progress milestones (1/8 .. 6/8 of the sequences written), not
+    # after fixed sleeps: on a quiet machine the workers can finish the
+    # whole run between two timed kills. The long sequences finish last,
+    # so every milestone falls inside the collect phase.
     kills = 0
-    for _ in range(6):
-        time.sleep(float(rng.uniform(0.2, 0.6)))
+    for k in range(1, 7):
+        target = len(seqs) * k // 8
+        wait_for(lambda: sub.poll() is not None or written() >= target, 60, 0.005)
         if sub.poll() is not None:
             break
         srv.send_signal(signal.SIGKILL)
@@ -465,10 +478,10 @@ def test_collect_kill(tmp):
         kills += 1
         time.sleep(0.2)
         srv = start_server(d, data, port)
-    written = len([f for f in os.listdir(os.path.join(d, "out")) if not ".final." in f])
-    check(kills >= 3, "%s: server killed with SIGKILL %d times while submit was awaiting "
+    n_written = written()
+    check(kills >= 6, "%s: server killed with SIGKILL %d times while submit was awaiting "
           "and collecting (%d of %d sequences written by then)" %
-          (label, kills, written, len(seqs)))
+          (label, kills, n_written, len(seqs)))
     try:
         sub.wait(CMD_TIMEOUT)
     except subprocess.TimeoutExpired:
