@@ -151,9 +151,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             h->h.collect(h->h.arg);
         char *text = NULL;
         size_t len = 0;
-        if (ss_metrics_render(h->m, &text, &len) < 0)
+        int rrc = h->h.render ? h->h.render(h->h.arg, &text, &len)
+                              : ss_metrics_render(h->m, &text, &len);
+        if (rrc < 0) {
+            free(text);
             return respond_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                "out of memory\n");
+                                "cannot render the metrics\n");
+        }
         return respond(conn, MHD_HTTP_OK, PROM_CONTENT_TYPE, text, len, true);
     }
     if (strcmp(url, "/healthz") == 0) {

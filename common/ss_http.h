@@ -37,6 +37,11 @@ typedef struct ss_http_handlers {
     /* Readiness: true when ready; otherwise write why into reason
      * (SS_HTTP_REASON_MAX bytes). NULL = always ready. */
     bool (*ready)(void *arg, char *reason, size_t size);
+    /* /metrics body instead of the registry's (a program that merges
+     * other processes' metrics): a malloc'd text in *out (*len bytes), which
+     * the endpoint frees; a negative return is a 500. NULL = the registry
+     * (then m must not be NULL). */
+    int (*render)(void *arg, char **out, size_t *len);
     void *arg;          /* passed to every callback */
 } ss_http_handlers;
 
@@ -47,7 +52,8 @@ int ss_http_parse_listen(const char *listen, void *sa, unsigned *salen,
                          char *err, size_t errsize);
 
 /* Start serving m on listen (see ss_http_parse_listen; port 0 picks a
- * free port). m and h->arg must outlive the daemon. Returns 0, or
+ * free port). m (NULL when h->render is set) and h->arg must outlive the
+ * daemon. Returns 0, or
  * SS_ERR_INVALID (bad address) / SS_ERR_IO (cannot bind) / SS_ERR_NOMEM
  * with a message in err. */
 int ss_http_start(ss_http **out, const char *listen, ss_metrics *m,

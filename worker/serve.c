@@ -511,7 +511,7 @@ int ss_serve_main(int argc, char **argv)
 {
     worker w = {.o = {.batch = SS_SERVE_BATCH_DEFAULT, .wait_ms = SS_SERVE_WAIT_MS_DEFAULT,
                       .timeout_ms = SS_SERVE_TIMEOUT_MS_DEFAULT,
-                      .log_every = SS_SERVE_LOG_EVERY_DEFAULT}};
+                      .log_every = SS_SERVE_LOG_EVERY_DEFAULT, .metrics_port_fd = -1}};
     char err[SERVE_ERRSZ], host[64] = "";
     int exit_now, status = SS_SERVE_EXIT_USAGE;
 
@@ -588,8 +588,15 @@ int ss_serve_main(int argc, char **argv)
             status = rc == SS_ERR_INVALID ? SS_SERVE_EXIT_USAGE : SS_SERVE_EXIT_FAIL;
             goto out;
         }
-    } else if (w.o.metrics_port_file) {
-        fprintf(stderr, "serve: --metrics-port-file needs --metrics-listen\n");
+        if (w.o.metrics_port_fd >= 0) {
+            /* The cluster parent reads "PORT\n" and then EOF. */
+            if (dprintf(w.o.metrics_port_fd, "%d\n", ss_serve_metrics_port(w.metrics)) < 0)
+                SS_LOG(SS_LOG_WARN, "serve: --metrics-port-fd %d: %s", w.o.metrics_port_fd,
+                       strerror(errno));
+            close(w.o.metrics_port_fd);
+        }
+    } else if (w.o.metrics_port_file || w.o.metrics_port_fd >= 0) {
+        fprintf(stderr, "serve: --metrics-port-file/--metrics-port-fd need --metrics-listen\n");
         status = SS_SERVE_EXIT_USAGE;
         goto out;
     }

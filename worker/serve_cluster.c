@@ -17,9 +17,12 @@
  * shard that is down stalls only its own worker, and nothing of the loop
  * had to learn about shards. The cost: a model copy and unroll threads per
  * shard (give --threads accordingly). --metrics-listen and --stats-json
- * would collide between the children and are refused with --cluster.
+ * belong to the parent: each child serves its metrics on an ephemeral
+ * loopback port (reported through an inherited pipe, --metrics-port-fd)
+ * and writes its own stats file; serve_cluster_obs.c merges them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,7 @@
 #include <unistd.h>
 
 #include "serve.h"
+#include "serve_cluster_obs.h"
 #include "serve_int.h"
 #include "ss_log.h"
 #include "ss_token.h"
@@ -43,7 +47,7 @@
  * cluster (ms). */
 #define SS_SERVE_CLUSTER_PROBE_MS 3000
 /* Most shards served (a child each). */
-#define SS_SERVE_CLUSTER_MAX_SHARDS 1024
+#define SS_SERVE_CLUSTER_MAX_SHARDS SS_SERVE_COBS_SHARDS_MAX
 /* Parent's poll period (ms). */
 #define SS_SERVE_CLUSTER_POLL_MS 50
 
@@ -54,6 +58,9 @@ typedef struct child {
     bool done;         /* exited 0 (--max-batches): not restarted */
     bool removed;      /* shard left the topology: not restarted */
     int64_t start_at;  /* restart not before (ms, monotonic) */
+    int port_fd;       /* read end of the pipe its metrics port comes on, -1 */
+    char port_buf[16]; /* what came on it so far */
+    size_t port_len;   /* bytes in port_buf */
 } child;
 
 static volatile sig_atomic_t cluster_stop;
@@ -71,44 +78,128 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The child's argv: ours without --cluster/--server, plus the shard. */
-static char **child_argv(int argc, char **argv, const char *addr)
+/* Flags of ours a child does not get (each takes a value): the parent
+ * owns the cluster view, the metrics endpoint and the stats file. */
+static const char *const parent_flags[] = {"--cluster", "--server", "--metrics-listen",
+                                           "--metrics-port-file", "--metrics-port-fd",
+                                           "--stats-json"};
+
+/* argv[i] is one of parent_flags: 1 as "--flag=value", 2 as "--flag value". */
+static int parent_flag(const char *arg)
 {
-    char **a = calloc((size_t)argc + 6, sizeof *a);
+    for (size_t k = 0; k < sizeof parent_flags / sizeof parent_flags[0]; k++) {
+        size_t n = strlen(parent_flags[k]);
+        if (strncmp(arg, parent_flags[k], n) == 0 && (arg[n] == '=' || arg[n] == '\0'))
+            return arg[n] == '=' ? 1 : 2;
+    }
+    return 0;
+}
+
+/* The child's argv: ours without the parent's flags, plus the shard, and
+ * (strings in extra, NULL-terminated) its metrics and stats flags. */
+static char **child_argv(int argc, char **argv, const char *addr, char *const *extra)
+{
+    char **a = calloc((size_t)argc + 12, sizeof *a);
     size_t n = 0;
     if (!a)
         return NULL;
     a[n++] = "statesaver-worker";
     a[n++] = "serve";
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--cluster") == 0 || strcmp(argv[i], "--server") == 0) {
-            i++;
+        int k = parent_flag(argv[i]);
+        if (k) {
+            i += k - 1;
             continue;
         }
-        if (strncmp(argv[i], "--cluster=", 10) == 0 || strncmp(argv[i], "--server=", 9) == 0)
-            continue;
         a[n++] = argv[i];
     }
     a[n++] = "--server";
     a[n++] = (char *)(uintptr_t)addr;
     a[n++] = "--no-cluster";
+    for (size_t k = 0; extra[k]; k++)
+        a[n++] = extra[k];
     a[n] = NULL;
     return a;
 }
 
-static pid_t spawn(int argc, char **argv, const char *addr)
+/* Start the worker of kid slot k. With metrics, the child serves them on
+ * an ephemeral loopback port and writes it to the pipe whose read end
+ * becomes ch->port_fd; with --stats-json it writes its own stats file. */
+static pid_t spawn(const serve_opts *o, int argc, char **argv, child *ch, size_t k)
 {
-    char **a = child_argv(argc, argv, addr);
-    if (!a)
-        return -1;
-    pid_t pid = fork();
+    char fd_arg[16], stats[4096];
+    char *extra[8] = {NULL};
+    size_t ne = 0;
+    int pfd[2] = {-1, -1};
+    if (o->metrics_listen) {
+        if (pipe2(pfd, O_CLOEXEC) < 0)
+            return -1;
+        snprintf(fd_arg, sizeof fd_arg, "%d", pfd[1]);
+        extra[ne++] = "--metrics-listen";
+        extra[ne++] = "127.0.0.1:0";
+        extra[ne++] = "--metrics-port-fd";
+        extra[ne++] = fd_arg;
+    }
+    if (o->stats_json && ss_serve_cobs_stats_path(stats, sizeof stats, o->stats_json, k) == 0) {
+        extra[ne++] = "--stats-json";
+        extra[ne++] = stats;
+    }
+    char **a = child_argv(argc, argv, ch->addr, extra);
+    pid_t pid = a ? fork() : -1;
     if (pid == 0) {
+        if (pfd[1] >= 0)
+            fcntl(pfd[1], F_SETFD, 0); /* the one descriptor the child inherits */
         execv("/proc/self/exe", a);
-        fprintf(stderr, "serve: exec for shard %s: %s\n", addr, strerror(errno));
+        fprintf(stderr, "serve: exec for shard %s: %s\n", ch->addr, strerror(errno));
         _exit(SS_SERVE_EXIT_FAIL);
     }
+    int saved = errno;
     free(a);
+    if (pfd[1] >= 0)
+        close(pfd[1]);
+    if (pid < 0) {
+        if (pfd[0] >= 0)
+            close(pfd[0]);
+        errno = saved;
+        return -1;
+    }
+    if (pfd[0] >= 0)
+        fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+    ch->port_fd = pfd[0];
+    ch->port_len = 0;
     return pid;
+}
+
+/* Read what a child wrote of its metrics port; at "PORT\n" (or EOF) the
+ * pipe is closed and the port published. */
+static void read_port(ss_serve_cobs *obs, child *ch, size_t k)
+{
+    if (ch->port_fd < 0)
+        return;
+    ssize_t r = read(ch->port_fd, ch->port_buf + ch->port_len,
+                     sizeof ch->port_buf - 1 - ch->port_len);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (r > 0)
+        ch->port_len += (size_t)r;
+    ch->port_buf[ch->port_len] = '\0';
+    char *nl = strchr(ch->port_buf, '\n');
+    if (!nl && r > 0 && ch->port_len < sizeof ch->port_buf - 1)
+        return;
+    int port = nl ? atoi(ch->port_buf) : 0;
+    close(ch->port_fd);
+    ch->port_fd = -1;
+    if (port > 0 && port < 65536)
+        ss_serve_cobs_set(obs, k, ch->addr, port, true);
+}
+
+/* Close a dead or stopped child's pipe; its metrics are gone with it. */
+static void forget_port(ss_serve_cobs *obs, child *ch, size_t k)
+{
+    if (ch->port_fd >= 0)
+        close(ch->port_fd);
+    ch->port_fd = -1;
+    ss_serve_cobs_set(obs, k, ch->addr, 0, !ch->removed);
 }
 
 static ss_cluster *open_cluster(const serve_opts *o, int timeout_ms)
@@ -174,6 +265,7 @@ static int sync_children(ss_cluster *c, child *kids, size_t *n_kids)
         if (*n_kids == SS_SERVE_CLUSTER_MAX_SHARDS)
             return SS_ERR_FULL;
         memset(&kids[k], 0, sizeof kids[k]);
+        kids[k].port_fd = -1;
         snprintf(kids[k].addr, sizeof kids[k].addr, "%s", a);
         (*n_kids)++;
     }
@@ -194,18 +286,33 @@ int ss_serve_cluster_main(const serve_opts *o, int argc, char **argv)
         ss_cluster_close(c);
         return -1; /* one server: the plain lease loop */
     }
-    if (o->metrics_listen || o->stats_json) {
-        fprintf(stderr, "serve: --metrics-listen and --stats-json are per process; with a "
-                "cluster (one worker process per shard) they are not supported yet\n");
+    if (o->metrics_port_fd >= 0) {
+        fprintf(stderr, "serve: --metrics-port-fd is for the per-shard processes; with a "
+                "cluster use --metrics-listen (and --metrics-port-file)\n");
+        ss_cluster_close(c);
+        return SS_SERVE_EXIT_USAGE;
+    }
+    if (o->metrics_port_file && !o->metrics_listen) {
+        fprintf(stderr, "serve: --metrics-port-file/--metrics-port-fd need --metrics-listen\n");
         ss_cluster_close(c);
         return SS_SERVE_EXIT_USAGE;
     }
     child *kids = calloc(SS_SERVE_CLUSTER_MAX_SHARDS, sizeof *kids);
     size_t n_kids = 0;
     int status = SS_SERVE_EXIT_OK;
+    ss_serve_cobs *obs = NULL;
+    int64_t t_start = now_ms();
     if (!kids) {
         ss_cluster_close(c);
         return SS_SERVE_EXIT_FAIL;
+    }
+    if (o->metrics_listen) {
+        int rc = ss_serve_cobs_start(&obs, o->metrics_listen, o->metrics_port_file);
+        if (rc < 0) {
+            free(kids);
+            ss_cluster_close(c);
+            return rc == SS_ERR_INVALID ? SS_SERVE_EXIT_USAGE : SS_SERVE_EXIT_FAIL;
+        }
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -220,13 +327,16 @@ int ss_serve_cluster_main(const serve_opts *o, int argc, char **argv)
     int64_t next_refresh = now_ms() + SS_SERVE_CLUSTER_REFRESH_MS;
     for (;;) {
         bool live = false, pending = false;
+        ss_serve_cobs_beat(obs);
         for (size_t k = 0; k < n_kids; k++) {
             child *ch = &kids[k];
+            read_port(obs, ch, k);
             if (ch->pid > 0) {
                 int ws = 0;
                 pid_t r = waitpid(ch->pid, &ws, WNOHANG);
                 if (r == ch->pid) {
                     ch->pid = 0;
+                    forget_port(obs, ch, k);
                     if (WIFEXITED(ws) && WEXITSTATUS(ws) == SS_SERVE_EXIT_OK) {
                         ch->done = true;
                     } else if (WIFEXITED(ws) && !cluster_stop && !ch->removed) {
@@ -243,7 +353,9 @@ int ss_serve_cluster_main(const serve_opts *o, int argc, char **argv)
             }
             if (ch->pid == 0 && !ch->done && !ch->removed && !cluster_stop &&
                 now_ms() >= ch->start_at) {
-                ch->pid = spawn(argc, argv, ch->addr);
+                ch->pid = spawn(o, argc, argv, ch, k);
+                if (ch->pid > 0)
+                    ss_serve_cobs_set(obs, k, ch->addr, 0, true);
                 if (ch->pid < 0) {
                     SS_LOG(SS_LOG_ERROR, "serve: fork for shard %s: %s", ch->addr,
                            strerror(errno));
@@ -263,6 +375,7 @@ int ss_serve_cluster_main(const serve_opts *o, int argc, char **argv)
                 if (kids[k].pid > 0 && waitpid(kids[k].pid, &ws, 0) == kids[k].pid &&
                     WIFEXITED(ws) && WEXITSTATUS(ws) != 0 && status == SS_SERVE_EXIT_OK)
                     status = WEXITSTATUS(ws);
+                kids[k].pid = 0;
             }
             break;
         }
@@ -277,6 +390,21 @@ int ss_serve_cluster_main(const serve_opts *o, int argc, char **argv)
         nanosleep(&ts, NULL);
     }
     SS_LOG(SS_LOG_INFO, "serve: cluster workers stopped (status %d)", status);
+    if (o->stats_json) {
+        const char **addrs = calloc(n_kids + 1, sizeof *addrs);
+        for (size_t k = 0; addrs && k < n_kids; k++)
+            addrs[k] = kids[k].addr;
+        if (!addrs || ss_serve_cobs_write_stats(o->stats_json, addrs, n_kids,
+                                                (double)(now_ms() - t_start) / 1e3) < 0) {
+            if (status == SS_SERVE_EXIT_OK)
+                status = SS_SERVE_EXIT_FAIL;
+        }
+        free(addrs);
+    }
+    for (size_t k = 0; k < n_kids; k++)
+        if (kids[k].port_fd >= 0)
+            close(kids[k].port_fd);
+    ss_serve_cobs_stop(obs);
     free(kids);
     ss_cluster_close(c);
     return status;

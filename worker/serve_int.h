@@ -44,6 +44,8 @@ typedef struct serve_opts {
     const char *stats_json; /* --stats-json FILE, or NULL */
     const char *metrics_listen;    /* --metrics-listen HOST:PORT, or NULL */
     const char *metrics_port_file; /* --metrics-port-file FILE, or NULL */
+    int metrics_port_fd;    /* --metrics-port-fd FD (a cluster worker's child
+                               reports its port to the parent), -1 = none */
     const char *cluster;    /* --cluster ADDR,...: every shard (serve_cluster.c) */
     bool no_cluster;        /* --no-cluster: this --server only */
 } serve_opts;

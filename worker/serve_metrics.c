@@ -118,6 +118,11 @@ static int register_all(ss_serve_metrics *m)
     return rc;
 }
 
+int ss_serve_metrics_port(const ss_serve_metrics *m)
+{
+    return m ? ss_http_port(m->http) : 0;
+}
+
 int ss_serve_metrics_start(ss_serve_metrics **out, const char *listen,
                            const char *port_file, uint64_t stall_ms)
 {

@@ -44,6 +44,8 @@ int ss_serve_metrics_start(ss_serve_metrics **out, const char *listen,
                            const char *port_file, uint64_t stall_ms);
 /* Stop serving and free. Accepts NULL. */
 void ss_serve_metrics_stop(ss_serve_metrics *m);
+/* The bound metrics port (0 for NULL). */
+int ss_serve_metrics_port(const ss_serve_metrics *m);
 
 /* The lease loop is alive (call once per iteration). */
 void ss_serve_metrics_beat(ss_serve_metrics *m);

@@ -3,6 +3,7 @@
  */
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,8 @@ static void usage(FILE *f)
             "  --metrics-listen HOST:PORT  serve Prometheus /metrics, /healthz and /readyz\n"
             "                       over HTTP (off by default; port 0 = ephemeral)\n"
             "  --metrics-port-file FILE  write the bound metrics port here\n"
+            "  --metrics-port-fd FD write it to this inherited descriptor instead (how a\n"
+            "                       cluster worker's per-shard processes report theirs)\n"
             "  --help, --version\n"
             "The server going away is not an error, nor a Lease refused with\n"
             "RESOURCE_EXHAUSTED or UNAVAILABLE: the worker retries with jittered\n"
@@ -90,7 +93,7 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
 {
     enum { OPT_LEASE = 1000, OPT_WAIT, OPT_TTL, OPT_THREADS, OPT_TOKEN, OPT_TIMEOUT,
            OPT_MAXB, OPT_LOGEVERY, OPT_LOG, OPT_STATS, OPT_MLISTEN, OPT_MPORT, OPT_HELP,
-           OPT_VERSION, OPT_PRECISION, OPT_CLUSTER, OPT_NOCLUSTER };
+           OPT_VERSION, OPT_PRECISION, OPT_CLUSTER, OPT_NOCLUSTER, OPT_MPORTFD };
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"model", required_argument, NULL, 'm'},
@@ -109,6 +112,7 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         {"stats-json", required_argument, NULL, OPT_STATS},
         {"metrics-listen", required_argument, NULL, OPT_MLISTEN},
         {"metrics-port-file", required_argument, NULL, OPT_MPORT},
+        {"metrics-port-fd", required_argument, NULL, OPT_MPORTFD},
         {"cluster", required_argument, NULL, OPT_CLUSTER},
         {"no-cluster", no_argument, NULL, OPT_NOCLUSTER},
         {"help", no_argument, NULL, OPT_HELP},
@@ -153,6 +157,10 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         case OPT_STATS: o->stats_json = optarg; break;
         case OPT_MLISTEN: o->metrics_listen = optarg; break;
         case OPT_MPORT: o->metrics_port_file = optarg; break;
+        case OPT_MPORTFD:
+            rc = parse_u64("--metrics-port-fd", optarg, 3, INT_MAX, &v);
+            o->metrics_port_fd = (int)v;
+            break;
         case OPT_CLUSTER: o->cluster = optarg; break;
         case OPT_NOCLUSTER: o->no_cluster = true; break;
         case OPT_TIMEOUT:

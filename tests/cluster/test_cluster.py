@@ -20,6 +20,9 @@ Scenarios (each reports its checks; any failure makes the exit status 1):
                a clear "redirect loop" error (CLI exit 1, Python RedirectLoop)
   pipeline     the job pipeline over 3 shards with 2 `statesaver-worker
                serve` (leasing from every shard) equals the offline unroll
+  worker-obs   the sharded manifests' worker through the entrypoint: one
+               /metrics for every shard's process (valid, labelled by
+               shard), /readyz naming a lost shard, one --stats-json
   move-*       move-slots under load (saves, submits and a worker running):
                every acknowledged save and every completed segment is there
                exactly once afterwards; also with the mover killed during
@@ -30,6 +33,7 @@ Usage: test_cluster.py PB2_DIR [scenario...]
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -560,6 +564,151 @@ def test_pipeline(etcd):
         cl.stop()
 
 
+
+def http_get(port, path):
+    """(status, body) of GET http://127.0.0.1:port/path (0 when nothing answers)."""
+    import urllib.error
+    import urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open("http://127.0.0.1:%d%s" % (port, path), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def exposition_problems(text):
+    """What makes text invalid Prometheus exposition: a family's HELP or
+    TYPE given twice, or its samples not contiguous after its TYPE."""
+    problems, seen, cur, closed = [], set(), None, set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name = line.split()[2]
+            if name in seen:
+                problems.append("TYPE %s twice" % name)
+            seen.add(name)
+            if cur:
+                closed.add(cur)
+            cur = name
+        elif line and not line.startswith("#"):
+            metric = line.split("{")[0].split(" ")[0]
+            fam = cur if cur and (metric == cur or metric.startswith(cur + "_")) else None
+            if fam is None:
+                problems.append("sample %s outside its family" % metric)
+            elif fam in closed:
+                problems.append("samples of %s not contiguous" % fam)
+    return problems
+
+
+def samples(text, name):
+    """{shard: value} of the samples of name (summed over other labels)."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1:].rsplit("} ", 1)
+            shard = [l.split("=", 1)[1].strip('"') for l in labels.split(",")
+                     if l.startswith("shard=")]
+            if shard:
+                out[shard[0]] = out.get(shard[0], 0.0) + float(value)
+    return out
+
+
+def test_worker_obs(etcd):
+    """The sharded manifests' worker (deploy/k8s/sharded/worker.yaml,
+    compose.cluster.yaml): through the container entrypoint with their
+    environment and a metrics listener, the worker finds the 3 shards from
+    one address, serves one /metrics with every shard's families once and
+    each sample labelled by shard, /readyz naming a shard that went away,
+    and one --stats-json for all shards."""
+    cl = Cluster(etcd, "obs")
+    tmp = tempfile.mkdtemp(prefix="ss-obs-")
+    w = None
+    try:
+        model = os.path.join(tmp, "m.safetensors")
+        r = subprocess.run([PY, MAKE_MODEL, model, "--cell", "gru", "--input-size", "3",
+                            "--num-units", "8", "--num-layers", "1"],
+                           capture_output=True, text=True, timeout=120)
+        if not check(r.returncode == 0, "obs: model generated"):
+            return
+        port_file, stats = os.path.join(tmp, "metrics.port"), os.path.join(tmp, "stats.json")
+        env = dict(os.environ, STATESAVER_SERVER=cl.seeds[1], STATESAVER_MODEL=model,
+                   STATESAVER_SAVER="obs", STATESAVER_BATCH="4",
+                   STATESAVER_WORKER_METRICS_LISTEN="127.0.0.1:0",
+                   PATH=os.pathsep.join([os.path.dirname(WORKER), os.environ.get("PATH", "")]))
+        w = subprocess.Popen(["sh", os.path.join(cu.SOURCE_ROOT, "deploy", "entrypoint.sh"),
+                              "statesaver-worker", "serve", "--wait-ms", "100",
+                              "--metrics-port-file", port_file, "--stats-json", stats],
+                             env=env, stdout=open(os.path.join(tmp, "w.log"), "wb"),
+                             stderr=subprocess.STDOUT)
+        cu.wait_until(lambda: os.path.exists(port_file) or w.poll() is not None, 30,
+                      "the worker's metrics port file")
+        if not check(w.poll() is None, "obs: the worker runs with --metrics-listen and "
+                     "--stats-json on a cluster (exit %s)" % w.poll()):
+            return
+        port = int(open(port_file).read())
+        ready = cu.wait_until(lambda: http_get(port, "/readyz")[0] == 200, 30,
+                              "/readyz of the cluster worker", step=0.1)
+        check(bool(ready), "obs: /readyz 200 once the processes of all 3 shards are connected")
+        in_dir, out_dir = os.path.join(tmp, "in"), os.path.join(tmp, "out")
+        os.makedirs(in_dir)
+        rng = np.random.default_rng(7)
+        lengths = [3, 7, 9, 12, 5, 10, 2, 8, 11]
+        for i, n in enumerate(lengths):
+            np.save(os.path.join(in_dir, "k%02d.npy" % i),
+                    rng.standard_normal((n, 3)).astype("<f4"))
+        n_segs = sum((n + 3) // 4 for n in lengths)
+        r = cli(cl.seeds, "submit", "obs", "--inputs", in_dir, "--num-unroll", 4, "--outputs",
+                out_dir, "--wait-ms", 500, "--max-wait-ms", 60000, timeout=90)
+        check(r.returncode == 0, "obs: %d segments over 3 shards done (%s)" %
+              (n_segs, r.stderr.strip()[-300:]))
+        status, text = http_get(port, "/metrics")
+        probs = exposition_problems(text)
+        check(status == 200 and not probs,
+              "obs: /metrics is one valid exposition (%s: %s)" % (status, probs[:5]))
+        up = samples(text, "statesaver_worker_shard_up")
+        check(sorted(up) == sorted(cl.seeds) and all(v == 1 for v in up.values()) and
+              "statesaver_worker_cluster_shards 3" in text,
+              "obs: statesaver_worker_shard_up is 1 for each of the 3 shards (%s)" % up)
+        segs = samples(text, "statesaver_worker_segments_total")
+        check(sorted(segs) == sorted(cl.seeds) and sum(segs.values()) == n_segs,
+              "obs: statesaver_worker_segments_total by shard sums to the %d segments (%s)" %
+              (n_segs, segs))
+        conn = samples(text, "statesaver_worker_connected")
+        check(len(conn) == 3 and all(v == 1 for v in conn.values()),
+              "obs: statesaver_worker_connected{shard} is 1 for every shard (%s)" % conn)
+        gone = cl.shards[2]
+        gone.kill()
+        why = cu.wait_until(lambda: (lambda s: s[1] if s[0] == 503 else None)(
+            http_get(port, "/readyz")), 30, "/readyz to go 503", step=0.1)
+        check(bool(why) and gone.address in why,
+              "obs: a shard killed: /readyz 503 naming it (%r)" % why)
+        check(http_get(port, "/healthz")[0] == 200,
+              "obs: /healthz stays 200 (the worker is live, one shard is away)")
+        w.send_signal(signal.SIGTERM)
+        rc = w.wait(timeout=30)
+        check(rc == 0, "obs: the worker exits 0 on SIGTERM (%s)" % rc)
+        try:
+            sj = json.load(open(stats))
+        except (OSError, ValueError) as e:
+            sj = {"error": repr(e)}
+        check(sorted(sj.get("shards", {})) == sorted(cl.seeds) and
+              sj.get("segments") == n_segs and
+              sum(v.get("segments", 0) for v in sj["shards"].values()) == n_segs,
+              "obs: --stats-json has each shard's figures and their sum of %d segments (%s)" %
+              (n_segs, {k: v for k, v in sj.items() if k != "shards"}))
+        left = [f for f in os.listdir(tmp) if ".shard-" in f]
+        check(not left, "obs: the per-shard stats files are merged and removed (%s)" % left)
+    finally:
+        if w is not None and w.poll() is None:
+            w.kill()
+            w.wait()
+        if FAILURES:
+            print(open(os.path.join(tmp, "w.log"), errors="replace").read()[-3000:])
+        shutil.rmtree(tmp, ignore_errors=True)
+        cl.stop()
+
 # ---- move-slots under load, and killed mid-move -------------------------------------
 
 class Load:
@@ -791,6 +940,7 @@ SCENARIOS = {
     "move-target": lambda e: test_move(e, "target"),
     "move-takeover": lambda e: test_move(e, "takeover"),
     "add-shard": test_add_shard,
+    "worker-obs": test_worker_obs,
 }
 
 
