@@ -7,7 +7,8 @@ expectation (key / next_key with the STOP: marker, length per segment
 max(0, min(num_unroll, total - s*num_unroll)), total_length, sequence,
 sequence_count, context tiled to every segment, per-example initial states,
 tuple states carried across segments) for numpy and torch; nn.LSTM/nn.GRU
-state layouts; Cancel frees queue slots; bad input is a clear error naming
+state layouts; Cancel frees queue slots, and is refused (UNAVAILABLE, nothing
+removed) while a Complete of the key is in flight; bad input is a clear error naming
 the field, the server keeps serving and nothing stored changes.
 
 Run: python3 tests/python/test_training.py [PB2_DIR]   (meson test python-training)
@@ -302,6 +303,47 @@ class CancelAndBadInput(unittest.TestCase):
             c.close()
         finally:
             srv.cleanup()
+
+    def test_cancel_while_complete_in_flight(self):
+        """Cancel of a key whose Complete is not committed yet: UNAVAILABLE
+        ("cancel again"), nothing removed; once the Complete committed, the
+        retried Cancel removes the state it wrote. The Complete and the
+        Cancel go in one send, so the server reads both before the writer
+        can report the Complete's commit."""
+        import struct
+        c = client()
+        c.declare("inflight", [("h", (2,))])
+        tr.submit_sequences(c, "inflight", ["k"], {"inputs": [np.arange(8)]}, num_unroll=4)
+        lease = c.lease("inflight", max_batch=1)
+        self.assertEqual(lease.items[0].key, b"k")
+        comp = pb.Request(id=9001)
+        it = comp.complete.items.add(key=b"k", segment=0)
+        comp.complete.saver, comp.complete.lease_id = "inflight", lease.lease_id
+        it.states.extend([to_tensor(np.ones(2, np.float32))])
+        canc = pb.Request(id=9002)
+        canc.cancel.saver = "inflight"
+        canc.cancel.keys.extend([b"k"])
+        frames = b"".join(struct.pack(">I", len(d)) + d
+                          for d in (comp.SerializeToString(), canc.SerializeToString()))
+        with c._lock:
+            c._sock.sendall(frames)
+            got = {}
+            while len(got) < 2:
+                r = c._read_response()
+                got[r.id] = r
+        self.assertEqual(got[9001].status.code, pb.OK, got[9001].status.message)
+        self.assertEqual(got[9002].status.code, pb.UNAVAILABLE, got[9002].status.message)
+        self.assertIn("cancel again", got[9002].status.message)
+        # Nothing was removed by the refused Cancel: the Complete's state is
+        # there and segment 1 is queued.
+        self.assertEqual(int(c.fetch("inflight", [b"k"]).next_segment[0]), 1)
+        self.assertEqual(c.stats("inflight")["queued"], 1)
+        r = c.cancel("inflight", [b"k"])
+        # job records removed: segment 0 (done) and segment 1 (queued)
+        self.assertEqual((r.cancelled, r.segments), (1, 2))
+        self.assertEqual(c.stats("inflight")["queued"], 0)
+        self.assertEqual(int(c.fetch("inflight", [b"k"]).next_segment[0]), 0)
+        c.close()
 
     def test_bad_input(self):
         c = client()
