@@ -87,6 +87,19 @@ def main():
         check(rc == 2 and "--metrics-listen: bad address" in err,
               "serve --metrics-listen 127.0.0.1:%r: exit 2 (exit %s: %s)"
               % (bad, rc, err.strip()[-160:]))
+    # --metrics-port-fd (how a cluster worker's per-shard processes report
+    # their port): a descriptor number >= 3, and only with --metrics-listen.
+    for bad in ("1", "x", "-3", " 7"):
+        rc, err = run(["serve", "--model", model_ok, "--saver", "s", "--server", "127.0.0.1:1",
+                       "--metrics-listen", "127.0.0.1:0", "--metrics-port-fd", bad], timeout=10)
+        check(rc == 2 and "--metrics-port-fd must be an integer" in err,
+              "serve --metrics-port-fd %r: exit 2 naming the flag (exit %s: %s)"
+              % (bad, rc, err.strip()[-160:]))
+    rc, err = run(["serve", "--model", model_ok, "--saver", "s", "--server", "127.0.0.1:1",
+                   "--metrics-port-fd", "5"], timeout=10)
+    check(rc == 2 and "need --metrics-listen" in err,
+          "serve --metrics-port-fd without --metrics-listen: exit 2 (exit %s: %s)"
+          % (rc, err.strip()[-160:]))
     big = os.path.join(tmp, "token-big")
     with open(big, "wb") as f:
         f.write(b"a" * 4097)
