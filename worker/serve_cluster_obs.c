@@ -16,12 +16,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
 #include "fileio.h"
 #include "ss_error.h"
 #include "ss_http.h"
 #include "ss_log.h"
 #include "ss_metrics.h"
+#include "serve_int.h"
 
 /* Bytes of a shard address kept (HOST:PORT). */
 #define COBS_ADDR_MAX 256
@@ -432,8 +432,6 @@ int ss_serve_cobs_write_stats(const char *path, const char *const *addrs, size_t
     char err[512], file[4096];
     double batches = 0, segments = 0, failed = 0;
     cJSON *o = cJSON_CreateObject(), *shards = cJSON_CreateObject();
-    char *text = NULL;
-    ss_afile *af = NULL;
     int rc = SS_ERR_NOMEM;
     if (!o || !shards)
         goto out;
@@ -469,23 +467,10 @@ int ss_serve_cobs_write_stats(const char *path, const char *const *addrs, size_t
     cJSON_AddNumberToObject(o, "seconds", seconds);
     cJSON_AddItemToObject(o, "shards", shards);
     shards = NULL;
-    if (!(text = cJSON_Print(o)))
-        goto out;
-    if ((rc = ss_afile_open(path, &af, err, sizeof err)) < 0) {
-        SS_LOG(SS_LOG_ERROR, "serve: --stats-json: %s", err);
-        goto out;
-    }
-    fputs(text, ss_afile_stream(af));
-    fputc('\n', ss_afile_stream(af));
-    rc = ss_afile_commit(af, err, sizeof err);
-    af = NULL;
-    if (rc < 0)
-        SS_LOG(SS_LOG_ERROR, "serve: --stats-json: %s", err);
+    rc = ss_serve_write_json(path, o);
 out:
-    if (rc == SS_ERR_NOMEM)
+    if (rc == SS_ERR_NOMEM && (!o || shards))
         SS_LOG(SS_LOG_ERROR, "serve: --stats-json: out of memory");
-    ss_afile_abort(af);
-    free(text);
     cJSON_Delete(shards);
     cJSON_Delete(o);
     return rc;

@@ -130,5 +130,9 @@ void ss_serve_times_free(lease_times *t);
 /* Write --stats-json (w->o.stats_json) for a run of `seconds`; 0 or a
  * negative code (message logged). */
 int ss_serve_write_stats(worker *w, double seconds);
+/* Write o as JSON text to path atomically (--stats-json files); 0 or a
+ * negative code (message logged). */
+struct cJSON;
+int ss_serve_write_json(const char *path, const struct cJSON *o);
 
 #endif

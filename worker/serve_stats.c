@@ -86,38 +86,15 @@ static cJSON *percentiles(double *v, size_t n)
     return o;
 }
 
-/* Write --stats-json; 0 or a negative code (message logged). */
-int ss_serve_write_stats(worker *w, double seconds)
+int ss_serve_write_json(const char *path, const struct cJSON *o)
 {
-    lease_times *t = &w->lt;
     char err[SERVE_ERRSZ];
-    uint64_t items = 0;
-    int rc = SS_ERR_NOMEM;
     ss_afile *af = NULL;
-    char *text = NULL;
-    cJSON *o = cJSON_CreateObject();
-
-    for (size_t i = 0; i < t->n; i++)
-        items += t->items[i];
-    if (!o)
-        goto out;
-    cJSON_AddNumberToObject(o, "batches", (double)w->batches);
-    cJSON_AddNumberToObject(o, "segments", (double)w->segments);
-    cJSON_AddNumberToObject(o, "failed_items", (double)w->failed_items);
-    cJSON_AddNumberToObject(o, "seconds", seconds);
-    cJSON_AddNumberToObject(o, "batch", w->o.batch);
-    cJSON_AddNumberToObject(o, "samples", (double)t->n);
-    cJSON_AddNumberToObject(o, "samples_dropped", (double)t->dropped);
-    cJSON_AddNumberToObject(o, "items_per_lease", t->n ? (double)items / (double)t->n : 0);
-    cJSON_AddItemToObject(o, "lease_ms", percentiles(t->lease, t->n));
-    cJSON_AddItemToObject(o, "compute_ms", percentiles(t->compute, t->n));
-    cJSON_AddItemToObject(o, "complete_ms", percentiles(t->complete, t->n));
-    cJSON_AddItemToObject(o, "complete_reply_ms", percentiles(t->reply, t->n));
-    cJSON_AddItemToObject(o, "round_trip_ms", percentiles(t->total, t->n));
-    text = cJSON_Print(o);
+    int rc = SS_ERR_NOMEM;
+    char *text = cJSON_Print(o);
     if (!text)
         goto out;
-    if ((rc = ss_afile_open(w->o.stats_json, &af, err, sizeof err)) < 0) {
+    if ((rc = ss_afile_open(path, &af, err, sizeof err)) < 0) {
         SS_LOG(SS_LOG_ERROR, "serve: --stats-json: %s", err);
         goto out;
     }
@@ -132,6 +109,36 @@ out:
         SS_LOG(SS_LOG_ERROR, "serve: --stats-json: out of memory");
     ss_afile_abort(af);
     free(text);
+    return rc;
+}
+
+/* Write --stats-json; 0 or a negative code (message logged). */
+int ss_serve_write_stats(worker *w, double seconds)
+{
+    lease_times *t = &w->lt;
+    uint64_t items = 0;
+    cJSON *o = cJSON_CreateObject();
+
+    for (size_t i = 0; i < t->n; i++)
+        items += t->items[i];
+    if (!o) {
+        SS_LOG(SS_LOG_ERROR, "serve: --stats-json: out of memory");
+        return SS_ERR_NOMEM;
+    }
+    cJSON_AddNumberToObject(o, "batches", (double)w->batches);
+    cJSON_AddNumberToObject(o, "segments", (double)w->segments);
+    cJSON_AddNumberToObject(o, "failed_items", (double)w->failed_items);
+    cJSON_AddNumberToObject(o, "seconds", seconds);
+    cJSON_AddNumberToObject(o, "batch", w->o.batch);
+    cJSON_AddNumberToObject(o, "samples", (double)t->n);
+    cJSON_AddNumberToObject(o, "samples_dropped", (double)t->dropped);
+    cJSON_AddNumberToObject(o, "items_per_lease", t->n ? (double)items / (double)t->n : 0);
+    cJSON_AddItemToObject(o, "lease_ms", percentiles(t->lease, t->n));
+    cJSON_AddItemToObject(o, "compute_ms", percentiles(t->compute, t->n));
+    cJSON_AddItemToObject(o, "complete_ms", percentiles(t->complete, t->n));
+    cJSON_AddItemToObject(o, "complete_reply_ms", percentiles(t->reply, t->n));
+    cJSON_AddItemToObject(o, "round_trip_ms", percentiles(t->total, t->n));
+    int rc = ss_serve_write_json(w->o.stats_json, o);
     cJSON_Delete(o);
     return rc;
 }
