@@ -663,7 +663,18 @@ def test_worker_obs(etcd):
                 out_dir, "--wait-ms", 500, "--max-wait-ms", 60000, timeout=90)
         check(r.returncode == 0, "obs: %d segments over 3 shards done (%s)" %
               (n_segs, r.stderr.strip()[-300:]))
-        status, text = http_get(port, "/metrics")
+        # A worker counts a segment when it reads its Complete's reply,
+        # which it does after its next Lease (pipelined): poll, bounded.
+        got = [None]
+
+        def counted():
+            got[0] = http_get(port, "/metrics")
+            return sum(samples(got[0][1], "statesaver_worker_segments_total").values()) >= n_segs
+        try:
+            cu.wait_until(counted, 15, "the workers to count every segment", step=0.1)
+        except AssertionError:
+            pass  # the check below reports the counts
+        status, text = got[0]
         probs = exposition_problems(text)
         check(status == 200 and not probs,
               "obs: /metrics is one valid exposition (%s: %s)" % (status, probs[:5]))
