@@ -45,6 +45,43 @@ static int grow(float **p, size_t *cap, size_t n)
     return 0;
 }
 
+/* bf16 head: its product against an fp32 packing of the same kernel on
+ * the self-check's rows; *err the worst relative difference (as the
+ * unroll's self-check, whose tolerance applies). */
+static int head_check(ss_mrun *r, double *err)
+{
+    const ss_model *m = r->m;
+    const int R = SS_UNROLL_CHECK_T * SS_UNROLL_CHECK_B, K = m->output_size, N = m->head_out;
+    ss_pgemm_w ref;
+    float *x = NULL, *y1 = NULL, *y2 = NULL, *scratch = NULL;
+    size_t cx = 0, c1 = 0, c2 = 0, cs = 0;
+    memset(&ref, 0, sizeof ref);
+    int rc = ss_pgemm_pack(&ref, m->head_kernel, K, N, N);
+    if (!rc)
+        rc = grow(&x, &cx, (size_t)R * (size_t)K);
+    if (!rc)
+        rc = grow(&y1, &c1, (size_t)R * (size_t)N);
+    if (!rc)
+        rc = grow(&y2, &c2, (size_t)R * (size_t)N);
+    if (!rc) {
+        size_t a = ss_pgemm_scratch_floats(&ref, R), b = ss_pgemm_scratch_floats(&r->head, R);
+        rc = grow(&scratch, &cs, a > b ? a : b);
+    }
+    if (rc)
+        goto out;
+    ss_unroll_check_fill(x, (size_t)R * (size_t)K, 0x4ead5eed);
+    ss_pgemm(&ref, R, x, K, K, NULL, 0, y1, N, false, scratch);
+    ss_pgemm(&r->head, R, x, K, K, NULL, 0, y2, N, false, scratch);
+    *err = ss_unroll_check_diff(y2, y1, (size_t)R * (size_t)N);
+out:
+    free(scratch);
+    free(y2);
+    free(y1);
+    free(x);
+    ss_pgemm_w_free(&ref);
+    return rc;
+}
+
 int ss_mrun_new(ss_mrun **out, const ss_model *m, ss_precision p, double *check_err)
 {
     if (!out || !m)
@@ -64,6 +101,14 @@ int ss_mrun_new(ss_mrun **out, const ss_model *m, ss_precision p, double *check_
                                       m->head_out)
                  : ss_pgemm_pack(&r->head, m->head_kernel, m->output_size, m->head_out,
                                  m->head_out);
+    if (!rc && m->head_out > 0 && p == SS_PRECISION_BF16) {
+        double herr = 0.0;
+        rc = head_check(r, &herr);
+        if (!rc && check_err && !(herr <= *check_err))
+            *check_err = herr; /* the worst of the stack's and the head's */
+        if (!rc && !(herr <= SS_UNROLL_BF16_TOL))
+            rc = SS_ERR_INTERNAL;
+    }
     if (rc) {
         ss_mrun_free(r);
         return rc;

@@ -23,7 +23,9 @@
 typedef struct ss_mrun ss_mrun; /* opaque: the unroll workspace, packed head, buffers */
 
 /* Build the workspace (unroll in precision p; the head is packed in the
- * same precision). Errors as ss_unroll_new_prec. */
+ * same precision). With bf16 the head's product is self-checked against
+ * fp32 as the stack is, and *check_err is the worse of the two. Errors as
+ * ss_unroll_new_prec. */
 int ss_mrun_new(ss_mrun **out, const ss_model *m, ss_precision p, double *check_err);
 void ss_mrun_free(ss_mrun *r); /* accepts NULL */
 

@@ -336,7 +336,13 @@ static float check_rnd(uint64_t *s)
     return (float)((*s >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
 }
 
-static double worst(const float *got, const float *want, size_t n)
+void ss_unroll_check_fill(float *x, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = check_rnd(&seed);
+}
+
+double ss_unroll_check_diff(const float *got, const float *want, size_t n)
 {
     double w = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -375,15 +381,13 @@ static int self_check(ss_unroll *u, double *err)
         so2[i] = s2 + off;
         off += (size_t)B * (size_t)u->state_w[i];
     }
-    uint64_t seed = 0x5e1fc4ec;
-    for (size_t i = 0; i < n_x; i++)
-        x[i] = check_rnd(&seed);
+    ss_unroll_check_fill(x, n_x, 0x5e1fc4ec);
     rc = ss_unroll_run(ref, T, B, x, NULL, NULL, y1, so1);
     if (!rc)
         rc = ss_unroll_run(u, T, B, x, NULL, NULL, y2, so2);
     if (rc)
         goto out;
-    double w = worst(y2, y1, n_y), ws = worst(s2, s1, n_s);
+    double w = ss_unroll_check_diff(y2, y1, n_y), ws = ss_unroll_check_diff(s2, s1, n_s);
     *err = w > ws ? w : ws;
 out:
     free(buf);

@@ -58,6 +58,11 @@ const char *ss_precision_unsupported(ss_precision p);
  * |bf16 - fp32| <= SS_UNROLL_BF16_TOL * max(1, |fp32|).
  * docs/worker.md gives the errors measured per cell. */
 #define SS_UNROLL_BF16_TOL 0.02
+/* The self-check's pieces, shared with the head's check (model_run.c):
+ * n deterministic values in [-1, 1) from seed, and the worst
+ * |got - want| / max(1, |want|) over n values (a NaN counts as infinite). */
+void ss_unroll_check_fill(float *x, size_t n, uint64_t seed);
+double ss_unroll_check_diff(const float *got, const float *want, size_t n);
 #define SS_UNROLL_CHECK_T 8
 #define SS_UNROLL_CHECK_B 3
 

@@ -7,7 +7,7 @@ On a CPU with AVX512_BF16: for golden cases of every cell, `unroll
 bound of the fp32 run (|bf16 - fp32| <= 0.02 * max(1, |fp32|),
 SS_UNROLL_BF16_TOL) and not identical to it (bf16 really ran), fp32 stays
 within 1e-5 of the float64 golden vectors, and 2 threads give the same
-bytes as 1. Everywhere: with SS_CPU_NO_BF16=1 (and on a CPU without the
+bytes as 1; a model's head is self-checked in bf16 as its stack is. Everywhere: with SS_CPU_NO_BF16=1 (and on a CPU without the
 instruction) `--precision bf16` is refused by unroll, serve and bench with
 exit status 2, a message naming AVX512_BF16 and nothing written; an
 unknown precision is a usage error (exit 2).
@@ -74,6 +74,43 @@ def rel(a, b):
     return float(np.max(np.abs(a.astype(np.float64) - b) / np.maximum(1.0, np.abs(b))))
 
 
+def head_case(d):
+    """The head is self-checked in bf16 too: a head within the bound runs,
+    one whose kernel bf16 cannot hold (FLT_MAX rounds to infinity) is
+    refused before anything is written (it used to run the stack's check
+    only and write -inf outputs)."""
+    good, bad = os.path.join(d, "head.safetensors"), os.path.join(d, "head-bad.safetensors")
+    r = subprocess.run(["/usr/bin/python3", os.path.join(SOURCE_ROOT, "scripts", "make-model.py"),
+                        good, "--cell", "lstm", "--input-size", "4", "--num-units", "8",
+                        "--num-layers", "1", "--head-out", "5"], capture_output=True, timeout=60)
+    check(r.returncode == 0, "head model written")
+    raw = open(good, "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    import json
+    hdr = json.loads(raw[8:8 + n])
+    s, _ = hdr["head/kernel"]["data_offsets"]
+    body = bytearray(raw[8 + n:])
+    body[s:s + 4] = np.array([np.finfo(np.float32).max], "<f4").tobytes()
+    open(bad, "wb").write(raw[:8 + n] + bytes(body))
+    x = os.path.join(d, "head-x.npy")
+    np.save(x, np.random.default_rng(4).standard_normal((6, 2, 4)).astype("<f4"))
+    outs = {}
+    for model, prec in ((good, "fp32"), (good, "bf16"), (bad, "fp32"), (bad, "bf16")):
+        o = os.path.join(d, "head-%s-%s.npy" % (os.path.basename(model), prec))
+        rc, err = run(["unroll", "--model", model, "--inputs", x, "--outputs", o,
+                       "--precision", prec])
+        outs[(model, prec)] = (rc, err, o)
+    rc, err, o = outs[(good, "bf16")]
+    ok = rc == 0 and outs[(good, "fp32")][0] == 0
+    check(ok and rel(np.load(o), np.load(outs[(good, "fp32")][2])) <= BOUND,
+          f"head: bf16 unroll within {BOUND} of fp32 ({err.strip()[-200:]})")
+    check(outs[(bad, "fp32")][0] == 0, "head: fp32 runs the kernel holding FLT_MAX")
+    rc, err, o = outs[(bad, "bf16")]
+    check(rc == 1 and "self-check failed" in err and not os.path.exists(o),
+          f"head: bf16 refused when the head's product is off, nothing written "
+          f"(exit {rc}: {err.strip()[-200:]})")
+
+
 def main():
     if not os.access(WORKER, os.X_OK):
         print(f"{WORKER} not built")
@@ -112,6 +149,8 @@ def main():
             same = rc2 == 0 and all(open(a, "rb").read() == open(b, "rb").read()
                                     for a, b in zip(f16, f16_2))
             check(same, f"{case}: bf16 on 2 threads gives the same bytes as on 1 ({err2.strip()})")
+        if has_bf16:
+            head_case(d)
         # Refusal forced by the environment, for every command.
         env = {"SS_CPU_NO_BF16": "1"}
         with tempfile.TemporaryDirectory() as d2:
