@@ -120,6 +120,41 @@ int ss_client_submit_sequence(ss_client *c, const char *saver, const ss_key *key
                               uint32_t input_size, uint32_t num_unroll,
                               uint64_t *n_segments);
 
+/* ---- submit: token ids ------------------------------------------------- */
+
+/* The same calls for a model with an embedding, whose inputs are token ids
+ * (docs/worker.md): each segment's inputs travel as an int64 tensor [T]
+ * (the padding ids of the last segment are 0). The library does not check
+ * the id values: the worker does (an id outside [0, vocab) fails that
+ * segment naming the id). Everything else (segmentation, SQSS length and
+ * sequence_count, pipelining, RESOURCE_EXHAUSTED retries, callbacks,
+ * resuming with picks) is exactly that of the float32 calls above. */
+
+/* Queue one segment of token ids [T]; only the first `length` are real. */
+int ss_client_submit_ids(ss_client *c, const char *saver, const ss_key *key,
+                         uint64_t segment, const int64_t *ids, uint32_t T, uint32_t length,
+                         bool last, bool *already_queued);
+
+/* A whole sequence of token ids to submit; all pointers borrowed for the
+ * call (the library keeps none after it returns). */
+typedef struct ss_sequence_ids {
+    ss_key key;           /* sequence key */
+    const int64_t *ids;   /* token ids [length] */
+    uint64_t length;      /* steps, >= 1 */
+} ss_sequence_ids;
+
+/* ss_client_submit_sequences for token-id sequences. */
+int ss_client_submit_sequences_ids(ss_client *c, const char *saver,
+                                   const ss_sequence_ids *seqs, size_t n,
+                                   uint32_t num_unroll, const ss_jobs_pipeline *pipe,
+                                   ss_submit_fn cb, void *arg);
+
+/* ss_client_submit_segments for token-id sequences. */
+int ss_client_submit_segments_ids(ss_client *c, const char *saver,
+                                  const ss_sequence_ids *seqs, size_t n, uint32_t num_unroll,
+                                  const ss_segment_pick *picks, size_t n_picks,
+                                  const ss_jobs_pipeline *pipe, ss_submit_fn cb, void *arg);
+
 /* ---- await ------------------------------------------------------------- */
 
 /* State of a segment as Await reports it (wire SegmentState values). */
