@@ -7,8 +7,8 @@
  *
  * Every input file is checked before anything is submitted (exit 2 naming
  * the file): dtype and shape, one kind (float32 or ids) per run, ids >= 0
- * (and < --vocab when given). Sequences that fail are named with the server's reason and
- * make the exit status 1; the others are still written.
+ * (and < --vocab when given). Sequences that fail are named with the
+ * server's reason and make the exit status 1; the others are still written.
  *
  * A lost connection (the server restarting, a crash) is not fatal: the
  * command reconnects with backoff for up to --retry-ms, resends every

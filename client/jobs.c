@@ -1,5 +1,5 @@
 /* jobs -- libstatesaver's job calls of the submitting side: Submit (single
- * and pipelined whole sequences), Await (single and pipelined), Collect
+ * and pipelined whole sequences, float32 inputs or token ids), Await (single and pipelined), Collect
  * (pipelined acknowledgements). Lease and Complete, the worker's side, are
  * in jobs_lease.c.
  *
@@ -191,7 +191,6 @@ typedef struct submit_ctx {
     int first_err;                /* first error seen (0 if none) */
 } submit_ctx;
 
-/* Build and send (or, with sync, call) the request for one segment. */
 /* Sequence i's key and length, of whichever kind the call submits. */
 static const ss_key *seq_key(const submit_ctx *x, size_t i)
 {
@@ -203,6 +202,7 @@ static uint64_t seq_length(const submit_ctx *x, size_t i)
     return x->ids ? x->ids[i].length : x->seqs[i].length;
 }
 
+/* Build and send (or, with sync, call) the request for one segment. */
 static int submit_segment(submit_ctx *x, size_t i, uint64_t s, bool sync, uint64_t *id,
                           ss_resp **resp)
 {
