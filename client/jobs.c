@@ -1,7 +1,7 @@
 /* jobs -- libstatesaver's job calls of the submitting side: Submit (single
- * and pipelined whole sequences, float32 inputs or token ids), Await (single and pipelined), Collect
- * (pipelined acknowledgements). Lease and Complete, the worker's side, are
- * in jobs_lease.c.
+ * and pipelined whole sequences, float32 inputs or token ids), Await
+ * (single and pipelined), Collect (pipelined acknowledgements). Lease and
+ * Complete, the worker's side, are in jobs_lease.c.
  *
  * Requests borrow the caller's memory (the frame is packed during the
  * send, so borrowed data need only live until ss_client_send returns).
