@@ -1,11 +1,14 @@
 /* cli_submit -- `statesaver submit`: run whole sequences through the job
- * queue. Reads one float32 .npy [length, input_size] per sequence, submits
- * every segment (pipelined), awaits and collects the outputs, and writes
- * <key>.npy [length, output_size] and <key>.final.<state>.npy per state.
+ * queue. Reads one .npy per sequence: float32 [length, input_size], or
+ * token ids int32/int64 [length] (or [length, 1]) for a model with an
+ * embedding, submitted as int64 [T] id tensors; submits every segment
+ * (pipelined), awaits and collects the outputs, and writes <key>.npy
+ * [length, output_size] and <key>.final.<state>.npy per state.
  *
  * Every input file is checked before anything is submitted (exit 2 naming
- * the file). Sequences that fail are named with the server's reason and
- * make the exit status 1; the others are still written.
+ * the file): dtype and shape, one kind (float32 or ids) per run, ids >= 0
+ * (and < --vocab when given). Sequences that fail are named with the
+ * server's reason and make the exit status 1; the others are still written.
  *
  * A lost connection (the server restarting, a crash) is not fatal: the
  * command reconnects with backoff for up to --retry-ms, resends every
@@ -71,17 +74,22 @@
 static const char submit_usage[] =
     "usage: statesaver submit SAVER --inputs DIR --num-unroll T --outputs DIR\n"
     "         [--wait-ms N] [--max-wait-ms N] [--window N] [--retry-ms N] [--json]\n"
+    "         [--vocab V]\n"
     "\n"
     "Run every sequence in DIR through the job queue of SAVER: each *.npy in\n"
-    "DIR is one sequence, float32 [length, input_size], keyed by its file name\n"
-    "without .npy. Sequences are cut into segments of T steps (the last one\n"
-    "padded); workers (`statesaver-worker serve`) compute them. Writes, per\n"
-    "sequence, <key>.npy [length, output_size] and <key>.final.<state>.npy for\n"
-    "each state of the saver ('/' in a state name becomes '_').\n"
+    "DIR is one sequence, float32 [length, input_size], or for a model with an\n"
+    "embedding int32/int64 token ids [length] (or [length, 1]), keyed by its\n"
+    "file name without .npy; all files of a run are of one kind. Sequences\n"
+    "are cut into segments of T steps (the last one padded); workers\n"
+    "(`statesaver-worker serve`) compute them. Writes, per sequence,\n"
+    "<key>.npy [length, output_size] and <key>.final.<state>.npy for each\n"
+    "state of the saver ('/' in a state name becomes '_').\n"
     "\n"
     "  --inputs DIR       directory of input .npy files\n"
     "  --outputs DIR      directory for the results (created if missing)\n"
     "  --num-unroll T     steps per segment\n"
+    "  --vocab V          token ids must be in [0, V), checked before submitting\n"
+    "                     (default: only >= 0; the worker checks its vocab)\n"
     "  --wait-ms N        how long one await waits on the server (default 5000)\n"
     "  --max-wait-ms N    give up on segments not done after N ms (default 0:\n"
     "                     wait as long as it takes)\n"
@@ -197,6 +205,8 @@ static void free_run(run *r)
         seq *q = &r->seqs[i];
         free(q->key);
         free(q->path);
+        if (q->ids_owned)
+            free(q->ids);
         ss_npy_free(q->in);
         free(q->out);
         ss_await_result_free(q->fin);
@@ -213,6 +223,90 @@ static void free_run(run *r)
     free(r->cur);
     free(r->cur_refs);
     free(r->picks);
+}
+
+/* q's token ids as int64 [length] (int32 widened into an owned copy),
+ * each >= 0 and < --vocab (when given). CLI exit status. */
+static int load_ids(const run *r, seq *q)
+{
+    if (q->in->dtype == SS_NPY_I64) {
+        q->ids = q->in->data; /* ss_npy data is 64-byte aligned */
+    } else {
+        q->ids = malloc((size_t)q->length * sizeof *q->ids);
+        if (!q->ids) {
+            cli_error("out of memory");
+            return CLI_EXIT_FAIL;
+        }
+        q->ids_owned = true;
+        const int32_t *v = q->in->data;
+        for (uint64_t t = 0; t < q->length; t++)
+            q->ids[t] = v[t];
+    }
+    for (uint64_t t = 0; t < q->length; t++) {
+        int64_t id = q->ids[t];
+        if (id < 0 || (r->vocab && (uint64_t)id >= r->vocab)) {
+            if (r->vocab)
+                cli_error("%s: token id %lld at step %llu is outside [0, %llu) (--vocab)",
+                          q->path, (long long)id, (unsigned long long)t,
+                          (unsigned long long)r->vocab);
+            else
+                cli_error("%s: token id %lld at step %llu is negative", q->path,
+                          (long long)id, (unsigned long long)t);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Check input i's dtype and shape (and that it is of file 0's kind, and
+ * width for float32), set its length, load its ids. CLI exit status. */
+static int check_input(run *r, size_t i)
+{
+    seq *q = &r->seqs[i];
+    const ss_npy *a = q->in;
+    const char *dt = ss_npy_dtype_name(a->dtype);
+    bool ids = a->dtype == SS_NPY_I32 || a->dtype == SS_NPY_I64;
+    char shp[96];
+    ss_shape_format(a->shape, (size_t)a->ndim, shp, sizeof shp);
+    if (ids && a->ndim == 2 && a->shape[1] != 1) {
+        cli_error("%s: 2-D token ids with %lld columns (%s %s); token ids are int32 or "
+                  "int64 [length] or [length, 1], one sequence per file", q->path,
+                  (long long)a->shape[1], dt, shp);
+        return CLI_EXIT_USAGE;
+    }
+    if (ids && (a->ndim < 1 || a->ndim > 2 || a->shape[0] < 1)) {
+        cli_error("%s: expected token ids int32 or int64 [length] or [length, 1] with "
+                  "length >= 1, found %s %s", q->path, dt, shp);
+        return CLI_EXIT_USAGE;
+    }
+    if (!ids && a->dtype != SS_NPY_F32) {
+        cli_error("%s: expected float32 [length, input_size], or token ids int32/int64 "
+                  "[length], found %s %s", q->path, dt, shp);
+        return CLI_EXIT_USAGE;
+    }
+    if (!ids && (a->ndim != 2 || a->shape[0] < 1 || a->shape[1] < 1 ||
+                 a->shape[1] > UINT32_MAX)) {
+        cli_error("%s: expected float32 [length, input_size] with length >= 1, "
+                  "found %s %s", q->path, dt, shp);
+        return CLI_EXIT_USAGE;
+    }
+    if (i == 0) {
+        r->ids = ids;
+        r->input_size = ids ? 1 : (uint32_t)a->shape[1];
+    }
+    if (ids != r->ids) {
+        cli_error("%s: %s %s, but %s holds %s; the files of one run are all float32 "
+                  "inputs or all token ids", q->path, dt, shp, r->seqs[0].path,
+                  r->ids ? "token ids" : "float32 inputs");
+        return CLI_EXIT_USAGE;
+    }
+    if (!ids && a->shape[1] != (int64_t)r->input_size) {
+        cli_error("%s: expected float32 [length, %u] like %s, found %s", q->path,
+                  r->input_size, r->seqs[0].path, shp);
+        return CLI_EXIT_USAGE;
+    }
+    q->length = (uint64_t)a->shape[0];
+    return ids ? load_ids(r, q) : CLI_EXIT_OK;
 }
 
 /* Read and check every *.npy in dir; CLI exit status. */
@@ -278,24 +372,8 @@ static int load_inputs(run *r, const char *dir)
             status = CLI_EXIT_USAGE;
             goto out;
         }
-        char shp[96];
-        ss_shape_format(q->in->shape, (size_t)q->in->ndim, shp, sizeof shp);
-        if (q->in->dtype != SS_NPY_F32 || q->in->ndim != 2 || q->in->shape[0] < 1 ||
-            q->in->shape[1] < 1 || q->in->shape[1] > UINT32_MAX) {
-            cli_error("%s: expected float32 [length, input_size] with length >= 1, "
-                      "found %s %s", q->path, ss_npy_dtype_name(q->in->dtype), shp);
-            status = CLI_EXIT_USAGE;
+        if ((status = check_input(r, i)) != CLI_EXIT_OK)
             goto out;
-        }
-        if (i == 0)
-            r->input_size = (uint32_t)q->in->shape[1];
-        if (q->in->shape[1] != (int64_t)r->input_size) {
-            cli_error("%s: expected float32 [length, %u] like %s, found %s", q->path,
-                      r->input_size, r->seqs[0].path, shp);
-            status = CLI_EXIT_USAGE;
-            goto out;
-        }
-        q->length = (uint64_t)q->in->shape[0];
         q->n_segments = ss_jobs_segments(q->length, r->T);
         q->first_ref = r->segs_total;
         r->total_steps += q->length;
@@ -482,8 +560,8 @@ out:
 /* Submit every segment not yet acknowledged, each to its owner shard,
  * reconnecting and rerouting as needed. Returns the CLI exit status. */
 static int submit_all(const cli_ctx *ctx, run *r, const char *saver,
-                      const ss_sequence_in *ins, const ss_jobs_pipeline *pipe,
-                      uint64_t retry_ms)
+                      const ss_sequence_in *ins, const ss_sequence_ids *idins,
+                      const ss_jobs_pipeline *pipe, uint64_t retry_ms)
 {
     unsigned moved_passes = 0;
     int64_t unavail_since = 0;
@@ -507,7 +585,10 @@ static int submit_all(const cli_ctx *ctx, run *r, const char *saver,
                 continue;
             ss_client *c = NULL;
             int rc = ss_cluster_client(r->cl, sh, &c);
-            if (rc == 0)
+            if (rc == 0 && r->ids)
+                rc = ss_client_submit_segments_ids(c, saver, idins, r->n, r->T, r->picks, n,
+                                                   pipe, on_submitted, r);
+            else if (rc == 0)
                 rc = ss_client_submit_segments(c, saver, ins, r->n, r->input_size, r->T,
                                                r->picks, n, pipe, on_submitted, r);
             if (rc == 0 || SS_IS_STATUS_ERR(rc))
@@ -703,6 +784,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
         {"window", required_argument, NULL, 'W'},
         {"retry-ms", required_argument, NULL, 'R'},
         {"json", no_argument, NULL, 'j'},
+        {"vocab", required_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -712,6 +794,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     uint64_t retry_ms = SUBMIT_RETRY_MS_DEFAULT;
     ss_jobs_pipeline pipe = {.window = 0};
     ss_sequence_in *ins = NULL;
+    ss_sequence_ids *idins = NULL;
     bool json = false;
     int o, status;
 
@@ -742,6 +825,10 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
                 return cli_usage("submit", "--retry-ms wants 0..86400000");
             break;
         case 'j': json = true; break;
+        case 'V':
+            if (ss_parse_u64(optarg, 0, INT64_MAX, &r.vocab) < 0 || r.vocab == 0)
+                return cli_usage("submit", "--vocab wants a vocabulary size >= 1");
+            break;
         default: return cli_usage("submit", "bad option '%s'", argv[optind - 1]);
         }
     }
@@ -756,6 +843,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     if ((status = prepare_outputs(r.out_dir)) != CLI_EXIT_OK)
         goto out;
     ins = calloc(r.n, sizeof *ins);
+    idins = calloc(r.n, sizeof *idins);
     r.refs = calloc(r.segs_total, sizeof *r.refs);
     r.ref_seq = calloc(r.segs_total, sizeof *r.ref_seq);
     r.queued = calloc(r.segs_total, sizeof *r.queued);
@@ -768,7 +856,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     r.picks = calloc(r.segs_total, sizeof *r.picks);
     r.owner = calloc(r.n ? r.n : 1, sizeof *r.owner);
     r.by_shard = calloc(r.segs_total + SS_TOPO_SHARDS_CLI + 1, sizeof *r.by_shard);
-    if (!ins || !r.refs || !r.ref_seq || !r.queued || !r.refused || !r.answered ||
+    if (!ins || !idins || !r.refs || !r.ref_seq || !r.queued || !r.refused || !r.answered ||
         !r.has_result || !r.collected || !r.cur || !r.cur_refs || !r.picks || !r.owner ||
         !r.by_shard) {
         cli_error("out of memory");
@@ -778,18 +866,25 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     for (size_t i = 0; i < r.n; i++) {
         ins[i].key.data = r.seqs[i].key;
         ins[i].key.len = strlen(r.seqs[i].key);
-        ins[i].data = r.seqs[i].in->data;
+        ins[i].data = r.ids ? NULL : r.seqs[i].in->data;
         ins[i].length = r.seqs[i].length;
+        idins[i].key = ins[i].key;
+        idins[i].ids = r.seqs[i].ids;
+        idins[i].length = r.seqs[i].length;
     }
     if ((status = cli_cluster(ctx, &r.cl)) != CLI_EXIT_OK)
         goto out;
     r.tty = isatty(STDERR_FILENO) == 1;
     r.t0 = cli_submit_now_ms();
-    if ((status = submit_all(ctx, &r, saver, ins, &pipe, retry_ms)) != CLI_EXIT_OK)
+    if ((status = submit_all(ctx, &r, saver, ins, idins, &pipe, retry_ms)) != CLI_EXIT_OK)
         goto out;
     /* Input data is no longer needed once every segment is queued. */
     size_t n_refs = 0;
     for (size_t i = 0; i < r.n; i++) {
+        if (r.seqs[i].ids_owned)
+            free(r.seqs[i].ids);
+        r.seqs[i].ids = NULL;
+        r.seqs[i].ids_owned = false;
         ss_npy_free(r.seqs[i].in);
         r.seqs[i].in = NULL;
         r.seqs[i].first_await = n_refs;
@@ -830,6 +925,7 @@ int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv)
     status = n_failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
     ss_cluster_close(r.cl);
+    free(idins);
     free(ins);
     free(r.owner);
     free(r.by_shard);

@@ -23,7 +23,11 @@
 typedef struct seq {
     char *key;            /* file name without .npy (owned) */
     char *path;           /* input file path (owned) */
-    ss_npy *in;           /* float32 [length, input_size] (owned), NULL once queued */
+    ss_npy *in;           /* float32 [length, input_size], or token ids int32/int64
+                             [length] or [length, 1] (owned), NULL once queued */
+    int64_t *ids;         /* token ids [length] as int64: in's data (int64), or a
+                             widened copy (int32, owned: ids_owned), else NULL */
+    bool ids_owned;       /* ids is an owned copy (freed with in) */
     uint64_t length;      /* steps */
     uint64_t n_segments;  /* segments it is cut into */
     uint64_t first_ref;   /* index of its segment 0 in run.queued */
@@ -46,7 +50,9 @@ typedef struct seq {
 typedef struct run {
     seq *seqs;            /* sequences, sorted by key */
     size_t n;             /* count */
-    uint32_t input_size;  /* columns of every input */
+    uint32_t input_size;  /* columns of every input (1 for token ids) */
+    bool ids;             /* the inputs are token ids (ss_client_submit_*_ids) */
+    uint64_t vocab;       /* --vocab: ids must be < vocab (0: only >= 0 checked) */
     uint32_t T;           /* --num-unroll */
     const char *out_dir;  /* --outputs */
     uint64_t total_steps; /* sum of lengths */

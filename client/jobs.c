@@ -1,7 +1,7 @@
 /* jobs -- libstatesaver's job calls of the submitting side: Submit (single
- * and pipelined whole sequences), Await (single and pipelined), Collect
- * (pipelined acknowledgements). Lease and Complete, the worker's side, are
- * in jobs_lease.c.
+ * and pipelined whole sequences, float32 inputs or token ids), Await
+ * (single and pipelined), Collect (pipelined acknowledgements). Lease and
+ * Complete, the worker's side, are in jobs_lease.c.
  *
  * Requests borrow the caller's memory (the frame is packed during the
  * send, so borrowed data need only live until ss_client_send returns).
@@ -63,10 +63,12 @@ uint64_t ss_jobs_segments(uint64_t length, uint32_t num_unroll)
 
 /* ---- submit --------------------------------------------------------------- */
 
-/* Fill sub/req for one segment; data borrowed (dims must outlive req). */
+/* Fill sub/req for one segment; data borrowed (dims must outlive req).
+ * inputs is float32 [T, input_size], or with ids (input_size ignored) the
+ * token ids int64 [T]. */
 static void build_submit(Statesaver__V1__SubmitRequest *sub, tensor_t *t, ss_req *req,
                          int64_t dims[2], const char *saver, const ss_key *key,
-                         uint64_t segment, const float *inputs, uint32_t T,
+                         uint64_t segment, const void *inputs, bool ids, uint32_t T,
                          uint32_t input_size, uint32_t length, bool last,
                          uint64_t total_length, uint64_t sequence_count)
 {
@@ -78,8 +80,12 @@ static void build_submit(Statesaver__V1__SubmitRequest *sub, tensor_t *t, ss_req
     *req = r0;
     dims[0] = T;
     dims[1] = input_size;
-    ss_tensor_borrow(t, STATESAVER__V1__DTYPE__DT_FLOAT32, dims, 2, inputs,
-                     (size_t)T * input_size * sizeof(float));
+    if (ids)
+        ss_tensor_borrow(t, STATESAVER__V1__DTYPE__DT_INT64, dims, 1, inputs,
+                         (size_t)T * sizeof(int64_t));
+    else
+        ss_tensor_borrow(t, STATESAVER__V1__DTYPE__DT_FLOAT32, dims, 2, inputs,
+                         (size_t)T * input_size * sizeof(float));
     sub->saver = ss_client_unconst(saver);
     ss_client_borrow_bytes(&sub->key, key->data, key->len);
     sub->segment = segment;
@@ -124,8 +130,36 @@ int ss_client_submit(ss_client *c, const char *saver, const ss_key *key,
                               "(T %u, input_size %u, length %u)", T, input_size, length);
     if ((uint64_t)T * input_size > SIZE_MAX / sizeof(float))
         return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: inputs too big");
-    build_submit(&sub, &t, &req, dims, saver, key, segment, inputs, T, input_size,
+    build_submit(&sub, &t, &req, dims, saver, key, segment, inputs, false, T, input_size,
                  length, last, 0, 0);
+    rc = ss_client_call(c, &req, 0, &r);
+    if (rc < 0)
+        return rc;
+    rc = submit_reply(c, r, already_queued);
+    ss_client_response_free(r);
+    return rc;
+}
+
+int ss_client_submit_ids(ss_client *c, const char *saver, const ss_key *key,
+                         uint64_t segment, const int64_t *ids, uint32_t T, uint32_t length,
+                         bool last, bool *already_queued)
+{
+    Statesaver__V1__SubmitRequest sub;
+    tensor_t t;
+    ss_req req;
+    int64_t dims[2];
+    ss_resp *r = NULL;
+
+    int rc = ss_client_begin(c, !saver || !key || !key->data || key->len == 0 || !ids,
+                             "submit: saver, key or ids missing");
+    if (rc < 0)
+        return rc;
+    if (T == 0 || T > SS_JOBS_NUM_UNROLL_MAX || length > T)
+        return ss_client_fail(c, SS_ERR_INVALID,
+                              "submit: need 1 <= T <= %u and length <= T (T %u, length %u)",
+                              SS_JOBS_NUM_UNROLL_MAX, T, length);
+    build_submit(&sub, &t, &req, dims, saver, key, segment, ids, true, T, 1, length, last,
+                 0, 0);
     rc = ss_client_call(c, &req, 0, &r);
     if (rc < 0)
         return rc;
@@ -145,31 +179,46 @@ typedef struct inflight {
 typedef struct submit_ctx {
     ss_client *c;                 /* connection */
     const char *saver;            /* saver name */
-    const ss_sequence_in *seqs;   /* the sequences */
-    uint32_t input_size;          /* columns */
+    const ss_sequence_in *seqs;   /* the float32 sequences, or NULL */
+    const ss_sequence_ids *ids;   /* the token-id sequences, or NULL */
+    uint32_t input_size;          /* columns (1 for ids) */
     uint32_t T;                   /* num_unroll */
     uint32_t full_retry_ms;       /* retry budget on RESOURCE_EXHAUSTED */
-    float *pad;                   /* [T, input_size] scratch for last segments */
+    void *pad;                    /* [T, input_size] floats or [T] ids: scratch for
+                                     last segments */
     ss_submit_fn cb;              /* per-segment report, may be NULL */
     void *arg;                    /* cb's argument */
     int first_err;                /* first error seen (0 if none) */
 } submit_ctx;
 
+/* Sequence i's key and length, of whichever kind the call submits. */
+static const ss_key *seq_key(const submit_ctx *x, size_t i)
+{
+    return x->ids ? &x->ids[i].key : &x->seqs[i].key;
+}
+
+static uint64_t seq_length(const submit_ctx *x, size_t i)
+{
+    return x->ids ? x->ids[i].length : x->seqs[i].length;
+}
+
 /* Build and send (or, with sync, call) the request for one segment. */
 static int submit_segment(submit_ctx *x, size_t i, uint64_t s, bool sync, uint64_t *id,
                           ss_resp **resp)
 {
-    const ss_sequence_in *q = &x->seqs[i];
+    uint64_t length = seq_length(x, i);
     uint64_t first = s * x->T;
-    uint64_t left = q->length - first;
+    uint64_t left = length - first;
     uint32_t len = left < x->T ? (uint32_t)left : x->T;
-    bool last = first + len == q->length;
-    const float *in = q->data + first * x->input_size;
+    bool last = first + len == length;
+    size_t esize = x->ids ? sizeof(int64_t) : sizeof(float); /* bytes per element */
+    const void *in = x->ids ? (const void *)(x->ids[i].ids + first)
+                            : (const void *)(x->seqs[i].data + first * x->input_size);
     if (len < x->T) {
         /* SQSS pad=True: the padding rows are zeros. */
-        size_t real = (size_t)len * x->input_size;
-        memcpy(x->pad, in, real * sizeof(float));
-        memset(x->pad + real, 0, ((size_t)x->T * x->input_size - real) * sizeof(float));
+        size_t real = (size_t)len * x->input_size * esize;
+        memcpy(x->pad, in, real);
+        memset((char *)x->pad + real, 0, (size_t)x->T * x->input_size * esize - real);
         in = x->pad;
     }
     Statesaver__V1__SubmitRequest sub;
@@ -177,8 +226,8 @@ static int submit_segment(submit_ctx *x, size_t i, uint64_t s, bool sync, uint64
     ss_req req;
     int64_t dims[2];
     /* The split knows the whole sequence: SQSS's length and sequence_count. */
-    build_submit(&sub, &t, &req, dims, x->saver, &q->key, s, in, x->T, x->input_size,
-                 len, last, q->length, ss_jobs_segments(q->length, x->T));
+    build_submit(&sub, &t, &req, dims, x->saver, seq_key(x, i), s, in, x->ids != NULL, x->T,
+                 x->input_size, len, last, length, ss_jobs_segments(length, x->T));
     if (sync)
         return ss_client_call(x->c, &req, 0, resp);
     return ss_client_send(x->c, &req, id);
@@ -233,7 +282,7 @@ static bool plan_next(submit_plan *p, const submit_ctx *x, size_t n, size_t *i,
         p->i++;
         return true;
     }
-    while (p->i < n && p->s >= ss_jobs_segments(x->seqs[p->i].length, x->T)) {
+    while (p->i < n && p->s >= ss_jobs_segments(seq_length(x, p->i), x->T)) {
         p->i++;
         p->s = 0;
     }
@@ -274,13 +323,17 @@ static int submit_collect(submit_ctx *x, const inflight *ring, size_t window,
     return submit_outcome(x, f->index, f->segment, got, r);
 }
 
+/* The pipelined submit of seqs (float32) or, when ids is non-NULL, of ids
+ * (token ids; seqs and input_size unused). */
 static int submit_run(ss_client *c, const char *saver, const ss_sequence_in *seqs,
-                      size_t n, uint32_t input_size, uint32_t num_unroll,
-                      const ss_segment_pick *picks, size_t n_picks,
+                      const ss_sequence_ids *ids, size_t n, uint32_t input_size,
+                      uint32_t num_unroll, const ss_segment_pick *picks, size_t n_picks,
                       const ss_jobs_pipeline *pipe, ss_submit_fn cb, void *arg)
 {
-    submit_ctx x = {.c = c, .saver = saver, .seqs = seqs, .input_size = input_size,
-                    .T = num_unroll, .cb = cb, .arg = arg};
+    submit_ctx x = {.c = c, .saver = saver, .seqs = ids ? NULL : seqs, .ids = ids,
+                    .input_size = ids ? 1 : input_size, .T = num_unroll, .cb = cb,
+                    .arg = arg};
+    size_t esize = ids ? sizeof(int64_t) : sizeof(float); /* bytes per element */
     submit_plan plan = {.picks = picks, .n_picks = n_picks};
     inflight *ring = NULL;
     uint32_t window = pipe && pipe->window ? pipe->window : SS_JOBS_WINDOW_DEFAULT;
@@ -288,7 +341,7 @@ static int submit_run(ss_client *c, const char *saver, const ss_sequence_in *seq
     uint64_t s;
     int rc = 0;
 
-    rc = ss_client_begin(c, !saver || (n > 0 && !seqs) || (n_picks > 0 && !picks),
+    rc = ss_client_begin(c, !saver || (n > 0 && !seqs && !ids) || (n_picks > 0 && !picks),
                          "submit: saver or sequences missing");
     if (rc < 0)
         return rc;
@@ -297,29 +350,30 @@ static int submit_run(ss_client *c, const char *saver, const ss_sequence_in *seq
     if (window > SS_JOBS_WINDOW_MAX)
         return ss_client_fail(c, SS_ERR_INVALID, "submit: window %u exceeds %u", window,
                               SS_JOBS_WINDOW_MAX);
-    if (num_unroll == 0 || num_unroll > SS_JOBS_NUM_UNROLL_MAX || input_size == 0)
+    if (num_unroll == 0 || num_unroll > SS_JOBS_NUM_UNROLL_MAX || x.input_size == 0)
         return ss_client_fail(c, SS_ERR_INVALID,
                               "submit: num_unroll must be 1..%u and input_size >= 1 "
                               "(got %u and %u)", SS_JOBS_NUM_UNROLL_MAX, num_unroll,
-                              input_size);
-    if ((uint64_t)num_unroll * input_size > SIZE_MAX / sizeof(float) / 2)
+                              x.input_size);
+    if ((uint64_t)num_unroll * x.input_size > SIZE_MAX / esize / 2)
         return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: segment too big");
     for (size_t k = 0; k < n; k++) {
-        const ss_sequence_in *q = &seqs[k];
-        if (!q->key.data || q->key.len == 0 || !q->data || q->length == 0)
+        const void *data = ids ? (const void *)ids[k].ids : (const void *)seqs[k].data;
+        if (!seq_key(&x, k)->data || seq_key(&x, k)->len == 0 || !data ||
+            seq_length(&x, k) == 0)
             return ss_client_fail(c, SS_ERR_INVALID,
                                   "submit: sequence %zu has no key, no data or length 0", k);
-        if (q->length > SIZE_MAX / sizeof(float) / input_size)
+        if (seq_length(&x, k) > SIZE_MAX / esize / x.input_size)
             return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: sequence %zu too long", k);
     }
     for (size_t k = 0; k < n_picks; k++)
         if (picks[k].seq >= n ||
-            picks[k].segment >= ss_jobs_segments(seqs[picks[k].seq].length, num_unroll))
+            picks[k].segment >= ss_jobs_segments(seq_length(&x, picks[k].seq), num_unroll))
             return ss_client_fail(c, SS_ERR_INVALID,
                                   "submit: pick %zu (sequence %zu, segment %llu) is out of "
                                   "range", k, picks[k].seq,
                                   (unsigned long long)picks[k].segment);
-    x.pad = malloc((size_t)num_unroll * input_size * sizeof(float));
+    x.pad = malloc((size_t)num_unroll * x.input_size * esize);
     ring = calloc(window, sizeof *ring);
     if (!x.pad || !ring) {
         rc = ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
@@ -370,7 +424,16 @@ int ss_client_submit_sequences(ss_client *c, const char *saver,
                                const ss_jobs_pipeline *pipe, ss_submit_fn cb,
                                void *arg)
 {
-    return submit_run(c, saver, seqs, n, input_size, num_unroll, NULL, 0, pipe, cb, arg);
+    return submit_run(c, saver, seqs, NULL, n, input_size, num_unroll, NULL, 0, pipe, cb,
+                      arg);
+}
+
+int ss_client_submit_sequences_ids(ss_client *c, const char *saver,
+                                   const ss_sequence_ids *seqs, size_t n,
+                                   uint32_t num_unroll, const ss_jobs_pipeline *pipe,
+                                   ss_submit_fn cb, void *arg)
+{
+    return submit_run(c, saver, NULL, seqs, n, 1, num_unroll, NULL, 0, pipe, cb, arg);
 }
 
 int ss_client_submit_segments(ss_client *c, const char *saver,
@@ -383,7 +446,20 @@ int ss_client_submit_segments(ss_client *c, const char *saver,
         ss_client_clear_error(c);
         return 0;
     }
-    return submit_run(c, saver, seqs, n, input_size, num_unroll, picks, n_picks, pipe, cb,
+    return submit_run(c, saver, seqs, NULL, n, input_size, num_unroll, picks, n_picks, pipe,
+                      cb, arg);
+}
+
+int ss_client_submit_segments_ids(ss_client *c, const char *saver,
+                                  const ss_sequence_ids *seqs, size_t n, uint32_t num_unroll,
+                                  const ss_segment_pick *picks, size_t n_picks,
+                                  const ss_jobs_pipeline *pipe, ss_submit_fn cb, void *arg)
+{
+    if (c && n_picks == 0) {
+        ss_client_clear_error(c);
+        return 0;
+    }
+    return submit_run(c, saver, NULL, seqs, n, 1, num_unroll, picks, n_picks, pipe, cb,
                       arg);
 }
 

@@ -26,6 +26,8 @@ struct ss_lease {
     const float **inputs;                   /* per item: aligned inputs (NULL for ids) */
     const int64_t **ids;                    /* per item: token ids int32/int64 [T] as
                                              * int64 (owned copies), else NULL */
+    uint32_t *rows;                         /* per item: its T (of the inputs, or of the
+                                             * named sequences when it has no inputs) */
     const float **states;                   /* per item x state: aligned state */
     void **owned;                           /* copies made for misaligned data */
     size_t n_owned;                         /* used entries of owned */
@@ -41,6 +43,7 @@ void ss_lease_free(ss_lease *l)
         free(l->owned[i]);
     free(l->owned);
     free(l->states);
+    free(l->rows);
     free(l->ids);
     free(l->inputs);
     free(l->saver);
@@ -87,7 +90,24 @@ static const int64_t *lease_ids(ss_lease *l, const tensor_t *t)
     return v;
 }
 
-/* Check the lease body and index its tensors. */
+/* T of an item without inputs: the first dimension its named sequences
+ * share (a trainer's segment, docs/training.md); -1 if it has none or
+ * they disagree (the server never sends that). */
+static int64_t sequences_T(const Statesaver__V1__LeasedSegment *it)
+{
+    int64_t T = -1;
+    for (size_t k = 0; k < it->n_sequences; k++) {
+        const tensor_t *t = it->sequences[k] ? it->sequences[k]->value : NULL;
+        if (!t || t->n_shape < 1 || t->shape[0] < 1 || t->shape[0] > UINT32_MAX ||
+            (T >= 0 && t->shape[0] != T))
+            return -1;
+        T = t->shape[0];
+    }
+    return T;
+}
+
+/* Check the lease body and index its tensors. An item without inputs
+ * (named sequences only) is indexed with no inputs and no ids. */
 static int lease_index(ss_client *c, ss_lease *l)
 {
     const Statesaver__V1__LeaseResponse *b = l->l;
@@ -96,21 +116,26 @@ static int lease_index(ss_client *c, ss_lease *l)
         return ss_client_fail(c, SS_ERR_PROTO, "lease reply: %zu states", ns);
     l->inputs = calloc(ni ? ni : 1, sizeof *l->inputs);
     l->ids = calloc(ni ? ni : 1, sizeof *l->ids);
+    l->rows = calloc(ni ? ni : 1, sizeof *l->rows);
     l->states = calloc(ni * ns + 1, sizeof *l->states);
     l->owned = calloc(ni * (ns + 1) + 1, sizeof *l->owned);
-    if (!l->inputs || !l->ids || !l->states || !l->owned)
+    if (!l->inputs || !l->ids || !l->rows || !l->states || !l->owned)
         return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < ni; i++) {
         const Statesaver__V1__LeasedSegment *it = b->items[i];
-        if (!it || it->key.len == 0 ||
-            (!is_f32_matrix(it->inputs) && !is_id_vector(it->inputs)) ||
-            it->length > it->inputs->shape[0] || it->n_states != ns)
+        int64_t T = -1;
+        if (it && it->inputs && (is_f32_matrix(it->inputs) || is_id_vector(it->inputs)))
+            T = it->inputs->shape[0];
+        else if (it && !it->inputs)
+            T = sequences_T(it);
+        if (!it || it->key.len == 0 || T < 0 || it->length > T || it->n_states != ns)
             return ss_client_fail(c, SS_ERR_PROTO, "lease reply: item %zu is malformed", i);
-        if (it->inputs->n_shape == 1) {
+        l->rows[i] = (uint32_t)T;
+        if (it->inputs && it->inputs->n_shape == 1) {
             l->ids[i] = lease_ids(l, it->inputs);
             if (!l->ids[i])
                 return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
-        } else {
+        } else if (it->inputs) {
             l->inputs[i] = lease_floats(l, it->inputs);
             if (!l->inputs[i])
                 return ss_client_fail(c, SS_ERR_NOMEM, "out of memory");
@@ -222,8 +247,8 @@ int ss_lease_item_get(const ss_lease *l, size_t i, ss_lease_item *out)
     out->attempts = it->attempts;
     out->inputs = l->inputs[i];
     out->ids = l->ids[i];
-    out->rows = (uint32_t)it->inputs->shape[0];
-    out->cols = it->inputs->n_shape > 1 ? (uint32_t)it->inputs->shape[1] : 1;
+    out->rows = l->rows[i];
+    out->cols = !it->inputs ? 0 : it->inputs->n_shape > 1 ? (uint32_t)it->inputs->shape[1] : 1;
     return 0;
 }
 
@@ -309,7 +334,7 @@ static int complete_run(ss_client *c, const ss_lease *l, const ss_complete_item 
         if (ci->outputs) {
             tensor_t *o = &ts[k * per];
             *o = t0;
-            odims[k][0] = it->inputs ? it->inputs->shape[0] : it->length;
+            odims[k][0] = l->rows[ci->item]; /* the segment's T */
             odims[k][1] = ci->out_cols;
             ss_tensor_borrow(o, STATESAVER__V1__DTYPE__DT_FLOAT32, odims[k], 2, ci->outputs,
                              (size_t)odims[k][0] * ci->out_cols * sizeof(float));

@@ -120,6 +120,41 @@ int ss_client_submit_sequence(ss_client *c, const char *saver, const ss_key *key
                               uint32_t input_size, uint32_t num_unroll,
                               uint64_t *n_segments);
 
+/* ---- submit: token ids ------------------------------------------------- */
+
+/* The same calls for a model with an embedding, whose inputs are token ids
+ * (docs/worker.md): each segment's inputs travel as an int64 tensor [T]
+ * (the padding ids of the last segment are 0). The library does not check
+ * the id values: the worker does (an id outside [0, vocab) fails that
+ * segment naming the id). Everything else (segmentation, SQSS length and
+ * sequence_count, pipelining, RESOURCE_EXHAUSTED retries, callbacks,
+ * resuming with picks) is exactly that of the float32 calls above. */
+
+/* Queue one segment of token ids [T]; only the first `length` are real. */
+int ss_client_submit_ids(ss_client *c, const char *saver, const ss_key *key,
+                         uint64_t segment, const int64_t *ids, uint32_t T, uint32_t length,
+                         bool last, bool *already_queued);
+
+/* A whole sequence of token ids to submit; all pointers borrowed for the
+ * call (the library keeps none after it returns). */
+typedef struct ss_sequence_ids {
+    ss_key key;           /* sequence key */
+    const int64_t *ids;   /* token ids [length] */
+    uint64_t length;      /* steps, >= 1 */
+} ss_sequence_ids;
+
+/* ss_client_submit_sequences for token-id sequences. */
+int ss_client_submit_sequences_ids(ss_client *c, const char *saver,
+                                   const ss_sequence_ids *seqs, size_t n,
+                                   uint32_t num_unroll, const ss_jobs_pipeline *pipe,
+                                   ss_submit_fn cb, void *arg);
+
+/* ss_client_submit_segments for token-id sequences. */
+int ss_client_submit_segments_ids(ss_client *c, const char *saver,
+                                  const ss_sequence_ids *seqs, size_t n, uint32_t num_unroll,
+                                  const ss_segment_pick *picks, size_t n_picks,
+                                  const ss_jobs_pipeline *pipe, ss_submit_fn cb, void *arg);
+
 /* ---- await ------------------------------------------------------------- */
 
 /* State of a segment as Await reports it (wire SegmentState values). */
@@ -235,18 +270,29 @@ size_t ss_lease_states(const ss_lease *l);        /* schema states */
 /* Name of schema state s (schema order), NULL if out of range. */
 const char *ss_lease_state_name(const ss_lease *l, size_t s);
 
-/* One leased segment; pointers owned by the lease. */
+/* One leased segment; pointers owned by the lease.
+ *
+ * A segment has float32 inputs (inputs set, ids NULL), token ids (ids
+ * set, inputs NULL, cols 1), or no inputs at all: a trainer may submit
+ * named sequences only (docs/training.md), which this API does not hand
+ * out. Such an item has inputs and ids both NULL and cols 0; rows is still
+ * its T (the named sequences' first dimension), length and the states are
+ * as for any item. A worker that needs inputs completes it with an error
+ * (statesaver-worker serve does); the other items of the lease are
+ * unaffected. A lease whose item is inconsistent (inputs of another dtype
+ * or shape, data not matching the shape, length > T, a state missing or
+ * not float32) is refused whole with SS_ERR_PROTO. */
 typedef struct ss_lease_item {
     ss_key key;            /* sequence key */
     uint64_t segment;      /* segment number (the sequence's next_segment) */
-    uint32_t length;       /* real rows of inputs (rest padding) */
+    uint32_t length;       /* real rows (rest padding) */
     bool last;             /* final segment of the sequence */
     uint32_t attempts;     /* earlier failed or expired attempts */
-    const float *inputs;   /* float32 [rows, cols], or NULL when ids */
+    const float *inputs;   /* float32 [rows, cols], or NULL (ids, or no inputs) */
     uint32_t rows;         /* T of this segment */
-    uint32_t cols;         /* input_size the client sent (1 for ids) */
+    uint32_t cols;         /* input_size the client sent (1 for ids, 0 for none) */
     const int64_t *ids;    /* token ids [rows] (sent as int32 or int64 [T], widened),
-                            * or NULL when inputs */
+                            * or NULL (float32 inputs, or no inputs) */
 } ss_lease_item;
 
 /* Fill *out for item i; SS_ERR_INVALID if out of range. */

@@ -3,7 +3,8 @@
  * group is assembled time-major [T, B, I] with its lengths and states
  * [B, size], unrolled once, and scattered back to per-item outputs [T, O]
  * and states. An item the model cannot run (wrong input width, wrong
- * state sizes, a token id outside the embedding) gets an error text
+ * state sizes, a token id outside the embedding, no `inputs` tensor at all:
+ * a trainer's segment with named sequences only) gets an error text
  * instead, so the server counts the attempt and its poison limit applies;
  * the other items are unaffected. A model with an embedding takes token
  * ids [T] (item_ids); a head's product runs once over the group's T*B
@@ -76,6 +77,12 @@ static void check_item(const worker *w, const ss_lease *l, size_t i, char *why, 
     ss_lease_item it;
     why[0] = '\0';
     ss_lease_item_get(l, i, &it);
+    if (!it.inputs && !it.ids) {
+        /* A trainer's segment (named sequences only): nothing to unroll. */
+        snprintf(why, size, "segment has no `inputs` tensor (named sequences only); model %s "
+                 "reads `inputs`", w->o.model);
+        return;
+    }
     if (w->m->embedding) {
         if (!it.ids && it.cols != 1) {
             snprintf(why, size, "inputs have %u columns, model %s (embedding) expects token "
