@@ -1,6 +1,7 @@
 /* cli_submit -- what the files of `statesaver submit` share: the run and
- * its sequences (cli_submit.c: inputs, submit, await, outputs) and the
- * cluster routing of it (cli_submit_route.c: owners, reconnects, reroutes).
+ * its sequences (cli_submit.c: submit, await, outputs; cli_submit_inputs.c:
+ * reading and checking the input files) and the cluster routing of it
+ * (cli_submit_route.c: owners, reconnects, reroutes).
  */
 #ifndef SS_CLI_SUBMIT_H
 #define SS_CLI_SUBMIT_H
@@ -90,6 +91,11 @@ typedef struct run {
 
 /* Milliseconds of the monotonic clock. */
 int64_t cli_submit_now_ms(void);
+
+/* Read and check every *.npy of dir into r (sorted by key; lengths,
+ * segment counts and totals filled; cli_submit_inputs.c). CLI exit status
+ * (CLI_EXIT_USAGE after a message naming the file). */
+int cli_submit_load_inputs(run *r, const char *dir);
 
 /* A MOVED status, or an UNAVAILABLE one while a move is in progress: ask
  * the owner again, not a failure. */
