@@ -109,17 +109,31 @@ static int submit_reply(ss_client *c, ss_resp *r, bool *already)
     return 0;
 }
 
-int ss_client_submit(ss_client *c, const char *saver, const ss_key *key,
-                     uint64_t segment, const float *inputs, uint32_t T,
-                     uint32_t input_size, uint32_t length, bool last,
-                     bool *already_queued)
+/* One segment's Submit call (arguments checked by the caller). */
+static int submit_one(ss_client *c, const char *saver, const ss_key *key, uint64_t segment,
+                      const void *inputs, bool ids, uint32_t T, uint32_t input_size,
+                      uint32_t length, bool last, bool *already_queued)
 {
     Statesaver__V1__SubmitRequest sub;
     tensor_t t;
     ss_req req;
     int64_t dims[2];
     ss_resp *r = NULL;
+    build_submit(&sub, &t, &req, dims, saver, key, segment, inputs, ids, T, input_size,
+                 length, last, 0, 0);
+    int rc = ss_client_call(c, &req, 0, &r);
+    if (rc < 0)
+        return rc;
+    rc = submit_reply(c, r, already_queued);
+    ss_client_response_free(r);
+    return rc;
+}
 
+int ss_client_submit(ss_client *c, const char *saver, const ss_key *key,
+                     uint64_t segment, const float *inputs, uint32_t T,
+                     uint32_t input_size, uint32_t length, bool last,
+                     bool *already_queued)
+{
     int rc = ss_client_begin(c, !saver || !key || !key->data || key->len == 0 || !inputs,
                              "submit: saver, key or inputs missing");
     if (rc < 0)
@@ -130,26 +144,14 @@ int ss_client_submit(ss_client *c, const char *saver, const ss_key *key,
                               "(T %u, input_size %u, length %u)", T, input_size, length);
     if ((uint64_t)T * input_size > SIZE_MAX / sizeof(float))
         return ss_client_fail(c, SS_ERR_TOO_BIG, "submit: inputs too big");
-    build_submit(&sub, &t, &req, dims, saver, key, segment, inputs, false, T, input_size,
-                 length, last, 0, 0);
-    rc = ss_client_call(c, &req, 0, &r);
-    if (rc < 0)
-        return rc;
-    rc = submit_reply(c, r, already_queued);
-    ss_client_response_free(r);
-    return rc;
+    return submit_one(c, saver, key, segment, inputs, false, T, input_size, length, last,
+                      already_queued);
 }
 
 int ss_client_submit_ids(ss_client *c, const char *saver, const ss_key *key,
                          uint64_t segment, const int64_t *ids, uint32_t T, uint32_t length,
                          bool last, bool *already_queued)
 {
-    Statesaver__V1__SubmitRequest sub;
-    tensor_t t;
-    ss_req req;
-    int64_t dims[2];
-    ss_resp *r = NULL;
-
     int rc = ss_client_begin(c, !saver || !key || !key->data || key->len == 0 || !ids,
                              "submit: saver, key or ids missing");
     if (rc < 0)
@@ -158,14 +160,7 @@ int ss_client_submit_ids(ss_client *c, const char *saver, const ss_key *key,
         return ss_client_fail(c, SS_ERR_INVALID,
                               "submit: need 1 <= T <= %u and length <= T (T %u, length %u)",
                               SS_JOBS_NUM_UNROLL_MAX, T, length);
-    build_submit(&sub, &t, &req, dims, saver, key, segment, ids, true, T, 1, length, last,
-                 0, 0);
-    rc = ss_client_call(c, &req, 0, &r);
-    if (rc < 0)
-        return rc;
-    rc = submit_reply(c, r, already_queued);
-    ss_client_response_free(r);
-    return rc;
+    return submit_one(c, saver, key, segment, ids, true, T, 1, length, last, already_queued);
 }
 
 /* One submit request in flight. */
