@@ -579,7 +579,7 @@ TESTS = [test_no_cluster, test_static_file_and_moved, test_bad_inputs_exit_2,
 def main(argv):
     argv = cu.setup(argv)
     only = argv[1:]
-    failed = 0
+    failed = []
     for t in TESTS:
         if only and t.__name__ not in only:
             continue
@@ -588,10 +588,13 @@ def main(argv):
             t()
             print("ok   %s (%.1f s)" % (t.__name__, time.monotonic() - t0), flush=True)
         except Exception as e:  # report every test, fail at the end
-            failed += 1
+            failed.append("%s: %s" % (t.__name__, e))
             import traceback
             traceback.print_exc()
             print("FAIL %s: %s" % (t.__name__, e), flush=True)
+    for what in failed:  # again, last: a CI log often keeps only the tail
+        print("FAIL " + what[:2000])
+    print("%d failure(s)" % len(failed))
     return 1 if failed else 0
 
 
