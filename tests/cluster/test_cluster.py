@@ -20,6 +20,9 @@ Scenarios (each reports its checks; any failure makes the exit status 1):
                a clear "redirect loop" error (CLI exit 1, Python RedirectLoop)
   pipeline     the job pipeline over 3 shards with 2 `statesaver-worker
                serve` (leasing from every shard) equals the offline unroll
+  training     statesaver.training (submit_sequences, SequenceBatcher) on a
+               ClusterClient: routed submits (a stale client following
+               MOVED), leases from every shard, states applied exactly once
   worker-obs   the sharded manifests' worker through the entrypoint: one
                /metrics for every shard's process (valid, labelled by
                shard), /readyz naming a lost shard, one --stats-json
@@ -565,6 +568,88 @@ def test_pipeline(etcd):
 
 
 
+def test_training(etcd):
+    """statesaver.training over a cluster: submit_sequences and a
+    SequenceBatcher on a ClusterClient (each Submit to its key's owner,
+    leases from every shard, each Complete to the shard the lease came
+    from), a stale topology followed, and every segment's state applied
+    exactly once: the final states equal the sums computed here."""
+    from statesaver import training as tr
+    cl = Cluster(etcd, "train")
+    try:
+        cc = ClusterClient(cl.seeds[2:])
+        cc.declare("tr", [("h", (3,))], keep_final=True)  # finished states stay readable
+        rng = np.random.default_rng(21)
+        keys = ["t%02d" % i for i in range(18)]
+        lengths = [int(n) for n in rng.integers(1, 23, len(keys))]
+        # small integers: every sum is exact in float32, whatever the order
+        xs = [rng.integers(-4, 5, (n, 3)).astype(np.float32) for n in lengths]
+        owners = {cc.shard_of(k) for k in keys}
+        check(len(owners) == 3, "training: the sequences live on all 3 shards")
+        # a client whose topology is stale: moved slots answer MOVED and
+        # its keyed requests follow them (submit_sequences pipelines them)
+        stale = ClusterClient(cl.seeds[:1])
+        first = cu.slot_of(keys[0])
+        src = stale.shard_of(keys[0])
+        r = subprocess.run(mover(cl, "--from", src, "--to", [x for x in cl.ids if x != src][0],
+                                 "--slots", "%d-%d" % (first, first)),
+                           capture_output=True, text=True, timeout=120)
+        check(r.returncode == 0, "training: slot of %s moved (%s)" % (keys[0], r.stderr[-300:]))
+        got = tr.submit_sequences(stale, "tr", keys, {"x": xs}, num_unroll=4)
+        check(got == [k.encode() for k in keys] and stale.redirects >= 1,
+              "training: submit_sequences through a stale ClusterClient follows MOVED "
+              "(%d redirects)" % stale.redirects)
+        total = sum(max(1, -(-n // 4)) for n in lengths)
+        b = tr.SequenceBatcher(cc, "tr", batch_size=4, min_batch=0, max_delay_ms=0,
+                               wait_ms=100)
+        sums = {k.encode(): np.zeros(3, np.float32) for k in keys}
+        shards, done, deadline = set(), 0, time.monotonic() + 60
+        while done < total and time.monotonic() < deadline:
+            batch = b.next_batch()
+            if batch is None:
+                continue
+            shards.add(batch.lease_id[0])
+            h = np.asarray(batch.state("h")).copy()
+            x = np.asarray(batch.sequences["x"])
+            for j, key in enumerate(batch.keys):
+                n = int(batch.length[j])
+                h[j] += x[j][:n].sum(0)
+                sums[key] += x[j][:n].sum(0)
+            batch.save_state("h", h)
+            batch.complete()
+            done += len(batch.keys)
+        check(done == total and shards == set(cl.ids),
+              "training: %d of %d segments trained, leased from shards %s"
+              % (done, total, sorted(shards)))
+        f = cc.fetch("tr", [k.encode() for k in keys])
+        want = np.stack([x.sum(0) for x in xs])
+        counts = [max(1, -(-n // 4)) for n in lengths]
+        check(np.array_equal(np.asarray(f.states["h"]), want) and
+              [int(v) for v in f.next_segment] == counts,
+              "training: every sequence's state is the sum of its inputs and its "
+              "next_segment its segment count (each segment applied exactly once)%s" %
+              ("" if np.array_equal(np.asarray(f.states["h"]), want) else
+               ": %s != %s, %s != %s" % (np.asarray(f.states["h"])[:3].tolist(),
+                                         want[:3].tolist(), list(f.next_segment), counts)))
+        st = cc.stats("tr")
+        check(st.get("queued") == 0 and st.get("leased") == 0 and
+              st.get("saves_applied") == total,
+              "training: nothing left queued or leased, saves_applied %s of %d"
+              % (st.get("saves_applied"), total))
+        bad = None
+        try:
+            cc.call_many("complete", [pb.CompleteRequest(saver="tr")])
+        except errors.InvalidArgument as e:
+            bad = str(e)
+        check(bad is not None and "no key" in bad,
+              "training: an unkeyed request given to ClusterClient.call_many is refused (%s)"
+              % bad)
+        stale.close()
+        cc.close()
+    finally:
+        cl.stop()
+
+
 def http_get(port, path):
     """(status, body) of GET http://127.0.0.1:port/path (0 when nothing answers)."""
     import urllib.error
@@ -952,6 +1037,7 @@ SCENARIOS = {
     "move-takeover": lambda e: test_move(e, "takeover"),
     "add-shard": test_add_shard,
     "worker-obs": test_worker_obs,
+    "training": test_training,
 }
 
 

@@ -529,6 +529,11 @@ class Client:
                                i.total_length, i.sequence_count) for i in r.items]
         return Lease(r.lease_id, r.deadline_ms, list(r.names), items)
 
+    def lease_client(self, lease_id):
+        """(the client to complete lease_id at, the id to send): this one.
+        ClusterClient answers with the shard the lease came from."""
+        return self, lease_id
+
     def complete(self, saver, lease_id, items):
         """Complete a lease: items are dicts with key, segment and either
         states (list in schema order or dict) with optional outputs, or

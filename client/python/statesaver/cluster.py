@@ -463,6 +463,74 @@ class ClusterClient:
         shard, lid = lease_id
         return self.client(shard).complete(saver, lid, items)
 
+    def lease_client(self, lease_id):
+        """(the shard's Client, its lease id) for a lease id from lease():
+        the Complete of a lease goes to the shard it came from."""
+        shard, lid = lease_id
+        return self.client(shard), lid
+
+    # ---- raw keyed requests (statesaver.training builds its own) -------------
+
+    submit_request = Client.submit_request  # builds a message; no connection used
+
+    def call_many(self, field, msgs, wait_ms=0, raise_first=True):
+        """Client.call_many for requests that carry one `key` (submit,
+        await_segment, ...): each sent to its key's owner, pipelined per
+        shard; replies in the order of msgs. A MOVED reply refreshes the
+        topology and that request goes again to the new owner, at most
+        max_redirects passes (then RedirectLoop in its place); an
+        UNAVAILABLE one while slots are frozen is retried as in every other
+        call. With raise_first the first failure is raised after all
+        replies are in, else the list holds the exceptions in their places."""
+        for m in msgs:
+            if not hasattr(m, "key") or not isinstance(getattr(m, "key"), bytes):
+                raise errors.InvalidArgument("%s requests have no key to route by; use the "
+                                             "shard's client (ClusterClient.client)" % field)
+        out = [None] * len(msgs)
+        pending = list(range(len(msgs)))
+        moved, start, pause = 0, time.monotonic(), BACKOFF_MIN
+        while pending:
+            parts = collections.OrderedDict()
+            for i in pending:
+                parts.setdefault(self.shard_of(msgs[i].key), []).append(i)
+            again, frozen = [], []
+            for shard, idx in parts.items():
+                res = self.client(shard).call_many(field, [msgs[i] for i in idx], wait_ms,
+                                                   raise_first=False)
+                for i, r in zip(idx, res):
+                    out[i] = r
+                    if isinstance(r, errors.StatesaverError) and _is_moved(r):
+                        again.append(i)
+                    elif isinstance(r, errors.StatesaverError) and _is_unavailable(r):
+                        frozen.append(i)
+            if frozen and time.monotonic() - start < self.unavailable_retry and \
+                    self.moving():
+                again += frozen
+                time.sleep(pause)
+                pause = min(pause * 2, BACKOFF_MAX)
+            if again and moved >= self.max_redirects:
+                for i in again:
+                    if _is_moved(out[i]):
+                        out[i] = RedirectLoop(
+                            "redirect loop: %d redirects in one call (topology epoch %d); "
+                            "the shards disagree about the topology: %s"
+                            % (moved + 1, self.topology.epoch, out[i].message))
+                break
+            if again:
+                if any(_is_moved(out[i]) for i in again):
+                    moved += 1
+                    self.redirects += 1
+                try:
+                    self.refresh()
+                except errors.StatesaverError:
+                    pass
+            pending = sorted(again)
+        if raise_first:
+            for r in out:
+                if isinstance(r, Exception):
+                    raise r
+        return out
+
     def topology_of(self, shard):
         """What one shard says (its TopologyResponse: epoch, frozen, stale)."""
         return self.client(shard).call("topology", pb.TopologyRequest())

@@ -241,8 +241,8 @@ class Batch:
             raise errors.InvalidArgument("state %r: the saver's states are %s"
                                          % (name, self.state_names))
         if self.completed:
-            raise errors.FailedPrecondition("batch of lease %d is completed already"
-                                            % self.lease_id)
+            raise errors.FailedPrecondition("batch of lease %s is completed already"
+                                            % (self.lease_id,))
         v = _to_numpy(value)
         want = self._states[name].shape
         if v.shape != want:
@@ -285,10 +285,11 @@ class Batch:
     def abandon(self, reason="trainer gave up on the batch"):
         """Give the segments back as a failed attempt (counted against the
         server's --max-attempts), e.g. after a NaN loss."""
-        req = pb.CompleteRequest(saver=self._b.saver, lease_id=self.lease_id)
+        conn, lid = self._b.client.lease_client(self.lease_id)
+        req = pb.CompleteRequest(saver=self._b.saver, lease_id=lid)
         for it in self._items:
             req.items.add(key=it.key, segment=it.segment, error=reason)
-        self._b.client.call("complete", req)
+        conn.call("complete", req)
         self.completed = True
 
     def _item(self, i):
@@ -372,9 +373,11 @@ class SequenceBatcher:
         return a
 
     def _complete(self, lease_id, items):
-        req = pb.CompleteRequest(saver=self.saver, lease_id=lease_id)
+        # On a cluster the lease's shard (the owner of its keys) completes it.
+        conn, lid = self.client.lease_client(lease_id)
+        req = pb.CompleteRequest(saver=self.saver, lease_id=lid)
         req.items.extend(items)
-        return list(self.client.call("complete", req).already_applied) or [False] * len(items)
+        return list(conn.call("complete", req).already_applied) or [False] * len(items)
 
     def _collect(self, items):
         """Retire the done records of completed items (NotFound: gone
