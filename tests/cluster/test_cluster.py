@@ -636,6 +636,16 @@ def test_training(etcd):
               st.get("saves_applied") == total,
               "training: nothing left queued or leased, saves_applied %s of %d"
               % (st.get("saves_applied"), total))
+        # token ids through ClusterClient.submit_sequence (Client's, routed)
+        cc.declare("ids", [("h", (3,))])
+        n = cc.submit_sequence("ids", "tok", np.arange(7, dtype=np.int64), 4)
+        lease = cc.lease("ids", max_batch=4, wait_ms=2000)
+        it = lease.items[0] if lease.items else None
+        check(n == 2 and it is not None and it.key == b"tok" and
+              lease.lease_id[0] == cc.shard_of("tok") and it.inputs.dtype == np.int64 and
+              it.inputs.tolist() == [0, 1, 2, 3],
+              "training: ClusterClient.submit_sequence takes token ids [T], queued at the "
+              "owner (%s)" % (it,))
         bad = None
         try:
             cc.call_many("complete", [pb.CompleteRequest(saver="tr")])

@@ -414,20 +414,9 @@ class ClusterClient:
             return None
         return type(parts[0])(*[sum(p[i] for p in parts) for i in range(len(parts[0]))])
 
-    def submit_sequence(self, saver, key, inputs, num_unroll, start_segment=0, last=True):
-        inputs = np.asarray(inputs, dtype=np.float32)
-        if inputs.ndim != 2 or num_unroll < 1:
-            raise errors.InvalidArgument("inputs must be [T, input_size] and num_unroll >= 1")
-        n = max(1, -(-inputs.shape[0] // num_unroll))
-        for s in range(n):
-            chunk = inputs[s * num_unroll:(s + 1) * num_unroll]
-            length = chunk.shape[0]
-            if length < num_unroll:
-                chunk = np.concatenate(
-                    [chunk, np.zeros((num_unroll - length, inputs.shape[1]), np.float32)])
-            self.submit(saver, key, start_segment + s, chunk, length=length,
-                        last=last and s == n - 1)
-        return n
+    # Client's: it splits (float32 [T, I] or token ids [T]) and calls
+    # self.submit, which routes each segment to the key's owner.
+    submit_sequence = Client.submit_sequence
 
     def await_segment(self, saver, key, segment, wait_ms=10000, collect=False,
                       without_tensors=False):
