@@ -304,6 +304,26 @@ class CancelAndBadInput(unittest.TestCase):
         finally:
             srv.cleanup()
 
+    def test_max_in_flight(self):
+        """Declare(max_in_flight=2) from the Python client: echoed by
+        Declare and the saver listing, and a Lease hands out segments of at
+        most 2 distinct sequences until a Complete frees them."""
+        c = client()
+        d = c.declare("mif", [("h", (2,))], max_in_flight=2)
+        self.assertEqual(d.max_in_flight, 2)
+        self.assertEqual([s.max_in_flight for s in c.savers() if s.name == "mif"], [2])
+        tr.submit_sequences(c, "mif", ["a", "b", "c", "d"], {"inputs": [np.arange(8)] * 4},
+                            num_unroll=4)
+        l1 = c.lease("mif", max_batch=4)
+        self.assertEqual(len({it.key for it in l1.items}), 2)
+        self.assertEqual(len(c.lease("mif", max_batch=4, wait_ms=0).items), 0)
+        c.complete("mif", l1.lease_id, [{"key": it.key, "segment": it.segment,
+                                         "states": [np.zeros(2)]} for it in l1.items])
+        l2 = c.lease("mif", max_batch=4)
+        self.assertEqual(len({it.key for it in l2.items}), 2)
+        c.cancel("mif", [b"a", b"b", b"c", b"d"])
+        c.close()
+
     def test_cancel_while_complete_in_flight(self):
         """Cancel of a key whose Complete is not committed yet: UNAVAILABLE
         ("cancel again"), nothing removed; once the Complete committed, the

@@ -43,10 +43,10 @@ FetchResult = collections.namedtuple(
 FetchResult.__doc__ = ("states: dict name -> array [n_keys, ...] in schema "
                        "order; next_segment, updated_ms: uint64 arrays [n_keys]")
 DeclareResult = collections.namedtuple(
-    "DeclareResult", "created states idle_ttl_ms keep_final")
+    "DeclareResult", "created states idle_ttl_ms keep_final max_in_flight", defaults=(0,))
 StateSpec = collections.namedtuple("StateSpec", "name shape dtype initial")
 SaverInfo = collections.namedtuple(
-    "SaverInfo", "name states idle_ttl_ms keep_final sequences")
+    "SaverInfo", "name states idle_ttl_ms keep_final sequences max_in_flight", defaults=(0,))
 SequenceInfo = collections.namedtuple("SequenceInfo", "key next_segment updated_ms")
 ListResult = collections.namedtuple("ListResult", "savers sequences more")
 SegmentResult = collections.namedtuple(
@@ -275,12 +275,15 @@ class Client:
             raise errors.ProtocolError("ping payload not echoed")
         return r.server_time_ms
 
-    def declare(self, saver, states, idle_ttl_ms=0, keep_final=False):
+    def declare(self, saver, states, idle_ttl_ms=0, keep_final=False, max_in_flight=0):
         """Declare saver with states: a dict name -> shape (or -> initial
-        array), or a list of (name, shape[, initial[, dtype]]). Returns a
-        DeclareResult; created is False when the same schema existed."""
+        array), or a list of (name, shape[, initial[, dtype]]). max_in_flight
+        caps the distinct sequences leased at once (0: no cap; SQSS's batch
+        slots, docs/training.md). Returns a DeclareResult; created is False
+        when the same schema existed."""
         items = states.items() if isinstance(states, dict) else states
-        req = pb.DeclareRequest(saver=saver, idle_ttl_ms=idle_ttl_ms, keep_final=keep_final)
+        req = pb.DeclareRequest(saver=saver, idle_ttl_ms=idle_ttl_ms, keep_final=keep_final,
+                                max_in_flight=max_in_flight)
         for it in items:
             name, shape = it[0], it[1]
             initial = it[2] if len(it) > 2 else None
@@ -294,7 +297,7 @@ class Client:
         r = self.call("declare", req)
         self._schemas[saver] = [s.name for s in r.states]
         return DeclareResult(r.created, [_spec_out(s) for s in r.states],
-                             r.idle_ttl_ms, r.keep_final)
+                             r.idle_ttl_ms, r.keep_final, r.max_in_flight)
 
     def fetch(self, saver, keys, min_segment=0, wait_ms=0):
         """States of keys (initial state and next_segment 0 for new keys).
@@ -356,7 +359,7 @@ class Client:
                                              limit=limit))
         return ListResult(
             [SaverInfo(s.name, [_spec_out(x) for x in s.states], s.idle_ttl_ms,
-                       s.keep_final, s.sequences) for s in r.savers],
+                       s.keep_final, s.sequences, s.max_in_flight) for s in r.savers],
             [SequenceInfo(s.key, s.next_segment, s.updated_ms) for s in r.sequences],
             r.more)
 

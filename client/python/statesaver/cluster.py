@@ -256,12 +256,13 @@ class ClusterClient:
         """Ping every shard; returns {shard: server clock (ms)}."""
         return {s: self.client(s).ping(payload) for s in self.topology.shards}
 
-    def declare(self, saver, states, idle_ttl_ms=0, keep_final=False):
+    def declare(self, saver, states, idle_ttl_ms=0, keep_final=False, max_in_flight=0):
         """Declare on every shard (savers exist everywhere); created is True
-        when any shard created it."""
+        when any shard created it. max_in_flight is per shard (each shard
+        caps the sequences it has leased)."""
         out = None
         for s in self.topology.shards:
-            r = self.client(s).declare(saver, states, idle_ttl_ms, keep_final)
+            r = self.client(s).declare(saver, states, idle_ttl_ms, keep_final, max_in_flight)
             out = r if out is None or r.created else out
         return out
 
@@ -383,7 +384,7 @@ class ClusterClient:
                 prev = out.get(sv.name)
                 out[sv.name] = sv if prev is None else SaverInfo(
                     sv.name, sv.states, sv.idle_ttl_ms, sv.keep_final,
-                    prev.sequences + sv.sequences)
+                    prev.sequences + sv.sequences, sv.max_in_flight)
         return list(out.values())
 
     def sequences(self, saver, prefix=b"", page_size=0):
