@@ -159,6 +159,14 @@ int ss_client_lease(ss_client *c, const char *saver, uint32_t max_batch,
                     uint32_t wait_ms, uint32_t lease_ms, const char *worker,
                     ss_lease **out)
 {
+    ss_lease_opts o = {.max_batch = max_batch, .wait_ms = wait_ms, .lease_ms = lease_ms,
+                       .worker = worker};
+    return ss_client_lease_opts(c, saver, &o, out);
+}
+
+int ss_client_lease_opts(ss_client *c, const char *saver, const ss_lease_opts *o,
+                         ss_lease **out)
+{
     Statesaver__V1__LeaseRequest lr = STATESAVER__V1__LEASE_REQUEST__INIT;
     ss_req req = STATESAVER__V1__REQUEST__INIT;
     ss_resp *r = NULL;
@@ -166,17 +174,20 @@ int ss_client_lease(ss_client *c, const char *saver, uint32_t max_batch,
     int rc;
 
     *out = NULL;
-    rc = ss_client_begin(c, !saver, "lease: saver missing");
+    rc = ss_client_begin(c, !saver || !o, "lease: saver or options missing");
     if (rc < 0)
         return rc;
     lr.saver = ss_client_unconst(saver);
-    lr.max_batch = max_batch;
-    lr.wait_ms = wait_ms;
-    lr.lease_ms = lease_ms;
-    lr.worker = ss_client_unconst(worker);
+    lr.max_batch = o->max_batch;
+    lr.min_batch = o->min_batch;
+    lr.max_delay_ms = o->max_delay_ms;
+    lr.wait_ms = o->wait_ms;
+    lr.lease_ms = o->lease_ms;
+    lr.worker = ss_client_unconst(o->worker);
     req.body_case = STATESAVER__V1__REQUEST__BODY_LEASE;
     req.lease = &lr;
-    rc = ss_client_call(c, &req, wait_ms, &r);
+    /* The reply may take the longer of the two waits. */
+    rc = ss_client_call(c, &req, o->wait_ms > o->max_delay_ms ? o->wait_ms : o->max_delay_ms, &r);
     if (rc < 0)
         return rc;
     rc = want_body(c, r, STATESAVER__V1__RESPONSE__BODY_LEASE, "a lease");

@@ -262,6 +262,23 @@ int ss_client_lease(ss_client *c, const char *saver, uint32_t max_batch,
                     uint32_t wait_ms, uint32_t lease_ms, const char *worker,
                     ss_lease **out);
 
+/* A Lease with batch formation (Triton's sequence batcher): with min_batch
+ * > 1 and max_delay_ms > 0 the server waits up to max_delay_ms for at
+ * least min_batch ready segments, then hands out what is ready (and with
+ * nothing ready keeps waiting until wait_ms). min_batch > max_batch is
+ * INVALID_ARGUMENT from the server. Fields as ss_client_lease's; worker is
+ * borrowed for the call. */
+typedef struct ss_lease_opts {
+    uint32_t max_batch;    /* segments at most */
+    uint32_t min_batch;    /* wait for this many (0 or 1: take what is ready) */
+    uint32_t max_delay_ms; /* ... for at most this long */
+    uint32_t wait_ms;      /* park this long when nothing is ready */
+    uint32_t lease_ms;     /* lease duration, 0 = the server's default */
+    const char *worker;    /* name in the server's logs, or NULL */
+} ss_lease_opts;
+int ss_client_lease_opts(ss_client *c, const char *saver, const ss_lease_opts *o,
+                         ss_lease **out);
+
 uint64_t ss_lease_id(const ss_lease *l);
 uint64_t ss_lease_deadline_ms(const ss_lease *l); /* server clock, ms since epoch */
 const char *ss_lease_saver(const ss_lease *l);    /* the saver leased from */

@@ -462,13 +462,21 @@ static int loop(worker *w)
             }
         }
         ss_lease *l = NULL;
+        /* A Lease that waits to form a batch (--min-batch) would hold back
+         * the reply of a Complete in flight: take that reply first. */
+        if (w->o.min_batch > 1 && w->o.max_delay_ms > 0)
+            pending_finish(w, &p);
         lease_clock k = {.lease = mono_us()};
         /* With a Complete in flight, only take work that is ready now: a
          * parked Lease would hold back that Complete's reply (and the
          * worker's counters) until new work arrives or the wait ends. */
-        uint32_t wait_ms = p.l ? 0 : w->o.wait_ms;
-        int rc = ss_client_lease(w->c, w->o.saver, w->o.batch, wait_ms, w->o.lease_ms,
-                                 w->name, &l);
+        ss_lease_opts lo = {.max_batch = w->o.batch, .wait_ms = p.l ? 0 : w->o.wait_ms,
+                            .lease_ms = w->o.lease_ms, .worker = w->name};
+        if (!p.l) {
+            lo.min_batch = w->o.min_batch;
+            lo.max_delay_ms = w->o.max_delay_ms;
+        }
+        int rc = ss_client_lease_opts(w->c, w->o.saver, &lo, &l);
         k.leased = mono_us();
         if (rc < 0) {
             if (lease_refused(w, rc, &p) < 0) {

@@ -35,6 +35,8 @@ typedef struct serve_opts {
     uint32_t batch;         /* --batch */
     uint32_t lease_ms;      /* --lease-ms, 0 = server default */
     uint32_t wait_ms;       /* --wait-ms */
+    uint32_t min_batch;     /* --min-batch: wait to form a lease of this many */
+    uint32_t max_delay_ms;  /* --max-delay-ms: ... for at most this long */
     uint32_t timeout_ms;    /* --timeout-ms */
     uint64_t ttl_ms;        /* --ttl-ms: idle_ttl of the declared saver */
     int threads;            /* --threads, 0 = default */

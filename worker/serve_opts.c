@@ -23,6 +23,7 @@ static void usage(FILE *f)
             "usage: statesaver-worker serve --model M.safetensors --saver NAME\n"
             "         [--server HOST:PORT] [--batch N] [--lease-ms MS] [--wait-ms MS]\n"
             "         [--ttl-ms MS] [--threads N] [--precision P] [--token-file F]\n"
+            "         [--min-batch N --max-delay-ms MS]\n"
             "         [--timeout-ms MS]\n"
             "         [--max-batches N] [--log-every N] [--log-level LEVEL]\n"
             "         [--stats-json FILE] [--metrics-listen HOST:PORT]\n"
@@ -41,6 +42,9 @@ static void usage(FILE *f)
             "  --lease-ms MS        lease duration (default: the server's)\n"
             "  --wait-ms MS         how long a lease waits for work on the server\n"
             "                       (default %u)\n"
+            "  --min-batch N        form batches: wait up to --max-delay-ms for at least N\n"
+            "  --max-delay-ms MS    ready segments before leasing what is ready (Triton's\n"
+            "                       sequence batcher; default: lease what is ready)\n"
             "  --ttl-ms MS          idle_ttl when declaring the saver (default 0: never)\n"
             "  --threads N          unroll threads, splitting the batch rows or the\n"
             "                       units (default: OPENBLAS_NUM_THREADS or\n"
@@ -93,7 +97,8 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
 {
     enum { OPT_LEASE = 1000, OPT_WAIT, OPT_TTL, OPT_THREADS, OPT_TOKEN, OPT_TIMEOUT,
            OPT_MAXB, OPT_LOGEVERY, OPT_LOG, OPT_STATS, OPT_MLISTEN, OPT_MPORT, OPT_HELP,
-           OPT_VERSION, OPT_PRECISION, OPT_CLUSTER, OPT_NOCLUSTER, OPT_MPORTFD };
+           OPT_VERSION, OPT_PRECISION, OPT_CLUSTER, OPT_NOCLUSTER, OPT_MPORTFD, OPT_MINB,
+           OPT_MAXDELAY };
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"model", required_argument, NULL, 'm'},
@@ -101,6 +106,8 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
         {"batch", required_argument, NULL, 'b'},
         {"lease-ms", required_argument, NULL, OPT_LEASE},
         {"wait-ms", required_argument, NULL, OPT_WAIT},
+        {"min-batch", required_argument, NULL, OPT_MINB},
+        {"max-delay-ms", required_argument, NULL, OPT_MAXDELAY},
         {"ttl-ms", required_argument, NULL, OPT_TTL},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"precision", required_argument, NULL, OPT_PRECISION},
@@ -143,6 +150,14 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
             o->wait_ms = (uint32_t)v;
             break;
         case OPT_TTL: rc = parse_u64("--ttl-ms", optarg, 0, UINT64_MAX, &o->ttl_ms); break;
+        case OPT_MINB:
+            rc = parse_u64("--min-batch", optarg, 1, SS_SERVE_BATCH_MAX, &v);
+            o->min_batch = (uint32_t)v;
+            break;
+        case OPT_MAXDELAY:
+            rc = parse_u64("--max-delay-ms", optarg, 0, 600000u, &v);
+            o->max_delay_ms = (uint32_t)v;
+            break;
         case OPT_THREADS:
             rc = parse_u64("--threads", optarg, 1, SS_UNROLL_MAX_THREADS, &v);
             o->threads = (int)v;
@@ -202,6 +217,14 @@ int ss_serve_parse_args(serve_opts *o, int argc, char **argv, int *exit_now)
     }
     if (!o->model || !o->saver || !o->saver[0]) {
         fprintf(stderr, "serve: --model and --saver are required\n");
+        goto usage_error;
+    }
+    if (o->min_batch > o->batch) {
+        fprintf(stderr, "serve: --min-batch %u exceeds --batch %u\n", o->min_batch, o->batch);
+        goto usage_error;
+    }
+    if ((o->min_batch > 1) != (o->max_delay_ms > 0)) {
+        fprintf(stderr, "serve: --min-batch (> 1) and --max-delay-ms (> 0) go together\n");
         goto usage_error;
     }
     const char *why = ss_precision_unsupported(o->precision);
