@@ -600,7 +600,7 @@ def test_training(etcd):
               "training: submit_sequences through a stale ClusterClient follows MOVED "
               "(%d redirects)" % stale.redirects)
         total = sum(max(1, -(-n // 4)) for n in lengths)
-        b = tr.SequenceBatcher(cc, "tr", batch_size=4, min_batch=0, max_delay_ms=0,
+        b = tr.SequenceBatcher(cc, "tr", batch_size=4, min_batch=2, max_delay_ms=50,
                                wait_ms=100)
         sums = {k.encode(): np.zeros(3, np.float32) for k in keys}
         shards, done, deadline = set(), 0, time.monotonic() + 60

@@ -436,13 +436,20 @@ class ClusterClient:
               **kw):
         """Lease from the shards in turn: the first shard with ready segments
         answers (only the last one asked may park up to wait_ms). The lease
-        id is (shard id, lease id)."""
+        id is (shard id, lease id). Batch formation (min_batch,
+        max_delay_ms) is asked of the first shard of the turn only, the
+        others hand out what is ready, so one call waits at most one delay
+        (the turn rotates, so every shard gets to form batches)."""
         shards = list(self.topology.shards)
         for i in range(len(shards)):
             shard = shards[(self._lease_rr + i) % len(shards)]
             last = i == len(shards) - 1
+            kws = dict(kw)
+            if i > 0:
+                kws.pop("min_batch", None)
+                kws.pop("max_delay_ms", None)
             got = self.client(shard).lease(saver, max_batch, wait_ms if last else 0,
-                                           lease_ms, worker, **kw)
+                                           lease_ms, worker, **kws)
             if got.items or last:
                 self._lease_rr = (self._lease_rr + i + 1) % len(shards)
                 return Lease((shard, got.lease_id), got.deadline_ms, got.names, got.items)
