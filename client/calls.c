@@ -1,9 +1,11 @@
 /* calls -- libstatesaver's typed calls: hello, ping, declare, fetch, save,
- * drop, list, stats. Each builds a Request that borrows the caller's memory
+ * drop, cancel (declared with the job calls in statesaver_jobs.h; here for
+ * the shared key borrowing of drop), list, stats. Each builds a Request that borrows the caller's memory
  * (no copies of keys or tensors), runs it through ss_client_call and
  * checks the response's shape before handing anything to the caller.
  */
 #include "client_int.h"
+#include "statesaver_jobs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -567,7 +569,7 @@ int ss_client_save(ss_client *c, const char *saver, const ss_key *keys,
     return ss_client_save_recv(c, id, n_keys, already_applied);
 }
 
-/* ---- drop, list, stats --------------------------------------------------- */
+/* ---- drop, cancel, list, stats --------------------------------------------------- */
 
 int ss_client_drop(ss_client *c, const char *saver, const ss_key *keys,
                    size_t n_keys, bool all, uint64_t *dropped)
@@ -597,6 +599,48 @@ int ss_client_drop(ss_client *c, const char *saver, const ss_key *keys,
         goto out;
     if (dropped)
         *dropped = r->drop->dropped;
+    rc = 0;
+out:
+    ss_client_response_free(r);
+    free(bk);
+    return rc;
+}
+
+int ss_client_cancel(ss_client *c, const char *saver, const ss_key *keys, size_t n_keys,
+                     uint64_t *cancelled, uint64_t *segments)
+{
+    Statesaver__V1__CancelRequest x = STATESAVER__V1__CANCEL_REQUEST__INIT;
+    ss_req req = STATESAVER__V1__REQUEST__INIT;
+    ProtobufCBinaryData *bk = NULL;
+    ss_resp *r = NULL;
+    int rc;
+
+    if (cancelled)
+        *cancelled = 0;
+    if (segments)
+        *segments = 0;
+    rc = ss_client_begin(c, !saver || n_keys == 0 || !keys,
+                         "cancel: saver or keys missing (need 1 key or more)");
+    if (rc < 0)
+        return rc;
+    for (size_t k = 0; k < n_keys; k++)
+        if (!keys[k].data || keys[k].len < SS_KEY_MIN)
+            return ss_client_fail(c, SS_ERR_INVALID, "cancel: keys[%zu] is empty", k);
+    rc = borrow_keys(c, keys, n_keys, &bk);
+    if (rc < 0)
+        return rc;
+    x.saver = ss_client_unconst(saver);
+    x.n_keys = n_keys;
+    x.keys = bk;
+    req.body_case = STATESAVER__V1__REQUEST__BODY_CANCEL;
+    req.cancel = &x;
+    rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_CANCEL, &r);
+    if (rc < 0)
+        goto out;
+    if (cancelled)
+        *cancelled = r->cancel->cancelled;
+    if (segments)
+        *segments = r->cancel->segments;
     rc = 0;
 out:
     ss_client_response_free(r);

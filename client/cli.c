@@ -30,6 +30,8 @@ static const char usage_text[] =
     "                               save the state at the end of segment S\n"
     "  ls [SAVER] [--prefix P] [--limit N]   list savers or sequences\n"
     "  drop SAVER (KEY... | --all)  drop sequences or the whole saver\n"
+    "  cancel SAVER KEY... [--json] cancel sequences: their queued and leased\n"
+    "                               job segments, outputs and state\n"
     "  stats [SAVER] [--json]       server counters\n"
     "  bench [--op fetch|save] ...  load generator (see `statesaver bench --help`)\n"
     "  submit SAVER --inputs DIR --num-unroll T --outputs DIR\n"
@@ -80,6 +82,22 @@ int cli_fail(ss_client *c, const char *what, int rc)
     else
         cli_error("%s: %s", what, ss_strerror(rc));
     return CLI_EXIT_FAIL;
+}
+
+int cli_keys_argv(char **argv, size_t n, ss_key **out)
+{
+    ss_key *keys = calloc(n ? n : 1, sizeof *keys);
+    *out = NULL;
+    if (!keys) {
+        cli_error("out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    for (size_t k = 0; k < n; k++) {
+        keys[k].data = argv[k];
+        keys[k].len = strlen(argv[k]);
+    }
+    *out = keys;
+    return CLI_EXIT_OK;
 }
 
 /* .npy element types and the wire's, side by side. */
@@ -228,6 +246,7 @@ static const struct {
     {"ls", cli_cmd_ls},       {"drop", cli_cmd_drop},
     {"stats", cli_cmd_stats}, {"bench", cli_cmd_bench},
     {"submit", cli_cmd_submit}, {"cluster", cli_cmd_cluster},
+    {"cancel", cli_cmd_cancel},
 };
 
 int main(int argc, char **argv)

@@ -51,6 +51,11 @@ int cli_cfail(ss_cluster *c, const char *what, int rc);
 /* Options every cluster-aware program shares, for cli_cluster_options. */
 void cli_cluster_options(const cli_ctx *ctx, ss_cluster_options *o);
 
+/* The n command-line words at argv as keys (their bytes, without the NUL;
+ * borrowed from argv): *out is a new array the caller frees. Prints the
+ * error itself. Used by every command taking KEY... (drop, cancel). */
+int cli_keys_argv(char **argv, size_t n, ss_key **out);
+
 /* Largest .npy data the CLI reads (bytes); matches the default frame limit. */
 #define CLI_NPY_MAX_BYTES (64u * 1024u * 1024u)
 
@@ -72,6 +77,7 @@ int cli_cmd_save(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_ls(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_drop(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_stats(const cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_cancel(const cli_ctx *ctx, int argc, char **argv); /* cli_cancel.c */
 int cli_cmd_bench(const cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_submit(const cli_ctx *ctx, int argc, char **argv); /* cli_submit.c */
 int cli_cmd_cluster(const cli_ctx *ctx, int argc, char **argv); /* cli_cluster.c */

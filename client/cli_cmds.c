@@ -787,17 +787,8 @@ int cli_cmd_drop(const cli_ctx *ctx, int argc, char **argv)
     if (all == (n > 0))
         return cli_usage("drop", "give either KEY... or --all");
     const char *saver = argv[optind];
-    if (n) {
-        keys = calloc(n, sizeof *keys);
-        if (!keys) {
-            cli_error("out of memory");
-            return CLI_EXIT_FAIL;
-        }
-        for (size_t k = 0; k < n; k++) {
-            keys[k].data = argv[optind + 1 + k];
-            keys[k].len = strlen(argv[optind + 1 + k]);
-        }
-    }
+    if (n && (status = cli_keys_argv(argv + optind + 1, n, &keys)) != CLI_EXIT_OK)
+        return status;
     if ((status = cli_cluster(ctx, &c)) == CLI_EXIT_OK) {
         int rc = ss_cluster_drop(c, saver, keys, n, all, &dropped);
         if (rc < 0)

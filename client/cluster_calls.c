@@ -1,9 +1,11 @@
-/* cluster_calls -- the keyed calls of the cluster handle: fetch, save and
- * drop split by the shard owning each key (one sub-request per shard, all
- * in flight together), replies merged in key order; list merged over every
- * shard. A redirect or a frozen slot retries through ss_cluster_retry.
+/* cluster_calls -- the keyed calls of the cluster handle, split by the
+ * shard owning each key: fetch and save (one sub-request per shard, all in
+ * flight together, replies merged in key order), drop and cancel (one
+ * shard after the other, counts summed); list merged over every shard. A
+ * redirect or a frozen slot retries through ss_cluster_retry.
  */
 #include "cluster_int.h"
+#include "statesaver_jobs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -454,14 +456,74 @@ out:
     return rc;
 }
 
-/* ---- drop ---------------------------------------------------------------------- */
+/* ---- drop, cancel ----------------------------------------------------------- */
+
+/* One shard's part of a keyed call that answers with counts (out[0],
+ * out[1]; zeroed by the caller). */
+typedef int (*keyed_count_fn)(ss_client *sc, const char *saver, const ss_key *keys,
+                              size_t n, uint64_t out[2]);
+
+/* Run fn for the keys of each shard, summing the counts into sum[] (also
+ * on failure: those shards' parts are done); a redirect or a frozen slot
+ * retries the keys not done yet through ss_cluster_retry. */
+static int keyed_counts(ss_cluster *c, const char *saver, const ss_key *keys, size_t n_keys,
+                        keyed_count_fn fn, uint64_t sum[2])
+{
+    ss_cluster_try t;
+    bool *todo = calloc(n_keys ? n_keys : 1, sizeof *todo);
+    int rc = 0;
+
+    if (!todo)
+        return ss_cluster_fail(c, SS_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < n_keys; k++)
+        todo[k] = true;
+    ss_cluster_try_init(&t);
+    for (;;) {
+        route r;
+        ss_client *bad = NULL;
+        rc = route_make(c, keys, n_keys, todo, &r);
+        if (rc < 0)
+            goto out;
+        for (size_t s = 0; s < r.n_shards && rc == 0; s++) {
+            ss_client *sc;
+            uint64_t d[2] = {0, 0};
+            if (r.counts[s] == 0)
+                continue;
+            rc = ss_cluster_client(c, s, &sc);
+            if (rc == 0)
+                rc = fn(sc, saver, r.keys + r.start[s], r.counts[s], d);
+            if (rc < 0) {
+                bad = sc;
+                ss_cluster_fail_shard(c, s, sc, rc);
+                break;
+            }
+            sum[0] += d[0];
+            sum[1] += d[1];
+            for (size_t j = r.start[s]; j < r.start[s + 1]; j++)
+                todo[r.order[j]] = false;
+        }
+        route_free(&r);
+        if (rc == 0)
+            break;
+        rc = ss_cluster_retry(c, &t, rc, bad);
+        if (rc < 0)
+            goto out;
+    }
+out:
+    free(todo);
+    return rc;
+}
+
+static int drop_part(ss_client *sc, const char *saver, const ss_key *keys, size_t n,
+                     uint64_t out[2])
+{
+    return ss_client_drop(sc, saver, keys, n, false, &out[0]);
+}
 
 int ss_cluster_drop(ss_cluster *c, const char *saver, const ss_key *keys,
                     size_t n_keys, bool all, uint64_t *dropped)
 {
-    ss_cluster_try t;
-    bool *todo = NULL;
-    uint64_t sum = 0;
+    uint64_t sum[2] = {0, 0};
     int rc = 0;
 
     if (!c)
@@ -481,52 +543,47 @@ int ss_cluster_drop(ss_cluster *c, const char *saver, const ss_key *keys,
             rc = ss_client_drop(sc, saver, NULL, 0, true, &d);
             if (rc < 0)
                 return ss_cluster_fail_shard(c, s, sc, rc);
-            sum += d;
+            sum[0] += d;
         }
         if (dropped)
-            *dropped = sum;
+            *dropped = sum[0];
         return 0;
     }
-    todo = calloc(n_keys ? n_keys : 1, sizeof *todo);
-    if (!todo)
-        return ss_cluster_fail(c, SS_ERR_NOMEM, "out of memory");
+    rc = keyed_counts(c, saver, keys, n_keys, drop_part, sum);
+    if (rc == 0 && dropped)
+        *dropped = sum[0];
+    return rc;
+}
+
+static int cancel_part(ss_client *sc, const char *saver, const ss_key *keys, size_t n,
+                       uint64_t out[2])
+{
+    return ss_client_cancel(sc, saver, keys, n, &out[0], &out[1]);
+}
+
+int ss_cluster_cancel(ss_cluster *c, const char *saver, const ss_key *keys,
+                      size_t n_keys, uint64_t *cancelled, uint64_t *segments)
+{
+    uint64_t sum[2] = {0, 0};
+
+    if (cancelled)
+        *cancelled = 0;
+    if (segments)
+        *segments = 0;
+    if (!c)
+        return SS_ERR_INVALID;
+    c->err[0] = '\0';
+    if (!saver || n_keys == 0 || !keys)
+        return ss_cluster_fail(c, SS_ERR_INVALID,
+                               "cancel: saver or keys missing (need 1 key or more)");
     for (size_t k = 0; k < n_keys; k++)
-        todo[k] = true;
-    ss_cluster_try_init(&t);
-    for (;;) {
-        route r;
-        ss_client *bad = NULL;
-        rc = route_make(c, keys, n_keys, todo, &r);
-        if (rc < 0)
-            goto out;
-        for (size_t s = 0; s < r.n_shards && rc == 0; s++) {
-            ss_client *sc;
-            uint64_t d = 0;
-            if (r.counts[s] == 0)
-                continue;
-            rc = ss_cluster_client(c, s, &sc);
-            if (rc == 0)
-                rc = ss_client_drop(sc, saver, r.keys + r.start[s], r.counts[s], false, &d);
-            if (rc < 0) {
-                bad = sc;
-                ss_cluster_fail_shard(c, s, sc, rc);
-                break;
-            }
-            sum += d;
-            for (size_t j = r.start[s]; j < r.start[s + 1]; j++)
-                todo[r.order[j]] = false;
-        }
-        route_free(&r);
-        if (rc == 0)
-            break;
-        rc = ss_cluster_retry(c, &t, rc, bad);
-        if (rc < 0)
-            goto out;
-    }
-    if (dropped)
-        *dropped = sum;
-out:
-    free(todo);
+        if (!keys[k].data || keys[k].len < SS_KEY_MIN)
+            return ss_cluster_fail(c, SS_ERR_INVALID, "cancel: keys[%zu] is empty", k);
+    int rc = keyed_counts(c, saver, keys, n_keys, cancel_part, sum);
+    if (cancelled)
+        *cancelled = sum[0];
+    if (segments)
+        *segments = sum[1];
     return rc;
 }
 

@@ -377,6 +377,15 @@ int ss_cluster_save(ss_cluster *c, const char *saver, const ss_key *keys,
 /* As ss_client_drop: keys routed, all = true fans out; *dropped summed. */
 int ss_cluster_drop(ss_cluster *c, const char *saver, const ss_key *keys,
                     size_t n_keys, bool all, uint64_t *dropped);
+/* As ss_client_cancel (statesaver_jobs.h): keys split by owning shard, one
+ * sub-request per shard, the counts summed; a redirect or a frozen slot
+ * retries the keys not cancelled yet. Each shard's part is its own
+ * transaction: on failure the keys of the shards that had answered are
+ * cancelled and *cancelled / *segments (may be NULL) hold their counts, so
+ * a caller repeating the call (e.g. after UNAVAILABLE "cancel again")
+ * adds them to the repeat's counts. */
+int ss_cluster_cancel(ss_cluster *c, const char *saver, const ss_key *keys,
+                      size_t n_keys, uint64_t *cancelled, uint64_t *segments);
 /* As ss_client_list over every shard: savers merged by name (sequence
  * counts summed), sequences merged in key order; the page holds at most
  * limit rows and ss_list_result_more() tells whether any shard has more. */

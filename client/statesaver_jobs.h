@@ -249,6 +249,25 @@ int ss_client_collect_many(ss_client *c, const char *saver, const ss_segment_ref
                            size_t n, const ss_jobs_pipeline *pipe, ss_collect_fn cb,
                            void *arg);
 
+/* ---- cancel ------------------------------------------------------------ */
+
+/* Cancel n_keys sequences of saver (n_keys >= 1, each key non-empty and
+ * given once; keys and their bytes are borrowed for the call only): the
+ * server removes each key's queued and leased segments, its stored
+ * outputs (done or failed, not collected yet), its context and its state
+ * in one transaction, and the queue slots are free when the call returns.
+ * A later Complete of a cancelled lease item is refused with
+ * SS_ERR_STATUS(FAILED_PRECONDITION). *cancelled (may be NULL) gets the
+ * keys that had anything to remove (an unknown key counts 0, it is not an
+ * error), *segments (may be NULL) the job records removed; both are 0 on
+ * failure, when nothing was removed. Bad arguments are SS_ERR_INVALID
+ * before anything is sent; an undeclared saver SS_ERR_STATUS(NOT_FOUND);
+ * SS_ERR_STATUS(UNAVAILABLE) ("cancel again") while a write of one of the
+ * keys' segments is in flight (a window of milliseconds: retry). On a
+ * cluster: ss_cluster_cancel (statesaver.h). */
+int ss_client_cancel(ss_client *c, const char *saver, const ss_key *keys, size_t n_keys,
+                     uint64_t *cancelled, uint64_t *segments);
+
 /* ---- lease and complete (workers) ----------------------------------------- */
 
 typedef struct ss_lease ss_lease; /* opaque: owns the reply */
