@@ -391,3 +391,31 @@ def save(conn, keys, segment, values, saver="s", size=4):
 
 def fetch(conn, keys, saver="s"):
     return conn.call(fetch={"saver": saver, "keys": keys})
+
+
+CLI = os.path.join(BUILD_ROOT, "client", "statesaver")
+
+
+class Cluster:
+    """etcd + n shards under one cluster name, the first topology written by
+    `statesaver cluster init`."""
+
+    def __init__(self, etcd, name, n=3):
+        self.etcd, self.name = etcd, name
+        self.ports = [free_port() for _ in range(n)]
+        self.ids = ["s%d" % i for i in range(n)]
+        spec = ",".join("%s=127.0.0.1:%d" % (i, p) for i, p in zip(self.ids, self.ports))
+        r = subprocess.run([CLI, "cluster", "init", "--etcd", etcd.url, "--cluster", name,
+                            "--shards", spec], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("cluster init failed: " + r.stderr)
+        self.shards = [Shard(i, ["--etcd", etcd.url, "--cluster", name, "--shard", i], port=p)
+                       for i, p in zip(self.ids, self.ports)]
+        self.seeds = [s.address for s in self.shards]
+
+    def by_id(self, sid):
+        return self.shards[self.ids.index(sid)]
+
+    def stop(self):
+        for s in self.shards:
+            s.stop()

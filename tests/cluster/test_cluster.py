@@ -54,7 +54,7 @@ from statesaver import Client, errors  # noqa: E402
 from statesaver.cluster import ClusterClient, RedirectLoop, key_slot  # noqa: E402
 
 pb = cu.pb
-CLI = os.path.join(cu.BUILD_ROOT, "client", "statesaver")
+CLI = cu.CLI
 WORKER = os.path.join(cu.BUILD_ROOT, "worker", "statesaver-worker")
 PY = "/usr/bin/python3"
 MAKE_MODEL = os.path.join(cu.SOURCE_ROOT, "scripts", "make-model.py")
@@ -73,28 +73,7 @@ def cli(seeds, *args, timeout=120):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-class Cluster:
-    """etcd + n shards under one cluster name, written by `cluster init`."""
-
-    def __init__(self, etcd, name, n=3):
-        self.etcd, self.name = etcd, name
-        self.ports = [cu.free_port() for _ in range(n)]
-        self.ids = ["s%d" % i for i in range(n)]
-        spec = ",".join("%s=127.0.0.1:%d" % (i, p) for i, p in zip(self.ids, self.ports))
-        r = subprocess.run([CLI, "cluster", "init", "--etcd", etcd.url, "--cluster", name,
-                            "--shards", spec], capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError("cluster init failed: " + r.stderr)
-        self.shards = [cu.Shard(i, ["--etcd", etcd.url, "--cluster", name, "--shard", i],
-                                port=p) for i, p in zip(self.ids, self.ports)]
-        self.seeds = [s.address for s in self.shards]
-
-    def by_id(self, sid):
-        return self.shards[self.ids.index(sid)]
-
-    def stop(self):
-        for s in self.shards:
-            s.stop()
+Cluster = cu.Cluster
 
 
 def owned_ranges(owner, sid):

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from statesaver import Client, errors  # noqa: E402
 from statesaver.cluster import ClusterClient  # noqa: E402
 
-CLI = os.path.join(cu.BUILD_ROOT, "client", "statesaver")
+CLI = cu.CLI
 FAILURES = []
 PER_SHARD = 2  # cancelled keys per shard
 
@@ -41,19 +41,6 @@ def cli(seeds, *args, timeout=120):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def start_cluster(etcd, name, n=3):
-    """n shards under cluster `name`, the topology written by `cluster init`."""
-    ports = [cu.free_port() for _ in range(n)]
-    ids = ["s%d" % i for i in range(n)]
-    spec = ",".join("%s=127.0.0.1:%d" % (i, p) for i, p in zip(ids, ports))
-    r = subprocess.run([CLI, "cluster", "init", "--etcd", etcd.url, "--cluster", name,
-                        "--shards", spec], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise RuntimeError("cluster init failed: " + r.stderr)
-    return [cu.Shard(i, ["--etcd", etcd.url, "--cluster", name, "--shard", i], port=p)
-            for i, p in zip(ids, ports)]
-
-
 def queued_leased(addr, saver):
     c = Client(addr)
     try:
@@ -64,7 +51,8 @@ def queued_leased(addr, saver):
 
 
 def scenario(etcd):
-    shards = start_cluster(etcd, "cancel")
+    cl = cu.Cluster(etcd, "cancel")
+    shards = cl.shards
     seeds = [s.address for s in shards]
     cc = ClusterClient(seeds)
     locals_ = {}
