@@ -129,6 +129,13 @@ int ss_client_declare(ss_client *c, const char *saver, const ss_state_def *state
                       size_t n_states, uint64_t idle_ttl_ms, bool keep_final,
                       bool *created)
 {
+    ss_declare_opts o = {.idle_ttl_ms = idle_ttl_ms, .keep_final = keep_final};
+    return ss_client_declare_opts(c, saver, states, n_states, &o, created);
+}
+
+int ss_client_declare_opts(ss_client *c, const char *saver, const ss_state_def *states,
+                           size_t n_states, const ss_declare_opts *o, bool *created)
+{
     Statesaver__V1__DeclareRequest d = STATESAVER__V1__DECLARE_REQUEST__INIT;
     ss_req req = STATESAVER__V1__REQUEST__INIT;
     Statesaver__V1__StateSpec *specs = NULL, **spec_ptrs = NULL;
@@ -136,7 +143,8 @@ int ss_client_declare(ss_client *c, const char *saver, const ss_state_def *state
     ss_resp *r = NULL;
     int rc;
 
-    rc = ss_client_begin(c, !saver || (n_states > 0 && !states), "saver or states is NULL");
+    rc = ss_client_begin(c, !saver || !o || (n_states > 0 && !states),
+                         "saver, options or states is NULL");
     if (rc < 0)
         return rc;
     if (n_states > SS_STATES_PER_SAVER_MAX)
@@ -169,8 +177,9 @@ int ss_client_declare(ss_client *c, const char *saver, const ss_state_def *state
     d.saver = ss_client_unconst(saver);
     d.n_states = n_states;
     d.states = spec_ptrs;
-    d.idle_ttl_ms = idle_ttl_ms;
-    d.keep_final = keep_final;
+    d.idle_ttl_ms = o->idle_ttl_ms;
+    d.keep_final = o->keep_final;
+    d.max_in_flight = o->max_in_flight;
     req.body_case = STATESAVER__V1__REQUEST__BODY_DECLARE;
     req.declare = &d;
     rc = ss_client_run(c, &req, 0, STATESAVER__V1__RESPONSE__BODY_DECLARE, &r);
@@ -785,6 +794,7 @@ int ss_list_result_saver(const ss_list_result *r, size_t i, ss_saver_info *out)
     out->idle_ttl_ms = s->idle_ttl_ms;
     out->keep_final = s->keep_final;
     out->sequences = s->sequences;
+    out->max_in_flight = s->max_in_flight;
     return 0;
 }
 

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "ss_npy.h"
 #include "statesaver.h"
@@ -55,6 +56,13 @@ void cli_cluster_options(const cli_ctx *ctx, ss_cluster_options *o);
  * borrowed from argv): *out is a new array the caller frees. Prints the
  * error itself. Used by every command taking KEY... (drop, cancel). */
 int cli_keys_argv(char **argv, size_t n, ss_key **out);
+
+/* Standard --help option of a command, and its handling: print text to
+ * stdout, exit status 0. */
+#define CLI_HELP_OPT {"help", no_argument, NULL, 'h'}
+int cli_help(const char *text);
+/* Print a key in its printable form (common/ss_keyfmt: \xNN escapes). */
+void cli_print_key(FILE *fp, const void *data, size_t len);
 
 /* Largest .npy data the CLI reads (bytes); matches the default frame limit. */
 #define CLI_NPY_MAX_BYTES (64u * 1024u * 1024u)

@@ -503,7 +503,14 @@ int ss_cluster_declare(ss_cluster *c, const char *saver, const ss_state_def *sta
                        size_t n_states, uint64_t idle_ttl_ms, bool keep_final,
                        bool *created)
 {
-    if (!c)
+    ss_declare_opts o = {.idle_ttl_ms = idle_ttl_ms, .keep_final = keep_final};
+    return ss_cluster_declare_opts(c, saver, states, n_states, &o, created);
+}
+
+int ss_cluster_declare_opts(ss_cluster *c, const char *saver, const ss_state_def *states,
+                            size_t n_states, const ss_declare_opts *o, bool *created)
+{
+    if (!c || !o)
         return SS_ERR_INVALID;
     c->err[0] = '\0';
     if (created)
@@ -514,7 +521,7 @@ int ss_cluster_declare(ss_cluster *c, const char *saver, const ss_state_def *sta
         int rc = ss_cluster_client(c, i, &sc);
         if (rc < 0)
             return rc;
-        rc = ss_client_declare(sc, saver, states, n_states, idle_ttl_ms, keep_final, &cr);
+        rc = ss_client_declare_opts(sc, saver, states, n_states, o, &cr);
         if (rc < 0)
             return ss_cluster_fail_shard(c, i, sc, rc);
         if (created && cr)

@@ -128,6 +128,17 @@ int ss_client_declare(ss_client *c, const char *saver, const ss_state_def *state
                       size_t n_states, uint64_t idle_ttl_ms, bool keep_final,
                       bool *created);
 
+/* What a Declare sets beyond the states (ss_client_declare sets the first
+ * two and no cap). Part of the schema: the same saver declared with other
+ * values is SS_ERR_STATUS(ALREADY_EXISTS). */
+typedef struct ss_declare_opts {
+    uint64_t idle_ttl_ms;   /* 0 = never expire */
+    bool keep_final;        /* keep a sequence's record after its final save */
+    uint32_t max_in_flight; /* job queue: most sequences leased at once, 0 = no cap */
+} ss_declare_opts;
+int ss_client_declare_opts(ss_client *c, const char *saver, const ss_state_def *states,
+                           size_t n_states, const ss_declare_opts *o, bool *created);
+
 /* ---- fetch ----------------------------------------------------------- */
 
 typedef struct ss_fetch_result ss_fetch_result; /* opaque: owns the reply */
@@ -210,6 +221,7 @@ typedef struct ss_saver_info {
     uint64_t idle_ttl_ms;   /* 0 = never expire */
     bool keep_final;        /* records kept after a final save */
     uint64_t sequences;     /* sequence records */
+    uint32_t max_in_flight; /* most sequences leased at once, 0 = no cap */
 } ss_saver_info;
 size_t ss_list_result_savers(const ss_list_result *r); /* saver rows */
 /* Fill *out for saver row i; SS_ERR_INVALID if out of range. */
@@ -365,6 +377,9 @@ int ss_cluster_ping(ss_cluster *c);
 int ss_cluster_declare(ss_cluster *c, const char *saver, const ss_state_def *states,
                        size_t n_states, uint64_t idle_ttl_ms, bool keep_final,
                        bool *created);
+/* The same with ss_declare_opts (max_in_flight is each shard's cap). */
+int ss_cluster_declare_opts(ss_cluster *c, const char *saver, const ss_state_def *states,
+                            size_t n_states, const ss_declare_opts *o, bool *created);
 /* As ss_client_fetch, keys split by shard, result in key order. */
 int ss_cluster_fetch(ss_cluster *c, const char *saver, const ss_key *keys,
                      size_t n_keys, uint64_t min_segment, uint32_t wait_ms,
