@@ -12,41 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jobs_fixture.h"
 #include "ss_testserver.h"
 #include "statesaver_jobs.h"
 
-#define TEST_TIMEOUT_MS 10000
 #define ST_INVALID_ARGUMENT 3
 #define ST_NOT_FOUND 5
 #define ST_FAILED_PRECONDITION 9
 
-static ss_testserver srv; /* one server per test case */
-static ss_client *c;      /* per-test connection */
 
 #define KEY(s) ((ss_key){(s), sizeof(s) - 1})
 
 static const int64_t shape_a[] = {3};
-
-static void start_srv(void)
-{
-    ck_assert_msg(ss_testserver_start(&srv, NULL) == 0, "server did not start");
-}
-
-static void stop_srv(void)
-{
-    ss_testserver_stop(&srv);
-}
-
-static void open_client(void)
-{
-    ck_assert_int_eq(ss_client_connect(&c, srv.addr, TEST_TIMEOUT_MS), 0);
-}
-
-static void close_client(void)
-{
-    ss_client_close(c);
-    c = NULL;
-}
 
 /* Declare saver with one state a[3]. */
 static void declare(const char *saver)
@@ -226,8 +203,8 @@ static Suite *jobs_cancel_suite(void)
 {
     Suite *s = suite_create("jobs-cancel");
     TCase *tc = tcase_create("cancel");
-    tcase_add_unchecked_fixture(tc, start_srv, stop_srv);
-    tcase_add_checked_fixture(tc, open_client, close_client);
+    tcase_add_unchecked_fixture(tc, jobs_fx_start_srv, jobs_fx_stop_srv);
+    tcase_add_checked_fixture(tc, jobs_fx_open_client, jobs_fx_close_client);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_cancel_sequence);
     tcase_add_test(tc, test_cancel_refused_by_server);

@@ -15,44 +15,21 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "jobs_fixture.h"
 #include "ss_testserver.h"
 #include "statesaver.pb-c.h"
 #include "statesaver_jobs.h"
 
-#define TEST_TIMEOUT_MS 10000
 #define ST_DEADLINE_EXCEEDED 4
 #define ST_NOT_FOUND 5
 #define ST_FAILED_PRECONDITION 9
 #define SERVER_MAX_ATTEMPTS 3 /* the server's default --max-attempts */
 
-static ss_testserver srv; /* one server per test case */
-static ss_client *c;      /* per-test connection */
 
 #define KEY(s) ((ss_key){(s), sizeof(s) - 1})
 
 static const int64_t shape_a[] = {3};
 static const int64_t shape_b[] = {2};
-
-static void start_srv(void)
-{
-    ck_assert_msg(ss_testserver_start(&srv, NULL) == 0, "server did not start");
-}
-
-static void stop_srv(void)
-{
-    ss_testserver_stop(&srv);
-}
-
-static void open_client(void)
-{
-    ck_assert_int_eq(ss_client_connect(&c, srv.addr, TEST_TIMEOUT_MS), 0);
-}
-
-static void close_client(void)
-{
-    ss_client_close(c);
-    c = NULL;
-}
 
 /* Declare saver with states a[3], b[2]. */
 static void declare(const char *saver)
@@ -672,8 +649,8 @@ static Suite *jobs_client_suite(void)
 {
     Suite *s = suite_create("jobs_client");
     TCase *tc = tcase_create("jobs");
-    tcase_add_unchecked_fixture(tc, start_srv, stop_srv);
-    tcase_add_checked_fixture(tc, open_client, close_client);
+    tcase_add_unchecked_fixture(tc, jobs_fx_start_srv, jobs_fx_stop_srv);
+    tcase_add_checked_fixture(tc, jobs_fx_open_client, jobs_fx_close_client);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_roundtrip);
     tcase_add_test(tc, test_complete_split_and_collect);

@@ -16,39 +16,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jobs_fixture.h"
 #include "ss_testserver.h"
 #include "statesaver.pb-c.h"
 #include "statesaver_jobs.h"
 
-#define TEST_TIMEOUT_MS 10000
 
-static ss_testserver srv; /* one server per test case */
-static ss_client *c;      /* per-test connection */
 
 #define KEY(s) ((ss_key){(s), sizeof(s) - 1})
 
 static const int64_t shape_h[] = {2};
-
-static void start_srv(void)
-{
-    ck_assert_msg(ss_testserver_start(&srv, NULL) == 0, "server did not start");
-}
-
-static void stop_srv(void)
-{
-    ss_testserver_stop(&srv);
-}
-
-static void open_client(void)
-{
-    ck_assert_int_eq(ss_client_connect(&c, srv.addr, TEST_TIMEOUT_MS), 0);
-}
-
-static void close_client(void)
-{
-    ss_client_close(c);
-    c = NULL;
-}
 
 /* Declare saver with one state h[2]. */
 static void declare(const char *saver)
@@ -275,8 +252,8 @@ static Suite *jobs_ids_suite(void)
 {
     Suite *s = suite_create("jobs_ids");
     TCase *tc = tcase_create("ids");
-    tcase_add_unchecked_fixture(tc, start_srv, stop_srv);
-    tcase_add_checked_fixture(tc, open_client, close_client);
+    tcase_add_unchecked_fixture(tc, jobs_fx_start_srv, jobs_fx_stop_srv);
+    tcase_add_checked_fixture(tc, jobs_fx_open_client, jobs_fx_close_client);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_sequences_ids);
     tcase_add_test(tc, test_single_and_picks);
