@@ -23,7 +23,11 @@
 
 #include "ss_error.h"
 #include "ss_log.h"
+#include "ss_parse.h"
 #include "wal_records.h"
+
+/* Largest SS_WRITER_DELAY_MS accepted (a test hook, not a setting). */
+#define SS_WRITER_DELAY_MS_MAX 10000u
 
 struct ss_writer {
     ss_store *st;              /* the store written to */
@@ -48,6 +52,8 @@ struct ss_writer {
     char wal_failed[SS_STORE_MSG]; /* why the log failed ("" = it has not);
                                       written by the thread under mu */
     bool unsynced;             /* --sync off: log bytes not yet synced */
+    unsigned delay_ms;         /* test hook SS_WRITER_DELAY_MS: pause before
+                                  each group (0 = none) */
     uint64_t last_sync_ns;     /* when the log was last synced */
     uint64_t last_ckpt_ns;     /* when the last checkpoint was made */
     bool ckpt_now;             /* a write found the map full: checkpoint at
@@ -403,6 +409,13 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&w->mu);
 
+        if (w->delay_ms) {
+            /* Test hook: hold the group in flight (a Cancel racing a
+             * Complete, tests/client/test_cli_cancel.py). */
+            struct timespec d = {.tv_sec = w->delay_ms / 1000,
+                                 .tv_nsec = (long)(w->delay_ms % 1000) * 1000000L};
+            nanosleep(&d, NULL);
+        }
         run_group(w, group, n);
         wal_periodic_sync(w, false);
         wal_checkpoint(w, false);
@@ -514,6 +527,13 @@ int ss_writer_start_wal(ss_writer **out, ss_store *st, uv_loop_t *loop,
         w->last_sync_ns = w->last_ckpt_ns = mono_ns();
     }
     w->loop = loop;
+    const char *hook = getenv("SS_WRITER_DELAY_MS");
+    uint64_t hv = 0;
+    if (hook && *hook && ss_parse_u64(hook, 1, SS_WRITER_DELAY_MS_MAX, &hv) == 0) {
+        w->delay_ms = (unsigned)hv;
+        SS_LOG(SS_LOG_WARN, "writer: test hook SS_WRITER_DELAY_MS=%u armed: every write "
+               "group waits that long before it runs", w->delay_ms);
+    }
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     int rc = uv_async_init(loop, &w->async, on_async);

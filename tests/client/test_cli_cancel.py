@@ -91,6 +91,46 @@ class CliCancel(unittest.TestCase):
         # c is untouched.
         self.assertEqual(c.stats("cv")["queued"], 1)
 
+    def test_cancel_again_retried(self):
+        """A Cancel racing a Complete of the same key: the server refuses it
+        (UNAVAILABLE "cancel again") while the Complete is in flight. The
+        test hook SS_WRITER_DELAY_MS holds every write group 1.5 s, so the
+        window is wide: with --retries 0 the command fails naming the
+        refusal; with retries it cancels once the Complete committed."""
+        import struct
+        from statesaver._pb import pb
+        from statesaver.client import to_tensor
+        srv = harness.Server(env={"SS_WRITER_DELAY_MS": "1500"})
+        try:
+            c = Client(srv.address)
+            c.declare("race", {"h": [3]})
+            c.submit_sequence("race", b"r", np.ones((4, 2), np.float32), 2)
+            lease = c.lease("race", max_batch=1, wait_ms=5000)
+            self.assertEqual([it.key for it in lease.items], [b"r"])
+            req = pb.Request(id=777)
+            req.complete.saver, req.complete.lease_id = "race", lease.lease_id
+            it = req.complete.items.add(key=b"r", segment=0)
+            it.states.extend([to_tensor(np.ones(3, np.float32))])
+            data = req.SerializeToString()
+            c._sock.sendall(struct.pack(">I", len(data)) + data)  # reply read below
+            run = lambda *a: subprocess.run([CLI, "--server", srv.address] + list(a),
+                                            capture_output=True, text=True, timeout=60)
+            r = run("cancel", "race", "r", "--retries", "0")
+            self.assertEqual(r.returncode, 1, (r.stdout, r.stderr))
+            self.assertIn("cancel again", r.stderr)
+            r = run("cancel", "race", "r", "--retries", "100")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("cancelled 1 sequences", r.stdout)
+            with c._lock:
+                resp = c._read_response()
+            self.assertEqual((resp.id, resp.status.code), (777, pb.OK), resp.status.message)
+            self.assertEqual(c.stats("race")["queued"] + c.stats("race")["leased"], 0)
+            c.close()
+        finally:
+            code = srv.stop()
+            srv.cleanup()
+            self.assertEqual(code, 0)
+
     def test_undeclared_saver(self):
         r = self.cli("cancel", "nosuch", "k")
         self.assertEqual(r.returncode, 1)

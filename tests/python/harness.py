@@ -42,7 +42,7 @@ def worker_can_serve():
 class Server:
     """statesaver-server on 127.0.0.1, ephemeral port, temp LMDB dir."""
 
-    def __init__(self, extra=(), data_dir=None):
+    def __init__(self, extra=(), data_dir=None, env=None):
         if not os.access(SERVER, os.X_OK):
             raise FileNotFoundError("server not built: %s" % SERVER)
         self.tmp = tempfile.mkdtemp(prefix="ss-pytest-")
@@ -52,7 +52,8 @@ class Server:
         self.proc = subprocess.Popen(
             [SERVER, "--listen", "127.0.0.1:0", "--data", self.data, "--sync", "off",
              "--port-file", port_file, "--log-level", "warn"] + list(extra),
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, **env) if env else None)
         deadline = time.monotonic() + 20
         self.port = None
         while time.monotonic() < deadline:
