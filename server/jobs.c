@@ -86,19 +86,9 @@ static int scan_cb(void *arg, uint64_t id, const ss_job_rec *rec)
                " of a sequence; skipped", id, rec->segment);
         return 0;
     }
-    job *jb = calloc(1, sizeof *jb);
+    job *jb = jq_job_from_record(id, rec);
     if (!jb)
         return SS_ERR_NOMEM;
-    jb->id = id;
-    jb->segment = rec->segment;
-    jb->length = rec->length;
-    jb->in_rows = rec->in_rows;
-    jb->last = rec->last;
-    jb->attempts = rec->attempts;
-    jb->submit_ms = rec->submit_ms;
-    jb->state = rec->state;
-    if (rec->state == SS_JOB_FAILED)
-        jb->reason = jq_dup_bytes(rec->reason.data, rec->reason.len);
     if (jq_seq_insert(sq, jb) < 0) {
         jq_job_free(jb);
         return SS_ERR_NOMEM;

@@ -337,6 +337,24 @@ job *jq_seq_failed(const seq *sq)
     return NULL;
 }
 
+job *jq_job_from_record(uint64_t id, const ss_job_rec *rec)
+{
+    job *jb = calloc(1, sizeof *jb);
+    if (!jb)
+        return NULL;
+    jb->id = id;
+    jb->segment = rec->segment;
+    jb->length = rec->length;
+    jb->in_rows = rec->in_rows;
+    jb->last = rec->last;
+    jb->attempts = rec->attempts;
+    jb->submit_ms = rec->submit_ms;
+    jb->state = rec->state;
+    if (rec->state == SS_JOB_FAILED)
+        jb->reason = jq_dup_bytes(rec->reason.data, rec->reason.len);
+    return jb;
+}
+
 void jq_job_free(job *jb)
 {
     if (!jb)

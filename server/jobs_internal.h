@@ -294,6 +294,9 @@ job *jq_seq_job(const seq *sq, uint64_t s);
 int jq_seq_insert(seq *sq, job *jb);
 job *jq_seq_failed(const seq *sq);
 void jq_job_free(job *jb);
+/* A new job (not linked anywhere) of stored record id: its fields from rec
+ * (the reason copied when failed). NULL when out of memory. */
+job *jq_job_from_record(uint64_t id, const ss_job_rec *rec);
 void jq_job_detach(ss_jobs *j, job *jb);
 void jq_job_release(job *jb);
 void jq_seq_settle(ss_jobs *j, seq *sq);

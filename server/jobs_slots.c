@@ -61,20 +61,10 @@ int ss_jobs_slots_adopt(ss_jobs *j, uint64_t id, const ss_job_rec *rec, bool hel
         sq->ctx_crc = jq_train_crc(rec->ext, rec->ext_len);
         return 0;
     }
-    job *jb = calloc(1, sizeof *jb);
+    job *jb = jq_job_from_record(id, rec);
     if (!jb)
         return SS_ERR_NOMEM;
-    jb->id = id;
-    jb->segment = rec->segment;
-    jb->length = rec->length;
-    jb->in_rows = rec->in_rows;
-    jb->last = rec->last;
-    jb->attempts = rec->attempts;
-    jb->submit_ms = rec->submit_ms;
-    jb->state = rec->state;
     jb->held = held;
-    if (rec->state == SS_JOB_FAILED)
-        jb->reason = jq_dup_bytes(rec->reason.data, rec->reason.len);
     if (jq_seq_insert(sq, jb) < 0) {
         jq_job_free(jb);
         jq_seq_settle(j, sq);
